@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs the whole test suite against a real MongoDB-compatible server: a throwaway in-memory
+# SecantusDB unless MONGODB_URI is set (each test then makes its own database there).
+# Extra arguments go to the test runner.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+if [ -z "${MONGODB_URI:-}" ]; then
+  start_secantus ":memory:" "$(free_port)"
+fi
+log "testing against $MONGODB_URI"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --all-targets --no-fail-fast "$@"
+else
+  cargo test --all-targets --no-fail-fast "$@"
+fi

@@ -1,0 +1,204 @@
+//! The command line: `serve`, `indexes ensure`, `tenant create`, `token`, `demo load`.
+//! Each command exits non-zero with a one-line reason on failure.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::auth::{self, PlatformCredential, Principal, TenantKey};
+use crate::config::Settings;
+use crate::domain::{ErrorCode, ExternalUserId, TenantId};
+use crate::error::Error;
+use crate::startup::Application;
+use crate::store::Store;
+
+/// Roster: multi-tenant chat membership service.
+#[derive(Debug, Parser)]
+#[command(name = "roster", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP service.
+    Serve,
+    /// Index maintenance.
+    Indexes {
+        /// What to do with indexes.
+        #[command(subcommand)]
+        action: IndexAction,
+    },
+    /// Tenant administration.
+    Tenant {
+        /// What to do with tenants.
+        #[command(subcommand)]
+        action: TenantAction,
+    },
+    /// Mint a signed token for local use.
+    Token(TokenArgs),
+    /// Demo data.
+    Demo {
+        /// What to do with demo data.
+        #[command(subcommand)]
+        action: DemoAction,
+    },
+}
+
+/// `roster indexes …`
+#[derive(Debug, Subcommand)]
+pub enum IndexAction {
+    /// Apply indexes/*.json (idempotent; stops on a conflicting index).
+    Ensure,
+}
+
+/// `roster tenant …`
+#[derive(Debug, Subcommand)]
+pub enum TenantAction {
+    /// Create a tenant and print its key id and secret.
+    Create {
+        /// Tenant slug (2–63 of a-z, 0-9, inner hyphens).
+        id: String,
+        /// Display name (default: the id).
+        #[arg(long)]
+        name: Option<String>,
+        /// Succeed without changes if the tenant exists (prints its current key id only).
+        #[arg(long)]
+        if_missing: bool,
+    },
+}
+
+/// `roster token …`
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("who").required(true).args(["user", "server"])))]
+pub struct TokenArgs {
+    /// Tenant slug.
+    #[arg(long)]
+    pub tenant: String,
+    /// A user token for this external user id.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// A server token.
+    #[arg(long)]
+    pub server: bool,
+    /// Lifetime, e.g. `15m`, `1h`, `1day` (at most auth.max_token_ttl_secs).
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+}
+
+/// `roster demo …`
+#[derive(Debug, Subcommand)]
+pub enum DemoAction {
+    /// Fill a tenant with a realistic population (created if missing).
+    Load(crate::demo::LoadArgs),
+}
+
+async fn connect(settings: &Settings) -> anyhow::Result<Store> {
+    let store = Store::connect(&settings.database).await?;
+    store
+        .ensure_indexes()
+        .await
+        .context("applying indexes/*.json")?;
+    Ok(store)
+}
+
+fn operator(settings: &Settings) -> anyhow::Result<PlatformCredential> {
+    PlatformCredential::verify(&settings.auth.platform_token, &settings.auth)
+        .context("auth.platform_token")
+}
+
+/// Runs a parsed command.
+pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve => {
+            let app = Application::build(&settings).await?;
+            app.run_until_stopped().await.context("HTTP server")?;
+            tracing::info!("stopped");
+            Ok(())
+        }
+        Command::Indexes {
+            action: IndexAction::Ensure,
+        } => {
+            let store = Store::connect(&settings.database).await?;
+            let n = store.ensure_indexes().await?;
+            println!("{n} indexes ensured");
+            Ok(())
+        }
+        Command::Tenant {
+            action:
+                TenantAction::Create {
+                    id,
+                    name,
+                    if_missing,
+                },
+        } => {
+            let id = TenantId::parse(&id).map_err(|e| anyhow::anyhow!("tenant id: {e}"))?;
+            let store = connect(&settings).await?;
+            let cred = operator(&settings)?;
+            match store
+                .create_tenant(&cred, &id, name.as_deref().unwrap_or(id.as_str()))
+                .await
+            {
+                Ok(t) => {
+                    let key = t.keys.first().context("new tenant without a key")?;
+                    println!("tenant: {}\nkid: {}\nsecret: {}", t.id, key.kid, key.secret);
+                    Ok(())
+                }
+                Err(Error::Client(p)) if p.code == ErrorCode::TenantExists && if_missing => {
+                    let t = store
+                        .find_tenant(&cred, &id)
+                        .await?
+                        .context("tenant vanished")?;
+                    let kid = t
+                        .current_key()
+                        .map(|k| k.kid.as_str())
+                        .unwrap_or("(no active key)");
+                    println!("tenant: {} (exists)\nkid: {kid}", t.id);
+                    Ok(())
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+        Command::Token(args) => {
+            let id = TenantId::parse(&args.tenant).map_err(|e| anyhow::anyhow!("--tenant: {e}"))?;
+            let principal = match (&args.user, args.server) {
+                (Some(u), false) => Principal::User(
+                    ExternalUserId::parse(u).map_err(|e| anyhow::anyhow!("--user: {e}"))?,
+                ),
+                (None, true) => Principal::Server,
+                _ => bail!("give exactly one of --user or --server"),
+            };
+            let store = Store::connect(&settings.database).await?;
+            let cred = operator(&settings)?;
+            let tenant = store
+                .find_tenant(&cred, &id)
+                .await?
+                .with_context(|| format!("no tenant `{id}`"))?;
+            let key = tenant
+                .current_key()
+                .with_context(|| format!("tenant `{id}` has no active key"))?;
+            let key = TenantKey {
+                tenant: id,
+                kid: key.kid.clone(),
+                secret: key.secret.clone(),
+                revoked: false,
+                tenant_active: tenant.is_active(),
+            };
+            println!(
+                "{}",
+                auth::mint(&key, &principal, args.ttl.as_secs(), &settings.auth)?
+            );
+            Ok(())
+        }
+        Command::Demo {
+            action: DemoAction::Load(args),
+        } => {
+            let store = connect(&settings).await?;
+            crate::demo::load(&store, &operator(&settings)?, &args).await
+        }
+    }
+}

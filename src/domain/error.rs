@@ -1,0 +1,137 @@
+//! The one table of error codes. Every failure a client can see maps to exactly one row:
+//! a stable snake_case `code` (clients switch on it, never on message text), an HTTP status
+//! and a short title. The HTTP layer renders them as `application/problem+json`.
+
+use serde::Serialize;
+
+macro_rules! error_codes {
+    ($( $(#[doc = $doc:literal])* $variant:ident => ($status:literal, $code:literal, $title:literal), )*) => {
+        /// A stable, machine-readable error code with its HTTP status.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $( $(#[doc = $doc])* $variant, )*
+        }
+
+        impl ErrorCode {
+            /// Every code, in table order (used by the docs and a test that checks uniqueness).
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)*];
+
+            /// The snake_case code clients switch on, e.g. `member_exists`.
+            pub const fn as_str(self) -> &'static str {
+                match self { $(ErrorCode::$variant => $code,)* }
+            }
+
+            /// The HTTP status this code is answered with.
+            pub const fn status(self) -> u16 {
+                match self { $(ErrorCode::$variant => $status,)* }
+            }
+
+            /// A short human title (the problem+json `title`).
+            pub const fn title(self) -> &'static str {
+                match self { $(ErrorCode::$variant => $title,)* }
+            }
+        }
+    };
+}
+
+error_codes! {
+    /// The request body is not well-formed JSON or has the wrong shape.
+    BadRequest => (400, "bad_request", "Malformed request"),
+    /// A pagination cursor was not produced by this service.
+    InvalidCursor => (400, "invalid_cursor", "Invalid pagination cursor"),
+    /// No `Authorization: Bearer` header.
+    MissingToken => (401, "missing_token", "Authentication required"),
+    /// The token is malformed, badly signed, of the wrong algorithm or audience, or names an unknown key.
+    InvalidToken => (401, "invalid_token", "Invalid token"),
+    /// The token's `exp` has passed.
+    TokenExpired => (401, "token_expired", "Token expired"),
+    /// The key named by the token's `kid` has been revoked.
+    KeyRevoked => (401, "key_revoked", "Signing key revoked"),
+    /// The caller is authenticated but this kind of caller may not do this.
+    Forbidden => (403, "forbidden", "Forbidden"),
+    /// The tenant is suspended.
+    TenantSuspended => (403, "tenant_suspended", "Tenant suspended"),
+    /// The acting member lacks the permission flag the operation needs.
+    MissingPermission => (403, "missing_permission", "Missing permission"),
+    /// The acting member's rank is not above the target's, or the role granted is not below the actor's.
+    InsufficientRank => (403, "insufficient_rank", "Insufficient rank"),
+    /// The user is banned from the conversation.
+    MemberBanned => (403, "member_banned", "Member banned"),
+    /// No such route.
+    NotFound => (404, "not_found", "Not found"),
+    /// No such tenant (platform API).
+    TenantNotFound => (404, "tenant_not_found", "Tenant not found"),
+    /// No such signing key on the tenant (platform API).
+    KeyNotFound => (404, "key_not_found", "Key not found"),
+    /// No such user in this tenant.
+    UserNotFound => (404, "user_not_found", "User not found"),
+    /// No such conversation in this tenant, or the caller cannot see it.
+    ConversationNotFound => (404, "conversation_not_found", "Conversation not found"),
+    /// The user has no current membership in the conversation.
+    NotAMember => (404, "not_a_member", "Not a member"),
+    /// The method is not allowed on this route.
+    MethodNotAllowed => (405, "method_not_allowed", "Method not allowed"),
+    /// The user is already an active (or muted) member.
+    MemberExists => (409, "member_exists", "Already a member"),
+    /// A tenant with this id exists.
+    TenantExists => (409, "tenant_exists", "Tenant exists"),
+    /// The conversation has reached its `settings.max_members`.
+    ConversationFull => (409, "conversation_full", "Conversation full"),
+    /// Direct conversations have exactly their two participants.
+    DirectConversation => (409, "direct_conversation", "Direct conversation"),
+    /// Ownership is not granted or taken away by a role change; it moves only by transfer.
+    OwnerRoleLocked => (409, "owner_role_locked", "Owner role is locked"),
+    /// The request body is larger than the configured limit.
+    PayloadTooLarge => (413, "payload_too_large", "Payload too large"),
+    /// The request body is not `application/json`.
+    UnsupportedMediaType => (415, "unsupported_media_type", "Unsupported media type"),
+    /// A field failed validation; `errors` names each field.
+    ValidationFailed => (422, "validation_failed", "Validation failed"),
+    /// An unexpected failure; the cause is in the log under the request id.
+    Internal => (500, "internal", "Internal error"),
+    /// The database cannot be reached; retry after the `Retry-After` seconds.
+    DatabaseUnavailable => (503, "database_unavailable", "Database unavailable"),
+}
+
+/// One invalid field in a `validation_failed` answer: `{ "field": "role", "message": "…" }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct FieldError {
+    /// The field's path in the request, e.g. `members[3].user_id` or `limit`.
+    pub field: String,
+    /// Why it was refused.
+    pub message: String,
+}
+
+impl FieldError {
+    /// A field error for `field` with `message`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn every_code_is_unique_and_snake_case_with_a_client_or_server_status() {
+        let mut seen = HashSet::new();
+        for code in ErrorCode::ALL {
+            assert!(
+                seen.insert(code.as_str()),
+                "duplicate code {}",
+                code.as_str()
+            );
+            assert!(
+                code.as_str()
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '_')
+            );
+            assert!((400..600).contains(&code.status()));
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! The membership model in plain Rust: identifiers, roles, permissions, statuses and the
+//! rules that govern them. Nothing here touches HTTP or the database driver, so every rule
+//! can be unit- and property-tested on its own.
+
+pub mod conversation;
+pub mod error;
+pub mod ids;
+pub mod member;
+pub mod role;
+pub mod rules;
+
+pub use conversation::ConversationType;
+pub use error::{ErrorCode, FieldError};
+pub use ids::{ConversationId, ExternalUserId, TenantId};
+pub use member::{MemberStatus, NotificationLevel};
+pub use role::{Permissions, Role};

@@ -1,0 +1,102 @@
+//! The crate-wide error: either a refusal the client caused (a [`Problem`] with a code from
+//! [`ErrorCode`]) or a failure on our side, whose cause is logged and never shown.
+
+use crate::domain::rules::RuleViolation;
+use crate::domain::{ErrorCode, FieldError};
+
+/// A refusal to show the client: a code from the table, a sentence, and per-field details.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The stable code (and so the HTTP status).
+    pub code: ErrorCode,
+    /// A human sentence for `detail`; never driver text.
+    pub detail: String,
+    /// For `validation_failed`: each invalid field.
+    pub fields: Vec<FieldError>,
+}
+
+impl Problem {
+    /// A problem with `code` and `detail`.
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
+        Self {
+            code,
+            detail: detail.into(),
+            fields: Vec::new(),
+        }
+    }
+
+    /// A `validation_failed` problem listing `fields`.
+    pub fn validation(fields: Vec<FieldError>) -> Self {
+        let detail = match fields.as_slice() {
+            [one] => format!("{}: {}", one.field, one.message),
+            _ => format!("{} fields are invalid", fields.len()),
+        };
+        Self {
+            code: ErrorCode::ValidationFailed,
+            detail,
+            fields,
+        }
+    }
+
+    /// A `validation_failed` problem for one field.
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::validation(vec![FieldError::new(field, message)])
+    }
+}
+
+/// Any failure of a use case.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The client's request was refused; shown as is.
+    #[error("{}: {}", .0.code.as_str(), .0.detail)]
+    Client(Problem),
+    /// The database could not be reached (503 with `Retry-After`).
+    #[error("database unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    /// Anything unexpected (500; cause only in the log).
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl Error {
+    /// A client error with `code` and `detail`.
+    pub fn client(code: ErrorCode, detail: impl Into<String>) -> Self {
+        Error::Client(Problem::new(code, detail))
+    }
+
+    /// The code this error is answered with.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::Client(p) => p.code,
+            Error::Unavailable(_) => ErrorCode::DatabaseUnavailable,
+            Error::Internal(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+impl From<Problem> for Error {
+    fn from(p: Problem) -> Self {
+        Error::Client(p)
+    }
+}
+
+impl From<RuleViolation> for Problem {
+    fn from(v: RuleViolation) -> Self {
+        Problem::new(v.code(), v.detail())
+    }
+}
+
+impl From<RuleViolation> for Error {
+    fn from(v: RuleViolation) -> Self {
+        Error::Client(v.into())
+    }
+}
+
+impl From<crate::auth::AuthError> for Error {
+    fn from(e: crate::auth::AuthError) -> Self {
+        Error::Client(Problem::new(e.code(), e.to_string()))
+    }
+}
+
+/// Shorthand for use-case results.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,108 @@
+//! Error rendering: every failure becomes an `application/problem+json` body with the stable
+//! `code`, the request id, and per-field details. Unexpected failures are logged with their
+//! cause chain; the client sees only the code and the request id.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::request_id;
+use crate::domain::{ErrorCode, FieldError};
+use crate::error::Error;
+
+/// Seconds a client should wait before retrying after `database_unavailable`.
+pub const RETRY_AFTER_SECS: u32 = 2;
+
+/// The problem+json body (RFC 9457) with Roster's extensions.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProblemBody {
+    /// `urn:roster:problem:<code>`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Short title of the code.
+    pub title: &'static str,
+    /// HTTP status.
+    pub status: u16,
+    /// What went wrong, for people.
+    pub detail: String,
+    /// The stable code clients switch on.
+    pub code: &'static str,
+    /// The request id (also in `X-Request-Id`).
+    pub request_id: Option<String>,
+    /// For `validation_failed`: each invalid field.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+/// Builds the problem response for `code`.
+pub fn problem_response(code: ErrorCode, detail: String, errors: Vec<FieldError>) -> HttpResponse {
+    let status = StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = ProblemBody {
+        kind: format!("urn:roster:problem:{}", code.as_str()),
+        title: code.title(),
+        status: status.as_u16(),
+        detail,
+        code: code.as_str(),
+        request_id: request_id::current(),
+        errors,
+    };
+    let mut res = HttpResponse::build(status);
+    res.insert_header((
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    ));
+    match code {
+        ErrorCode::DatabaseUnavailable => {
+            res.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS.to_string()));
+        }
+        c if c.status() == 401 => {
+            res.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+        }
+        _ => {}
+    }
+    res.body(serde_json::to_vec(&body).unwrap_or_default())
+}
+
+impl ResponseError for Error {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.code().status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            Error::Client(p) => problem_response(p.code, p.detail.clone(), p.fields.clone()),
+            Error::Unavailable(cause) => {
+                tracing::warn!(error = format!("{cause:#}"), "database unavailable");
+                problem_response(
+                    ErrorCode::DatabaseUnavailable,
+                    "the database cannot be reached; retry shortly".into(),
+                    Vec::new(),
+                )
+            }
+            Error::Internal(cause) => {
+                tracing::error!(error = format!("{cause:#}"), "internal error");
+                problem_response(
+                    ErrorCode::Internal,
+                    "an unexpected error occurred; quote the request id when reporting it".into(),
+                    Vec::new(),
+                )
+            }
+        }
+    }
+}
+
+/// Default handler for unknown routes: 404 `not_found`.
+pub async fn not_found() -> HttpResponse {
+    problem_response(ErrorCode::NotFound, "no such route".into(), Vec::new())
+}
+
+/// Default handler for a known route with an unsupported method: 405 `method_not_allowed`.
+pub async fn method_not_allowed() -> HttpResponse {
+    problem_response(
+        ErrorCode::MethodNotAllowed,
+        "this route does not support that method".into(),
+        Vec::new(),
+    )
+}

@@ -1,0 +1,210 @@
+//! Extractors: who is calling (the check lives here, so a handler's signature states who may
+//! call it), and JSON bodies whose errors name the offending field.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::web::{Bytes, Data};
+use actix_web::{FromRequest, HttpRequest};
+use serde::de::DeserializeOwned;
+
+use super::AppState;
+use crate::auth::{AuthError, PlatformCredential, TenantScope};
+use crate::domain::ErrorCode;
+use crate::error::{Error, Problem};
+
+type LocalFuture<T> = Pin<Box<dyn Future<Output = Result<T, Error>>>>;
+
+fn bearer(req: &HttpRequest) -> Result<String, AuthError> {
+    let value = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .ok_or(AuthError::Missing)?;
+    let value = value.to_str().map_err(|_| AuthError::Invalid)?;
+    match value.split_once(' ') {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            Ok(token.trim().to_owned())
+        }
+        _ => Err(AuthError::Invalid),
+    }
+}
+
+fn state(req: &HttpRequest) -> Result<Data<AppState>, Error> {
+    req.app_data::<Data<AppState>>()
+        .cloned()
+        .ok_or_else(|| Error::Internal(anyhow::anyhow!("application state missing")))
+}
+
+/// A caller with a verified tenant token (user or server). Errors: 401 codes, 403
+/// `tenant_suspended`, 503 when the key cannot be looked up.
+pub struct Caller(pub TenantScope);
+
+impl FromRequest for Caller {
+    type Error = Error;
+    type Future = LocalFuture<Self>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let token = bearer(req);
+        let state = state(req);
+        Box::pin(async move {
+            let state = state?;
+            Ok(Caller(
+                state.roster.authenticate(&token?, &state.auth).await?,
+            ))
+        })
+    }
+}
+
+/// The platform operator (bearer = `auth.platform_token`). Errors: 401 codes.
+pub struct Platform(pub PlatformCredential);
+
+impl FromRequest for Platform {
+    type Error = Error;
+    type Future = std::future::Ready<Result<Self, Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready((|| {
+            let token = bearer(req)?;
+            Ok(Platform(PlatformCredential::verify(
+                &token,
+                &state(req)?.auth,
+            )?))
+        })())
+    }
+}
+
+/// A JSON body. Errors: 415 `unsupported_media_type` (not JSON), 413 `payload_too_large`
+/// (over `http.json_limit_bytes`), 400 `bad_request` (not well-formed JSON), 422
+/// `validation_failed` naming the field whose value or name is wrong.
+pub struct Body<T>(pub T);
+
+fn is_json(req: &HttpRequest) -> bool {
+    let Some(ct) = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// serde_json messages end with " at line L column C"; that position is noise to a client.
+fn without_position(msg: &str) -> &str {
+    match msg.rfind(" at line ") {
+        Some(i) => &msg[..i],
+        None => msg,
+    }
+}
+
+/// Parses JSON with the failing field's path (`members[2].role`).
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let msg = without_position(&inner.to_string()).to_owned();
+        match inner.classify() {
+            serde_json::error::Category::Data => {
+                let field = if path == "." { "body".to_owned() } else { path };
+                Problem::field(field, msg).into()
+            }
+            _ => Error::client(
+                ErrorCode::BadRequest,
+                format!("the body is not valid JSON: {msg}"),
+            ),
+        }
+    })
+}
+
+impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
+    type Error = Error;
+    type Future = LocalFuture<Self>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let json = is_json(req);
+        let bytes = Bytes::from_request(req, payload);
+        Box::pin(async move {
+            if !json {
+                return Err(Error::client(
+                    ErrorCode::UnsupportedMediaType,
+                    "the body must be application/json",
+                ));
+            }
+            let bytes = bytes.await.map_err(|e| {
+                if e.as_response_error().status_code()
+                    == actix_web::http::StatusCode::PAYLOAD_TOO_LARGE
+                {
+                    Error::client(
+                        ErrorCode::PayloadTooLarge,
+                        "the body is larger than the configured limit",
+                    )
+                } else {
+                    Error::client(ErrorCode::BadRequest, "the body could not be read")
+                }
+            })?;
+            Ok(Body(parse_json(&bytes)?))
+        })
+    }
+}
+
+/// Maps query-string errors to `validation_failed` (field `query`).
+pub fn query_error(err: actix_web::error::QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
+    Error::from(Problem::field("query", err.to_string())).into()
+}
+
+/// Maps path errors to `validation_failed` (field `path`).
+pub fn path_error(err: actix_web::error::PathError, _: &HttpRequest) -> actix_web::Error {
+    Error::from(Problem::field("path", err.to_string())).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::inputs::AddMembersBody;
+
+    fn problem(e: Error) -> Problem {
+        match e {
+            Error::Client(p) => p,
+            other => panic!("expected a client error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_bad_value_deep_in_a_batch_is_named_by_its_path() {
+        let e = parse_json::<AddMembersBody>(
+            br#"{"members":[{"user_id":"a"},{"user_id":"b","role":"king"}]}"#,
+        )
+        .unwrap_err();
+        let p = problem(e);
+        assert_eq!(p.code, ErrorCode::ValidationFailed);
+        assert_eq!(p.fields[0].field, "members[1].role");
+        assert!(
+            !p.fields[0].message.contains("line"),
+            "{}",
+            p.fields[0].message
+        );
+    }
+
+    #[test]
+    fn an_unknown_field_is_a_validation_failure_naming_it_and_broken_json_is_a_bad_request() {
+        let p = problem(
+            parse_json::<AddMembersBody>(br#"{"user_id":"a","rol":"member"}"#).unwrap_err(),
+        );
+        assert_eq!(p.code, ErrorCode::ValidationFailed);
+        assert!(p.fields[0].message.contains("rol"), "{:?}", p.fields);
+        let p = problem(parse_json::<AddMembersBody>(br#"{"user_id":"#).unwrap_err());
+        assert_eq!(p.code, ErrorCode::BadRequest);
+    }
+}

@@ -1,0 +1,118 @@
+//! The only module that imports actix-web: routes, extractors, error rendering, request ids
+//! and the OpenAPI document.
+
+pub mod error;
+pub mod extract;
+pub mod openapi;
+pub mod request_id;
+pub mod routes;
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
+use actix_web::web::{self, Data};
+use actix_web::{App, HttpServer};
+use tracing_actix_web::TracingLogger;
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::config::{AuthSettings, Settings};
+use crate::service::Roster;
+
+/// What every handler can reach.
+pub struct AppState {
+    /// The use cases.
+    pub roster: Roster,
+    /// Token verification settings.
+    pub auth: AuthSettings,
+}
+
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(error::method_not_allowed))
+}
+
+/// Registers every route (shared by the server and tests that build the app in-process).
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    use routes::*;
+    cfg.service(resource("/healthz").route(web::get().to(health::healthz)))
+        .service(resource("/readyz").route(web::get().to(health::readyz)))
+        .service(
+            resource("/admin/v1/tenants")
+                .route(web::get().to(tenants::list))
+                .route(web::post().to(tenants::create)),
+        )
+        .service(resource("/admin/v1/tenants/{tenant_id}").route(web::get().to(tenants::get)))
+        .service(
+            resource("/admin/v1/tenants/{tenant_id}/keys").route(web::post().to(tenants::add_key)),
+        )
+        .service(
+            resource("/admin/v1/tenants/{tenant_id}/keys/{kid}")
+                .route(web::delete().to(tenants::revoke_key)),
+        )
+        .service(
+            resource("/v1/users/{user_id}")
+                .route(web::put().to(users::put))
+                .route(web::get().to(users::get)),
+        )
+        .service(
+            resource("/v1/users/{user_id}/conversations")
+                .route(web::get().to(users::conversations)),
+        )
+        .service(resource("/v1/conversations").route(web::post().to(conversations::create)))
+        .service(
+            resource("/v1/conversations/{conversation_id}")
+                .route(web::get().to(conversations::get))
+                .route(web::patch().to(conversations::update))
+                .route(web::delete().to(conversations::delete)),
+        )
+        .service(
+            resource("/v1/conversations/{conversation_id}/members")
+                .route(web::get().to(members::list))
+                .route(web::post().to(members::add)),
+        )
+        .service(
+            resource("/v1/conversations/{conversation_id}/members/{user_id}")
+                .route(web::get().to(members::get))
+                .route(web::patch().to(members::update))
+                .route(web::delete().to(members::remove)),
+        )
+        .service(
+            resource("/v1/conversations/{conversation_id}/leave")
+                .route(web::post().to(members::leave)),
+        );
+}
+
+/// Builds the HTTP server on `listener` (not yet running; await the returned [`Server`]).
+/// SIGTERM/SIGINT stop accepting and give in-flight requests `http.shutdown_timeout_secs`.
+pub fn server(
+    listener: TcpListener,
+    roster: Roster,
+    settings: &Settings,
+) -> std::io::Result<Server> {
+    let state = Data::new(AppState {
+        roster,
+        auth: settings.auth.clone(),
+    });
+    let json_limit = settings.http.json_limit_bytes;
+    let openapi = openapi::ApiDoc::openapi();
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .wrap(TracingLogger::<request_id::RosterRootSpan>::new())
+            .wrap(from_fn(request_id::middleware))
+            .app_data(state.clone())
+            .app_data(web::PayloadConfig::new(json_limit))
+            .app_data(web::QueryConfig::default().error_handler(extract::query_error))
+            .app_data(web::PathConfig::default().error_handler(extract::path_error))
+            .configure(routes)
+            .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi.clone()))
+            .default_service(web::to(error::not_found))
+    })
+    .shutdown_timeout(settings.http.shutdown_timeout_secs)
+    .client_request_timeout(Duration::from_secs(30));
+    if settings.http.workers > 0 {
+        server = server.workers(settings.http.workers);
+    }
+    Ok(server.listen(listener)?.run())
+}

@@ -1,0 +1,50 @@
+//! The OpenAPI document, generated from the handlers' `#[utoipa::path]` annotations and
+//! served at `/openapi.json` with an interactive page at `/docs/`.
+
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::routes::*;
+
+/// The document.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Roster",
+        description = "Multi-tenant chat membership: who is in which group conversation, with which role, \
+                       permissions, status, settings and activity. Errors are `application/problem+json` \
+                       with a stable `code`.",
+    ),
+    paths(
+        health::healthz, health::readyz,
+        tenants::create, tenants::list, tenants::get, tenants::add_key, tenants::revoke_key,
+        users::put, users::get, users::conversations,
+        conversations::create, conversations::get, conversations::update, conversations::delete,
+        members::add, members::list, members::get, members::update, members::remove, members::leave,
+    ),
+    modifiers(&Security),
+    tags(
+        (name = "health", description = "Liveness and readiness"),
+        (name = "platform", description = "Tenants and signing keys (platform operator token)"),
+        (name = "users", description = "User profiles and conversation lists"),
+        (name = "conversations", description = "Group and direct conversations"),
+        (name = "members", description = "Membership: add, list, change role, remove, leave"),
+    )
+)]
+pub struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let mut bearer = Http::new(HttpAuthScheme::Bearer);
+        bearer.bearer_format = Some("JWT".into());
+        bearer.description = Some("A tenant token: HS256 JWT with `kid`, `aud`, `exp`, `tenant`, and `sub` (user) or `scope: \"server\"`.".into());
+        components.add_security_scheme("bearer", SecurityScheme::Http(bearer));
+        let mut platform = Http::new(HttpAuthScheme::Bearer);
+        platform.description =
+            Some("The platform operator token from configuration (`auth.platform_token`).".into());
+        components.add_security_scheme("platform", SecurityScheme::Http(platform));
+    }
+}

@@ -1,0 +1,79 @@
+//! Request ids: taken from `X-Request-Id` when it is a sane token (1–128 visible ASCII
+//! characters), otherwise generated (UUID v4); echoed in the response header, put in the
+//! request's log span and in every error body.
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{Error, HttpMessage};
+use tracing::Span;
+use tracing_actix_web::{DefaultRootSpanBuilder, RootSpanBuilder};
+
+/// The header carrying the id, in and out.
+pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The request's id, stored in request extensions.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+tokio::task_local! {
+    static CURRENT: String;
+}
+
+/// The id of the request being handled on this task, if any.
+pub fn current() -> Option<String> {
+    CURRENT.try_with(Clone::clone).ok()
+}
+
+fn acceptable(v: &str) -> bool {
+    (1..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Middleware: assigns the id and runs the rest of the request inside its scope.
+pub async fn middleware(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let id = req
+        .headers()
+        .get(&HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| acceptable(v))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let mut res = CURRENT.scope(id.clone(), next.call(req)).await?;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        res.headers_mut().insert(HEADER, v);
+    }
+    Ok(res)
+}
+
+/// The root span of every request, carrying `request_id`.
+pub struct RosterRootSpan;
+
+impl RootSpanBuilder for RosterRootSpan {
+    fn on_request_start(request: &ServiceRequest) -> Span {
+        let request_id = request
+            .extensions()
+            .get::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default();
+        tracing::info_span!(
+            "http_request",
+            request_id = %request_id,
+            http.method = %request.method(),
+            http.route = request.match_pattern().unwrap_or_default(),
+            http.target = %request.uri().path(),
+            http.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+            exception.message = tracing::field::Empty,
+            exception.details = tracing::field::Empty,
+        )
+    }
+
+    fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, Error>) {
+        DefaultRootSpanBuilder::on_request_end(span, outcome);
+    }
+}

@@ -1,0 +1,79 @@
+//! Conversations.
+
+use actix_web::HttpResponse;
+use actix_web::web::{self, Data};
+
+use crate::error::Error;
+use crate::http::AppState;
+use crate::http::error::ProblemBody;
+use crate::http::extract::{Body, Caller};
+use crate::service::inputs::{CreateConversationBody, PatchConversationBody};
+use crate::service::views::{ConversationView, CreatedConversationView};
+
+/// Create a group or direct conversation, optionally with members. A user creator becomes the
+/// group's `owner`.
+#[utoipa::path(post, path = "/v1/conversations", tag = "conversations", request_body = CreateConversationBody,
+    responses(
+        (status = 201, body = CreatedConversationView),
+        (status = 409, description = "`owner_role_locked`", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn create(
+    Caller(scope): Caller,
+    state: Data<AppState>,
+    Body(body): Body<CreateConversationBody>,
+) -> Result<HttpResponse, Error> {
+    Ok(HttpResponse::Created().json(state.roster.create_conversation(&scope, body).await?))
+}
+
+/// A conversation (members of it, or a server token).
+#[utoipa::path(get, path = "/v1/conversations/{conversation_id}", tag = "conversations",
+    params(("conversation_id" = String, Path, description = "24 hex digits")),
+    responses((status = 200, body = ConversationView),
+              (status = 404, description = "`conversation_not_found`", body = ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn get(
+    Caller(scope): Caller,
+    state: Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, Error> {
+    Ok(HttpResponse::Ok().json(state.roster.get_conversation(&scope, &path).await?))
+}
+
+/// Change name, description or avatar (`can_change_info`).
+#[utoipa::path(patch, path = "/v1/conversations/{conversation_id}", tag = "conversations", request_body = PatchConversationBody,
+    params(("conversation_id" = String, Path, description = "24 hex digits")),
+    responses((status = 200, body = ConversationView),
+              (status = 403, description = "`missing_permission`", body = ProblemBody, content_type = "application/problem+json"),
+              (status = 404, description = "`conversation_not_found`", body = ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn update(
+    Caller(scope): Caller,
+    state: Data<AppState>,
+    path: web::Path<String>,
+    Body(body): Body<PatchConversationBody>,
+) -> Result<HttpResponse, Error> {
+    Ok(HttpResponse::Ok().json(
+        state
+            .roster
+            .update_conversation(&scope, &path, body)
+            .await?,
+    ))
+}
+
+/// Delete a conversation and all its memberships, in one transaction (owner or server).
+#[utoipa::path(delete, path = "/v1/conversations/{conversation_id}", tag = "conversations",
+    params(("conversation_id" = String, Path, description = "24 hex digits")),
+    responses((status = 204, description = "Deleted"),
+              (status = 403, description = "`insufficient_rank`: not the owner", body = ProblemBody, content_type = "application/problem+json"),
+              (status = 404, description = "`conversation_not_found`", body = ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn delete(
+    Caller(scope): Caller,
+    state: Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, Error> {
+    state.roster.delete_conversation(&scope, &path).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

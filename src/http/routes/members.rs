@@ -1,0 +1,134 @@
+//! Members of a conversation.
+
+use actix_web::HttpResponse;
+use actix_web::web::{self, Data};
+
+use crate::error::Error;
+use crate::http::AppState;
+use crate::http::error::ProblemBody;
+use crate::http::extract::{Body, Caller};
+use crate::service::AddMembersReply;
+use crate::service::inputs::{AddMembersBody, ListMembersQuery, PatchMemberBody, RemoveQuery};
+use crate::service::views::{BatchAddView, MemberView, Page};
+
+/// Add one member (`user_id`, `role`) → 201, or a batch (`members`) → 200 with a result per
+/// item. Needs `can_add_members` and a role below the caller's (server tokens: any but owner).
+/// Former members are re-activated; unknown users are created.
+#[utoipa::path(post, path = "/v1/conversations/{conversation_id}/members", tag = "members", request_body = AddMembersBody,
+    params(("conversation_id" = String, Path, description = "24 hex digits")),
+    responses(
+        (status = 201, description = "One member added", body = MemberView),
+        (status = 200, description = "Batch processed", body = BatchAddView),
+        (status = 403, description = "`missing_permission`, `insufficient_rank`, `member_banned`", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 404, description = "`conversation_not_found`", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "`member_exists`, `conversation_full`, `direct_conversation`, `owner_role_locked`", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn add(
+    Caller(scope): Caller,
+    state: Data<AppState>,
+    path: web::Path<String>,
+    Body(body): Body<AddMembersBody>,
+) -> Result<HttpResponse, Error> {
+    Ok(match state.roster.add_members(&scope, &path, body).await? {
+        AddMembersReply::One(m) => HttpResponse::Created().json(m),
+        AddMembersReply::Batch(b) => HttpResponse::Ok().json(b),
+    })
+}
+
+/// Members in a stable order (keyset cursor), filtered by status (default `active,muted`) and role.
+#[utoipa::path(get, path = "/v1/conversations/{conversation_id}/members", tag = "members",
+    params(("conversation_id" = String, Path, description = "24 hex digits"), ListMembersQuery),
+    responses((status = 200, body = Page<MemberView>),
+              (status = 400, description = "`invalid_cursor`", body = ProblemBody, content_type = "application/problem+json"),
+              (status = 404, description = "`conversation_not_found`", body = ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn list(
+    Caller(scope): Caller,
+    state: Data<AppState>,
+    path: web::Path<String>,
+    q: web::Query<ListMembersQuery>,
+) -> Result<HttpResponse, Error> {
+    Ok(HttpResponse::Ok().json(
+        state
+            .roster
+            .list_members(&scope, &path, q.into_inner())
+            .await?,
+    ))
+}
+
+/// One membership, whatever its status (seed 004's sub-documents).
+#[utoipa::path(get, path = "/v1/conversations/{conversation_id}/members/{user_id}", tag = "members",
+    params(("conversation_id" = String, Path, description = "24 hex digits"), ("user_id" = String, Path, description = "External user id, or `me`")),
+    responses((status = 200, body = MemberView),
+              (status = 404, description = "`conversation_not_found`, `not_a_member`", body = ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn get(
+    Caller(scope): Caller,
+    state: Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, Error> {
+    let (conv, user) = path.into_inner();
+    Ok(HttpResponse::Ok().json(state.roster.get_member(&scope, &conv, &user).await?))
+}
+
+/// Change a member's role (owners and admins, below their own rank; never to or from owner).
+#[utoipa::path(patch, path = "/v1/conversations/{conversation_id}/members/{user_id}", tag = "members", request_body = PatchMemberBody,
+    params(("conversation_id" = String, Path, description = "24 hex digits"), ("user_id" = String, Path, description = "External user id")),
+    responses((status = 200, body = MemberView),
+              (status = 403, description = "`insufficient_rank`", body = ProblemBody, content_type = "application/problem+json"),
+              (status = 404, description = "`conversation_not_found`, `not_a_member`", body = ProblemBody, content_type = "application/problem+json"),
+              (status = 409, description = "`owner_role_locked`", body = ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn update(
+    Caller(scope): Caller,
+    state: Data<AppState>,
+    path: web::Path<(String, String)>,
+    Body(body): Body<PatchMemberBody>,
+) -> Result<HttpResponse, Error> {
+    let (conv, user) = path.into_inner();
+    Ok(HttpResponse::Ok().json(
+        state
+            .roster
+            .change_member(&scope, &conv, &user, body)
+            .await?,
+    ))
+}
+
+/// Remove a member (`can_remove_members` and a higher rank): status `removed`.
+#[utoipa::path(delete, path = "/v1/conversations/{conversation_id}/members/{user_id}", tag = "members",
+    params(("conversation_id" = String, Path, description = "24 hex digits"), ("user_id" = String, Path, description = "External user id"), RemoveQuery),
+    responses((status = 200, body = MemberView),
+              (status = 403, description = "`missing_permission`, `insufficient_rank`", body = ProblemBody, content_type = "application/problem+json"),
+              (status = 404, description = "`conversation_not_found`, `not_a_member`", body = ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn remove(
+    Caller(scope): Caller,
+    state: Data<AppState>,
+    path: web::Path<(String, String)>,
+    q: web::Query<RemoveQuery>,
+) -> Result<HttpResponse, Error> {
+    let (conv, user) = path.into_inner();
+    Ok(HttpResponse::Ok().json(
+        state
+            .roster
+            .remove_member(&scope, &conv, &user, q.into_inner())
+            .await?,
+    ))
+}
+
+/// Leave the conversation (user token): status `left`. An owner leaving hands ownership to the
+/// longest-standing member of the highest remaining rank.
+#[utoipa::path(post, path = "/v1/conversations/{conversation_id}/leave", tag = "members",
+    params(("conversation_id" = String, Path, description = "24 hex digits")),
+    responses((status = 200, body = MemberView),
+              (status = 403, description = "`forbidden`: server token", body = ProblemBody, content_type = "application/problem+json"),
+              (status = 404, description = "`not_a_member`", body = ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn leave(
+    Caller(scope): Caller,
+    state: Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, Error> {
+    Ok(HttpResponse::Ok().json(state.roster.leave(&scope, &path).await?))
+}

@@ -1,0 +1,8 @@
+//! Handlers, one module per resource. Each states its caller in its signature, calls one
+//! service method and maps the result to a status.
+
+pub mod conversations;
+pub mod health;
+pub mod members;
+pub mod tenants;
+pub mod users;

@@ -1,0 +1,71 @@
+//! Users: profiles and their conversation lists.
+
+use actix_web::HttpResponse;
+use actix_web::web::{self, Data};
+
+use crate::error::Error;
+use crate::http::AppState;
+use crate::http::error::ProblemBody;
+use crate::http::extract::{Body, Caller};
+use crate::service::inputs::{MembershipsQuery, PutUserBody};
+use crate::service::views::{MembershipView, Page, UserView};
+
+/// Create or replace a user's profile (server token, or the user itself); the name and avatar
+/// are copied onto the user's memberships.
+#[utoipa::path(put, path = "/v1/users/{user_id}", tag = "users", request_body = PutUserBody,
+    params(("user_id" = String, Path, description = "External user id, or `me`")),
+    responses(
+        (status = 200, description = "Updated", body = UserView),
+        (status = 201, description = "Created", body = UserView),
+        (status = 403, description = "`forbidden`: another user's profile", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`", body = ProblemBody, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn put(
+    Caller(scope): Caller,
+    state: Data<AppState>,
+    path: web::Path<String>,
+    Body(body): Body<PutUserBody>,
+) -> Result<HttpResponse, Error> {
+    let (user, created) = state.roster.put_user(&scope, &path, body).await?;
+    Ok(if created {
+        HttpResponse::Created().json(user)
+    } else {
+        HttpResponse::Ok().json(user)
+    })
+}
+
+/// A user's profile.
+#[utoipa::path(get, path = "/v1/users/{user_id}", tag = "users",
+    params(("user_id" = String, Path, description = "External user id, or `me`")),
+    responses((status = 200, body = UserView),
+              (status = 404, description = "`user_not_found`", body = ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn get(
+    Caller(scope): Caller,
+    state: Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, Error> {
+    Ok(HttpResponse::Ok().json(state.roster.get_user(&scope, &path).await?))
+}
+
+/// The user's conversations with their role, status and settings there (self or server).
+#[utoipa::path(get, path = "/v1/users/{user_id}/conversations", tag = "users",
+    params(("user_id" = String, Path, description = "External user id, or `me`"), MembershipsQuery),
+    responses((status = 200, body = Page<MembershipView>),
+              (status = 403, description = "`forbidden`", body = ProblemBody, content_type = "application/problem+json"),
+              (status = 404, description = "`user_not_found`", body = ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn conversations(
+    Caller(scope): Caller,
+    state: Data<AppState>,
+    path: web::Path<String>,
+    q: web::Query<MembershipsQuery>,
+) -> Result<HttpResponse, Error> {
+    Ok(HttpResponse::Ok().json(
+        state
+            .roster
+            .user_conversations(&scope, &path, q.into_inner())
+            .await?,
+    ))
+}

@@ -1,0 +1,239 @@
+//! Request bodies and query strings, typed so that a malformed value fails with its field
+//! named, and checked with `validator` for lengths and URLs.
+
+use serde::{Deserialize, Deserializer};
+use utoipa::{IntoParams, ToSchema};
+use validator::{Validate, ValidationErrors, ValidationErrorsKind};
+
+use crate::domain::{ConversationType, ExternalUserId, FieldError, Role, TenantId};
+use crate::error::Problem;
+
+/// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
+fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+pub(crate) fn url_ok(url: &str) -> Result<(), validator::ValidationError> {
+    if url.len() <= 2048
+        && (url.starts_with("https://") || url.starts_with("http://"))
+        && validator::ValidateUrl::validate_url(&url)
+    {
+        Ok(())
+    } else {
+        Err(validator::ValidationError::new("url")
+            .with_message("must be an http(s) URL of at most 2048 characters".into()))
+    }
+}
+
+fn text_ok(s: &str) -> Result<(), validator::ValidationError> {
+    if s.trim().is_empty() || s.chars().any(char::is_control) {
+        Err(validator::ValidationError::new("text")
+            .with_message("must not be blank or contain control characters".into()))
+    } else {
+        Ok(())
+    }
+}
+
+/// Runs `validator` and turns its errors into a `validation_failed` problem naming each field
+/// by its path (`members[2].role`).
+pub fn validate(v: &impl Validate) -> Result<(), Problem> {
+    v.validate().map_err(|e| {
+        let mut out = Vec::new();
+        collect(&e, "", &mut out);
+        Problem::validation(out)
+    })
+}
+
+fn collect(errors: &ValidationErrors, prefix: &str, out: &mut Vec<FieldError>) {
+    for (field, kind) in errors.errors() {
+        let path = if prefix.is_empty() {
+            field.to_string()
+        } else {
+            format!("{prefix}.{field}")
+        };
+        match kind {
+            ValidationErrorsKind::Field(errs) => {
+                for e in errs {
+                    let message =
+                        e.message
+                            .as_ref()
+                            .map(|m| m.to_string())
+                            .unwrap_or_else(|| match (e.params.get("min"), e.params.get("max")) {
+                                (Some(min), Some(max)) => {
+                                    format!("length must be between {min} and {max}")
+                                }
+                                (None, Some(max)) => {
+                                    format!("must have at most {max} items or characters")
+                                }
+                                _ => format!("is invalid ({})", e.code),
+                            });
+                    out.push(FieldError::new(path.clone(), message));
+                }
+            }
+            ValidationErrorsKind::Struct(inner) => collect(inner, &path, out),
+            ValidationErrorsKind::List(items) => {
+                for (i, inner) in items {
+                    collect(inner, &format!("{path}[{i}]"), out);
+                }
+            }
+        }
+    }
+}
+
+/// `PUT /v1/users/{user_id}`: the whole profile.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutUserBody {
+    /// 1–100 characters, no control characters.
+    #[validate(length(min = 1, max = 100), custom(function = "text_ok"))]
+    pub display_name: String,
+    /// An http(s) URL, or `null`/absent for none.
+    #[validate(custom(function = "url_ok"))]
+    pub avatar_url: Option<String>,
+}
+
+/// One member to add.
+#[derive(Debug, Clone, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MemberInput {
+    /// External user id; created on the fly if unknown.
+    #[schema(value_type = String, example = "alice")]
+    pub user_id: ExternalUserId,
+    /// Role to grant (default `member`); must rank below the caller's.
+    pub role: Option<Role>,
+}
+
+/// `POST /v1/conversations`.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateConversationBody {
+    /// `group` (default) or `direct`.
+    #[serde(rename = "type", default = "default_kind")]
+    pub kind: ConversationType,
+    /// 1–200 characters; required for groups.
+    #[validate(length(min = 1, max = 200), custom(function = "text_ok"))]
+    pub name: Option<String>,
+    /// At most 2000 characters.
+    #[validate(length(max = 2000))]
+    pub description: Option<String>,
+    /// An http(s) URL.
+    #[validate(custom(function = "url_ok"))]
+    pub avatar_url: Option<String>,
+    /// Server tokens only: the user who becomes owner (user tokens: the caller).
+    #[schema(value_type = Option<String>)]
+    pub created_by: Option<ExternalUserId>,
+    /// `settings.max_members` (2 to the configured default).
+    #[validate(range(min = 2))]
+    pub max_members: Option<u32>,
+    /// Initial members besides the creator (at most `members.batch_max`).
+    #[serde(default)]
+    #[validate(nested)]
+    pub members: Vec<MemberInput>,
+}
+
+fn default_kind() -> ConversationType {
+    ConversationType::Group
+}
+
+/// `PATCH /v1/conversations/{id}`: absent fields stay; `null` clears description/avatar.
+#[derive(Debug, Default, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchConversationBody {
+    /// 1–200 characters.
+    #[validate(length(min = 1, max = 200), custom(function = "text_ok"))]
+    pub name: Option<String>,
+    /// At most 2000 characters, or `null` to clear.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub description: Option<Option<String>>,
+    /// An http(s) URL, or `null` to clear.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub avatar_url: Option<Option<String>>,
+}
+
+/// `POST /v1/conversations/{id}/members`: either one member (`user_id`, `role`) or a batch
+/// (`members`), not both.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddMembersBody {
+    /// One member: its external id.
+    #[schema(value_type = Option<String>)]
+    pub user_id: Option<ExternalUserId>,
+    /// One member: its role (default `member`).
+    pub role: Option<Role>,
+    /// A batch of up to `members.batch_max` members.
+    #[validate(nested)]
+    pub members: Option<Vec<MemberInput>>,
+}
+
+/// `PATCH /v1/conversations/{id}/members/{user_id}`.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchMemberBody {
+    /// The new role (never `owner`; ownership moves by transfer).
+    pub role: Role,
+}
+
+/// `DELETE /v1/conversations/{id}/members/{user_id}` query.
+#[derive(Debug, Deserialize, Validate, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveQuery {
+    /// Why (stored as `departure.removal_reason`), at most 500 characters.
+    #[validate(length(max = 500))]
+    pub reason: Option<String>,
+}
+
+/// `GET /v1/conversations/{id}/members` query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ListMembersQuery {
+    /// Comma-separated statuses (`active,muted` by default; `all` for every status).
+    pub status: Option<String>,
+    /// Only this role.
+    pub role: Option<Role>,
+    /// Page size (default and maximum from configuration).
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// `GET /v1/users/{user_id}/conversations` query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct MembershipsQuery {
+    /// Comma-separated statuses (`active,muted` by default; `all` for every status).
+    pub status: Option<String>,
+    /// Page size.
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Plain list query (`limit`, `cursor`).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    /// Page size.
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// `POST /admin/v1/tenants`.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenantBody {
+    /// Slug: 2–63 of a-z, 0-9 and inner hyphens.
+    #[schema(value_type = String, example = "acme")]
+    pub id: TenantId,
+    /// Display name (default: the id), at most 200 characters.
+    #[validate(length(min = 1, max = 200), custom(function = "text_ok"))]
+    pub name: Option<String>,
+}

@@ -1,0 +1,726 @@
+//! Use cases: parse and check what the HTTP layer hands over, call the store, shape views.
+//! No HTTP types here; handlers call exactly one method each.
+
+pub mod cursor;
+pub mod inputs;
+pub mod views;
+
+use bson::oid::ObjectId;
+
+use crate::auth::{self, AuthError, PlatformCredential, TenantScope};
+use crate::config::AuthSettings;
+use crate::config::Settings;
+use crate::domain::{
+    ConversationId, ConversationType, ErrorCode, ExternalUserId, FieldError, MemberStatus, Role,
+    TenantId,
+};
+use crate::error::{Error, Problem, Result};
+use crate::store::Store;
+use crate::store::conversations::{ConversationPatch, NewConversation};
+use crate::store::members::{AddOutcome, NewMember};
+
+use inputs::*;
+use views::*;
+
+/// Limits taken from configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Default page size.
+    pub default_limit: u32,
+    /// Largest page size.
+    pub max_limit: u32,
+    /// Most members per batch (and per create).
+    pub batch_max: usize,
+    /// Default and largest `settings.max_members`.
+    pub default_max_members: u32,
+}
+
+impl From<&Settings> for Limits {
+    fn from(s: &Settings) -> Self {
+        Self {
+            default_limit: s.pagination.default_limit,
+            max_limit: s.pagination.max_limit,
+            batch_max: s.members.batch_max,
+            default_max_members: s.members.default_max_members,
+        }
+    }
+}
+
+/// The answer to `POST …/members`.
+#[derive(Debug)]
+pub enum AddMembersReply {
+    /// One member was added (201).
+    One(Box<MemberView>),
+    /// A batch was processed (200).
+    Batch(BatchAddView),
+}
+
+/// The use cases.
+#[derive(Clone)]
+pub struct Roster {
+    store: Store,
+    limits: Limits,
+}
+
+/// Parses a path's user id, resolving `me` to the caller. Errors: `validation_failed`.
+pub fn path_user(scope: &TenantScope, raw: &str) -> Result<ExternalUserId> {
+    if raw == ExternalUserId::ME {
+        return scope
+            .user()
+            .cloned()
+            .ok_or_else(|| Problem::field("user_id", "`me` needs a user token").into());
+    }
+    ExternalUserId::parse(raw).map_err(|e| Problem::field("user_id", e.0).into())
+}
+
+/// Parses a path's conversation id. Errors: `validation_failed`.
+pub fn path_conversation(raw: &str) -> Result<ConversationId> {
+    ConversationId::parse(raw).map_err(|e| Problem::field("conversation_id", e.0).into())
+}
+
+/// Parses a path's tenant id. Errors: `validation_failed`.
+pub fn path_tenant(raw: &str) -> Result<TenantId> {
+    TenantId::parse(raw).map_err(|e| Problem::field("tenant_id", e.0).into())
+}
+
+fn parse_statuses(raw: Option<&str>) -> Result<Vec<MemberStatus>> {
+    match raw.map(str::trim) {
+        None | Some("") => Ok(MemberStatus::PRESENT.to_vec()),
+        Some("all") => Ok(MemberStatus::ALL.to_vec()),
+        Some(list) => {
+            let mut out = Vec::new();
+            for s in list.split(',') {
+                let st =
+                    MemberStatus::parse(s.trim()).map_err(|e| Problem::field("status", e.0))?;
+                if !out.contains(&st) {
+                    out.push(st);
+                }
+            }
+            Ok(out)
+        }
+    }
+}
+
+fn only_self_or_server(scope: &TenantScope, user: &ExternalUserId) -> Result<()> {
+    match scope.user() {
+        None => Ok(()),
+        Some(me) if me == user => Ok(()),
+        Some(_) => Err(Error::client(
+            ErrorCode::Forbidden,
+            "a user token may only act on its own user",
+        )),
+    }
+}
+
+impl Roster {
+    /// Wraps the store with the configured limits.
+    pub fn new(store: Store, limits: Limits) -> Self {
+        Self { store, limits }
+    }
+
+    /// The store (health checks).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Verifies a tenant token: reads its `kid`, looks the key up, checks signature and
+    /// claims. Errors: 401 codes, 403 `tenant_suspended`, 503.
+    pub async fn authenticate(&self, token: &str, settings: &AuthSettings) -> Result<TenantScope> {
+        let kid = auth::key_id(token)?;
+        let key = self.store.find_key(&kid).await?.ok_or(AuthError::Invalid)?;
+        Ok(auth::verify(token, &key, settings)?)
+    }
+
+    fn page_limit(&self, limit: Option<u32>) -> Result<u32> {
+        match limit {
+            None => Ok(self.limits.default_limit),
+            Some(l) if (1..=self.limits.max_limit).contains(&l) => Ok(l),
+            Some(_) => Err(Problem::field(
+                "limit",
+                format!("must be between 1 and {}", self.limits.max_limit),
+            )
+            .into()),
+        }
+    }
+
+    async fn member_views(
+        &self,
+        scope: &TenantScope,
+        members: Vec<crate::store::MemberDoc>,
+    ) -> Result<Vec<MemberView>> {
+        let ids = self
+            .store
+            .external_ids(scope, &MemberView::referenced_users(&members))
+            .await?;
+        Ok(members
+            .into_iter()
+            .map(|m| MemberView::new(m, &ids))
+            .collect())
+    }
+
+    async fn conversation_view(
+        &self,
+        scope: &TenantScope,
+        c: crate::store::ConversationDoc,
+    ) -> Result<ConversationView> {
+        let ids = self
+            .store
+            .external_ids(scope, &c.created_by.into_iter().collect::<Vec<_>>())
+            .await?;
+        Ok(ConversationView::new(c, &ids))
+    }
+
+    fn page<T, D>(
+        &self,
+        mut docs: Vec<D>,
+        limit: u32,
+        key: impl Fn(&D) -> String,
+        view: impl FnMut(D) -> T,
+    ) -> Page<T> {
+        let more = docs.len() > limit as usize;
+        docs.truncate(limit as usize);
+        let next_cursor = if more { docs.last().map(&key) } else { None };
+        Page {
+            items: docs.into_iter().map(view).collect(),
+            next_cursor,
+        }
+    }
+
+    // ---- users -------------------------------------------------------------------------
+
+    /// `PUT /v1/users/{user_id}` (server, or the user itself). Returns the user and whether it
+    /// was created. Errors: `forbidden`, `validation_failed`.
+    pub async fn put_user(
+        &self,
+        scope: &TenantScope,
+        user: &str,
+        body: PutUserBody,
+    ) -> Result<(UserView, bool)> {
+        let user = path_user(scope, user)?;
+        only_self_or_server(scope, &user)?;
+        validate(&body)?;
+        let (doc, created) = self
+            .store
+            .upsert_user(
+                scope,
+                &user,
+                body.display_name.trim(),
+                body.avatar_url.as_deref(),
+            )
+            .await?;
+        Ok((doc.into(), created))
+    }
+
+    /// `GET /v1/users/{user_id}`. Errors: `user_not_found`.
+    pub async fn get_user(&self, scope: &TenantScope, user: &str) -> Result<UserView> {
+        let user = path_user(scope, user)?;
+        self.store
+            .find_user(scope, &user)
+            .await?
+            .map(UserView::from)
+            .ok_or_else(|| Error::client(ErrorCode::UserNotFound, format!("no user `{user}`")))
+    }
+
+    /// `GET /v1/users/{user_id}/conversations` (self or server). Errors: `forbidden`,
+    /// `user_not_found`, `invalid_cursor`, `validation_failed`.
+    pub async fn user_conversations(
+        &self,
+        scope: &TenantScope,
+        user: &str,
+        q: MembershipsQuery,
+    ) -> Result<Page<MembershipView>> {
+        let user = path_user(scope, user)?;
+        only_self_or_server(scope, &user)?;
+        let status = parse_statuses(q.status.as_deref())?;
+        let limit = self.page_limit(q.limit)?;
+        let after = q.cursor.as_deref().map(cursor::decode_oid).transpose()?;
+        let rows = self
+            .store
+            .list_memberships(scope, &user, &status, after, limit + 1)
+            .await?;
+        Ok(self.page(
+            rows,
+            limit,
+            |(m, _)| cursor::encode_oid(m.id),
+            |(m, c)| MembershipView::new(m, c),
+        ))
+    }
+
+    // ---- conversations -----------------------------------------------------------------
+
+    /// `POST /v1/conversations`. A user creator becomes `owner` of a group; a direct
+    /// conversation has exactly two members. Errors: `validation_failed`, `forbidden`,
+    /// `insufficient_rank`, `owner_role_locked`.
+    pub async fn create_conversation(
+        &self,
+        scope: &TenantScope,
+        body: CreateConversationBody,
+    ) -> Result<CreatedConversationView> {
+        validate(&body)?;
+        let mut fields = Vec::new();
+        let creator = match (scope.user(), body.created_by) {
+            (Some(_), Some(_)) => {
+                fields.push(FieldError::new(
+                    "created_by",
+                    "only a server token names the creator",
+                ));
+                None
+            }
+            (Some(me), None) => Some(me.clone()),
+            (None, c) => c,
+        };
+        if body.members.len() > self.limits.batch_max {
+            fields.push(FieldError::new(
+                "members",
+                format!("at most {} initial members", self.limits.batch_max),
+            ));
+        }
+        let mut members: Vec<NewMember> = Vec::new();
+        for (i, m) in body.members.iter().enumerate() {
+            if Some(&m.user_id) == creator.as_ref() || members.iter().any(|x| x.user == m.user_id) {
+                fields.push(FieldError::new(
+                    format!("members[{i}].user_id"),
+                    "listed twice (or is the creator)",
+                ));
+                continue;
+            }
+            members.push(NewMember {
+                user: m.user_id.clone(),
+                role: m.role.unwrap_or(Role::Member),
+            });
+        }
+        let owners = members.iter().filter(|m| m.role == Role::Owner).count()
+            + usize::from(creator.is_some());
+        let max_members = i64::from(body.max_members.unwrap_or(self.limits.default_max_members));
+        if max_members > i64::from(self.limits.default_max_members) {
+            fields.push(FieldError::new(
+                "max_members",
+                format!("at most {}", self.limits.default_max_members),
+            ));
+        }
+        let total = members.len() + usize::from(creator.is_some());
+        if total as i64 > max_members {
+            fields.push(FieldError::new("members", "more members than max_members"));
+        }
+        let name = match body.kind {
+            ConversationType::Group => match body.name {
+                Some(n) => n.trim().to_owned(),
+                None => {
+                    fields.push(FieldError::new("name", "a group needs a name"));
+                    String::new()
+                }
+            },
+            ConversationType::Direct => {
+                if total != 2 {
+                    fields.push(FieldError::new(
+                        "members",
+                        "a direct conversation has exactly two members, the creator included",
+                    ));
+                }
+                if members.iter().any(|m| m.role != Role::Member) {
+                    fields.push(FieldError::new(
+                        "members",
+                        "members of a direct conversation have the role `member`",
+                    ));
+                }
+                body.name.map(|n| n.trim().to_owned()).unwrap_or_default()
+            }
+        };
+        if !fields.is_empty() {
+            return Err(Problem::validation(fields).into());
+        }
+        if body.kind == ConversationType::Group && owners > 1 {
+            return Err(Error::client(
+                ErrorCode::OwnerRoleLocked,
+                "a group has exactly one owner",
+            ));
+        }
+        let new = NewConversation {
+            kind: body.kind,
+            name,
+            description: body.description,
+            avatar_url: body.avatar_url,
+            max_members,
+            creator,
+            members,
+        };
+        let (conv, members) = self.store.create_conversation(scope, &new).await?;
+        Ok(CreatedConversationView {
+            conversation: self.conversation_view(scope, conv).await?,
+            members: self.member_views(scope, members).await?,
+        })
+    }
+
+    /// `GET /v1/conversations/{id}`. Errors: `conversation_not_found`.
+    pub async fn get_conversation(
+        &self,
+        scope: &TenantScope,
+        id: &str,
+    ) -> Result<ConversationView> {
+        let conv = self
+            .store
+            .get_conversation(scope, path_conversation(id)?)
+            .await?;
+        self.conversation_view(scope, conv).await
+    }
+
+    /// `PATCH /v1/conversations/{id}`. Errors: `conversation_not_found`, `missing_permission`,
+    /// `validation_failed`.
+    pub async fn update_conversation(
+        &self,
+        scope: &TenantScope,
+        id: &str,
+        body: PatchConversationBody,
+    ) -> Result<ConversationView> {
+        let id = path_conversation(id)?;
+        validate(&body)?;
+        let mut fields = Vec::new();
+        if let Some(Some(d)) = &body.description
+            && d.chars().count() > 2000
+        {
+            fields.push(FieldError::new("description", "at most 2000 characters"));
+        }
+        if let Some(Some(a)) = &body.avatar_url
+            && url_ok(a).is_err()
+        {
+            fields.push(FieldError::new(
+                "avatar_url",
+                "must be an http(s) URL of at most 2048 characters",
+            ));
+        }
+        if !fields.is_empty() {
+            return Err(Problem::validation(fields).into());
+        }
+        let patch = ConversationPatch {
+            name: body.name.map(|n| n.trim().to_owned()),
+            description: body.description,
+            avatar_url: body.avatar_url,
+        };
+        let conv = self.store.update_conversation(scope, id, &patch).await?;
+        self.conversation_view(scope, conv).await
+    }
+
+    /// `DELETE /v1/conversations/{id}` (owner or server). Returns how many memberships went.
+    /// Errors: `conversation_not_found`, `insufficient_rank`.
+    pub async fn delete_conversation(&self, scope: &TenantScope, id: &str) -> Result<u64> {
+        self.store
+            .delete_conversation(scope, path_conversation(id)?)
+            .await
+    }
+
+    // ---- members -----------------------------------------------------------------------
+
+    /// `POST /v1/conversations/{id}/members`: one member (201) or a batch (200).
+    /// Errors (single): `member_exists`, `member_banned`, `insufficient_rank`,
+    /// `owner_role_locked`; (both): `conversation_not_found`, `missing_permission`,
+    /// `direct_conversation`, `conversation_full`, `validation_failed`.
+    pub async fn add_members(
+        &self,
+        scope: &TenantScope,
+        id: &str,
+        body: AddMembersBody,
+    ) -> Result<AddMembersReply> {
+        let id = path_conversation(id)?;
+        validate(&body)?;
+        match (body.user_id, body.members) {
+            (Some(user), None) => {
+                let item = NewMember {
+                    user: user.clone(),
+                    role: body.role.unwrap_or(Role::Member),
+                };
+                let outcome = self
+                    .store
+                    .add_members(scope, id, std::slice::from_ref(&item))
+                    .await?;
+                match outcome.into_iter().next() {
+                    Some(AddOutcome::Added(m)) => {
+                        let mut views = self.member_views(scope, vec![*m]).await?;
+                        let view = views
+                            .pop()
+                            .ok_or_else(|| Error::Internal(anyhow::anyhow!("no view")))?;
+                        Ok(AddMembersReply::One(Box::new(view)))
+                    }
+                    Some(AddOutcome::AlreadyMember) => Err(Error::client(
+                        ErrorCode::MemberExists,
+                        format!("`{user}` is already a member"),
+                    )),
+                    Some(AddOutcome::Banned) => Err(Error::client(
+                        ErrorCode::MemberBanned,
+                        format!("`{user}` is banned from this conversation"),
+                    )),
+                    Some(AddOutcome::Refused(p)) => Err(p.into()),
+                    None => Err(Error::Internal(anyhow::anyhow!(
+                        "add_members returned no outcome"
+                    ))),
+                }
+            }
+            (None, Some(items)) => {
+                if body.role.is_some() {
+                    return Err(Problem::field("role", "give each batch item its own role").into());
+                }
+                if items.is_empty() || items.len() > self.limits.batch_max {
+                    return Err(Problem::field(
+                        "members",
+                        format!("between 1 and {} members", self.limits.batch_max),
+                    )
+                    .into());
+                }
+                let mut unique: Vec<NewMember> = Vec::new();
+                let mut slot = Vec::with_capacity(items.len());
+                for it in &items {
+                    match unique.iter().position(|u| u.user == it.user_id) {
+                        Some(_) => slot.push(None),
+                        None => {
+                            slot.push(Some(unique.len()));
+                            unique.push(NewMember {
+                                user: it.user_id.clone(),
+                                role: it.role.unwrap_or(Role::Member),
+                            });
+                        }
+                    }
+                }
+                let outcomes = self.store.add_members(scope, id, &unique).await?;
+                let added_docs: Vec<_> = outcomes
+                    .iter()
+                    .filter_map(|o| {
+                        if let AddOutcome::Added(m) = o {
+                            Some((**m).clone())
+                        } else {
+                            None
+                        }
+                    })
+                    .collect();
+                let ids = self
+                    .store
+                    .external_ids(scope, &MemberView::referenced_users(&added_docs))
+                    .await?;
+                let mut results = Vec::with_capacity(items.len());
+                for (it, slot) in items.iter().zip(slot) {
+                    let user_id = it.user_id.to_string();
+                    let r = match slot.and_then(|s| outcomes.get(s)) {
+                        None => AddResult {
+                            user_id,
+                            result: AddResultKind::Invalid,
+                            code: Some(ErrorCode::ValidationFailed.as_str().into()),
+                            detail: Some("listed more than once in this batch".into()),
+                            member: None,
+                        },
+                        Some(AddOutcome::Added(m)) => AddResult {
+                            user_id,
+                            result: AddResultKind::Added,
+                            code: None,
+                            detail: None,
+                            member: Some(MemberView::new((**m).clone(), &ids)),
+                        },
+                        Some(AddOutcome::AlreadyMember) => AddResult {
+                            user_id,
+                            result: AddResultKind::AlreadyMember,
+                            code: Some(ErrorCode::MemberExists.as_str().into()),
+                            detail: None,
+                            member: None,
+                        },
+                        Some(AddOutcome::Banned) => AddResult {
+                            user_id,
+                            result: AddResultKind::Banned,
+                            code: Some(ErrorCode::MemberBanned.as_str().into()),
+                            detail: None,
+                            member: None,
+                        },
+                        Some(AddOutcome::Refused(p)) => AddResult {
+                            user_id,
+                            result: AddResultKind::Invalid,
+                            code: Some(p.code.as_str().into()),
+                            detail: Some(p.detail.clone()),
+                            member: None,
+                        },
+                    };
+                    results.push(r);
+                }
+                let added = results
+                    .iter()
+                    .filter(|r| r.result == AddResultKind::Added)
+                    .count();
+                Ok(AddMembersReply::Batch(BatchAddView { results, added }))
+            }
+            _ => Err(Problem::field(
+                "user_id",
+                "give either `user_id` (one member) or `members` (a batch)",
+            )
+            .into()),
+        }
+    }
+
+    /// `GET /v1/conversations/{id}/members`. Errors: `conversation_not_found`,
+    /// `invalid_cursor`, `validation_failed`.
+    pub async fn list_members(
+        &self,
+        scope: &TenantScope,
+        id: &str,
+        q: ListMembersQuery,
+    ) -> Result<Page<MemberView>> {
+        let id = path_conversation(id)?;
+        let status = parse_statuses(q.status.as_deref())?;
+        let limit = self.page_limit(q.limit)?;
+        let after: Option<ObjectId> = q.cursor.as_deref().map(cursor::decode_oid).transpose()?;
+        let docs = self
+            .store
+            .list_members(scope, id, &status, q.role, after, limit + 1)
+            .await?;
+        let page = self.page(docs, limit, |m| cursor::encode_oid(m.id), |m| m);
+        Ok(Page {
+            items: self.member_views(scope, page.items).await?,
+            next_cursor: page.next_cursor,
+        })
+    }
+
+    /// `GET /v1/conversations/{id}/members/{user_id}`. Errors: `conversation_not_found`, `not_a_member`.
+    pub async fn get_member(
+        &self,
+        scope: &TenantScope,
+        id: &str,
+        user: &str,
+    ) -> Result<MemberView> {
+        let (id, user) = (path_conversation(id)?, path_user(scope, user)?);
+        let m = self.store.get_member(scope, id, &user).await?;
+        self.one_view(scope, m).await
+    }
+
+    async fn one_view(
+        &self,
+        scope: &TenantScope,
+        m: crate::store::MemberDoc,
+    ) -> Result<MemberView> {
+        self.member_views(scope, vec![m])
+            .await?
+            .pop()
+            .ok_or_else(|| Error::Internal(anyhow::anyhow!("no view")))
+    }
+
+    /// `PATCH /v1/conversations/{id}/members/{user_id}`: change the role.
+    /// Errors: `conversation_not_found`, `not_a_member`, `insufficient_rank`, `owner_role_locked`.
+    pub async fn change_member(
+        &self,
+        scope: &TenantScope,
+        id: &str,
+        user: &str,
+        body: PatchMemberBody,
+    ) -> Result<MemberView> {
+        let (id, user) = (path_conversation(id)?, path_user(scope, user)?);
+        validate(&body)?;
+        let m = self.store.change_role(scope, id, &user, body.role).await?;
+        self.one_view(scope, m).await
+    }
+
+    /// `DELETE /v1/conversations/{id}/members/{user_id}?reason=`. Errors:
+    /// `conversation_not_found`, `not_a_member`, `missing_permission`, `insufficient_rank`.
+    pub async fn remove_member(
+        &self,
+        scope: &TenantScope,
+        id: &str,
+        user: &str,
+        q: RemoveQuery,
+    ) -> Result<MemberView> {
+        let (id, user) = (path_conversation(id)?, path_user(scope, user)?);
+        validate(&q)?;
+        let m = self
+            .store
+            .remove_member(
+                scope,
+                id,
+                &user,
+                q.reason.as_deref().map(str::trim).filter(|r| !r.is_empty()),
+            )
+            .await?;
+        self.one_view(scope, m).await
+    }
+
+    /// `POST /v1/conversations/{id}/leave`. Errors: `forbidden` (server token), `not_a_member`.
+    pub async fn leave(&self, scope: &TenantScope, id: &str) -> Result<MemberView> {
+        let m = self.store.leave(scope, path_conversation(id)?).await?;
+        self.one_view(scope, m).await
+    }
+
+    // ---- tenants (platform) ------------------------------------------------------------
+
+    /// `POST /admin/v1/tenants`. Errors: `tenant_exists`, `validation_failed`.
+    pub async fn create_tenant(
+        &self,
+        cred: &PlatformCredential,
+        body: CreateTenantBody,
+    ) -> Result<TenantWithKeyView> {
+        validate(&body)?;
+        let name = body
+            .name
+            .as_deref()
+            .map(str::trim)
+            .unwrap_or(body.id.as_str())
+            .to_owned();
+        let t = self.store.create_tenant(cred, &body.id, &name).await?;
+        let key = t
+            .keys
+            .first()
+            .map(KeySecretView::from)
+            .ok_or_else(|| Error::Internal(anyhow::anyhow!("no key")))?;
+        Ok(TenantWithKeyView {
+            tenant: (&t).into(),
+            key,
+        })
+    }
+
+    /// `GET /admin/v1/tenants/{id}`. Errors: `tenant_not_found`.
+    pub async fn get_tenant(&self, cred: &PlatformCredential, id: &str) -> Result<TenantView> {
+        let id = path_tenant(id)?;
+        self.store
+            .find_tenant(cred, &id)
+            .await?
+            .map(|t| (&t).into())
+            .ok_or_else(|| Error::client(ErrorCode::TenantNotFound, format!("no tenant `{id}`")))
+    }
+
+    /// `GET /admin/v1/tenants`. Errors: `invalid_cursor`, `validation_failed`.
+    pub async fn list_tenants(
+        &self,
+        cred: &PlatformCredential,
+        q: PageQuery,
+    ) -> Result<Page<TenantView>> {
+        let limit = self.page_limit(q.limit)?;
+        let after = q.cursor.as_deref().map(cursor::decode_text).transpose()?;
+        let rows = self
+            .store
+            .list_tenants(cred, after.as_deref(), limit + 1)
+            .await?;
+        Ok(self.page(
+            rows,
+            limit,
+            |t| cursor::encode_text(&t.id),
+            |t| TenantView::from(&t),
+        ))
+    }
+
+    /// `POST /admin/v1/tenants/{id}/keys`. Errors: `tenant_not_found`.
+    pub async fn add_tenant_key(
+        &self,
+        cred: &PlatformCredential,
+        id: &str,
+    ) -> Result<TenantWithKeyView> {
+        let (t, k) = self.store.add_tenant_key(cred, &path_tenant(id)?).await?;
+        Ok(TenantWithKeyView {
+            tenant: (&t).into(),
+            key: (&k).into(),
+        })
+    }
+
+    /// `DELETE /admin/v1/tenants/{id}/keys/{kid}`. Errors: `tenant_not_found`, `key_not_found`.
+    pub async fn revoke_tenant_key(
+        &self,
+        cred: &PlatformCredential,
+        id: &str,
+        kid: &str,
+    ) -> Result<TenantView> {
+        let t = self
+            .store
+            .revoke_tenant_key(cred, &path_tenant(id)?, kid)
+            .await?;
+        Ok((&t).into())
+    }
+}

@@ -1,0 +1,425 @@
+//! What the API returns. Times are RFC 3339 UTC; users are named by their external ids.
+
+use std::collections::HashMap;
+
+use bson::oid::ObjectId;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::domain::{ConversationType, MemberStatus, NotificationLevel, Permissions, Role};
+use crate::store::docs::{ConversationDoc, KeyDoc, MemberDoc, TenantDoc, UserDoc};
+
+fn time(t: bson::DateTime) -> DateTime<Utc> {
+    t.to_chrono()
+}
+
+fn opt_time(t: Option<bson::DateTime>) -> Option<DateTime<Utc>> {
+    t.map(time)
+}
+
+/// Internal user ids → external ids, for `invited_by`, `removed_by` and `created_by`.
+pub type ExternalIds = HashMap<ObjectId, String>;
+
+fn ext(ids: &ExternalIds, id: Option<ObjectId>) -> Option<String> {
+    id.and_then(|i| ids.get(&i).cloned())
+}
+
+/// A user profile.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UserView {
+    /// The tenant's id of the user.
+    pub user_id: String,
+    /// Name shown in member lists.
+    pub display_name: String,
+    /// Avatar URL.
+    pub avatar_url: Option<String>,
+    /// Created (UTC).
+    pub created_at: DateTime<Utc>,
+    /// Last changed (UTC).
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<UserDoc> for UserView {
+    fn from(u: UserDoc) -> Self {
+        Self {
+            user_id: u.external_id,
+            display_name: u.display_name,
+            avatar_url: u.avatar_url,
+            created_at: time(u.created_at),
+            updated_at: time(u.updated_at),
+        }
+    }
+}
+
+/// Conversation settings.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ConversationSettingsView {
+    /// How members get in (`invite`).
+    pub join_policy: String,
+    /// Most present members allowed.
+    pub max_members: i64,
+}
+
+/// A conversation.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ConversationView {
+    /// Conversation id (24 hex digits).
+    pub id: String,
+    /// `group` or `direct`.
+    #[serde(rename = "type")]
+    pub kind: ConversationType,
+    /// Display name.
+    pub name: String,
+    /// Description.
+    pub description: Option<String>,
+    /// Avatar URL.
+    pub avatar_url: Option<String>,
+    /// External id of the creating user (`null` if a server token created it).
+    pub created_by: Option<String>,
+    /// Active + muted members, exact.
+    pub member_count: i64,
+    /// Settings.
+    pub settings: ConversationSettingsView,
+    /// Created (UTC).
+    pub created_at: DateTime<Utc>,
+    /// Last changed (UTC).
+    pub updated_at: DateTime<Utc>,
+}
+
+impl ConversationView {
+    /// Builds the view, naming `created_by` by external id.
+    pub fn new(c: ConversationDoc, ids: &ExternalIds) -> Self {
+        Self {
+            id: c.id.to_hex(),
+            kind: c.kind,
+            name: c.name,
+            description: c.description,
+            avatar_url: c.avatar_url,
+            created_by: ext(ids, c.created_by),
+            member_count: c.member_count,
+            settings: ConversationSettingsView {
+                join_policy: c.settings.join_policy,
+                max_members: c.settings.max_members,
+            },
+            created_at: time(c.created_at),
+            updated_at: time(c.updated_at),
+        }
+    }
+}
+
+/// A member's own settings (seed 004 `settings`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MemberSettingsView {
+    /// `all`, `mentions` or `none`.
+    pub notifications: NotificationLevel,
+    /// The member's own notification mute.
+    pub muted: bool,
+    /// When that mute lapses (UTC).
+    pub muted_until: Option<DateTime<Utc>>,
+    /// Pinned in the member's chat list.
+    pub pinned: bool,
+}
+
+/// Seed 004 `activity`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ActivityView {
+    /// When the current membership began (UTC).
+    pub joined_at: DateTime<Utc>,
+    /// External id of whoever added the member.
+    pub invited_by: Option<String>,
+    /// Last message sent (UTC).
+    pub last_message_at: Option<DateTime<Utc>>,
+    /// Messages sent.
+    pub message_count: i64,
+    /// Last message read (24 hex digits).
+    pub last_read_message_id: Option<String>,
+    /// When it was read (UTC).
+    pub last_read_at: Option<DateTime<Utc>>,
+}
+
+/// Seed 004 `departure`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DepartureView {
+    /// When the member left (UTC).
+    pub left_at: Option<DateTime<Utc>>,
+    /// When the member was removed (UTC).
+    pub removed_at: Option<DateTime<Utc>>,
+    /// External id of the remover (`null` for a server token).
+    pub removed_by: Option<String>,
+    /// Reason given for the removal.
+    pub removal_reason: Option<String>,
+    /// When a ban ends (UTC).
+    pub banned_until: Option<DateTime<Utc>>,
+}
+
+/// One membership, with seed 004's sub-documents.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MemberView {
+    /// Conversation id.
+    pub conversation_id: String,
+    /// The member's external user id.
+    pub user_id: String,
+    /// Display name (denormalized from the user).
+    pub display_name: String,
+    /// Avatar URL (denormalized from the user).
+    pub avatar_url: Option<String>,
+    /// Role.
+    pub role: Role,
+    /// Resolved permission flags.
+    pub permissions: Permissions,
+    /// Status.
+    pub status: MemberStatus,
+    /// The member's own settings.
+    pub settings: MemberSettingsView,
+    /// Activity.
+    pub activity: ActivityView,
+    /// Departure history.
+    pub departure: DepartureView,
+    /// Created (UTC).
+    pub created_at: DateTime<Utc>,
+    /// Last changed (UTC).
+    pub updated_at: DateTime<Utc>,
+}
+
+impl MemberView {
+    /// The user ids a set of members refers to (for one batched external-id lookup).
+    pub fn referenced_users<'a>(members: impl IntoIterator<Item = &'a MemberDoc>) -> Vec<ObjectId> {
+        let mut ids: Vec<ObjectId> = members
+            .into_iter()
+            .flat_map(|m| [m.activity.invited_by, m.departure.removed_by])
+            .flatten()
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    /// Builds the view, naming users by external id.
+    pub fn new(m: MemberDoc, ids: &ExternalIds) -> Self {
+        Self {
+            conversation_id: m.conversation_id.to_hex(),
+            user_id: m.external_user_id,
+            display_name: m.display_name,
+            avatar_url: m.avatar_url,
+            role: m.role,
+            permissions: m.permissions,
+            status: m.status,
+            settings: MemberSettingsView {
+                notifications: m.settings.notifications,
+                muted: m.settings.muted,
+                muted_until: opt_time(m.settings.muted_until),
+                pinned: m.settings.pinned,
+            },
+            activity: ActivityView {
+                joined_at: time(m.activity.joined_at),
+                invited_by: ext(ids, m.activity.invited_by),
+                last_message_at: opt_time(m.activity.last_message_at),
+                message_count: m.activity.message_count,
+                last_read_message_id: m.activity.last_read_message_id.map(|i| i.to_hex()),
+                last_read_at: opt_time(m.activity.last_read_at),
+            },
+            departure: DepartureView {
+                left_at: opt_time(m.departure.left_at),
+                removed_at: opt_time(m.departure.removed_at),
+                removed_by: ext(ids, m.departure.removed_by),
+                removal_reason: m.departure.removal_reason,
+                banned_until: opt_time(m.departure.banned_until),
+            },
+            created_at: time(m.created_at),
+            updated_at: time(m.updated_at),
+        }
+    }
+}
+
+/// A conversation as it appears in a user's list.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ConversationSummary {
+    /// Conversation id.
+    pub id: String,
+    /// `group` or `direct`.
+    #[serde(rename = "type")]
+    pub kind: ConversationType,
+    /// Display name.
+    pub name: String,
+    /// Avatar URL.
+    pub avatar_url: Option<String>,
+    /// Active + muted members.
+    pub member_count: i64,
+}
+
+/// One entry of `GET /v1/users/{user_id}/conversations`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MembershipView {
+    /// The conversation.
+    pub conversation: ConversationSummary,
+    /// The user's role there.
+    pub role: Role,
+    /// The user's status there.
+    pub status: MemberStatus,
+    /// The user's settings there.
+    pub settings: MemberSettingsView,
+    /// When the user joined (UTC).
+    pub joined_at: DateTime<Utc>,
+}
+
+impl MembershipView {
+    /// Builds the entry.
+    pub fn new(m: MemberDoc, c: ConversationDoc) -> Self {
+        Self {
+            conversation: ConversationSummary {
+                id: c.id.to_hex(),
+                kind: c.kind,
+                name: c.name,
+                avatar_url: c.avatar_url,
+                member_count: c.member_count,
+            },
+            role: m.role,
+            status: m.status,
+            settings: MemberSettingsView {
+                notifications: m.settings.notifications,
+                muted: m.settings.muted,
+                muted_until: opt_time(m.settings.muted_until),
+                pinned: m.settings.pinned,
+            },
+            joined_at: time(m.activity.joined_at),
+        }
+    }
+}
+
+/// A page of a list, with the cursor of the next page (`null` on the last page).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Page<T> {
+    /// The items, in a stable order.
+    pub items: Vec<T>,
+    /// Opaque cursor for the next page; absent when this is the last.
+    pub next_cursor: Option<String>,
+}
+
+/// The outcome of one item of a batch add.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AddResultKind {
+    /// Added (or re-activated).
+    Added,
+    /// Already an active or muted member.
+    AlreadyMember,
+    /// Banned from the conversation.
+    Banned,
+    /// Refused; see `code` and `detail`.
+    Invalid,
+}
+
+/// One item's result in a batch add.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AddResult {
+    /// The user id as given.
+    pub user_id: String,
+    /// What happened.
+    pub result: AddResultKind,
+    /// For `invalid`/`banned`: the error code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// For `invalid`: why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// For `added`: the membership.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub member: Option<MemberView>,
+}
+
+/// The answer to a batch add.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BatchAddView {
+    /// One result per requested item, in request order.
+    pub results: Vec<AddResult>,
+    /// How many members were added (or re-activated) by this batch.
+    pub added: usize,
+}
+
+/// A newly created conversation with its first members.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CreatedConversationView {
+    /// The conversation.
+    pub conversation: ConversationView,
+    /// Its members, creator first.
+    pub members: Vec<MemberView>,
+}
+
+/// A signing key, without its secret.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct KeyView {
+    /// Key id (`kid`).
+    pub kid: String,
+    /// Created (UTC).
+    pub created_at: DateTime<Utc>,
+    /// Revoked (UTC), if revoked.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<&KeyDoc> for KeyView {
+    fn from(k: &KeyDoc) -> Self {
+        Self {
+            kid: k.kid.clone(),
+            created_at: time(k.created_at),
+            revoked_at: opt_time(k.revoked_at),
+        }
+    }
+}
+
+/// A signing key with its secret — shown once, when made.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct KeySecretView {
+    /// Key id (`kid`).
+    pub kid: String,
+    /// The shared secret; its UTF-8 bytes are the HS256 key.
+    pub secret: String,
+}
+
+impl From<&KeyDoc> for KeySecretView {
+    fn from(k: &KeyDoc) -> Self {
+        Self {
+            kid: k.kid.clone(),
+            secret: k.secret.clone(),
+        }
+    }
+}
+
+/// A tenant, without secrets.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TenantView {
+    /// Tenant id (slug).
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// `active` or `suspended`.
+    pub status: String,
+    /// Signing keys, oldest first.
+    pub keys: Vec<KeyView>,
+    /// Created (UTC).
+    pub created_at: DateTime<Utc>,
+    /// Last changed (UTC).
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<&TenantDoc> for TenantView {
+    fn from(t: &TenantDoc) -> Self {
+        Self {
+            id: t.id.clone(),
+            name: t.name.clone(),
+            status: t.status.clone(),
+            keys: t.keys.iter().map(KeyView::from).collect(),
+            created_at: time(t.created_at),
+            updated_at: time(t.updated_at),
+        }
+    }
+}
+
+/// A tenant with a freshly made key (create tenant, add key).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TenantWithKeyView {
+    /// The tenant.
+    pub tenant: TenantView,
+    /// The new key, with its secret (shown only now).
+    pub key: KeySecretView,
+}

@@ -1,0 +1,225 @@
+//! `conversations`: creation (with the creator and initial members, in one transaction),
+//! reads, info changes and deletion (members go with it, in one transaction).
+
+use bson::oid::ObjectId;
+use bson::{DateTime, Document, doc};
+use mongodb::options::ReturnDocument;
+
+use super::docs::{ConversationDoc, ConversationSettingsDoc, MemberDoc};
+use super::members::{NewMember, new_member_doc};
+use super::{Store, db_error, refuse, tenant_filter};
+use crate::auth::TenantScope;
+use crate::domain::rules::{self, Acting};
+use crate::domain::{ConversationId, ConversationType, ExternalUserId, Role};
+use crate::error::{Error, Result};
+
+/// What to create.
+#[derive(Debug, Clone)]
+pub struct NewConversation {
+    /// Group or direct.
+    pub kind: ConversationType,
+    /// Display name.
+    pub name: String,
+    /// Optional description.
+    pub description: Option<String>,
+    /// Optional avatar URL.
+    pub avatar_url: Option<String>,
+    /// `settings.max_members`.
+    pub max_members: i64,
+    /// The creating user (the caller of a user token, or `created_by` of a server request);
+    /// becomes `owner` of a group, a `member` of a direct conversation.
+    pub creator: Option<ExternalUserId>,
+    /// Initial members besides the creator (validated: distinct, not the creator).
+    pub members: Vec<NewMember>,
+}
+
+/// Changes to a conversation's info; `None` leaves a field as is, `Some(None)` clears it.
+#[derive(Debug, Clone, Default)]
+pub struct ConversationPatch {
+    /// New name.
+    pub name: Option<String>,
+    /// New or cleared description.
+    pub description: Option<Option<String>>,
+    /// New or cleared avatar URL.
+    pub avatar_url: Option<Option<String>>,
+}
+
+impl Store {
+    /// Creates the conversation and its first members in one transaction; `member_count`
+    /// starts exact. A group created with members but no owner gets one by the hand-off rule.
+    pub async fn create_conversation(
+        &self,
+        scope: &TenantScope,
+        new: &NewConversation,
+    ) -> Result<(ConversationDoc, Vec<MemberDoc>)> {
+        let conv_id = ObjectId::new();
+        self.transaction(async |s| {
+            let now = DateTime::now();
+            let mut wanted: Vec<(&ExternalUserId, Role)> = Vec::new();
+            if let Some(c) = &new.creator {
+                let role = if new.kind == ConversationType::Group {
+                    Role::Owner
+                } else {
+                    Role::Member
+                };
+                wanted.push((c, role));
+            }
+            wanted.extend(new.members.iter().map(|m| (&m.user, m.role)));
+            let ids: Vec<&ExternalUserId> = wanted.iter().map(|(u, _)| *u).collect();
+            let users = self.ensure_users_in(s, scope, &ids, now).await?;
+            let creator_id = new
+                .creator
+                .as_ref()
+                .and_then(|c| users.get(c.as_str()))
+                .map(|u| u.id);
+            let mut members = Vec::with_capacity(wanted.len());
+            for (u, role) in &wanted {
+                let Some(user) = users.get(u.as_str()) else {
+                    return Err(mongodb::error::Error::custom(
+                        "a user vanished inside its transaction",
+                    ));
+                };
+                let invited_by = creator_id.filter(|c| *c != user.id);
+                members.push(new_member_doc(scope, conv_id, user, *role, invited_by, now));
+            }
+            if new.kind == ConversationType::Group
+                && !members.is_empty()
+                && !members.iter().any(|m| m.role == Role::Owner)
+            {
+                let cands: Vec<(Role, i64)> = members
+                    .iter()
+                    .map(|m| (m.role, m.activity.joined_at.timestamp_millis()))
+                    .collect();
+                if let Some(i) = rules::successor(&cands) {
+                    members[i].role = Role::Owner;
+                    members[i].permissions = Role::Owner.default_permissions();
+                }
+            }
+            let conv = ConversationDoc {
+                id: conv_id,
+                tenant_id: scope.tenant().as_str().to_owned(),
+                kind: new.kind,
+                name: new.name.clone(),
+                description: new.description.clone(),
+                avatar_url: new.avatar_url.clone(),
+                created_by: creator_id,
+                member_count: members.len() as i64,
+                settings: ConversationSettingsDoc {
+                    join_policy: "invite".into(),
+                    max_members: new.max_members,
+                },
+                created_at: now,
+                updated_at: now,
+            };
+            self.conversations()
+                .insert_one(&conv)
+                .session(&mut *s)
+                .await?;
+            if !members.is_empty() {
+                self.members()
+                    .insert_many(&members)
+                    .session(&mut *s)
+                    .await?;
+            }
+            Ok((conv, members))
+        })
+        .await
+    }
+
+    /// The conversation if the caller may see it. Errors: `conversation_not_found`.
+    pub async fn get_conversation(
+        &self,
+        scope: &TenantScope,
+        id: ConversationId,
+    ) -> Result<ConversationDoc> {
+        Ok(self.visible_conversation(scope, id).await?.0)
+    }
+
+    /// Changes name/description/avatar. Errors: `conversation_not_found`, `missing_permission`.
+    pub async fn update_conversation(
+        &self,
+        scope: &TenantScope,
+        id: ConversationId,
+        patch: &ConversationPatch,
+    ) -> Result<ConversationDoc> {
+        let (conv, acting) = self.visible_conversation(scope, id).await?;
+        rules::check_change_info(acting)?;
+        let mut set = Document::new();
+        if let Some(n) = &patch.name {
+            set.insert("name", n);
+        }
+        if let Some(d) = &patch.description {
+            set.insert("description", d.as_deref());
+        }
+        if let Some(a) = &patch.avatar_url {
+            set.insert("avatar_url", a.as_deref());
+        }
+        if set.is_empty() {
+            return Ok(conv);
+        }
+        set.insert("updated_at", DateTime::now());
+        self.conversations()
+            .find_one_and_update(
+                Self::conversation_filter(scope, id.object_id()),
+                doc! { "$set": set },
+            )
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| {
+                Error::client(
+                    crate::domain::ErrorCode::ConversationNotFound,
+                    "no such conversation",
+                )
+            })
+    }
+
+    /// Deletes the conversation and all its memberships in one transaction; returns how many
+    /// memberships went. Errors: `conversation_not_found`, `insufficient_rank` (not the owner).
+    pub async fn delete_conversation(
+        &self,
+        scope: &TenantScope,
+        id: ConversationId,
+    ) -> Result<u64> {
+        let conv_id = id.object_id();
+        self.transaction(async |s| {
+            self.conversation_in(s, scope, conv_id).await?;
+            let (acting, _): (Acting, _) = self.acting_in(s, scope, conv_id).await?;
+            if let Err(v) = rules::check_delete_conversation(acting) {
+                return refuse(v);
+            }
+            let mut members = tenant_filter(scope);
+            members.insert("conversation_id", conv_id);
+            let gone = self
+                .members()
+                .delete_many(members)
+                .session(&mut *s)
+                .await?
+                .deleted_count;
+            self.conversations()
+                .delete_one(Self::conversation_filter(scope, conv_id))
+                .session(&mut *s)
+                .await?;
+            Ok(gone)
+        })
+        .await
+    }
+
+    /// Bulk insert for the demo loader (no transaction; `member_count` set by the caller).
+    pub async fn import_conversations(
+        &self,
+        scope: &TenantScope,
+        convs: &[ConversationDoc],
+    ) -> Result<()> {
+        debug_assert!(convs.iter().all(|c| c.tenant_id == scope.tenant().as_str()));
+        if convs.is_empty() {
+            return Ok(());
+        }
+        self.conversations()
+            .insert_many(convs)
+            .ordered(false)
+            .await
+            .map(drop)
+            .map_err(db_error)
+    }
+}

@@ -1,0 +1,190 @@
+//! Stored documents. Field names are the stored names (seed 004 for `group_members`); times
+//! are BSON Dates (UTC), counters Int64, absent values `null`.
+
+use bson::DateTime;
+use bson::oid::ObjectId;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{ConversationType, MemberStatus, NotificationLevel, Permissions, Role};
+
+/// `group_members`: one user's membership in one conversation — exactly seed 004's layout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberDoc {
+    /// Document id; also the keyset order of member lists (immutable, unique).
+    #[serde(rename = "_id")]
+    pub id: ObjectId,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// `conversations._id`.
+    pub conversation_id: ObjectId,
+    /// `users._id`.
+    pub user_id: ObjectId,
+    /// The tenant's own id of the user (denormalized).
+    pub external_user_id: String,
+    /// Denormalized from `users.display_name`.
+    pub display_name: String,
+    /// Denormalized from `users.avatar_url`.
+    pub avatar_url: Option<String>,
+    /// The member's role.
+    pub role: Role,
+    /// Resolved permission flags (role defaults plus overrides).
+    pub permissions: Permissions,
+    /// Membership status.
+    pub status: MemberStatus,
+    /// The member's own preferences.
+    pub settings: MemberSettingsDoc,
+    /// Join and read/write activity.
+    pub activity: ActivityDoc,
+    /// Departure history.
+    pub departure: DepartureDoc,
+    /// Creation time of this document.
+    pub created_at: DateTime,
+    /// Last change.
+    pub updated_at: DateTime,
+}
+
+/// `group_members.settings` (seed 004).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct MemberSettingsDoc {
+    /// Which messages notify.
+    pub notifications: NotificationLevel,
+    /// The member's own notification mute (not a moderation mute).
+    pub muted: bool,
+    /// When the notification mute lapses (`null` = until unmuted).
+    pub muted_until: Option<DateTime>,
+    /// Pinned in the member's chat list.
+    pub pinned: bool,
+}
+
+/// `group_members.activity` (seed 004).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActivityDoc {
+    /// When the current membership began (reset when a former member rejoins).
+    pub joined_at: DateTime,
+    /// `users._id` of whoever added the member (`null` for a server token or the creator).
+    pub invited_by: Option<ObjectId>,
+    /// Time of the member's last message.
+    pub last_message_at: Option<DateTime>,
+    /// Messages sent (Int64).
+    pub message_count: i64,
+    /// Last message the member has read.
+    pub last_read_message_id: Option<ObjectId>,
+    /// When it was read.
+    pub last_read_at: Option<DateTime>,
+}
+
+/// `group_members.departure` (seed 004).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct DepartureDoc {
+    /// When the member left of their own accord.
+    pub left_at: Option<DateTime>,
+    /// When the member was removed.
+    pub removed_at: Option<DateTime>,
+    /// `users._id` of the remover (`null` for a server token).
+    pub removed_by: Option<ObjectId>,
+    /// The reason given for a removal.
+    pub removal_reason: Option<String>,
+    /// When a ban ends (`null` with status `banned` = forever).
+    pub banned_until: Option<DateTime>,
+}
+
+/// `users`: a tenant's user, named in the API by `external_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserDoc {
+    /// Internal id (the `user_id` of memberships).
+    #[serde(rename = "_id")]
+    pub id: ObjectId,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// The tenant's own id; unique per tenant.
+    pub external_id: String,
+    /// Name shown in member lists.
+    pub display_name: String,
+    /// Avatar image URL.
+    pub avatar_url: Option<String>,
+    /// Creation time.
+    pub created_at: DateTime,
+    /// Last change.
+    pub updated_at: DateTime,
+}
+
+/// `conversations`: a group or direct conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConversationDoc {
+    /// Conversation id.
+    #[serde(rename = "_id")]
+    pub id: ObjectId,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// Group or direct.
+    #[serde(rename = "type")]
+    pub kind: ConversationType,
+    /// Display name.
+    pub name: String,
+    /// Optional description.
+    pub description: Option<String>,
+    /// Optional avatar URL.
+    pub avatar_url: Option<String>,
+    /// `users._id` of the creating user (`null` when a server token created it).
+    pub created_by: Option<ObjectId>,
+    /// Active + muted members, kept exact in the same transaction as every member write (Int64).
+    pub member_count: i64,
+    /// Conversation settings.
+    pub settings: ConversationSettingsDoc,
+    /// Creation time.
+    pub created_at: DateTime,
+    /// Last change.
+    pub updated_at: DateTime,
+}
+
+/// `conversations.settings`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConversationSettingsDoc {
+    /// How members get in: `invite` (added by a member with `can_add_members` or a server token).
+    pub join_policy: String,
+    /// Most present members allowed.
+    pub max_members: i64,
+}
+
+/// `tenants`: a tenant and its signing keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TenantDoc {
+    /// The tenant slug.
+    #[serde(rename = "_id")]
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// `active` or `suspended`.
+    pub status: String,
+    /// Signing keys, oldest first; revoked keys stay, marked.
+    pub keys: Vec<KeyDoc>,
+    /// Creation time.
+    pub created_at: DateTime,
+    /// Last change.
+    pub updated_at: DateTime,
+}
+
+/// One HS256 signing key of a tenant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyDoc {
+    /// Key id (JWT `kid`), unique across tenants.
+    pub kid: String,
+    /// Shared secret (its UTF-8 bytes are the HMAC key).
+    pub secret: String,
+    /// Creation time.
+    pub created_at: DateTime,
+    /// Revocation time; a revoked key verifies nothing.
+    pub revoked_at: Option<DateTime>,
+}
+
+impl TenantDoc {
+    /// Whether the tenant is active.
+    pub fn is_active(&self) -> bool {
+        self.status == "active"
+    }
+
+    /// The newest key that is not revoked.
+    pub fn current_key(&self) -> Option<&KeyDoc> {
+        self.keys.iter().rev().find(|k| k.revoked_at.is_none())
+    }
+}

@@ -1,0 +1,645 @@
+//! `group_members`: reads, and the membership transitions. Each transition is one transaction
+//! that re-reads the actor, the target and the conversation, applies the domain rules, writes
+//! the member and adjusts `conversations.member_count` — so concurrent requests cannot break
+//! unique membership, exact counts or the single owner. Nothing else writes memberships.
+
+use bson::oid::ObjectId;
+use bson::{DateTime, Document, doc};
+use futures::TryStreamExt;
+use mongodb::{ClientSession, Collection};
+
+use super::docs::{
+    ActivityDoc, ConversationDoc, DepartureDoc, MemberDoc, MemberSettingsDoc, UserDoc,
+};
+use super::{Store, db_error, names, refuse, tenant_filter};
+use crate::auth::TenantScope;
+use crate::domain::rules::{self, Acting};
+use crate::domain::{
+    ConversationId, ConversationType, ErrorCode, ExternalUserId, MemberStatus, Role,
+};
+use crate::error::{Error, Problem, Result};
+
+/// A member to add: who, with which role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMember {
+    /// The user's external id (created on the fly if unknown).
+    pub user: ExternalUserId,
+    /// The role granted.
+    pub role: Role,
+}
+
+/// What happened to one requested addition.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AddOutcome {
+    /// Added (inserted, or a former member re-activated on the same document).
+    Added(Box<MemberDoc>),
+    /// Already an active or muted member; nothing changed.
+    AlreadyMember,
+    /// Banned from the conversation; nothing changed.
+    Banned,
+    /// Refused by a rule (e.g. the role is not below the actor's).
+    Refused(Problem),
+}
+
+fn not_found() -> Problem {
+    Problem::new(ErrorCode::ConversationNotFound, "no such conversation")
+}
+
+fn not_a_member(user: &str) -> Problem {
+    Problem::new(
+        ErrorCode::NotAMember,
+        format!("`{user}` is not a member of this conversation"),
+    )
+}
+
+fn statuses(list: &[MemberStatus]) -> Vec<&'static str> {
+    list.iter().map(|s| s.as_str()).collect()
+}
+
+/// A member document for a first-time member.
+pub(crate) fn new_member_doc(
+    scope: &TenantScope,
+    conversation: ObjectId,
+    user: &UserDoc,
+    role: Role,
+    invited_by: Option<ObjectId>,
+    now: DateTime,
+) -> MemberDoc {
+    MemberDoc {
+        id: ObjectId::new(),
+        tenant_id: scope.tenant().as_str().to_owned(),
+        conversation_id: conversation,
+        user_id: user.id,
+        external_user_id: user.external_id.clone(),
+        display_name: user.display_name.clone(),
+        avatar_url: user.avatar_url.clone(),
+        role,
+        permissions: role.default_permissions(),
+        status: MemberStatus::Active,
+        settings: MemberSettingsDoc::default(),
+        activity: ActivityDoc {
+            joined_at: now,
+            invited_by,
+            last_message_at: None,
+            message_count: 0,
+            last_read_message_id: None,
+            last_read_at: None,
+        },
+        departure: DepartureDoc::default(),
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+impl Store {
+    pub(crate) fn members(&self) -> Collection<MemberDoc> {
+        self.collection(names::GROUP_MEMBERS)
+    }
+
+    pub(crate) fn conversations(&self) -> Collection<ConversationDoc> {
+        self.collection(names::CONVERSATIONS)
+    }
+
+    /// Filter for one membership by the tenant's user id (unique index
+    /// `tenant_id_1_conversation_id_1_external_user_id_1`).
+    pub(crate) fn member_filter(
+        scope: &TenantScope,
+        conversation: ObjectId,
+        user: &str,
+    ) -> Document {
+        let mut f = tenant_filter(scope);
+        f.insert("conversation_id", conversation);
+        f.insert("external_user_id", user);
+        f
+    }
+
+    pub(crate) fn conversation_filter(scope: &TenantScope, conversation: ObjectId) -> Document {
+        let mut f = tenant_filter(scope);
+        f.insert("_id", conversation);
+        f
+    }
+
+    /// In a transaction: the conversation, or a `conversation_not_found` refusal.
+    pub(crate) async fn conversation_in(
+        &self,
+        s: &mut ClientSession,
+        scope: &TenantScope,
+        conversation: ObjectId,
+    ) -> mongodb::error::Result<ConversationDoc> {
+        match self
+            .conversations()
+            .find_one(Self::conversation_filter(scope, conversation))
+            .session(s)
+            .await?
+        {
+            Some(c) => Ok(c),
+            None => refuse(not_found()),
+        }
+    }
+
+    /// In a transaction: the caller as the rules see it, and its membership. A user without a
+    /// current membership is refused as if the conversation did not exist.
+    pub(crate) async fn acting_in(
+        &self,
+        s: &mut ClientSession,
+        scope: &TenantScope,
+        conversation: ObjectId,
+    ) -> mongodb::error::Result<(Acting, Option<MemberDoc>)> {
+        let Some(user) = scope.user() else {
+            return Ok((Acting::Server, None));
+        };
+        let me = self
+            .members()
+            .find_one(Self::member_filter(scope, conversation, user.as_str()))
+            .session(s)
+            .await?;
+        match me {
+            Some(m) if m.status.is_present() => Ok((
+                Acting::Member {
+                    role: m.role,
+                    permissions: m.permissions,
+                    status: m.status,
+                },
+                Some(m),
+            )),
+            _ => refuse(not_found()),
+        }
+    }
+
+    /// Outside a transaction: the conversation as the caller may see it (a user must be a
+    /// current member). Errors: `conversation_not_found`.
+    pub async fn visible_conversation(
+        &self,
+        scope: &TenantScope,
+        id: ConversationId,
+    ) -> Result<(ConversationDoc, Acting)> {
+        let conv = self
+            .conversations()
+            .find_one(Self::conversation_filter(scope, id.object_id()))
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| Error::Client(not_found()))?;
+        let acting = match scope.user() {
+            None => Acting::Server,
+            Some(u) => match self
+                .members()
+                .find_one(Self::member_filter(scope, conv.id, u.as_str()))
+                .await
+                .map_err(db_error)?
+            {
+                Some(m) if m.status.is_present() => Acting::Member {
+                    role: m.role,
+                    permissions: m.permissions,
+                    status: m.status,
+                },
+                _ => return Err(Error::Client(not_found())),
+            },
+        };
+        Ok((conv, acting))
+    }
+
+    /// Adds members (one transaction for the whole batch). Former members (left/removed) are
+    /// re-activated on their existing document; unknown users are created. Errors (whole
+    /// request): `conversation_not_found`, `direct_conversation`, `missing_permission`,
+    /// `conversation_full`. Per item: [`AddOutcome`].
+    pub async fn add_members(
+        &self,
+        scope: &TenantScope,
+        id: ConversationId,
+        items: &[NewMember],
+    ) -> Result<Vec<AddOutcome>> {
+        let conv_id = id.object_id();
+        self.transaction(async |s| {
+            let now = DateTime::now();
+            let conv = self.conversation_in(s, scope, conv_id).await?;
+            let (acting, me) = self.acting_in(s, scope, conv_id).await?;
+            if conv.kind == ConversationType::Direct {
+                return refuse(Problem::new(ErrorCode::DirectConversation, "members cannot be added to a direct conversation"));
+            }
+            if let Err(rules::RuleViolation::MissingPermission(flag)) = rules::check_add(acting, Role::Guest) {
+                return refuse(rules::RuleViolation::MissingPermission(flag));
+            }
+            let mut filter = tenant_filter(scope);
+            filter.insert("conversation_id", conv_id);
+            filter.insert("external_user_id", doc! { "$in": items.iter().map(|i| i.user.as_str()).collect::<Vec<_>>() });
+            let existing: Vec<MemberDoc> = {
+                let mut cursor = self.members().find(filter).session(&mut *s).await?;
+                let mut v = Vec::new();
+                while let Some(m) = cursor.next(&mut *s).await.transpose()? {
+                    v.push(m);
+                }
+                v
+            };
+            let mut outcomes = Vec::with_capacity(items.len());
+            let mut to_join: Vec<(usize, Option<MemberDoc>)> = Vec::new();
+            for (i, item) in items.iter().enumerate() {
+                let prior = existing.iter().find(|m| m.external_user_id == item.user.as_str());
+                let outcome = match (prior, rules::check_add(acting, item.role)) {
+                    (Some(m), _) if m.status.is_present() => AddOutcome::AlreadyMember,
+                    (Some(m), _) if m.status == MemberStatus::Banned => AddOutcome::Banned,
+                    (_, Err(v)) => AddOutcome::Refused(v.into()),
+                    (prior, Ok(())) => {
+                        to_join.push((i, prior.cloned()));
+                        AddOutcome::AlreadyMember // placeholder, replaced below
+                    }
+                };
+                outcomes.push(outcome);
+            }
+            if to_join.is_empty() {
+                return Ok(outcomes);
+            }
+            if conv.member_count + to_join.len() as i64 > conv.settings.max_members {
+                return refuse(Problem::new(
+                    ErrorCode::ConversationFull,
+                    format!("the conversation allows at most {} members", conv.settings.max_members),
+                ));
+            }
+            let invited_by = me.as_ref().map(|m| m.user_id);
+            let new_users: Vec<&ExternalUserId> =
+                to_join.iter().filter(|(_, p)| p.is_none()).map(|(i, _)| &items[*i].user).collect();
+            let users = self.ensure_users_in(s, scope, &new_users, now).await?;
+            let mut inserts = Vec::new();
+            for (i, prior) in &to_join {
+                let item = &items[*i];
+                let doc = match prior {
+                    None => {
+                        let Some(user) = users.get(item.user.as_str()) else {
+                            return Err(mongodb::error::Error::custom("a user vanished inside its transaction"));
+                        };
+                        let d = new_member_doc(scope, conv_id, user, item.role, invited_by, now);
+                        inserts.push(d.clone());
+                        d
+                    }
+                    Some(p) => {
+                        let update = doc! { "$set": {
+                            "status": MemberStatus::Active.as_str(),
+                            "role": item.role.as_str(),
+                            "permissions": bson::to_bson(&item.role.default_permissions())?,
+                            "activity.joined_at": now,
+                            "activity.invited_by": invited_by,
+                            "departure": bson::to_bson(&DepartureDoc::default())?,
+                            "updated_at": now,
+                        }};
+                        let mut guard = Self::member_filter(scope, conv_id, item.user.as_str());
+                        guard.insert("status", p.status.as_str());
+                        self.members().update_one(guard, update).session(&mut *s).await?;
+                        let mut d = p.clone();
+                        d.status = MemberStatus::Active;
+                        d.role = item.role;
+                        d.permissions = item.role.default_permissions();
+                        d.activity.joined_at = now;
+                        d.activity.invited_by = invited_by;
+                        d.departure = DepartureDoc::default();
+                        d.updated_at = now;
+                        d
+                    }
+                };
+                outcomes[*i] = AddOutcome::Added(Box::new(doc));
+            }
+            if !inserts.is_empty() {
+                self.members().insert_many(&inserts).session(&mut *s).await?;
+            }
+            self.conversations()
+                .update_one(
+                    Self::conversation_filter(scope, conv_id),
+                    doc! { "$inc": { "member_count": to_join.len() as i64 }, "$set": { "updated_at": now } },
+                )
+                .session(&mut *s)
+                .await?;
+            Ok(outcomes)
+        })
+        .await
+    }
+
+    /// Changes a member's role (and resets its flags to the role's defaults).
+    /// Errors: `conversation_not_found`, `not_a_member`, `owner_role_locked`, `insufficient_rank`.
+    pub async fn change_role(
+        &self,
+        scope: &TenantScope,
+        id: ConversationId,
+        target: &ExternalUserId,
+        role: Role,
+    ) -> Result<MemberDoc> {
+        let conv_id = id.object_id();
+        self.transaction(async |s| {
+            let now = DateTime::now();
+            self.conversation_in(s, scope, conv_id).await?;
+            let (acting, _) = self.acting_in(s, scope, conv_id).await?;
+            let filter = Self::member_filter(scope, conv_id, target.as_str());
+            let Some(mut m) = self.members().find_one(filter.clone()).session(&mut *s).await? else {
+                return refuse(not_a_member(target.as_str()));
+            };
+            if !m.status.is_present() {
+                return refuse(not_a_member(target.as_str()));
+            }
+            if let Err(v) = rules::check_change_role(acting, m.role, role) {
+                return refuse(v);
+            }
+            if m.role == role {
+                return Ok(m);
+            }
+            let perms = role.default_permissions();
+            self.members()
+                .update_one(filter, doc! { "$set": {
+                    "role": role.as_str(), "permissions": bson::to_bson(&perms)?, "updated_at": now } })
+                .session(&mut *s)
+                .await?;
+            m.role = role;
+            m.permissions = perms;
+            m.updated_at = now;
+            Ok(m)
+        })
+        .await
+    }
+
+    /// Removes a member: status `removed`, `departure.removed_at/removed_by/removal_reason`,
+    /// count −1; an owner's removal hands ownership on. Errors: `conversation_not_found`,
+    /// `not_a_member`, `missing_permission`, `insufficient_rank`.
+    pub async fn remove_member(
+        &self,
+        scope: &TenantScope,
+        id: ConversationId,
+        target: &ExternalUserId,
+        reason: Option<&str>,
+    ) -> Result<MemberDoc> {
+        let conv_id = id.object_id();
+        self.transaction(async |s| {
+            let now = DateTime::now();
+            self.conversation_in(s, scope, conv_id).await?;
+            let (acting, me) = self.acting_in(s, scope, conv_id).await?;
+            let filter = Self::member_filter(scope, conv_id, target.as_str());
+            let Some(mut m) = self
+                .members()
+                .find_one(filter.clone())
+                .session(&mut *s)
+                .await?
+            else {
+                return refuse(not_a_member(target.as_str()));
+            };
+            if !m.status.is_present() {
+                return refuse(not_a_member(target.as_str()));
+            }
+            if let Err(v) = rules::check_remove(acting, m.role) {
+                return refuse(v);
+            }
+            let removed_by = me.map(|me| me.user_id);
+            m.status = MemberStatus::Removed;
+            m.departure.removed_at = Some(now);
+            m.departure.removed_by = removed_by;
+            m.departure.removal_reason = reason.map(str::to_owned);
+            m.updated_at = now;
+            self.depart_in(s, scope, &m, filter, now).await?;
+            Ok(m)
+        })
+        .await
+    }
+
+    /// The caller leaves: status `left`, `departure.left_at`, count −1; an owner leaving hands
+    /// ownership on. Errors: `forbidden` for server tokens, `not_a_member`.
+    pub async fn leave(&self, scope: &TenantScope, id: ConversationId) -> Result<MemberDoc> {
+        let Some(user) = scope.user() else {
+            return Err(Error::client(
+                ErrorCode::Forbidden,
+                "only a user token can leave a conversation",
+            ));
+        };
+        let conv_id = id.object_id();
+        self.transaction(async |s| {
+            let now = DateTime::now();
+            self.conversation_in(s, scope, conv_id).await?;
+            let filter = Self::member_filter(scope, conv_id, user.as_str());
+            let Some(mut m) = self
+                .members()
+                .find_one(filter.clone())
+                .session(&mut *s)
+                .await?
+            else {
+                return refuse(not_a_member(user.as_str()));
+            };
+            if !m.status.is_present() {
+                return refuse(not_a_member(user.as_str()));
+            }
+            m.status = MemberStatus::Left;
+            m.departure.left_at = Some(now);
+            m.updated_at = now;
+            self.depart_in(s, scope, &m, filter, now).await?;
+            Ok(m)
+        })
+        .await
+    }
+
+    /// Writes a departure (`m` already carries its new status and departure fields), lowers
+    /// the count, and hands ownership on if the owner went.
+    async fn depart_in(
+        &self,
+        s: &mut ClientSession,
+        scope: &TenantScope,
+        m: &MemberDoc,
+        mut filter: Document,
+        now: DateTime,
+    ) -> mongodb::error::Result<()> {
+        filter.insert("status", doc! { "$in": statuses(&MemberStatus::PRESENT) });
+        self.members()
+            .update_one(
+                filter,
+                doc! { "$set": {
+                    "status": m.status.as_str(),
+                    "departure": bson::to_bson(&m.departure)?,
+                    "updated_at": now,
+                }},
+            )
+            .session(&mut *s)
+            .await?;
+        self.conversations()
+            .update_one(
+                Self::conversation_filter(scope, m.conversation_id),
+                doc! { "$inc": { "member_count": -1_i64 }, "$set": { "updated_at": now } },
+            )
+            .session(&mut *s)
+            .await?;
+        if m.role == Role::Owner {
+            self.hand_off_ownership_in(s, scope, m.conversation_id, now)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Gives ownership to the highest-ranked, longest-standing present member, if any
+    /// (DESIGN §3). Returns the new owner.
+    pub(crate) async fn hand_off_ownership_in(
+        &self,
+        s: &mut ClientSession,
+        scope: &TenantScope,
+        conversation: ObjectId,
+        now: DateTime,
+    ) -> mongodb::error::Result<Option<MemberDoc>> {
+        for role in Role::ALL {
+            let mut filter = tenant_filter(scope);
+            filter.insert("conversation_id", conversation);
+            filter.insert("status", doc! { "$in": statuses(&MemberStatus::PRESENT) });
+            filter.insert("role", role.as_str());
+            let heir = self
+                .members()
+                .find_one(filter)
+                .sort(doc! { "activity.joined_at": 1, "_id": 1 })
+                .session(&mut *s)
+                .await?;
+            let Some(mut heir) = heir else { continue };
+            if role == Role::Owner {
+                return Ok(None); // someone still holds it
+            }
+            let perms = Role::Owner.default_permissions();
+            self.members()
+                .update_one(
+                    doc! { "_id": heir.id, "tenant_id": scope.tenant().as_str() },
+                    doc! { "$set": { "role": Role::Owner.as_str(), "permissions": bson::to_bson(&perms)?, "updated_at": now } },
+                )
+                .session(&mut *s)
+                .await?;
+            tracing::info!(conversation = %conversation, heir = %heir.external_user_id, from = role.as_str(), "ownership handed on");
+            heir.role = Role::Owner;
+            heir.permissions = perms;
+            return Ok(Some(heir));
+        }
+        Ok(None)
+    }
+
+    /// One membership, whatever its status, as the caller may see it.
+    /// Errors: `conversation_not_found`, `not_a_member` (no document at all).
+    pub async fn get_member(
+        &self,
+        scope: &TenantScope,
+        id: ConversationId,
+        target: &ExternalUserId,
+    ) -> Result<MemberDoc> {
+        self.visible_conversation(scope, id).await?;
+        self.members()
+            .find_one(Self::member_filter(scope, id.object_id(), target.as_str()))
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| Error::Client(not_a_member(target.as_str())))
+    }
+
+    /// A page of members in `_id` order after `after`, filtered by status (any of) and role.
+    /// Index: `…_status_1__id_1` or `…_status_1_role_1__id_1`.
+    pub async fn list_members(
+        &self,
+        scope: &TenantScope,
+        id: ConversationId,
+        status: &[MemberStatus],
+        role: Option<Role>,
+        after: Option<ObjectId>,
+        limit: u32,
+    ) -> Result<Vec<MemberDoc>> {
+        self.visible_conversation(scope, id).await?;
+        let filter = Self::member_list_filter(scope, id.object_id(), status, role, after);
+        self.members()
+            .find(filter)
+            .sort(doc! { "_id": 1 })
+            .limit(i64::from(limit))
+            .await
+            .map_err(db_error)?
+            .try_collect()
+            .await
+            .map_err(db_error)
+    }
+
+    /// The filter of [`Store::list_members`] (public for the `explain` test).
+    pub fn member_list_filter(
+        scope: &TenantScope,
+        conversation: ObjectId,
+        status: &[MemberStatus],
+        role: Option<Role>,
+        after: Option<ObjectId>,
+    ) -> Document {
+        let mut f = tenant_filter(scope);
+        f.insert("conversation_id", conversation);
+        f.insert("status", doc! { "$in": statuses(status) });
+        if let Some(role) = role {
+            f.insert("role", role.as_str());
+        }
+        if let Some(after) = after {
+            f.insert("_id", doc! { "$gt": after });
+        }
+        f
+    }
+
+    /// A page of one user's memberships in `_id` order after `after`, filtered by status, each
+    /// with its conversation. Errors: `user_not_found`. Index: `tenant_id_1_user_id_1_status_1__id_1`.
+    pub async fn list_memberships(
+        &self,
+        scope: &TenantScope,
+        user: &ExternalUserId,
+        status: &[MemberStatus],
+        after: Option<ObjectId>,
+        limit: u32,
+    ) -> Result<Vec<(MemberDoc, ConversationDoc)>> {
+        let user = self
+            .find_user(scope, user)
+            .await?
+            .ok_or_else(|| Error::client(ErrorCode::UserNotFound, format!("no user `{user}`")))?;
+        let filter = Self::membership_list_filter(scope, user.id, status, after);
+        let members: Vec<MemberDoc> = self
+            .members()
+            .find(filter)
+            .sort(doc! { "_id": 1 })
+            .limit(i64::from(limit))
+            .await
+            .map_err(db_error)?
+            .try_collect()
+            .await
+            .map_err(db_error)?;
+        let ids: Vec<ObjectId> = members.iter().map(|m| m.conversation_id).collect();
+        let mut filter = tenant_filter(scope);
+        filter.insert("_id", doc! { "$in": &ids });
+        let convs: Vec<ConversationDoc> = self
+            .conversations()
+            .find(filter)
+            .await
+            .map_err(db_error)?
+            .try_collect()
+            .await
+            .map_err(db_error)?;
+        Ok(members
+            .into_iter()
+            .filter_map(|m| {
+                let c = convs.iter().find(|c| c.id == m.conversation_id)?.clone();
+                Some((m, c))
+            })
+            .collect())
+    }
+
+    /// The filter of [`Store::list_memberships`] (public for the `explain` test).
+    pub fn membership_list_filter(
+        scope: &TenantScope,
+        user: ObjectId,
+        status: &[MemberStatus],
+        after: Option<ObjectId>,
+    ) -> Document {
+        let mut f = tenant_filter(scope);
+        f.insert("user_id", user);
+        f.insert("status", doc! { "$in": statuses(status) });
+        if let Some(after) = after {
+            f.insert("_id", doc! { "$gt": after });
+        }
+        f
+    }
+
+    /// Bulk insert for the demo loader (no transaction; ids must be new, counts set by caller).
+    pub async fn import_members(&self, scope: &TenantScope, members: &[MemberDoc]) -> Result<()> {
+        debug_assert!(
+            members
+                .iter()
+                .all(|m| m.tenant_id == scope.tenant().as_str())
+        );
+        if members.is_empty() {
+            return Ok(());
+        }
+        self.members()
+            .insert_many(members)
+            .ordered(false)
+            .await
+            .map(drop)
+            .map_err(db_error)
+    }
+}

@@ -1,0 +1,178 @@
+//! The only module that talks to MongoDB: typed documents, one repository per collection,
+//! index loading, and the transactions that keep membership invariants.
+//!
+//! Every repository method takes a [`TenantScope`](crate::auth::TenantScope) first and every
+//! filter it builds starts with that scope's `tenant_id`.
+
+pub mod conversations;
+pub mod docs;
+pub mod indexes;
+pub mod members;
+pub mod tenants;
+pub mod users;
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bson::{Document, doc};
+use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::options::ClientOptions;
+use mongodb::{Client, ClientSession, Collection, Database};
+
+use crate::auth::TenantScope;
+use crate::config::DatabaseSettings;
+use crate::error::{Error, Problem};
+
+pub use docs::{ConversationDoc, MemberDoc, TenantDoc, UserDoc};
+
+/// Collection names.
+pub mod names {
+    /// Memberships (seed 004).
+    pub const GROUP_MEMBERS: &str = "group_members";
+    /// Users.
+    pub const USERS: &str = "users";
+    /// Conversations.
+    pub const CONVERSATIONS: &str = "conversations";
+    /// Tenants.
+    pub const TENANTS: &str = "tenants";
+}
+
+/// A handle on the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    client: Client,
+    db: Database,
+}
+
+impl Store {
+    /// Connects with a bounded server-selection timeout and checks the server is a replica-set
+    /// member (transactions need one). Errors explain how to start a replica set.
+    pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<Store> {
+        let mut options = ClientOptions::parse(&settings.uri)
+            .await
+            .context("database.uri is not a valid MongoDB URI")?;
+        options.server_selection_timeout =
+            Some(Duration::from_millis(settings.server_selection_timeout_ms));
+        options
+            .connect_timeout
+            .get_or_insert(Duration::from_millis(settings.server_selection_timeout_ms));
+        options.app_name.get_or_insert_with(|| "roster".into());
+        let client = Client::with_options(options).context("creating the MongoDB client")?;
+        let db = client.database(&settings.name);
+        let hello = db.run_command(doc! { "hello": 1 }).await.with_context(|| {
+            format!(
+                "cannot reach MongoDB at {} (is it running?)",
+                redact(&settings.uri)
+            )
+        })?;
+        if hello.get_str("setName").is_err() {
+            bail!(
+                "MongoDB at {} is not a replica set; Roster needs transactions. Start mongod with \
+                 `--replSet rs0` and run `rs.initiate()` once, or run SecantusDB (see README)",
+                redact(&settings.uri)
+            );
+        }
+        Ok(Store { client, db })
+    }
+
+    /// Applies `indexes/*.json`; see [`indexes::ensure`].
+    pub async fn ensure_indexes(&self) -> anyhow::Result<usize> {
+        indexes::ensure(&self.db, &indexes::IndexSpec::builtin()?).await
+    }
+
+    /// Round-trips a `ping`. Errors: `Unavailable` when the database cannot be reached.
+    pub async fn ping(&self) -> Result<(), Error> {
+        self.db
+            .run_command(doc! { "ping": 1 })
+            .await
+            .map(drop)
+            .map_err(db_error)
+    }
+
+    /// The database (for tests that read raw documents and run `explain`).
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    fn collection<T: Send + Sync>(&self, name: &str) -> Collection<T> {
+        self.db.collection(name)
+    }
+
+    /// Runs `body` in a transaction with the driver's retrying helper (transient errors retry
+    /// the whole body, so it must be safe to run more than once). A duplicate-key error means a
+    /// concurrent writer committed first: the body is run again so it sees that write and
+    /// decides afresh. A [`Problem`] returned through [`refuse`] aborts and reaches the caller.
+    pub(crate) async fn transaction<R, F>(&self, mut body: F) -> Result<R, Error>
+    where
+        F: for<'s> AsyncFnMut(&'s mut ClientSession) -> mongodb::error::Result<R>,
+    {
+        const DUPLICATE_RERUNS: usize = 8;
+        let mut attempt = 0;
+        loop {
+            let mut session = self.client.start_session().await.map_err(db_error)?;
+            match session.start_transaction().and_run2(&mut body).await {
+                Ok(r) => return Ok(r),
+                Err(e) if is_duplicate_key(&e) && attempt < DUPLICATE_RERUNS => attempt += 1,
+                Err(e) => return Err(db_error(e)),
+            }
+        }
+    }
+}
+
+/// Ends a transaction body with a refusal shown to the client (aborts the transaction).
+pub(crate) fn refuse<T>(problem: impl Into<Problem>) -> mongodb::error::Result<T> {
+    Err(mongodb::error::Error::custom(problem.into()))
+}
+
+/// Maps a driver error: a refusal from a transaction body stays a client error, an unreachable
+/// server is `Unavailable`, everything else is `Internal` (cause kept for the log).
+pub(crate) fn db_error(e: mongodb::error::Error) -> Error {
+    if let Some(p) = e.get_custom::<Problem>() {
+        return Error::Client(p.clone());
+    }
+    match *e.kind {
+        ErrorKind::ServerSelection { .. }
+        | ErrorKind::Io(_)
+        | ErrorKind::ConnectionPoolCleared { .. } => Error::Unavailable(e.into()),
+        _ => Error::Internal(e.into()),
+    }
+}
+
+/// Whether the error is a duplicate key (E11000) in any of the shapes the driver reports it.
+pub(crate) fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
+    const DUPLICATE_KEY: i32 = 11000;
+    match &*e.kind {
+        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == DUPLICATE_KEY,
+        ErrorKind::Command(c) => c.code == DUPLICATE_KEY,
+        ErrorKind::InsertMany(m) => m
+            .write_errors
+            .iter()
+            .flatten()
+            .any(|w| w.code == DUPLICATE_KEY),
+        _ => false,
+    }
+}
+
+/// The filter every tenant query starts with.
+pub(crate) fn tenant_filter(scope: &TenantScope) -> Document {
+    doc! { "tenant_id": scope.tenant().as_str() }
+}
+
+/// Removes credentials from a connection string before it is shown.
+fn redact(uri: &str) -> String {
+    match (uri.find("://"), uri.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &uri[..s], &uri[at + 1..]),
+        _ => uri.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_never_reach_messages() {
+        assert_eq!(redact("mongodb://u:p@h:1/?x=1"), "mongodb://***@h:1/?x=1");
+        assert_eq!(redact("mongodb://h:1"), "mongodb://h:1");
+    }
+}
