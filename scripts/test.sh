@@ -9,6 +9,8 @@ source scripts/lib.sh
 if [ -z "${MONGODB_URI:-}" ]; then
   start_secantus ":memory:" "$(free_port)"
 fi
+ensure_secantus
+export SECANTUSD="$PWD/$VENV/bin/secantusd-py"
 log "testing against $MONGODB_URI"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --all-targets --no-fail-fast "$@"

@@ -84,6 +84,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         );
 }
 
+async fn docs_redirect() -> actix_web::HttpResponse {
+    actix_web::HttpResponse::PermanentRedirect()
+        .insert_header((actix_web::http::header::LOCATION, "/docs/"))
+        .finish()
+}
+
 /// Builds the HTTP server on `listener` (not yet running; await the returned [`Server`]).
 /// SIGTERM/SIGINT stop accepting and give in-flight requests `http.shutdown_timeout_secs`.
 pub fn server(
@@ -106,6 +112,7 @@ pub fn server(
             .app_data(web::QueryConfig::default().error_handler(extract::query_error))
             .app_data(web::PathConfig::default().error_handler(extract::path_error))
             .configure(routes)
+            .service(web::resource("/docs").route(web::get().to(docs_redirect)))
             .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi.clone()))
             .default_service(web::to(error::not_found))
     })

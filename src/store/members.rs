@@ -11,7 +11,7 @@ use mongodb::{ClientSession, Collection};
 use super::docs::{
     ActivityDoc, ConversationDoc, DepartureDoc, MemberDoc, MemberSettingsDoc, UserDoc,
 };
-use super::{Store, db_error, names, refuse, tenant_filter};
+use super::{Query, Store, db_error, index, names, refuse, tenant_filter};
 use crate::auth::TenantScope;
 use crate::domain::rules::{self, Acting};
 use crate::domain::{
@@ -102,11 +102,7 @@ impl Store {
 
     /// Filter for one membership by the tenant's user id (unique index
     /// `tenant_id_1_conversation_id_1_external_user_id_1`).
-    pub(crate) fn member_filter(
-        scope: &TenantScope,
-        conversation: ObjectId,
-        user: &str,
-    ) -> Document {
+    pub fn member_filter(scope: &TenantScope, conversation: ObjectId, user: &str) -> Document {
         let mut f = tenant_filter(scope);
         f.insert("conversation_id", conversation);
         f.insert("external_user_id", user);
@@ -532,26 +528,20 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<MemberDoc>> {
         self.visible_conversation(scope, id).await?;
-        let filter = Self::member_list_filter(scope, id.object_id(), status, role, after);
-        self.members()
-            .find(filter)
-            .sort(doc! { "_id": 1 })
-            .limit(i64::from(limit))
+        Self::member_list_query(scope, id.object_id(), status, role, after, limit)
+            .fetch(&self.members())
             .await
-            .map_err(db_error)?
-            .try_collect()
-            .await
-            .map_err(db_error)
     }
 
-    /// The filter of [`Store::list_members`] (public for the `explain` test).
-    pub fn member_list_filter(
+    /// The query of [`Store::list_members`]: `_id` order after `after`, index-hinted.
+    pub fn member_list_query(
         scope: &TenantScope,
         conversation: ObjectId,
         status: &[MemberStatus],
         role: Option<Role>,
         after: Option<ObjectId>,
-    ) -> Document {
+        limit: u32,
+    ) -> Query {
         let mut f = tenant_filter(scope);
         f.insert("conversation_id", conversation);
         f.insert("status", doc! { "$in": statuses(status) });
@@ -561,7 +551,28 @@ impl Store {
         if let Some(after) = after {
             f.insert("_id", doc! { "$gt": after });
         }
-        f
+        Query {
+            collection: names::GROUP_MEMBERS,
+            filter: f,
+            sort: Some(doc! { "_id": 1 }),
+            hint: Some(if role.is_some() {
+                index::MEMBERS_BY_STATUS_ROLE
+            } else {
+                index::MEMBERS_BY_STATUS
+            }),
+            limit: Some(i64::from(limit)),
+        }
+    }
+
+    /// The query that reads one membership by the tenant's user id.
+    pub fn member_lookup_query(scope: &TenantScope, conversation: ObjectId, user: &str) -> Query {
+        Query {
+            collection: names::GROUP_MEMBERS,
+            filter: Self::member_filter(scope, conversation, user),
+            sort: None,
+            hint: None,
+            limit: Some(1),
+        }
     }
 
     /// A page of one user's memberships in `_id` order after `after`, filtered by status, each
@@ -578,17 +589,9 @@ impl Store {
             .find_user(scope, user)
             .await?
             .ok_or_else(|| Error::client(ErrorCode::UserNotFound, format!("no user `{user}`")))?;
-        let filter = Self::membership_list_filter(scope, user.id, status, after);
-        let members: Vec<MemberDoc> = self
-            .members()
-            .find(filter)
-            .sort(doc! { "_id": 1 })
-            .limit(i64::from(limit))
-            .await
-            .map_err(db_error)?
-            .try_collect()
-            .await
-            .map_err(db_error)?;
+        let members = Self::membership_list_query(scope, user.id, status, after, limit)
+            .fetch(&self.members())
+            .await?;
         let ids: Vec<ObjectId> = members.iter().map(|m| m.conversation_id).collect();
         let mut filter = tenant_filter(scope);
         filter.insert("_id", doc! { "$in": &ids });
@@ -609,20 +612,27 @@ impl Store {
             .collect())
     }
 
-    /// The filter of [`Store::list_memberships`] (public for the `explain` test).
-    pub fn membership_list_filter(
+    /// The query of [`Store::list_memberships`]: `_id` order after `after`, index-hinted.
+    pub fn membership_list_query(
         scope: &TenantScope,
         user: ObjectId,
         status: &[MemberStatus],
         after: Option<ObjectId>,
-    ) -> Document {
+        limit: u32,
+    ) -> Query {
         let mut f = tenant_filter(scope);
         f.insert("user_id", user);
         f.insert("status", doc! { "$in": statuses(status) });
         if let Some(after) = after {
             f.insert("_id", doc! { "$gt": after });
         }
-        f
+        Query {
+            collection: names::GROUP_MEMBERS,
+            filter: f,
+            sort: Some(doc! { "_id": 1 }),
+            hint: Some(index::MEMBERSHIPS_BY_USER),
+            limit: Some(i64::from(limit)),
+        }
     }
 
     /// Bulk insert for the demo loader (no transaction; ids must be new, counts set by caller).

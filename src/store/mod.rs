@@ -37,6 +37,74 @@ pub mod names {
     pub const TENANTS: &str = "tenants";
 }
 
+/// Names of the indexes that queries pin with a hint (defined in `indexes/*.json`).
+pub mod index {
+    /// Member list by status, keyset on `_id`.
+    pub const MEMBERS_BY_STATUS: &str = "tenant_id_1_conversation_id_1_status_1__id_1";
+    /// Member list by status and role, keyset on `_id`.
+    pub const MEMBERS_BY_STATUS_ROLE: &str = "tenant_id_1_conversation_id_1_status_1_role_1__id_1";
+    /// One membership by the tenant's user id.
+    pub const MEMBER_BY_EXTERNAL_ID: &str = "tenant_id_1_conversation_id_1_external_user_id_1";
+    /// A user's memberships by status, keyset on `_id`.
+    pub const MEMBERSHIPS_BY_USER: &str = "tenant_id_1_user_id_1_status_1__id_1";
+}
+
+/// A read exactly as the store issues it — filter, sort, index hint, limit — so a test can
+/// `explain` the very query the service runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Query {
+    /// Collection name.
+    pub collection: &'static str,
+    /// The filter (starts with `tenant_id`).
+    pub filter: Document,
+    /// Sort order, if any.
+    pub sort: Option<Document>,
+    /// Index the query is pinned to. Keyset lists are hinted because some planners pick a
+    /// collection scan for `status: {$in}` plus an `_id` range (see README, "SecantusDB").
+    pub hint: Option<&'static str>,
+    /// Most documents returned.
+    pub limit: Option<i64>,
+}
+
+impl Query {
+    /// The `explain` command for this query.
+    pub fn explain_command(&self) -> Document {
+        let mut find = doc! { "find": self.collection, "filter": self.filter.clone() };
+        if let Some(s) = &self.sort {
+            find.insert("sort", s.clone());
+        }
+        if let Some(h) = self.hint {
+            find.insert("hint", h);
+        }
+        if let Some(l) = self.limit {
+            find.insert("limit", l);
+        }
+        doc! { "explain": find, "verbosity": "queryPlanner" }
+    }
+
+    async fn fetch<T>(self, coll: &Collection<T>) -> Result<Vec<T>, Error>
+    where
+        T: serde::de::DeserializeOwned + Send + Sync + Unpin,
+    {
+        use futures::TryStreamExt;
+        let mut find = coll.find(self.filter);
+        if let Some(s) = self.sort {
+            find = find.sort(s);
+        }
+        if let Some(h) = self.hint {
+            find = find.hint(mongodb::options::Hint::Name(h.to_owned()));
+        }
+        if let Some(l) = self.limit {
+            find = find.limit(l);
+        }
+        find.await
+            .map_err(db_error)?
+            .try_collect()
+            .await
+            .map_err(db_error)
+    }
+}
+
 /// A handle on the database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {

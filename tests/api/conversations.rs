@@ -1,0 +1,311 @@
+use serde_json::json;
+
+use crate::helpers::spawn_app;
+
+#[tokio::test]
+async fn a_user_creates_a_group_and_becomes_its_owner_with_exact_count() {
+    let app = spawn_app().await;
+    let r = app
+        .post(
+            "/v1/conversations",
+            &app.user("alice"),
+            json!({ "name": " Book club ", "description": "Monthly", "members": [{ "user_id": "bob" }, { "user_id": "carol", "role": "moderator" }] }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let conv = &r.body["conversation"];
+    assert_eq!(conv["name"], "Book club");
+    assert_eq!(conv["type"], "group");
+    assert_eq!(conv["created_by"], "alice");
+    assert_eq!(conv["member_count"], 3);
+    let members = r.body["members"].as_array().unwrap();
+    assert_eq!(members[0]["user_id"], "alice");
+    assert_eq!(members[0]["role"], "owner");
+    assert_eq!(members[1]["activity"]["invited_by"], "alice");
+    assert_eq!(members[2]["role"], "moderator");
+    assert_eq!(members[2]["permissions"]["can_remove_members"], true);
+    assert_eq!(members[2]["permissions"]["can_change_info"], false);
+}
+
+#[tokio::test]
+async fn a_server_created_group_gets_its_named_creator_or_first_highest_member_as_owner() {
+    let app = spawn_app().await;
+    let r = app
+        .post(
+            "/v1/conversations",
+            &app.server(),
+            json!({ "name": "Ops", "created_by": "root" }),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    assert_eq!(r.body["members"][0]["role"], "owner");
+    let r = app
+        .post(
+            "/v1/conversations",
+            &app.server(),
+            json!({ "name": "Class", "members": [{ "user_id": "s1" }, { "user_id": "t1", "role": "admin" }, { "user_id": "t2", "role": "admin" }] }),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    let roles: Vec<&str> = r.body["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["member", "owner", "admin"]);
+    let r = app
+        .post(
+            "/v1/conversations",
+            &app.server(),
+            json!({ "name": "Empty" }),
+        )
+        .await;
+    assert_eq!(
+        (r.status, &r.body["conversation"]["member_count"]),
+        (201, &json!(0))
+    );
+}
+
+#[tokio::test]
+async fn bad_creations_are_refused_with_the_field_named_and_nothing_is_stored() {
+    let app = spawn_app().await;
+    let cases = [
+        (json!({}), "name"),
+        (json!({ "name": "   " }), "name"),
+        (json!({ "name": "x".repeat(201) }), "name"),
+        (json!({ "name": "G", "type": "channel" }), "type"),
+        (
+            json!({ "name": "G", "members": [{ "user_id": "bob" }, { "user_id": "bob" }] }),
+            "members[1].user_id",
+        ),
+        (
+            json!({ "name": "G", "members": [{ "user_id": "alice" }] }),
+            "members[0].user_id",
+        ),
+        (
+            json!({ "name": "G", "members": [{ "user_id": "a b" }] }),
+            "members[0].user_id",
+        ),
+        (
+            json!({ "name": "G", "members": [{ "user_id": "bob", "role": "king" }] }),
+            "members[0].role",
+        ),
+        (json!({ "name": "G", "created_by": "bob" }), "created_by"),
+        (
+            json!({ "name": "G", "avatar_url": "ftp://x" }),
+            "avatar_url",
+        ),
+        (json!({ "name": "G", "max_members": 1 }), "max_members"),
+        (json!({ "type": "direct", "members": [] }), "members"),
+        (
+            json!({ "type": "direct", "members": [{ "user_id": "b" }, { "user_id": "c" }] }),
+            "members",
+        ),
+    ];
+    for (body, field) in cases {
+        let r = app
+            .post("/v1/conversations", &app.user("alice"), body.clone())
+            .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (422, "validation_failed"),
+            "{body}: {:?}",
+            r.body
+        );
+        assert_eq!(r.body["errors"][0]["field"], field, "{body}: {:?}", r.body);
+    }
+    let r = app
+        .post(
+            "/v1/conversations",
+            &app.user("alice"),
+            json!({ "name": "G", "members": [{ "user_id": "bob", "role": "owner" }] }),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (409, "owner_role_locked"));
+    let stored = app
+        .store
+        .database()
+        .collection::<bson::Document>("conversations")
+        .count_documents(bson::doc! {})
+        .await
+        .unwrap();
+    assert_eq!(stored, 0);
+}
+
+#[tokio::test]
+async fn a_direct_conversation_has_exactly_two_members_and_takes_no_more() {
+    let app = spawn_app().await;
+    let r = app
+        .post(
+            "/v1/conversations",
+            &app.user("alice"),
+            json!({ "type": "direct", "members": [{ "user_id": "bob" }] }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let conv = r.body["conversation"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(r.body["conversation"]["member_count"], 2);
+    assert!(
+        r.body["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["role"] == "member")
+    );
+    let r = app
+        .add_member(&app.server(), &conv, "carol", "member")
+        .await;
+    assert_eq!((r.status, r.code()), (409, "direct_conversation"));
+}
+
+#[tokio::test]
+async fn only_current_members_or_the_server_see_a_conversation() {
+    let app = spawn_app().await;
+    let conv = app.create_group("alice", &[("bob", "member")]).await;
+    assert_eq!(
+        app.get(&format!("/v1/conversations/{conv}"), &app.user("bob"))
+            .await
+            .status,
+        200
+    );
+    let r = app
+        .get(&format!("/v1/conversations/{conv}"), &app.user("mallory"))
+        .await;
+    assert_eq!((r.status, r.code()), (404, "conversation_not_found"));
+    let missing = bson::oid::ObjectId::new().to_hex();
+    assert_eq!(
+        app.get(&format!("/v1/conversations/{missing}"), &app.server())
+            .await
+            .code(),
+        "conversation_not_found"
+    );
+    let r = app.get("/v1/conversations/not-an-id", &app.server()).await;
+    assert_eq!((r.status, r.code()), (422, "validation_failed"));
+    assert_eq!(
+        app.post(
+            &format!("/v1/conversations/{conv}/leave"),
+            &app.user("bob"),
+            json!({})
+        )
+        .await
+        .status,
+        200
+    );
+    assert_eq!(
+        app.get(&format!("/v1/conversations/{conv}"), &app.user("bob"))
+            .await
+            .code(),
+        "conversation_not_found"
+    );
+}
+
+#[tokio::test]
+async fn changing_info_needs_can_change_info_and_null_clears_a_field() {
+    let app = spawn_app().await;
+    let conv = app
+        .create_group("alice", &[("bob", "member"), ("ann", "admin")])
+        .await;
+    let path = format!("/v1/conversations/{conv}");
+    let r = app
+        .patch(&path, &app.user("bob"), json!({ "name": "Mine now" }))
+        .await;
+    assert_eq!((r.status, r.code()), (403, "missing_permission"));
+    let r = app.patch(&path, &app.user("ann"), json!({ "name": "Renamed", "description": "About", "avatar_url": "https://x.example/a.png" })).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(
+        (r.body["name"].as_str(), r.body["description"].as_str()),
+        (Some("Renamed"), Some("About"))
+    );
+    let r = app
+        .patch(&path, &app.server(), json!({ "description": null }))
+        .await;
+    assert_eq!(
+        (r.status, &r.body["description"], &r.body["name"]),
+        (200, &json!(null), &json!("Renamed"))
+    );
+    let r = app
+        .patch(&path, &app.server(), json!({ "avatar_url": "nope" }))
+        .await;
+    assert_eq!((r.status, r.code()), (422, "validation_failed"));
+    let r = app
+        .patch(&path, &app.server(), json!({ "member_count": 99 }))
+        .await;
+    assert_eq!((r.status, r.code()), (422, "validation_failed"));
+    assert_eq!(app.member_count(&conv).await, 3);
+}
+
+#[tokio::test]
+async fn only_the_owner_or_the_server_deletes_and_the_members_go_with_it() {
+    let app = spawn_app().await;
+    let conv = app
+        .create_group("alice", &[("bob", "member"), ("ann", "admin")])
+        .await;
+    let path = format!("/v1/conversations/{conv}");
+    let r = app.delete(&path, &app.user("ann")).await;
+    assert_eq!((r.status, r.code()), (403, "insufficient_rank"));
+    assert_eq!(app.raw_members(&conv).await.len(), 3);
+    assert_eq!(app.delete(&path, &app.user("alice")).await.status, 204);
+    assert!(app.raw_members(&conv).await.is_empty());
+    assert_eq!(
+        app.get(&path, &app.server()).await.code(),
+        "conversation_not_found"
+    );
+    assert_eq!(
+        app.delete(&path, &app.server()).await.code(),
+        "conversation_not_found"
+    );
+    let other = app.create_group("alice", &[("bob", "member")]).await;
+    assert_eq!(
+        app.delete(&format!("/v1/conversations/{other}"), &app.server())
+            .await
+            .status,
+        204
+    );
+    let r = app
+        .get("/v1/users/bob/conversations?status=all", &app.user("bob"))
+        .await;
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn bodies_that_are_not_json_or_too_large_are_refused_cleanly() {
+    let app = spawn_app().await;
+    let url = format!("{}/v1/conversations", app.address);
+    let r = app
+        .client
+        .post(&url)
+        .bearer_auth(app.user("alice"))
+        .body("{\"name\":\"x\"}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    let r = app
+        .client
+        .post(&url)
+        .bearer_auth(app.user("alice"))
+        .header("content-type", "application/json")
+        .body("{\"name\":")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let big = format!(
+        "{{\"name\":\"x\",\"description\":\"{}\"}}",
+        "d".repeat(300_000)
+    );
+    let r = app
+        .client
+        .post(&url)
+        .bearer_auth(app.user("alice"))
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "payload_too_large");
+}

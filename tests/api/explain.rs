@@ -1,0 +1,157 @@
+use bson::{Bson, Document, doc};
+use roster::auth::PlatformCredential;
+use roster::domain::{MemberStatus, Role, TenantId};
+use roster::store::{Query, Store, index};
+
+use crate::helpers::spawn_app;
+
+fn stages(plan: &Document, out: &mut Vec<(String, Option<String>)>) {
+    if let Ok(stage) = plan.get_str("stage") {
+        out.push((
+            stage.to_owned(),
+            plan.get_str("indexName").ok().map(str::to_owned),
+        ));
+    }
+    for (_, v) in plan {
+        match v {
+            Bson::Document(d) => stages(d, out),
+            Bson::Array(a) => a
+                .iter()
+                .filter_map(Bson::as_document)
+                .for_each(|d| stages(d, out)),
+            _ => {}
+        }
+    }
+}
+
+async fn winning_plan(
+    app: &crate::helpers::TestApp,
+    query: &Query,
+) -> (Vec<(String, Option<String>)>, bool) {
+    let reply = app
+        .store
+        .database()
+        .run_command(query.explain_command())
+        .await
+        .unwrap();
+    let plan = reply
+        .get_document("queryPlanner")
+        .unwrap()
+        .get_document("winningPlan")
+        .unwrap();
+    let mut out = Vec::new();
+    stages(plan, &mut out);
+    // SecantusDB always sorts in memory after an index scan (its explain says so), where
+    // MongoDB walks the index in `_id` order; the no-blocking-sort check applies to MongoDB.
+    let secantus = reply
+        .get_document("serverInfo")
+        .and_then(|s| s.get_str("host"))
+        == Ok("secantus");
+    (out, secantus)
+}
+
+fn assert_index_scan(
+    what: &str,
+    (plan, secantus): &(Vec<(String, Option<String>)>, bool),
+    index: &str,
+) {
+    assert!(
+        plan.iter().all(|(s, _)| s != "COLLSCAN"),
+        "{what}: collection scan in {plan:?}"
+    );
+    if !secantus {
+        assert!(
+            plan.iter().all(|(s, _)| s != "SORT"),
+            "{what}: in-memory sort in {plan:?}"
+        );
+    }
+    assert!(
+        plan.iter()
+            .any(|(s, i)| s == "IXSCAN" && i.as_deref() == Some(index)),
+        "{what}: no IXSCAN on {index} in {plan:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_member_queries_the_service_issues_are_index_scans() {
+    let app = spawn_app().await;
+    let conv = app
+        .create_group("alice", &[("bob", "member"), ("ann", "admin")])
+        .await;
+    let conv = bson::oid::ObjectId::parse_str(&conv).unwrap();
+    let cred = PlatformCredential::verify(&app.platform_token(), &app.settings.auth).unwrap();
+    let scope = cred.tenant_scope(TenantId::parse("acme").unwrap());
+    let user_id = app.raw_members(&conv.to_hex()).await[0]
+        .get_object_id("user_id")
+        .unwrap();
+    let after = Some(bson::oid::ObjectId::new());
+    let present = MemberStatus::PRESENT;
+
+    let plan = winning_plan(
+        &app,
+        &Store::member_list_query(&scope, conv, &present, None, after, 51),
+    )
+    .await;
+    assert_index_scan("member list", &plan, index::MEMBERS_BY_STATUS);
+
+    let plan = winning_plan(
+        &app,
+        &Store::member_list_query(&scope, conv, &present, Some(Role::Admin), after, 51),
+    )
+    .await;
+    assert_index_scan("member list by role", &plan, index::MEMBERS_BY_STATUS_ROLE);
+
+    let plan = winning_plan(&app, &Store::member_lookup_query(&scope, conv, "bob")).await;
+    assert_index_scan("single member", &plan, index::MEMBER_BY_EXTERNAL_ID);
+
+    let plan = winning_plan(
+        &app,
+        &Store::membership_list_query(&scope, user_id, &MemberStatus::ALL, after, 51),
+    )
+    .await;
+    assert_index_scan("user's groups", &plan, index::MEMBERSHIPS_BY_USER);
+
+    let raw = |collection, filter| Query {
+        collection,
+        filter,
+        sort: None,
+        hint: None,
+        limit: Some(1),
+    };
+    let plan = winning_plan(
+        &app,
+        &raw("users", doc! { "tenant_id": "acme", "external_id": "bob" }),
+    )
+    .await;
+    assert_index_scan("user by external id", &plan, "tenant_id_1_external_id_1");
+
+    let plan = winning_plan(&app, &raw("tenants", doc! { "keys.kid": &app.key.kid })).await;
+    assert_index_scan("key lookup", &plan, "keys.kid_1");
+}
+
+#[tokio::test]
+async fn boot_stops_on_a_conflicting_index_and_names_it() {
+    let app = spawn_app().await;
+    let db = app.store.database();
+    db.collection::<Document>("group_members")
+        .drop_index("tenant_id_1_user_id_1_status_1")
+        .await
+        .unwrap();
+    db.run_command(doc! { "createIndexes": "group_members", "indexes": [
+        { "key": { "tenant_id": 1, "user_id": 1 }, "name": "tenant_id_1_user_id_1_status_1" }
+    ] })
+    .await
+    .unwrap();
+    let err = app.store.ensure_indexes().await.unwrap_err();
+    assert!(
+        format!("{err:#}").contains("tenant_id_1_user_id_1_status_1"),
+        "{err:#}"
+    );
+    // Applying twice over a correct set is a no-op.
+    db.collection::<Document>("group_members")
+        .drop_index("tenant_id_1_user_id_1_status_1")
+        .await
+        .unwrap();
+    app.store.ensure_indexes().await.unwrap();
+    app.store.ensure_indexes().await.unwrap();
+}

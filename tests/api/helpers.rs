@@ -1,0 +1,246 @@
+//! Test harness: every test starts the real application on a free port against the real
+//! database named by `MONGODB_URI`, in a database of its own, with a fresh tenant.
+
+use roster::auth::{self, Principal, TenantKey};
+use roster::config::Settings;
+use roster::domain::{ExternalUserId, TenantId};
+use roster::startup::Application;
+use roster::store::Store;
+use serde_json::{Value, json};
+
+/// An HTTP answer: status, headers and body (JSON, or `Null` when empty).
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Resp {
+    /// The problem `code` of an error answer.
+    pub fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or("<no code>")
+    }
+}
+
+/// A running application with a tenant and helpers for every endpoint.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub store: Store,
+    pub settings: Settings,
+    pub tenant: String,
+    pub key: TenantKey,
+}
+
+/// Settings for a test: the defaults, the test database and a free port.
+pub fn test_settings() -> Settings {
+    let uri = std::env::var("MONGODB_URI")
+        .expect("MONGODB_URI must name a MongoDB replica set; scripts/test.sh starts one");
+    let mut settings = Settings::load().expect("settings");
+    settings.database.uri = uri;
+    settings.database.name = format!("roster_test_{}", uuid::Uuid::new_v4().simple());
+    settings.http.bind = "127.0.0.1:0".into();
+    settings.http.workers = 2;
+    settings.http.shutdown_timeout_secs = 1;
+    settings
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(test_settings()).await
+}
+
+pub async fn spawn_app_with(settings: Settings) -> TestApp {
+    roster::telemetry::init(&settings.log);
+    let app = Application::build(&settings)
+        .await
+        .expect("application starts");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let store = app.store().clone();
+    tokio::spawn(app.run_until_stopped());
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()
+        .expect("client");
+    let mut test = TestApp {
+        address,
+        client,
+        store,
+        settings,
+        tenant: String::new(),
+        key: TenantKey {
+            tenant: TenantId::parse("placeholder").unwrap(),
+            kid: String::new(),
+            secret: String::new(),
+            revoked: false,
+            tenant_active: true,
+        },
+    };
+    let key = test.create_tenant("acme").await;
+    test.tenant = "acme".into();
+    test.key = key;
+    test
+}
+
+impl TestApp {
+    pub fn platform_token(&self) -> String {
+        self.settings.auth.platform_token.clone()
+    }
+
+    /// Creates a tenant through the platform API and returns its key.
+    pub async fn create_tenant(&self, id: &str) -> TenantKey {
+        let r = self
+            .post(
+                "/admin/v1/tenants",
+                &self.platform_token(),
+                json!({ "id": id }),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        TenantKey {
+            tenant: TenantId::parse(id).unwrap(),
+            kid: r.body["key"]["kid"].as_str().unwrap().into(),
+            secret: r.body["key"]["secret"].as_str().unwrap().into(),
+            revoked: false,
+            tenant_active: true,
+        }
+    }
+
+    pub fn token_for(&self, key: &TenantKey, principal: Principal) -> String {
+        auth::mint(key, &principal, 600, &self.settings.auth).expect("mint")
+    }
+
+    /// A server token of the test tenant.
+    pub fn server(&self) -> String {
+        self.token_for(&self.key, Principal::Server)
+    }
+
+    /// A user token of the test tenant.
+    pub fn user(&self, id: &str) -> String {
+        self.token_for(
+            &self.key,
+            Principal::User(ExternalUserId::parse(id).unwrap()),
+        )
+    }
+
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Resp {
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.address, path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.expect("request sent");
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let bytes = res.bytes().await.expect("body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+        };
+        Resp {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Resp {
+        self.send(reqwest::Method::GET, path, Some(token), None)
+            .await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Resp {
+        self.send(reqwest::Method::POST, path, Some(token), Some(body))
+            .await
+    }
+
+    pub async fn put(&self, path: &str, token: &str, body: Value) -> Resp {
+        self.send(reqwest::Method::PUT, path, Some(token), Some(body))
+            .await
+    }
+
+    pub async fn patch(&self, path: &str, token: &str, body: Value) -> Resp {
+        self.send(reqwest::Method::PATCH, path, Some(token), Some(body))
+            .await
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> Resp {
+        self.send(reqwest::Method::DELETE, path, Some(token), None)
+            .await
+    }
+
+    /// Creates a group as `owner` (a user) with `members` as `(user, role)`; returns its id.
+    pub async fn create_group(&self, owner: &str, members: &[(&str, &str)]) -> String {
+        let members: Vec<Value> = members
+            .iter()
+            .map(|(u, r)| json!({ "user_id": u, "role": r }))
+            .collect();
+        let r = self
+            .post(
+                "/v1/conversations",
+                &self.user(owner),
+                json!({ "name": "Group", "members": members }),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        r.body["conversation"]["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn add_member(&self, token: &str, conv: &str, user: &str, role: &str) -> Resp {
+        self.post(
+            &format!("/v1/conversations/{conv}/members"),
+            token,
+            json!({ "user_id": user, "role": role }),
+        )
+        .await
+    }
+
+    pub async fn conversation(&self, conv: &str) -> Value {
+        let r = self
+            .get(&format!("/v1/conversations/{conv}"), &self.server())
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        r.body
+    }
+
+    pub async fn member_count(&self, conv: &str) -> i64 {
+        self.conversation(conv).await["member_count"]
+            .as_i64()
+            .unwrap()
+    }
+
+    /// The raw `group_members` documents of a conversation, read through the driver.
+    pub async fn raw_members(&self, conv: &str) -> Vec<bson::Document> {
+        use futures::TryStreamExt;
+        let oid = bson::oid::ObjectId::parse_str(conv).unwrap();
+        self.store
+            .database()
+            .collection::<bson::Document>("group_members")
+            .find(bson::doc! { "conversation_id": oid })
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap()
+    }
+
+    /// Counts present members straight from the collection (the truth `member_count` must match).
+    pub async fn present_in_db(&self, conv: &str) -> usize {
+        self.raw_members(conv)
+            .await
+            .iter()
+            .filter(|d| matches!(d.get_str("status"), Ok("active") | Ok("muted")))
+            .count()
+    }
+}

@@ -1,0 +1,16 @@
+//! API and store tests against the real database (`MONGODB_URI`), one binary to keep link
+//! time down. Each test runs the real application in a database of its own.
+
+mod auth;
+mod concurrency;
+mod conversations;
+mod database_down;
+mod explain;
+mod helpers;
+mod members;
+mod openapi;
+mod pagination;
+mod schema;
+mod tenancy;
+mod tenants;
+mod users;

@@ -1,0 +1,441 @@
+use serde_json::json;
+
+use crate::helpers::spawn_app;
+
+#[tokio::test]
+async fn adding_a_member_needs_can_add_members_and_a_lower_role() {
+    let app = spawn_app().await;
+    let conv = app
+        .create_group("alice", &[("mod", "moderator"), ("bob", "member")])
+        .await;
+    let r = app
+        .add_member(&app.user("mod"), &conv, "dan", "member")
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert_eq!(
+        (r.body["role"].as_str(), r.body["status"].as_str()),
+        (Some("member"), Some("active"))
+    );
+    assert_eq!(r.body["activity"]["invited_by"], "mod");
+    let r = app
+        .add_member(&app.user("mod"), &conv, "eve", "moderator")
+        .await;
+    assert_eq!((r.status, r.code()), (403, "insufficient_rank"));
+    let r = app
+        .add_member(&app.user("bob"), &conv, "fay", "guest")
+        .await;
+    assert_eq!((r.status, r.code()), (403, "missing_permission"));
+    let r = app.add_member(&app.server(), &conv, "gus", "owner").await;
+    assert_eq!((r.status, r.code()), (409, "owner_role_locked"));
+    let r = app
+        .add_member(&app.user("outsider"), &conv, "hal", "member")
+        .await;
+    assert_eq!((r.status, r.code()), (404, "conversation_not_found"));
+    let r = app.add_member(&app.server(), &conv, "dan", "member").await;
+    assert_eq!((r.status, r.code()), (409, "member_exists"));
+    assert_eq!(app.member_count(&conv).await, 4);
+    assert_eq!(app.present_in_db(&conv).await, 4);
+}
+
+#[tokio::test]
+async fn a_former_member_is_reactivated_on_the_same_document() {
+    let app = spawn_app().await;
+    let conv = app.create_group("alice", &[("bob", "member")]).await;
+    let before = app
+        .raw_members(&conv)
+        .await
+        .into_iter()
+        .find(|d| d.get_str("external_user_id") == Ok("bob"))
+        .unwrap();
+    assert_eq!(
+        app.post(
+            &format!("/v1/conversations/{conv}/leave"),
+            &app.user("bob"),
+            json!({})
+        )
+        .await
+        .status,
+        200
+    );
+    assert_eq!(app.member_count(&conv).await, 1);
+    let r = app
+        .add_member(&app.user("alice"), &conv, "bob", "admin")
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert_eq!(r.body["departure"]["left_at"], json!(null));
+    let docs = app.raw_members(&conv).await;
+    let after: Vec<_> = docs
+        .iter()
+        .filter(|d| d.get_str("external_user_id") == Ok("bob"))
+        .collect();
+    assert_eq!(after.len(), 1);
+    assert_eq!(
+        after[0].get_object_id("_id").unwrap(),
+        before.get_object_id("_id").unwrap()
+    );
+    assert_eq!(after[0].get_str("role"), Ok("admin"));
+    assert_eq!(app.member_count(&conv).await, 2);
+}
+
+#[tokio::test]
+async fn a_batch_reports_each_item_and_changes_only_what_it_added() {
+    let app = spawn_app().await;
+    let conv = app
+        .create_group("alice", &[("bob", "member"), ("zed", "member")])
+        .await;
+    // A banned member (the ban endpoint comes with moderation; the stored state is what counts).
+    app.store
+        .database()
+        .collection::<bson::Document>("group_members")
+        .update_one(
+            bson::doc! { "external_user_id": "zed" },
+            bson::doc! { "$set": { "status": "banned" } },
+        )
+        .await
+        .unwrap();
+    app.store
+        .database()
+        .collection::<bson::Document>("conversations")
+        .update_one(
+            bson::doc! {},
+            bson::doc! { "$inc": { "member_count": -1_i64 } },
+        )
+        .await
+        .unwrap();
+    let r = app
+        .post(
+            &format!("/v1/conversations/{conv}/members"),
+            &app.user("alice"),
+            json!({ "members": [
+                { "user_id": "carol" }, { "user_id": "bob" }, { "user_id": "zed" },
+                { "user_id": "dan", "role": "owner" }, { "user_id": "carol" }, { "user_id": "erin", "role": "admin" }
+            ] }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let results: Vec<(&str, &str)> = r.body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            (
+                x["user_id"].as_str().unwrap(),
+                x["result"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        results,
+        [
+            ("carol", "added"),
+            ("bob", "already_member"),
+            ("zed", "banned"),
+            ("dan", "invalid"),
+            ("carol", "invalid"),
+            ("erin", "added")
+        ]
+    );
+    assert_eq!(r.body["results"][3]["code"], "owner_role_locked");
+    assert_eq!(r.body["results"][2]["code"], "member_banned");
+    assert_eq!(r.body["added"], 2);
+    assert_eq!(app.member_count(&conv).await, 4);
+    assert_eq!(app.present_in_db(&conv).await, 4);
+
+    let r = app
+        .add_member(&app.user("alice"), &conv, "zed", "member")
+        .await;
+    assert_eq!((r.status, r.code()), (403, "member_banned"));
+    let too_many: Vec<_> = (0..101)
+        .map(|i| json!({ "user_id": format!("u{i}") }))
+        .collect();
+    let r = app
+        .post(
+            &format!("/v1/conversations/{conv}/members"),
+            &app.user("alice"),
+            json!({ "members": too_many }),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (422, "validation_failed"));
+    let r = app
+        .post(
+            &format!("/v1/conversations/{conv}/members"),
+            &app.user("alice"),
+            json!({ "user_id": "x", "members": [] }),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (422, "validation_failed"));
+    assert_eq!(app.member_count(&conv).await, 4);
+}
+
+#[tokio::test]
+async fn a_full_conversation_refuses_more_members() {
+    let app = spawn_app().await;
+    let r = app
+        .post(
+            "/v1/conversations",
+            &app.user("alice"),
+            json!({ "name": "Tiny", "max_members": 2, "members": [{ "user_id": "bob" }] }),
+        )
+        .await;
+    let conv = r.body["conversation"]["id"].as_str().unwrap().to_owned();
+    let r = app
+        .add_member(&app.server(), &conv, "carol", "member")
+        .await;
+    assert_eq!((r.status, r.code()), (409, "conversation_full"));
+    assert_eq!(app.member_count(&conv).await, 2);
+}
+
+#[tokio::test]
+async fn one_membership_is_read_whatever_its_status_and_a_stranger_is_not_a_member() {
+    let app = spawn_app().await;
+    let conv = app.create_group("alice", &[("bob", "member")]).await;
+    let r = app
+        .get(
+            &format!("/v1/conversations/{conv}/members/bob"),
+            &app.user("alice"),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    for key in ["permissions", "settings", "activity", "departure"] {
+        assert!(r.body[key].is_object(), "{key}");
+    }
+    let r = app
+        .get(
+            &format!("/v1/conversations/{conv}/members/me"),
+            &app.user("bob"),
+        )
+        .await;
+    assert_eq!(r.body["user_id"], "bob");
+    let r = app
+        .get(
+            &format!("/v1/conversations/{conv}/members/nobody"),
+            &app.user("alice"),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (404, "not_a_member"));
+    let r = app
+        .get(
+            &format!("/v1/conversations/{conv}/members/me"),
+            &app.server(),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (422, "validation_failed"));
+}
+
+#[tokio::test]
+async fn roles_change_only_downward_from_owners_and_admins_and_never_touch_owner() {
+    let app = spawn_app().await;
+    let conv = app
+        .create_group(
+            "alice",
+            &[("ann", "admin"), ("mod", "moderator"), ("bob", "member")],
+        )
+        .await;
+    let path = |u: &str| format!("/v1/conversations/{conv}/members/{u}");
+    let r = app
+        .patch(
+            &path("bob"),
+            &app.user("ann"),
+            json!({ "role": "moderator" }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["permissions"]["can_remove_members"], true);
+    let r = app
+        .patch(&path("bob"), &app.user("ann"), json!({ "role": "admin" }))
+        .await;
+    assert_eq!((r.status, r.code()), (403, "insufficient_rank"));
+    let r = app
+        .patch(&path("bob"), &app.user("mod"), json!({ "role": "guest" }))
+        .await;
+    assert_eq!((r.status, r.code()), (403, "insufficient_rank"));
+    let r = app
+        .patch(&path("ann"), &app.user("ann"), json!({ "role": "member" }))
+        .await;
+    assert_eq!((r.status, r.code()), (403, "insufficient_rank"));
+    let r = app
+        .patch(&path("bob"), &app.server(), json!({ "role": "owner" }))
+        .await;
+    assert_eq!((r.status, r.code()), (409, "owner_role_locked"));
+    let r = app
+        .patch(&path("alice"), &app.server(), json!({ "role": "admin" }))
+        .await;
+    assert_eq!((r.status, r.code()), (409, "owner_role_locked"));
+    let r = app
+        .patch(&path("ghost"), &app.server(), json!({ "role": "admin" }))
+        .await;
+    assert_eq!((r.status, r.code()), (404, "not_a_member"));
+    let r = app
+        .patch(&path("bob"), &app.server(), json!({ "role": "boss" }))
+        .await;
+    assert_eq!(
+        (r.status, r.code(), r.body["errors"][0]["field"].as_str()),
+        (422, "validation_failed", Some("role"))
+    );
+    let r = app.get(&path("bob"), &app.server()).await;
+    assert_eq!(r.body["role"], "moderator");
+}
+
+#[tokio::test]
+async fn removal_needs_the_flag_and_a_higher_rank_and_records_the_departure() {
+    let app = spawn_app().await;
+    let conv = app
+        .create_group(
+            "alice",
+            &[("ann", "admin"), ("mod", "moderator"), ("bob", "member")],
+        )
+        .await;
+    let path = |u: &str| format!("/v1/conversations/{conv}/members/{u}");
+    let r = app.delete(&path("ann"), &app.user("mod")).await;
+    assert_eq!((r.status, r.code()), (403, "insufficient_rank"));
+    let r = app.delete(&path("mod"), &app.user("bob")).await;
+    assert_eq!((r.status, r.code()), (403, "missing_permission"));
+    let r = app
+        .delete(
+            &format!("{}?reason=spam%20links", path("bob")),
+            &app.user("mod"),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["status"], "removed");
+    assert_eq!(r.body["departure"]["removed_by"], "mod");
+    assert_eq!(r.body["departure"]["removal_reason"], "spam links");
+    assert!(r.body["departure"]["removed_at"].is_string());
+    let r = app.delete(&path("bob"), &app.user("mod")).await;
+    assert_eq!((r.status, r.code()), (404, "not_a_member"));
+    let r = app
+        .delete(
+            &format!("{}?reason={}", path("mod"), "r".repeat(501)),
+            &app.server(),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (422, "validation_failed"));
+    assert_eq!(app.member_count(&conv).await, 3);
+    assert_eq!(app.present_in_db(&conv).await, 3);
+}
+
+#[tokio::test]
+async fn an_owner_leaving_hands_ownership_to_the_longest_standing_highest_member() {
+    let app = spawn_app().await;
+    let conv = app
+        .create_group("alice", &[("bob", "member"), ("ann", "admin")])
+        .await;
+    assert_eq!(
+        app.add_member(&app.user("alice"), &conv, "amy", "admin")
+            .await
+            .status,
+        201
+    );
+    let r = app
+        .post(
+            &format!("/v1/conversations/{conv}/leave"),
+            &app.user("alice"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        (
+            r.body["status"].as_str(),
+            r.body["departure"]["left_at"].is_string()
+        ),
+        (Some("left"), true)
+    );
+    let r = app
+        .get(
+            &format!("/v1/conversations/{conv}/members/ann"),
+            &app.server(),
+        )
+        .await;
+    assert_eq!(r.body["role"], "owner", "ann is the longest-standing admin");
+    assert_eq!(r.body["permissions"]["can_change_info"], true);
+    // A server removing the owner hands it on too.
+    let r = app
+        .delete(
+            &format!("/v1/conversations/{conv}/members/ann"),
+            &app.server(),
+        )
+        .await;
+    assert_eq!(
+        (r.status, &r.body["departure"]["removed_by"]),
+        (200, &json!(null))
+    );
+    let r = app
+        .get(
+            &format!("/v1/conversations/{conv}/members/amy"),
+            &app.server(),
+        )
+        .await;
+    assert_eq!(r.body["role"], "owner");
+    let owners = app
+        .raw_members(&conv)
+        .await
+        .iter()
+        .filter(|d| d.get_str("role") == Ok("owner") && d.get_str("status") == Ok("active"))
+        .count();
+    assert_eq!(owners, 1);
+    assert_eq!(app.member_count(&conv).await, 2);
+    let r = app
+        .post(
+            &format!("/v1/conversations/{conv}/leave"),
+            &app.user("alice"),
+            json!({}),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (404, "not_a_member"));
+    let r = app
+        .post(
+            &format!("/v1/conversations/{conv}/leave"),
+            &app.server(),
+            json!({}),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (403, "forbidden"));
+}
+
+#[tokio::test]
+async fn member_lists_filter_by_status_and_role() {
+    let app = spawn_app().await;
+    let conv = app
+        .create_group(
+            "alice",
+            &[("ann", "admin"), ("bob", "member"), ("cy", "member")],
+        )
+        .await;
+    app.post(
+        &format!("/v1/conversations/{conv}/leave"),
+        &app.user("cy"),
+        json!({}),
+    )
+    .await;
+    let bob = app.user("bob");
+    let list = async |q: &str| {
+        app.get(&format!("/v1/conversations/{conv}/members{q}"), &bob)
+            .await
+    };
+    let ids = |r: &crate::helpers::Resp| -> Vec<String> {
+        r.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["user_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(ids(&list("").await), ["alice", "ann", "bob"]);
+    assert_eq!(ids(&list("?status=left").await), ["cy"]);
+    assert_eq!(
+        ids(&list("?status=active,left&role=member").await),
+        ["bob", "cy"]
+    );
+    assert_eq!(ids(&list("?role=admin").await), ["ann"]);
+    assert_eq!(list("?role=king").await.code(), "validation_failed");
+    assert_eq!(list("?cursor=AAAA").await.code(), "invalid_cursor");
+    assert_eq!(list("?bogus=1").await.code(), "validation_failed");
+    let r = app
+        .get(
+            &format!("/v1/conversations/{conv}/members"),
+            &app.user("cy"),
+        )
+        .await;
+    assert_eq!(r.code(), "conversation_not_found");
+}

@@ -1,0 +1,44 @@
+use roster::http::openapi::ApiDoc;
+use utoipa::OpenApi;
+
+use crate::helpers::spawn_app;
+
+#[test]
+fn the_openapi_document_matches_its_snapshot() {
+    let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+    insta::assert_json_snapshot!("openapi", doc);
+}
+
+#[tokio::test]
+async fn the_served_document_is_the_generated_one_and_the_docs_page_loads() {
+    let app = spawn_app().await;
+    let served: serde_json::Value = app
+        .client
+        .get(format!("{}/openapi.json", app.address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(served, serde_json::to_value(ApiDoc::openapi()).unwrap());
+    let paths = served["paths"].as_object().unwrap();
+    for p in [
+        "/v1/conversations/{conversation_id}/members",
+        "/admin/v1/tenants",
+        "/v1/users/{user_id}/conversations",
+    ] {
+        assert!(paths.contains_key(p), "{p}");
+    }
+    let page = app
+        .client
+        .get(format!("{}/docs/", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.text().await.unwrap().contains("swagger"),
+        "the interactive page is served"
+    );
+}

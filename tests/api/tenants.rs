@@ -1,0 +1,95 @@
+use serde_json::json;
+
+use crate::helpers::spawn_app;
+
+#[tokio::test]
+async fn tenants_are_created_listed_and_fetched_without_their_secrets() {
+    let app = spawn_app().await;
+    let op = app.platform_token();
+    let r = app
+        .post(
+            "/admin/v1/tenants",
+            &op,
+            json!({ "id": "globex", "name": "Globex" }),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    assert_eq!(r.body["tenant"]["name"], "Globex");
+    assert!(r.body["key"]["secret"].as_str().unwrap().len() >= 40);
+
+    let r = app
+        .post("/admin/v1/tenants", &op, json!({ "id": "globex" }))
+        .await;
+    assert_eq!((r.status, r.code()), (409, "tenant_exists"));
+    let r = app
+        .post("/admin/v1/tenants", &op, json!({ "id": "Not A Slug" }))
+        .await;
+    assert_eq!((r.status, r.code()), (422, "validation_failed"));
+    assert_eq!(r.body["errors"][0]["field"], "id");
+
+    let r = app.get("/admin/v1/tenants/globex", &op).await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.body.to_string().find("secret").is_none(),
+        "no secret in {}",
+        r.body
+    );
+    assert_eq!(
+        app.get("/admin/v1/tenants/nobody", &op).await.code(),
+        "tenant_not_found"
+    );
+
+    let page1 = app.get("/admin/v1/tenants?limit=1", &op).await;
+    assert_eq!(page1.body["items"][0]["id"], "acme");
+    let cursor = page1.body["next_cursor"].as_str().unwrap();
+    let page2 = app
+        .get(&format!("/admin/v1/tenants?limit=1&cursor={cursor}"), &op)
+        .await;
+    assert_eq!(page2.body["items"][0]["id"], "globex");
+    assert!(page2.body["next_cursor"].is_null());
+    assert_eq!(
+        app.get("/admin/v1/tenants?cursor=nonsense", &op)
+            .await
+            .code(),
+        "invalid_cursor"
+    );
+}
+
+#[tokio::test]
+async fn revoking_an_unknown_key_or_for_an_unknown_tenant_is_a_404() {
+    let app = spawn_app().await;
+    let op = app.platform_token();
+    assert_eq!(
+        app.delete("/admin/v1/tenants/acme/keys/nope", &op)
+            .await
+            .code(),
+        "key_not_found"
+    );
+    assert_eq!(
+        app.delete("/admin/v1/tenants/nobody/keys/nope", &op)
+            .await
+            .code(),
+        "tenant_not_found"
+    );
+    assert_eq!(
+        app.post("/admin/v1/tenants/nobody/keys", &op, json!({}))
+            .await
+            .code(),
+        "tenant_not_found"
+    );
+}
+
+#[tokio::test]
+async fn health_and_readiness_answer() {
+    let app = spawn_app().await;
+    let r = app.send(reqwest::Method::GET, "/healthz", None, None).await;
+    assert_eq!((r.status, r.body["status"].as_str()), (200, Some("ok")));
+    let r = app.send(reqwest::Method::GET, "/readyz", None, None).await;
+    assert_eq!((r.status, r.body["status"].as_str()), (200, Some("ready")));
+    let r = app
+        .send(reqwest::Method::GET, "/no/such/route", None, None)
+        .await;
+    assert_eq!((r.status, r.code()), (404, "not_found"));
+    let r = app.send(reqwest::Method::PUT, "/healthz", None, None).await;
+    assert_eq!((r.status, r.code()), (405, "method_not_allowed"));
+}
