@@ -11,7 +11,7 @@ use mongodb::{ClientSession, Collection};
 use super::docs::{
     ActivityDoc, ConversationDoc, DepartureDoc, MemberDoc, MemberSettingsDoc, UserDoc,
 };
-use super::{Query, Store, db_error, index, names, refuse, tenant_filter};
+use super::{Query, Store, db_error, names, refuse, tenant_filter};
 use crate::auth::TenantScope;
 use crate::domain::rules::{self, Acting};
 use crate::domain::{
@@ -528,40 +528,43 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<MemberDoc>> {
         self.visible_conversation(scope, id).await?;
-        Self::member_list_query(scope, id.object_id(), status, role, after, limit)
-            .fetch(&self.members())
-            .await
+        let queries = Self::member_list_queries(scope, id.object_id(), status, role, after, limit);
+        Query::fetch_merged(queries, &self.members(), |m| m.id, limit as usize).await
     }
 
-    /// The query of [`Store::list_members`]: `_id` order after `after`, index-hinted.
-    pub fn member_list_query(
+    /// The reads of [`Store::list_members`]: one keyset query per status (`_id` order after
+    /// `after`), each an equality prefix plus an `_id` range on
+    /// `…_status_1__id_1` (or `…_status_1_role_1__id_1`), merged by the caller. One query per
+    /// status keeps every read a single bounded index range on any planner, where
+    /// `status: {$in}` with an `_id` range sends some planners to a collection scan.
+    pub fn member_list_queries(
         scope: &TenantScope,
         conversation: ObjectId,
         status: &[MemberStatus],
         role: Option<Role>,
         after: Option<ObjectId>,
         limit: u32,
-    ) -> Query {
-        let mut f = tenant_filter(scope);
-        f.insert("conversation_id", conversation);
-        f.insert("status", doc! { "$in": statuses(status) });
-        if let Some(role) = role {
-            f.insert("role", role.as_str());
-        }
-        if let Some(after) = after {
-            f.insert("_id", doc! { "$gt": after });
-        }
-        Query {
-            collection: names::GROUP_MEMBERS,
-            filter: f,
-            sort: Some(doc! { "_id": 1 }),
-            hint: Some(if role.is_some() {
-                index::MEMBERS_BY_STATUS_ROLE
-            } else {
-                index::MEMBERS_BY_STATUS
-            }),
-            limit: Some(i64::from(limit)),
-        }
+    ) -> Vec<Query> {
+        status
+            .iter()
+            .map(|st| {
+                let mut f = tenant_filter(scope);
+                f.insert("conversation_id", conversation);
+                f.insert("status", st.as_str());
+                if let Some(role) = role {
+                    f.insert("role", role.as_str());
+                }
+                if let Some(after) = after {
+                    f.insert("_id", doc! { "$gt": after });
+                }
+                Query {
+                    collection: names::GROUP_MEMBERS,
+                    filter: f,
+                    sort: Some(doc! { "_id": 1 }),
+                    limit: Some(i64::from(limit)),
+                }
+            })
+            .collect()
     }
 
     /// The query that reads one membership by the tenant's user id.
@@ -570,7 +573,6 @@ impl Store {
             collection: names::GROUP_MEMBERS,
             filter: Self::member_filter(scope, conversation, user),
             sort: None,
-            hint: None,
             limit: Some(1),
         }
     }
@@ -589,9 +591,9 @@ impl Store {
             .find_user(scope, user)
             .await?
             .ok_or_else(|| Error::client(ErrorCode::UserNotFound, format!("no user `{user}`")))?;
-        let members = Self::membership_list_query(scope, user.id, status, after, limit)
-            .fetch(&self.members())
-            .await?;
+        let queries = Self::membership_list_queries(scope, user.id, status, after, limit);
+        let members =
+            Query::fetch_merged(queries, &self.members(), |m| m.id, limit as usize).await?;
         let ids: Vec<ObjectId> = members.iter().map(|m| m.conversation_id).collect();
         let mut filter = tenant_filter(scope);
         filter.insert("_id", doc! { "$in": &ids });
@@ -612,27 +614,33 @@ impl Store {
             .collect())
     }
 
-    /// The query of [`Store::list_memberships`]: `_id` order after `after`, index-hinted.
-    pub fn membership_list_query(
+    /// The reads of [`Store::list_memberships`]: one keyset query per status on
+    /// `tenant_id_1_user_id_1_status_1__id_1`, merged by the caller (see
+    /// [`Store::member_list_queries`] for why per status).
+    pub fn membership_list_queries(
         scope: &TenantScope,
         user: ObjectId,
         status: &[MemberStatus],
         after: Option<ObjectId>,
         limit: u32,
-    ) -> Query {
-        let mut f = tenant_filter(scope);
-        f.insert("user_id", user);
-        f.insert("status", doc! { "$in": statuses(status) });
-        if let Some(after) = after {
-            f.insert("_id", doc! { "$gt": after });
-        }
-        Query {
-            collection: names::GROUP_MEMBERS,
-            filter: f,
-            sort: Some(doc! { "_id": 1 }),
-            hint: Some(index::MEMBERSHIPS_BY_USER),
-            limit: Some(i64::from(limit)),
-        }
+    ) -> Vec<Query> {
+        status
+            .iter()
+            .map(|st| {
+                let mut f = tenant_filter(scope);
+                f.insert("user_id", user);
+                f.insert("status", st.as_str());
+                if let Some(after) = after {
+                    f.insert("_id", doc! { "$gt": after });
+                }
+                Query {
+                    collection: names::GROUP_MEMBERS,
+                    filter: f,
+                    sort: Some(doc! { "_id": 1 }),
+                    limit: Some(i64::from(limit)),
+                }
+            })
+            .collect()
     }
 
     /// Bulk insert for the demo loader (no transaction; ids must be new, counts set by caller).

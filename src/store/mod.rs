@@ -37,7 +37,8 @@ pub mod names {
     pub const TENANTS: &str = "tenants";
 }
 
-/// Names of the indexes that queries pin with a hint (defined in `indexes/*.json`).
+/// Names of the indexes the keyset reads walk (defined in `indexes/*.json`; the explain test
+/// checks each read uses its index).
 pub mod index {
     /// Member list by status, keyset on `_id`.
     pub const MEMBERS_BY_STATUS: &str = "tenant_id_1_conversation_id_1_status_1__id_1";
@@ -49,8 +50,8 @@ pub mod index {
     pub const MEMBERSHIPS_BY_USER: &str = "tenant_id_1_user_id_1_status_1__id_1";
 }
 
-/// A read exactly as the store issues it — filter, sort, index hint, limit — so a test can
-/// `explain` the very query the service runs.
+/// A read exactly as the store issues it — filter, sort, limit — so a test can `explain` the
+/// very query the service runs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Query {
     /// Collection name.
@@ -59,9 +60,6 @@ pub struct Query {
     pub filter: Document,
     /// Sort order, if any.
     pub sort: Option<Document>,
-    /// Index the query is pinned to. Keyset lists are hinted because some planners pick a
-    /// collection scan for `status: {$in}` plus an `_id` range (see README, "SecantusDB").
-    pub hint: Option<&'static str>,
     /// Most documents returned.
     pub limit: Option<i64>,
 }
@@ -73,16 +71,14 @@ impl Query {
         if let Some(s) = &self.sort {
             find.insert("sort", s.clone());
         }
-        if let Some(h) = self.hint {
-            find.insert("hint", h);
-        }
         if let Some(l) = self.limit {
             find.insert("limit", l);
         }
         doc! { "explain": find, "verbosity": "queryPlanner" }
     }
 
-    async fn fetch<T>(self, coll: &Collection<T>) -> Result<Vec<T>, Error>
+    /// Runs the query.
+    pub(crate) async fn fetch<T>(self, coll: &Collection<T>) -> Result<Vec<T>, Error>
     where
         T: serde::de::DeserializeOwned + Send + Sync + Unpin,
     {
@@ -90,9 +86,6 @@ impl Query {
         let mut find = coll.find(self.filter);
         if let Some(s) = self.sort {
             find = find.sort(s);
-        }
-        if let Some(h) = self.hint {
-            find = find.hint(mongodb::options::Hint::Name(h.to_owned()));
         }
         if let Some(l) = self.limit {
             find = find.limit(l);
@@ -102,6 +95,25 @@ impl Query {
             .try_collect()
             .await
             .map_err(db_error)
+    }
+
+    /// Runs keyset queries over disjoint parts of one `_id` order (one per status) at once and
+    /// merges them into the first `limit` documents in `_id` order.
+    pub(crate) async fn fetch_merged<T>(
+        queries: Vec<Query>,
+        coll: &Collection<T>,
+        id: impl Fn(&T) -> bson::oid::ObjectId,
+        limit: usize,
+    ) -> Result<Vec<T>, Error>
+    where
+        T: serde::de::DeserializeOwned + Send + Sync + Unpin,
+    {
+        let parts =
+            futures::future::try_join_all(queries.into_iter().map(|q| q.fetch(coll))).await?;
+        let mut all: Vec<T> = parts.into_iter().flatten().collect();
+        all.sort_by_key(|d| id(d));
+        all.truncate(limit);
+        Ok(all)
     }
 }
 

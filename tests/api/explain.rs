@@ -53,7 +53,7 @@ async fn winning_plan(
 fn assert_index_scan(
     what: &str,
     (plan, secantus): &(Vec<(String, Option<String>)>, bool),
-    index: &str,
+    indexes: &[&str],
 ) {
     assert!(
         plan.iter().all(|(s, _)| s != "COLLSCAN"),
@@ -67,8 +67,8 @@ fn assert_index_scan(
     }
     assert!(
         plan.iter()
-            .any(|(s, i)| s == "IXSCAN" && i.as_deref() == Some(index)),
-        "{what}: no IXSCAN on {index} in {plan:?}"
+            .any(|(s, i)| s == "IXSCAN" && i.as_deref().is_some_and(|i| indexes.contains(&i))),
+        "{what}: no IXSCAN on {indexes:?} in {plan:?}"
     );
 }
 
@@ -87,35 +87,37 @@ async fn the_member_queries_the_service_issues_are_index_scans() {
     let after = Some(bson::oid::ObjectId::new());
     let present = MemberStatus::PRESENT;
 
-    let plan = winning_plan(
-        &app,
-        &Store::member_list_query(&scope, conv, &present, None, after, 51),
-    )
-    .await;
-    assert_index_scan("member list", &plan, index::MEMBERS_BY_STATUS);
-
-    let plan = winning_plan(
-        &app,
-        &Store::member_list_query(&scope, conv, &present, Some(Role::Admin), after, 51),
-    )
-    .await;
-    assert_index_scan("member list by role", &plan, index::MEMBERS_BY_STATUS_ROLE);
+    for after in [None, after] {
+        let queries = Store::member_list_queries(&scope, conv, &present, None, after, 51);
+        assert_eq!(queries.len(), 2, "one read per status");
+        for q in &queries {
+            let plan = winning_plan(&app, q).await;
+            assert_index_scan("member list", &plan, &[index::MEMBERS_BY_STATUS]);
+        }
+        for q in &Store::member_list_queries(&scope, conv, &present, Some(Role::Admin), after, 51) {
+            let plan = winning_plan(&app, q).await;
+            // The seed's {status, role} index is as selective and SecantusDB takes it;
+            // MongoDB takes the one that also gives `_id` order (held by the no-SORT check).
+            let both = [
+                index::MEMBERS_BY_STATUS_ROLE,
+                "tenant_id_1_conversation_id_1_status_1_role_1",
+            ];
+            assert_index_scan("member list by role", &plan, &both);
+        }
+        for q in &Store::membership_list_queries(&scope, user_id, &MemberStatus::ALL, after, 51) {
+            let plan = winning_plan(&app, q).await;
+            let both = [index::MEMBERSHIPS_BY_USER, "tenant_id_1_user_id_1_status_1"];
+            assert_index_scan("user's groups", &plan, &both);
+        }
+    }
 
     let plan = winning_plan(&app, &Store::member_lookup_query(&scope, conv, "bob")).await;
-    assert_index_scan("single member", &plan, index::MEMBER_BY_EXTERNAL_ID);
-
-    let plan = winning_plan(
-        &app,
-        &Store::membership_list_query(&scope, user_id, &MemberStatus::ALL, after, 51),
-    )
-    .await;
-    assert_index_scan("user's groups", &plan, index::MEMBERSHIPS_BY_USER);
+    assert_index_scan("single member", &plan, &[index::MEMBER_BY_EXTERNAL_ID]);
 
     let raw = |collection, filter| Query {
         collection,
         filter,
         sort: None,
-        hint: None,
         limit: Some(1),
     };
     let plan = winning_plan(
@@ -123,10 +125,10 @@ async fn the_member_queries_the_service_issues_are_index_scans() {
         &raw("users", doc! { "tenant_id": "acme", "external_id": "bob" }),
     )
     .await;
-    assert_index_scan("user by external id", &plan, "tenant_id_1_external_id_1");
+    assert_index_scan("user by external id", &plan, &["tenant_id_1_external_id_1"]);
 
     let plan = winning_plan(&app, &raw("tenants", doc! { "keys.kid": &app.key.kid })).await;
-    assert_index_scan("key lookup", &plan, "keys.kid_1");
+    assert_index_scan("key lookup", &plan, &["keys.kid_1"]);
 }
 
 #[tokio::test]
