@@ -6,6 +6,7 @@
 //! moderators, mostly members, some guests; a few members have left. Counts are exact.
 //! Deterministic for a given `--seed`.
 
+use std::io::IsTerminal;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -67,6 +68,47 @@ const TOPICS: &[&str] = &[
     "Launch",
     "Alumni",
 ];
+
+/// Progress on stderr: a bar on a terminal, a structured log line every tenth otherwise
+/// (CI logs, pipes).
+struct Progress {
+    bar: ProgressBar,
+    total: u64,
+    logged_tenths: u64,
+    terminal: bool,
+}
+
+impl Progress {
+    fn new(total: u64) -> anyhow::Result<Self> {
+        let bar = ProgressBar::new(total);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{msg:>13} [{bar:40}] {pos}/{len} documents ({per_sec}, eta {eta})",
+            )
+            .context("progress template")?
+            .progress_chars("=> "),
+        );
+        Ok(Self {
+            bar,
+            total,
+            logged_tenths: 0,
+            terminal: std::io::stderr().is_terminal(),
+        })
+    }
+
+    fn phase(&self, name: &'static str) {
+        self.bar.set_message(name);
+    }
+
+    fn inc(&mut self, n: usize) {
+        self.bar.inc(n as u64);
+        let tenths = self.bar.position() * 10 / self.total.max(1);
+        if !self.terminal && tenths > self.logged_tenths {
+            self.logged_tenths = tenths;
+            tracing::info!(done = self.bar.position(), total = self.total, phase = %self.bar.message(), "demo load progress");
+        }
+    }
+}
 
 /// The external id of demo user `i` (1-based): `user-00001`.
 pub fn demo_user(i: usize) -> String {
@@ -133,16 +175,9 @@ pub async fn load(store: &Store, cred: &PlatformCredential, args: &LoadArgs) -> 
     let now = DateTime::now();
     let sizes = sizes(args, &mut rng);
     let total_members: usize = sizes.iter().sum();
-    let bar = ProgressBar::new((args.users + total_members) as u64);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{msg:>13} [{bar:40}] {pos}/{len} documents ({per_sec}, eta {eta})",
-        )
-        .context("progress template")?
-        .progress_chars("=> "),
-    );
+    let mut bar = Progress::new((args.users + total_members) as u64)?;
 
-    bar.set_message("users");
+    bar.phase("users");
     let mut users = Vec::with_capacity(args.users);
     for i in 1..=args.users {
         let name = format!(
@@ -164,10 +199,10 @@ pub async fn load(store: &Store, cred: &PlatformCredential, args: &LoadArgs) -> 
     }
     for chunk in users.chunks(1_000) {
         store.import_users(&scope, chunk).await?;
-        bar.inc(chunk.len() as u64);
+        bar.inc(chunk.len());
     }
 
-    bar.set_message("memberships");
+    bar.phase("memberships");
     let (mut present_total, mut largest_id) = (0usize, None);
     let mut batch: Vec<MemberDoc> = Vec::with_capacity(2_000);
     for (n, size) in sizes.iter().enumerate() {
@@ -211,14 +246,14 @@ pub async fn load(store: &Store, cred: &PlatformCredential, args: &LoadArgs) -> 
             batch.push(m);
             if batch.len() == 2_000 {
                 store.import_members(&scope, &batch).await?;
-                bar.inc(batch.len() as u64);
+                bar.inc(batch.len());
                 batch.clear();
             }
         }
     }
     store.import_members(&scope, &batch).await?;
-    bar.inc(batch.len() as u64);
-    bar.finish_with_message("done");
+    bar.inc(batch.len());
+    bar.bar.finish_with_message("done");
 
     let secs = started.elapsed().as_secs_f64();
     println!(
