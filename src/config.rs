@@ -25,6 +25,8 @@ pub struct Settings {
     pub pagination: PaginationSettings,
     /// Membership limits.
     pub members: MemberSettings,
+    /// The expiry sweeper.
+    pub moderation: ModerationSettings,
     /// Logging.
     pub log: LogSettings,
 }
@@ -87,6 +89,16 @@ pub struct MemberSettings {
     pub batch_max: usize,
     /// Default `settings.max_members` for new conversations.
     pub default_max_members: u32,
+}
+
+/// `[moderation]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModerationSettings {
+    /// Seconds between sweeps.
+    pub sweep_interval_secs: u64,
+    /// Most expired restrictions of each kind normalized per tenant per sweep.
+    pub sweep_batch: u32,
 }
 
 /// `[log]`

@@ -3,7 +3,11 @@
 
 use std::net::TcpListener;
 
+use std::time::Duration;
+
 use anyhow::Context;
+
+use crate::auth::PlatformCredential;
 
 use crate::config::Settings;
 use crate::service::{Limits, Roster};
@@ -14,6 +18,7 @@ pub struct Application {
     port: u16,
     store: Store,
     server: actix_web::dev::Server,
+    sweeper: tokio::sync::watch::Sender<bool>,
 }
 
 impl Application {
@@ -37,11 +42,13 @@ impl Application {
         let port = listener.local_addr()?.port();
         let roster = Roster::new(store.clone(), Limits::from(settings));
         let server = crate::http::server(listener, roster, settings)?;
+        let sweeper = spawn_sweeper(settings.clone())?;
         tracing::info!(%addr, port, "listening");
         Ok(Application {
             port,
             store,
             server,
+            sweeper,
         })
     }
 
@@ -57,6 +64,50 @@ impl Application {
 
     /// Serves until SIGTERM/SIGINT (in-flight requests are drained) or the handle stops it.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let result = self.server.await;
+        let _ = self.sweeper.send(true);
+        result
     }
+}
+
+/// Starts the sweeper: every `moderation.sweep_interval_secs` it normalizes bans and mutes that
+/// have ended ([`Store::sweep_expired`]) and logs what it did; failures are logged and retried
+/// next time. It runs on a thread and runtime of its own with its own connection (its
+/// transactions are not `Send`), and stops when the returned sender is dropped or set.
+fn spawn_sweeper(settings: Settings) -> anyhow::Result<tokio::sync::watch::Sender<bool>> {
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    std::thread::Builder::new().name("roster-sweeper".into()).spawn(move || {
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(r) => r,
+            Err(e) => return tracing::error!(error = %e, "sweeper disabled: no runtime"),
+        };
+        runtime.block_on(async move {
+            let cred = match PlatformCredential::verify(&settings.auth.platform_token, &settings.auth) {
+                Ok(c) => c,
+                Err(e) => return tracing::error!(error = %e, "sweeper disabled: auth.platform_token does not verify"),
+            };
+            let store = match Store::connect(&settings.database).await {
+                Ok(s) => s,
+                Err(e) => return tracing::error!(error = format!("{e:#}"), "sweeper disabled: no database"),
+            };
+            let mut tick = tokio::time::interval(Duration::from_secs(settings.moderation.sweep_interval_secs));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stopped.changed() => break,
+                }
+                match store.sweep_expired(&cred, settings.moderation.sweep_batch).await {
+                    Ok(r) if r.bans_expired + r.mutes_expired > 0 => tracing::info!(
+                        bans_expired = r.bans_expired,
+                        mutes_expired = r.mutes_expired,
+                        "expired restrictions normalized"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "sweep failed; will retry"),
+                }
+            }
+        });
+    })?;
+    Ok(stop)
 }

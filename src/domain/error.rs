@@ -57,6 +57,8 @@ error_codes! {
     InsufficientRank => (403, "insufficient_rank", "Insufficient rank"),
     /// The user is banned from the conversation.
     MemberBanned => (403, "member_banned", "Member banned"),
+    /// The member is muted by a moderator and may not send.
+    MemberMuted => (403, "member_muted", "Member muted"),
     /// No such route.
     NotFound => (404, "not_found", "Not found"),
     /// No such tenant (platform API).
@@ -79,6 +81,10 @@ error_codes! {
     ConversationFull => (409, "conversation_full", "Conversation full"),
     /// Direct conversations have exactly their two participants.
     DirectConversation => (409, "direct_conversation", "Direct conversation"),
+    /// Unban of a user who is not banned.
+    NotBanned => (409, "not_banned", "Not banned"),
+    /// Unmute of a member who is not muted.
+    NotMuted => (409, "not_muted", "Not muted"),
     /// Ownership is not granted or taken away by a role change; it moves only by transfer.
     OwnerRoleLocked => (409, "owner_role_locked", "Owner role is locked"),
     /// The request body is larger than the configured limit.

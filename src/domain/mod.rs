@@ -6,6 +6,7 @@ pub mod conversation;
 pub mod error;
 pub mod ids;
 pub mod member;
+pub mod moderation;
 pub mod role;
 pub mod rules;
 
@@ -13,4 +14,5 @@ pub use conversation::ConversationType;
 pub use error::{ErrorCode, FieldError};
 pub use ids::{ConversationId, ExternalUserId, TenantId};
 pub use member::{MemberStatus, NotificationLevel};
+pub use moderation::{Action, Denial};
 pub use role::{Permissions, Role};

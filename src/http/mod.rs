@@ -81,7 +81,31 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(
             resource("/v1/conversations/{conversation_id}/leave")
                 .route(web::post().to(members::leave)),
-        );
+        )
+        .service(
+            resource("/v1/conversations/{conversation_id}/members/{user_id}/ban")
+                .route(web::post().to(moderation::ban))
+                .route(web::delete().to(moderation::unban)),
+        )
+        .service(
+            resource("/v1/conversations/{conversation_id}/members/{user_id}/mute")
+                .route(web::post().to(moderation::mute))
+                .route(web::delete().to(moderation::unmute)),
+        )
+        .service(
+            resource("/v1/conversations/{conversation_id}/members/{user_id}/permissions")
+                .route(web::get().to(moderation::permissions)),
+        )
+        .service(
+            resource("/v1/conversations/{conversation_id}/transfer-ownership")
+                .route(web::post().to(moderation::transfer)),
+        )
+        .service(
+            resource("/v1/conversations/{conversation_id}/audit")
+                .route(web::get().to(moderation::audit)),
+        )
+        .service(resource("/v1/authorize").route(web::post().to(authorize::one)))
+        .service(resource("/v1/authorize/batch").route(web::post().to(authorize::batch)));
 }
 
 async fn docs_redirect() -> actix_web::HttpResponse {

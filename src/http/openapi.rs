@@ -21,6 +21,9 @@ use super::routes::*;
         users::put, users::get, users::conversations,
         conversations::create, conversations::get, conversations::update, conversations::delete,
         members::add, members::list, members::get, members::update, members::remove, members::leave,
+        moderation::ban, moderation::unban, moderation::mute, moderation::unmute, moderation::transfer,
+        moderation::permissions, moderation::audit,
+        authorize::one, authorize::batch,
     ),
     modifiers(&Security),
     tags(
@@ -29,6 +32,8 @@ use super::routes::*;
         (name = "users", description = "User profiles and conversation lists"),
         (name = "conversations", description = "Group and direct conversations"),
         (name = "members", description = "Membership: add, list, change role, remove, leave"),
+        (name = "moderation", description = "Ban, mute, ownership transfer, permission explanations, audit trail"),
+        (name = "authorize", description = "May user U do action A in conversation C? (the hot path)"),
     )
 )]
 pub struct ApiDoc;

@@ -17,13 +17,9 @@ pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
-tokio::task_local! {
-    static CURRENT: String;
-}
-
 /// The id of the request being handled on this task, if any.
 pub fn current() -> Option<String> {
-    CURRENT.try_with(Clone::clone).ok()
+    crate::context::request_id()
 }
 
 fn acceptable(v: &str) -> bool {
@@ -43,7 +39,7 @@ pub async fn middleware(
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     req.extensions_mut().insert(RequestId(id.clone()));
-    let mut res = CURRENT.scope(id.clone(), next.call(req)).await?;
+    let mut res = crate::context::with_request_id(id.clone(), next.call(req)).await?;
     if let Ok(v) = HeaderValue::from_str(&id) {
         res.headers_mut().insert(HEADER, v);
     }

@@ -237,3 +237,60 @@ pub struct CreateTenantBody {
     #[validate(length(min = 1, max = 200), custom(function = "text_ok"))]
     pub name: Option<String>,
 }
+
+/// `POST …/members/{user_id}/ban` and `…/mute`.
+#[derive(Debug, Default, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestrictBody {
+    /// When the restriction ends (RFC 3339, in the future); absent = until lifted.
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    /// Why, at most 500 characters.
+    #[validate(length(max = 500))]
+    pub reason: Option<String>,
+}
+
+/// `POST /v1/conversations/{id}/transfer-ownership`.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransferBody {
+    /// The member who becomes owner.
+    #[schema(value_type = String)]
+    pub user_id: ExternalUserId,
+}
+
+/// One authorization question: may `user_id` do `action` in `conversation_id`?
+#[derive(Debug, Clone, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizeBody {
+    /// The conversation (24 hex digits).
+    #[schema(value_type = String)]
+    pub conversation_id: crate::domain::ConversationId,
+    /// The user's external id.
+    #[schema(value_type = String)]
+    pub user_id: ExternalUserId,
+    /// The action.
+    pub action: crate::domain::Action,
+}
+
+/// `POST /v1/authorize/batch`: up to 100 checks, answered in one round trip.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizeBatchBody {
+    /// The checks (1 to 100).
+    pub checks: Vec<AuthorizeBody>,
+}
+
+/// `GET /v1/conversations/{id}/audit` query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Only this action, e.g. `member.banned`.
+    pub action: Option<String>,
+    /// Only events about this user (external id).
+    pub target: Option<String>,
+    /// Page size.
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}

@@ -3,6 +3,7 @@
 
 pub mod cursor;
 pub mod inputs;
+pub mod moderation;
 pub mod views;
 
 use bson::oid::ObjectId;

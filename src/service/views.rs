@@ -176,10 +176,24 @@ pub struct MemberView {
     pub activity: ActivityView,
     /// Departure history.
     pub departure: DepartureView,
+    /// A moderation mute, while muted (extension to seed 004).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub moderation: Option<ModerationView>,
     /// Created (UTC).
     pub created_at: DateTime<Utc>,
     /// Last changed (UTC).
     pub updated_at: DateTime<Utc>,
+}
+
+/// A moderation mute.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ModerationView {
+    /// When it ends (UTC); `null` = until unmuted.
+    pub muted_until: Option<DateTime<Utc>>,
+    /// External id of the moderator (`null` for a server token).
+    pub muted_by: Option<String>,
+    /// The reason given.
+    pub reason: Option<String>,
 }
 
 impl MemberView {
@@ -187,7 +201,13 @@ impl MemberView {
     pub fn referenced_users<'a>(members: impl IntoIterator<Item = &'a MemberDoc>) -> Vec<ObjectId> {
         let mut ids: Vec<ObjectId> = members
             .into_iter()
-            .flat_map(|m| [m.activity.invited_by, m.departure.removed_by])
+            .flat_map(|m| {
+                [
+                    m.activity.invited_by,
+                    m.departure.removed_by,
+                    m.moderation.as_ref().and_then(|x| x.muted_by),
+                ]
+            })
             .flatten()
             .collect();
         ids.sort();
@@ -195,8 +215,18 @@ impl MemberView {
         ids
     }
 
-    /// Builds the view, naming users by external id.
+    /// Builds the view, naming users by external id. `status` is the status that applies now
+    /// (an ended ban or mute no longer shows).
     pub fn new(m: MemberDoc, ids: &ExternalIds) -> Self {
+        let status = m.effective_status(bson::DateTime::now());
+        let moderation = match (&m.moderation, status) {
+            (Some(x), MemberStatus::Muted) => Some(ModerationView {
+                muted_until: opt_time(x.muted_until),
+                muted_by: ext(ids, x.muted_by),
+                reason: x.reason.clone(),
+            }),
+            _ => None,
+        };
         Self {
             conversation_id: m.conversation_id.to_hex(),
             user_id: m.external_user_id,
@@ -204,13 +234,14 @@ impl MemberView {
             avatar_url: m.avatar_url,
             role: m.role,
             permissions: m.permissions,
-            status: m.status,
+            status,
             settings: MemberSettingsView {
                 notifications: m.settings.notifications,
                 muted: m.settings.muted,
                 muted_until: opt_time(m.settings.muted_until),
                 pinned: m.settings.pinned,
             },
+            moderation,
             activity: ActivityView {
                 joined_at: time(m.activity.joined_at),
                 invited_by: ext(ids, m.activity.invited_by),
@@ -275,7 +306,7 @@ impl MembershipView {
                 member_count: c.member_count,
             },
             role: m.role,
-            status: m.status,
+            status: m.effective_status(bson::DateTime::now()),
             settings: MemberSettingsView {
                 notifications: m.settings.notifications,
                 muted: m.settings.muted,
@@ -422,4 +453,138 @@ pub struct TenantWithKeyView {
     pub tenant: TenantView,
     /// The new key, with its secret (shown only now).
     pub key: KeySecretView,
+}
+
+/// The answer of `POST /v1/authorize`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AuthorizeView {
+    /// Whether the user may do the action now.
+    pub allowed: bool,
+    /// `ok`, or why not: `not_a_member`, `member_banned`, `member_muted`, `missing_permission`.
+    pub code: &'static str,
+}
+
+/// One check's answer in a batch, in request order.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AuthorizeResultView {
+    /// The conversation asked about.
+    pub conversation_id: String,
+    /// The user asked about.
+    pub user_id: String,
+    /// The action asked about.
+    pub action: crate::domain::Action,
+    /// Whether allowed.
+    pub allowed: bool,
+    /// `ok` or the reason.
+    pub code: &'static str,
+}
+
+/// The answer of `POST /v1/authorize/batch`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AuthorizeBatchView {
+    /// One result per check, in request order.
+    pub results: Vec<AuthorizeResultView>,
+}
+
+/// An active restriction on a member.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RestrictionView {
+    /// `ban` or `mute`.
+    pub kind: &'static str,
+    /// When it ends (UTC); `null` = until lifted.
+    pub until: Option<DateTime<Utc>>,
+    /// The reason given.
+    pub reason: Option<String>,
+}
+
+/// `GET …/members/{user_id}/permissions`: why authorize answers as it does.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PermissionsView {
+    /// The member's external id.
+    pub user_id: String,
+    /// The role (`null` for a stranger).
+    pub role: Option<Role>,
+    /// The status that applies now (`null` for a stranger).
+    pub status: Option<MemberStatus>,
+    /// Resolved flags.
+    pub permissions: Option<Permissions>,
+    /// Restrictions in force now.
+    pub restrictions: Vec<RestrictionView>,
+    /// The authorize answer for every action.
+    pub actions: Vec<ActionAnswer>,
+}
+
+/// One action's answer.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ActionAnswer {
+    /// The action.
+    pub action: crate::domain::Action,
+    /// Whether allowed now.
+    pub allowed: bool,
+    /// `ok` or the reason.
+    pub code: &'static str,
+}
+
+/// The answer of a transfer of ownership.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TransferView {
+    /// The new owner.
+    pub owner: MemberView,
+    /// The previous owner, now `admin` (absent if there was none).
+    pub previous_owner: Option<MemberView>,
+}
+
+/// Who did an audited thing.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AuditActorView {
+    /// `server`, `user` or `system`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The acting user's external id.
+    pub user_id: Option<String>,
+}
+
+/// One audit event.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AuditView {
+    /// Event id.
+    pub id: String,
+    /// What happened, e.g. `member.banned`.
+    pub action: String,
+    /// Who did it.
+    pub actor: AuditActorView,
+    /// The member acted on.
+    pub target_user_id: Option<String>,
+    /// Relevant fields before.
+    #[schema(value_type = Object)]
+    pub before: Option<serde_json::Value>,
+    /// Relevant fields after.
+    #[schema(value_type = Object)]
+    pub after: Option<serde_json::Value>,
+    /// Reason given.
+    pub reason: Option<String>,
+    /// The request that caused it.
+    pub request_id: Option<String>,
+    /// When (UTC).
+    pub at: DateTime<Utc>,
+}
+
+impl From<crate::store::docs::AuditDoc> for AuditView {
+    fn from(a: crate::store::docs::AuditDoc) -> Self {
+        let json = |d: bson::Document| bson::Bson::Document(d).into_relaxed_extjson();
+        Self {
+            id: a.id.to_hex(),
+            action: a.action,
+            actor: AuditActorView {
+                kind: a.actor.kind,
+                user_id: a.actor.user_id,
+            },
+            target_user_id: a.target_user_id,
+            before: a.before.map(json),
+            after: a.after.map(json),
+            reason: a.reason,
+            request_id: a.request_id,
+            at: time(a.at),
+        }
+    }
 }

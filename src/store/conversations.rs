@@ -5,6 +5,8 @@ use bson::oid::ObjectId;
 use bson::{DateTime, Document, doc};
 use mongodb::options::ReturnDocument;
 
+use super::audit;
+use super::docs::AuditActor;
 use super::docs::{ConversationDoc, ConversationSettingsDoc, MemberDoc};
 use super::members::{NewMember, new_member_doc};
 use super::{Store, db_error, refuse, tenant_filter};
@@ -121,6 +123,21 @@ impl Store {
                     .session(&mut *s)
                     .await?;
             }
+            let mut events = vec![audit::Event {
+                action: audit::action::CONVERSATION_CREATED,
+                target: None,
+                before: None,
+                after: Some(doc! { "type": bson::to_bson(&conv.kind)?, "name": &conv.name, "member_count": conv.member_count }),
+                reason: None,
+            }];
+            events.extend(members.iter().map(|m| audit::Event {
+                action: audit::action::MEMBER_ADDED,
+                target: Some(&m.external_user_id),
+                before: None,
+                after: Some(audit::role_status(m.role.as_str(), m.status.as_str())),
+                reason: None,
+            }));
+            self.record_in(s, scope, &AuditActor::of(scope), conv_id, events, now).await?;
             Ok((conv, members))
         })
         .await
@@ -200,6 +217,22 @@ impl Store {
                 .delete_one(Self::conversation_filter(scope, conv_id))
                 .session(&mut *s)
                 .await?;
+            let event = audit::Event {
+                action: audit::action::CONVERSATION_DELETED,
+                target: None,
+                before: Some(doc! { "memberships": gone as i64 }),
+                after: None,
+                reason: None,
+            };
+            self.record_in(
+                s,
+                scope,
+                &AuditActor::of(scope),
+                conv_id,
+                vec![event],
+                DateTime::now(),
+            )
+            .await?;
             Ok(gone)
         })
         .await

@@ -37,10 +37,80 @@ pub struct MemberDoc {
     pub activity: ActivityDoc,
     /// Departure history.
     pub departure: DepartureDoc,
+    /// Extension (seed 004 has no place for it): a moderation mute's end, author and reason.
+    /// Present only while `status` is `muted`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moderation: Option<ModerationDoc>,
     /// Creation time of this document.
     pub created_at: DateTime,
     /// Last change.
     pub updated_at: DateTime,
+}
+
+/// `group_members.moderation` (extension): a moderation mute.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModerationDoc {
+    /// When the mute ends (`null` = until unmuted; Telegram `until_date` semantics).
+    pub muted_until: Option<DateTime>,
+    /// `users._id` of the moderator (`null` for a server token).
+    pub muted_by: Option<ObjectId>,
+    /// The reason given.
+    pub reason: Option<String>,
+}
+
+impl MemberDoc {
+    /// The status that applies at `now` (an expired ban reads `removed`, an expired mute
+    /// `active`); see [`crate::domain::moderation::effective_status`].
+    pub fn effective_status(&self, now: DateTime) -> MemberStatus {
+        crate::domain::moderation::effective_status(
+            self.status,
+            self.departure.banned_until.map(|t| t.timestamp_millis()),
+            self.moderation
+                .as_ref()
+                .and_then(|m| m.muted_until)
+                .map(|t| t.timestamp_millis()),
+            now.timestamp_millis(),
+        )
+    }
+}
+
+/// `audit_events`: who did what to whom in a conversation, written in the transaction of the
+/// change it records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditDoc {
+    /// Event id; also the keyset order.
+    #[serde(rename = "_id")]
+    pub id: ObjectId,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// The conversation.
+    pub conversation_id: ObjectId,
+    /// What happened, e.g. `member.role_changed`.
+    pub action: String,
+    /// Who did it.
+    pub actor: AuditActor,
+    /// External id of the member acted on.
+    pub target_user_id: Option<String>,
+    /// The relevant fields before.
+    pub before: Option<bson::Document>,
+    /// The relevant fields after.
+    pub after: Option<bson::Document>,
+    /// The reason given.
+    pub reason: Option<String>,
+    /// The request that caused it.
+    pub request_id: Option<String>,
+    /// When (UTC).
+    pub at: DateTime,
+}
+
+/// The author of an audit event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditActor {
+    /// `server` (a server token), `user` (a user token) or `system` (the expiry sweeper).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The acting user's external id (user actors only).
+    pub user_id: Option<String>,
 }
 
 /// `group_members.settings` (seed 004).

@@ -17,6 +17,10 @@ pub const SPEC_FILES: &[(&str, &str)] = &[
     ),
     ("users.json", include_str!("../../indexes/users.json")),
     ("tenants.json", include_str!("../../indexes/tenants.json")),
+    (
+        "audit_events.json",
+        include_str!("../../indexes/audit_events.json"),
+    ),
 ];
 
 /// One parsed `createIndexes` command.

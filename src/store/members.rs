@@ -8,6 +8,8 @@ use bson::{DateTime, Document, doc};
 use futures::TryStreamExt;
 use mongodb::{ClientSession, Collection};
 
+use super::audit;
+use super::docs::AuditActor;
 use super::docs::{
     ActivityDoc, ConversationDoc, DepartureDoc, MemberDoc, MemberSettingsDoc, UserDoc,
 };
@@ -86,6 +88,7 @@ pub(crate) fn new_member_doc(
             last_read_at: None,
         },
         departure: DepartureDoc::default(),
+        moderation: None,
         created_at: now,
         updated_at: now,
     }
@@ -232,7 +235,7 @@ impl Store {
                 let prior = existing.iter().find(|m| m.external_user_id == item.user.as_str());
                 let outcome = match (prior, rules::check_add(acting, item.role)) {
                     (Some(m), _) if m.status.is_present() => AddOutcome::AlreadyMember,
-                    (Some(m), _) if m.status == MemberStatus::Banned => AddOutcome::Banned,
+                    (Some(m), _) if m.effective_status(now) == MemberStatus::Banned => AddOutcome::Banned,
                     (_, Err(v)) => AddOutcome::Refused(v.into()),
                     (prior, Ok(())) => {
                         to_join.push((i, prior.cloned()));
@@ -255,6 +258,7 @@ impl Store {
                 to_join.iter().filter(|(_, p)| p.is_none()).map(|(i, _)| &items[*i].user).collect();
             let users = self.ensure_users_in(s, scope, &new_users, now).await?;
             let mut inserts = Vec::new();
+            let mut events = Vec::with_capacity(to_join.len());
             for (i, prior) in &to_join {
                 let item = &items[*i];
                 let doc = match prior {
@@ -290,6 +294,13 @@ impl Store {
                         d
                     }
                 };
+                events.push(audit::Event {
+                    action: audit::action::MEMBER_ADDED,
+                    target: Some(item.user.as_str()),
+                    before: prior.as_ref().map(|p| audit::role_status(p.role.as_str(), p.status.as_str())),
+                    after: Some(audit::role_status(item.role.as_str(), MemberStatus::Active.as_str())),
+                    reason: None,
+                });
                 outcomes[*i] = AddOutcome::Added(Box::new(doc));
             }
             if !inserts.is_empty() {
@@ -302,6 +313,7 @@ impl Store {
                 )
                 .session(&mut *s)
                 .await?;
+            self.record_in(s, scope, &AuditActor::of(scope), conv_id, events, now).await?;
             Ok(outcomes)
         })
         .await
@@ -340,6 +352,14 @@ impl Store {
                     "role": role.as_str(), "permissions": bson::to_bson(&perms)?, "updated_at": now } })
                 .session(&mut *s)
                 .await?;
+            let event = audit::Event {
+                action: audit::action::ROLE_CHANGED,
+                target: Some(target.as_str()),
+                before: Some(doc! { "role": m.role.as_str() }),
+                after: Some(doc! { "role": role.as_str() }),
+                reason: None,
+            };
+            self.record_in(s, scope, &AuditActor::of(scope), conv_id, vec![event], now).await?;
             m.role = role;
             m.permissions = perms;
             m.updated_at = now;
@@ -378,13 +398,21 @@ impl Store {
             if let Err(v) = rules::check_remove(acting, m.role) {
                 return refuse(v);
             }
+            let prior = m.status;
             let removed_by = me.map(|me| me.user_id);
             m.status = MemberStatus::Removed;
             m.departure.removed_at = Some(now);
             m.departure.removed_by = removed_by;
             m.departure.removal_reason = reason.map(str::to_owned);
             m.updated_at = now;
-            self.depart_in(s, scope, &m, filter, now).await?;
+            let event = audit::Event {
+                action: audit::action::MEMBER_REMOVED,
+                target: Some(target.as_str()),
+                before: Some(audit::role_status(m.role.as_str(), prior.as_str())),
+                after: Some(audit::role_status(m.role.as_str(), m.status.as_str())),
+                reason,
+            };
+            self.depart_in(s, scope, &m, filter, event, now).await?;
             Ok(m)
         })
         .await
@@ -415,23 +443,34 @@ impl Store {
             if !m.status.is_present() {
                 return refuse(not_a_member(user.as_str()));
             }
+            let event = audit::Event {
+                action: audit::action::MEMBER_LEFT,
+                target: Some(user.as_str()),
+                before: Some(audit::role_status(m.role.as_str(), m.status.as_str())),
+                after: Some(audit::role_status(
+                    m.role.as_str(),
+                    MemberStatus::Left.as_str(),
+                )),
+                reason: None,
+            };
             m.status = MemberStatus::Left;
             m.departure.left_at = Some(now);
             m.updated_at = now;
-            self.depart_in(s, scope, &m, filter, now).await?;
+            self.depart_in(s, scope, &m, filter, event, now).await?;
             Ok(m)
         })
         .await
     }
 
     /// Writes a departure (`m` already carries its new status and departure fields), lowers
-    /// the count, and hands ownership on if the owner went.
-    async fn depart_in(
+    /// the count, records `event`, and hands ownership on if the owner went.
+    pub(crate) async fn depart_in(
         &self,
         s: &mut ClientSession,
         scope: &TenantScope,
         m: &MemberDoc,
         mut filter: Document,
+        event: audit::Event<'_>,
         now: DateTime,
     ) -> mongodb::error::Result<()> {
         filter.insert("status", doc! { "$in": statuses(&MemberStatus::PRESENT) });
@@ -453,6 +492,15 @@ impl Store {
             )
             .session(&mut *s)
             .await?;
+        self.record_in(
+            s,
+            scope,
+            &AuditActor::of(scope),
+            m.conversation_id,
+            vec![event],
+            now,
+        )
+        .await?;
         if m.role == Role::Owner {
             self.hand_off_ownership_in(s, scope, m.conversation_id, now)
                 .await?;
@@ -460,8 +508,10 @@ impl Store {
         Ok(())
     }
 
-    /// Gives ownership to the highest-ranked, longest-standing present member, if any
-    /// (DESIGN §3). Returns the new owner.
+    /// Gives ownership to the highest-ranked, longest-standing present member, if any, and
+    /// records it (DESIGN §3). Returns the new owner; `None` if someone still holds ownership
+    /// or nobody is left. Reads one `(status, role)` range at a time on the seed's
+    /// `{tenant_id, conversation_id, status, role}` index.
     pub(crate) async fn hand_off_ownership_in(
         &self,
         s: &mut ClientSession,
@@ -470,20 +520,34 @@ impl Store {
         now: DateTime,
     ) -> mongodb::error::Result<Option<MemberDoc>> {
         for role in Role::ALL {
-            let mut filter = tenant_filter(scope);
-            filter.insert("conversation_id", conversation);
-            filter.insert("status", doc! { "$in": statuses(&MemberStatus::PRESENT) });
-            filter.insert("role", role.as_str());
-            let heir = self
-                .members()
-                .find_one(filter)
-                .sort(doc! { "activity.joined_at": 1, "_id": 1 })
-                .session(&mut *s)
-                .await?;
-            let Some(mut heir) = heir else { continue };
+            let mut candidates = Vec::new();
+            for status in MemberStatus::PRESENT {
+                let mut filter = tenant_filter(scope);
+                filter.insert("conversation_id", conversation);
+                filter.insert("status", status.as_str());
+                filter.insert("role", role.as_str());
+                let found = self
+                    .members()
+                    .find_one(filter)
+                    .sort(doc! { "activity.joined_at": 1, "_id": 1 })
+                    .session(&mut *s)
+                    .await?;
+                candidates.extend(found);
+            }
             if role == Role::Owner {
+                if candidates.is_empty() {
+                    continue;
+                }
                 return Ok(None); // someone still holds it
             }
+            let ranked: Vec<(Role, i64)> = candidates
+                .iter()
+                .map(|c| (c.role, c.activity.joined_at.timestamp_millis()))
+                .collect();
+            let Some(i) = rules::successor(&ranked) else {
+                continue;
+            };
+            let mut heir = candidates.swap_remove(i);
             let perms = Role::Owner.default_permissions();
             self.members()
                 .update_one(
@@ -492,6 +556,22 @@ impl Store {
                 )
                 .session(&mut *s)
                 .await?;
+            let event = audit::Event {
+                action: audit::action::OWNERSHIP_HANDED_ON,
+                target: Some(&heir.external_user_id),
+                before: Some(doc! { "role": role.as_str() }),
+                after: Some(doc! { "role": Role::Owner.as_str() }),
+                reason: None,
+            };
+            self.record_in(
+                s,
+                scope,
+                &AuditActor::of(scope),
+                conversation,
+                vec![event],
+                now,
+            )
+            .await?;
             tracing::info!(conversation = %conversation, heir = %heir.external_user_id, from = role.as_str(), "ownership handed on");
             heir.role = Role::Owner;
             heir.permissions = perms;

@@ -4,10 +4,12 @@
 //! Every repository method takes a [`TenantScope`](crate::auth::TenantScope) first and every
 //! filter it builds starts with that scope's `tenant_id`.
 
+pub mod audit;
 pub mod conversations;
 pub mod docs;
 pub mod indexes;
 pub mod members;
+pub mod moderation;
 pub mod tenants;
 pub mod users;
 
@@ -35,6 +37,8 @@ pub mod names {
     pub const CONVERSATIONS: &str = "conversations";
     /// Tenants.
     pub const TENANTS: &str = "tenants";
+    /// Audit trail.
+    pub const AUDIT_EVENTS: &str = "audit_events";
 }
 
 /// Names of the indexes the keyset reads walk (defined in `indexes/*.json`; the explain test

@@ -111,6 +111,37 @@ async fn the_member_queries_the_service_issues_are_index_scans() {
         }
     }
 
+    let plan = winning_plan(
+        &app,
+        &Store::audit_query(&scope, conv, None, None, None, 51),
+    )
+    .await;
+    assert_index_scan(
+        "audit trail",
+        &plan,
+        &["tenant_id_1_conversation_id_1__id_-1"],
+    );
+    let plan = winning_plan(
+        &app,
+        &Store::audit_query(&scope, conv, Some("member.added"), None, after, 51),
+    )
+    .await;
+    assert_index_scan(
+        "audit by action",
+        &plan,
+        &["tenant_id_1_conversation_id_1_action_1__id_-1"],
+    );
+    let plan = winning_plan(
+        &app,
+        &Store::audit_query(&scope, conv, None, Some("bob"), after, 51),
+    )
+    .await;
+    assert_index_scan(
+        "audit by target",
+        &plan,
+        &["tenant_id_1_conversation_id_1_target_user_id_1__id_-1"],
+    );
+
     let plan = winning_plan(&app, &Store::member_lookup_query(&scope, conv, "bob")).await;
     assert_index_scan("single member", &plan, &[index::MEMBER_BY_EXTERNAL_ID]);
 
@@ -126,6 +157,26 @@ async fn the_member_queries_the_service_issues_are_index_scans() {
     )
     .await;
     assert_index_scan("user by external id", &plan, &["tenant_id_1_external_id_1"]);
+
+    let now = bson::DateTime::now();
+    let sweep = raw(
+        "group_members",
+        doc! { "tenant_id": "acme", "status": "banned", "departure.banned_until": { "$lte": now } },
+    );
+    assert_index_scan(
+        "ban sweep",
+        &winning_plan(&app, &sweep).await,
+        &["tenant_id_1_status_1_departure.banned_until_1"],
+    );
+    let sweep = raw(
+        "group_members",
+        doc! { "tenant_id": "acme", "status": "muted", "moderation.muted_until": { "$lte": now } },
+    );
+    assert_index_scan(
+        "mute sweep",
+        &winning_plan(&app, &sweep).await,
+        &["tenant_id_1_status_1_moderation.muted_until_1"],
+    );
 
     let plan = winning_plan(&app, &raw("tenants", doc! { "keys.kid": &app.key.kid })).await;
     assert_index_scan("key lookup", &plan, &["keys.kid_1"]);

@@ -2,12 +2,14 @@
 //! time down. Each test runs the real application in a database of its own.
 
 mod auth;
+mod authorize;
 mod concurrency;
 mod conversations;
 mod database_down;
 mod explain;
 mod helpers;
 mod members;
+mod moderation;
 mod openapi;
 mod pagination;
 mod schema;

@@ -185,3 +185,48 @@ async fn stored_memberships_have_exactly_seed_004_field_names_and_bson_types() {
     expect(&conv_doc, "tenant_id", &["string"]);
     expect(&conv_doc, "created_at", &["date"]);
 }
+
+#[tokio::test]
+async fn a_moderation_mute_adds_only_the_documented_moderation_extension() {
+    let app = spawn_app().await;
+    let conv = app.create_group("alice", &[("bob", "member")]).await;
+    let until = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let r = app
+        .post(
+            &format!("/v1/conversations/{conv}/members/bob/mute"),
+            &app.server(),
+            json!({ "until": until, "reason": "calm" }),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let docs = app.raw_members(&conv).await;
+    let bob = docs
+        .iter()
+        .find(|d| d.get_str("external_user_id") == Ok("bob"))
+        .unwrap();
+    assert_eq!(bob.get_str("status"), Ok("muted"));
+    let m = bob.get_document("moderation").unwrap();
+    assert_eq!(keys(m), ["muted_by", "muted_until", "reason"]);
+    expect(m, "muted_until", &["date"]);
+    expect(m, "muted_by", &["null"]);
+    expect(m, "reason", &["string"]);
+    assert_eq!(
+        keys(bob).len(),
+        16,
+        "seed 004's fifteen fields plus `moderation`"
+    );
+    app.delete(
+        &format!("/v1/conversations/{conv}/members/bob/mute"),
+        &app.server(),
+    )
+    .await;
+    let docs = app.raw_members(&conv).await;
+    let bob = docs
+        .iter()
+        .find(|d| d.get_str("external_user_id") == Ok("bob"))
+        .unwrap();
+    assert!(
+        !bob.contains_key("moderation"),
+        "the extension goes with the mute"
+    );
+}

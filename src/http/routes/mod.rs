@@ -1,8 +1,10 @@
 //! Handlers, one module per resource. Each states its caller in its signature, calls one
 //! service method and maps the result to a status.
 
+pub mod authorize;
 pub mod conversations;
 pub mod health;
 pub mod members;
+pub mod moderation;
 pub mod tenants;
 pub mod users;

@@ -1,0 +1,212 @@
+//! Authorize hot-path benchmark: `POST /v1/authorize` over HTTP at 1, 16 and 64 concurrent
+//! connections against a populated tenant, and — in the same run, same pairs — the same
+//! membership lookup issued directly through the driver. Prints throughput, p50 and p99 of
+//! both and their ratio (the service's overhead over the bare database read).
+//!
+//! Run with `scripts/bench.sh` (starts a database like the tests do), or
+//! `MONGODB_URI=… cargo bench --bench authorize`. `BENCH_SECONDS` sets each level's duration
+//! (default 5).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bson::oid::ObjectId;
+use futures::TryStreamExt;
+use hdrhistogram::Histogram;
+use rand::seq::IndexedRandom;
+use roster::auth::{self, PlatformCredential, Principal, TenantKey, TenantScope};
+use roster::config::Settings;
+use roster::domain::TenantId;
+use roster::startup::Application;
+use roster::store::Store;
+
+struct Figures {
+    throughput: f64,
+    p50_us: u64,
+    p99_us: u64,
+    requests: u64,
+}
+
+async fn drive<F, Fut>(concurrency: usize, seconds: u64, op: Arc<F>) -> Figures
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|worker| {
+            let op = op.clone();
+            tokio::spawn(async move {
+                let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+                let mut i = worker;
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    op(i).await;
+                    h.record(t.elapsed().as_micros().max(1) as u64)
+                        .expect("record");
+                    i += concurrency;
+                }
+                h
+            })
+        })
+        .collect();
+    let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    for t in tasks {
+        all.add(t.await.expect("worker")).expect("merge");
+    }
+    let secs = started.elapsed().as_secs_f64();
+    Figures {
+        throughput: all.len() as f64 / secs,
+        p50_us: all.value_at_quantile(0.50),
+        p99_us: all.value_at_quantile(0.99),
+        requests: all.len(),
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let seconds: u64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let mut settings = Settings::load()?;
+    settings.database.uri = std::env::var("MONGODB_URI")
+        .map_err(|_| anyhow::anyhow!("MONGODB_URI must name a replica set (scripts/bench.sh)"))?;
+    settings.database.name = format!("roster_bench_{}", uuid::Uuid::new_v4().simple());
+    settings.http.bind = "127.0.0.1:0".into();
+    settings.log.level = "warn".into();
+    roster::telemetry::init(&settings.log);
+
+    eprintln!(
+        "populating a tenant (demo loader: 3,000 users, 300 conversations, the largest 2,000 members)…"
+    );
+    let app = Application::build(&settings).await?;
+    let store: Store = app.store().clone();
+    let port = app.port();
+    tokio::spawn(app.run_until_stopped());
+    let cred = PlatformCredential::verify(&settings.auth.platform_token, &settings.auth)?;
+    let args = roster::demo::LoadArgs {
+        tenant: "bench".into(),
+        users: 3_000,
+        conversations: 300,
+        largest: 2_000,
+        seed: 7,
+    };
+    roster::demo::load(&store, &cred, &args).await?;
+    let tenant = store
+        .find_tenant(&cred, &TenantId::parse("bench")?)
+        .await?
+        .expect("tenant");
+    let key = tenant.current_key().expect("key");
+    let key = TenantKey {
+        tenant: TenantId::parse("bench")?,
+        kid: key.kid.clone(),
+        secret: key.secret.clone(),
+        revoked: false,
+        tenant_active: true,
+    };
+    let token = auth::mint(&key, &Principal::Server, 3600, &settings.auth)?;
+    let scope: TenantScope = cred.tenant_scope(TenantId::parse("bench")?);
+
+    // 1,000 random (conversation, member) pairs that exist.
+    let raw: Vec<bson::Document> = store
+        .database()
+        .collection::<bson::Document>("group_members")
+        .find(bson::doc! { "tenant_id": "bench" })
+        .projection(bson::doc! { "conversation_id": 1, "external_user_id": 1 })
+        .limit(20_000)
+        .await?
+        .try_collect()
+        .await?;
+    let mut rng = rand::rng();
+    let pairs: Arc<Vec<(ObjectId, String)>> = Arc::new(
+        raw.choose_multiple(&mut rng, 1_000)
+            .map(|d| {
+                (
+                    d.get_object_id("conversation_id").unwrap(),
+                    d.get_str("external_user_id").unwrap().to_owned(),
+                )
+            })
+            .collect(),
+    );
+    let bodies: Arc<Vec<String>> = Arc::new(
+        pairs
+            .iter()
+            .map(|(c, u)| {
+                format!(
+                    r#"{{"conversation_id":"{}","user_id":"{u}","action":"send_message"}}"#,
+                    c.to_hex()
+                )
+            })
+            .collect(),
+    );
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(128)
+        .build()?;
+    let url = format!("http://127.0.0.1:{port}/v1/authorize");
+
+    println!(
+        "authorize benchmark: {seconds}s per level, {} distinct pairs, database {}",
+        pairs.len(),
+        settings.database.uri
+    );
+    println!(
+        "{:>5} | {:>28} | {:>28} | {:>16}",
+        "conns", "HTTP req/s  p50 µs  p99 µs", "driver req/s  p50 µs  p99 µs", "HTTP/driver p50"
+    );
+    for c in [1usize, 16, 64] {
+        let (client, url, token, bodies) =
+            (client.clone(), url.clone(), token.clone(), bodies.clone());
+        let http = drive(
+            c,
+            seconds,
+            Arc::new(move |i: usize| {
+                let req = client
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .header("content-type", "application/json")
+                    .body(bodies[i % bodies.len()].clone());
+                async move {
+                    let res = req.send().await.expect("request");
+                    assert!(res.status().is_success(), "status {}", res.status());
+                    res.bytes().await.expect("body");
+                }
+            }),
+        )
+        .await;
+        let (store, scope, pairs) = (store.clone(), scope.clone(), pairs.clone());
+        let direct = drive(
+            c,
+            seconds,
+            Arc::new(move |i: usize| {
+                let (store, scope, pairs) = (store.clone(), scope.clone(), pairs.clone());
+                async move {
+                    let (conv, user) = &pairs[i % pairs.len()];
+                    store
+                        .authz_row(&scope, *conv, user)
+                        .await
+                        .expect("lookup")
+                        .expect("member");
+                }
+            }),
+        )
+        .await;
+        println!(
+            "{c:>5} | {:>9.0} {:>8} {:>8} | {:>11.0} {:>8} {:>8} | {:>15.2}x",
+            http.throughput,
+            http.p50_us,
+            http.p99_us,
+            direct.throughput,
+            direct.p50_us,
+            direct.p99_us,
+            http.p50_us as f64 / direct.p50_us.max(1) as f64,
+        );
+        eprintln!(
+            "  ({c} conns: {} HTTP requests, {} driver lookups)",
+            http.requests, direct.requests
+        );
+    }
+    store.database().drop().await?;
+    Ok(())
+}

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Runs the benchmarks against a throwaway in-memory SecantusDB (unless MONGODB_URI is set).
+# BENCH_SECONDS sets each concurrency level's duration (default 5).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+if [ -z "${MONGODB_URI:-}" ]; then
+  start_secantus ":memory:" "$(free_port)"
+fi
+log "benchmarking against $MONGODB_URI"
+cargo bench --bench authorize "$@"

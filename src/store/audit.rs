@@ -1,0 +1,170 @@
+//! `audit_events`: every role, permission and status change, removal, ban, mute, transfer and
+//! expiry, with actor, target, before/after, reason, request id and time (seed 000: "log role
+//! changes"). Events are written inside the transaction of the change they record.
+
+use bson::oid::ObjectId;
+use bson::{DateTime, Document, doc};
+use mongodb::ClientSession;
+
+use super::docs::{AuditActor, AuditDoc};
+use super::{Query, Store, names, tenant_filter};
+use crate::auth::{Principal, TenantScope};
+use crate::error::Result;
+
+/// Audit actions.
+pub mod action {
+    /// A member was added (or a former member re-activated).
+    pub const MEMBER_ADDED: &str = "member.added";
+    /// A member's role changed.
+    pub const ROLE_CHANGED: &str = "member.role_changed";
+    /// A member was removed.
+    pub const MEMBER_REMOVED: &str = "member.removed";
+    /// A member left.
+    pub const MEMBER_LEFT: &str = "member.left";
+    /// A user was banned.
+    pub const MEMBER_BANNED: &str = "member.banned";
+    /// A ban was lifted.
+    pub const MEMBER_UNBANNED: &str = "member.unbanned";
+    /// A member was muted.
+    pub const MEMBER_MUTED: &str = "member.muted";
+    /// A mute was lifted.
+    pub const MEMBER_UNMUTED: &str = "member.unmuted";
+    /// A ban ended by itself (sweeper).
+    pub const BAN_EXPIRED: &str = "ban.expired";
+    /// A mute ended by itself (sweeper).
+    pub const MUTE_EXPIRED: &str = "mute.expired";
+    /// Ownership moved by an explicit transfer.
+    pub const OWNERSHIP_TRANSFERRED: &str = "ownership.transferred";
+    /// Ownership passed on because the owner went.
+    pub const OWNERSHIP_HANDED_ON: &str = "ownership.handed_on";
+    /// The conversation was created.
+    pub const CONVERSATION_CREATED: &str = "conversation.created";
+    /// The conversation was deleted.
+    pub const CONVERSATION_DELETED: &str = "conversation.deleted";
+}
+
+impl AuditActor {
+    /// The caller of `scope`.
+    pub fn of(scope: &TenantScope) -> Self {
+        match scope.principal() {
+            Principal::Server => AuditActor {
+                kind: "server".into(),
+                user_id: None,
+            },
+            Principal::User(u) => AuditActor {
+                kind: "user".into(),
+                user_id: Some(u.as_str().to_owned()),
+            },
+        }
+    }
+
+    /// The background sweeper.
+    pub fn system() -> Self {
+        AuditActor {
+            kind: "system".into(),
+            user_id: None,
+        }
+    }
+}
+
+/// One event to record.
+#[derive(Debug, Clone)]
+pub struct Event<'a> {
+    /// See [`action`].
+    pub action: &'static str,
+    /// The member acted on.
+    pub target: Option<&'a str>,
+    /// Fields before.
+    pub before: Option<Document>,
+    /// Fields after.
+    pub after: Option<Document>,
+    /// Reason given.
+    pub reason: Option<&'a str>,
+}
+
+impl Store {
+    pub(crate) fn audit(&self) -> mongodb::Collection<AuditDoc> {
+        self.collection(names::AUDIT_EVENTS)
+    }
+
+    /// Records events inside the caller's transaction.
+    pub(crate) async fn record_in(
+        &self,
+        s: &mut ClientSession,
+        scope: &TenantScope,
+        actor: &AuditActor,
+        conversation: ObjectId,
+        events: Vec<Event<'_>>,
+        now: DateTime,
+    ) -> mongodb::error::Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let request_id = crate::context::request_id();
+        let docs: Vec<AuditDoc> = events
+            .into_iter()
+            .map(|e| AuditDoc {
+                id: ObjectId::new(),
+                tenant_id: scope.tenant().as_str().to_owned(),
+                conversation_id: conversation,
+                action: e.action.to_owned(),
+                actor: actor.clone(),
+                target_user_id: e.target.map(str::to_owned),
+                before: e.before,
+                after: e.after,
+                reason: e.reason.map(str::to_owned),
+                request_id: request_id.clone(),
+                at: now,
+            })
+            .collect();
+        self.audit().insert_many(docs).session(s).await.map(drop)
+    }
+
+    /// The read of [`Store::list_audit`]: newest first, keyset on `_id`, optional filters.
+    pub fn audit_query(
+        scope: &TenantScope,
+        conversation: ObjectId,
+        action: Option<&str>,
+        target: Option<&str>,
+        before: Option<ObjectId>,
+        limit: u32,
+    ) -> Query {
+        let mut f = tenant_filter(scope);
+        f.insert("conversation_id", conversation);
+        if let Some(a) = action {
+            f.insert("action", a);
+        }
+        if let Some(t) = target {
+            f.insert("target_user_id", t);
+        }
+        if let Some(b) = before {
+            f.insert("_id", doc! { "$lt": b });
+        }
+        Query {
+            collection: names::AUDIT_EVENTS,
+            filter: f,
+            sort: Some(doc! { "_id": -1 }),
+            limit: Some(i64::from(limit)),
+        }
+    }
+
+    /// A page of a conversation's audit trail, newest first.
+    pub async fn list_audit(
+        &self,
+        scope: &TenantScope,
+        conversation: ObjectId,
+        action: Option<&str>,
+        target: Option<&str>,
+        before: Option<ObjectId>,
+        limit: u32,
+    ) -> Result<Vec<AuditDoc>> {
+        Self::audit_query(scope, conversation, action, target, before, limit)
+            .fetch(&self.audit())
+            .await
+    }
+}
+
+/// `{ role, status }` of a member, for before/after.
+pub(crate) fn role_status(role: &str, status: &str) -> Document {
+    doc! { "role": role, "status": status }
+}

@@ -1,0 +1,376 @@
+use serde_json::json;
+
+use crate::helpers::spawn_app;
+
+fn in_ms(ms: i64) -> String {
+    (chrono::Utc::now() + chrono::Duration::milliseconds(ms)).to_rfc3339()
+}
+
+#[tokio::test]
+async fn a_ban_removes_the_member_blocks_re_adding_and_can_be_lifted() {
+    let app = spawn_app().await;
+    let conv = app
+        .create_group("alice", &[("mod", "moderator"), ("bob", "member")])
+        .await;
+    let ban = format!("/v1/conversations/{conv}/members/bob/ban");
+    let r = app
+        .post(&ban, &app.user("mod"), json!({ "reason": "spam" }))
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["status"], "banned");
+    assert_eq!(r.body["departure"]["removal_reason"], "spam");
+    assert_eq!(r.body["departure"]["removed_by"], "mod");
+    assert_eq!(r.body["departure"]["banned_until"], json!(null));
+    assert_eq!(app.member_count(&conv).await, 2);
+
+    let r = app
+        .add_member(&app.user("alice"), &conv, "bob", "member")
+        .await;
+    assert_eq!((r.status, r.code()), (403, "member_banned"));
+    let r = app
+        .post(
+            &format!("/v1/conversations/{conv}/leave"),
+            &app.user("bob"),
+            json!({}),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (404, "not_a_member"));
+    let r = app
+        .get(&format!("/v1/conversations/{conv}"), &app.user("bob"))
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (404, "conversation_not_found"),
+        "a banned user cannot see it"
+    );
+
+    let r = app.delete(&ban, &app.user("mod")).await;
+    assert_eq!(
+        (r.status, r.body["status"].as_str()),
+        (200, Some("removed"))
+    );
+    let r = app.delete(&ban, &app.user("mod")).await;
+    assert_eq!((r.status, r.code()), (409, "not_banned"));
+    assert_eq!(
+        app.add_member(&app.user("alice"), &conv, "bob", "member")
+            .await
+            .status,
+        201
+    );
+    assert_eq!(app.member_count(&conv).await, 3);
+}
+
+#[tokio::test]
+async fn a_pre_emptive_ban_keeps_a_stranger_out_and_rank_rules_apply_to_members() {
+    let app = spawn_app().await;
+    let conv = app
+        .create_group(
+            "alice",
+            &[("mod", "moderator"), ("ann", "admin"), ("bob", "member")],
+        )
+        .await;
+    let r = app
+        .post(
+            &format!("/v1/conversations/{conv}/members/troll/ban"),
+            &app.server(),
+            json!({}),
+        )
+        .await;
+    assert_eq!((r.status, r.body["status"].as_str()), (200, Some("banned")));
+    assert_eq!(
+        app.member_count(&conv).await,
+        4,
+        "a stranger's ban does not change the count"
+    );
+    let r = app
+        .add_member(&app.server(), &conv, "troll", "member")
+        .await;
+    assert_eq!((r.status, r.code()), (403, "member_banned"));
+
+    let r = app
+        .post(
+            &format!("/v1/conversations/{conv}/members/ann/ban"),
+            &app.user("mod"),
+            json!({}),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (403, "insufficient_rank"));
+    let r = app
+        .post(
+            &format!("/v1/conversations/{conv}/members/mod/ban"),
+            &app.user("bob"),
+            json!({}),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (403, "missing_permission"));
+    let r = app
+        .post(
+            &format!("/v1/conversations/{conv}/members/bob/ban"),
+            &app.user("mod"),
+            json!({ "until": in_ms(-1000) }),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (422, "validation_failed"));
+    assert_eq!(r.body["errors"][0]["field"], "until");
+    let r = app
+        .post(
+            &format!("/v1/conversations/{conv}/members/bob/ban"),
+            &app.user("mod"),
+            json!({ "until": "tomorrow" }),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (422, "validation_failed"));
+    // A server banning the owner hands ownership on.
+    let r = app
+        .post(
+            &format!("/v1/conversations/{conv}/members/alice/ban"),
+            &app.server(),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let r = app
+        .get(
+            &format!("/v1/conversations/{conv}/members/ann"),
+            &app.server(),
+        )
+        .await;
+    assert_eq!(r.body["role"], "owner");
+    assert_eq!(app.member_count(&conv).await, 3);
+    assert_eq!(app.present_in_db(&conv).await, 3);
+}
+
+#[tokio::test]
+async fn a_timed_ban_ends_at_its_instant_without_waiting_for_the_sweeper() {
+    let app = spawn_app().await;
+    let conv = app.create_group("alice", &[("bob", "member")]).await;
+    let r = app
+        .post(
+            &format!("/v1/conversations/{conv}/members/bob/ban"),
+            &app.server(),
+            json!({ "until": in_ms(1500) }),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        app.add_member(&app.server(), &conv, "bob", "member")
+            .await
+            .code(),
+        "member_banned"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1700)).await;
+    let r = app
+        .get(
+            &format!("/v1/conversations/{conv}/members/bob"),
+            &app.server(),
+        )
+        .await;
+    assert_eq!(
+        r.body["status"], "removed",
+        "an ended ban reads as removed at once"
+    );
+    let raw = app.raw_members(&conv).await;
+    let stored = raw
+        .iter()
+        .find(|d| d.get_str("external_user_id") == Ok("bob"))
+        .unwrap();
+    assert_eq!(
+        stored.get_str("status"),
+        Ok("banned"),
+        "the sweeper (30 s) has not run: only reads changed"
+    );
+    let r = app.add_member(&app.server(), &conv, "bob", "member").await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert_eq!(app.member_count(&conv).await, 2);
+}
+
+#[tokio::test]
+async fn a_mute_keeps_the_member_counted_but_stops_sending_until_it_ends() {
+    let app = spawn_app().await;
+    let conv = app
+        .create_group("alice", &[("mod", "moderator"), ("bob", "member")])
+        .await;
+    let mute = format!("/v1/conversations/{conv}/members/bob/mute");
+    let check = |action: &'static str| json!({ "conversation_id": conv, "user_id": "bob", "action": action });
+    let r = app
+        .post(
+            &mute,
+            &app.user("mod"),
+            json!({ "until": in_ms(1500), "reason": "cool down" }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["status"], "muted");
+    assert_eq!(r.body["moderation"]["reason"], "cool down");
+    assert_eq!(r.body["moderation"]["muted_by"], "mod");
+    assert_eq!(app.member_count(&conv).await, 3);
+    let r = app
+        .post("/v1/authorize", &app.server(), check("send_message"))
+        .await;
+    assert_eq!(
+        (r.body["allowed"].as_bool(), r.body["code"].as_str()),
+        (Some(false), Some("member_muted"))
+    );
+    let r = app
+        .post("/v1/authorize", &app.server(), check("start_calls"))
+        .await;
+    assert_eq!(r.body["allowed"], true, "a mute only stops sending");
+    let r = app
+        .get(
+            &format!("/v1/conversations/{conv}/members/bob/permissions"),
+            &app.user("bob"),
+        )
+        .await;
+    assert_eq!(r.body["restrictions"][0]["kind"], "mute");
+
+    tokio::time::sleep(std::time::Duration::from_millis(1700)).await;
+    let r = app
+        .post("/v1/authorize", &app.server(), check("send_message"))
+        .await;
+    assert_eq!(
+        r.body["allowed"], true,
+        "the mute ended at its instant: {:?}",
+        r.body
+    );
+    let r = app
+        .get(
+            &format!("/v1/conversations/{conv}/members/bob"),
+            &app.server(),
+        )
+        .await;
+    assert_eq!(r.body["status"], "active");
+    assert!(r.body.get("moderation").is_none());
+
+    let r = app.delete(&mute, &app.user("mod")).await;
+    assert_eq!((r.status, r.code()), (409, "not_muted"));
+    assert_eq!(
+        app.post(&mute, &app.user("mod"), json!({})).await.status,
+        200
+    );
+    let r = app
+        .post(
+            &format!("/v1/conversations/{conv}/members/mod/mute"),
+            &app.user("bob"),
+            json!({}),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (403, "missing_permission"));
+    let r = app.delete(&mute, &app.user("mod")).await;
+    assert_eq!((r.status, r.body["status"].as_str()), (200, Some("active")));
+    let r = app
+        .post(
+            &format!("/v1/conversations/{conv}/members/ghost/mute"),
+            &app.server(),
+            json!({}),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (404, "not_a_member"));
+}
+
+#[tokio::test]
+async fn the_sweeper_normalizes_ended_restrictions_and_audits_each() {
+    let app = spawn_app().await;
+    let conv = app
+        .create_group("alice", &[("bob", "member"), ("cy", "member")])
+        .await;
+    app.post(
+        &format!("/v1/conversations/{conv}/members/bob/ban"),
+        &app.server(),
+        json!({ "until": in_ms(300) }),
+    )
+    .await;
+    app.post(
+        &format!("/v1/conversations/{conv}/members/cy/mute"),
+        &app.server(),
+        json!({ "until": in_ms(300) }),
+    )
+    .await;
+    app.post(
+        &format!("/v1/conversations/{conv}/members/dan/ban"),
+        &app.server(),
+        json!({}),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let cred = roster::auth::PlatformCredential::verify(&app.platform_token(), &app.settings.auth)
+        .unwrap();
+    let report = app.store.sweep_expired(&cred, 100).await.unwrap();
+    assert_eq!((report.bans_expired, report.mutes_expired), (1, 1));
+    let again = app.store.sweep_expired(&cred, 100).await.unwrap();
+    assert_eq!(
+        (again.bans_expired, again.mutes_expired),
+        (0, 0),
+        "idempotent"
+    );
+    let raw = app.raw_members(&conv).await;
+    let status = |u: &str| {
+        raw.iter()
+            .find(|d| d.get_str("external_user_id") == Ok(u))
+            .unwrap()
+            .get_str("status")
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(
+        (status("bob"), status("cy"), status("dan")),
+        ("removed".into(), "active".into(), "banned".into())
+    );
+    let cy = raw
+        .iter()
+        .find(|d| d.get_str("external_user_id") == Ok("cy"))
+        .unwrap();
+    assert!(!cy.contains_key("moderation"));
+    let r = app
+        .get(
+            &format!("/v1/conversations/{conv}/audit?action=ban.expired"),
+            &app.server(),
+        )
+        .await;
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 1);
+    assert_eq!(r.body["items"][0]["actor"]["type"], "system");
+    assert_eq!(app.member_count(&conv).await, 2);
+}
+
+#[tokio::test]
+async fn ownership_moves_only_by_transfer_from_the_owner_and_the_old_owner_becomes_admin() {
+    let app = spawn_app().await;
+    let conv = app
+        .create_group("alice", &[("ann", "admin"), ("bob", "member")])
+        .await;
+    let path = format!("/v1/conversations/{conv}/transfer-ownership");
+    let r = app
+        .post(&path, &app.user("ann"), json!({ "user_id": "ann" }))
+        .await;
+    assert_eq!((r.status, r.code()), (403, "insufficient_rank"));
+    let r = app
+        .post(&path, &app.user("alice"), json!({ "user_id": "ghost" }))
+        .await;
+    assert_eq!((r.status, r.code()), (404, "not_a_member"));
+    let r = app
+        .post(&path, &app.user("alice"), json!({ "user_id": "bob" }))
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["owner"]["role"], "owner");
+    assert_eq!(r.body["owner"]["permissions"]["can_change_info"], true);
+    assert_eq!(r.body["previous_owner"]["user_id"], "alice");
+    assert_eq!(r.body["previous_owner"]["role"], "admin");
+    let r = app
+        .post(&path, &app.server(), json!({ "user_id": "ann" }))
+        .await;
+    assert_eq!(r.status, 200);
+    let owners: Vec<String> = app
+        .raw_members(&conv)
+        .await
+        .iter()
+        .filter(|d| d.get_str("role") == Ok("owner"))
+        .map(|d| d.get_str("external_user_id").unwrap().to_owned())
+        .collect();
+    assert_eq!(owners, ["ann"]);
+    let r = app
+        .get(
+            &format!("/v1/conversations/{conv}/audit?action=ownership.transferred"),
+            &app.user("ann"),
+        )
+        .await;
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 2);
+}
