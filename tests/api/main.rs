@@ -8,6 +8,7 @@ mod conversations;
 mod database_down;
 mod explain;
 mod helpers;
+mod matrix;
 mod members;
 mod moderation;
 mod openapi;
