@@ -62,16 +62,24 @@ impl MemberDoc {
     /// The status that applies at `now` (an expired ban reads `removed`, an expired mute
     /// `active`); see [`crate::domain::moderation::effective_status`].
     pub fn effective_status(&self, now: DateTime) -> MemberStatus {
-        crate::domain::moderation::effective_status(
-            self.status,
-            self.departure.banned_until.map(|t| t.timestamp_millis()),
-            self.moderation
-                .as_ref()
-                .and_then(|m| m.muted_until)
-                .map(|t| t.timestamp_millis()),
-            now.timestamp_millis(),
-        )
+        let muted_until = self.moderation.as_ref().and_then(|m| m.muted_until);
+        effective_at(self.status, self.departure.banned_until, muted_until, now)
     }
+}
+
+/// [`crate::domain::moderation::effective_status`] over stored BSON dates.
+pub fn effective_at(
+    status: MemberStatus,
+    banned_until: Option<DateTime>,
+    muted_until: Option<DateTime>,
+    now: DateTime,
+) -> MemberStatus {
+    crate::domain::moderation::effective_status(
+        status,
+        banned_until.map(|t| t.timestamp_millis()),
+        muted_until.map(|t| t.timestamp_millis()),
+        now.timestamp_millis(),
+    )
 }
 
 /// `audit_events`: who did what to whom in a conversation, written in the transaction of the

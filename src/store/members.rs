@@ -58,6 +58,32 @@ fn statuses(list: &[MemberStatus]) -> Vec<&'static str> {
     list.iter().map(|s| s.as_str()).collect()
 }
 
+/// One `_id`-ordered keyset query per status over `base` (an equality prefix), starting after
+/// `after`; the caller merges them.
+fn keyset_per_status(
+    base: Document,
+    status: &[MemberStatus],
+    after: Option<ObjectId>,
+    limit: u32,
+) -> Vec<Query> {
+    status
+        .iter()
+        .map(|st| {
+            let mut f = base.clone();
+            f.insert("status", st.as_str());
+            if let Some(after) = after {
+                f.insert("_id", doc! { "$gt": after });
+            }
+            Query {
+                collection: names::GROUP_MEMBERS,
+                filter: f,
+                sort: Some(doc! { "_id": 1 }),
+                limit: Some(i64::from(limit)),
+            }
+        })
+        .collect()
+}
+
 /// A member document for a first-time member.
 pub(crate) fn new_member_doc(
     scope: &TenantScope,
@@ -133,6 +159,22 @@ impl Store {
         {
             Some(c) => Ok(c),
             None => refuse(not_found()),
+        }
+    }
+
+    /// In a transaction: the filter and document of `user`'s membership if it is current
+    /// (active or muted), else a `not_a_member` refusal.
+    pub(crate) async fn present_member_in(
+        &self,
+        s: &mut ClientSession,
+        scope: &TenantScope,
+        conversation: ObjectId,
+        user: &str,
+    ) -> mongodb::error::Result<(Document, MemberDoc)> {
+        let filter = Self::member_filter(scope, conversation, user);
+        match self.members().find_one(filter.clone()).session(s).await? {
+            Some(m) if m.status.is_present() => Ok((filter, m)),
+            _ => refuse(not_a_member(user)),
         }
     }
 
@@ -333,13 +375,7 @@ impl Store {
             let now = DateTime::now();
             self.conversation_in(s, scope, conv_id).await?;
             let (acting, _) = self.acting_in(s, scope, conv_id).await?;
-            let filter = Self::member_filter(scope, conv_id, target.as_str());
-            let Some(mut m) = self.members().find_one(filter.clone()).session(&mut *s).await? else {
-                return refuse(not_a_member(target.as_str()));
-            };
-            if !m.status.is_present() {
-                return refuse(not_a_member(target.as_str()));
-            }
+            let (filter, mut m) = self.present_member_in(s, scope, conv_id, target.as_str()).await?;
             if let Err(v) = rules::check_change_role(acting, m.role, role) {
                 return refuse(v);
             }
@@ -383,18 +419,9 @@ impl Store {
             let now = DateTime::now();
             self.conversation_in(s, scope, conv_id).await?;
             let (acting, me) = self.acting_in(s, scope, conv_id).await?;
-            let filter = Self::member_filter(scope, conv_id, target.as_str());
-            let Some(mut m) = self
-                .members()
-                .find_one(filter.clone())
-                .session(&mut *s)
-                .await?
-            else {
-                return refuse(not_a_member(target.as_str()));
-            };
-            if !m.status.is_present() {
-                return refuse(not_a_member(target.as_str()));
-            }
+            let (filter, mut m) = self
+                .present_member_in(s, scope, conv_id, target.as_str())
+                .await?;
             if let Err(v) = rules::check_remove(acting, m.role) {
                 return refuse(v);
             }
@@ -431,18 +458,9 @@ impl Store {
         self.transaction(async |s| {
             let now = DateTime::now();
             self.conversation_in(s, scope, conv_id).await?;
-            let filter = Self::member_filter(scope, conv_id, user.as_str());
-            let Some(mut m) = self
-                .members()
-                .find_one(filter.clone())
-                .session(&mut *s)
-                .await?
-            else {
-                return refuse(not_a_member(user.as_str()));
-            };
-            if !m.status.is_present() {
-                return refuse(not_a_member(user.as_str()));
-            }
+            let (filter, mut m) = self
+                .present_member_in(s, scope, conv_id, user.as_str())
+                .await?;
             let event = audit::Event {
                 action: audit::action::MEMBER_LEFT,
                 target: Some(user.as_str()),
@@ -625,26 +643,12 @@ impl Store {
         after: Option<ObjectId>,
         limit: u32,
     ) -> Vec<Query> {
-        status
-            .iter()
-            .map(|st| {
-                let mut f = tenant_filter(scope);
-                f.insert("conversation_id", conversation);
-                f.insert("status", st.as_str());
-                if let Some(role) = role {
-                    f.insert("role", role.as_str());
-                }
-                if let Some(after) = after {
-                    f.insert("_id", doc! { "$gt": after });
-                }
-                Query {
-                    collection: names::GROUP_MEMBERS,
-                    filter: f,
-                    sort: Some(doc! { "_id": 1 }),
-                    limit: Some(i64::from(limit)),
-                }
-            })
-            .collect()
+        let mut base = tenant_filter(scope);
+        base.insert("conversation_id", conversation);
+        if let Some(role) = role {
+            base.insert("role", role.as_str());
+        }
+        keyset_per_status(base, status, after, limit)
     }
 
     /// The query that reads one membership by the tenant's user id.
@@ -704,23 +708,9 @@ impl Store {
         after: Option<ObjectId>,
         limit: u32,
     ) -> Vec<Query> {
-        status
-            .iter()
-            .map(|st| {
-                let mut f = tenant_filter(scope);
-                f.insert("user_id", user);
-                f.insert("status", st.as_str());
-                if let Some(after) = after {
-                    f.insert("_id", doc! { "$gt": after });
-                }
-                Query {
-                    collection: names::GROUP_MEMBERS,
-                    filter: f,
-                    sort: Some(doc! { "_id": 1 }),
-                    limit: Some(i64::from(limit)),
-                }
-            })
-            .collect()
+        let mut base = tenant_filter(scope);
+        base.insert("user_id", user);
+        keyset_per_status(base, status, after, limit)
     }
 
     /// Bulk insert for the demo loader (no transaction; ids must be new, counts set by caller).

@@ -73,15 +73,8 @@ pub struct AuthzModeration {
 impl AuthzRow {
     /// The status that applies at `now`.
     pub fn effective_status(&self, now: DateTime) -> MemberStatus {
-        crate::domain::moderation::effective_status(
-            self.status,
-            self.departure.banned_until.map(|t| t.timestamp_millis()),
-            self.moderation
-                .as_ref()
-                .and_then(|m| m.muted_until)
-                .map(|t| t.timestamp_millis()),
-            now.timestamp_millis(),
-        )
+        let muted_until = self.moderation.as_ref().and_then(|m| m.muted_until);
+        super::docs::effective_at(self.status, self.departure.banned_until, muted_until, now)
     }
 }
 
@@ -91,13 +84,6 @@ const AUTHZ_PROJECTION: fn() -> Document = || {
         "departure.banned_until": 1, "moderation.muted_until": 1, "moderation.reason": 1,
     }
 };
-
-fn not_a_member(user: &str) -> Problem {
-    Problem::new(
-        ErrorCode::NotAMember,
-        format!("`{user}` is not a member of this conversation"),
-    )
-}
 
 /// Counts of one sweep.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -250,13 +236,7 @@ impl Store {
             let now = DateTime::now();
             self.conversation_in(s, scope, conv_id).await?;
             let (acting, me) = self.acting_in(s, scope, conv_id).await?;
-            let filter = Self::member_filter(scope, conv_id, target.as_str());
-            let Some(mut m) = self.members().find_one(filter.clone()).session(&mut *s).await? else {
-                return refuse(not_a_member(target.as_str()));
-            };
-            if !m.status.is_present() {
-                return refuse(not_a_member(target.as_str()));
-            }
+            let (filter, mut m) = self.present_member_in(s, scope, conv_id, target.as_str()).await?;
             check_moderate(acting, Some(m.role))?;
             let before = audit::role_status(m.role.as_str(), m.effective_status(now).as_str());
             let moderation = ModerationDoc { muted_until: r.until, muted_by: me.map(|x| x.user_id), reason: r.reason.clone() };
@@ -294,13 +274,7 @@ impl Store {
             let now = DateTime::now();
             self.conversation_in(s, scope, conv_id).await?;
             let (acting, _) = self.acting_in(s, scope, conv_id).await?;
-            let filter = Self::member_filter(scope, conv_id, target.as_str());
-            let Some(mut m) = self.members().find_one(filter.clone()).session(&mut *s).await? else {
-                return refuse(not_a_member(target.as_str()));
-            };
-            if !m.status.is_present() {
-                return refuse(not_a_member(target.as_str()));
-            }
+            let (filter, mut m) = self.present_member_in(s, scope, conv_id, target.as_str()).await?;
             check_moderate(acting, Some(m.role))?;
             if m.effective_status(now) != MemberStatus::Muted {
                 return refuse(Problem::new(ErrorCode::NotMuted, format!("`{target}` is not muted")));
@@ -347,13 +321,7 @@ impl Store {
             {
                 return refuse(RuleViolation::InsufficientRank);
             }
-            let filter = Self::member_filter(scope, conv_id, target.as_str());
-            let Some(mut heir) = self.members().find_one(filter.clone()).session(&mut *s).await? else {
-                return refuse(not_a_member(target.as_str()));
-            };
-            if !heir.status.is_present() {
-                return refuse(not_a_member(target.as_str()));
-            }
+            let (filter, mut heir) = self.present_member_in(s, scope, conv_id, target.as_str()).await?;
             if heir.role == Role::Owner {
                 return Ok((heir, None));
             }
