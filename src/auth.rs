@@ -266,6 +266,7 @@ mod tests {
             audience: "roster".into(),
             max_token_ttl_secs: 3600,
             leeway_secs: 0,
+            key_cache_ttl_secs: 0,
         }
     }
 

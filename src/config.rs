@@ -69,6 +69,8 @@ pub struct AuthSettings {
     pub max_token_ttl_secs: u64,
     /// Tolerated clock skew, seconds.
     pub leeway_secs: u64,
+    /// How long a signing key stays cached, seconds (0 = no cache).
+    pub key_cache_ttl_secs: u64,
 }
 
 /// `[pagination]`
@@ -204,6 +206,11 @@ impl Settings {
             self.auth.max_token_ttl_secs >= 60,
             "auth.max_token_ttl_secs",
             "must be at least 60",
+        )?;
+        check(
+            self.auth.key_cache_ttl_secs <= 3600,
+            "auth.key_cache_ttl_secs",
+            "must be at most 3600",
         )?;
         check(
             self.auth.leeway_secs <= 300,

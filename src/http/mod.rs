@@ -104,6 +104,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             resource("/v1/conversations/{conversation_id}/audit")
                 .route(web::get().to(moderation::audit)),
         )
+        .service(
+            resource("/v1/conversations/{conversation_id}/members/me/settings")
+                .route(web::patch().to(members::settings)),
+        )
+        .service(
+            resource("/v1/conversations/{conversation_id}/read")
+                .route(web::post().to(members::read)),
+        )
         .service(resource("/v1/authorize").route(web::post().to(authorize::one)))
         .service(resource("/v1/authorize/batch").route(web::post().to(authorize::batch)));
 }

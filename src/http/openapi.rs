@@ -21,6 +21,7 @@ use super::routes::*;
         users::put, users::get, users::conversations,
         conversations::create, conversations::get, conversations::update, conversations::delete,
         members::add, members::list, members::get, members::update, members::remove, members::leave,
+        members::settings, members::read,
         moderation::ban, moderation::unban, moderation::mute, moderation::unmute, moderation::transfer,
         moderation::permissions, moderation::audit,
         authorize::one, authorize::batch,

@@ -294,3 +294,32 @@ pub struct AuditQuery {
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
 }
+
+/// `PATCH /v1/conversations/{id}/members/me/settings`: the caller's own settings. Absent
+/// fields stay as they are; the change is applied whole or not at all.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsBody {
+    /// `all`, `mentions` or `none`.
+    pub notifications: Option<crate::domain::NotificationLevel>,
+    /// Mute notifications; given without `muted_until` it means until unmuted (`true`) or
+    /// not muted (`false`), and clears any snooze end.
+    pub muted: Option<bool>,
+    /// A snooze: notifications stay muted until this instant (RFC 3339, future), then resume
+    /// by themselves; `null` = muted until unmuted. Setting it implies `muted: true`.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<chrono::DateTime<chrono::Utc>>)]
+    pub muted_until: Option<Option<chrono::DateTime<chrono::Utc>>>,
+    /// Pin the conversation in the caller's list.
+    pub pinned: Option<bool>,
+}
+
+/// `POST /v1/conversations/{id}/read`: the caller has read up to `message_id`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReadBody {
+    /// The last message read (24 hex digits, an ObjectId as in seed 004).
+    pub message_id: String,
+    /// When it was read (RFC 3339; default now; not in the future).
+    pub read_at: Option<chrono::DateTime<chrono::Utc>>,
+}

@@ -4,11 +4,12 @@
 pub mod cursor;
 pub mod inputs;
 pub mod moderation;
+pub mod self_service;
 pub mod views;
 
 use bson::oid::ObjectId;
 
-use crate::auth::{self, AuthError, PlatformCredential, TenantScope};
+use crate::auth::{self, AuthError, PlatformCredential, TenantKey, TenantScope};
 use crate::config::AuthSettings;
 use crate::config::Settings;
 use crate::domain::{
@@ -34,6 +35,8 @@ pub struct Limits {
     pub batch_max: usize,
     /// Default and largest `settings.max_members`.
     pub default_max_members: u32,
+    /// How long a signing key stays cached (zero = no cache).
+    pub key_cache_ttl: std::time::Duration,
 }
 
 impl From<&Settings> for Limits {
@@ -43,6 +46,7 @@ impl From<&Settings> for Limits {
             max_limit: s.pagination.max_limit,
             batch_max: s.members.batch_max,
             default_max_members: s.members.default_max_members,
+            key_cache_ttl: std::time::Duration::from_secs(s.auth.key_cache_ttl_secs),
         }
     }
 }
@@ -61,6 +65,8 @@ pub enum AddMembersReply {
 pub struct Roster {
     store: Store,
     limits: Limits,
+    /// Verified signing keys by `kid`, so the hot path does one database read, not two.
+    keys: moka::future::Cache<String, TenantKey>,
 }
 
 /// Parses a path's user id, resolving `me` to the caller. Errors: `validation_failed`.
@@ -116,7 +122,23 @@ fn only_self_or_server(scope: &TenantScope, user: &ExternalUserId) -> Result<()>
 impl Roster {
     /// Wraps the store with the configured limits.
     pub fn new(store: Store, limits: Limits) -> Self {
-        Self { store, limits }
+        let keys = moka::future::Cache::builder()
+            .max_capacity(if limits.key_cache_ttl.is_zero() {
+                0
+            } else {
+                10_000
+            })
+            .time_to_live(
+                limits
+                    .key_cache_ttl
+                    .max(std::time::Duration::from_millis(1)),
+            )
+            .build();
+        Self {
+            store,
+            limits,
+            keys,
+        }
     }
 
     /// The store (health checks).
@@ -128,7 +150,14 @@ impl Roster {
     /// claims. Errors: 401 codes, 403 `tenant_suspended`, 503.
     pub async fn authenticate(&self, token: &str, settings: &AuthSettings) -> Result<TenantScope> {
         let kid = auth::key_id(token)?;
-        let key = self.store.find_key(&kid).await?.ok_or(AuthError::Invalid)?;
+        let key = match self.keys.get(&kid).await {
+            Some(key) => key,
+            None => {
+                let key = self.store.find_key(&kid).await?.ok_or(AuthError::Invalid)?;
+                self.keys.insert(kid, key.clone()).await;
+                key
+            }
+        };
         Ok(auth::verify(token, &key, settings)?)
     }
 
@@ -722,6 +751,7 @@ impl Roster {
             .store
             .revoke_tenant_key(cred, &path_tenant(id)?, kid)
             .await?;
+        self.keys.invalidate(kid).await;
         Ok((&t).into())
     }
 }

@@ -61,7 +61,11 @@ fn may_ask_about(scope: &TenantScope, user: &ExternalUserId) -> Result<()> {
 }
 
 impl Roster {
-    async fn one(&self, scope: &TenantScope, m: crate::store::MemberDoc) -> Result<MemberView> {
+    pub(super) async fn one(
+        &self,
+        scope: &TenantScope,
+        m: crate::store::MemberDoc,
+    ) -> Result<MemberView> {
         let ids = self
             .store
             .external_ids(

@@ -121,6 +121,24 @@ pub struct MemberSettingsView {
     pub pinned: bool,
 }
 
+impl From<&crate::store::docs::MemberSettingsDoc> for MemberSettingsView {
+    /// The settings as they apply now: a notification snooze whose `muted_until` has passed
+    /// reads as unmuted (it lapses by itself at that instant).
+    fn from(s: &crate::store::docs::MemberSettingsDoc) -> Self {
+        let lapsed = s.muted && s.muted_until.is_some_and(|t| t <= bson::DateTime::now());
+        Self {
+            notifications: s.notifications,
+            muted: s.muted && !lapsed,
+            muted_until: if lapsed {
+                None
+            } else {
+                opt_time(s.muted_until)
+            },
+            pinned: s.pinned,
+        }
+    }
+}
+
 /// Seed 004 `activity`.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ActivityView {
@@ -235,12 +253,7 @@ impl MemberView {
             role: m.role,
             permissions: m.permissions,
             status,
-            settings: MemberSettingsView {
-                notifications: m.settings.notifications,
-                muted: m.settings.muted,
-                muted_until: opt_time(m.settings.muted_until),
-                pinned: m.settings.pinned,
-            },
+            settings: MemberSettingsView::from(&m.settings),
             moderation,
             activity: ActivityView {
                 joined_at: time(m.activity.joined_at),
@@ -307,12 +320,7 @@ impl MembershipView {
             },
             role: m.role,
             status: m.effective_status(bson::DateTime::now()),
-            settings: MemberSettingsView {
-                notifications: m.settings.notifications,
-                muted: m.settings.muted,
-                muted_until: opt_time(m.settings.muted_until),
-                pinned: m.settings.pinned,
-            },
+            settings: MemberSettingsView::from(&m.settings),
             joined_at: time(m.activity.joined_at),
         }
     }

@@ -10,6 +10,7 @@ pub mod docs;
 pub mod indexes;
 pub mod members;
 pub mod moderation;
+pub mod self_service;
 pub mod tenants;
 pub mod users;
 

@@ -14,6 +14,7 @@ mod moderation;
 mod openapi;
 mod pagination;
 mod schema;
+mod self_service;
 mod tenancy;
 mod tenants;
 mod users;

@@ -132,3 +132,40 @@ pub async fn leave(
 ) -> Result<HttpResponse, Error> {
     Ok(HttpResponse::Ok().json(state.roster.leave(&scope, &path).await?))
 }
+
+/// Change the caller's own settings: notification level, mute (with an optional snooze end
+/// that lapses by itself), pin. User tokens only.
+#[utoipa::path(patch, path = "/v1/conversations/{conversation_id}/members/me/settings", tag = "members",
+    request_body = crate::service::inputs::SettingsBody,
+    params(("conversation_id" = String, Path, description = "24 hex digits")),
+    responses((status = 200, body = MemberView),
+              (status = 403, description = "`forbidden`: server token", body = ProblemBody, content_type = "application/problem+json"),
+              (status = 404, description = "`not_a_member`", body = ProblemBody, content_type = "application/problem+json"),
+              (status = 422, description = "`validation_failed`", body = ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn settings(
+    Caller(scope): Caller,
+    state: Data<AppState>,
+    path: web::Path<String>,
+    Body(body): Body<crate::service::inputs::SettingsBody>,
+) -> Result<HttpResponse, Error> {
+    Ok(HttpResponse::Ok().json(state.roster.update_settings(&scope, &path, body).await?))
+}
+
+/// Record that the caller has read up to `message_id`; an older id or time is ignored, so the
+/// read position never moves backwards. User tokens only.
+#[utoipa::path(post, path = "/v1/conversations/{conversation_id}/read", tag = "members",
+    request_body = crate::service::inputs::ReadBody,
+    params(("conversation_id" = String, Path, description = "24 hex digits")),
+    responses((status = 200, body = MemberView),
+              (status = 403, description = "`forbidden`: server token", body = ProblemBody, content_type = "application/problem+json"),
+              (status = 404, description = "`not_a_member`", body = ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn read(
+    Caller(scope): Caller,
+    state: Data<AppState>,
+    path: web::Path<String>,
+    Body(body): Body<crate::service::inputs::ReadBody>,
+) -> Result<HttpResponse, Error> {
+    Ok(HttpResponse::Ok().json(state.roster.mark_read(&scope, &path, body).await?))
+}
