@@ -1,7 +1,10 @@
 //! `group_members`: reads, and the membership transitions. Each transition is one transaction
 //! that re-reads the actor, the target and the conversation, applies the domain rules, writes
 //! the member and adjusts `conversations.member_count` — so concurrent requests cannot break
-//! unique membership, exact counts or the single owner. Nothing else writes memberships.
+//! unique membership, exact counts or the single owner. The only other writers of
+//! `group_members` are [`super::moderation`] (bans, mutes, transfers, expiry — built the same
+//! way) and [`super::self_service`] (a member's own settings and read position, single-document
+//! updates that touch no invariant); [`Store::upsert_user`] copies profile names onto them.
 
 use bson::oid::ObjectId;
 use bson::{DateTime, Document, doc};
