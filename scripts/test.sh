@@ -13,7 +13,7 @@ ensure_secantus
 export SECANTUSD="$PWD/$VENV/bin/secantusd-py"
 log "testing against $MONGODB_URI"
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --all-targets --no-fail-fast "$@"
+  cargo nextest run --lib --bins --tests --no-fail-fast "$@"
 else
-  cargo test --all-targets --no-fail-fast "$@"
+  cargo test --lib --bins --tests --no-fail-fast "$@"
 fi
