@@ -232,6 +232,7 @@ pub async fn load(store: &Store, cred: &PlatformCredential, args: &LoadArgs) -> 
             avatar_url: None,
             created_by: members.first().map(|m| m.user_id),
             member_count: present,
+            last_message_at: None,
             settings: ConversationSettingsDoc {
                 join_policy: "invite".into(),
                 max_members: 100_000,

@@ -112,6 +112,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             resource("/v1/conversations/{conversation_id}/read")
                 .route(web::post().to(members::read)),
         )
+        .service(
+            resource("/v1/conversations/{conversation_id}/messages")
+                .route(web::post().to(activity::report)),
+        )
+        .service(resource("/v1/messages/batch").route(web::post().to(activity::batch)))
         .service(resource("/v1/authorize").route(web::post().to(authorize::one)))
         .service(resource("/v1/authorize/batch").route(web::post().to(authorize::batch)));
 }

@@ -25,6 +25,7 @@ use super::routes::*;
         moderation::ban, moderation::unban, moderation::mute, moderation::unmute, moderation::transfer,
         moderation::permissions, moderation::audit,
         authorize::one, authorize::batch,
+        activity::report, activity::batch,
     ),
     modifiers(&Security),
     tags(
@@ -34,6 +35,7 @@ use super::routes::*;
         (name = "conversations", description = "Group and direct conversations"),
         (name = "members", description = "Membership: add, list, change role, remove, leave"),
         (name = "moderation", description = "Ban, mute, ownership transfer, permission explanations, audit trail"),
+        (name = "activity", description = "Message activity reported by the messaging service"),
         (name = "authorize", description = "May user U do action A in conversation C? (the hot path)"),
     )
 )]

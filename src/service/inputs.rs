@@ -323,3 +323,40 @@ pub struct ReadBody {
     /// When it was read (RFC 3339; default now; not in the future).
     pub read_at: Option<chrono::DateTime<chrono::Utc>>,
 }
+
+/// `POST /v1/conversations/{id}/messages`: the messaging service reports a sent message.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MessageReportBody {
+    /// The sender's external id.
+    #[schema(value_type = String)]
+    pub user_id: ExternalUserId,
+    /// The messaging service's id of the message (1–128 characters); a repeat is counted once.
+    pub message_id: String,
+    /// When it was sent (RFC 3339).
+    pub sent_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// One report of `POST /v1/messages/batch`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchMessageReport {
+    /// The conversation (24 hex digits).
+    #[schema(value_type = String)]
+    pub conversation_id: crate::domain::ConversationId,
+    /// The sender's external id.
+    #[schema(value_type = String)]
+    pub user_id: ExternalUserId,
+    /// The message id.
+    pub message_id: String,
+    /// When it was sent (RFC 3339).
+    pub sent_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// `POST /v1/messages/batch`: up to 500 reports.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MessageReportBatchBody {
+    /// The reports, processed in order.
+    pub reports: Vec<BatchMessageReport>,
+}

@@ -1,6 +1,7 @@
 //! Use cases: parse and check what the HTTP layer hands over, call the store, shape views.
 //! No HTTP types here; handlers call exactly one method each.
 
+pub mod activity;
 pub mod cursor;
 pub mod inputs;
 pub mod moderation;

@@ -79,6 +79,8 @@ pub struct ConversationView {
     pub created_by: Option<String>,
     /// Active + muted members, exact.
     pub member_count: i64,
+    /// Time of the latest reported message (UTC), if any.
+    pub last_message_at: Option<DateTime<Utc>>,
     /// Settings.
     pub settings: ConversationSettingsView,
     /// Created (UTC).
@@ -98,6 +100,7 @@ impl ConversationView {
             avatar_url: c.avatar_url,
             created_by: ext(ids, c.created_by),
             member_count: c.member_count,
+            last_message_at: opt_time(c.last_message_at),
             settings: ConversationSettingsView {
                 join_policy: c.settings.join_policy,
                 max_members: c.settings.max_members,
@@ -595,4 +598,45 @@ impl From<crate::store::docs::AuditDoc> for AuditView {
             at: time(a.at),
         }
     }
+}
+
+/// What a message report did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageReportResult {
+    /// Counted: the sender's activity and the conversation's last activity moved.
+    Counted,
+    /// Reported before (within seven days); nothing changed.
+    Duplicate,
+    /// Not counted; `code` says why.
+    Refused,
+}
+
+/// The answer to one report.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MessageReportView {
+    /// `counted` or `duplicate`.
+    pub result: MessageReportResult,
+}
+
+/// One item's answer in a batch of reports.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MessageReportItem {
+    /// The conversation.
+    pub conversation_id: String,
+    /// The message id.
+    pub message_id: String,
+    /// What happened.
+    pub result: MessageReportResult,
+    /// For `refused`: the code (`not_a_member`, `member_banned`, `member_muted`,
+    /// `missing_permission`, or `validation_failed: <field>`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+}
+
+/// The answer to a batch of reports, in request order.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MessageReportBatchView {
+    /// One result per report.
+    pub results: Vec<MessageReportItem>,
 }

@@ -106,6 +106,7 @@ impl Store {
                 avatar_url: new.avatar_url.clone(),
                 created_by: creator_id,
                 member_count: members.len() as i64,
+                last_message_at: None,
                 settings: ConversationSettingsDoc {
                     join_policy: "invite".into(),
                     max_members: new.max_members,

@@ -207,6 +207,9 @@ pub struct ConversationDoc {
     pub created_by: Option<ObjectId>,
     /// Active + muted members, kept exact in the same transaction as every member write (Int64).
     pub member_count: i64,
+    /// Time of the latest reported message (extension; absent until the first report).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_message_at: Option<DateTime>,
     /// Conversation settings.
     pub settings: ConversationSettingsDoc,
     /// Creation time.

@@ -21,6 +21,10 @@ pub const SPEC_FILES: &[(&str, &str)] = &[
         "audit_events.json",
         include_str!("../../indexes/audit_events.json"),
     ),
+    (
+        "message_reports.json",
+        include_str!("../../indexes/message_reports.json"),
+    ),
 ];
 
 /// One parsed `createIndexes` command.

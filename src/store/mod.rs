@@ -4,6 +4,7 @@
 //! Every repository method takes a [`TenantScope`](crate::auth::TenantScope) first and every
 //! filter it builds starts with that scope's `tenant_id`.
 
+pub mod activity;
 pub mod audit;
 pub mod conversations;
 pub mod docs;
@@ -40,6 +41,8 @@ pub mod names {
     pub const TENANTS: &str = "tenants";
     /// Audit trail.
     pub const AUDIT_EVENTS: &str = "audit_events";
+    /// Reported message ids (idempotency of activity reports).
+    pub const MESSAGE_REPORTS: &str = "message_reports";
 }
 
 /// Names of the indexes the keyset reads walk (defined in `indexes/*.json`; the explain test

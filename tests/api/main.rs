@@ -1,6 +1,7 @@
 //! API and store tests against the real database (`MONGODB_URI`), one binary to keep link
 //! time down. Each test runs the real application in a database of its own.
 
+mod activity;
 mod auth;
 mod authorize;
 mod concurrency;

@@ -1,6 +1,7 @@
 //! Handlers, one module per resource. Each states its caller in its signature, calls one
 //! service method and maps the result to a status.
 
+pub mod activity;
 pub mod authorize;
 pub mod conversations;
 pub mod health;
