@@ -54,8 +54,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(
             resource("/v1/users/{user_id}")
                 .route(web::put().to(users::put))
-                .route(web::get().to(users::get)),
+                .route(web::get().to(users::get))
+                .route(web::delete().to(users::delete)),
         )
+        .service(resource("/v1/users/{user_id}/export").route(web::get().to(users::export)))
         .service(
             resource("/v1/users/{user_id}/conversations")
                 .route(web::get().to(users::conversations)),

@@ -18,7 +18,7 @@ use super::routes::*;
     paths(
         health::healthz, health::readyz,
         tenants::create, tenants::list, tenants::get, tenants::add_key, tenants::revoke_key,
-        users::put, users::get, users::conversations,
+        users::put, users::get, users::conversations, users::delete, users::export,
         conversations::create, conversations::get, conversations::update, conversations::delete,
         members::add, members::list, members::get, members::update, members::remove, members::leave,
         members::settings, members::read,

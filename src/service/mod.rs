@@ -3,6 +3,7 @@
 
 pub mod activity;
 pub mod cursor;
+pub mod erasure;
 pub mod inputs;
 pub mod moderation;
 pub mod self_service;
@@ -174,7 +175,7 @@ impl Roster {
         }
     }
 
-    async fn member_views(
+    pub(super) async fn member_views(
         &self,
         scope: &TenantScope,
         members: Vec<crate::store::MemberDoc>,

@@ -21,6 +21,8 @@ pub mod action {
     pub const MEMBER_REMOVED: &str = "member.removed";
     /// A member left.
     pub const MEMBER_LEFT: &str = "member.left";
+    /// A membership was erased with its user.
+    pub const MEMBER_ERASED: &str = "member.erased";
     /// A user was banned.
     pub const MEMBER_BANNED: &str = "member.banned";
     /// A ban was lifted.

@@ -8,6 +8,7 @@ pub mod activity;
 pub mod audit;
 pub mod conversations;
 pub mod docs;
+pub mod erasure;
 pub mod indexes;
 pub mod members;
 pub mod moderation;

@@ -7,6 +7,7 @@ mod authorize;
 mod concurrency;
 mod conversations;
 mod database_down;
+mod erasure;
 mod explain;
 mod helpers;
 mod matrix;

@@ -69,3 +69,35 @@ pub async fn conversations(
             .await?,
     ))
 }
+
+/// Erase a user: every membership goes (counts adjusted, ownership handed on, audited), then
+/// the user document. Server tokens only; run it again to finish an interrupted erasure.
+#[utoipa::path(delete, path = "/v1/users/{user_id}", tag = "users",
+    params(("user_id" = String, Path, description = "External user id")),
+    responses((status = 200, body = crate::service::erasure::UserErasedView),
+              (status = 403, description = "`forbidden`", body = ProblemBody, content_type = "application/problem+json"),
+              (status = 404, description = "`user_not_found`", body = ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn delete(
+    Caller(scope): Caller,
+    state: Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, Error> {
+    Ok(HttpResponse::Ok().json(state.roster.delete_user(&scope, &path).await?))
+}
+
+/// Everything Roster holds about a user: profile, memberships (settings, activity), and the
+/// audit events about them. Server tokens only.
+#[utoipa::path(get, path = "/v1/users/{user_id}/export", tag = "users",
+    params(("user_id" = String, Path, description = "External user id")),
+    responses((status = 200, body = crate::service::erasure::UserExportView),
+              (status = 403, description = "`forbidden`", body = ProblemBody, content_type = "application/problem+json"),
+              (status = 404, description = "`user_not_found`", body = ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn export(
+    Caller(scope): Caller,
+    state: Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, Error> {
+    Ok(HttpResponse::Ok().json(state.roster.export_user(&scope, &path).await?))
+}

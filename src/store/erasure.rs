@@ -1,0 +1,131 @@
+//! Erasing a user: every membership goes (counts adjusted, ownership handed on, audited), then
+//! the user document. One transaction per membership, so a user in thousands of conversations
+//! never needs one huge transaction, and a run that dies midway is finished by running it
+//! again (every step is idempotent).
+
+use bson::oid::ObjectId;
+use bson::{DateTime, doc};
+use futures::TryStreamExt;
+
+use super::audit;
+use super::docs::{AuditActor, AuditDoc, MemberDoc};
+use super::{Query, Store, db_error, tenant_filter};
+use crate::auth::TenantScope;
+use crate::domain::{MemberStatus, Role};
+use crate::error::Result;
+
+/// Memberships erased per page read.
+const PAGE: u32 = 100;
+
+impl Store {
+    /// Erases every membership of the user with internal id `user`, then the user document.
+    /// Returns how many memberships went. Safe to run again after an interruption.
+    pub async fn erase_user(&self, scope: &TenantScope, user: ObjectId) -> Result<u64> {
+        let mut erased = 0;
+        loop {
+            let queries =
+                Self::membership_list_queries(scope, user, &MemberStatus::ALL, None, PAGE);
+            let page =
+                Query::fetch_merged(queries, &self.members(), |m| m.id, PAGE as usize).await?;
+            if page.is_empty() {
+                break;
+            }
+            for m in page {
+                erased += u64::from(self.erase_membership(scope, &m).await?);
+            }
+            tracing::info!(erased, "erasing a user's memberships");
+        }
+        let mut filter = tenant_filter(scope);
+        filter.insert("_id", user);
+        self.users().delete_one(filter).await.map_err(db_error)?;
+        Ok(erased)
+    }
+
+    /// Deletes one membership in a transaction: a present member leaves the count, an owner's
+    /// ownership is handed on, the erasure is audited. `false` if it was already gone.
+    async fn erase_membership(&self, scope: &TenantScope, m: &MemberDoc) -> Result<bool> {
+        self.transaction(async |s| {
+            let now = DateTime::now();
+            let mut filter = tenant_filter(scope);
+            filter.insert("_id", m.id);
+            let Some(current) = self
+                .members()
+                .find_one_and_delete(filter)
+                .session(&mut *s)
+                .await?
+            else {
+                return Ok(false);
+            };
+            if current.status.is_present() {
+                self.conversations()
+                    .update_one(
+                        Self::conversation_filter(scope, current.conversation_id),
+                        doc! { "$inc": { "member_count": -1_i64 }, "$set": { "updated_at": now } },
+                    )
+                    .session(&mut *s)
+                    .await?;
+            }
+            let event = audit::Event {
+                action: audit::action::MEMBER_ERASED,
+                target: Some(&current.external_user_id),
+                before: Some(audit::role_status(
+                    current.role.as_str(),
+                    current.status.as_str(),
+                )),
+                after: None,
+                reason: None,
+            };
+            self.record_in(
+                s,
+                scope,
+                &AuditActor::of(scope),
+                current.conversation_id,
+                vec![event],
+                now,
+            )
+            .await?;
+            if current.role == Role::Owner && current.status.is_present() {
+                self.hand_off_ownership_in(s, scope, current.conversation_id, now)
+                    .await?;
+            }
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Every audit event about the user (`target_user_id`), oldest first, for export.
+    pub async fn audit_about(&self, scope: &TenantScope, user: &str) -> Result<Vec<AuditDoc>> {
+        let mut filter = tenant_filter(scope);
+        filter.insert("target_user_id", user);
+        self.audit()
+            .find(filter)
+            .sort(doc! { "_id": 1 })
+            .await
+            .map_err(db_error)?
+            .try_collect()
+            .await
+            .map_err(db_error)
+    }
+
+    /// Every membership of the user (any status) with its conversation, for export.
+    pub async fn all_memberships(
+        &self,
+        scope: &TenantScope,
+        user: ObjectId,
+    ) -> Result<Vec<MemberDoc>> {
+        let mut filter = tenant_filter(scope);
+        filter.insert("user_id", user);
+        filter.insert(
+            "status",
+            doc! { "$in": MemberStatus::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>() },
+        );
+        self.members()
+            .find(filter)
+            .sort(doc! { "_id": 1 })
+            .await
+            .map_err(db_error)?
+            .try_collect()
+            .await
+            .map_err(db_error)
+    }
+}
