@@ -233,6 +233,7 @@ pub async fn load(store: &Store, cred: &PlatformCredential, args: &LoadArgs) -> 
             created_by: members.first().map(|m| m.user_id),
             member_count: present,
             last_message_at: None,
+            deleting_at: None,
             settings: ConversationSettingsDoc {
                 join_policy: "invite".into(),
                 max_members: 100_000,

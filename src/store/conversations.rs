@@ -3,6 +3,7 @@
 
 use bson::oid::ObjectId;
 use bson::{DateTime, Document, doc};
+use futures::TryStreamExt;
 use mongodb::options::ReturnDocument;
 
 use super::audit;
@@ -34,6 +35,9 @@ pub struct NewConversation {
     /// Initial members besides the creator (validated: distinct, not the creator).
     pub members: Vec<NewMember>,
 }
+
+/// Memberships deleted per batch when a conversation goes.
+pub const DELETE_BATCH: i64 = 1_000;
 
 /// Changes to a conversation's info; `None` leaves a field as is, `Some(None)` clears it.
 #[derive(Debug, Clone, Default)]
@@ -107,6 +111,7 @@ impl Store {
                 created_by: creator_id,
                 member_count: members.len() as i64,
                 last_message_at: None,
+                deleting_at: None,
                 settings: ConversationSettingsDoc {
                     join_policy: "invite".into(),
                     max_members: new.max_members,
@@ -192,8 +197,14 @@ impl Store {
             })
     }
 
-    /// Deletes the conversation and all its memberships in one transaction; returns how many
-    /// memberships went. Errors: `conversation_not_found`, `insufficient_rank` (not the owner).
+    /// Deletes the conversation with all its memberships. Two steps, so that a conversation of
+    /// any size is deleted without one huge transaction: (1) a transaction checks the caller
+    /// and marks the conversation `deleting_at` (it answers as missing from then on, and the
+    /// deletion is audited); (2) memberships go in batches of [`DELETE_BATCH`], then the
+    /// conversation document. If the process dies in (2), calling this again (any caller:
+    /// the decision is already taken) or the sweeper ([`Store::finish_deletions`]) finishes it.
+    /// Returns how many memberships went. Errors: `conversation_not_found`,
+    /// `insufficient_rank` (not the owner).
     pub async fn delete_conversation(
         &self,
         scope: &TenantScope,
@@ -201,42 +212,119 @@ impl Store {
     ) -> Result<u64> {
         let conv_id = id.object_id();
         self.transaction(async |s| {
-            self.conversation_in(s, scope, conv_id).await?;
+            let mut any = tenant_filter(scope);
+            any.insert("_id", conv_id);
+            let Some(conv) = self.conversations().find_one(any).session(&mut *s).await? else {
+                return refuse(crate::error::Problem::new(
+                    crate::domain::ErrorCode::ConversationNotFound,
+                    "no such conversation",
+                ));
+            };
+            if conv.deleting_at.is_some() {
+                return Ok(()); // decided earlier; finish below
+            }
             let (acting, _): (Acting, _) = self.acting_in(s, scope, conv_id).await?;
             if let Err(v) = rules::check_delete_conversation(acting) {
                 return refuse(v);
             }
-            let mut members = tenant_filter(scope);
-            members.insert("conversation_id", conv_id);
-            let gone = self
-                .members()
-                .delete_many(members)
-                .session(&mut *s)
-                .await?
-                .deleted_count;
+            let now = DateTime::now();
             self.conversations()
-                .delete_one(Self::conversation_filter(scope, conv_id))
+                .update_one(
+                    Self::conversation_filter(scope, conv_id),
+                    doc! { "$set": { "deleting_at": now } },
+                )
                 .session(&mut *s)
                 .await?;
             let event = audit::Event {
                 action: audit::action::CONVERSATION_DELETED,
                 target: None,
-                before: Some(doc! { "memberships": gone as i64 }),
+                before: Some(doc! { "member_count": conv.member_count }),
                 after: None,
                 reason: None,
             };
-            self.record_in(
-                s,
-                scope,
-                &AuditActor::of(scope),
-                conv_id,
-                vec![event],
-                DateTime::now(),
-            )
-            .await?;
-            Ok(gone)
+            self.record_in(s, scope, &AuditActor::of(scope), conv_id, vec![event], now)
+                .await
         })
-        .await
+        .await?;
+        self.finish_deletion(scope, conv_id).await
+    }
+
+    /// Step (2) of a deletion: memberships in batches, then the conversation document.
+    /// Idempotent. Returns how many memberships this call deleted.
+    pub async fn finish_deletion(&self, scope: &TenantScope, conv_id: ObjectId) -> Result<u64> {
+        let mut gone = 0;
+        loop {
+            let ids = self.member_ids(scope, conv_id).await?;
+            if ids.is_empty() {
+                break;
+            }
+            let mut batch = tenant_filter(scope);
+            batch.insert("_id", doc! { "$in": &ids });
+            gone += self
+                .members()
+                .delete_many(batch)
+                .await
+                .map_err(db_error)?
+                .deleted_count;
+            tracing::info!(conversation = %conv_id, deleted = gone, "deleting a conversation's memberships");
+        }
+        let mut conv = tenant_filter(scope);
+        conv.insert("_id", conv_id);
+        self.conversations()
+            .delete_one(conv)
+            .await
+            .map_err(db_error)?;
+        Ok(gone)
+    }
+
+    /// Up to [`DELETE_BATCH`] membership ids of the conversation.
+    async fn member_ids(&self, scope: &TenantScope, conv_id: ObjectId) -> Result<Vec<ObjectId>> {
+        let mut filter = tenant_filter(scope);
+        filter.insert("conversation_id", conv_id);
+        let docs: Vec<bson::Document> = self
+            .members()
+            .clone_with_type::<bson::Document>()
+            .find(filter)
+            .projection(doc! { "_id": 1 })
+            .limit(DELETE_BATCH)
+            .await
+            .map_err(db_error)?
+            .try_collect()
+            .await
+            .map_err(db_error)?;
+        Ok(docs
+            .iter()
+            .filter_map(|d| d.get_object_id("_id").ok())
+            .collect())
+    }
+
+    /// Finishes deletions decided more than a minute ago whose process died (sweeper).
+    /// Returns how many conversations were finished.
+    pub async fn finish_deletions(&self, scope: &TenantScope) -> Result<u64> {
+        let mut filter = tenant_filter(scope);
+        filter.insert(
+            "deleting_at",
+            doc! { "$lte": DateTime::from_millis(DateTime::now().timestamp_millis() - 60_000) },
+        );
+        let stale: Vec<bson::Document> = self
+            .conversations()
+            .clone_with_type::<bson::Document>()
+            .find(filter)
+            .projection(doc! { "_id": 1 })
+            .limit(100)
+            .await
+            .map_err(db_error)?
+            .try_collect()
+            .await
+            .map_err(db_error)?;
+        let mut done = 0;
+        for c in stale {
+            if let Ok(id) = c.get_object_id("_id") {
+                self.finish_deletion(scope, id).await?;
+                done += 1;
+            }
+        }
+        Ok(done)
     }
 
     /// Bulk insert for the demo loader (no transaction; `member_count` set by the caller).

@@ -207,6 +207,10 @@ pub struct ConversationDoc {
     pub created_by: Option<ObjectId>,
     /// Active + muted members, kept exact in the same transaction as every member write (Int64).
     pub member_count: i64,
+    /// Set when a deletion has been decided (extension): from then on the conversation answers
+    /// as missing while its memberships are deleted in batches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleting_at: Option<DateTime>,
     /// Time of the latest reported message (extension; absent until the first report).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_message_at: Option<DateTime>,

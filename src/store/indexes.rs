@@ -22,6 +22,10 @@ pub const SPEC_FILES: &[(&str, &str)] = &[
         include_str!("../../indexes/audit_events.json"),
     ),
     (
+        "conversations.json",
+        include_str!("../../indexes/conversations.json"),
+    ),
+    (
         "message_reports.json",
         include_str!("../../indexes/message_reports.json"),
     ),

@@ -141,9 +141,11 @@ impl Store {
         f
     }
 
+    /// Filter for a live conversation: one being deleted (`deleting_at` set) is gone already.
     pub(crate) fn conversation_filter(scope: &TenantScope, conversation: ObjectId) -> Document {
         let mut f = tenant_filter(scope);
         f.insert("_id", conversation);
+        f.insert("deleting_at", bson::Bson::Null);
         f
     }
 
@@ -684,6 +686,7 @@ impl Store {
         let ids: Vec<ObjectId> = members.iter().map(|m| m.conversation_id).collect();
         let mut filter = tenant_filter(scope);
         filter.insert("_id", doc! { "$in": &ids });
+        filter.insert("deleting_at", bson::Bson::Null);
         let convs: Vec<ConversationDoc> = self
             .conversations()
             .find(filter)

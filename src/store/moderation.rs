@@ -92,6 +92,8 @@ pub struct SweepReport {
     pub bans_expired: u64,
     /// Mutes that had ended and were normalized to `active`.
     pub mutes_expired: u64,
+    /// Conversation deletions whose process died, finished.
+    pub deletions_finished: u64,
 }
 
 impl Store {
@@ -432,6 +434,7 @@ impl Store {
                 report.mutes_expired += self
                     .sweep_kind(&scope, "muted", "moderation.muted_until", now, batch)
                     .await?;
+                report.deletions_finished += self.finish_deletions(&scope).await?;
             }
         }
         Ok(report)

@@ -309,3 +309,104 @@ async fn bodies_that_are_not_json_or_too_large_are_refused_cleanly() {
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["code"], "payload_too_large");
 }
+
+#[tokio::test]
+async fn a_deletion_interrupted_midway_is_finished_by_calling_again_or_by_the_sweeper() {
+    let app = spawn_app().await;
+    let db = app.store.database();
+    let mut convs = Vec::new();
+    for _ in 0..2 {
+        let r = app
+            .post("/v1/conversations", &app.server(), json!({ "name": "Big" }))
+            .await;
+        let conv = r.body["conversation"]["id"].as_str().unwrap().to_owned();
+        for chunk in 0..3 {
+            let members: Vec<_> = (0..100)
+                .map(|i| json!({ "user_id": format!("u{chunk}-{i}") }))
+                .collect();
+            let r = app
+                .post(
+                    &format!("/v1/conversations/{conv}/members"),
+                    &app.server(),
+                    json!({ "members": members }),
+                )
+                .await;
+            assert_eq!(r.status, 200);
+        }
+        // As if a deletion was decided and the process died after one batch.
+        let oid = bson::oid::ObjectId::parse_str(&conv).unwrap();
+        let minutes_ago =
+            bson::DateTime::from_millis(bson::DateTime::now().timestamp_millis() - 120_000);
+        db.collection::<bson::Document>("conversations")
+            .update_one(
+                bson::doc! { "_id": oid },
+                bson::doc! { "$set": { "deleting_at": minutes_ago } },
+            )
+            .await
+            .unwrap();
+        let some: Vec<bson::oid::ObjectId> = app
+            .raw_members(&conv)
+            .await
+            .iter()
+            .take(120)
+            .map(|d| d.get_object_id("_id").unwrap())
+            .collect();
+        db.collection::<bson::Document>("group_members")
+            .delete_many(bson::doc! { "_id": { "$in": some } })
+            .await
+            .unwrap();
+        convs.push(conv);
+    }
+    let (a, b) = (&convs[0], &convs[1]);
+    let r = app
+        .get(&format!("/v1/conversations/{a}"), &app.server())
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (404, "conversation_not_found"),
+        "a conversation being deleted is gone"
+    );
+    assert_eq!(
+        app.get(&format!("/v1/conversations/{a}/members"), &app.server())
+            .await
+            .code(),
+        "conversation_not_found"
+    );
+    assert_eq!(
+        app.get("/v1/users/u0-1/conversations", &app.server())
+            .await
+            .body["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+
+    assert_eq!(
+        app.delete(&format!("/v1/conversations/{a}"), &app.server())
+            .await
+            .status,
+        204
+    );
+    let scope = roster::auth::PlatformCredential::verify(&app.platform_token(), &app.settings.auth)
+        .unwrap()
+        .tenant_scope(roster::domain::TenantId::parse("acme").unwrap());
+    assert_eq!(
+        app.store.finish_deletions(&scope).await.unwrap(),
+        1,
+        "the sweeper finishes the other"
+    );
+    for conv in [a, b] {
+        assert!(
+            app.raw_members(conv).await.is_empty(),
+            "no membership of {conv} is left"
+        );
+        let oid = bson::oid::ObjectId::parse_str(conv).unwrap();
+        let left = db
+            .collection::<bson::Document>("conversations")
+            .count_documents(bson::doc! { "_id": oid })
+            .await
+            .unwrap();
+        assert_eq!(left, 0);
+    }
+}

@@ -178,6 +178,34 @@ async fn the_member_queries_the_service_issues_are_index_scans() {
         &["tenant_id_1_status_1_moderation.muted_until_1"],
     );
 
+    let stale = raw(
+        "conversations",
+        doc! { "tenant_id": "acme", "deleting_at": { "$lte": now } },
+    );
+    assert_index_scan(
+        "deletion sweep",
+        &winning_plan(&app, &stale).await,
+        &["tenant_id_1_deleting_at_1"],
+    );
+    let reports = raw(
+        "message_reports",
+        doc! { "tenant_id": "acme", "conversation_id": conv, "message_id": "m" },
+    );
+    assert_index_scan(
+        "report dedup",
+        &winning_plan(&app, &reports).await,
+        &["tenant_id_1_conversation_id_1_message_id_1"],
+    );
+    let about = raw(
+        "audit_events",
+        doc! { "tenant_id": "acme", "target_user_id": "bob" },
+    );
+    assert_index_scan(
+        "audit about a user",
+        &winning_plan(&app, &about).await,
+        &["tenant_id_1_target_user_id_1__id_1"],
+    );
+
     let plan = winning_plan(&app, &raw("tenants", doc! { "keys.kid": &app.key.kid })).await;
     assert_index_scan("key lookup", &plan, &["keys.kid_1"]);
 }
