@@ -34,17 +34,6 @@ fn check_report(
     fields
 }
 
-fn server_only(scope: &TenantScope) -> Result<()> {
-    if scope.is_server() {
-        Ok(())
-    } else {
-        Err(Error::client(
-            ErrorCode::Forbidden,
-            "activity is reported by the messaging service with a server token",
-        ))
-    }
-}
-
 impl Roster {
     async fn report(
         &self,
@@ -74,7 +63,7 @@ impl Roster {
         id: &str,
         body: MessageReportBody,
     ) -> Result<MessageReportView> {
-        server_only(scope)?;
+        super::server_only(scope)?;
         let id = path_conversation(id)?;
         let fields = check_report("", &body.message_id, body.sent_at);
         if !fields.is_empty() {
@@ -95,7 +84,7 @@ impl Roster {
         scope: &TenantScope,
         body: MessageReportBatchBody,
     ) -> Result<MessageReportBatchView> {
-        server_only(scope)?;
+        super::server_only(scope)?;
         if !(1..=REPORT_BATCH_MAX).contains(&body.reports.len()) {
             return Err(Problem::field(
                 "reports",

@@ -6,8 +6,7 @@ use utoipa::ToSchema;
 use super::views::{AuditView, MemberView, UserView};
 use super::{Roster, path_user};
 use crate::auth::TenantScope;
-use crate::domain::ErrorCode;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// The answer to `DELETE /v1/users/{user_id}`.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -29,28 +28,14 @@ pub struct UserExportView {
     pub audit: Vec<AuditView>,
 }
 
-fn server_only(scope: &TenantScope) -> Result<()> {
-    if scope.is_server() {
-        Ok(())
-    } else {
-        Err(Error::client(
-            ErrorCode::Forbidden,
-            "this needs a server token",
-        ))
-    }
-}
-
 impl Roster {
     /// `DELETE /v1/users/{user_id}`: every membership goes (counts adjusted, ownership handed
     /// on, audited), then the user. Idempotent and resumable: a second call finishes an
     /// interrupted one. Errors: `forbidden`, `user_not_found`.
     pub async fn delete_user(&self, scope: &TenantScope, user: &str) -> Result<UserErasedView> {
-        server_only(scope)?;
+        super::server_only(scope)?;
         let user = path_user(scope, user)?;
-        let doc =
-            self.store.find_user(scope, &user).await?.ok_or_else(|| {
-                Error::client(ErrorCode::UserNotFound, format!("no user `{user}`"))
-            })?;
+        let doc = self.user_doc(scope, &user).await?;
         let removed = self.store.erase_user(scope, doc.id).await?;
         Ok(UserErasedView {
             user_id: user.to_string(),
@@ -61,12 +46,9 @@ impl Roster {
     /// `GET /v1/users/{user_id}/export`: profile, memberships and the audit events about the
     /// user, as JSON. Errors: `forbidden`, `user_not_found`.
     pub async fn export_user(&self, scope: &TenantScope, user: &str) -> Result<UserExportView> {
-        server_only(scope)?;
+        super::server_only(scope)?;
         let user = path_user(scope, user)?;
-        let doc =
-            self.store.find_user(scope, &user).await?.ok_or_else(|| {
-                Error::client(ErrorCode::UserNotFound, format!("no user `{user}`"))
-            })?;
+        let doc = self.user_doc(scope, &user).await?;
         let members = self.store.all_memberships(scope, doc.id).await?;
         let audit = self.store.audit_about(scope, user.as_str()).await?;
         Ok(UserExportView {

@@ -110,6 +110,18 @@ fn parse_statuses(raw: Option<&str>) -> Result<Vec<MemberStatus>> {
     }
 }
 
+/// Refuses user tokens. Errors: `forbidden`.
+pub(crate) fn server_only(scope: &TenantScope) -> Result<()> {
+    if scope.is_server() {
+        Ok(())
+    } else {
+        Err(Error::client(
+            ErrorCode::Forbidden,
+            "this needs a server token",
+        ))
+    }
+}
+
 fn only_self_or_server(scope: &TenantScope, user: &ExternalUserId) -> Result<()> {
     match scope.user() {
         None => Ok(()),
@@ -246,10 +258,18 @@ impl Roster {
     /// `GET /v1/users/{user_id}`. Errors: `user_not_found`.
     pub async fn get_user(&self, scope: &TenantScope, user: &str) -> Result<UserView> {
         let user = path_user(scope, user)?;
+        Ok(self.user_doc(scope, &user).await?.into())
+    }
+
+    /// The user, or `user_not_found`.
+    pub(super) async fn user_doc(
+        &self,
+        scope: &TenantScope,
+        user: &ExternalUserId,
+    ) -> Result<crate::store::UserDoc> {
         self.store
-            .find_user(scope, &user)
+            .find_user(scope, user)
             .await?
-            .map(UserView::from)
             .ok_or_else(|| Error::client(ErrorCode::UserNotFound, format!("no user `{user}`")))
     }
 
