@@ -91,6 +91,8 @@ pub struct MemberSettings {
     pub batch_max: usize,
     /// Default `settings.max_members` for new conversations.
     pub default_max_members: u32,
+    /// Memberships updated per write when a profile changes.
+    pub profile_batch: u32,
 }
 
 /// `[moderation]`
@@ -231,6 +233,11 @@ impl Settings {
             (1..=1000).contains(&self.members.batch_max),
             "members.batch_max",
             "must be between 1 and 1000",
+        )?;
+        check(
+            (1..=10_000).contains(&self.members.profile_batch),
+            "members.profile_batch",
+            "must be between 1 and 10000",
         )?;
         check(
             self.members.default_max_members >= 2,

@@ -35,6 +35,8 @@ pub struct Limits {
     pub max_limit: u32,
     /// Most members per batch (and per create).
     pub batch_max: usize,
+    /// Memberships updated per write when a profile changes.
+    pub profile_batch: u32,
     /// Default and largest `settings.max_members`.
     pub default_max_members: u32,
     /// How long a signing key stays cached (zero = no cache).
@@ -47,6 +49,7 @@ impl From<&Settings> for Limits {
             default_limit: s.pagination.default_limit,
             max_limit: s.pagination.max_limit,
             batch_max: s.members.batch_max,
+            profile_batch: s.members.profile_batch,
             default_max_members: s.members.default_max_members,
             key_cache_ttl: std::time::Duration::from_secs(s.auth.key_cache_ttl_secs),
         }
@@ -250,6 +253,7 @@ impl Roster {
                 &user,
                 body.display_name.trim(),
                 body.avatar_url.as_deref(),
+                self.limits.profile_batch,
             )
             .await?;
         Ok((doc.into(), created))

@@ -19,14 +19,16 @@ impl Store {
     }
 
     /// Creates or updates the user's profile and copies it onto the user's memberships
-    /// (seed 004's denormalized `display_name`/`avatar_url`). Returns the user and whether it
-    /// was created.
+    /// (seed 004's denormalized `display_name`/`avatar_url`) before returning, `batch`
+    /// memberships per write (see [`Store::propagate_profile`]). Returns the user and whether
+    /// it was created.
     pub async fn upsert_user(
         &self,
         scope: &TenantScope,
         external_id: &ExternalUserId,
         display_name: &str,
         avatar_url: Option<&str>,
+        batch: u32,
     ) -> Result<(UserDoc, bool)> {
         let now = DateTime::now();
         let mut filter = tenant_filter(scope);
@@ -58,16 +60,60 @@ impl Store {
             .ok_or_else(|| {
                 crate::error::Error::Internal(anyhow::anyhow!("upserted user vanished"))
             })?;
-        let mut members = tenant_filter(scope);
-        members.insert("user_id", user.id);
-        self.members()
-            .update_many(
-                members,
-                doc! { "$set": { "display_name": display_name, "avatar_url": avatar_url } },
-            )
-            .await
-            .map_err(db_error)?;
+        self.propagate_profile(scope, &user, batch).await?;
         Ok((user, before.is_none()))
+    }
+
+    /// Copies the user's name and avatar onto every membership that differs, at most `batch`
+    /// per write, until none differs. Synchronous (the profile call returns once every
+    /// membership shows the new values) and bounded per write; a run that is interrupted is
+    /// finished by the next profile write, since only stale memberships are selected. Uses the
+    /// `{tenant_id, user_id, …}` prefix of seed 004's index.
+    pub async fn propagate_profile(
+        &self,
+        scope: &TenantScope,
+        user: &UserDoc,
+        batch: u32,
+    ) -> Result<u64> {
+        let mut stale = tenant_filter(scope);
+        stale.insert("user_id", user.id);
+        stale.insert(
+            "$or",
+            vec![
+                doc! { "display_name": { "$ne": &user.display_name } },
+                doc! { "avatar_url": { "$ne": user.avatar_url.as_deref() } },
+            ],
+        );
+        let mut updated = 0;
+        loop {
+            let ids: Vec<bson::Document> = self
+                .members()
+                .clone_with_type::<bson::Document>()
+                .find(stale.clone())
+                .projection(doc! { "_id": 1 })
+                .limit(i64::from(batch))
+                .await
+                .map_err(db_error)?
+                .try_collect()
+                .await
+                .map_err(db_error)?;
+            let ids: Vec<ObjectId> = ids
+                .iter()
+                .filter_map(|d| d.get_object_id("_id").ok())
+                .collect();
+            if ids.is_empty() {
+                return Ok(updated);
+            }
+            let mut these = tenant_filter(scope);
+            these.insert("_id", doc! { "$in": &ids });
+            let set = doc! { "$set": { "display_name": &user.display_name, "avatar_url": user.avatar_url.as_deref() } };
+            updated += self
+                .members()
+                .update_many(these, set)
+                .await
+                .map_err(db_error)?
+                .modified_count;
+        }
     }
 
     /// The user with this external id, or `None`.

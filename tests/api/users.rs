@@ -158,3 +158,57 @@ async fn a_users_conversation_list_is_self_or_server_and_filters_by_status() {
         "user_not_found"
     );
 }
+
+#[tokio::test]
+async fn a_profile_change_reaches_every_membership_in_bounded_batches_before_the_call_returns() {
+    let mut settings = crate::helpers::test_settings();
+    settings.members.profile_batch = 2;
+    let app = crate::helpers::spawn_app_with(settings).await;
+    let mut convs = Vec::new();
+    for owner in ["a", "b", "c", "d", "e"] {
+        convs.push(app.create_group(owner, &[("zoe", "member")]).await);
+    }
+    let r = app
+        .put(
+            "/v1/users/zoe",
+            &app.server(),
+            json!({ "display_name": "Zoë Z.", "avatar_url": "https://img.example/z.png" }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    for conv in &convs {
+        let zoe = app
+            .raw_members(conv)
+            .await
+            .into_iter()
+            .find(|d| d.get_str("external_user_id") == Ok("zoe"))
+            .unwrap();
+        assert_eq!(zoe.get_str("display_name"), Ok("Zoë Z."), "{conv}");
+        assert_eq!(
+            zoe.get_str("avatar_url"),
+            Ok("https://img.example/z.png"),
+            "{conv}"
+        );
+    }
+    let r = app
+        .put(
+            "/v1/users/zoe",
+            &app.server(),
+            json!({ "display_name": "Zoë" }),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    for conv in &convs {
+        let zoe = app
+            .raw_members(conv)
+            .await
+            .into_iter()
+            .find(|d| d.get_str("external_user_id") == Ok("zoe"))
+            .unwrap();
+        assert_eq!(
+            (zoe.get_str("display_name"), zoe.get("avatar_url")),
+            (Ok("Zoë"), Some(&bson::Bson::Null)),
+            "{conv}"
+        );
+    }
+}
