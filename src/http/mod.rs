@@ -142,8 +142,15 @@ pub fn server(
     });
     let json_limit = settings.http.json_limit_bytes;
     let openapi = openapi::ApiDoc::openapi();
+    // Request counts and latency histograms per route pattern (never per raw path) at /metrics.
+    let metrics = actix_web_prom::PrometheusMetricsBuilder::new("roster")
+        .endpoint("/metrics")
+        .mask_unmatched_patterns("UNKNOWN")
+        .build()
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
     let mut server = HttpServer::new(move || {
         App::new()
+            .wrap(metrics.clone())
             .wrap(TracingLogger::<request_id::RosterRootSpan>::new())
             .wrap(from_fn(request_id::middleware))
             .app_data(state.clone())

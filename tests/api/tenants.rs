@@ -93,3 +93,26 @@ async fn health_and_readiness_answer() {
     let r = app.send(reqwest::Method::PUT, "/healthz", None, None).await;
     assert_eq!((r.status, r.code()), (405, "method_not_allowed"));
 }
+
+#[tokio::test]
+async fn prometheus_metrics_count_requests_by_route_pattern_not_raw_path() {
+    let app = spawn_app().await;
+    let conv = app.create_group("alice", &[]).await;
+    app.get(&format!("/v1/conversations/{conv}"), &app.user("alice"))
+        .await;
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("roster_http_requests_total"), "{text}");
+    assert!(
+        text.contains(r#"endpoint="/v1/conversations/{conversation_id}""#),
+        "{text}"
+    );
+    assert!(!text.contains(&conv), "no raw ids in labels");
+}
