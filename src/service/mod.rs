@@ -294,12 +294,17 @@ impl Roster {
             .store
             .list_memberships(scope, &user, &status, after, limit + 1)
             .await?;
-        Ok(self.page(
-            rows,
-            limit,
-            |(m, _)| cursor::encode_oid(m.id),
-            |(m, c)| MembershipView::new(m, c),
-        ))
+        // Page on the memberships, then drop any whose conversation is being deleted, so the
+        // cursor never ends a list early.
+        let page = self.page(rows, limit, |(m, _)| cursor::encode_oid(m.id), |row| row);
+        Ok(Page {
+            items: page
+                .items
+                .into_iter()
+                .filter_map(|(m, c)| Some(MembershipView::new(m, c?)))
+                .collect(),
+            next_cursor: page.next_cursor,
+        })
     }
 
     // ---- conversations -----------------------------------------------------------------

@@ -667,7 +667,8 @@ impl Store {
     }
 
     /// A page of one user's memberships in `_id` order after `after`, filtered by status, each
-    /// with its conversation. Errors: `user_not_found`. Index: `tenant_id_1_user_id_1_status_1__id_1`.
+    /// with its conversation (`None` while that conversation is being deleted). Errors:
+    /// `user_not_found`. Index: `tenant_id_1_user_id_1_status_1__id_1`.
     pub async fn list_memberships(
         &self,
         scope: &TenantScope,
@@ -675,7 +676,7 @@ impl Store {
         status: &[MemberStatus],
         after: Option<ObjectId>,
         limit: u32,
-    ) -> Result<Vec<(MemberDoc, ConversationDoc)>> {
+    ) -> Result<Vec<(MemberDoc, Option<ConversationDoc>)>> {
         let user = self
             .find_user(scope, user)
             .await?
@@ -697,9 +698,9 @@ impl Store {
             .map_err(db_error)?;
         Ok(members
             .into_iter()
-            .filter_map(|m| {
-                let c = convs.iter().find(|c| c.id == m.conversation_id)?.clone();
-                Some((m, c))
+            .map(|m| {
+                let c = convs.iter().find(|c| c.id == m.conversation_id).cloned();
+                (m, c)
             })
             .collect())
     }
