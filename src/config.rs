@@ -93,6 +93,8 @@ pub struct MemberSettings {
     pub default_max_members: u32,
     /// Memberships updated per write when a profile changes.
     pub profile_batch: u32,
+    /// Memberships deleted per batch when a conversation is deleted.
+    pub delete_batch: u32,
 }
 
 /// `[moderation]`
@@ -233,6 +235,11 @@ impl Settings {
             (1..=1000).contains(&self.members.batch_max),
             "members.batch_max",
             "must be between 1 and 1000",
+        )?;
+        check(
+            (1..=10_000).contains(&self.members.delete_batch),
+            "members.delete_batch",
+            "must be between 1 and 10000",
         )?;
         check(
             (1..=10_000).contains(&self.members.profile_batch),

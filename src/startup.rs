@@ -25,7 +25,9 @@ impl Application {
     /// Connects, applies indexes and binds. Errors: unreachable database, not a replica set,
     /// conflicting index (named), address in use.
     pub async fn build(settings: &Settings) -> anyhow::Result<Application> {
-        let store = Store::connect(&settings.database).await?;
+        let store = Store::connect(&settings.database)
+            .await?
+            .with_delete_batch(settings.members.delete_batch);
         let ensured = store
             .ensure_indexes()
             .await
@@ -87,7 +89,7 @@ fn spawn_sweeper(settings: Settings) -> anyhow::Result<tokio::sync::watch::Sende
                 Err(e) => return tracing::error!(error = %e, "sweeper disabled: auth.platform_token does not verify"),
             };
             let store = match Store::connect(&settings.database).await {
-                Ok(s) => s,
+                Ok(s) => s.with_delete_batch(settings.members.delete_batch),
                 Err(e) => return tracing::error!(error = format!("{e:#}"), "sweeper disabled: no database"),
             };
             let mut tick = tokio::time::interval(Duration::from_secs(settings.moderation.sweep_interval_secs));

@@ -36,7 +36,8 @@ pub struct NewConversation {
     pub members: Vec<NewMember>,
 }
 
-/// Memberships deleted per batch when a conversation goes.
+/// Memberships deleted per batch when a conversation goes, unless configured
+/// (`members.delete_batch`).
 pub const DELETE_BATCH: i64 = 1_000;
 
 /// Changes to a conversation's info; `None` leaves a field as is, `Some(None)` clears it.
@@ -200,7 +201,7 @@ impl Store {
     /// Deletes the conversation with all its memberships. Two steps, so that a conversation of
     /// any size is deleted without one huge transaction: (1) a transaction checks the caller
     /// and marks the conversation `deleting_at` (it answers as missing from then on, and the
-    /// deletion is audited); (2) memberships go in batches of [`DELETE_BATCH`], then the
+    /// deletion is audited); (2) memberships go in batches (`members.delete_batch`), then the
     /// conversation document. If the process dies in (2), calling this again (any caller:
     /// the decision is already taken) or the sweeper ([`Store::finish_deletions`]) finishes it.
     /// Returns how many memberships went. Errors: `conversation_not_found`,
@@ -277,7 +278,7 @@ impl Store {
         Ok(gone)
     }
 
-    /// Up to [`DELETE_BATCH`] membership ids of the conversation.
+    /// Up to one batch of membership ids of the conversation.
     async fn member_ids(&self, scope: &TenantScope, conv_id: ObjectId) -> Result<Vec<ObjectId>> {
         let mut filter = tenant_filter(scope);
         filter.insert("conversation_id", conv_id);
@@ -286,7 +287,7 @@ impl Store {
             .clone_with_type::<bson::Document>()
             .find(filter)
             .projection(doc! { "_id": 1 })
-            .limit(DELETE_BATCH)
+            .limit(self.delete_batch)
             .await
             .map_err(db_error)?
             .try_collect()

@@ -131,6 +131,7 @@ impl Query {
 pub struct Store {
     client: Client,
     db: Database,
+    delete_batch: i64,
 }
 
 impl Store {
@@ -161,7 +162,18 @@ impl Store {
                 redact(&settings.uri)
             );
         }
-        Ok(Store { client, db })
+        Ok(Store {
+            client,
+            db,
+            delete_batch: conversations::DELETE_BATCH,
+        })
+    }
+
+    /// Sets how many memberships a conversation deletion removes per batch
+    /// (`members.delete_batch`).
+    pub fn with_delete_batch(mut self, batch: u32) -> Self {
+        self.delete_batch = i64::from(batch.max(1));
+        self
     }
 
     /// Applies `indexes/*.json`; see [`indexes::ensure`].

@@ -10,6 +10,7 @@ mod database_down;
 mod erasure;
 mod explain;
 mod helpers;
+mod kill;
 mod matrix;
 mod members;
 mod moderation;
