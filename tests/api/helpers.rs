@@ -235,6 +235,11 @@ impl TestApp {
             .unwrap()
     }
 
+    /// One user's raw `group_members` document in a conversation (panics if there is none).
+    pub async fn raw_member(&self, conv: &str, user: &str) -> bson::Document {
+        member_in(&self.raw_members(conv).await, user).clone()
+    }
+
     /// Counts present members straight from the collection (the truth `member_count` must match).
     pub async fn present_in_db(&self, conv: &str) -> usize {
         self.raw_members(conv)
@@ -243,4 +248,11 @@ impl TestApp {
             .filter(|d| matches!(d.get_str("status"), Ok("active") | Ok("muted")))
             .count()
     }
+}
+
+/// The document of `user` among raw membership documents (panics if absent).
+pub fn member_in<'a>(docs: &'a [bson::Document], user: &str) -> &'a bson::Document {
+    docs.iter()
+        .find(|d| d.get_str("external_user_id") == Ok(user))
+        .unwrap_or_else(|| panic!("no membership of {user}"))
 }

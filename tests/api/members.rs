@@ -41,12 +41,7 @@ async fn adding_a_member_needs_can_add_members_and_a_lower_role() {
 async fn a_former_member_is_reactivated_on_the_same_document() {
     let app = spawn_app().await;
     let conv = app.create_group("alice", &[("bob", "member")]).await;
-    let before = app
-        .raw_members(&conv)
-        .await
-        .into_iter()
-        .find(|d| d.get_str("external_user_id") == Ok("bob"))
-        .unwrap();
+    let before = app.raw_member(&conv, "bob").await;
     assert_eq!(
         app.post(
             &format!("/v1/conversations/{conv}/leave"),

@@ -170,10 +170,7 @@ async fn a_timed_ban_ends_at_its_instant_without_waiting_for_the_sweeper() {
         "an ended ban reads as removed at once"
     );
     let raw = app.raw_members(&conv).await;
-    let stored = raw
-        .iter()
-        .find(|d| d.get_str("external_user_id") == Ok("bob"))
-        .unwrap();
+    let stored = crate::helpers::member_in(&raw, "bob");
     assert_eq!(
         stored.get_str("status"),
         Ok("banned"),
@@ -304,9 +301,7 @@ async fn the_sweeper_normalizes_ended_restrictions_and_audits_each() {
     );
     let raw = app.raw_members(&conv).await;
     let status = |u: &str| {
-        raw.iter()
-            .find(|d| d.get_str("external_user_id") == Ok(u))
-            .unwrap()
+        crate::helpers::member_in(&raw, u)
             .get_str("status")
             .unwrap()
             .to_owned()
@@ -315,10 +310,7 @@ async fn the_sweeper_normalizes_ended_restrictions_and_audits_each() {
         (status("bob"), status("cy"), status("dan")),
         ("removed".into(), "active".into(), "banned".into())
     );
-    let cy = raw
-        .iter()
-        .find(|d| d.get_str("external_user_id") == Ok("cy"))
-        .unwrap();
+    let cy = crate::helpers::member_in(&raw, "cy");
     assert!(!cy.contains_key("moderation"));
     let r = app
         .get(

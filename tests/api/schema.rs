@@ -149,10 +149,7 @@ async fn stored_memberships_have_exactly_seed_004_field_names_and_bson_types() {
         expect(dep, "banned_until", &["date", "null"]);
     }
     // The populated variants really are the typed values, not nulls.
-    let bob = docs
-        .iter()
-        .find(|d| d.get_str("external_user_id") == Ok("bob"))
-        .unwrap();
+    let bob = crate::helpers::member_in(&docs, "bob");
     let dep = bob.get_document("departure").unwrap();
     expect(dep, "removed_at", &["date"]);
     expect(dep, "removed_by", &["objectId"]);
@@ -162,15 +159,9 @@ async fn stored_memberships_have_exactly_seed_004_field_names_and_bson_types() {
         "invited_by",
         &["objectId"],
     );
-    let alice = docs
-        .iter()
-        .find(|d| d.get_str("external_user_id") == Ok("alice"))
-        .unwrap();
+    let alice = crate::helpers::member_in(&docs, "alice");
     assert_eq!(alice.get_str("avatar_url"), Ok("https://x.example/a.png"));
-    let cy = docs
-        .iter()
-        .find(|d| d.get_str("external_user_id") == Ok("cy"))
-        .unwrap();
+    let cy = crate::helpers::member_in(&docs, "cy");
     expect(cy.get_document("departure").unwrap(), "left_at", &["date"]);
 
     let conv_doc = app
@@ -200,10 +191,7 @@ async fn a_moderation_mute_adds_only_the_documented_moderation_extension() {
         .await;
     assert_eq!(r.status, 200);
     let docs = app.raw_members(&conv).await;
-    let bob = docs
-        .iter()
-        .find(|d| d.get_str("external_user_id") == Ok("bob"))
-        .unwrap();
+    let bob = crate::helpers::member_in(&docs, "bob");
     assert_eq!(bob.get_str("status"), Ok("muted"));
     let m = bob.get_document("moderation").unwrap();
     assert_eq!(keys(m), ["muted_by", "muted_until", "reason"]);
@@ -221,10 +209,7 @@ async fn a_moderation_mute_adds_only_the_documented_moderation_extension() {
     )
     .await;
     let docs = app.raw_members(&conv).await;
-    let bob = docs
-        .iter()
-        .find(|d| d.get_str("external_user_id") == Ok("bob"))
-        .unwrap();
+    let bob = crate::helpers::member_in(&docs, "bob");
     assert!(
         !bob.contains_key("moderation"),
         "the extension goes with the mute"

@@ -177,12 +177,7 @@ async fn a_profile_change_reaches_every_membership_in_bounded_batches_before_the
         .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     for conv in &convs {
-        let zoe = app
-            .raw_members(conv)
-            .await
-            .into_iter()
-            .find(|d| d.get_str("external_user_id") == Ok("zoe"))
-            .unwrap();
+        let zoe = app.raw_member(conv, "zoe").await;
         assert_eq!(zoe.get_str("display_name"), Ok("Zoë Z."), "{conv}");
         assert_eq!(
             zoe.get_str("avatar_url"),
@@ -199,12 +194,7 @@ async fn a_profile_change_reaches_every_membership_in_bounded_batches_before_the
         .await;
     assert_eq!(r.status, 200);
     for conv in &convs {
-        let zoe = app
-            .raw_members(conv)
-            .await
-            .into_iter()
-            .find(|d| d.get_str("external_user_id") == Ok("zoe"))
-            .unwrap();
+        let zoe = app.raw_member(conv, "zoe").await;
         assert_eq!(
             (zoe.get_str("display_name"), zoe.get("avatar_url")),
             (Ok("Zoë"), Some(&bson::Bson::Null)),
