@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::auth::{self, PlatformCredential, Principal, TenantKey};
 use crate::config::Settings;
-use crate::domain::{ErrorCode, ExternalUserId, TenantId};
+use crate::domain::{ErrorCode, ExternalUserId, Preset, RoleCatalog, TenantId};
 use crate::error::Error;
 use crate::startup::Application;
 use crate::store::Store;
@@ -69,6 +69,9 @@ pub enum TenantAction {
         /// Succeed without changes if the tenant exists (prints its current key id only).
         #[arg(long)]
         if_missing: bool,
+        /// Role catalog preset: chat (seed 004), community (seed 000) or classroom (seed 001).
+        #[arg(long, default_value = "chat", value_parser = parse_preset)]
+        preset: Preset,
     },
 }
 
@@ -134,13 +137,19 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
                     id,
                     name,
                     if_missing,
+                    preset,
                 },
         } => {
             let id = TenantId::parse(&id).map_err(|e| anyhow::anyhow!("tenant id: {e}"))?;
             let store = connect(&settings).await?;
             let cred = operator(&settings)?;
             match store
-                .create_tenant(&cred, &id, name.as_deref().unwrap_or(id.as_str()))
+                .create_tenant(
+                    &cred,
+                    &id,
+                    name.as_deref().unwrap_or(id.as_str()),
+                    &RoleCatalog::preset(preset),
+                )
                 .await
             {
                 Ok(t) => {
@@ -201,4 +210,9 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             crate::demo::load(&store, &operator(&settings)?, &args).await
         }
     }
+}
+
+fn parse_preset(s: &str) -> Result<Preset, String> {
+    s.parse()
+        .map_err(|e: crate::domain::ids::InvalidId| e.0.to_owned())
 }

@@ -91,7 +91,7 @@ pub struct MemberSettings {
     pub batch_max: usize,
     /// Default `settings.max_members` for new conversations.
     pub default_max_members: u32,
-    /// Memberships updated per write when a profile changes.
+    /// Memberships updated per write when a profile changes, or per batch of a catalog edit.
     pub profile_batch: u32,
     /// Memberships deleted per batch when a conversation is deleted.
     pub delete_batch: u32,

@@ -18,7 +18,10 @@ use rand::seq::index::sample;
 use rand::{Rng, SeedableRng};
 
 use crate::auth::PlatformCredential;
-use crate::domain::{ConversationType, ErrorCode, ExternalUserId, MemberStatus, Role, TenantId};
+use crate::domain::{
+    ConversationType, ErrorCode, ExternalUserId, MemberStatus, Preset, RoleCatalog, RoleName,
+    TenantId,
+};
 use crate::error::Error;
 use crate::store::Store;
 use crate::store::docs::{ConversationDoc, ConversationSettingsDoc, MemberDoc, UserDoc};
@@ -134,16 +137,18 @@ fn sizes(args: &LoadArgs, rng: &mut StdRng) -> Vec<usize> {
     out
 }
 
-fn role_for(position: usize, rng: &mut StdRng) -> Role {
-    if position == 0 {
-        return Role::Owner;
-    }
-    match rng.random_range(0..100) {
-        0..=2 => Role::Admin,
-        3..=6 => Role::Moderator,
-        7..=11 => Role::Guest,
-        _ => Role::Member,
-    }
+fn role_for(position: usize, rng: &mut StdRng) -> RoleName {
+    let name = if position == 0 {
+        "owner"
+    } else {
+        match rng.random_range(0..100) {
+            0..=2 => "admin",
+            3..=6 => "moderator",
+            7..=11 => "guest",
+            _ => "member",
+        }
+    };
+    RoleName::parse(name).unwrap_or_else(|_| unreachable!("chat preset role names are valid"))
 }
 
 /// Loads the demo population into `args.tenant`, showing progress on stderr and printing a
@@ -157,7 +162,8 @@ pub async fn load(store: &Store, cred: &PlatformCredential, args: &LoadArgs) -> 
             args.largest
         );
     }
-    match store.create_tenant(cred, &tenant, "Demo").await {
+    let catalog = RoleCatalog::preset(Preset::Chat);
+    match store.create_tenant(cred, &tenant, "Demo", &catalog).await {
         Ok(_)
         | Err(Error::Client(crate::error::Problem {
             code: ErrorCode::TenantExists,
@@ -213,7 +219,15 @@ pub async fn load(store: &Store, cred: &PlatformCredential, args: &LoadArgs) -> 
         let mut members = Vec::with_capacity(*size);
         for (pos, ui) in picked.iter().enumerate() {
             let user = &users[ui];
-            let mut m = new_member_doc(&scope, conv_id, user, role_for(pos, &mut rng), None, now);
+            let mut m = new_member_doc(
+                &scope,
+                conv_id,
+                user,
+                &catalog,
+                &role_for(pos, &mut rng),
+                None,
+                now,
+            );
             if pos > 0 && rng.random_bool(0.03) {
                 m.status = MemberStatus::Left;
                 m.departure.left_at = Some(now);

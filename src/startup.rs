@@ -100,10 +100,11 @@ fn spawn_sweeper(settings: Settings) -> anyhow::Result<tokio::sync::watch::Sende
                     _ = stopped.changed() => break,
                 }
                 match store.sweep_expired(&cred, settings.moderation.sweep_batch).await {
-                    Ok(r) if r.bans_expired + r.mutes_expired + r.deletions_finished > 0 => tracing::info!(
+                    Ok(r) if r != Default::default() => tracing::info!(
                         bans_expired = r.bans_expired,
                         mutes_expired = r.mutes_expired,
                         deletions_finished = r.deletions_finished,
+                        members_re_resolved = r.members_re_resolved,
                         "sweep done"
                     ),
                     Ok(_) => {}

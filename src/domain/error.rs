@@ -87,12 +87,20 @@ error_codes! {
     NotMuted => (409, "not_muted", "Not muted"),
     /// Ownership is not granted or taken away by a role change; it moves only by transfer.
     OwnerRoleLocked => (409, "owner_role_locked", "Owner role is locked"),
+    /// Another holder of the role would exceed its limit in the tenant's role catalog.
+    RoleLimitReached => (409, "role_limit_reached", "Role limit reached"),
+    /// The catalog edit would drop or demote a role that members hold.
+    RoleInUse => (409, "role_in_use", "Role in use"),
     /// The request body is larger than the configured limit.
     PayloadTooLarge => (413, "payload_too_large", "Payload too large"),
     /// The request body is not `application/json`.
     UnsupportedMediaType => (415, "unsupported_media_type", "Unsupported media type"),
     /// A field failed validation; `errors` names each field.
     ValidationFailed => (422, "validation_failed", "Validation failed"),
+    /// The role is not in the tenant's role catalog.
+    UnknownRole => (422, "unknown_role", "Unknown role"),
+    /// The flag is neither built in nor one of the tenant's capabilities.
+    UnknownPermission => (422, "unknown_permission", "Unknown permission"),
     /// An unexpected failure; the cause is in the log under the request id.
     Internal => (500, "internal", "Internal error"),
     /// The database cannot be reached; retry after the `Retry-After` seconds.

@@ -15,4 +15,4 @@ pub use error::{ErrorCode, FieldError};
 pub use ids::{ConversationId, ExternalUserId, TenantId};
 pub use member::{MemberStatus, NotificationLevel};
 pub use moderation::{Action, Denial};
-pub use role::{Permissions, Role};
+pub use role::{Flag, Permissions, Preset, RoleCatalog, RoleDef, RoleName};

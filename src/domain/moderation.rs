@@ -7,8 +7,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::ids::InvalidId;
 use super::member::MemberStatus;
-use super::role::Permissions;
+use super::role::{Flag, Permissions};
 
 /// The status that applies at `now_ms` (ms since the Unix epoch, UTC): a ban whose
 /// `banned_until` has passed reads as `removed`; a mute whose `muted_until` has passed reads as
@@ -28,74 +29,120 @@ pub fn effective_status(
     }
 }
 
-/// Something a member may do in a conversation; each maps to one permission flag.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
+/// Something a member may do in a conversation: a built-in action, each needing one flag
+/// (`send_message` → `can_send_messages`, …, `change_roles`, `delete_conversation`), or a
+/// tenant's custom capability by name (e.g. seed 003's `secret_edit`), which needs the flag of
+/// the same name. Wire form: the name as a string.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Action {
-    /// Post a message (`can_send_messages`; refused while muted).
-    SendMessage,
-    /// Post media (`can_send_media`; refused while muted).
-    SendMedia,
-    /// Add members (`can_add_members`).
-    AddMembers,
-    /// Remove members (`can_remove_members`).
-    RemoveMembers,
-    /// Change name, description, avatar (`can_change_info`).
-    ChangeInfo,
-    /// Pin messages (`can_pin_messages`).
-    PinMessages,
-    /// Delete others' messages (`can_delete_messages`).
-    DeleteMessages,
-    /// Start calls (`can_start_calls`).
-    StartCalls,
+    /// A built-in action.
+    Builtin(Flag),
+    /// A custom capability.
+    Capability(String),
+}
+
+/// A built-in action's wire name.
+const fn action_name(f: Flag) -> &'static str {
+    match f {
+        Flag::SendMessages => "send_message",
+        Flag::SendMedia => "send_media",
+        Flag::AddMembers => "add_members",
+        Flag::RemoveMembers => "remove_members",
+        Flag::ChangeInfo => "change_info",
+        Flag::PinMessages => "pin_messages",
+        Flag::DeleteMessages => "delete_messages",
+        Flag::StartCalls => "start_calls",
+        Flag::ChangeRoles => "change_roles",
+        Flag::DeleteConversation => "delete_conversation",
+    }
 }
 
 impl Action {
-    /// Every action.
-    pub const ALL: [Action; 8] = [
-        Action::SendMessage,
-        Action::SendMedia,
-        Action::AddMembers,
-        Action::RemoveMembers,
-        Action::ChangeInfo,
-        Action::PinMessages,
-        Action::DeleteMessages,
-        Action::StartCalls,
-    ];
+    /// Every built-in action.
+    pub fn builtins() -> impl Iterator<Item = Action> {
+        Flag::ALL.into_iter().map(Action::Builtin)
+    }
 
-    /// The flag this action needs, e.g. `can_send_messages`.
-    pub const fn flag(self) -> &'static str {
-        match self {
-            Action::SendMessage => "can_send_messages",
-            Action::SendMedia => "can_send_media",
-            Action::AddMembers => "can_add_members",
-            Action::RemoveMembers => "can_remove_members",
-            Action::ChangeInfo => "can_change_info",
-            Action::PinMessages => "can_pin_messages",
-            Action::DeleteMessages => "can_delete_messages",
-            Action::StartCalls => "can_start_calls",
+    /// Parses a wire name: a built-in action, or anything shaped like a capability name
+    /// (1-32 of `a-z0-9_`, starting with a letter). Errors: the rule it breaks.
+    pub fn parse(s: &str) -> Result<Action, InvalidId> {
+        if let Some(f) = Flag::ALL.into_iter().find(|f| action_name(*f) == s) {
+            return Ok(Action::Builtin(f));
+        }
+        let b = s.as_bytes();
+        let shaped = (1..=32).contains(&b.len())
+            && b[0].is_ascii_lowercase()
+            && b.iter()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_');
+        if shaped && Flag::named(s).is_none() {
+            Ok(Action::Capability(s.to_owned()))
+        } else {
+            Err(InvalidId(
+                "an action is send_message, send_media, add_members, remove_members, change_info, \
+                 pin_messages, delete_messages, start_calls, change_roles, delete_conversation \
+                 or a capability name of this tenant",
+            ))
         }
     }
 
-    /// Whether the flag is set in `p`.
-    pub const fn allowed_by(self, p: &Permissions) -> bool {
+    /// The wire name, e.g. `send_message` or `secret_edit`.
+    pub fn as_str(&self) -> &str {
         match self {
-            Action::SendMessage => p.can_send_messages,
-            Action::SendMedia => p.can_send_media,
-            Action::AddMembers => p.can_add_members,
-            Action::RemoveMembers => p.can_remove_members,
-            Action::ChangeInfo => p.can_change_info,
-            Action::PinMessages => p.can_pin_messages,
-            Action::DeleteMessages => p.can_delete_messages,
-            Action::StartCalls => p.can_start_calls,
+            Action::Builtin(f) => action_name(*f),
+            Action::Capability(c) => c,
+        }
+    }
+
+    /// The flag this action needs, e.g. `can_send_messages`.
+    pub fn flag(&self) -> &str {
+        match self {
+            Action::Builtin(f) => f.name(),
+            Action::Capability(c) => c,
+        }
+    }
+
+    /// Whether the flag is set in `p` (an unknown capability is not).
+    pub fn allowed_by(&self, p: &Permissions) -> bool {
+        match self {
+            Action::Builtin(f) => p.has(*f),
+            Action::Capability(c) => p.get(c),
         }
     }
 
     /// Whether a moderation mute blocks this action (sending only).
-    pub const fn blocked_by_mute(self) -> bool {
-        matches!(self, Action::SendMessage | Action::SendMedia)
+    pub fn blocked_by_mute(&self) -> bool {
+        matches!(self, Action::Builtin(Flag::SendMessages | Flag::SendMedia))
     }
 }
+
+impl Serialize for Action {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Action {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Action::parse(&s).map_err(|e| serde::de::Error::custom(e.0))
+    }
+}
+
+impl utoipa::PartialSchema for Action {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some(
+                "A built-in action (send_message, send_media, add_members, remove_members, \
+                 change_info, pin_messages, delete_messages, start_calls, change_roles, \
+                 delete_conversation) or a custom capability of the tenant's role catalog.",
+            ))
+            .examples([serde_json::json!("send_message")])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Action {}
 
 /// Why an action is refused; `None` from [`decide`] means allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,7 +159,7 @@ pub enum Denial {
 
 /// Decides whether a member in `status` (already the effective status) with `permissions` may
 /// do `action`. `None` = no membership document at all.
-pub fn decide(membership: Option<(MemberStatus, &Permissions)>, action: Action) -> Option<Denial> {
+pub fn decide(membership: Option<(MemberStatus, &Permissions)>, action: &Action) -> Option<Denial> {
     let (status, perms) = match membership {
         None => return Some(Denial::NotAMember),
         Some(m) => m,
@@ -129,11 +176,17 @@ pub fn decide(membership: Option<(MemberStatus, &Permissions)>, action: Action) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::Role;
+    use crate::domain::role::{Preset, RoleCatalog};
     use proptest::prelude::*;
 
     fn any_status() -> impl Strategy<Value = MemberStatus> {
         prop::sample::select(MemberStatus::ALL.to_vec())
+    }
+
+    fn any_action() -> impl Strategy<Value = Action> {
+        let mut all: Vec<Action> = Action::builtins().collect();
+        all.push(Action::Capability("secret_edit".into()));
+        prop::sample::select(all)
     }
 
     proptest! {
@@ -154,15 +207,23 @@ mod tests {
         #[test]
         fn only_an_active_or_muted_member_with_the_flag_is_ever_allowed(
             status in any_status(),
-            role in prop::sample::select(Role::ALL.to_vec()),
-            action in prop::sample::select(Action::ALL.to_vec()),
+            role in 0usize..5,
+            secret in any::<bool>(),
+            action in any_action(),
         ) {
-            let perms = role.default_permissions();
-            let allowed = decide(Some((status, &perms)), action).is_none();
+            let cat = RoleCatalog::preset(Preset::Chat);
+            let mut perms = cat.roles[role].permissions.clone();
+            perms.set("secret_edit", secret);
+            let allowed = decide(Some((status, &perms)), &action).is_none();
             let expected = status.is_present()
-                && action.allowed_by(&perms)
+                && perms.get(action.flag())
                 && !(status == MemberStatus::Muted && action.blocked_by_mute());
             prop_assert_eq!(allowed, expected);
+        }
+
+        #[test]
+        fn action_names_round_trip(action in any_action()) {
+            prop_assert_eq!(Action::parse(action.as_str()), Ok(action));
         }
     }
 
@@ -172,15 +233,48 @@ mod tests {
             effective_status(MemberStatus::Banned, None, None, i64::MAX),
             MemberStatus::Banned
         );
-        assert_eq!(decide(None, Action::SendMessage), Some(Denial::NotAMember));
-        let p = Role::Member.default_permissions();
+        let send = Action::Builtin(Flag::SendMessages);
+        assert_eq!(decide(None, &send), Some(Denial::NotAMember));
+        let p = RoleCatalog::preset(Preset::Chat).roles[3]
+            .permissions
+            .clone();
         assert_eq!(
-            decide(Some((MemberStatus::Muted, &p)), Action::StartCalls),
+            decide(
+                Some((MemberStatus::Muted, &p)),
+                &Action::Builtin(Flag::StartCalls)
+            ),
             None
         );
         assert_eq!(
-            decide(Some((MemberStatus::Muted, &p)), Action::SendMedia),
+            decide(
+                Some((MemberStatus::Muted, &p)),
+                &Action::Builtin(Flag::SendMedia)
+            ),
             Some(Denial::Muted)
+        );
+        assert_eq!(
+            decide(
+                Some((MemberStatus::Active, &p)),
+                &Action::Capability("secret_edit".into())
+            ),
+            Some(Denial::MissingPermission)
+        );
+    }
+
+    #[test]
+    fn flag_names_and_garbage_are_not_actions() {
+        for bad in [
+            "can_send_messages",
+            "",
+            "Send",
+            "a-b",
+            "x".repeat(33).as_str(),
+        ] {
+            assert!(Action::parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            Action::parse("delete_conversation"),
+            Ok(Action::Builtin(Flag::DeleteConversation))
         );
     }
 }

@@ -184,7 +184,7 @@ mod tests {
     #[test]
     fn a_bad_value_deep_in_a_batch_is_named_by_its_path() {
         let e = parse_json::<AddMembersBody>(
-            br#"{"members":[{"user_id":"a"},{"user_id":"b","role":"king"}]}"#,
+            br#"{"members":[{"user_id":"a"},{"user_id":"b","role":"King"}]}"#,
         )
         .unwrap_err();
         let p = problem(e);

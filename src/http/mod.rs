@@ -119,6 +119,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(activity::report)),
         )
         .service(resource("/v1/messages/batch").route(web::post().to(activity::batch)))
+        .service(
+            resource("/v1/roles")
+                .route(web::get().to(roles::get))
+                .route(web::put().to(roles::put)),
+        )
         .service(resource("/v1/authorize").route(web::post().to(authorize::one)))
         .service(resource("/v1/authorize/batch").route(web::post().to(authorize::batch)));
 }

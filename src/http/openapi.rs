@@ -25,9 +25,10 @@ use super::routes::*;
         moderation::ban, moderation::unban, moderation::mute, moderation::unmute, moderation::transfer,
         moderation::permissions, moderation::audit,
         authorize::one, authorize::batch,
+        roles::get, roles::put,
         activity::report, activity::batch,
     ),
-    modifiers(&Security),
+    modifiers(&Security, &UniqueOperationIds),
     tags(
         (name = "health", description = "Liveness and readiness"),
         (name = "platform", description = "Tenants and signing keys (platform operator token)"),
@@ -36,6 +37,7 @@ use super::routes::*;
         (name = "members", description = "Membership: add, list, change role, remove, leave"),
         (name = "moderation", description = "Ban, mute, ownership transfer, permission explanations, audit trail"),
         (name = "activity", description = "Message activity reported by the messaging service"),
+        (name = "roles", description = "The tenant's role catalog: ranks, default flags, limits, custom capabilities"),
         (name = "authorize", description = "May user U do action A in conversation C? (the hot path)"),
     )
 )]
@@ -54,5 +56,29 @@ impl Modify for Security {
         platform.description =
             Some("The platform operator token from configuration (`auth.platform_token`).".into());
         components.add_security_scheme("platform", SecurityScheme::Http(platform));
+    }
+}
+
+/// Handlers in different modules share names (`get`, `list`, …); generated clients need
+/// unique `operationId`s, so each becomes `<tag>_<handler>` (e.g. `roles_get`).
+struct UniqueOperationIds;
+
+impl Modify for UniqueOperationIds {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let ops = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in ops.into_iter().flatten() {
+                let tag = op.tags.as_ref().and_then(|t| t.first()).cloned();
+                if let (Some(tag), Some(id)) = (tag, op.operation_id.as_mut()) {
+                    *id = format!("{tag}_{id}");
+                }
+            }
+        }
     }
 }

@@ -5,7 +5,7 @@ use serde::{Deserialize, Deserializer};
 use utoipa::{IntoParams, ToSchema};
 use validator::{Validate, ValidationErrors, ValidationErrorsKind};
 
-use crate::domain::{ConversationType, ExternalUserId, FieldError, Role, TenantId};
+use crate::domain::{ConversationType, ExternalUserId, FieldError, Preset, RoleName, TenantId};
 use crate::error::Problem;
 
 /// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
@@ -101,8 +101,8 @@ pub struct MemberInput {
     /// External user id; created on the fly if unknown.
     #[schema(value_type = String, example = "alice")]
     pub user_id: ExternalUserId,
-    /// Role to grant (default `member`); must rank below the caller's.
-    pub role: Option<Role>,
+    /// Role to grant (default: the catalog's `default_role`); must rank below the caller's.
+    pub role: Option<RoleName>,
 }
 
 /// `POST /v1/conversations`.
@@ -162,19 +162,25 @@ pub struct AddMembersBody {
     /// One member: its external id.
     #[schema(value_type = Option<String>)]
     pub user_id: Option<ExternalUserId>,
-    /// One member: its role (default `member`).
-    pub role: Option<Role>,
+    /// One member: its role (default: the catalog's `default_role`).
+    pub role: Option<RoleName>,
     /// A batch of up to `members.batch_max` members.
     #[validate(nested)]
     pub members: Option<Vec<MemberInput>>,
 }
 
-/// `PATCH /v1/conversations/{id}/members/{user_id}`.
+/// `PATCH /v1/conversations/{id}/members/{user_id}`: a new role and/or permission overrides
+/// (at least one). Both are applied in one transaction.
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchMemberBody {
-    /// The new role (never `owner`; ownership moves by transfer).
-    pub role: Role,
+    /// The new role (never the top role; ownership moves by transfer).
+    pub role: Option<RoleName>,
+    /// Overrides on top of the role's defaults: flag name → `true`/`false`, or `null` to
+    /// return that flag to the role's default. Names are built-in flags or the catalog's
+    /// capabilities; a user may turn on only flags it holds.
+    #[schema(value_type = Option<Object>, example = json!({"can_send_media": false}))]
+    pub permissions: Option<std::collections::BTreeMap<String, Option<bool>>>,
 }
 
 /// `DELETE /v1/conversations/{id}/members/{user_id}` query.
@@ -195,7 +201,8 @@ pub struct ListMembersQuery {
     /// Comma-separated statuses (`active,muted` by default; `all` for every status).
     pub status: Option<String>,
     /// Only this role.
-    pub role: Option<Role>,
+    #[param(value_type = Option<String>)]
+    pub role: Option<RoleName>,
     /// Page size (default and maximum from configuration).
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
@@ -236,6 +243,8 @@ pub struct CreateTenantBody {
     /// Display name (default: the id), at most 200 characters.
     #[validate(length(min = 1, max = 200), custom(function = "text_ok"))]
     pub name: Option<String>,
+    /// The role catalog to start from (default `chat`); editable later with `PUT /v1/roles`.
+    pub role_preset: Option<Preset>,
 }
 
 /// `POST …/members/{user_id}/ban` and `…/mute`.

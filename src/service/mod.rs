@@ -6,6 +6,7 @@ pub mod cursor;
 pub mod erasure;
 pub mod inputs;
 pub mod moderation;
+pub mod roles;
 pub mod self_service;
 pub mod views;
 
@@ -15,13 +16,13 @@ use crate::auth::{self, AuthError, PlatformCredential, TenantKey, TenantScope};
 use crate::config::AuthSettings;
 use crate::config::Settings;
 use crate::domain::{
-    ConversationId, ConversationType, ErrorCode, ExternalUserId, FieldError, MemberStatus, Role,
-    TenantId,
+    ConversationId, ConversationType, ErrorCode, ExternalUserId, FieldError, MemberStatus, Preset,
+    RoleCatalog, TenantId,
 };
 use crate::error::{Error, Problem, Result};
 use crate::store::Store;
 use crate::store::conversations::{ConversationPatch, NewConversation};
-use crate::store::members::{AddOutcome, NewMember};
+use crate::store::members::{AddOutcome, MemberChange, NewMember};
 
 use inputs::*;
 use views::*;
@@ -347,11 +348,9 @@ impl Roster {
             }
             members.push(NewMember {
                 user: m.user_id.clone(),
-                role: m.role.unwrap_or(Role::Member),
+                role: m.role.clone(),
             });
         }
-        let owners = members.iter().filter(|m| m.role == Role::Owner).count()
-            + usize::from(creator.is_some());
         let max_members = i64::from(body.max_members.unwrap_or(self.limits.default_max_members));
         if max_members > i64::from(self.limits.default_max_members) {
             fields.push(FieldError::new(
@@ -378,23 +377,11 @@ impl Roster {
                         "a direct conversation has exactly two members, the creator included",
                     ));
                 }
-                if members.iter().any(|m| m.role != Role::Member) {
-                    fields.push(FieldError::new(
-                        "members",
-                        "members of a direct conversation have the role `member`",
-                    ));
-                }
                 body.name.map(|n| n.trim().to_owned()).unwrap_or_default()
             }
         };
         if !fields.is_empty() {
             return Err(Problem::validation(fields).into());
-        }
-        if body.kind == ConversationType::Group && owners > 1 {
-            return Err(Error::client(
-                ErrorCode::OwnerRoleLocked,
-                "a group has exactly one owner",
-            ));
         }
         let new = NewConversation {
             kind: body.kind,
@@ -487,7 +474,7 @@ impl Roster {
             (Some(user), None) => {
                 let item = NewMember {
                     user: user.clone(),
-                    role: body.role.unwrap_or(Role::Member),
+                    role: body.role.clone(),
                 };
                 let outcome = self
                     .store
@@ -535,7 +522,7 @@ impl Roster {
                             slot.push(Some(unique.len()));
                             unique.push(NewMember {
                                 user: it.user_id.clone(),
-                                role: it.role.unwrap_or(Role::Member),
+                                role: it.role.clone(),
                             });
                         }
                     }
@@ -625,7 +612,7 @@ impl Roster {
         let after: Option<ObjectId> = q.cursor.as_deref().map(cursor::decode_oid).transpose()?;
         let docs = self
             .store
-            .list_members(scope, id, &status, q.role, after, limit + 1)
+            .list_members(scope, id, &status, q.role.as_ref(), after, limit + 1)
             .await?;
         let page = self.page(docs, limit, |m| cursor::encode_oid(m.id), |m| m);
         Ok(Page {
@@ -657,8 +644,10 @@ impl Roster {
             .ok_or_else(|| Error::Internal(anyhow::anyhow!("no view")))
     }
 
-    /// `PATCH /v1/conversations/{id}/members/{user_id}`: change the role.
-    /// Errors: `conversation_not_found`, `not_a_member`, `insufficient_rank`, `owner_role_locked`.
+    /// `PATCH /v1/conversations/{id}/members/{user_id}`: change the role and/or permission
+    /// overrides. Errors: `conversation_not_found`, `not_a_member`, `insufficient_rank`,
+    /// `missing_permission`, `owner_role_locked`, `unknown_role`, `unknown_permission`,
+    /// `role_limit_reached`, `validation_failed` (neither field given).
     pub async fn change_member(
         &self,
         scope: &TenantScope,
@@ -668,7 +657,14 @@ impl Roster {
     ) -> Result<MemberView> {
         let (id, user) = (path_conversation(id)?, path_user(scope, user)?);
         validate(&body)?;
-        let m = self.store.change_role(scope, id, &user, body.role).await?;
+        if body.role.is_none() && body.permissions.is_none() {
+            return Err(Problem::field("role", "give `role`, `permissions` or both").into());
+        }
+        let change = MemberChange {
+            role: body.role,
+            permissions: body.permissions,
+        };
+        let m = self.store.change_member(scope, id, &user, &change).await?;
         self.one_view(scope, m).await
     }
 
@@ -716,7 +712,11 @@ impl Roster {
             .map(str::trim)
             .unwrap_or(body.id.as_str())
             .to_owned();
-        let t = self.store.create_tenant(cred, &body.id, &name).await?;
+        let catalog = RoleCatalog::preset(body.role_preset.unwrap_or(Preset::Chat));
+        let t = self
+            .store
+            .create_tenant(cred, &body.id, &name, &catalog)
+            .await?;
         let key = t
             .keys
             .first()

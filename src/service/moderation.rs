@@ -12,7 +12,8 @@ use super::views::{
 use super::{Roster, cursor, path_conversation, path_user};
 use crate::auth::TenantScope;
 use crate::domain::moderation::{Denial, decide};
-use crate::domain::{Action, ErrorCode, ExternalUserId, MemberStatus, Role};
+use crate::domain::{Action, ExternalUserId, MemberStatus};
+use crate::domain::{ErrorCode, rules};
 use crate::error::{Error, Problem, Result};
 use crate::store::moderation::{AuthzRow, Restriction};
 
@@ -26,7 +27,7 @@ fn denial_code(d: Option<Denial>) -> &'static str {
     }
 }
 
-fn answer(row: Option<&AuthzRow>, action: Action, now: DateTime) -> Option<Denial> {
+fn answer(row: Option<&AuthzRow>, action: &Action, now: DateTime) -> Option<Denial> {
     decide(
         row.map(|r| (r.effective_status(now), &r.permissions)),
         action,
@@ -159,7 +160,7 @@ impl Roster {
                 body.user_id.as_str(),
             )
             .await?;
-        let d = answer(row.as_ref(), body.action, DateTime::now());
+        let d = answer(row.as_ref(), &body.action, DateTime::now());
         Ok(AuthorizeView {
             allowed: d.is_none(),
             code: denial_code(d),
@@ -194,11 +195,11 @@ impl Roster {
                     r.conversation_id == c.conversation_id.object_id()
                         && r.external_user_id == c.user_id.as_str()
                 });
-                let d = answer(row, c.action, now);
+                let d = answer(row, &c.action, now);
                 AuthorizeResultView {
                     conversation_id: c.conversation_id.to_string(),
                     user_id: c.user_id.to_string(),
-                    action: c.action,
+                    action: c.action.clone(),
                     allowed: d.is_none(),
                     code: denial_code(d),
                 }
@@ -244,12 +245,14 @@ impl Roster {
                 _ => {}
             }
         }
-        let actions = Action::ALL
-            .iter()
+        let catalog = self.store.role_catalog(scope).await?;
+        let custom = catalog.capabilities.iter().cloned().map(Action::Capability);
+        let actions = Action::builtins()
+            .chain(custom)
             .map(|a| {
-                let d = answer(row.as_ref(), *a, now);
+                let d = answer(row.as_ref(), &a, now);
                 ActionAnswer {
-                    action: *a,
+                    action: a,
                     allowed: d.is_none(),
                     code: denial_code(d),
                 }
@@ -257,16 +260,16 @@ impl Roster {
             .collect();
         Ok(PermissionsView {
             user_id: user.to_string(),
-            role: row.as_ref().map(|r| r.role),
+            role: row.as_ref().map(|r| r.role.clone()),
             status,
-            permissions: row.as_ref().map(|r| r.permissions),
+            permissions: row.map(|r| r.permissions),
             restrictions,
             actions,
         })
     }
 
-    /// `GET /v1/conversations/{id}/audit`, newest first. Server tokens, or owners and admins
-    /// of the conversation. Errors: `conversation_not_found`, `insufficient_rank`,
+    /// `GET /v1/conversations/{id}/audit`, newest first. Server tokens, or members with
+    /// `can_change_roles`. Errors: `conversation_not_found`, `missing_permission`,
     /// `invalid_cursor`, `validation_failed`.
     pub async fn audit(
         &self,
@@ -276,14 +279,7 @@ impl Roster {
     ) -> Result<Page<AuditView>> {
         let id = path_conversation(id)?;
         let (_, acting) = self.store.visible_conversation(scope, id).await?;
-        if let crate::domain::rules::Acting::Member { role, .. } = acting
-            && !matches!(role, Role::Owner | Role::Admin)
-        {
-            return Err(Error::client(
-                ErrorCode::InsufficientRank,
-                "the audit trail is for owners, admins and server tokens",
-            ));
-        }
+        rules::check_read_audit(&acting)?;
         let limit = self.page_limit(q.limit)?;
         let before = q.cursor.as_deref().map(cursor::decode_oid).transpose()?;
         let target = match q.target.as_deref() {

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::domain::{ConversationType, MemberStatus, NotificationLevel, Permissions, Role};
+use crate::domain::{ConversationType, MemberStatus, NotificationLevel, Permissions, RoleName};
 use crate::store::docs::{ConversationDoc, KeyDoc, MemberDoc, TenantDoc, UserDoc};
 
 fn time(t: bson::DateTime) -> DateTime<Utc> {
@@ -186,9 +186,12 @@ pub struct MemberView {
     /// Avatar URL (denormalized from the user).
     pub avatar_url: Option<String>,
     /// Role.
-    pub role: Role,
+    pub role: RoleName,
     /// Resolved permission flags.
     pub permissions: Permissions,
+    /// This member's own overrides on top of its role's defaults (extension), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub permission_overrides: Option<std::collections::BTreeMap<String, bool>>,
     /// Status.
     pub status: MemberStatus,
     /// The member's own settings.
@@ -255,6 +258,7 @@ impl MemberView {
             avatar_url: m.avatar_url,
             role: m.role,
             permissions: m.permissions,
+            permission_overrides: m.permission_overrides,
             status,
             settings: MemberSettingsView::from(&m.settings),
             moderation,
@@ -301,7 +305,7 @@ pub struct MembershipView {
     /// The conversation.
     pub conversation: ConversationSummary,
     /// The user's role there.
-    pub role: Role,
+    pub role: RoleName,
     /// The user's status there.
     pub status: MemberStatus,
     /// The user's settings there.
@@ -321,8 +325,8 @@ impl MembershipView {
                 avatar_url: c.avatar_url,
                 member_count: c.member_count,
             },
-            role: m.role,
             status: m.effective_status(bson::DateTime::now()),
+            role: m.role,
             settings: MemberSettingsView::from(&m.settings),
             joined_at: time(m.activity.joined_at),
         }
@@ -514,7 +518,7 @@ pub struct PermissionsView {
     /// The member's external id.
     pub user_id: String,
     /// The role (`null` for a stranger).
-    pub role: Option<Role>,
+    pub role: Option<RoleName>,
     /// The status that applies now (`null` for a stranger).
     pub status: Option<MemberStatus>,
     /// Resolved flags.
@@ -639,4 +643,14 @@ pub struct MessageReportItem {
 pub struct MessageReportBatchView {
     /// One result per report.
     pub results: Vec<MessageReportItem>,
+}
+
+/// `GET`/`PUT /v1/roles`: the tenant's role catalog.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RoleCatalogView {
+    /// The catalog in force (roles highest rank first).
+    #[serde(flatten)]
+    pub catalog: crate::domain::RoleCatalog,
+    /// On `PUT`: present members whose stored flags were re-resolved (0 on `GET`).
+    pub members_resolved: u64,
 }

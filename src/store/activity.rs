@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::{Store, names, refuse};
 use crate::auth::TenantScope;
 use crate::domain::moderation::{Denial, decide};
-use crate::domain::{Action, ConversationId, ErrorCode, ExternalUserId};
+use crate::domain::{Action, ConversationId, ErrorCode, ExternalUserId, Flag};
 use crate::error::{Problem, Result};
 
 /// `message_reports`: one reported message.
@@ -104,7 +104,7 @@ impl Store {
             let state = member
                 .as_ref()
                 .map(|m| (m.effective_status(now), &m.permissions));
-            if let Some(d) = decide(state, Action::SendMessage) {
+            if let Some(d) = decide(state, &Action::Builtin(Flag::SendMessages)) {
                 return refuse(sender_refusal(d, user.as_str()));
             }
             let report = MessageReportDoc {

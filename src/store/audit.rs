@@ -17,6 +17,8 @@ pub mod action {
     pub const MEMBER_ADDED: &str = "member.added";
     /// A member's role changed.
     pub const ROLE_CHANGED: &str = "member.role_changed";
+    /// A member's permission overrides changed (before/after: resolved flags).
+    pub const PERMISSIONS_CHANGED: &str = "member.permissions_changed";
     /// A member was removed.
     pub const MEMBER_REMOVED: &str = "member.removed";
     /// A member left.

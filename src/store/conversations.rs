@@ -13,7 +13,7 @@ use super::members::{NewMember, new_member_doc};
 use super::{Store, db_error, refuse, tenant_filter};
 use crate::auth::TenantScope;
 use crate::domain::rules::{self, Acting};
-use crate::domain::{ConversationId, ConversationType, ExternalUserId, Role};
+use crate::domain::{ConversationId, ConversationType, ExternalUserId, RoleName};
 use crate::error::{Error, Result};
 
 /// What to create.
@@ -62,16 +62,44 @@ impl Store {
         let conv_id = ObjectId::new();
         self.transaction(async |s| {
             let now = DateTime::now();
-            let mut wanted: Vec<(&ExternalUserId, Role)> = Vec::new();
+            let cat = self.role_catalog_in(s, scope).await?;
+            // A user creator takes the top role of a group; everyone else the role named (the
+            // default role when none), checked like an add by the creator.
+            let mut wanted: Vec<(&ExternalUserId, RoleName)> = Vec::new();
             if let Some(c) = &new.creator {
                 let role = if new.kind == ConversationType::Group {
-                    Role::Owner
+                    cat.top().clone()
                 } else {
-                    Role::Member
+                    cat.default_role.clone()
                 };
                 wanted.push((c, role));
             }
-            wanted.extend(new.members.iter().map(|m| (&m.user, m.role)));
+            let mut tops = usize::from(new.creator.is_some() && new.kind == ConversationType::Group);
+            for m in &new.members {
+                let role = m.role.clone().unwrap_or_else(|| cat.default_role.clone());
+                if cat.get(&role).is_none() {
+                    return refuse(rules::RuleViolation::UnknownRole(role));
+                }
+                if new.kind == ConversationType::Direct && role != cat.default_role {
+                    return refuse(crate::error::Problem::new(
+                        crate::domain::ErrorCode::DirectConversation,
+                        format!("members of a direct conversation have the role `{}`", cat.default_role),
+                    ));
+                }
+                let limit = cat.get(&role).and_then(|r| r.limit).filter(|_| !cat.is_top(&role));
+                if let Some(limit) = limit {
+                    let holders = new.members.iter();
+                    let n = holders.filter(|x| x.role.as_ref().unwrap_or(&cat.default_role) == &role);
+                    if n.count() > limit as usize {
+                        return refuse(super::members::role_limit(&role, u64::from(limit)));
+                    }
+                }
+                tops += usize::from(cat.is_top(&role));
+                wanted.push((&m.user, role));
+            }
+            if tops > 1 || (tops == 1 && new.kind == ConversationType::Direct) {
+                return refuse(rules::RuleViolation::OwnerRoleLocked);
+            }
             let ids: Vec<&ExternalUserId> = wanted.iter().map(|(u, _)| *u).collect();
             let users = self.ensure_users_in(s, scope, &ids, now).await?;
             let creator_id = new
@@ -87,19 +115,19 @@ impl Store {
                     ));
                 };
                 let invited_by = creator_id.filter(|c| *c != user.id);
-                members.push(new_member_doc(scope, conv_id, user, *role, invited_by, now));
+                members.push(new_member_doc(scope, conv_id, user, &cat, role, invited_by, now));
             }
             if new.kind == ConversationType::Group
                 && !members.is_empty()
-                && !members.iter().any(|m| m.role == Role::Owner)
+                && !members.iter().any(|m| cat.is_top(&m.role))
             {
-                let cands: Vec<(Role, i64)> = members
+                let cands: Vec<(i32, i64)> = members
                     .iter()
-                    .map(|m| (m.role, m.activity.joined_at.timestamp_millis()))
+                    .map(|m| (cat.rank(&m.role), m.activity.joined_at.timestamp_millis()))
                     .collect();
                 if let Some(i) = rules::successor(&cands) {
-                    members[i].role = Role::Owner;
-                    members[i].permissions = Role::Owner.default_permissions();
+                    members[i].role = cat.top().clone();
+                    members[i].permissions = cat.resolve(cat.top(), &Default::default());
                 }
             }
             let conv = ConversationDoc {
@@ -167,7 +195,7 @@ impl Store {
         patch: &ConversationPatch,
     ) -> Result<ConversationDoc> {
         let (conv, acting) = self.visible_conversation(scope, id).await?;
-        rules::check_change_info(acting)?;
+        rules::check_change_info(&acting)?;
         let mut set = Document::new();
         if let Some(n) = &patch.name {
             set.insert("name", n);
@@ -225,7 +253,7 @@ impl Store {
                 return Ok(()); // decided earlier; finish below
             }
             let (acting, _): (Acting, _) = self.acting_in(s, scope, conv_id).await?;
-            if let Err(v) = rules::check_delete_conversation(acting) {
+            if let Err(v) = rules::check_delete_conversation(&acting) {
                 return refuse(v);
             }
             let now = DateTime::now();

@@ -5,7 +5,11 @@ use bson::DateTime;
 use bson::oid::ObjectId;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{ConversationType, MemberStatus, NotificationLevel, Permissions, Role};
+use std::collections::BTreeMap;
+
+use crate::domain::{
+    ConversationType, MemberStatus, NotificationLevel, Permissions, RoleCatalog, RoleName,
+};
 
 /// `group_members`: one user's membership in one conversation — exactly seed 004's layout.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,10 +29,15 @@ pub struct MemberDoc {
     pub display_name: String,
     /// Denormalized from `users.avatar_url`.
     pub avatar_url: Option<String>,
-    /// The member's role.
-    pub role: Role,
-    /// Resolved permission flags (role defaults plus overrides).
+    /// The member's role (a name from the tenant's role catalog).
+    pub role: RoleName,
+    /// Resolved permission flags: the role's defaults with `permission_overrides` applied.
     pub permissions: Permissions,
+    /// Extension: this member's own flag overrides on top of its role's defaults (flag name →
+    /// value), kept so that a role change or a catalog edit can re-resolve `permissions`.
+    /// Absent when there are none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permission_overrides: Option<BTreeMap<String, bool>>,
     /// Membership status.
     pub status: MemberStatus,
     /// The member's own preferences.
@@ -59,6 +68,15 @@ pub struct ModerationDoc {
 }
 
 impl MemberDoc {
+    /// This member as the rules see an actor.
+    pub fn acting(&self) -> crate::domain::rules::Acting {
+        crate::domain::rules::Acting::Member {
+            role: self.role.clone(),
+            permissions: self.permissions.clone(),
+            status: self.status,
+        }
+    }
+
     /// The status that applies at `now` (an expired ban reads `removed`, an expired mute
     /// `active`); see [`crate::domain::moderation::effective_status`].
     pub fn effective_status(&self, now: DateTime) -> MemberStatus {
@@ -243,6 +261,13 @@ pub struct TenantDoc {
     pub status: String,
     /// Signing keys, oldest first; revoked keys stay, marked.
     pub keys: Vec<KeyDoc>,
+    /// The tenant's role catalog; absent = the `chat` preset (DESIGN §3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles: Option<RoleCatalog>,
+    /// Set (a token whose timestamp is the edit's time) while a catalog edit is re-resolving
+    /// members' flags; the sweeper finishes a re-resolution whose process died.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles_resolving: Option<ObjectId>,
     /// Creation time.
     pub created_at: DateTime,
     /// Last change.

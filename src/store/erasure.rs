@@ -11,7 +11,7 @@ use super::audit;
 use super::docs::{AuditActor, AuditDoc, MemberDoc};
 use super::{Query, Store, db_error, tenant_filter};
 use crate::auth::TenantScope;
-use crate::domain::{MemberStatus, Role};
+use crate::domain::MemberStatus;
 use crate::error::Result;
 
 /// Memberships erased per page read.
@@ -84,8 +84,9 @@ impl Store {
                 now,
             )
             .await?;
-            if current.role == Role::Owner && current.status.is_present() {
-                self.hand_off_ownership_in(s, scope, current.conversation_id, now)
+            let cat = self.role_catalog_in(s, scope).await?;
+            if cat.is_top(&current.role) && current.status.is_present() {
+                self.hand_off_ownership_in(s, scope, &cat, current.conversation_id, now)
                     .await?;
             }
             Ok(true)

@@ -19,8 +19,11 @@ use super::docs::{
 use super::{Query, Store, db_error, names, refuse, tenant_filter};
 use crate::auth::TenantScope;
 use crate::domain::rules::{self, Acting};
+use std::collections::BTreeMap;
+
 use crate::domain::{
-    ConversationId, ConversationType, ErrorCode, ExternalUserId, MemberStatus, Role,
+    ConversationId, ConversationType, ErrorCode, ExternalUserId, MemberStatus, RoleCatalog,
+    RoleName,
 };
 use crate::error::{Error, Problem, Result};
 
@@ -29,8 +32,18 @@ use crate::error::{Error, Problem, Result};
 pub struct NewMember {
     /// The user's external id (created on the fly if unknown).
     pub user: ExternalUserId,
-    /// The role granted.
-    pub role: Role,
+    /// The role granted (`None`: the catalog's `default_role`).
+    pub role: Option<RoleName>,
+}
+
+/// A change to one member: a new role and/or permission overrides (flag → `Some(value)` to
+/// override, `None` to return to the role's default).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemberChange {
+    /// The new role.
+    pub role: Option<RoleName>,
+    /// Override edits.
+    pub permissions: Option<BTreeMap<String, Option<bool>>>,
 }
 
 /// What happened to one requested addition.
@@ -54,6 +67,13 @@ fn not_a_member(user: &str) -> Problem {
     Problem::new(
         ErrorCode::NotAMember,
         format!("`{user}` is not a member of this conversation"),
+    )
+}
+
+pub(crate) fn role_limit(role: &RoleName, limit: u64) -> Problem {
+    Problem::new(
+        ErrorCode::RoleLimitReached,
+        format!("`{role}` is held by at most {limit} member(s) of a conversation"),
     )
 }
 
@@ -92,7 +112,8 @@ pub(crate) fn new_member_doc(
     scope: &TenantScope,
     conversation: ObjectId,
     user: &UserDoc,
-    role: Role,
+    catalog: &RoleCatalog,
+    role: &RoleName,
     invited_by: Option<ObjectId>,
     now: DateTime,
 ) -> MemberDoc {
@@ -104,8 +125,9 @@ pub(crate) fn new_member_doc(
         external_user_id: user.external_id.clone(),
         display_name: user.display_name.clone(),
         avatar_url: user.avatar_url.clone(),
-        role,
-        permissions: role.default_permissions(),
+        role: role.clone(),
+        permissions: catalog.resolve(role, &BTreeMap::new()),
+        permission_overrides: None,
         status: MemberStatus::Active,
         settings: MemberSettingsDoc::default(),
         activity: ActivityDoc {
@@ -200,16 +222,29 @@ impl Store {
             .session(s)
             .await?;
         match me {
-            Some(m) if m.status.is_present() => Ok((
-                Acting::Member {
-                    role: m.role,
-                    permissions: m.permissions,
-                    status: m.status,
-                },
-                Some(m),
-            )),
+            Some(m) if m.status.is_present() => Ok((m.acting(), Some(m))),
             _ => refuse(not_found()),
         }
+    }
+
+    /// In a transaction: how many present members of `conversation` hold `role` (seed index
+    /// `{tenant_id, conversation_id, status, role}`, one count per status).
+    pub(crate) async fn holders_in(
+        &self,
+        s: &mut ClientSession,
+        scope: &TenantScope,
+        conversation: ObjectId,
+        role: &RoleName,
+    ) -> mongodb::error::Result<u64> {
+        let mut n = 0;
+        for st in MemberStatus::PRESENT {
+            let mut f = tenant_filter(scope);
+            f.insert("conversation_id", conversation);
+            f.insert("status", st.as_str());
+            f.insert("role", role.as_str());
+            n += self.members().count_documents(f).session(&mut *s).await?;
+        }
+        Ok(n)
     }
 
     /// Outside a transaction: the conversation as the caller may see it (a user must be a
@@ -233,11 +268,7 @@ impl Store {
                 .await
                 .map_err(db_error)?
             {
-                Some(m) if m.status.is_present() => Acting::Member {
-                    role: m.role,
-                    permissions: m.permissions,
-                    status: m.status,
-                },
+                Some(m) if m.status.is_present() => m.acting(),
                 _ => return Err(Error::Client(not_found())),
             },
         };
@@ -262,9 +293,10 @@ impl Store {
             if conv.kind == ConversationType::Direct {
                 return refuse(Problem::new(ErrorCode::DirectConversation, "members cannot be added to a direct conversation"));
             }
-            if let Err(rules::RuleViolation::MissingPermission(flag)) = rules::check_add(acting, Role::Guest) {
-                return refuse(rules::RuleViolation::MissingPermission(flag));
+            if let Err(v) = rules::check_may_add(&acting) {
+                return refuse(v);
             }
+            let cat = self.role_catalog_in(s, scope).await?;
             let mut filter = tenant_filter(scope);
             filter.insert("conversation_id", conv_id);
             filter.insert("external_user_id", doc! { "$in": items.iter().map(|i| i.user.as_str()).collect::<Vec<_>>() });
@@ -277,17 +309,40 @@ impl Store {
                 v
             };
             let mut outcomes = Vec::with_capacity(items.len());
-            let mut to_join: Vec<(usize, Option<MemberDoc>)> = Vec::new();
+            let mut to_join: Vec<(usize, RoleName, Option<MemberDoc>)> = Vec::new();
+            // Holders of limited roles so far: (role, present holders + granted here, limit).
+            let mut limited: Vec<(RoleName, u64, u64)> = Vec::new();
             for (i, item) in items.iter().enumerate() {
                 let prior = existing.iter().find(|m| m.external_user_id == item.user.as_str());
-                let outcome = match (prior, rules::check_add(acting, item.role)) {
+                let role = item.role.clone().unwrap_or_else(|| cat.default_role.clone());
+                let outcome = match (prior, rules::check_add(&cat, &acting, &role)) {
                     (Some(m), _) if m.status.is_present() => AddOutcome::AlreadyMember,
                     (Some(m), _) if m.effective_status(now) == MemberStatus::Banned => AddOutcome::Banned,
                     (_, Err(v)) => AddOutcome::Refused(v.into()),
-                    (prior, Ok(())) => {
-                        to_join.push((i, prior.cloned()));
-                        AddOutcome::AlreadyMember // placeholder, replaced below
-                    }
+                    (prior, Ok(())) => match cat.get(&role).and_then(|r| r.limit) {
+                        Some(limit) => {
+                            let slot = match limited.iter().position(|(r, _, _)| *r == role) {
+                                Some(j) => j,
+                                None => {
+                                    let held = self.holders_in(s, scope, conv_id, &role).await?;
+                                    limited.push((role.clone(), held, u64::from(limit)));
+                                    limited.len() - 1
+                                }
+                            };
+                            let (_, held, limit) = &mut limited[slot];
+                            if *held >= *limit {
+                                AddOutcome::Refused(role_limit(&role, *limit))
+                            } else {
+                                *held += 1;
+                                to_join.push((i, role, prior.cloned()));
+                                AddOutcome::AlreadyMember // placeholder, replaced below
+                            }
+                        }
+                        None => {
+                            to_join.push((i, role, prior.cloned()));
+                            AddOutcome::AlreadyMember // placeholder, replaced below
+                        }
+                    },
                 };
                 outcomes.push(outcome);
             }
@@ -302,26 +357,27 @@ impl Store {
             }
             let invited_by = me.as_ref().map(|m| m.user_id);
             let new_users: Vec<&ExternalUserId> =
-                to_join.iter().filter(|(_, p)| p.is_none()).map(|(i, _)| &items[*i].user).collect();
+                to_join.iter().filter(|(_, _, p)| p.is_none()).map(|(i, _, _)| &items[*i].user).collect();
             let users = self.ensure_users_in(s, scope, &new_users, now).await?;
             let mut inserts = Vec::new();
             let mut events = Vec::with_capacity(to_join.len());
-            for (i, prior) in &to_join {
+            for (i, role, prior) in &to_join {
                 let item = &items[*i];
                 let doc = match prior {
                     None => {
                         let Some(user) = users.get(item.user.as_str()) else {
                             return Err(mongodb::error::Error::custom("a user vanished inside its transaction"));
                         };
-                        let d = new_member_doc(scope, conv_id, user, item.role, invited_by, now);
+                        let d = new_member_doc(scope, conv_id, user, &cat, role, invited_by, now);
                         inserts.push(d.clone());
                         d
                     }
                     Some(p) => {
+                        let perms = cat.resolve(role, p.permission_overrides.as_ref().unwrap_or(&BTreeMap::new()));
                         let update = doc! { "$set": {
                             "status": MemberStatus::Active.as_str(),
-                            "role": item.role.as_str(),
-                            "permissions": bson::to_bson(&item.role.default_permissions())?,
+                            "role": role.as_str(),
+                            "permissions": bson::to_bson(&perms)?,
                             "activity.joined_at": now,
                             "activity.invited_by": invited_by,
                             "departure": bson::to_bson(&DepartureDoc::default())?,
@@ -332,8 +388,8 @@ impl Store {
                         self.members().update_one(guard, update).session(&mut *s).await?;
                         let mut d = p.clone();
                         d.status = MemberStatus::Active;
-                        d.role = item.role;
-                        d.permissions = item.role.default_permissions();
+                        d.role = role.clone();
+                        d.permissions = perms;
                         d.activity.joined_at = now;
                         d.activity.invited_by = invited_by;
                         d.departure = DepartureDoc::default();
@@ -345,7 +401,7 @@ impl Store {
                     action: audit::action::MEMBER_ADDED,
                     target: Some(item.user.as_str()),
                     before: prior.as_ref().map(|p| audit::role_status(p.role.as_str(), p.status.as_str())),
-                    after: Some(audit::role_status(item.role.as_str(), MemberStatus::Active.as_str())),
+                    after: Some(audit::role_status(role.as_str(), MemberStatus::Active.as_str())),
                     reason: None,
                 });
                 outcomes[*i] = AddOutcome::Added(Box::new(doc));
@@ -366,14 +422,19 @@ impl Store {
         .await
     }
 
-    /// Changes a member's role (and resets its flags to the role's defaults).
-    /// Errors: `conversation_not_found`, `not_a_member`, `owner_role_locked`, `insufficient_rank`.
-    pub async fn change_role(
+    /// Changes a member's role and/or permission overrides in one transaction; the stored
+    /// `permissions` are re-resolved from the (new) role's defaults and the overrides. Granting a
+    /// role with a holder limit touches the conversation document so concurrent grants conflict
+    /// and retry instead of overshooting the limit. Errors: `conversation_not_found`,
+    /// `not_a_member`, `owner_role_locked`, `missing_permission` (`can_change_roles`, or a flag
+    /// the caller grants without holding it), `insufficient_rank`, `unknown_role`,
+    /// `unknown_permission`, `role_limit_reached`.
+    pub async fn change_member(
         &self,
         scope: &TenantScope,
         id: ConversationId,
         target: &ExternalUserId,
-        role: Role,
+        change: &MemberChange,
     ) -> Result<MemberDoc> {
         let conv_id = id.object_id();
         self.transaction(async |s| {
@@ -381,28 +442,72 @@ impl Store {
             self.conversation_in(s, scope, conv_id).await?;
             let (acting, _) = self.acting_in(s, scope, conv_id).await?;
             let (filter, mut m) = self.present_member_in(s, scope, conv_id, target.as_str()).await?;
-            if let Err(v) = rules::check_change_role(acting, m.role, role) {
-                return refuse(v);
+            let cat = self.role_catalog_in(s, scope).await?;
+            let role = change.role.clone().unwrap_or_else(|| m.role.clone());
+            if role != m.role {
+                if let Err(v) = rules::check_change_role(&cat, &acting, &m.role, &role) {
+                    return refuse(v);
+                }
+                if let Some(limit) = cat.get(&role).and_then(|r| r.limit) {
+                    if self.holders_in(s, scope, conv_id, &role).await? >= u64::from(limit) {
+                        return refuse(role_limit(&role, u64::from(limit)));
+                    }
+                    self.conversations()
+                        .update_one(Self::conversation_filter(scope, conv_id), doc! { "$set": { "updated_at": now } })
+                        .session(&mut *s)
+                        .await?;
+                }
             }
-            if m.role == role {
+            let mut overrides = m.permission_overrides.clone().unwrap_or_default();
+            if let Some(edits) = &change.permissions {
+                // Checked against the role the member ends up with.
+                if let Err(v) = rules::check_change_permissions(&cat, &acting, &role, edits) {
+                    return refuse(v);
+                }
+                for (k, v) in edits {
+                    match v {
+                        Some(v) => overrides.insert(k.clone(), *v),
+                        None => overrides.remove(k),
+                    };
+                }
+            }
+            let perms = cat.resolve(&role, &overrides);
+            if role == m.role && perms == m.permissions && Some(&overrides) == m.permission_overrides.as_ref() {
                 return Ok(m);
             }
-            let perms = role.default_permissions();
-            self.members()
-                .update_one(filter, doc! { "$set": {
-                    "role": role.as_str(), "permissions": bson::to_bson(&perms)?, "updated_at": now } })
-                .session(&mut *s)
-                .await?;
-            let event = audit::Event {
-                action: audit::action::ROLE_CHANGED,
-                target: Some(target.as_str()),
-                before: Some(doc! { "role": m.role.as_str() }),
-                after: Some(doc! { "role": role.as_str() }),
-                reason: None,
+            let mut set = doc! {
+                "role": role.as_str(), "permissions": bson::to_bson(&perms)?, "updated_at": now,
             };
-            self.record_in(s, scope, &AuditActor::of(scope), conv_id, vec![event], now).await?;
+            let update = if overrides.is_empty() {
+                doc! { "$set": set, "$unset": { "permission_overrides": "" } }
+            } else {
+                set.insert("permission_overrides", bson::to_bson(&overrides)?);
+                doc! { "$set": set }
+            };
+            self.members().update_one(filter, update).session(&mut *s).await?;
+            let mut events = Vec::new();
+            if role != m.role {
+                events.push(audit::Event {
+                    action: audit::action::ROLE_CHANGED,
+                    target: Some(target.as_str()),
+                    before: Some(doc! { "role": m.role.as_str() }),
+                    after: Some(doc! { "role": role.as_str() }),
+                    reason: None,
+                });
+            }
+            if change.permissions.is_some() {
+                events.push(audit::Event {
+                    action: audit::action::PERMISSIONS_CHANGED,
+                    target: Some(target.as_str()),
+                    before: Some(doc! { "permissions": bson::to_bson(&m.permissions)? }),
+                    after: Some(doc! { "permissions": bson::to_bson(&perms)?, "overrides": bson::to_bson(&overrides)? }),
+                    reason: None,
+                });
+            }
+            self.record_in(s, scope, &AuditActor::of(scope), conv_id, events, now).await?;
             m.role = role;
             m.permissions = perms;
+            m.permission_overrides = (!overrides.is_empty()).then_some(overrides);
             m.updated_at = now;
             Ok(m)
         })
@@ -427,7 +532,8 @@ impl Store {
             let (filter, mut m) = self
                 .present_member_in(s, scope, conv_id, target.as_str())
                 .await?;
-            if let Err(v) = rules::check_remove(acting, m.role) {
+            let cat = self.role_catalog_in(s, scope).await?;
+            if let Err(v) = rules::check_remove(&cat, &acting, Some(&m.role)) {
                 return refuse(v);
             }
             let prior = m.status;
@@ -524,25 +630,30 @@ impl Store {
             now,
         )
         .await?;
-        if m.role == Role::Owner {
-            self.hand_off_ownership_in(s, scope, m.conversation_id, now)
+        let catalog = self.role_catalog_in(s, scope).await?;
+        if catalog.is_top(&m.role) {
+            self.hand_off_ownership_in(s, scope, &catalog, m.conversation_id, now)
                 .await?;
         }
         Ok(())
     }
 
-    /// Gives ownership to the highest-ranked, longest-standing present member, if any, and
-    /// records it (DESIGN §3). Returns the new owner; `None` if someone still holds ownership
-    /// or nobody is left. Reads one `(status, role)` range at a time on the seed's
-    /// `{tenant_id, conversation_id, status, role}` index.
+    /// Gives the top role to the highest-ranked, longest-standing present member, if any, and
+    /// records it (DESIGN §3). The heir's overrides are dropped: the top role holds its
+    /// defaults. Returns the new owner; `None` if someone still holds the top role or nobody is
+    /// left. Reads one `(status, role)` range at a time on the seed's
+    /// `{tenant_id, conversation_id, status, role}` index, highest rank first.
     pub(crate) async fn hand_off_ownership_in(
         &self,
         s: &mut ClientSession,
         scope: &TenantScope,
+        catalog: &RoleCatalog,
         conversation: ObjectId,
         now: DateTime,
     ) -> mongodb::error::Result<Option<MemberDoc>> {
-        for role in Role::ALL {
+        let top = catalog.top();
+        for def in &catalog.roles {
+            let role = &def.name;
             let mut candidates = Vec::new();
             for status in MemberStatus::PRESENT {
                 let mut filter = tenant_filter(scope);
@@ -557,25 +668,33 @@ impl Store {
                     .await?;
                 candidates.extend(found);
             }
-            if role == Role::Owner {
+            if role == top {
                 if candidates.is_empty() {
                     continue;
                 }
                 return Ok(None); // someone still holds it
             }
-            let ranked: Vec<(Role, i64)> = candidates
+            let ranked: Vec<(i32, i64)> = candidates
                 .iter()
-                .map(|c| (c.role, c.activity.joined_at.timestamp_millis()))
+                .map(|c| {
+                    (
+                        catalog.rank(&c.role),
+                        c.activity.joined_at.timestamp_millis(),
+                    )
+                })
                 .collect();
             let Some(i) = rules::successor(&ranked) else {
                 continue;
             };
             let mut heir = candidates.swap_remove(i);
-            let perms = Role::Owner.default_permissions();
+            let perms = catalog.resolve(top, &BTreeMap::new());
             self.members()
                 .update_one(
                     doc! { "_id": heir.id, "tenant_id": scope.tenant().as_str() },
-                    doc! { "$set": { "role": Role::Owner.as_str(), "permissions": bson::to_bson(&perms)?, "updated_at": now } },
+                    doc! {
+                        "$set": { "role": top.as_str(), "permissions": bson::to_bson(&perms)?, "updated_at": now },
+                        "$unset": { "permission_overrides": "" },
+                    },
                 )
                 .session(&mut *s)
                 .await?;
@@ -583,7 +702,7 @@ impl Store {
                 action: audit::action::OWNERSHIP_HANDED_ON,
                 target: Some(&heir.external_user_id),
                 before: Some(doc! { "role": role.as_str() }),
-                after: Some(doc! { "role": Role::Owner.as_str() }),
+                after: Some(doc! { "role": top.as_str() }),
                 reason: None,
             };
             self.record_in(
@@ -596,8 +715,9 @@ impl Store {
             )
             .await?;
             tracing::info!(conversation = %conversation, heir = %heir.external_user_id, from = role.as_str(), "ownership handed on");
-            heir.role = Role::Owner;
+            heir.role = top.clone();
             heir.permissions = perms;
+            heir.permission_overrides = None;
             return Ok(Some(heir));
         }
         Ok(None)
@@ -626,7 +746,7 @@ impl Store {
         scope: &TenantScope,
         id: ConversationId,
         status: &[MemberStatus],
-        role: Option<Role>,
+        role: Option<&RoleName>,
         after: Option<ObjectId>,
         limit: u32,
     ) -> Result<Vec<MemberDoc>> {
@@ -644,7 +764,7 @@ impl Store {
         scope: &TenantScope,
         conversation: ObjectId,
         status: &[MemberStatus],
-        role: Option<Role>,
+        role: Option<&RoleName>,
         after: Option<ObjectId>,
         limit: u32,
     ) -> Vec<Query> {

@@ -12,6 +12,7 @@ pub mod erasure;
 pub mod indexes;
 pub mod members;
 pub mod moderation;
+pub mod roles;
 pub mod self_service;
 pub mod tenants;
 pub mod users;
@@ -55,6 +56,8 @@ pub mod index {
     pub const MEMBERS_BY_STATUS_ROLE: &str = "tenant_id_1_conversation_id_1_status_1_role_1__id_1";
     /// One membership by the tenant's user id.
     pub const MEMBER_BY_EXTERNAL_ID: &str = "tenant_id_1_conversation_id_1_external_user_id_1";
+    /// A tenant's holders of one role by status, keyset on `_id` (catalog edits).
+    pub const MEMBERS_BY_ROLE: &str = "tenant_id_1_role_1_status_1__id_1";
     /// A user's memberships by status, keyset on `_id`.
     pub const MEMBERSHIPS_BY_USER: &str = "tenant_id_1_user_id_1_status_1__id_1";
 }

@@ -18,9 +18,10 @@ use super::docs::{MemberDoc, ModerationDoc};
 use super::members::new_member_doc;
 use super::{Store, db_error, names, refuse, tenant_filter};
 use crate::auth::{PlatformCredential, TenantScope};
-use crate::domain::rules::{self, Acting, RuleViolation};
+use crate::domain::rules::{self, Acting};
 use crate::domain::{
-    ConversationId, ErrorCode, ExternalUserId, MemberStatus, Permissions, Role, TenantId,
+    ConversationId, ErrorCode, ExternalUserId, MemberStatus, Permissions, RoleCatalog, RoleName,
+    TenantId,
 };
 use crate::error::{Problem, Result};
 
@@ -41,7 +42,7 @@ pub struct AuthzRow {
     /// The member's external id.
     pub external_user_id: String,
     /// The role.
-    pub role: Role,
+    pub role: RoleName,
     /// Resolved flags.
     pub permissions: Permissions,
     /// Stored status.
@@ -94,7 +95,13 @@ pub struct SweepReport {
     pub mutes_expired: u64,
     /// Conversation deletions whose process died, finished.
     pub deletions_finished: u64,
+    /// Members whose flags were re-resolved for a catalog edit whose process died.
+    pub members_re_resolved: u64,
 }
+
+/// How long a catalog edit's re-resolution may run before the sweeper treats it as abandoned
+/// and finishes it (ms).
+pub const RE_RESOLVE_STALE_MS: i64 = 60_000;
 
 impl Store {
     /// Bans `target` (a member, a former member or a stranger: a pre-emptive ban). A present
@@ -118,8 +125,9 @@ impl Store {
             }
             let filter = Self::member_filter(scope, conv_id, target.as_str());
             let existing = self.members().find_one(filter.clone()).session(&mut *s).await?;
-            let target_role = existing.as_ref().filter(|m| m.status.is_present()).map(|m| m.role);
-            check_moderate(acting, target_role)?;
+            let target_role = existing.as_ref().filter(|m| m.status.is_present()).map(|m| m.role.clone());
+            let cat = self.role_catalog_in(s, scope).await?;
+            check_moderate(&cat, &acting, target_role.as_ref())?;
             let by = me.map(|m| m.user_id);
             let actor = AuditActor::of(scope);
             match existing {
@@ -160,7 +168,7 @@ impl Store {
                     let Some(user) = users.get(target.as_str()) else {
                         return Err(mongodb::error::Error::custom("a user vanished inside its transaction"));
                     };
-                    let mut m = new_member_doc(scope, conv_id, user, Role::Member, None, now);
+                    let mut m = new_member_doc(scope, conv_id, user, &cat, &cat.default_role, None, now);
                     m.status = MemberStatus::Banned;
                     m.departure.banned_until = r.until;
                     m.departure.removed_at = Some(now);
@@ -195,7 +203,8 @@ impl Store {
             let now = DateTime::now();
             self.conversation_in(s, scope, conv_id).await?;
             let (acting, _) = self.acting_in(s, scope, conv_id).await?;
-            check_moderate(acting, None)?;
+            let cat = self.role_catalog_in(s, scope).await?;
+            check_moderate(&cat, &acting, None)?;
             let filter = Self::member_filter(scope, conv_id, target.as_str());
             let Some(mut m) = self.members().find_one(filter.clone()).session(&mut *s).await? else {
                 return refuse(Problem::new(ErrorCode::NotBanned, format!("`{target}` is not banned here")));
@@ -239,7 +248,8 @@ impl Store {
             self.conversation_in(s, scope, conv_id).await?;
             let (acting, me) = self.acting_in(s, scope, conv_id).await?;
             let (filter, mut m) = self.present_member_in(s, scope, conv_id, target.as_str()).await?;
-            check_moderate(acting, Some(m.role))?;
+            let cat = self.role_catalog_in(s, scope).await?;
+            check_moderate(&cat, &acting, Some(&m.role))?;
             let before = audit::role_status(m.role.as_str(), m.effective_status(now).as_str());
             let moderation = ModerationDoc { muted_until: r.until, muted_by: me.map(|x| x.user_id), reason: r.reason.clone() };
             self.members()
@@ -277,7 +287,8 @@ impl Store {
             self.conversation_in(s, scope, conv_id).await?;
             let (acting, _) = self.acting_in(s, scope, conv_id).await?;
             let (filter, mut m) = self.present_member_in(s, scope, conv_id, target.as_str()).await?;
-            check_moderate(acting, Some(m.role))?;
+            let cat = self.role_catalog_in(s, scope).await?;
+            check_moderate(&cat, &acting, Some(&m.role))?;
             if m.effective_status(now) != MemberStatus::Muted {
                 return refuse(Problem::new(ErrorCode::NotMuted, format!("`{target}` is not muted")));
             }
@@ -301,8 +312,9 @@ impl Store {
         .await
     }
 
-    /// Moves ownership to `target` (a present member); the previous owner becomes `admin`
-    /// (Telegram semantics). Only the owner or a server token may transfer.
+    /// Moves the top role to `target` (a present member); the previous holder takes the
+    /// second role of the catalog (`admin` in `chat`; Telegram semantics). Both lose their
+    /// overrides. Only the top role's holder or a server token may transfer.
     /// Errors: `conversation_not_found`, `not_a_member`, `insufficient_rank`, `direct_conversation`.
     pub async fn transfer_ownership(
         &self,
@@ -318,50 +330,57 @@ impl Store {
                 return refuse(Problem::new(ErrorCode::DirectConversation, "a direct conversation has no owner"));
             }
             let (acting, _) = self.acting_in(s, scope, conv_id).await?;
-            if let Acting::Member { role, .. } = acting
-                && role != Role::Owner
-            {
-                return refuse(RuleViolation::InsufficientRank);
+            let cat = self.role_catalog_in(s, scope).await?;
+            if let Err(v) = rules::check_transfer(&cat, &acting) {
+                return refuse(v);
             }
             let (filter, mut heir) = self.present_member_in(s, scope, conv_id, target.as_str()).await?;
-            if heir.role == Role::Owner {
+            let (top, second) = (cat.top(), cat.runner_up());
+            if &heir.role == top {
                 return Ok((heir, None));
             }
             let mut owners = tenant_filter(scope);
             owners.insert("conversation_id", conv_id);
-            owners.insert("role", Role::Owner.as_str());
+            owners.insert("role", top.as_str());
             owners.insert("status", doc! { "$in": ["active", "muted"] });
             let previous = self.members().find_one(owners).session(&mut *s).await?;
-            let admin = Role::Admin.default_permissions();
-            let owner = Role::Owner.default_permissions();
-            let mut events = Vec::new();
+            let none = Default::default();
+            let demoted = cat.resolve(second, &none);
+            let owner = cat.resolve(top, &none);
             let previous = match previous {
                 Some(mut p) => {
                     self.members()
-                        .update_one(doc! { "_id": p.id, "tenant_id": scope.tenant().as_str() }, doc! { "$set": {
-                            "role": "admin", "permissions": bson::to_bson(&admin)?, "updated_at": now } })
+                        .update_one(doc! { "_id": p.id, "tenant_id": scope.tenant().as_str() }, doc! {
+                            "$set": { "role": second.as_str(), "permissions": bson::to_bson(&demoted)?, "updated_at": now },
+                            "$unset": { "permission_overrides": "" },
+                        })
                         .session(&mut *s)
                         .await?;
-                    p.role = Role::Admin;
-                    p.permissions = admin;
+                    p.role = second.clone();
+                    p.permissions = demoted;
+                    p.permission_overrides = None;
                     Some(p)
                 }
                 None => None,
             };
             self.members()
-                .update_one(filter, doc! { "$set": { "role": "owner", "permissions": bson::to_bson(&owner)?, "updated_at": now } })
+                .update_one(filter, doc! {
+                    "$set": { "role": top.as_str(), "permissions": bson::to_bson(&owner)?, "updated_at": now },
+                    "$unset": { "permission_overrides": "" },
+                })
                 .session(&mut *s)
                 .await?;
-            events.push(audit::Event {
+            let event = audit::Event {
                 action: audit::action::OWNERSHIP_TRANSFERRED,
                 target: Some(target.as_str()),
                 before: Some(doc! { "role": heir.role.as_str(), "owner": previous.as_ref().map(|p| p.external_user_id.clone()) }),
-                after: Some(doc! { "role": "owner" }),
+                after: Some(doc! { "role": top.as_str() }),
                 reason: None,
-            });
-            self.record_in(s, scope, &AuditActor::of(scope), conv_id, events, now).await?;
-            heir.role = Role::Owner;
+            };
+            self.record_in(s, scope, &AuditActor::of(scope), conv_id, vec![event], now).await?;
+            heir.role = top.clone();
             heir.permissions = owner;
+            heir.permission_overrides = None;
             heir.updated_at = now;
             Ok((heir, previous))
         })
@@ -435,6 +454,9 @@ impl Store {
                     .sweep_kind(&scope, "muted", "moderation.muted_until", now, batch)
                     .await?;
                 report.deletions_finished += self.finish_deletions(&scope).await?;
+                report.members_re_resolved += self
+                    .finish_role_resolution(&scope, RE_RESOLVE_STALE_MS, batch)
+                    .await?;
             }
         }
         Ok(report)
@@ -497,16 +519,12 @@ impl Store {
 }
 
 /// Ban and mute need `can_remove_members` and, against a present member, a higher rank.
-fn check_moderate(acting: Acting, target: Option<Role>) -> mongodb::error::Result<()> {
-    let result = match target {
-        Some(role) => rules::check_remove(acting, role),
-        // A stranger or former member has no rank here: the flag is what counts.
-        None => rules::check_remove(acting, Role::Guest).or_else(|v| match v {
-            RuleViolation::InsufficientRank => Ok(()),
-            other => Err(other),
-        }),
-    };
-    match result {
+fn check_moderate(
+    cat: &RoleCatalog,
+    acting: &Acting,
+    target: Option<&RoleName>,
+) -> mongodb::error::Result<()> {
+    match rules::check_remove(cat, acting, target) {
         Ok(()) => Ok(()),
         Err(v) => refuse(v),
     }

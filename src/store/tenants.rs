@@ -9,7 +9,7 @@ use rand::RngCore;
 use super::docs::{KeyDoc, TenantDoc};
 use super::{Store, db_error, is_duplicate_key, names};
 use crate::auth::{PlatformCredential, TenantKey};
-use crate::domain::{ErrorCode, TenantId};
+use crate::domain::{ErrorCode, RoleCatalog, TenantId};
 use crate::error::{Error, Result};
 
 /// Makes a fresh key: `kid` = `<tenant>-<16 hex>`, secret = 32 random bytes, base64url.
@@ -43,6 +43,7 @@ impl Store {
         _: &PlatformCredential,
         id: &TenantId,
         name: &str,
+        catalog: &RoleCatalog,
     ) -> Result<TenantDoc> {
         let now = DateTime::now();
         let doc = TenantDoc {
@@ -50,6 +51,8 @@ impl Store {
             name: name.to_owned(),
             status: "active".into(),
             keys: vec![new_key(id, now)],
+            roles: Some(catalog.clone()),
+            roles_resolving: None,
             created_at: now,
             updated_at: now,
         };

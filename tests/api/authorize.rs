@@ -82,11 +82,23 @@ async fn authorize_answers_each_kind_of_member_with_its_code() {
         .await;
     assert_eq!((r.status, r.code()), (403, "forbidden"));
     let r = app
-        .post("/v1/authorize", &app.server(), ask("bob", "fly"))
+        .post("/v1/authorize", &app.server(), ask("bob", "Fly!"))
         .await;
     assert_eq!(
         (r.status, r.code(), r.body["errors"][0]["field"].as_str()),
         (422, "validation_failed", Some("action"))
+    );
+    // A well-formed capability the tenant never defined is a flag nobody holds: denied.
+    let r = app
+        .post("/v1/authorize", &app.server(), ask("bob", "fly"))
+        .await;
+    assert_eq!(
+        (
+            r.status,
+            r.body["allowed"].as_bool(),
+            r.body["code"].as_str()
+        ),
+        (200, Some(false), Some("missing_permission"))
     );
     let other = app.create_tenant("globex").await;
     let b = app.token_for(&other, roster::auth::Principal::Server);
@@ -219,7 +231,7 @@ async fn the_audit_trail_records_who_did_what_with_the_request_id_and_pages() {
     let r = app.get(&audit, &app.user("bob")).await;
     assert_eq!(
         (r.status, r.code()),
-        (403, "insufficient_rank"),
+        (403, "missing_permission"),
         "moderators do not read the audit trail"
     );
 }

@@ -88,7 +88,7 @@ async fn bad_creations_are_refused_with_the_field_named_and_nothing_is_stored() 
             "members[0].user_id",
         ),
         (
-            json!({ "name": "G", "members": [{ "user_id": "bob", "role": "king" }] }),
+            json!({ "name": "G", "members": [{ "user_id": "bob", "role": "King" }] }),
             "members[0].role",
         ),
         (json!({ "name": "G", "created_by": "bob" }), "created_by"),
@@ -243,7 +243,11 @@ async fn only_the_owner_or_the_server_deletes_and_the_members_go_with_it() {
         .await;
     let path = format!("/v1/conversations/{conv}");
     let r = app.delete(&path, &app.user("ann")).await;
-    assert_eq!((r.status, r.code()), (403, "insufficient_rank"));
+    assert_eq!(
+        (r.status, r.code()),
+        (403, "missing_permission"),
+        "admins lack can_delete_conversation in the chat preset"
+    );
     assert_eq!(app.raw_members(&conv).await.len(), 3);
     assert_eq!(app.delete(&path, &app.user("alice")).await.status, 204);
     assert!(app.raw_members(&conv).await.is_empty());

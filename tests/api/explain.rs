@@ -1,6 +1,6 @@
 use bson::{Bson, Document, doc};
 use roster::auth::PlatformCredential;
-use roster::domain::{MemberStatus, Role, TenantId};
+use roster::domain::{MemberStatus, RoleName, TenantId};
 use roster::store::{Query, Store, index};
 
 use crate::helpers::spawn_app;
@@ -94,7 +94,8 @@ async fn the_member_queries_the_service_issues_are_index_scans() {
             let plan = winning_plan(&app, q).await;
             assert_index_scan("member list", &plan, &[index::MEMBERS_BY_STATUS]);
         }
-        for q in &Store::member_list_queries(&scope, conv, &present, Some(Role::Admin), after, 51) {
+        let admin = RoleName::parse("admin").unwrap();
+        for q in &Store::member_list_queries(&scope, conv, &present, Some(&admin), after, 51) {
             let plan = winning_plan(&app, q).await;
             // The seed's {status, role} index is as selective and SecantusDB takes it;
             // MongoDB takes the one that also gives `_id` order (held by the no-SORT check).
@@ -103,6 +104,15 @@ async fn the_member_queries_the_service_issues_are_index_scans() {
                 "tenant_id_1_conversation_id_1_status_1_role_1",
             ];
             assert_index_scan("member list by role", &plan, &both);
+        }
+        for st in present {
+            let q = Store::role_holders_query(&scope, &admin, st, after, 51);
+            let plan = winning_plan(&app, &q).await;
+            assert_index_scan(
+                "holders of a role (catalog edits)",
+                &plan,
+                &[index::MEMBERS_BY_ROLE],
+            );
         }
         for q in &Store::membership_list_queries(&scope, user_id, &MemberStatus::ALL, after, 51) {
             let plan = winning_plan(&app, q).await;

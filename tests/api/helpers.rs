@@ -106,6 +106,27 @@ impl TestApp {
         }
     }
 
+    /// Creates tenant `id` with a role catalog preset and makes it the tenant of
+    /// [`TestApp::server`] and [`TestApp::user`].
+    pub async fn switch_to_tenant_with_preset(&mut self, id: &str, preset: &str) {
+        let r = self
+            .post(
+                "/admin/v1/tenants",
+                &self.platform_token(),
+                json!({ "id": id, "role_preset": preset }),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        self.key = TenantKey {
+            tenant: TenantId::parse(id).unwrap(),
+            kid: r.body["key"]["kid"].as_str().unwrap().into(),
+            secret: r.body["key"]["secret"].as_str().unwrap().into(),
+            revoked: false,
+            tenant_active: true,
+        };
+        self.tenant = id.into();
+    }
+
     pub fn token_for(&self, key: &TenantKey, principal: Principal) -> String {
         auth::mint(key, &principal, 600, &self.settings.auth).expect("mint")
     }

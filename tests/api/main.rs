@@ -16,6 +16,7 @@ mod members;
 mod moderation;
 mod openapi;
 mod pagination;
+mod roles;
 mod schema;
 mod self_service;
 mod tenancy;

@@ -56,18 +56,14 @@ fn expected(c: Caller) -> [(u16, &'static str); 14] {
             OK, OK, CREATED, OK, OK, OK, OK, OK, OK, OK, OK, OK, OK, GONE,
         ],
         Admin => [
-            OK, OK, CREATED, OK, OK, RANK, OK, OK, OK, OK, OK, OK, RANK, RANK,
+            OK, OK, CREATED, OK, OK, RANK, OK, OK, OK, OK, OK, OK, RANK, NO_FLAG,
         ],
         Moderator => [
-            OK, OK, CREATED, RANK, OK, RANK, OK, OK, OK, OK, NO_FLAG, RANK, RANK, RANK,
+            OK, OK, CREATED, NO_FLAG, OK, RANK, OK, OK, OK, OK, NO_FLAG, NO_FLAG, RANK, NO_FLAG,
         ],
-        Member | Muted => [
-            OK, OK, NO_FLAG, RANK, NO_FLAG, NO_FLAG, NO_FLAG, NO_FLAG, NO_FLAG, NO_FLAG, NO_FLAG,
-            RANK, RANK, RANK,
-        ],
-        Guest => [
-            OK, OK, NO_FLAG, RANK, NO_FLAG, NO_FLAG, NO_FLAG, NO_FLAG, NO_FLAG, NO_FLAG, NO_FLAG,
-            RANK, RANK, RANK,
+        Member | Muted | Guest => [
+            OK, OK, NO_FLAG, NO_FLAG, NO_FLAG, NO_FLAG, NO_FLAG, NO_FLAG, NO_FLAG, NO_FLAG,
+            NO_FLAG, NO_FLAG, RANK, NO_FLAG,
         ],
         Banned | Left | Stranger | OtherTenant => [HIDDEN; 14],
         Server => [

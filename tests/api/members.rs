@@ -243,7 +243,11 @@ async fn roles_change_only_downward_from_owners_and_admins_and_never_touch_owner
     let r = app
         .patch(&path("bob"), &app.user("mod"), json!({ "role": "guest" }))
         .await;
-    assert_eq!((r.status, r.code()), (403, "insufficient_rank"));
+    assert_eq!(
+        (r.status, r.code()),
+        (403, "missing_permission"),
+        "moderators lack can_change_roles"
+    );
     let r = app
         .patch(&path("ann"), &app.user("ann"), json!({ "role": "member" }))
         .await;
@@ -261,12 +265,16 @@ async fn roles_change_only_downward_from_owners_and_admins_and_never_touch_owner
         .await;
     assert_eq!((r.status, r.code()), (404, "not_a_member"));
     let r = app
-        .patch(&path("bob"), &app.server(), json!({ "role": "boss" }))
+        .patch(&path("bob"), &app.server(), json!({ "role": "Boss!" }))
         .await;
     assert_eq!(
         (r.status, r.code(), r.body["errors"][0]["field"].as_str()),
         (422, "validation_failed", Some("role"))
     );
+    let r = app
+        .patch(&path("bob"), &app.server(), json!({ "role": "boss" }))
+        .await;
+    assert_eq!((r.status, r.code()), (422, "unknown_role"));
     let r = app.get(&path("bob"), &app.server()).await;
     assert_eq!(r.body["role"], "moderator");
 }
@@ -423,7 +431,12 @@ async fn member_lists_filter_by_status_and_role() {
         ["bob", "cy"]
     );
     assert_eq!(ids(&list("?role=admin").await), ["ann"]);
-    assert_eq!(list("?role=king").await.code(), "validation_failed");
+    assert_eq!(list("?role=King").await.code(), "validation_failed");
+    assert_eq!(
+        list("?role=king").await.body["items"],
+        json!([]),
+        "a well-formed role nobody holds lists nobody"
+    );
     assert_eq!(list("?cursor=AAAA").await.code(), "invalid_cursor");
     assert_eq!(list("?bogus=1").await.code(), "validation_failed");
     let r = app

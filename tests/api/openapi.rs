@@ -9,6 +9,23 @@ fn the_openapi_document_matches_its_snapshot() {
     insta::assert_json_snapshot!("openapi", doc);
 }
 
+#[test]
+fn every_operation_id_is_unique_as_generated_clients_need() {
+    let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+    let mut ids: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|item| item.as_object().unwrap().values())
+        .filter_map(|op| op["operationId"].as_str())
+        .collect();
+    let n = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "duplicate operationId");
+    assert!(ids.contains(&"roles_put") && ids.contains(&"members_update"));
+}
+
 #[tokio::test]
 async fn the_served_document_is_the_generated_one_and_the_docs_page_loads() {
     let app = spawn_app().await;

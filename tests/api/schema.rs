@@ -90,12 +90,15 @@ async fn stored_memberships_have_exactly_seed_004_field_names_and_bson_types() {
         expect(d, "created_at", &["date"]);
         expect(d, "updated_at", &["date"]);
 
+        // Seed 004's eight flags plus the two documented extension flags (DESIGN §1).
         let p = d.get_document("permissions").unwrap();
         assert_eq!(
             keys(p),
             [
                 "can_add_members",
                 "can_change_info",
+                "can_change_roles",
+                "can_delete_conversation",
                 "can_delete_messages",
                 "can_pin_messages",
                 "can_remove_members",

@@ -72,13 +72,16 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(state.roster.get_member(&scope, &conv, &user).await?))
 }
 
-/// Change a member's role (owners and admins, below their own rank; never to or from owner).
+/// Change a member's role and/or permission overrides (callers with `can_change_roles`, on
+/// members ranked below them, granting only roles below their own and flags they hold; never
+/// to or from the top role).
 #[utoipa::path(patch, path = "/v1/conversations/{conversation_id}/members/{user_id}", tag = "members", request_body = PatchMemberBody,
     params(("conversation_id" = String, Path, description = "24 hex digits"), ("user_id" = String, Path, description = "External user id")),
     responses((status = 200, body = MemberView),
-              (status = 403, description = "`insufficient_rank`", body = ProblemBody, content_type = "application/problem+json"),
+              (status = 403, description = "`insufficient_rank`, `missing_permission`", body = ProblemBody, content_type = "application/problem+json"),
               (status = 404, description = "`conversation_not_found`, `not_a_member`", body = ProblemBody, content_type = "application/problem+json"),
-              (status = 409, description = "`owner_role_locked`", body = ProblemBody, content_type = "application/problem+json")),
+              (status = 409, description = "`owner_role_locked`, `role_limit_reached`", body = ProblemBody, content_type = "application/problem+json"),
+              (status = 422, description = "`unknown_role`, `unknown_permission`, `validation_failed`", body = ProblemBody, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn update(
     Caller(scope): Caller,

@@ -7,5 +7,6 @@ pub mod conversations;
 pub mod health;
 pub mod members;
 pub mod moderation;
+pub mod roles;
 pub mod tenants;
 pub mod users;
