@@ -101,7 +101,9 @@ pub enum DemoAction {
 }
 
 async fn connect(settings: &Settings) -> anyhow::Result<Store> {
-    let store = Store::connect(&settings.database).await?;
+    let store = Store::connect(&settings.database)
+        .await?
+        .with_member_settings(&settings.members);
     store
         .ensure_indexes()
         .await

@@ -95,6 +95,9 @@ pub struct MemberSettings {
     pub profile_batch: u32,
     /// Memberships deleted per batch when a conversation is deleted.
     pub delete_batch: u32,
+    /// Conversations with at most this many members embed a `participants` summary and move
+    /// in their members' chat lists on every message; larger ones move at each sweep.
+    pub embed_threshold: u32,
 }
 
 /// `[moderation]`
@@ -240,6 +243,11 @@ impl Settings {
             (1..=10_000).contains(&self.members.delete_batch),
             "members.delete_batch",
             "must be between 1 and 10000",
+        )?;
+        check(
+            self.members.embed_threshold <= 1_000,
+            "members.embed_threshold",
+            "must be at most 1000",
         )?;
         check(
             (1..=10_000).contains(&self.members.profile_batch),

@@ -247,6 +247,9 @@ pub async fn load(store: &Store, cred: &PlatformCredential, args: &LoadArgs) -> 
             created_by: members.first().map(|m| m.user_id),
             member_count: present,
             last_message_at: None,
+            participants: (present <= store.embed_threshold())
+                .then(|| crate::store::participants::summary_of(&members)),
+            activity_fanout_pending: None,
             deleting_at: None,
             settings: ConversationSettingsDoc {
                 join_policy: "invite".into(),

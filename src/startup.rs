@@ -27,7 +27,7 @@ impl Application {
     pub async fn build(settings: &Settings) -> anyhow::Result<Application> {
         let store = Store::connect(&settings.database)
             .await?
-            .with_delete_batch(settings.members.delete_batch);
+            .with_member_settings(&settings.members);
         let ensured = store
             .ensure_indexes()
             .await
@@ -89,7 +89,7 @@ fn spawn_sweeper(settings: Settings) -> anyhow::Result<tokio::sync::watch::Sende
                 Err(e) => return tracing::error!(error = %e, "sweeper disabled: auth.platform_token does not verify"),
             };
             let store = match Store::connect(&settings.database).await {
-                Ok(s) => s.with_delete_batch(settings.members.delete_batch),
+                Ok(s) => s.with_member_settings(&settings.members),
                 Err(e) => return tracing::error!(error = format!("{e:#}"), "sweeper disabled: no database"),
             };
             let mut tick = tokio::time::interval(Duration::from_secs(settings.moderation.sweep_interval_secs));
@@ -105,6 +105,7 @@ fn spawn_sweeper(settings: Settings) -> anyhow::Result<tokio::sync::watch::Sende
                         mutes_expired = r.mutes_expired,
                         deletions_finished = r.deletions_finished,
                         members_re_resolved = r.members_re_resolved,
+                        activity_caught_up = r.activity_caught_up,
                         "sweep done"
                     ),
                     Ok(_) => {}

@@ -8,9 +8,11 @@ use bson::oid::ObjectId;
 
 use crate::domain::ErrorCode;
 use crate::error::{Error, Result};
+use crate::store::members::ChatListKey;
 
 const OID_TAG: u8 = 1;
 const TEXT_TAG: u8 = 2;
+const CHAT_TAG: u8 = 3;
 
 fn invalid() -> Error {
     Error::client(
@@ -35,6 +37,35 @@ pub fn decode_oid(cursor: &str) -> Result<ObjectId> {
             let mut b = [0u8; 12];
             b.copy_from_slice(rest);
             Ok(ObjectId::from_bytes(b))
+        }
+        _ => Err(invalid()),
+    }
+}
+
+/// Encodes a chat-list position (pinned, activity time, `_id`).
+pub fn encode_chat(key: ChatListKey) -> String {
+    let mut bytes = Vec::with_capacity(22);
+    bytes.push(CHAT_TAG);
+    bytes.push(u8::from(key.pinned));
+    bytes.extend_from_slice(&key.activity_at_ms.to_be_bytes());
+    bytes.extend_from_slice(&key.id.bytes());
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Decodes a chat-list cursor. Errors: `invalid_cursor` (400).
+pub fn decode_chat(cursor: &str) -> Result<ChatListKey> {
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
+    match bytes.split_first() {
+        Some((&CHAT_TAG, rest)) if rest.len() == 21 && rest[0] <= 1 => {
+            let mut at = [0u8; 8];
+            at.copy_from_slice(&rest[1..9]);
+            let mut id = [0u8; 12];
+            id.copy_from_slice(&rest[9..]);
+            Ok(ChatListKey {
+                pinned: rest[0] == 1,
+                activity_at_ms: i64::from_be_bytes(at),
+                id: ObjectId::from_bytes(id),
+            })
         }
         _ => Err(invalid()),
     }
@@ -74,6 +105,15 @@ mod tests {
         fn arbitrary_strings_never_panic_and_rarely_decode(s in ".{0,40}") {
             let _ = decode_oid(&s);
             let _ = decode_text(&s);
+            let _ = decode_chat(&s);
+        }
+
+        #[test]
+        fn chat_list_cursors_round_trip(pinned in any::<bool>(), at in any::<i64>(),
+                                        bytes in prop::array::uniform12(any::<u8>())) {
+            let key = ChatListKey { pinned, activity_at_ms: at, id: ObjectId::from_bytes(bytes) };
+            prop_assert_eq!(decode_chat(&encode_chat(key)).ok(), Some(key));
+            prop_assert!(decode_oid(&encode_chat(key)).is_err());
         }
     }
 

@@ -22,7 +22,7 @@ use crate::domain::{
 use crate::error::{Error, Problem, Result};
 use crate::store::Store;
 use crate::store::conversations::{ConversationPatch, NewConversation};
-use crate::store::members::{AddOutcome, MemberChange, NewMember};
+use crate::store::members::{AddOutcome, ChatListKey, MemberChange, NewMember};
 
 use inputs::*;
 use views::*;
@@ -290,14 +290,19 @@ impl Roster {
         only_self_or_server(scope, &user)?;
         let status = parse_statuses(q.status.as_deref())?;
         let limit = self.page_limit(q.limit)?;
-        let after = q.cursor.as_deref().map(cursor::decode_oid).transpose()?;
+        let after = q.cursor.as_deref().map(cursor::decode_chat).transpose()?;
         let rows = self
             .store
             .list_memberships(scope, &user, &status, after, limit + 1)
             .await?;
         // Page on the memberships, then drop any whose conversation is being deleted, so the
         // cursor never ends a list early.
-        let page = self.page(rows, limit, |(m, _)| cursor::encode_oid(m.id), |row| row);
+        let page = self.page(
+            rows,
+            limit,
+            |(m, _)| cursor::encode_chat(ChatListKey::of(m)),
+            |row| row,
+        );
         Ok(Page {
             items: page
                 .items

@@ -312,12 +312,25 @@ pub struct MembershipView {
     pub settings: MemberSettingsView,
     /// When the user joined (UTC).
     pub joined_at: DateTime<Utc>,
+    /// The conversation's last reported message (UTC), if any.
+    pub last_message_at: Option<DateTime<Utc>>,
+    /// Whether the conversation has a message after the user's read position (and after the
+    /// user's own last message: your own message never makes a chat unread).
+    pub unread: bool,
 }
 
 impl MembershipView {
     /// Builds the entry.
     pub fn new(m: MemberDoc, c: ConversationDoc) -> Self {
+        let seen = m.activity.last_read_at.max(m.activity.last_message_at);
+        let unread = match (c.last_message_at, seen) {
+            (Some(last), Some(seen)) => last > seen,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
         Self {
+            last_message_at: opt_time(c.last_message_at),
+            unread,
             conversation: ConversationSummary {
                 id: c.id.to_hex(),
                 kind: c.kind,

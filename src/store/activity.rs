@@ -8,7 +8,10 @@ use bson::oid::ObjectId;
 use bson::{DateTime, doc};
 use serde::{Deserialize, Serialize};
 
-use super::{Store, names, refuse};
+use futures::TryStreamExt;
+use mongodb::options::ReturnDocument;
+
+use super::{Store, db_error, names, refuse};
 use crate::auth::TenantScope;
 use crate::domain::moderation::{Denial, decide};
 use crate::domain::{Action, ConversationId, ErrorCode, ExternalUserId, Flag};
@@ -32,6 +35,23 @@ pub struct MessageReportDoc {
     pub sent_at: DateTime,
     /// When it was reported (UTC; the TTL index expires reports after seven days).
     pub reported_at: DateTime,
+}
+
+/// The conversation fields a report reads back.
+#[derive(Debug, Deserialize)]
+struct ActivityRow {
+    member_count: i64,
+    #[serde(default)]
+    last_message_at: Option<DateTime>,
+}
+
+/// A conversation whose members' chat-list order lags.
+#[derive(Debug, Deserialize)]
+struct PendingRow {
+    #[serde(rename = "_id")]
+    id: ObjectId,
+    #[serde(default)]
+    last_message_at: Option<DateTime>,
 }
 
 /// Whether a report changed anything.
@@ -70,7 +90,8 @@ impl Store {
         self.collection(names::MESSAGE_REPORTS)
     }
 
-    /// Records that `user` sent `message_id` at `sent_at`, once. Errors: `not_a_member`,
+    /// Records that `user` sent `message_id` at `sent_at`, once, then moves the conversation
+    /// up its members' chat lists (see [`Store::fan_out_activity`]). Errors: `not_a_member`,
     /// `member_banned`, `member_muted`, `missing_permission` (as authorize answers).
     pub async fn report_message(
         &self,
@@ -81,64 +102,153 @@ impl Store {
         sent_at: DateTime,
     ) -> Result<ReportOutcome> {
         let conv_id = id.object_id();
-        self.transaction(async |s| {
-            let now = DateTime::now();
-            let mut seen = super::tenant_filter(scope);
-            seen.insert("conversation_id", conv_id);
-            seen.insert("message_id", message_id);
-            if self
-                .message_reports()
-                .find_one(seen)
-                .session(&mut *s)
-                .await?
-                .is_some()
-            {
-                return Ok(ReportOutcome::Duplicate);
+        let (outcome, moved) = self
+            .transaction(async |s| {
+                let now = DateTime::now();
+                let mut seen = super::tenant_filter(scope);
+                seen.insert("conversation_id", conv_id);
+                seen.insert("message_id", message_id);
+                if self
+                    .message_reports()
+                    .find_one(seen)
+                    .session(&mut *s)
+                    .await?
+                    .is_some()
+                {
+                    return Ok((ReportOutcome::Duplicate, None));
+                }
+                let filter = Self::member_filter(scope, conv_id, user.as_str());
+                let member = self
+                    .members()
+                    .find_one(filter.clone())
+                    .session(&mut *s)
+                    .await?;
+                let state = member
+                    .as_ref()
+                    .map(|m| (m.effective_status(now), &m.permissions));
+                if let Some(d) = decide(state, &Action::Builtin(Flag::SendMessages)) {
+                    return refuse(sender_refusal(d, user.as_str()));
+                }
+                let report = MessageReportDoc {
+                    id: ObjectId::new(),
+                    tenant_id: scope.tenant().as_str().to_owned(),
+                    conversation_id: conv_id,
+                    message_id: message_id.to_owned(),
+                    user_id: user.as_str().to_owned(),
+                    sent_at,
+                    reported_at: now,
+                };
+                self.message_reports()
+                    .insert_one(&report)
+                    .session(&mut *s)
+                    .await?;
+                self.members()
+                    .update_one(
+                        filter,
+                        doc! {
+                            "$inc": { "activity.message_count": 1_i64 },
+                            "$max": { "activity.last_message_at": sent_at },
+                        },
+                    )
+                    .session(&mut *s)
+                    .await?;
+                let conv = self
+                    .conversations()
+                    .clone_with_type::<ActivityRow>()
+                    .find_one_and_update(
+                        Self::conversation_filter(scope, conv_id),
+                        doc! { "$max": { "last_message_at": sent_at } },
+                    )
+                    .projection(doc! { "member_count": 1, "last_message_at": 1 })
+                    .return_document(ReturnDocument::After)
+                    .session(&mut *s)
+                    .await?;
+                Ok((ReportOutcome::Counted, conv))
+            })
+            .await?;
+        if let Some(ActivityRow {
+            member_count,
+            last_message_at: Some(at),
+        }) = moved
+        {
+            self.fan_out_activity(scope, conv_id, member_count, at)
+                .await?;
+        }
+        Ok(outcome)
+    }
+
+    /// Moves a conversation whose last activity is now `at` up its present members' chat
+    /// lists (`conversation_activity_at`, never backwards). A conversation of at most
+    /// `members.embed_threshold` members is updated at once (one multi-document update on
+    /// `{tenant_id, conversation_id, status}`); a larger one is only marked
+    /// `activity_fanout_pending`, and the sweeper catches its members up once per sweep — so a
+    /// busy conversation of 20,000 members costs one write per message, not 20,000.
+    pub(crate) async fn fan_out_activity(
+        &self,
+        scope: &TenantScope,
+        conversation: ObjectId,
+        member_count: i64,
+        at: DateTime,
+    ) -> Result<()> {
+        if member_count <= self.embed_threshold() {
+            return self.catch_up_members(scope, conversation, at).await;
+        }
+        let mut f = Self::conversation_filter(scope, conversation);
+        f.insert("activity_fanout_pending", doc! { "$ne": true });
+        self.conversations()
+            .update_one(f, doc! { "$set": { "activity_fanout_pending": true } })
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn catch_up_members(
+        &self,
+        scope: &TenantScope,
+        conversation: ObjectId,
+        at: DateTime,
+    ) -> Result<()> {
+        let mut f = super::tenant_filter(scope);
+        f.insert("conversation_id", conversation);
+        f.insert("status", doc! { "$in": ["active", "muted"] });
+        self.members()
+            .update_many(f, doc! { "$max": { "conversation_activity_at": at } })
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// Sweeper: catches up the members of large conversations marked
+    /// `activity_fanout_pending` (at most `batch` conversations), clearing the mark only if
+    /// no newer message arrived meanwhile. Returns how many conversations it caught up.
+    pub(crate) async fn catch_up_activity(&self, scope: &TenantScope, batch: u32) -> Result<u64> {
+        let mut f = super::tenant_filter(scope);
+        f.insert("activity_fanout_pending", true);
+        let pending: Vec<PendingRow> = self
+            .conversations()
+            .clone_with_type::<PendingRow>()
+            .find(f)
+            .projection(doc! { "_id": 1, "last_message_at": 1 })
+            .limit(i64::from(batch))
+            .await
+            .map_err(db_error)?
+            .try_collect()
+            .await
+            .map_err(db_error)?;
+        let mut done = 0;
+        for c in pending {
+            if let Some(at) = c.last_message_at {
+                self.catch_up_members(scope, c.id, at).await?;
             }
-            let filter = Self::member_filter(scope, conv_id, user.as_str());
-            let member = self
-                .members()
-                .find_one(filter.clone())
-                .session(&mut *s)
-                .await?;
-            let state = member
-                .as_ref()
-                .map(|m| (m.effective_status(now), &m.permissions));
-            if let Some(d) = decide(state, &Action::Builtin(Flag::SendMessages)) {
-                return refuse(sender_refusal(d, user.as_str()));
-            }
-            let report = MessageReportDoc {
-                id: ObjectId::new(),
-                tenant_id: scope.tenant().as_str().to_owned(),
-                conversation_id: conv_id,
-                message_id: message_id.to_owned(),
-                user_id: user.as_str().to_owned(),
-                sent_at,
-                reported_at: now,
-            };
-            self.message_reports()
-                .insert_one(&report)
-                .session(&mut *s)
-                .await?;
-            self.members()
-                .update_one(
-                    filter,
-                    doc! {
-                        "$inc": { "activity.message_count": 1_i64 },
-                        "$max": { "activity.last_message_at": sent_at },
-                    },
-                )
-                .session(&mut *s)
-                .await?;
+            let mut guard = super::tenant_filter(scope);
+            guard.insert("_id", c.id);
+            guard.insert("last_message_at", c.last_message_at);
             self.conversations()
-                .update_one(
-                    Self::conversation_filter(scope, conv_id),
-                    doc! { "$max": { "last_message_at": sent_at } },
-                )
-                .session(&mut *s)
-                .await?;
-            Ok(ReportOutcome::Counted)
-        })
-        .await
+                .update_one(guard, doc! { "$unset": { "activity_fanout_pending": "" } })
+                .await
+                .map_err(db_error)?;
+            done += 1;
+        }
+        Ok(done)
     }
 }

@@ -140,6 +140,9 @@ impl Store {
                 created_by: creator_id,
                 member_count: members.len() as i64,
                 last_message_at: None,
+                participants: (members.len() as i64 <= self.embed_threshold())
+                    .then(|| super::participants::summary_of(&members)),
+                activity_fanout_pending: None,
                 deleting_at: None,
                 settings: ConversationSettingsDoc {
                     join_policy: "invite".into(),

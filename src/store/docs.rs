@@ -50,6 +50,13 @@ pub struct MemberDoc {
     /// Present only while `status` is `muted`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moderation: Option<ModerationDoc>,
+    /// Extension: the conversation's last activity as this membership's chat list sorts it —
+    /// the later of the member's `joined_at` and the conversation's last reported message
+    /// (exact for conversations up to `members.embed_threshold` members, at most one sweep
+    /// behind for larger ones). Index `{tenant_id, user_id, status, settings.pinned,
+    /// conversation_activity_at, _id}` serves the chat list.
+    #[serde(default)]
+    pub conversation_activity_at: Option<DateTime>,
     /// Creation time of this document.
     pub created_at: DateTime,
     /// Last change.
@@ -232,12 +239,36 @@ pub struct ConversationDoc {
     /// Time of the latest reported message (extension; absent until the first report).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_message_at: Option<DateTime>,
+    /// Seed 004's embedded summary of the present members, kept while the conversation has at
+    /// most `members.embed_threshold` of them (added or dropped in the transaction that
+    /// crosses the threshold); absent above it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub participants: Option<Vec<ParticipantDoc>>,
+    /// Extension: set when a large conversation's members' chat-list order lags its last
+    /// message; the sweeper catches them up and clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activity_fanout_pending: Option<bool>,
     /// Conversation settings.
     pub settings: ConversationSettingsDoc,
     /// Creation time.
     pub created_at: DateTime,
     /// Last change.
     pub updated_at: DateTime,
+}
+
+/// One entry of `conversations.participants` (seed 004's embedded form for small groups).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParticipantDoc {
+    /// `users._id`.
+    pub user_id: ObjectId,
+    /// The tenant's id of the user.
+    pub external_user_id: String,
+    /// Denormalized from `users.display_name`.
+    pub display_name: String,
+    /// Denormalized from `users.avatar_url`.
+    pub avatar_url: Option<String>,
+    /// The member's role.
+    pub role: RoleName,
 }
 
 /// `conversations.settings`.

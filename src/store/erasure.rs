@@ -89,6 +89,10 @@ impl Store {
                 self.hand_off_ownership_in(s, scope, &cat, current.conversation_id, now)
                     .await?;
             }
+            if current.status.is_present() {
+                self.refresh_participants_in(s, scope, current.conversation_id)
+                    .await?;
+            }
             Ok(true)
         })
         .await

@@ -107,6 +107,32 @@ fn keyset_per_status(
         .collect()
 }
 
+/// A membership's place in its user's chat list: pinned first, then the conversation's most
+/// recent activity, then `_id`; lists run from the greatest key down. Also the chat list's
+/// cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ChatListKey {
+    /// `settings.pinned`.
+    pub pinned: bool,
+    /// `conversation_activity_at` in ms since the Unix epoch (UTC); 0 when absent.
+    pub activity_at_ms: i64,
+    /// The membership's `_id`.
+    pub id: ObjectId,
+}
+
+impl ChatListKey {
+    /// The key of `m`.
+    pub fn of(m: &MemberDoc) -> Self {
+        ChatListKey {
+            pinned: m.settings.pinned,
+            activity_at_ms: m
+                .conversation_activity_at
+                .map_or(0, |t| t.timestamp_millis()),
+            id: m.id,
+        }
+    }
+}
+
 /// A member document for a first-time member.
 pub(crate) fn new_member_doc(
     scope: &TenantScope,
@@ -140,6 +166,7 @@ pub(crate) fn new_member_doc(
         },
         departure: DepartureDoc::default(),
         moderation: None,
+        conversation_activity_at: Some(now),
         created_at: now,
         updated_at: now,
     }
@@ -380,6 +407,7 @@ impl Store {
                             "permissions": bson::to_bson(&perms)?,
                             "activity.joined_at": now,
                             "activity.invited_by": invited_by,
+                            "conversation_activity_at": now,
                             "departure": bson::to_bson(&DepartureDoc::default())?,
                             "updated_at": now,
                         }};
@@ -391,6 +419,7 @@ impl Store {
                         d.role = role.clone();
                         d.permissions = perms;
                         d.activity.joined_at = now;
+                        d.conversation_activity_at = Some(now);
                         d.activity.invited_by = invited_by;
                         d.departure = DepartureDoc::default();
                         d.updated_at = now;
@@ -416,6 +445,7 @@ impl Store {
                 )
                 .session(&mut *s)
                 .await?;
+            self.refresh_participants_in(s, scope, conv_id).await?;
             self.record_in(s, scope, &AuditActor::of(scope), conv_id, events, now).await?;
             Ok(outcomes)
         })
@@ -485,6 +515,9 @@ impl Store {
                 doc! { "$set": set }
             };
             self.members().update_one(filter, update).session(&mut *s).await?;
+            if role != m.role {
+                self.refresh_participants_in(s, scope, conv_id).await?;
+            }
             let mut events = Vec::new();
             if role != m.role {
                 events.push(audit::Event {
@@ -635,7 +668,8 @@ impl Store {
             self.hand_off_ownership_in(s, scope, &catalog, m.conversation_id, now)
                 .await?;
         }
-        Ok(())
+        self.refresh_participants_in(s, scope, m.conversation_id)
+            .await
     }
 
     /// Gives the top role to the highest-ranked, longest-standing present member, if any, and
@@ -786,24 +820,30 @@ impl Store {
         }
     }
 
-    /// A page of one user's memberships in `_id` order after `after`, filtered by status, each
-    /// with its conversation (`None` while that conversation is being deleted). Errors:
-    /// `user_not_found`. Index: `tenant_id_1_user_id_1_status_1__id_1`.
+    /// A page of one user's chat list: memberships filtered by status, pinned first, then by
+    /// the conversation's most recent activity, then `_id` (all descending), after `after`;
+    /// each with its conversation (`None` while that conversation is being deleted). Errors:
+    /// `user_not_found`. Reads: [`Store::chat_list_queries`].
     pub async fn list_memberships(
         &self,
         scope: &TenantScope,
         user: &ExternalUserId,
         status: &[MemberStatus],
-        after: Option<ObjectId>,
+        after: Option<ChatListKey>,
         limit: u32,
     ) -> Result<Vec<(MemberDoc, Option<ConversationDoc>)>> {
         let user = self
             .find_user(scope, user)
             .await?
             .ok_or_else(|| Error::client(ErrorCode::UserNotFound, format!("no user `{user}`")))?;
-        let queries = Self::membership_list_queries(scope, user.id, status, after, limit);
-        let members =
-            Query::fetch_merged(queries, &self.members(), |m| m.id, limit as usize).await?;
+        let queries = Self::chat_list_queries(scope, user.id, status, after, limit);
+        let members = Query::fetch_merged(
+            queries,
+            &self.members(),
+            |m| std::cmp::Reverse(ChatListKey::of(m)),
+            limit as usize,
+        )
+        .await?;
         let ids: Vec<ObjectId> = members.iter().map(|m| m.conversation_id).collect();
         let mut filter = tenant_filter(scope);
         filter.insert("_id", doc! { "$in": &ids });
@@ -825,8 +865,63 @@ impl Store {
             .collect())
     }
 
-    /// The reads of [`Store::list_memberships`]: one keyset query per status on
-    /// `tenant_id_1_user_id_1_status_1__id_1`, merged by the caller (see
+    /// The reads of a chat list page on `{tenant_id, user_id, status, settings.pinned,
+    /// conversation_activity_at: -1, _id: -1}`: per status (see [`Store::member_list_queries`]
+    /// for why), the pinned part then the unpinned part, each an equality prefix with a range
+    /// on the activity time (or, for the rest of a tie, on `_id` at equal time) in index
+    /// order. The caller merges them by [`ChatListKey`], descending.
+    pub fn chat_list_queries(
+        scope: &TenantScope,
+        user: ObjectId,
+        status: &[MemberStatus],
+        after: Option<ChatListKey>,
+        limit: u32,
+    ) -> Vec<Query> {
+        let part = |st: MemberStatus, pinned: bool, range: Option<Document>| {
+            let mut filter = tenant_filter(scope);
+            filter.insert("user_id", user);
+            filter.insert("status", st.as_str());
+            filter.insert("settings.pinned", pinned);
+            if let Some(r) = range {
+                filter.extend(r);
+            }
+            Query {
+                collection: names::GROUP_MEMBERS,
+                filter,
+                sort: Some(doc! { "conversation_activity_at": -1, "_id": -1 }),
+                limit: Some(i64::from(limit)),
+            }
+        };
+        let mut out = Vec::new();
+        for st in status {
+            match after {
+                None => {
+                    out.push(part(*st, true, None));
+                    out.push(part(*st, false, None));
+                }
+                Some(k) => {
+                    let at = DateTime::from_millis(k.activity_at_ms);
+                    out.push(part(
+                        *st,
+                        k.pinned,
+                        Some(doc! { "conversation_activity_at": at, "_id": { "$lt": k.id } }),
+                    ));
+                    out.push(part(
+                        *st,
+                        k.pinned,
+                        Some(doc! { "conversation_activity_at": { "$lt": at } }),
+                    ));
+                    if k.pinned {
+                        out.push(part(*st, false, None));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The reads of a user's memberships in `_id` order (erasure, export): one keyset query
+    /// per status on `tenant_id_1_user_id_1_status_1__id_1`, merged by the caller (see
     /// [`Store::member_list_queries`] for why per status).
     pub fn membership_list_queries(
         scope: &TenantScope,

@@ -12,6 +12,7 @@ pub mod erasure;
 pub mod indexes;
 pub mod members;
 pub mod moderation;
+pub mod participants;
 pub mod roles;
 pub mod self_service;
 pub mod tenants;
@@ -56,6 +57,9 @@ pub mod index {
     pub const MEMBERS_BY_STATUS_ROLE: &str = "tenant_id_1_conversation_id_1_status_1_role_1__id_1";
     /// One membership by the tenant's user id.
     pub const MEMBER_BY_EXTERNAL_ID: &str = "tenant_id_1_conversation_id_1_external_user_id_1";
+    /// A user's chat list: pinned, then by conversation activity, keyset on `_id`.
+    pub const CHAT_LIST: &str =
+        "tenant_id_1_user_id_1_status_1_settings.pinned_1_conversation_activity_at_-1__id_-1";
     /// A tenant's holders of one role by status, keyset on `_id` (catalog edits).
     pub const MEMBERS_BY_ROLE: &str = "tenant_id_1_role_1_status_1__id_1";
     /// A user's memberships by status, keyset on `_id`.
@@ -109,12 +113,12 @@ impl Query {
             .map_err(db_error)
     }
 
-    /// Runs keyset queries over disjoint parts of one `_id` order (one per status) at once and
-    /// merges them into the first `limit` documents in `_id` order.
-    pub(crate) async fn fetch_merged<T>(
+    /// Runs keyset queries over disjoint parts of one order (e.g. one per status) at once and
+    /// merges them into the first `limit` documents by `key` (ascending).
+    pub(crate) async fn fetch_merged<T, K: Ord>(
         queries: Vec<Query>,
         coll: &Collection<T>,
-        id: impl Fn(&T) -> bson::oid::ObjectId,
+        key: impl Fn(&T) -> K,
         limit: usize,
     ) -> Result<Vec<T>, Error>
     where
@@ -123,7 +127,7 @@ impl Query {
         let parts =
             futures::future::try_join_all(queries.into_iter().map(|q| q.fetch(coll))).await?;
         let mut all: Vec<T> = parts.into_iter().flatten().collect();
-        all.sort_by_key(|d| id(d));
+        all.sort_by_key(|d| key(d));
         all.truncate(limit);
         Ok(all)
     }
@@ -135,6 +139,7 @@ pub struct Store {
     client: Client,
     db: Database,
     delete_batch: i64,
+    embed_threshold: i64,
 }
 
 impl Store {
@@ -169,13 +174,15 @@ impl Store {
             client,
             db,
             delete_batch: conversations::DELETE_BATCH,
+            embed_threshold: 100,
         })
     }
 
-    /// Sets how many memberships a conversation deletion removes per batch
-    /// (`members.delete_batch`).
-    pub fn with_delete_batch(mut self, batch: u32) -> Self {
-        self.delete_batch = i64::from(batch.max(1));
+    /// Applies `[members]` settings the store acts on: `delete_batch` (memberships removed per
+    /// batch when a conversation goes) and `embed_threshold` (small-conversation size).
+    pub fn with_member_settings(mut self, m: &crate::config::MemberSettings) -> Self {
+        self.delete_batch = i64::from(m.delete_batch.max(1));
+        self.embed_threshold = i64::from(m.embed_threshold);
         self
     }
 

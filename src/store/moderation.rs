@@ -97,6 +97,8 @@ pub struct SweepReport {
     pub deletions_finished: u64,
     /// Members whose flags were re-resolved for a catalog edit whose process died.
     pub members_re_resolved: u64,
+    /// Large conversations whose members' chat-list order was caught up.
+    pub activity_caught_up: u64,
 }
 
 /// How long a catalog edit's re-resolution may run before the sweeper treats it as abandoned
@@ -378,6 +380,7 @@ impl Store {
                 reason: None,
             };
             self.record_in(s, scope, &AuditActor::of(scope), conv_id, vec![event], now).await?;
+            self.refresh_participants_in(s, scope, conv_id).await?;
             heir.role = top.clone();
             heir.permissions = owner;
             heir.permission_overrides = None;
@@ -454,6 +457,7 @@ impl Store {
                     .sweep_kind(&scope, "muted", "moderation.muted_until", now, batch)
                     .await?;
                 report.deletions_finished += self.finish_deletions(&scope).await?;
+                report.activity_caught_up += self.catch_up_activity(&scope, batch).await?;
                 report.members_re_resolved += self
                     .finish_role_resolution(&scope, RE_RESOLVE_STALE_MS, batch)
                     .await?;

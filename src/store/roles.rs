@@ -7,7 +7,7 @@
 //! it — members are never silently left without a role or an owner. Every other edit is
 //! applied: ranks are read from the catalog at each check (nothing rank-related is stored), and
 //! the flags of present members whose role's defaults changed are rewritten in bounded
-//! batches (`members.delete_batch`), logging progress. The tenant document carries a
+//! batches (`members.profile_batch`), logging progress. The tenant document carries a
 //! `roles_resolving` token while that runs; a process that dies midway leaves it set and the
 //! sweeper re-runs the (idempotent) re-resolution.
 

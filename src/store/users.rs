@@ -102,6 +102,7 @@ impl Store {
                 .filter_map(|d| d.get_object_id("_id").ok())
                 .collect();
             if ids.is_empty() {
+                self.propagate_to_participants(scope, user, batch).await?;
                 return Ok(updated);
             }
             let mut these = tenant_filter(scope);
@@ -113,6 +114,63 @@ impl Store {
                 .await
                 .map_err(db_error)?
                 .modified_count;
+        }
+    }
+
+    /// Copies the user's name and avatar into the embedded `participants` summaries that show
+    /// other values, `batch` conversations per write (positional update on the matching
+    /// entry; index `{tenant_id, participants.user_id}`).
+    async fn propagate_to_participants(
+        &self,
+        scope: &TenantScope,
+        user: &UserDoc,
+        batch: u32,
+    ) -> Result<()> {
+        let mut stale = tenant_filter(scope);
+        stale.insert(
+            "participants",
+            doc! { "$elemMatch": {
+                "user_id": user.id,
+                "$or": [
+                    { "display_name": { "$ne": &user.display_name } },
+                    { "avatar_url": { "$ne": user.avatar_url.as_deref() } },
+                ],
+            } },
+        );
+        loop {
+            let ids: Vec<ObjectId> = self
+                .conversations()
+                .clone_with_type::<bson::Document>()
+                .find(stale.clone())
+                .projection(doc! { "_id": 1 })
+                .limit(i64::from(batch))
+                .await
+                .map_err(db_error)?
+                .try_collect::<Vec<_>>()
+                .await
+                .map_err(db_error)?
+                .iter()
+                .filter_map(|d| d.get_object_id("_id").ok())
+                .collect();
+            if ids.is_empty() {
+                return Ok(());
+            }
+            let mut these = tenant_filter(scope);
+            these.insert("_id", doc! { "$in": &ids });
+            these.insert("participants.user_id", user.id);
+            let set = doc! { "$set": {
+                "participants.$.display_name": &user.display_name,
+                "participants.$.avatar_url": user.avatar_url.as_deref(),
+            } };
+            let done = self
+                .conversations()
+                .update_many(these, set)
+                .await
+                .map_err(db_error)?;
+            if done.modified_count == 0 {
+                // Nothing could be changed (a concurrent profile write won): stop, never spin.
+                return Ok(());
+            }
         }
     }
 

@@ -1,6 +1,7 @@
 use bson::{Bson, Document, doc};
 use roster::auth::PlatformCredential;
 use roster::domain::{MemberStatus, RoleName, TenantId};
+use roster::store::members::ChatListKey;
 use roster::store::{Query, Store, index};
 
 use crate::helpers::spawn_app;
@@ -104,6 +105,23 @@ async fn the_member_queries_the_service_issues_are_index_scans() {
                 "tenant_id_1_conversation_id_1_status_1_role_1",
             ];
             assert_index_scan("member list by role", &plan, &both);
+        }
+        let keys = after.map(|id| {
+            [true, false].map(|pinned| ChatListKey {
+                pinned,
+                activity_at_ms: 1_700_000_000_000,
+                id,
+            })
+        });
+        let cursors: Vec<Option<ChatListKey>> = match keys {
+            None => vec![None],
+            Some(k) => k.into_iter().map(Some).collect(),
+        };
+        for cursor in cursors {
+            for q in &Store::chat_list_queries(&scope, user_id, &present, cursor, 51) {
+                let plan = winning_plan(&app, q).await;
+                assert_index_scan("chat list", &plan, &[index::CHAT_LIST]);
+            }
         }
         for st in present {
             let q = Store::role_holders_query(&scope, &admin, st, after, 51);

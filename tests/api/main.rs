@@ -4,6 +4,7 @@
 mod activity;
 mod auth;
 mod authorize;
+mod chat_list;
 mod concurrency;
 mod conversations;
 mod database_down;

@@ -58,12 +58,14 @@ async fn stored_memberships_have_exactly_seed_004_field_names_and_bson_types() {
     let docs = app.raw_members(&conv).await;
     assert_eq!(docs.len(), 3);
     for d in &docs {
+        // Seed 004's fields plus the documented chat-list extension.
         assert_eq!(
             keys(d),
             [
                 "_id",
                 "activity",
                 "avatar_url",
+                "conversation_activity_at",
                 "conversation_id",
                 "created_at",
                 "departure",
@@ -89,6 +91,7 @@ async fn stored_memberships_have_exactly_seed_004_field_names_and_bson_types() {
         expect(d, "status", &["string"]);
         expect(d, "created_at", &["date"]);
         expect(d, "updated_at", &["date"]);
+        expect(d, "conversation_activity_at", &["date"]);
 
         // Seed 004's eight flags plus the two documented extension flags (DESIGN §1).
         let p = d.get_document("permissions").unwrap();
@@ -203,8 +206,8 @@ async fn a_moderation_mute_adds_only_the_documented_moderation_extension() {
     expect(m, "reason", &["string"]);
     assert_eq!(
         keys(bob).len(),
-        16,
-        "seed 004's fifteen fields plus `moderation`"
+        17,
+        "seed 004's fifteen fields plus `conversation_activity_at` and `moderation`"
     );
     app.delete(
         &format!("/v1/conversations/{conv}/members/bob/mute"),

@@ -49,7 +49,8 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(state.roster.get_user(&scope, &path).await?))
 }
 
-/// The user's conversations with their role, status and settings there (self or server).
+/// The user's chat list (self or server): pinned conversations first, then by most recent
+/// activity, each with the user's role, status, settings and an `unread` flag.
 #[utoipa::path(get, path = "/v1/users/{user_id}/conversations", tag = "users",
     params(("user_id" = String, Path, description = "External user id, or `me`"), MembershipsQuery),
     responses((status = 200, body = Page<MembershipView>),
