@@ -106,6 +106,7 @@ fn spawn_sweeper(settings: Settings) -> anyhow::Result<tokio::sync::watch::Sende
                         deletions_finished = r.deletions_finished,
                         members_re_resolved = r.members_re_resolved,
                         activity_caught_up = r.activity_caught_up,
+                        audit_expired = r.audit_expired,
                         "sweep done"
                     ),
                     Ok(_) => {}

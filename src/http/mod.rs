@@ -120,6 +120,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .service(resource("/v1/messages/batch").route(web::post().to(activity::batch)))
         .service(
+            resource("/v1/settings")
+                .route(web::get().to(settings::get))
+                .route(web::patch().to(settings::patch)),
+        )
+        .service(
             resource("/v1/roles")
                 .route(web::get().to(roles::get))
                 .route(web::put().to(roles::put)),

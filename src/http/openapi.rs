@@ -26,6 +26,7 @@ use super::routes::*;
         moderation::permissions, moderation::audit,
         authorize::one, authorize::batch,
         roles::get, roles::put,
+        settings::get, settings::patch,
         activity::report, activity::batch,
     ),
     modifiers(&Security, &UniqueOperationIds),
@@ -37,6 +38,7 @@ use super::routes::*;
         (name = "members", description = "Membership: add, list, change role, remove, leave"),
         (name = "moderation", description = "Ban, mute, ownership transfer, permission explanations, audit trail"),
         (name = "activity", description = "Message activity reported by the messaging service"),
+        (name = "settings", description = "The tenant's own policies: audit retention"),
         (name = "roles", description = "The tenant's role catalog: ranks, default flags, limits, custom capabilities"),
         (name = "authorize", description = "May user U do action A in conversation C? (the hot path)"),
     )

@@ -8,6 +8,7 @@ pub mod inputs;
 pub mod moderation;
 pub mod roles;
 pub mod self_service;
+pub mod settings;
 pub mod views;
 
 use bson::oid::ObjectId;

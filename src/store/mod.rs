@@ -15,6 +15,7 @@ pub mod moderation;
 pub mod participants;
 pub mod roles;
 pub mod self_service;
+pub mod settings;
 pub mod tenants;
 pub mod users;
 
@@ -184,6 +185,11 @@ impl Store {
         self.delete_batch = i64::from(m.delete_batch.max(1));
         self.embed_threshold = i64::from(m.embed_threshold);
         self
+    }
+
+    /// Memberships (or audit events) removed per batch of a deletion.
+    pub(crate) fn delete_batch_size(&self) -> u32 {
+        u32::try_from(self.delete_batch).unwrap_or(u32::MAX)
     }
 
     /// Applies `indexes/*.json`; see [`indexes::ensure`].

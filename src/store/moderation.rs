@@ -99,6 +99,8 @@ pub struct SweepReport {
     pub members_re_resolved: u64,
     /// Large conversations whose members' chat-list order was caught up.
     pub activity_caught_up: u64,
+    /// Audit events deleted because they outlived the tenant's retention.
+    pub audit_expired: u64,
 }
 
 /// How long a catalog edit's re-resolution may run before the sweeper treats it as abandoned
@@ -458,6 +460,7 @@ impl Store {
                     .await?;
                 report.deletions_finished += self.finish_deletions(&scope).await?;
                 report.activity_caught_up += self.catch_up_activity(&scope, batch).await?;
+                report.audit_expired += self.expire_audit(&scope, batch).await?;
                 report.members_re_resolved += self
                     .finish_role_resolution(&scope, RE_RESOLVE_STALE_MS, batch)
                     .await?;

@@ -17,6 +17,7 @@ mod members;
 mod moderation;
 mod openapi;
 mod pagination;
+mod retention;
 mod roles;
 mod schema;
 mod self_service;

@@ -8,5 +8,6 @@ pub mod health;
 pub mod members;
 pub mod moderation;
 pub mod roles;
+pub mod settings;
 pub mod tenants;
 pub mod users;

@@ -1,0 +1,50 @@
+//! Use cases of the tenant's own settings (`/v1/settings`): audit retention.
+
+use serde::Deserialize;
+use utoipa::ToSchema;
+use validator::Validate;
+
+use super::inputs::validate;
+use super::{Roster, server_only};
+use crate::auth::TenantScope;
+use crate::error::Result;
+use crate::store::settings::TenantSettingsDoc;
+
+/// `PATCH /v1/settings`: absent fields stay as they are.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchSettingsBody {
+    /// Days an audit event is kept, 1–3650 (default 365).
+    #[validate(range(min = 1, max = 3650))]
+    pub audit_retention_days: Option<u32>,
+    /// Delete a conversation's audit trail when the conversation is deleted (default `false`:
+    /// kept until the retention ends).
+    pub audit_follows_conversation: Option<bool>,
+}
+
+impl Roster {
+    /// `GET /v1/settings` (server token). Errors: `forbidden`.
+    pub async fn get_settings(&self, scope: &TenantScope) -> Result<TenantSettingsDoc> {
+        server_only(scope)?;
+        self.store.tenant_settings(scope).await
+    }
+
+    /// `PATCH /v1/settings` (server token). Errors: `forbidden`, `validation_failed`.
+    pub async fn patch_settings(
+        &self,
+        scope: &TenantScope,
+        body: PatchSettingsBody,
+    ) -> Result<TenantSettingsDoc> {
+        server_only(scope)?;
+        validate(&body)?;
+        let mut settings = self.store.tenant_settings(scope).await?;
+        if let Some(days) = body.audit_retention_days {
+            settings.audit_retention_days = days;
+        }
+        if let Some(follows) = body.audit_follows_conversation {
+            settings.audit_follows_conversation = follows;
+        }
+        self.store.put_tenant_settings(scope, &settings).await?;
+        Ok(settings)
+    }
+}

@@ -1,0 +1,139 @@
+//! A tenant's own policies (`tenants.settings`): how long its audit trail is kept, and
+//! whether a deleted conversation's trail goes with it. Applied by conversation deletion and
+//! by the sweeper.
+
+use bson::oid::ObjectId;
+use bson::{DateTime, Document, doc};
+use futures::TryStreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::{Store, db_error, names, tenant_filter};
+use crate::auth::TenantScope;
+use crate::error::{Error, Result};
+
+/// Days an audit event is kept unless the tenant chose otherwise.
+pub const DEFAULT_AUDIT_RETENTION_DAYS: u32 = 365;
+
+fn default_retention() -> u32 {
+    DEFAULT_AUDIT_RETENTION_DAYS
+}
+
+/// `tenants.settings`: the tenant's policies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TenantSettingsDoc {
+    /// Days an audit event is kept (1–3650); older events are deleted by the sweeper.
+    #[serde(default = "default_retention")]
+    pub audit_retention_days: u32,
+    /// When a conversation is deleted, delete its audit trail with it (`false`: the trail
+    /// stays, readable by export, until the retention ends).
+    #[serde(default)]
+    pub audit_follows_conversation: bool,
+}
+
+impl Default for TenantSettingsDoc {
+    fn default() -> Self {
+        TenantSettingsDoc {
+            audit_retention_days: DEFAULT_AUDIT_RETENTION_DAYS,
+            audit_follows_conversation: false,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct SettingsOnly {
+    #[serde(default)]
+    settings: Option<TenantSettingsDoc>,
+}
+
+impl Store {
+    /// The tenant's settings (defaults where unset).
+    pub async fn tenant_settings(&self, scope: &TenantScope) -> Result<TenantSettingsDoc> {
+        let found = self
+            .collection::<SettingsOnly>(names::TENANTS)
+            .find_one(doc! { "_id": scope.tenant().as_str() })
+            .projection(doc! { "_id": 0, "settings": 1 })
+            .await
+            .map_err(db_error)?;
+        Ok(found.and_then(|f| f.settings).unwrap_or_default())
+    }
+
+    /// Replaces the tenant's settings.
+    pub async fn put_tenant_settings(
+        &self,
+        scope: &TenantScope,
+        settings: &TenantSettingsDoc,
+    ) -> Result<()> {
+        let settings = bson::to_bson(settings).map_err(|e| Error::Internal(e.into()))?;
+        self.collection::<Document>(names::TENANTS)
+            .update_one(
+                doc! { "_id": scope.tenant().as_str() },
+                doc! { "$set": { "settings": settings, "updated_at": DateTime::now() } },
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// Deletes audit events matching `filter` (which starts with the tenant), `batch` at a
+    /// time, at most `max` in all. Returns how many went.
+    async fn delete_audit_where(&self, filter: Document, batch: u32, max: u64) -> Result<u64> {
+        let audit = self.collection::<Document>(names::AUDIT_EVENTS);
+        let mut gone = 0;
+        while gone < max {
+            let ids: Vec<ObjectId> = audit
+                .find(filter.clone())
+                .projection(doc! { "_id": 1 })
+                .limit(i64::from(batch))
+                .await
+                .map_err(db_error)?
+                .try_collect::<Vec<_>>()
+                .await
+                .map_err(db_error)?
+                .iter()
+                .filter_map(|d| d.get_object_id("_id").ok())
+                .collect();
+            if ids.is_empty() {
+                break;
+            }
+            let mut these = filter.clone();
+            these.insert("_id", doc! { "$in": ids });
+            gone += audit
+                .delete_many(these)
+                .await
+                .map_err(db_error)?
+                .deleted_count;
+        }
+        Ok(gone)
+    }
+
+    /// The audit trail of a deleted conversation, if the tenant wants it gone with it
+    /// (`audit_follows_conversation`); index `{tenant_id, conversation_id, _id}`.
+    pub(crate) async fn delete_conversation_audit(
+        &self,
+        scope: &TenantScope,
+        conversation: ObjectId,
+    ) -> Result<u64> {
+        if !self
+            .tenant_settings(scope)
+            .await?
+            .audit_follows_conversation
+        {
+            return Ok(0);
+        }
+        let mut filter = tenant_filter(scope);
+        filter.insert("conversation_id", conversation);
+        self.delete_audit_where(filter, self.delete_batch_size(), u64::MAX)
+            .await
+    }
+
+    /// Sweeper: deletes audit events older than the tenant's retention, at most `batch` per
+    /// call (index `{tenant_id, at}`). Returns how many went.
+    pub(crate) async fn expire_audit(&self, scope: &TenantScope, batch: u32) -> Result<u64> {
+        let days = self.tenant_settings(scope).await?.audit_retention_days;
+        let cutoff = DateTime::now().timestamp_millis() - i64::from(days) * 86_400_000;
+        let mut filter = tenant_filter(scope);
+        filter.insert("at", doc! { "$lt": DateTime::from_millis(cutoff) });
+        self.delete_audit_where(filter, batch, u64::from(batch))
+            .await
+    }
+}

@@ -1,0 +1,143 @@
+//! The tenant's audit retention: settings, the sweeper expiring old events per tenant, and a
+//! deleted conversation's trail kept or deleted by policy.
+
+use bson::doc;
+use roster::auth::{PlatformCredential, Principal};
+use roster::domain::ExternalUserId;
+use serde_json::json;
+
+use crate::helpers::{TestApp, spawn_app};
+
+async fn audit_count(app: &TestApp, conv: &str) -> u64 {
+    app.store
+        .database()
+        .collection::<bson::Document>("audit_events")
+        .count_documents(doc! { "conversation_id": bson::oid::ObjectId::parse_str(conv).unwrap() })
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn settings_are_server_only_validated_and_kept() {
+    let app = spawn_app().await;
+    let r = app.get("/v1/settings", &app.server()).await;
+    assert_eq!(
+        r.body,
+        json!({ "audit_retention_days": 365, "audit_follows_conversation": false })
+    );
+    assert_eq!(
+        app.get("/v1/settings", &app.user("alice")).await.code(),
+        "forbidden"
+    );
+    for bad in [
+        json!({ "audit_retention_days": 0 }),
+        json!({ "audit_retention_days": 5000 }),
+        json!({ "audit_retention_days": "x" }),
+        json!({ "retention": 3 }),
+    ] {
+        let r = app.patch("/v1/settings", &app.server(), bad.clone()).await;
+        assert_eq!((r.status, r.code()), (422, "validation_failed"), "{bad}");
+    }
+    let r = app
+        .patch(
+            "/v1/settings",
+            &app.server(),
+            json!({ "audit_retention_days": 30 }),
+        )
+        .await;
+    assert_eq!(r.body["audit_retention_days"], 30);
+    let r = app.get("/v1/settings", &app.server()).await;
+    assert_eq!(
+        r.body,
+        json!({ "audit_retention_days": 30, "audit_follows_conversation": false })
+    );
+}
+
+#[tokio::test]
+async fn the_sweeper_expires_audit_events_past_each_tenants_own_retention() {
+    let app = spawn_app().await;
+    let conv = app.create_group("alice", &[("bob", "member")]).await;
+    let other = app.create_tenant("other").await;
+    let carol = app.token_for(
+        &other,
+        Principal::User(ExternalUserId::parse("carol").unwrap()),
+    );
+    let r = app
+        .post(
+            "/v1/conversations",
+            &carol,
+            json!({ "name": "Theirs", "members": [{ "user_id": "dan" }] }),
+        )
+        .await;
+    let theirs = r.body["conversation"]["id"].as_str().unwrap().to_owned();
+    app.patch(
+        "/v1/settings",
+        &app.server(),
+        json!({ "audit_retention_days": 30 }),
+    )
+    .await;
+    // Age every event of both conversations by 40 days, then add a fresh one to ours.
+    let forty_days_ago =
+        bson::DateTime::from_millis(bson::DateTime::now().timestamp_millis() - 40 * 86_400_000);
+    app.store
+        .database()
+        .collection::<bson::Document>("audit_events")
+        .update_many(doc! {}, doc! { "$set": { "at": forty_days_ago } })
+        .await
+        .unwrap();
+    let aged = audit_count(&app, &conv).await;
+    assert!(aged >= 3, "created + two members");
+    let r = app
+        .delete(
+            &format!("/v1/conversations/{conv}/members/bob"),
+            &app.user("alice"),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+
+    let cred = PlatformCredential::verify(&app.platform_token(), &app.settings.auth).unwrap();
+    let report = app.store.sweep_expired(&cred, 100).await.unwrap();
+    assert_eq!(report.audit_expired, aged);
+    assert_eq!(audit_count(&app, &conv).await, 1, "the fresh removal stays");
+    assert_eq!(
+        audit_count(&app, &theirs).await,
+        3,
+        "the other tenant keeps 365 days: its 40-day-old events stay"
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_conversations_trail_stays_or_goes_by_the_tenants_policy() {
+    let app = spawn_app().await;
+    let kept = app.create_group("alice", &[("bob", "member")]).await;
+    assert_eq!(
+        app.delete(&format!("/v1/conversations/{kept}"), &app.user("alice"))
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        audit_count(&app, &kept).await,
+        4,
+        "created, two added, deleted: kept for the retention period"
+    );
+    app.patch(
+        "/v1/settings",
+        &app.server(),
+        json!({ "audit_follows_conversation": true }),
+    )
+    .await;
+    let gone = app.create_group("alice", &[("bob", "member")]).await;
+    assert_eq!(
+        app.delete(&format!("/v1/conversations/{gone}"), &app.user("alice"))
+            .await
+            .status,
+        204
+    );
+    assert_eq!(audit_count(&app, &gone).await, 0);
+    assert_eq!(
+        audit_count(&app, &kept).await,
+        4,
+        "earlier trails are not touched"
+    );
+}
