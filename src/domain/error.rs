@@ -51,6 +51,10 @@ error_codes! {
     Forbidden => (403, "forbidden", "Forbidden"),
     /// The tenant is suspended.
     TenantSuspended => (403, "tenant_suspended", "Tenant suspended"),
+    /// A signed media URL whose signature does not match its fields.
+    SignedUrlInvalid => (403, "signed_url_invalid", "Signed URL invalid"),
+    /// A signed media URL past its expiry.
+    SignedUrlExpired => (403, "signed_url_expired", "Signed URL expired"),
     /// The acting member lacks the permission flag the operation needs.
     MissingPermission => (403, "missing_permission", "Missing permission"),
     /// The acting member's rank is not above the target's, or the role granted is not below the actor's.
@@ -67,6 +71,8 @@ error_codes! {
     KeyNotFound => (404, "key_not_found", "Key not found"),
     /// No such user in this tenant.
     UserNotFound => (404, "user_not_found", "User not found"),
+    /// No such media file in this tenant, or the caller cannot see it.
+    MediaNotFound => (404, "media_not_found", "Media not found"),
     /// No such conversation in this tenant, or the caller cannot see it.
     ConversationNotFound => (404, "conversation_not_found", "Conversation not found"),
     /// The user has no current membership in the conversation.
@@ -91,12 +97,22 @@ error_codes! {
     RoleLimitReached => (409, "role_limit_reached", "Role limit reached"),
     /// The catalog edit would drop or demote a role that members hold.
     RoleInUse => (409, "role_in_use", "Role in use"),
+    /// The upload is larger than the tenant's media size limit.
+    MediaTooLarge => (413, "media_too_large", "Media too large"),
     /// The request body is larger than the configured limit.
     PayloadTooLarge => (413, "payload_too_large", "Payload too large"),
+    /// The file's type (sniffed from its bytes) is not on the tenant's allow-list.
+    MediaTypeNotAllowed => (415, "media_type_not_allowed", "Media type not allowed"),
+    /// The declared `Content-Type` disagrees with the file's bytes.
+    MediaTypeMismatch => (415, "media_type_mismatch", "Media type mismatch"),
     /// The request body is not `application/json`.
     UnsupportedMediaType => (415, "unsupported_media_type", "Unsupported media type"),
     /// A field failed validation; `errors` names each field.
     ValidationFailed => (422, "validation_failed", "Validation failed"),
+    /// An image whose header cannot be read (truncated or malformed).
+    MediaCorrupt => (422, "media_corrupt", "Media corrupt"),
+    /// An image with more pixels than the decode limits allow.
+    ImageTooLarge => (422, "image_too_large", "Image too large"),
     /// The role is not in the tenant's role catalog.
     UnknownRole => (422, "unknown_role", "Unknown role"),
     /// The flag is neither built in nor one of the tenant's capabilities.

@@ -5,6 +5,7 @@
 pub mod conversation;
 pub mod error;
 pub mod ids;
+pub mod media;
 pub mod member;
 pub mod moderation;
 pub mod role;
