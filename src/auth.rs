@@ -59,6 +59,36 @@ impl TenantScope {
     }
 }
 
+/// Verifies a signed media URL (see [`crate::domain::media::UrlGrant`]) and scopes the request
+/// to its tenant, acting as its viewer (`server`, or `u:` and a user id — so a user named
+/// `server` is never taken for the server). The signature proves that
+/// this service issued the grant; expiry and the viewer's current access are checked by the
+/// caller. Errors: `signed_url_invalid` (403) for any mismatch or malformed field.
+pub fn verify_media_url(
+    grant: &crate::domain::media::UrlGrant<'_>,
+    signature: &str,
+    key: &[u8],
+) -> Result<TenantScope, crate::error::Error> {
+    let invalid = || {
+        crate::error::Error::client(
+            ErrorCode::SignedUrlInvalid,
+            "the signed URL does not match its fields",
+        )
+    };
+    if !grant.verify(key, signature) {
+        return Err(invalid());
+    }
+    let tenant = TenantId::parse(grant.tenant).map_err(|_| invalid())?;
+    let principal = match grant.viewer {
+        "server" => Principal::Server,
+        other => match other.strip_prefix("u:") {
+            Some(user) => Principal::User(ExternalUserId::parse(user).map_err(|_| invalid())?),
+            None => return Err(invalid()),
+        },
+    };
+    Ok(TenantScope { tenant, principal })
+}
+
 /// The claims of a Roster tenant token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {

@@ -27,6 +27,8 @@ pub struct Settings {
     pub members: MemberSettings,
     /// The expiry sweeper.
     pub moderation: ModerationSettings,
+    /// Media uploads and signed URLs.
+    pub media: MediaSettings,
     /// Logging.
     pub log: LogSettings,
 }
@@ -71,6 +73,19 @@ pub struct AuthSettings {
     pub leeway_secs: u64,
     /// How long a signing key stays cached, seconds (0 = no cache).
     pub key_cache_ttl_secs: u64,
+}
+
+/// `[media]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaSettings {
+    /// HMAC key of signed media URLs (at least 32 characters; one per deployment, shared by
+    /// its instances). Changing it invalidates every outstanding URL.
+    pub url_signing_key: String,
+    /// Lifetime of a signed URL when the request names none, seconds.
+    pub url_ttl_secs: u64,
+    /// Longest lifetime a signed URL may be given, seconds.
+    pub url_max_ttl_secs: u64,
 }
 
 /// `[pagination]`
@@ -198,6 +213,17 @@ impl Settings {
             (100..=120_000).contains(&self.database.server_selection_timeout_ms),
             "database.server_selection_timeout_ms",
             "must be between 100 and 120000",
+        )?;
+        check(
+            self.media.url_signing_key.len() >= 32,
+            "media.url_signing_key",
+            "must be at least 32 characters",
+        )?;
+        check(
+            (1..=self.media.url_max_ttl_secs).contains(&self.media.url_ttl_secs)
+                && self.media.url_max_ttl_secs <= 7 * 86_400,
+            "media.url_ttl_secs",
+            "must be between 1 and media.url_max_ttl_secs (at most 7 days)",
         )?;
         check(
             self.auth.platform_token.len() >= 16,

@@ -42,7 +42,13 @@ impl Application {
         let listener =
             TcpListener::bind(addr).with_context(|| format!("binding http.bind = {addr}"))?;
         let port = listener.local_addr()?.port();
-        let roster = Roster::new(store.clone(), Limits::from(settings));
+        let blobs = std::sync::Arc::new(crate::store::blobs::GridFsBlobs::new(&store));
+        let roster = Roster::new(
+            store.clone(),
+            Limits::from(settings),
+            blobs,
+            settings.media.clone(),
+        );
         let server = crate::http::server(listener, roster, settings)?;
         let sweeper = spawn_sweeper(settings.clone())?;
         tracing::info!(%addr, port, "listening");

@@ -236,7 +236,7 @@ pub struct UrlGrant<'a> {
     pub media: &'a str,
     /// `content` or `thumbnail`.
     pub variant: &'a str,
-    /// The viewer's external id, or `server`.
+    /// `u:` and the viewer's external id, or `server`.
     pub viewer: &'a str,
     /// Expiry, seconds since the Unix epoch (UTC).
     pub expires: i64,
@@ -372,7 +372,7 @@ mod tests {
         #[test]
         fn every_changed_field_or_flipped_signature_byte_fails(flip in 0usize..43, field in 0usize..5) {
             let key = b"k".repeat(32);
-            let g = UrlGrant { tenant: "acme", media: "65a1b2c3d4e5f60718293a4b", variant: "content", viewer: "bob", expires: 1_900_000_000 };
+            let g = UrlGrant { tenant: "acme", media: "65a1b2c3d4e5f60718293a4b", variant: "content", viewer: "u:bob", expires: 1_900_000_000 };
             let sig = g.sign(&key);
             prop_assert!(g.verify(&key, &sig));
             let mut bytes = sig.clone().into_bytes();
@@ -384,7 +384,7 @@ mod tests {
                 0 => other.tenant = "acm3",
                 1 => other.media = "65a1b2c3d4e5f60718293a4c",
                 2 => other.variant = "thumbnail",
-                3 => other.viewer = "bob2",
+                3 => other.viewer = "u:bob2",
                 _ => other.expires += 1,
             }
             prop_assert!(!other.verify(&key, &sig));

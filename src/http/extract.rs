@@ -17,7 +17,7 @@ use crate::error::{Error, Problem};
 
 type LocalFuture<T> = Pin<Box<dyn Future<Output = Result<T, Error>>>>;
 
-fn bearer(req: &HttpRequest) -> Result<String, AuthError> {
+pub(crate) fn bearer(req: &HttpRequest) -> Result<String, AuthError> {
     let value = req
         .headers()
         .get(header::AUTHORIZATION)

@@ -120,6 +120,18 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .service(resource("/v1/messages/batch").route(web::post().to(activity::batch)))
         .service(
+            resource("/v1/media")
+                .route(web::post().to(media::upload))
+                .route(web::get().to(media::list)),
+        )
+        .service(
+            resource("/v1/media/{media_id}")
+                .route(web::get().to(media::get))
+                .route(web::delete().to(media::delete)),
+        )
+        .service(resource("/v1/media/{media_id}/url").route(web::post().to(media::sign)))
+        .service(resource("/v1/media/{media_id}/content").route(web::get().to(media::content)))
+        .service(
             resource("/v1/settings")
                 .route(web::get().to(settings::get))
                 .route(web::patch().to(settings::patch)),

@@ -5,6 +5,7 @@ pub mod activity;
 pub mod cursor;
 pub mod erasure;
 pub mod inputs;
+pub mod media;
 pub mod moderation;
 pub mod roles;
 pub mod self_service;
@@ -74,6 +75,10 @@ pub struct Roster {
     limits: Limits,
     /// Verified signing keys by `kid`, so the hot path does one database read, not two.
     keys: moka::future::Cache<String, TenantKey>,
+    /// Where media bytes go.
+    blobs: std::sync::Arc<dyn crate::store::blobs::BlobStore>,
+    /// Signed URL settings.
+    media: crate::config::MediaSettings,
 }
 
 /// Parses a path's user id, resolving `me` to the caller. Errors: `validation_failed`.
@@ -139,8 +144,13 @@ fn only_self_or_server(scope: &TenantScope, user: &ExternalUserId) -> Result<()>
 }
 
 impl Roster {
-    /// Wraps the store with the configured limits.
-    pub fn new(store: Store, limits: Limits) -> Self {
+    /// Wraps the store with the configured limits; media bytes go to `blobs`.
+    pub fn new(
+        store: Store,
+        limits: Limits,
+        blobs: std::sync::Arc<dyn crate::store::blobs::BlobStore>,
+        media: crate::config::MediaSettings,
+    ) -> Self {
         let keys = moka::future::Cache::builder()
             .max_capacity(if limits.key_cache_ttl.is_zero() {
                 0
@@ -157,6 +167,8 @@ impl Roster {
             store,
             limits,
             keys,
+            blobs,
+            media,
         }
     }
 

@@ -20,6 +20,11 @@ pub struct PatchSettingsBody {
     /// Delete a conversation's audit trail when the conversation is deleted (default `false`:
     /// kept until the retention ends).
     pub audit_follows_conversation: Option<bool>,
+    /// Largest upload in bytes, 1 KiB – 2 GiB.
+    #[validate(range(min = 1024, max = 2_147_483_648_u64))]
+    pub media_max_bytes: Option<u64>,
+    /// MIME types accepted (a subset of the types Roster can recognise and serve safely).
+    pub media_allowed_types: Option<Vec<String>>,
 }
 
 impl Roster {
@@ -43,6 +48,25 @@ impl Roster {
         }
         if let Some(follows) = body.audit_follows_conversation {
             settings.audit_follows_conversation = follows;
+        }
+        if let Some(max) = body.media_max_bytes {
+            settings.media_max_bytes = max;
+        }
+        if let Some(types) = body.media_allowed_types {
+            if let Some(bad) = types
+                .iter()
+                .position(|t| !crate::domain::media::DEFAULT_ALLOWED_TYPES.contains(&t.as_str()))
+            {
+                return Err(crate::error::Problem::field(
+                    format!("media_allowed_types[{bad}]"),
+                    format!(
+                        "one of {}",
+                        crate::domain::media::DEFAULT_ALLOWED_TYPES.join(", ")
+                    ),
+                )
+                .into());
+            }
+            settings.media_allowed_types = types;
         }
         self.store.put_tenant_settings(scope, &settings).await?;
         Ok(settings)

@@ -29,6 +29,10 @@ pub const SPEC_FILES: &[(&str, &str)] = &[
         "message_reports.json",
         include_str!("../../indexes/message_reports.json"),
     ),
+    (
+        "media_files.json",
+        include_str!("../../indexes/media_files.json"),
+    ),
 ];
 
 /// One parsed `createIndexes` command.

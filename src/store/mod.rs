@@ -6,10 +6,12 @@
 
 pub mod activity;
 pub mod audit;
+pub mod blobs;
 pub mod conversations;
 pub mod docs;
 pub mod erasure;
 pub mod indexes;
+pub mod media;
 pub mod members;
 pub mod moderation;
 pub mod participants;
@@ -47,6 +49,8 @@ pub mod names {
     pub const AUDIT_EVENTS: &str = "audit_events";
     /// Reported message ids (idempotency of activity reports).
     pub const MESSAGE_REPORTS: &str = "message_reports";
+    /// Uploaded media (seed 002).
+    pub const MEDIA_FILES: &str = "media_files";
 }
 
 /// Names of the indexes the keyset reads walk (defined in `indexes/*.json`; the explain test

@@ -1,6 +1,6 @@
-//! A tenant's own policies (`tenants.settings`): how long its audit trail is kept, and
-//! whether a deleted conversation's trail goes with it. Applied by conversation deletion and
-//! by the sweeper.
+//! A tenant's own policies (`tenants.settings`): how long its audit trail is kept, whether a
+//! deleted conversation's trail goes with it, and which media it accepts. Applied by
+//! conversation deletion, uploads and the sweeper.
 
 use bson::oid::ObjectId;
 use bson::{DateTime, Document, doc};
@@ -14,8 +14,22 @@ use crate::error::{Error, Result};
 /// Days an audit event is kept unless the tenant chose otherwise.
 pub const DEFAULT_AUDIT_RETENTION_DAYS: u32 = 365;
 
+/// The largest upload unless the tenant chose otherwise: 25 MiB.
+pub const DEFAULT_MEDIA_MAX_BYTES: u64 = 25 * 1024 * 1024;
+
 fn default_retention() -> u32 {
     DEFAULT_AUDIT_RETENTION_DAYS
+}
+
+fn default_media_max_bytes() -> u64 {
+    DEFAULT_MEDIA_MAX_BYTES
+}
+
+fn default_allowed_types() -> Vec<String> {
+    crate::domain::media::DEFAULT_ALLOWED_TYPES
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
 }
 
 /// `tenants.settings`: the tenant's policies.
@@ -28,6 +42,13 @@ pub struct TenantSettingsDoc {
     /// stays, readable by export, until the retention ends).
     #[serde(default)]
     pub audit_follows_conversation: bool,
+    /// Largest upload, bytes (1 KiB – 2 GiB; default 25 MiB).
+    #[serde(default = "default_media_max_bytes")]
+    pub media_max_bytes: u64,
+    /// MIME types accepted, as sniffed from the bytes (default: png, jpeg, gif, webp, mp3,
+    /// ogg, m4a, mp4, webm, pdf).
+    #[serde(default = "default_allowed_types")]
+    pub media_allowed_types: Vec<String>,
 }
 
 impl Default for TenantSettingsDoc {
@@ -35,6 +56,8 @@ impl Default for TenantSettingsDoc {
         TenantSettingsDoc {
             audit_retention_days: DEFAULT_AUDIT_RETENTION_DAYS,
             audit_follows_conversation: false,
+            media_max_bytes: DEFAULT_MEDIA_MAX_BYTES,
+            media_allowed_types: default_allowed_types(),
         }
     }
 }

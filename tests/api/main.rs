@@ -13,6 +13,7 @@ mod explain;
 mod helpers;
 mod kill;
 mod matrix;
+mod media;
 mod members;
 mod moderation;
 mod openapi;

@@ -21,10 +21,10 @@ async fn audit_count(app: &TestApp, conv: &str) -> u64 {
 async fn settings_are_server_only_validated_and_kept() {
     let app = spawn_app().await;
     let r = app.get("/v1/settings", &app.server()).await;
-    assert_eq!(
-        r.body,
-        json!({ "audit_retention_days": 365, "audit_follows_conversation": false })
-    );
+    assert_eq!(r.body["audit_retention_days"], 365);
+    assert_eq!(r.body["audit_follows_conversation"], false);
+    assert_eq!(r.body["media_max_bytes"], 25 * 1024 * 1024);
+    assert_eq!(r.body["media_allowed_types"].as_array().unwrap().len(), 10);
     assert_eq!(
         app.get("/v1/settings", &app.user("alice")).await.code(),
         "forbidden"
@@ -46,11 +46,30 @@ async fn settings_are_server_only_validated_and_kept() {
         )
         .await;
     assert_eq!(r.body["audit_retention_days"], 30);
-    let r = app.get("/v1/settings", &app.server()).await;
+    let r = app
+        .patch(
+            "/v1/settings",
+            &app.server(),
+            json!({ "media_allowed_types": ["image/png", "image/svg+xml"] }),
+        )
+        .await;
     assert_eq!(
-        r.body,
-        json!({ "audit_retention_days": 30, "audit_follows_conversation": false })
+        (r.status, r.body["errors"][0]["field"].as_str()),
+        (422, Some("media_allowed_types[1]")),
+        "svg can never be allowed"
     );
+    let r = app
+        .patch(
+            "/v1/settings",
+            &app.server(),
+            json!({ "media_allowed_types": ["image/png"], "media_max_bytes": 1_048_576 }),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let r = app.get("/v1/settings", &app.server()).await;
+    assert_eq!(r.body["audit_retention_days"], 30);
+    assert_eq!(r.body["media_allowed_types"], json!(["image/png"]));
+    assert_eq!(r.body["media_max_bytes"], 1_048_576);
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@ pub mod activity;
 pub mod authorize;
 pub mod conversations;
 pub mod health;
+pub mod media;
 pub mod members;
 pub mod moderation;
 pub mod roles;

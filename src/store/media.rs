@@ -1,0 +1,215 @@
+//! `media_files` (seed 002): one document per uploaded file, with seed 002's `uploader_id`,
+//! `file_url`, `file_type`, `uploaded_at` and what Roster adds: size, sha256, sanitized name,
+//! where the bytes are, the conversation and message it belongs to, image dimensions, and a
+//! `status` (`uploading` → `ready` → `deleting`) that lets a sweeper repair any crash between
+//! writing bytes and writing this document.
+
+use bson::oid::ObjectId;
+use bson::{DateTime, Document, doc};
+use serde::{Deserialize, Serialize};
+
+use super::{Query, Store, db_error, names, tenant_filter};
+use crate::auth::TenantScope;
+use crate::error::Result;
+
+/// Where a file's bytes are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageRef {
+    /// `gridfs` or `s3`.
+    pub backend: String,
+    /// The object key (generated; never derived from the filename).
+    pub key: String,
+}
+
+/// A `media_files` document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MediaDoc {
+    /// Media id.
+    #[serde(rename = "_id")]
+    pub id: ObjectId,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// `users._id` of the uploader (seed 002).
+    pub uploader_id: ObjectId,
+    /// The uploader's external id (denormalized for listing by uploader).
+    pub uploader_external_id: String,
+    /// Where clients fetch it: `/v1/media/{id}/content` (seed 002).
+    pub file_url: String,
+    /// MIME type sniffed from the bytes (seed 002).
+    pub file_type: String,
+    /// When the upload completed (seed 002; UTC).
+    pub uploaded_at: DateTime,
+    /// Size in bytes.
+    pub size_bytes: i64,
+    /// SHA-256 of the bytes, hex.
+    pub sha256: String,
+    /// The sanitized original filename (display only).
+    pub filename: String,
+    /// Where the bytes are.
+    pub storage: StorageRef,
+    /// The conversation it was shared in, if any.
+    pub conversation_id: Option<ObjectId>,
+    /// The message it is attached to, once attached.
+    pub message_id: Option<String>,
+    /// Image width in pixels.
+    pub width: Option<i32>,
+    /// Image height in pixels.
+    pub height: Option<i32>,
+    /// `uploading`, `ready` or `deleting`.
+    pub status: String,
+    /// When the upload started (UTC).
+    pub created_at: DateTime,
+}
+
+/// Filters of a media listing.
+#[derive(Debug, Clone, Default)]
+pub struct MediaFilter {
+    /// Only this conversation.
+    pub conversation: Option<ObjectId>,
+    /// Only this uploader (external id).
+    pub uploader: Option<String>,
+    /// Only types starting with this prefix (`image/`) or exactly this type.
+    pub file_type: Option<String>,
+}
+
+impl Store {
+    fn media(&self) -> mongodb::Collection<MediaDoc> {
+        self.collection(names::MEDIA_FILES)
+    }
+
+    /// Records an upload that is starting (`status: uploading`).
+    pub async fn insert_media(&self, m: &MediaDoc) -> Result<()> {
+        self.media().insert_one(m).await.map_err(db_error)?;
+        Ok(())
+    }
+
+    /// Marks an upload complete with what was measured while streaming it.
+    pub async fn complete_media(&self, scope: &TenantScope, m: &MediaDoc) -> Result<()> {
+        let mut f = tenant_filter(scope);
+        f.insert("_id", m.id);
+        self.media()
+            .update_one(
+                f,
+                doc! { "$set": {
+                    "status": "ready",
+                    "size_bytes": m.size_bytes,
+                    "sha256": &m.sha256,
+                    "uploaded_at": m.uploaded_at,
+                } },
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// Removes a media document (its bytes must be gone first).
+    pub async fn delete_media_doc(&self, scope: &TenantScope, id: ObjectId) -> Result<()> {
+        let mut f = tenant_filter(scope);
+        f.insert("_id", id);
+        self.media().delete_one(f).await.map_err(db_error)?;
+        Ok(())
+    }
+
+    /// A ready media file of the tenant, or `None`.
+    pub async fn find_media(&self, scope: &TenantScope, id: ObjectId) -> Result<Option<MediaDoc>> {
+        let mut f = tenant_filter(scope);
+        f.insert("_id", id);
+        f.insert("status", "ready");
+        self.media().find_one(f).await.map_err(db_error)
+    }
+
+    /// The read of a media listing: ready files matching `filter`, newest first, before
+    /// `before`; index `{tenant_id, conversation_id, status, _id}` or
+    /// `{tenant_id, uploader_external_id, status, _id}`.
+    pub fn media_list_query(
+        scope: &TenantScope,
+        filter: &MediaFilter,
+        before: Option<ObjectId>,
+        limit: u32,
+    ) -> Query {
+        let mut f = tenant_filter(scope);
+        if let Some(c) = filter.conversation {
+            f.insert("conversation_id", c);
+        }
+        if let Some(u) = &filter.uploader {
+            f.insert("uploader_external_id", u);
+        }
+        f.insert("status", "ready");
+        if let Some(t) = &filter.file_type {
+            match t.strip_suffix('*') {
+                Some(prefix) => f.insert(
+                    "file_type",
+                    doc! { "$regex": format!("^{}", regex_escape(prefix)) },
+                ),
+                None => f.insert("file_type", t),
+            };
+        }
+        if let Some(b) = before {
+            f.insert("_id", doc! { "$lt": b });
+        }
+        Query {
+            collection: names::MEDIA_FILES,
+            filter: f,
+            sort: Some(doc! { "_id": -1 }),
+            limit: Some(i64::from(limit)),
+        }
+    }
+
+    /// A page of media files (see [`Store::media_list_query`]).
+    pub async fn list_media(
+        &self,
+        scope: &TenantScope,
+        filter: &MediaFilter,
+        before: Option<ObjectId>,
+        limit: u32,
+    ) -> Result<Vec<MediaDoc>> {
+        Self::media_list_query(scope, filter, before, limit)
+            .fetch(&self.media())
+            .await
+    }
+
+    /// Ids of a conversation's or uploader's media of any status, at most `limit` (deletions).
+    pub async fn media_ids_where(
+        &self,
+        scope: &TenantScope,
+        filter: Document,
+        limit: i64,
+    ) -> Result<Vec<MediaDoc>> {
+        use futures::TryStreamExt;
+        let mut f = tenant_filter(scope);
+        f.extend(filter);
+        self.media()
+            .find(f)
+            .limit(limit)
+            .await
+            .map_err(db_error)?
+            .try_collect()
+            .await
+            .map_err(db_error)
+    }
+
+    /// Marks a media file `deleting` (the first step of every deletion; the sweeper finishes
+    /// what a crash leaves). Returns whether it was found.
+    pub async fn mark_media_deleting(&self, scope: &TenantScope, id: ObjectId) -> Result<bool> {
+        let mut f = tenant_filter(scope);
+        f.insert("_id", id);
+        let r = self
+            .media()
+            .update_one(f, doc! { "$set": { "status": "deleting" } })
+            .await
+            .map_err(db_error)?;
+        Ok(r.matched_count > 0)
+    }
+}
+
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let special = "\\^$.|?*+()[]{}/".contains(c);
+            special
+                .then_some('\\')
+                .into_iter()
+                .chain(std::iter::once(c))
+        })
+        .collect()
+}

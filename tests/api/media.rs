@@ -1,0 +1,640 @@
+//! Media files on GridFS: round trips with range reads, a hostile-file set generated here,
+//! who may upload and see, signed URLs (tampering, expiry, lost access, deletion) and
+//! concurrent uploads.
+
+use futures::TryStreamExt;
+use reqwest::multipart::{Form, Part};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::helpers::{Resp, TestApp, spawn_app};
+
+/// A PNG header (signature + IHDR) claiming `w`×`h`, then `filler` bytes.
+fn png(w: u32, h: u32, filler: usize) -> Vec<u8> {
+    let mut v = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+    v.extend_from_slice(&w.to_be_bytes());
+    v.extend_from_slice(&h.to_be_bytes());
+    v.extend_from_slice(&[8, 6, 0, 0, 0, 0, 0, 0, 0]);
+    v.extend((0..filler).map(|i| (i % 251) as u8));
+    v
+}
+
+fn jpeg_html_polyglot() -> Vec<u8> {
+    let mut v = b"\xff\xd8\xff\xe0\0\x10JFIF\0\x01\x01\0\0\x01\0\x01\0\0".to_vec();
+    v.extend_from_slice(b"\xff\xfe\0\x40<html><script>alert(document.cookie)</script></html>");
+    v.extend_from_slice(b"\xff\xd9");
+    v
+}
+
+async fn upload(
+    app: &TestApp,
+    token: &str,
+    conv: Option<&str>,
+    bytes: Vec<u8>,
+    name: &str,
+    declared: &str,
+) -> Resp {
+    let mut form = Form::new();
+    if let Some(c) = conv {
+        form = form.text("conversation_id", c.to_owned());
+    }
+    let part = Part::bytes(bytes)
+        .file_name(name.to_owned())
+        .mime_str(declared)
+        .unwrap();
+    form = form.part("file", part);
+    let r = app
+        .client
+        .post(format!("{}/v1/media", app.address))
+        .bearer_auth(token)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+async fn stored(app: &TestApp) -> (u64, u64, u64) {
+    let db = app.store.database();
+    let count = |c: &'static str| async move {
+        db.collection::<bson::Document>(c)
+            .count_documents(bson::doc! {})
+            .await
+            .unwrap()
+    };
+    (
+        count("media_files").await,
+        count("media.files").await,
+        count("media.chunks").await,
+    )
+}
+
+async fn raw_get(
+    app: &TestApp,
+    path: &str,
+    token: Option<&str>,
+    range: Option<&str>,
+) -> reqwest::Response {
+    let mut req = app.client.get(format!("{}{path}", app.address));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(r) = range {
+        req = req.header("Range", r);
+    }
+    req.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_file_round_trips_with_its_metadata_headers_and_byte_ranges() {
+    let app = spawn_app().await;
+    let conv = app
+        .create_group("alice", &[("bob", "member"), ("gus", "guest")])
+        .await;
+    let bytes = png(640, 480, 300_000);
+    let r = upload(
+        &app,
+        &app.user("alice"),
+        Some(&conv),
+        bytes.clone(),
+        "holiday photo.png",
+        "image/png",
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(r.body["file_type"], "image/png");
+    assert_eq!(r.body["size_bytes"], bytes.len());
+    assert_eq!(r.body["sha256"], hex::encode(Sha256::digest(&bytes)));
+    assert_eq!(
+        (r.body["width"].as_u64(), r.body["height"].as_u64()),
+        (Some(640), Some(480))
+    );
+    assert_eq!(r.body["filename"], "holiday photo.png");
+    assert_eq!(r.body["file_url"], format!("/v1/media/{id}/content"));
+    assert_eq!(r.body["uploader_id"], "alice");
+
+    let raw = app
+        .store
+        .database()
+        .collection::<bson::Document>("media_files")
+        .find_one(bson::doc! {})
+        .await
+        .unwrap()
+        .unwrap();
+    for seed_002 in ["uploader_id", "file_url", "file_type", "uploaded_at"] {
+        assert!(raw.contains_key(seed_002), "{seed_002}");
+    }
+    assert!(raw.get_object_id("uploader_id").is_ok());
+    assert!(raw.get_datetime("uploaded_at").is_ok());
+    assert_eq!(raw.get_str("status"), Ok("ready"));
+
+    let meta = app.get(&format!("/v1/media/{id}"), &app.user("bob")).await;
+    assert_eq!(meta.status, 200);
+    let hidden = app
+        .get(&format!("/v1/media/{id}"), &app.user("stranger"))
+        .await;
+    assert_eq!((hidden.status, hidden.code()), (404, "media_not_found"));
+
+    let full = raw_get(
+        &app,
+        &format!("/v1/media/{id}/content"),
+        Some(&app.user("bob")),
+        None,
+    )
+    .await;
+    assert_eq!(full.status(), 200);
+    let h = full.headers().clone();
+    assert_eq!(h["content-type"], "image/png");
+    assert_eq!(h["content-length"], bytes.len().to_string().as_str());
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert_eq!(
+        h["etag"],
+        format!("\"{}\"", hex::encode(Sha256::digest(&bytes))).as_str()
+    );
+    assert_eq!(h["accept-ranges"], "bytes");
+    assert!(
+        h["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("inline")
+    );
+    assert!(
+        h["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("holiday photo.png")
+    );
+    assert_eq!(full.bytes().await.unwrap().as_ref(), &bytes[..]);
+
+    for (range, from, to) in [
+        ("bytes=100-199", 100, 200),
+        ("bytes=299990-", 299_990, bytes.len()),
+        ("bytes=-50", bytes.len() - 50, bytes.len()),
+    ] {
+        let part = raw_get(
+            &app,
+            &format!("/v1/media/{id}/content"),
+            Some(&app.user("bob")),
+            Some(range),
+        )
+        .await;
+        assert_eq!(part.status(), 206, "{range}");
+        assert_eq!(
+            part.headers()["content-range"],
+            format!("bytes {from}-{}/{}", to - 1, bytes.len()).as_str()
+        );
+        assert_eq!(
+            part.bytes().await.unwrap().as_ref(),
+            &bytes[from..to],
+            "{range}"
+        );
+    }
+    let beyond = raw_get(
+        &app,
+        &format!("/v1/media/{id}/content"),
+        Some(&app.user("bob")),
+        Some("bytes=9999999-"),
+    )
+    .await;
+    assert_eq!(beyond.status(), 416);
+    assert_eq!(
+        beyond.headers()["content-range"],
+        format!("bytes */{}", bytes.len()).as_str()
+    );
+
+    let list = app
+        .get(
+            &format!("/v1/media?conversation_id={conv}"),
+            &app.user("gus"),
+        )
+        .await;
+    assert_eq!(list.body["items"].as_array().unwrap().len(), 1);
+    let images = app
+        .get(
+            &format!("/v1/media?conversation_id={conv}&type=image/*"),
+            &app.server(),
+        )
+        .await;
+    assert_eq!(images.body["items"][0]["id"], id);
+    let audio = app
+        .get(
+            &format!("/v1/media?conversation_id={conv}&type=audio/*"),
+            &app.server(),
+        )
+        .await;
+    assert_eq!(audio.body["items"], json!([]));
+    let mine = app.get("/v1/media", &app.user("alice")).await;
+    assert_eq!(
+        mine.body["items"][0]["id"], id,
+        "a user without a conversation lists its own"
+    );
+    let theirs = app.get("/v1/media?uploader=alice", &app.user("bob")).await;
+    assert_eq!((theirs.status, theirs.code()), (403, "forbidden"));
+    let outsider = app
+        .get(
+            &format!("/v1/media?conversation_id={conv}"),
+            &app.user("stranger"),
+        )
+        .await;
+    assert_eq!(outsider.code(), "conversation_not_found");
+
+    let r = app
+        .delete(&format!("/v1/media/{id}"), &app.user("bob"))
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (403, "forbidden"),
+        "only the uploader or the server"
+    );
+    assert_eq!(
+        app.delete(&format!("/v1/media/{id}"), &app.user("alice"))
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        stored(&app).await,
+        (0, 0, 0),
+        "bytes and metadata both gone"
+    );
+    let gone = raw_get(
+        &app,
+        &format!("/v1/media/{id}/content"),
+        Some(&app.user("alice")),
+        None,
+    )
+    .await;
+    assert_eq!(gone.status(), 404);
+}
+
+/// What, bytes, filename, declared type, expected status and code.
+type Hostile = (
+    &'static str,
+    Vec<u8>,
+    &'static str,
+    &'static str,
+    (u16, &'static str),
+);
+
+#[tokio::test]
+async fn hostile_files_are_refused_with_their_code_and_nothing_is_stored() {
+    let app = spawn_app().await;
+    let conv = app
+        .create_group("alice", &[("gus", "guest"), ("mo", "member")])
+        .await;
+    let s = app.server();
+    let r = app
+        .post(
+            &format!("/v1/conversations/{conv}/members/mo/mute"),
+            &s,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let alice = app.user("alice");
+    let mut elf = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0\x02\0\x3e\0".to_vec();
+    elf.extend(vec![0u8; 4096]);
+    let svg = br#"<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>"#.to_vec();
+    let cases: Vec<Hostile> = vec![
+        (
+            "polyglot JPEG/HTML",
+            jpeg_html_polyglot(),
+            "cat.jpg",
+            "image/jpeg",
+            (415, "media_type_not_allowed"),
+        ),
+        (
+            "svg with script",
+            svg,
+            "logo.svg",
+            "image/svg+xml",
+            (415, "media_type_not_allowed"),
+        ),
+        (
+            "html",
+            b"<!DOCTYPE html><html><body>hi</body></html>".to_vec(),
+            "a.html",
+            "text/html",
+            (415, "media_type_not_allowed"),
+        ),
+        (
+            "truncated png",
+            png(10, 10, 0)[..20].to_vec(),
+            "t.png",
+            "image/png",
+            (422, "media_corrupt"),
+        ),
+        (
+            "60000x60000 png",
+            png(60_000, 60_000, 1000),
+            "bomb.png",
+            "image/png",
+            (422, "image_too_large"),
+        ),
+        (
+            "renamed executable",
+            elf,
+            "photo.png",
+            "image/png",
+            (415, "media_type_not_allowed"),
+        ),
+        (
+            "false declared type",
+            png(10, 10, 100),
+            "x.png",
+            "image/jpeg",
+            (415, "media_type_mismatch"),
+        ),
+        (
+            "empty file",
+            Vec::new(),
+            "e.png",
+            "image/png",
+            (415, "media_type_not_allowed"),
+        ),
+    ];
+    for (what, bytes, name, declared, want) in cases {
+        let r = upload(&app, &alice, Some(&conv), bytes, name, declared).await;
+        assert_eq!((r.status, r.code()), want, "{what}: {:?}", r.body);
+    }
+    // Who may upload into the conversation.
+    let ok = png(10, 10, 100);
+    let who = [
+        (app.user("gus"), (403, "missing_permission")),
+        (app.user("mo"), (403, "member_muted")),
+        (app.user("stranger"), (404, "conversation_not_found")),
+        (app.server(), (403, "forbidden")),
+    ];
+    for (token, want) in who {
+        let r = upload(&app, &token, Some(&conv), ok.clone(), "x.png", "image/png").await;
+        assert_eq!((r.status, r.code()), want, "{:?}", r.body);
+    }
+    // Over the tenant's limit: refused once the limit is crossed, partial bytes removed.
+    let r = app
+        .patch("/v1/settings", &s, json!({ "media_max_bytes": 200_000 }))
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let r = upload(
+        &app,
+        &alice,
+        Some(&conv),
+        png(10, 10, 1_000_000),
+        "big.png",
+        "image/png",
+    )
+    .await;
+    assert_eq!((r.status, r.code()), (413, "media_too_large"));
+    let r = upload(
+        &app,
+        &alice,
+        Some(&conv),
+        png(10, 10, 150_000),
+        "head.png",
+        "image/png",
+    )
+    .await;
+    assert_eq!(r.status, 201, "under the limit: {:?}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        app.delete(&format!("/v1/media/{id}"), &alice).await.status,
+        204
+    );
+    assert_eq!(
+        stored(&app).await,
+        (0, 0, 0),
+        "no refused upload left anything behind"
+    );
+
+    // Names are sanitized, never refused, never used as keys.
+    let long = format!("{}.png", "n".repeat(1000));
+    let names = [
+        ("../../etc/evil.png", "evil.png"),
+        ("a\u{202E}gnp.exe.png", "agnp.exe.png"),
+        ("C:\\temp\\x.png", "x.png"),
+    ];
+    for (raw, want) in names {
+        let r = upload(&app, &alice, Some(&conv), ok.clone(), raw, "image/png").await;
+        assert_eq!(r.status, 201, "{raw}: {:?}", r.body);
+        assert_eq!(r.body["filename"], want, "{raw}");
+    }
+    let r = upload(&app, &alice, Some(&conv), ok.clone(), &long, "image/png").await;
+    let name = r.body["filename"].as_str().unwrap();
+    assert!(name.len() <= 200 && name.ends_with(".png"), "{name}");
+    let keys: Vec<String> = app
+        .store
+        .database()
+        .collection::<bson::Document>("media_files")
+        .find(bson::doc! {})
+        .await
+        .unwrap()
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| {
+            d.get_document("storage")
+                .unwrap()
+                .get_str("key")
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert!(
+        keys.iter()
+            .all(|k| k.len() == 24 && k.chars().all(|c| c.is_ascii_hexdigit()))
+    );
+}
+
+#[tokio::test]
+async fn signed_urls_work_without_a_token_until_tampered_expired_revoked_or_deleted() {
+    let app = spawn_app().await;
+    let conv = app.create_group("alice", &[("bob", "member")]).await;
+    let bytes = png(32, 32, 5_000);
+    let r = upload(
+        &app,
+        &app.user("alice"),
+        Some(&conv),
+        bytes.clone(),
+        "p.png",
+        "image/png",
+    )
+    .await;
+    let id = r.body["id"].as_str().unwrap().to_owned();
+
+    let signed = app
+        .post(&format!("/v1/media/{id}/url"), &app.user("bob"), json!({}))
+        .await;
+    assert_eq!(signed.status, 200, "{:?}", signed.body);
+    let url = signed.body["url"].as_str().unwrap().to_owned();
+    let ok = raw_get(&app, &url, None, None).await;
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.bytes().await.unwrap().as_ref(), &bytes[..]);
+
+    // Every byte of the signature flipped, and every other field changed, is refused.
+    let (path, query) = url.split_once('?').unwrap();
+    let params: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap();
+    let sig = params.iter().find(|(k, _)| k == "s").unwrap().1.clone();
+    for i in 0..sig.len() {
+        let mut b = sig.clone().into_bytes();
+        b[i] = if b[i] == b'A' { b'B' } else { b'A' };
+        let tampered: Vec<(String, String)> = params
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    if k == "s" {
+                        String::from_utf8(b.clone()).unwrap()
+                    } else {
+                        v.clone()
+                    },
+                )
+            })
+            .collect();
+        let r = raw_get(
+            &app,
+            &format!("{path}?{}", serde_urlencoded::to_string(&tampered).unwrap()),
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(r.status(), 403, "byte {i}");
+    }
+    for (field, value) in [
+        ("v", "u:alice"),
+        ("v", "server"),
+        ("t", "other"),
+        ("e", "9999999999"),
+    ] {
+        let changed: Vec<(String, String)> = params
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    if k == field {
+                        value.to_owned()
+                    } else {
+                        v.clone()
+                    },
+                )
+            })
+            .collect();
+        let r = raw_get(
+            &app,
+            &format!("{path}?{}", serde_urlencoded::to_string(&changed).unwrap()),
+            None,
+            None,
+        )
+        .await;
+        let status = r.status();
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(
+            (status.as_u16(), body["code"].as_str()),
+            (403, Some("signed_url_invalid")),
+            "{field}={value}"
+        );
+    }
+    let other_media = raw_get(
+        &app,
+        &url.replace(&id, &bson::oid::ObjectId::new().to_hex()),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(other_media.status(), 403, "a signature is for one file");
+    let no_token = raw_get(&app, &format!("/v1/media/{id}/content"), None, None).await;
+    assert_eq!(no_token.status(), 401);
+
+    // Expiry.
+    let short = app
+        .post(
+            &format!("/v1/media/{id}/url"),
+            &app.user("bob"),
+            json!({ "ttl_secs": 1 }),
+        )
+        .await;
+    let short_url = short.body["url"].as_str().unwrap().to_owned();
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let r = raw_get(&app, &short_url, None, None).await;
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "signed_url_expired");
+    let r = app
+        .post(
+            &format!("/v1/media/{id}/url"),
+            &app.user("bob"),
+            json!({ "ttl_secs": 999_999 }),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (422, "validation_failed"));
+
+    // The viewer removed from the conversation: the URL stops working.
+    let r = app
+        .delete(
+            &format!("/v1/conversations/{conv}/members/bob"),
+            &app.user("alice"),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let r = raw_get(&app, &url, None, None).await;
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "forbidden");
+
+    // Deleted: gone for everyone.
+    let alice_url = app
+        .post(
+            &format!("/v1/media/{id}/url"),
+            &app.user("alice"),
+            json!({}),
+        )
+        .await;
+    let alice_url = alice_url.body["url"].as_str().unwrap().to_owned();
+    assert_eq!(raw_get(&app, &alice_url, None, None).await.status(), 200);
+    assert_eq!(
+        app.delete(&format!("/v1/media/{id}"), &app.user("alice"))
+            .await
+            .status,
+        204
+    );
+    assert_eq!(raw_get(&app, &alice_url, None, None).await.status(), 404);
+}
+
+#[tokio::test]
+async fn concurrent_uploads_each_store_their_own_bytes() {
+    let app = spawn_app().await;
+    let conv = app.create_group("alice", &[]).await;
+    let token = app.user("alice");
+    let files: Vec<Vec<u8>> = (0..8)
+        .map(|i| png(10 + i, 10, 50_000 + i as usize * 1000))
+        .collect();
+    let uploads = files.iter().enumerate().map(|(i, f)| {
+        let (app, token, conv) = (&app, &token, &conv);
+        async move {
+            upload(
+                app,
+                token,
+                Some(conv),
+                f.clone(),
+                &format!("f{i}.png"),
+                "image/png",
+            )
+            .await
+        }
+    });
+    let results = futures::future::join_all(uploads).await;
+    for (r, f) in results.iter().zip(&files) {
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        assert_eq!(r.body["sha256"], hex::encode(Sha256::digest(f)));
+        let id = r.body["id"].as_str().unwrap();
+        let got = raw_get(&app, &format!("/v1/media/{id}/content"), Some(&token), None).await;
+        assert_eq!(got.bytes().await.unwrap().as_ref(), &f[..]);
+    }
+    assert_eq!(stored(&app).await.0, 8);
+}
