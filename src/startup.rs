@@ -42,11 +42,9 @@ impl Application {
         let listener =
             TcpListener::bind(addr).with_context(|| format!("binding http.bind = {addr}"))?;
         let port = listener.local_addr()?.port();
-        let blobs = std::sync::Arc::new(crate::store::blobs::GridFsBlobs::new(&store));
         let roster = Roster::new(
             store.clone(),
             Limits::from(settings),
-            blobs,
             settings.media.clone(),
         );
         let server = crate::http::server(listener, roster, settings)?;
@@ -113,6 +111,7 @@ fn spawn_sweeper(settings: Settings) -> anyhow::Result<tokio::sync::watch::Sende
                         members_re_resolved = r.members_re_resolved,
                         activity_caught_up = r.activity_caught_up,
                         audit_expired = r.audit_expired,
+                        media_repaired = r.media_repaired,
                         "sweep done"
                     ),
                     Ok(_) => {}

@@ -87,6 +87,8 @@ error_codes! {
     ConversationFull => (409, "conversation_full", "Conversation full"),
     /// Direct conversations have exactly their two participants.
     DirectConversation => (409, "direct_conversation", "Direct conversation"),
+    /// The media file is attached to another message.
+    AlreadyAttached => (409, "already_attached", "Already attached"),
     /// Unban of a user who is not banned.
     NotBanned => (409, "not_banned", "Not banned"),
     /// Unmute of a member who is not muted.

@@ -130,6 +130,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::delete().to(media::delete)),
         )
         .service(resource("/v1/media/{media_id}/url").route(web::post().to(media::sign)))
+        .service(resource("/v1/media/{media_id}/attach").route(web::post().to(media::attach)))
+        .service(
+            resource("/v1/conversations/{conversation_id}/messages/{message_id}")
+                .route(web::delete().to(media::message_deleted)),
+        )
         .service(resource("/v1/media/{media_id}/content").route(web::get().to(media::content)))
         .service(
             resource("/v1/settings")

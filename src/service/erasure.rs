@@ -26,32 +26,42 @@ pub struct UserExportView {
     pub memberships: Vec<MemberView>,
     /// Every audit event about the user, oldest first.
     pub audit: Vec<AuditView>,
+    /// Metadata of every file the user uploaded.
+    pub media: Vec<super::media::MediaView>,
 }
 
 impl Roster {
-    /// `DELETE /v1/users/{user_id}`: every membership goes (counts adjusted, ownership handed
-    /// on, audited), then the user. Idempotent and resumable: a second call finishes an
+    /// `DELETE /v1/users/{user_id}?purge_media=`: every membership goes (counts adjusted,
+    /// ownership handed on, audited), the user's uploads too when `purge_media` (kept by
+    /// default), then the user. Idempotent and resumable: a second call finishes an
     /// interrupted one. Errors: `forbidden`, `user_not_found`.
-    pub async fn delete_user(&self, scope: &TenantScope, user: &str) -> Result<UserErasedView> {
+    pub async fn delete_user(
+        &self,
+        scope: &TenantScope,
+        user: &str,
+        purge_media: bool,
+    ) -> Result<UserErasedView> {
         super::server_only(scope)?;
         let user = path_user(scope, user)?;
         let doc = self.user_doc(scope, &user).await?;
-        let removed = self.store.erase_user(scope, doc.id).await?;
+        let removed = self.store.erase_user(scope, doc.id, purge_media).await?;
         Ok(UserErasedView {
             user_id: user.to_string(),
             memberships_removed: removed,
         })
     }
 
-    /// `GET /v1/users/{user_id}/export`: profile, memberships and the audit events about the
-    /// user, as JSON. Errors: `forbidden`, `user_not_found`.
+    /// `GET /v1/users/{user_id}/export`: profile, memberships, the audit events about the
+    /// user and the metadata of their uploads, as JSON. Errors: `forbidden`, `user_not_found`.
     pub async fn export_user(&self, scope: &TenantScope, user: &str) -> Result<UserExportView> {
         super::server_only(scope)?;
         let user = path_user(scope, user)?;
         let doc = self.user_doc(scope, &user).await?;
         let members = self.store.all_memberships(scope, doc.id).await?;
         let audit = self.store.audit_about(scope, user.as_str()).await?;
+        let media = self.store.media_of_uploader(scope, doc.id).await?;
         Ok(UserExportView {
+            media: media.into_iter().map(Into::into).collect(),
             user: doc.into(),
             memberships: self.member_views(scope, members).await?,
             audit: audit.into_iter().map(AuditView::from).collect(),

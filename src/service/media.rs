@@ -110,6 +110,21 @@ pub struct SignUrlBody {
     pub ttl_secs: Option<u64>,
 }
 
+/// `POST /v1/media/{id}/attach`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AttachBody {
+    /// The messaging service's message id.
+    pub message_id: String,
+}
+
+/// The answer to a message deletion.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MessageMediaRemovedView {
+    /// Media files removed with the message.
+    pub media_removed: u64,
+}
+
 /// A signed URL.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct SignedUrlView {
@@ -295,7 +310,7 @@ impl Roster {
             sha256: String::new(),
             filename: media::sanitize_filename(meta.filename.as_deref().unwrap_or("")),
             storage: StorageRef {
-                backend: self.blobs.backend().to_owned(),
+                backend: self.store.blobs().backend().to_owned(),
                 key: key.clone(),
             },
             conversation_id: meta.conversation.map(|c| c.object_id()),
@@ -308,7 +323,7 @@ impl Roster {
         // The document first: a crash from here on leaves an `uploading` record for the
         // sweeper to clear, never bytes nobody knows about.
         self.store.insert_media(&doc).await?;
-        let mut writer = match self.blobs.writer(&key).await {
+        let mut writer = match self.store.blobs().writer(&key).await {
             Ok(w) => w,
             Err(e) => {
                 self.store.delete_media_doc(scope, id).await?;
@@ -506,7 +521,8 @@ impl Roster {
         let size = u64::try_from(m.size_bytes).unwrap_or(0);
         let (start, end) = range(size).unwrap_or((0, size));
         let body = self
-            .blobs
+            .store
+            .blobs()
             .read(&m.storage.key, start, end)
             .await?
             .ok_or_else(not_found)?;
@@ -534,12 +550,65 @@ impl Roster {
         self.remove_media(scope, &m).await
     }
 
+    /// `POST /v1/media/{id}/attach`: ties a file shared in a conversation to a message, so it
+    /// goes when the message goes. Its uploader or a server token. Errors: `media_not_found`,
+    /// `forbidden`, `already_attached`, `validation_failed`.
+    pub async fn attach_media(
+        &self,
+        scope: &TenantScope,
+        id: &str,
+        body: AttachBody,
+    ) -> Result<MediaView> {
+        let m = self.visible_media(scope, id).await?;
+        if let Some(u) = scope.user()
+            && u.as_str() != m.uploader_external_id
+        {
+            return Err(Error::client(
+                ErrorCode::Forbidden,
+                "only the uploader or a server token attaches a file",
+            ));
+        }
+        let message = body.message_id.trim();
+        if message.is_empty() || message.len() > 200 || message.chars().any(char::is_control) {
+            return Err(Problem::field("message_id", "1-200 printable characters").into());
+        }
+        if m.conversation_id.is_none() {
+            return Err(Problem::field(
+                "message_id",
+                "only a file shared in a conversation is attached to a message",
+            )
+            .into());
+        }
+        if !self.store.attach_media(scope, m.id, message).await? {
+            return Err(Error::client(
+                ErrorCode::AlreadyAttached,
+                "the file is attached to another message",
+            ));
+        }
+        Ok(self.visible_media(scope, id).await?.into())
+    }
+
+    /// `DELETE /v1/conversations/{id}/messages/{message_id}` (server token: the messaging
+    /// service deleted a message): the message's media go, bytes and documents. Returns how
+    /// many. Errors: `forbidden`, `validation_failed`.
+    pub async fn delete_message_media(
+        &self,
+        scope: &TenantScope,
+        conversation: &str,
+        message: &str,
+    ) -> Result<u64> {
+        super::server_only(scope)?;
+        let conv = super::path_conversation(conversation)?;
+        self.store
+            .purge_media_where(
+                scope,
+                bson::doc! { "conversation_id": conv.object_id(), "message_id": message },
+            )
+            .await
+    }
+
     /// Deletes one media file: `deleting`, bytes, document.
     pub(crate) async fn remove_media(&self, scope: &TenantScope, m: &MediaDoc) -> Result<()> {
-        if !self.store.mark_media_deleting(scope, m.id).await? {
-            return Ok(());
-        }
-        self.blobs.delete(&m.storage.key).await?;
-        self.store.delete_media_doc(scope, m.id).await
+        self.store.remove_media(scope, m).await
     }
 }

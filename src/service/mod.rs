@@ -75,8 +75,6 @@ pub struct Roster {
     limits: Limits,
     /// Verified signing keys by `kid`, so the hot path does one database read, not two.
     keys: moka::future::Cache<String, TenantKey>,
-    /// Where media bytes go.
-    blobs: std::sync::Arc<dyn crate::store::blobs::BlobStore>,
     /// Signed URL settings.
     media: crate::config::MediaSettings,
 }
@@ -144,13 +142,8 @@ fn only_self_or_server(scope: &TenantScope, user: &ExternalUserId) -> Result<()>
 }
 
 impl Roster {
-    /// Wraps the store with the configured limits; media bytes go to `blobs`.
-    pub fn new(
-        store: Store,
-        limits: Limits,
-        blobs: std::sync::Arc<dyn crate::store::blobs::BlobStore>,
-        media: crate::config::MediaSettings,
-    ) -> Self {
+    /// Wraps the store with the configured limits and media settings.
+    pub fn new(store: Store, limits: Limits, media: crate::config::MediaSettings) -> Self {
         let keys = moka::future::Cache::builder()
             .max_capacity(if limits.key_cache_ttl.is_zero() {
                 0
@@ -167,7 +160,6 @@ impl Roster {
             store,
             limits,
             keys,
-            blobs,
             media,
         }
     }

@@ -14,7 +14,7 @@ use futures::stream::{self, Stream};
 use mongodb::gridfs::{GridFsBucket, GridFsUploadStream};
 use mongodb::options::GridFsBucketOptions;
 
-use super::{Store, db_error};
+use super::db_error;
 use crate::error::{Error, Result};
 
 /// A stream of a stored object's bytes.
@@ -54,13 +54,13 @@ pub struct GridFsBlobs {
 }
 
 impl GridFsBlobs {
-    /// The `media` bucket of the store's database.
-    pub fn new(store: &Store) -> Self {
+    /// The `media` bucket of `db`.
+    pub fn new(db: &mongodb::Database) -> Self {
         let options = GridFsBucketOptions::builder()
             .bucket_name("media".to_owned())
             .build();
         GridFsBlobs {
-            bucket: store.database().gridfs_bucket(options),
+            bucket: db.gridfs_bucket(options),
         }
     }
 }

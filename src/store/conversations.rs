@@ -281,8 +281,9 @@ impl Store {
         self.finish_deletion(scope, conv_id).await
     }
 
-    /// Step (2) of a deletion: memberships in batches, the audit trail if the tenant's
-    /// `audit_follows_conversation` says so, then the conversation document. Idempotent. Returns how many memberships this call deleted.
+    /// Step (2) of a deletion: memberships in batches, the conversation's media (bytes and
+    /// documents), the audit trail if the tenant's `audit_follows_conversation` says so, then
+    /// the conversation document. Idempotent. Returns how many memberships this call deleted.
     pub async fn finish_deletion(&self, scope: &TenantScope, conv_id: ObjectId) -> Result<u64> {
         let mut gone = 0;
         loop {
@@ -299,6 +300,12 @@ impl Store {
                 .map_err(db_error)?
                 .deleted_count;
             tracing::info!(conversation = %conv_id, deleted = gone, "deleting a conversation's memberships");
+        }
+        let media = self
+            .purge_media_where(scope, doc! { "conversation_id": conv_id })
+            .await?;
+        if media > 0 {
+            tracing::info!(conversation = %conv_id, deleted = media, "deleted a conversation's media");
         }
         let trail = self.delete_conversation_audit(scope, conv_id).await?;
         if trail > 0 {

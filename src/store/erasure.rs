@@ -18,9 +18,16 @@ use crate::error::Result;
 const PAGE: u32 = 100;
 
 impl Store {
-    /// Erases every membership of the user with internal id `user`, then the user document.
-    /// Returns how many memberships went. Safe to run again after an interruption.
-    pub async fn erase_user(&self, scope: &TenantScope, user: ObjectId) -> Result<u64> {
+    /// Erases every membership of the user with internal id `user`, their uploaded media if
+    /// `purge_media` (kept by default: they belong to the conversations they were shared in),
+    /// then the user document. Returns how many memberships went. Safe to run again after an
+    /// interruption.
+    pub async fn erase_user(
+        &self,
+        scope: &TenantScope,
+        user: ObjectId,
+        purge_media: bool,
+    ) -> Result<u64> {
         let mut erased = 0;
         loop {
             let queries =
@@ -34,6 +41,12 @@ impl Store {
                 erased += u64::from(self.erase_membership(scope, &m).await?);
             }
             tracing::info!(erased, "erasing a user's memberships");
+        }
+        if purge_media {
+            let gone = self
+                .purge_media_where(scope, bson::doc! { "uploader_id": user })
+                .await?;
+            tracing::info!(media = gone, "erased a user's media");
         }
         let mut filter = tenant_filter(scope);
         filter.insert("_id", user);

@@ -202,6 +202,80 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Deletes one media file: marks it `deleting`, removes its bytes, then its document; a
+    /// crash in between leaves a `deleting` document the sweeper finishes.
+    pub async fn remove_media(&self, scope: &TenantScope, m: &MediaDoc) -> Result<()> {
+        if !self.mark_media_deleting(scope, m.id).await? {
+            return Ok(());
+        }
+        self.blobs().delete(&m.storage.key).await?;
+        self.delete_media_doc(scope, m.id).await
+    }
+
+    /// Deletes every media file matching `filter` (any status), in batches. Returns how many.
+    pub async fn purge_media_where(&self, scope: &TenantScope, filter: Document) -> Result<u64> {
+        let mut gone = 0;
+        loop {
+            let batch = self
+                .media_ids_where(scope, filter.clone(), i64::from(self.delete_batch_size()))
+                .await?;
+            if batch.is_empty() {
+                return Ok(gone);
+            }
+            for m in &batch {
+                self.remove_media(scope, m).await?;
+                gone += 1;
+            }
+            tracing::info!(deleted = gone, "deleting media files");
+        }
+    }
+
+    /// Sweeper: finishes deletions a crash interrupted (`deleting`) and clears uploads that
+    /// never completed (`uploading` for longer than `stale_ms`). Returns how many went.
+    pub(crate) async fn repair_media(&self, scope: &TenantScope, stale_ms: i64) -> Result<u64> {
+        let cutoff = DateTime::from_millis(DateTime::now().timestamp_millis() - stale_ms);
+        let stuck = doc! { "$or": [
+            { "status": "deleting" },
+            { "status": "uploading", "created_at": { "$lt": cutoff } },
+        ] };
+        self.purge_media_where(scope, stuck).await
+    }
+
+    /// Attaches a ready media file to `message`; attaching it to the same message again is a
+    /// no-op. Returns `false` if it is attached to another message.
+    pub async fn attach_media(
+        &self,
+        scope: &TenantScope,
+        id: ObjectId,
+        message: &str,
+    ) -> Result<bool> {
+        let mut f = tenant_filter(scope);
+        f.insert("_id", id);
+        f.insert("status", "ready");
+        f.insert(
+            "$or",
+            vec![doc! { "message_id": null }, doc! { "message_id": message }],
+        );
+        let r = self
+            .media()
+            .update_one(f, doc! { "$set": { "message_id": message } })
+            .await
+            .map_err(db_error)?;
+        Ok(r.matched_count == 1)
+    }
+
+    /// Every media file the user uploaded (export), oldest first.
+    pub async fn media_of_uploader(
+        &self,
+        scope: &TenantScope,
+        user: ObjectId,
+    ) -> Result<Vec<MediaDoc>> {
+        self.media_ids_where(scope, doc! { "uploader_id": user }, 10_000)
+            .await
+    }
+}
+
 fn regex_escape(s: &str) -> String {
     s.chars()
         .flat_map(|c| {

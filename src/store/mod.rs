@@ -145,6 +145,7 @@ pub struct Store {
     db: Database,
     delete_batch: i64,
     embed_threshold: i64,
+    blobs: std::sync::Arc<dyn blobs::BlobStore>,
 }
 
 impl Store {
@@ -175,11 +176,13 @@ impl Store {
                 redact(&settings.uri)
             );
         }
+        let gridfs = blobs::GridFsBlobs::new(&db);
         Ok(Store {
             client,
             db,
             delete_batch: conversations::DELETE_BATCH,
             embed_threshold: 100,
+            blobs: std::sync::Arc::new(gridfs),
         })
     }
 
@@ -189,6 +192,11 @@ impl Store {
         self.delete_batch = i64::from(m.delete_batch.max(1));
         self.embed_threshold = i64::from(m.embed_threshold);
         self
+    }
+
+    /// Where media bytes go (GridFS in this database by default).
+    pub fn blobs(&self) -> &dyn blobs::BlobStore {
+        self.blobs.as_ref()
     }
 
     /// Memberships (or audit events) removed per batch of a deletion.

@@ -101,7 +101,12 @@ pub struct SweepReport {
     pub activity_caught_up: u64,
     /// Audit events deleted because they outlived the tenant's retention.
     pub audit_expired: u64,
+    /// Media deletions finished, or stalled uploads cleared, after a crash.
+    pub media_repaired: u64,
 }
+
+/// How long an upload may stay `uploading` before the sweeper treats it as abandoned (ms).
+pub const STALE_UPLOAD_MS: i64 = 3_600_000;
 
 /// How long a catalog edit's re-resolution may run before the sweeper treats it as abandoned
 /// and finishes it (ms).
@@ -461,6 +466,7 @@ impl Store {
                 report.deletions_finished += self.finish_deletions(&scope).await?;
                 report.activity_caught_up += self.catch_up_activity(&scope, batch).await?;
                 report.audit_expired += self.expire_audit(&scope, batch).await?;
+                report.media_repaired += self.repair_media(&scope, STALE_UPLOAD_MS).await?;
                 report.members_re_resolved += self
                     .finish_role_resolution(&scope, RE_RESOLVE_STALE_MS, batch)
                     .await?;

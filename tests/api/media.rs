@@ -638,3 +638,197 @@ async fn concurrent_uploads_each_store_their_own_bytes() {
     }
     assert_eq!(stored(&app).await.0, 8);
 }
+
+async fn share(app: &TestApp, user: &str, conv: &str) -> String {
+    let r = upload(
+        app,
+        &app.user(user),
+        Some(conv),
+        png(8, 8, 2_000),
+        "s.png",
+        "image/png",
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    r.body["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn media_go_with_their_message_their_conversation_and_on_request_their_uploader() {
+    let app = spawn_app().await;
+    let conv = app.create_group("alice", &[("bob", "member")]).await;
+    let other = app.create_group("bob", &[]).await;
+    let (a1, a2, b1) = (
+        share(&app, "alice", &conv).await,
+        share(&app, "alice", &conv).await,
+        share(&app, "bob", &other).await,
+    );
+    let b2 = share(&app, "bob", &conv).await;
+
+    // Attaching: the uploader or the server, one message per file.
+    let attach = |id: &str| format!("/v1/media/{id}/attach");
+    let r = app
+        .post(
+            &attach(&a1),
+            &app.user("bob"),
+            json!({ "message_id": "m1" }),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (403, "forbidden"));
+    let r = app
+        .post(
+            &attach(&a1),
+            &app.user("alice"),
+            json!({ "message_id": "m1" }),
+        )
+        .await;
+    assert_eq!((r.status, r.body["message_id"].as_str()), (200, Some("m1")));
+    let r = app
+        .post(&attach(&a1), &app.server(), json!({ "message_id": "m1" }))
+        .await;
+    assert_eq!(r.status, 200, "the same message again is fine");
+    let r = app
+        .post(
+            &attach(&a1),
+            &app.user("alice"),
+            json!({ "message_id": "m2" }),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (409, "already_attached"));
+
+    // The message is deleted: its media go.
+    let r = app
+        .delete(
+            &format!("/v1/conversations/{conv}/messages/m1"),
+            &app.user("alice"),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (403, "forbidden"));
+    let r = app
+        .delete(
+            &format!("/v1/conversations/{conv}/messages/m1"),
+            &app.server(),
+        )
+        .await;
+    assert_eq!(r.body["media_removed"], 1);
+    assert_eq!(
+        app.get(&format!("/v1/media/{a1}"), &app.server())
+            .await
+            .status,
+        404
+    );
+    assert_eq!(stored(&app).await.0, 3);
+
+    // Export lists a user's uploads; erasing without purge keeps them, with purge drops them.
+    let export = app.get("/v1/users/bob/export", &app.server()).await;
+    let ids: Vec<&str> = export.body["media"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert!(ids.contains(&b1.as_str()) && ids.contains(&b2.as_str()));
+    let r = app
+        .delete("/v1/users/bob?purge_media=true", &app.server())
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(stored(&app).await.0, 1, "only alice's a2 is left");
+    let r = app.delete("/v1/users/alice", &app.server()).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(stored(&app).await.0, 1, "kept by default");
+    assert_eq!(
+        app.get(&format!("/v1/media/{a2}"), &app.server())
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_conversation_deletes_its_media_bytes_and_all() {
+    let app = spawn_app().await;
+    let conv = app.create_group("alice", &[("bob", "member")]).await;
+    let keep = app.create_group("alice", &[]).await;
+    share(&app, "alice", &conv).await;
+    share(&app, "bob", &conv).await;
+    let kept = share(&app, "alice", &keep).await;
+    assert_eq!(stored(&app).await.0, 3);
+    assert_eq!(
+        app.delete(&format!("/v1/conversations/{conv}"), &app.user("alice"))
+            .await
+            .status,
+        204
+    );
+    let (docs, files, chunks) = stored(&app).await;
+    assert_eq!(
+        (docs, files),
+        (1, 1),
+        "nothing of the deleted conversation remains"
+    );
+    assert!(chunks >= 1);
+    assert_eq!(
+        app.get(&format!("/v1/media/{kept}"), &app.server())
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn the_sweeper_repairs_a_crash_between_bytes_and_metadata() {
+    let app = spawn_app().await;
+    let conv = app.create_group("alice", &[]).await;
+    let dying = share(&app, "alice", &conv).await;
+    let stalled = share(&app, "alice", &conv).await;
+    let fine = share(&app, "alice", &conv).await;
+    let media = app
+        .store
+        .database()
+        .collection::<bson::Document>("media_files");
+    let oid = |s: &str| bson::oid::ObjectId::parse_str(s).unwrap();
+    // A deletion that died after marking, and an upload that died mid-stream an hour ago.
+    media
+        .update_one(
+            bson::doc! { "_id": oid(&dying) },
+            bson::doc! { "$set": { "status": "deleting" } },
+        )
+        .await
+        .unwrap();
+    let two_hours_ago =
+        bson::DateTime::from_millis(bson::DateTime::now().timestamp_millis() - 7_200_000);
+    media
+        .update_one(
+            bson::doc! { "_id": oid(&stalled) },
+            bson::doc! { "$set": { "status": "uploading", "created_at": two_hours_ago } },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        app.get(&format!("/v1/media/{dying}"), &app.server())
+            .await
+            .status,
+        404,
+        "not served while deleting"
+    );
+    let cred = roster::auth::PlatformCredential::verify(&app.platform_token(), &app.settings.auth)
+        .unwrap();
+    let report = app.store.sweep_expired(&cred, 100).await.unwrap();
+    assert_eq!(report.media_repaired, 2);
+    assert_eq!(stored(&app).await.0, 1);
+    assert_eq!(stored(&app).await.1, 1, "their GridFS files went too");
+    assert_eq!(
+        app.get(&format!("/v1/media/{fine}"), &app.server())
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        app.store
+            .sweep_expired(&cred, 100)
+            .await
+            .unwrap()
+            .media_repaired,
+        0
+    );
+}

@@ -14,7 +14,8 @@ use crate::http::AppState;
 use crate::http::error::ProblemBody;
 use crate::http::extract::{Body, Caller, bearer};
 use crate::service::media::{
-    MediaListQuery, MediaView, SignUrlBody, SignedQuery, SignedUrlView, UploadMeta,
+    AttachBody, MediaListQuery, MediaView, MessageMediaRemovedView, SignUrlBody, SignedQuery,
+    SignedUrlView, UploadMeta,
 };
 use crate::service::views::Page;
 
@@ -276,4 +277,41 @@ pub async fn content(
         .insert_header((header::ACCEPT_RANGES, "bytes"))
         .insert_header((header::CACHE_CONTROL, "private"));
     Ok(resp.body(SizedStream::new(opened.end - opened.start, opened.body)))
+}
+
+/// Attach a file to a message (its uploader or a server token), so it goes with the message.
+#[utoipa::path(post, path = "/v1/media/{media_id}/attach", tag = "media", request_body = AttachBody,
+    params(("media_id" = String, Path, description = "24 hex digits")),
+    responses((status = 200, body = MediaView),
+              (status = 403, description = "`forbidden`", body = ProblemBody, content_type = "application/problem+json"),
+              (status = 404, description = "`media_not_found`", body = ProblemBody, content_type = "application/problem+json"),
+              (status = 409, description = "`already_attached`", body = ProblemBody, content_type = "application/problem+json"),
+              (status = 422, description = "`validation_failed`", body = ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn attach(
+    Caller(scope): Caller,
+    state: Data<AppState>,
+    path: Path<String>,
+    Body(body): Body<AttachBody>,
+) -> Result<HttpResponse, Error> {
+    Ok(HttpResponse::Ok().json(state.roster.attach_media(&scope, &path, body).await?))
+}
+
+/// The messaging service deleted a message (server token): its media go with it.
+#[utoipa::path(delete, path = "/v1/conversations/{conversation_id}/messages/{message_id}", tag = "media",
+    params(("conversation_id" = String, Path, description = "24 hex digits"), ("message_id" = String, Path, description = "The message id")),
+    responses((status = 200, body = MessageMediaRemovedView),
+              (status = 403, description = "`forbidden`", body = ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn message_deleted(
+    Caller(scope): Caller,
+    state: Data<AppState>,
+    path: Path<(String, String)>,
+) -> Result<HttpResponse, Error> {
+    let (conv, message) = path.into_inner();
+    let media_removed = state
+        .roster
+        .delete_message_media(&scope, &conv, &message)
+        .await?;
+    Ok(HttpResponse::Ok().json(MessageMediaRemovedView { media_removed }))
 }

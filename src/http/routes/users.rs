@@ -71,10 +71,21 @@ pub async fn conversations(
     ))
 }
 
-/// Erase a user: every membership goes (counts adjusted, ownership handed on, audited), then
-/// the user document. Server tokens only; run it again to finish an interrupted erasure.
+/// `?purge_media=` of a user erasure.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct EraseQuery {
+    /// Also delete every file the user uploaded (default `false`: files stay with the
+    /// conversations they were shared in).
+    pub purge_media: Option<bool>,
+}
+
+/// Erase a user: every membership goes (counts adjusted, ownership handed on, audited), their
+/// uploads with `?purge_media=true`, then the user document. Server tokens only; run it again
+/// to finish an interrupted erasure.
 #[utoipa::path(delete, path = "/v1/users/{user_id}", tag = "users",
-    params(("user_id" = String, Path, description = "External user id")),
+    params(("user_id" = String, Path, description = "External user id"), EraseQuery),
     responses((status = 200, body = crate::service::erasure::UserErasedView),
               (status = 403, description = "`forbidden`", body = ProblemBody, content_type = "application/problem+json"),
               (status = 404, description = "`user_not_found`", body = ProblemBody, content_type = "application/problem+json")),
@@ -83,8 +94,10 @@ pub async fn delete(
     Caller(scope): Caller,
     state: Data<AppState>,
     path: web::Path<String>,
+    query: web::Query<EraseQuery>,
 ) -> Result<HttpResponse, Error> {
-    Ok(HttpResponse::Ok().json(state.roster.delete_user(&scope, &path).await?))
+    let purge = query.purge_media.unwrap_or(false);
+    Ok(HttpResponse::Ok().json(state.roster.delete_user(&scope, &path, purge).await?))
 }
 
 /// Everything Roster holds about a user: profile, memberships (settings, activity), and the
