@@ -1,0 +1,176 @@
+//! Upload memory benchmark: streams a 200 MiB file through `POST /v1/media` (GridFS backend)
+//! and prints how much the process's resident memory grew at its peak — the goal is less than
+//! 32 MiB, since the service never holds a whole file. In the same run a 20 MiB upload gives
+//! the baseline: if memory followed file size, the 200 MiB growth would be ten times it.
+//!
+//! Run with `scripts/bench.sh` (starts a database like the tests do), or
+//! `MONGODB_URI=… cargo bench --bench upload_memory`. `UPLOAD_MIB` sets the large size.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use roster::auth::{self, PlatformCredential, Principal, TenantKey};
+use roster::config::Settings;
+use roster::domain::{ExternalUserId, Preset, RoleCatalog, TenantId};
+use roster::startup::Application;
+use roster::store::settings::TenantSettingsDoc;
+
+/// Resident set size of this process, KiB (`VmRSS` of `/proc/self/status`).
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// A body of `mib` MiB made on the fly in 64 KiB chunks (the client holds one at a time).
+fn body(mib: u64) -> reqwest::Body {
+    let chunks = mib * 16;
+    let stream = futures::stream::iter((0..chunks).map(|i| {
+        let mut c = vec![(i % 251) as u8; 64 * 1024];
+        if i == 0 {
+            // A PDF header: an allowed type with no dimensions to read.
+            c[..9].copy_from_slice(b"%PDF-1.7\n");
+        }
+        Ok::<Bytes, std::io::Error>(Bytes::from(c))
+    }));
+    reqwest::Body::wrap_stream(stream)
+}
+
+struct Run {
+    mib: u64,
+    seconds: f64,
+    before_kib: u64,
+    peak_kib: u64,
+}
+
+async fn upload(client: &reqwest::Client, url: &str, token: &str, mib: u64) -> anyhow::Result<Run> {
+    let peak = Arc::new(AtomicU64::new(0));
+    let before = rss_kib();
+    peak.store(before, Ordering::Relaxed);
+    let sampling = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(rss_kib(), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let part = reqwest::multipart::Part::stream_with_length(body(mib), mib * 1024 * 1024)
+        .file_name("big.pdf")
+        .mime_str("application/pdf")?;
+    let form = reqwest::multipart::Form::new().part("file", part);
+    let started = Instant::now();
+    let r = client
+        .post(url)
+        .bearer_auth(token)
+        .multipart(form)
+        .send()
+        .await?;
+    let status = r.status();
+    let text = r.text().await?;
+    sampling.abort();
+    anyhow::ensure!(status.as_u16() == 201, "upload answered {status}: {text}");
+    Ok(Run {
+        mib,
+        seconds: started.elapsed().as_secs_f64(),
+        before_kib: before,
+        peak_kib: peak.load(Ordering::Relaxed).max(rss_kib()),
+    })
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    if !std::env::args().any(|a| a == "--bench") {
+        return Ok(());
+    }
+    let large: u64 = std::env::var("UPLOAD_MIB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    let mut settings = Settings::load()?;
+    settings.database.uri = std::env::var("MONGODB_URI")
+        .map_err(|_| anyhow::anyhow!("MONGODB_URI must name a replica set (scripts/bench.sh)"))?;
+    settings.database.name = format!("roster_bench_{}", uuid::Uuid::new_v4().simple());
+    settings.http.bind = "127.0.0.1:0".into();
+    settings.log.level = "warn".into();
+    roster::telemetry::init(&settings.log);
+    let app = Application::build(&settings).await?;
+    let store = app.store().clone();
+    let port = app.port();
+    tokio::spawn(app.run_until_stopped());
+
+    let cred = PlatformCredential::verify(&settings.auth.platform_token, &settings.auth)?;
+    let tenant = TenantId::parse("bench")?;
+    let t = store
+        .create_tenant(&cred, &tenant, "Bench", &RoleCatalog::preset(Preset::Chat))
+        .await?;
+    let scope = cred.tenant_scope(tenant.clone());
+    let policy = TenantSettingsDoc {
+        media_max_bytes: (large + 1) * 1024 * 1024,
+        ..TenantSettingsDoc::default()
+    };
+    store.put_tenant_settings(&scope, &policy).await?;
+    store
+        .upsert_user(
+            &scope,
+            &ExternalUserId::parse("uploader")?,
+            "Uploader",
+            None,
+            100,
+        )
+        .await?;
+    let key = TenantKey {
+        tenant,
+        kid: t.keys[0].kid.clone(),
+        secret: t.keys[0].secret.clone(),
+        revoked: false,
+        tenant_active: true,
+    };
+    let token = auth::mint(
+        &key,
+        &Principal::User(ExternalUserId::parse("uploader")?),
+        3600,
+        &settings.auth,
+    )?;
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/v1/media");
+
+    eprintln!("warming up with a 1 MiB upload…");
+    upload(&client, &url, &token, 1).await?;
+    println!(
+        "upload memory benchmark (GridFS backend, database {})",
+        settings.database.uri
+    );
+    println!("  size MiB |  seconds |  MiB/s | RSS before MiB | RSS peak MiB | growth MiB");
+    let mut growth = Vec::new();
+    for mib in [large / 10, large] {
+        eprintln!("uploading {mib} MiB…");
+        let r = upload(&client, &url, &token, mib).await?;
+        let g = r.peak_kib.saturating_sub(r.before_kib) as f64 / 1024.0;
+        println!(
+            "  {:>8} | {:>8.1} | {:>6.1} | {:>14.1} | {:>12.1} | {:>10.1}",
+            r.mib,
+            r.seconds,
+            r.mib as f64 / r.seconds,
+            r.before_kib as f64 / 1024.0,
+            r.peak_kib as f64 / 1024.0,
+            g
+        );
+        growth.push(g);
+    }
+    println!(
+        "growth at {large} MiB / growth at {} MiB: {:.2}x (10x if memory followed file size); goal: < 32 MiB at {large} MiB",
+        large / 10,
+        growth[1] / growth[0].max(0.1)
+    );
+    Ok(())
+}
