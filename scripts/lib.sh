@@ -4,7 +4,17 @@
 # shellcheck shell=bash
 
 SECANTUS_VERSION="${SECANTUS_VERSION:-0.7.0b3}"
+MOTO_VERSION="${MOTO_VERSION:-5.2.5}"
 VENV=".venv"
+
+# Servers started by this shell; all stopped when it exits.
+STARTED_PIDS=()
+stop_started() {
+  local pid
+  for pid in "${STARTED_PIDS[@]}"; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
+  return 0
+}
+trap stop_started EXIT
 
 log() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
 
@@ -42,7 +52,7 @@ start_secantus() {
     "$VENV/bin/secantusd-py" --host 127.0.0.1 --port "$port" --storage-path "$storage" --log-level WARNING \
       >"target/secantus-$port.log" 2>&1 &
     SECANTUS_PID=$!
-    trap 'kill "$SECANTUS_PID" 2>/dev/null; wait "$SECANTUS_PID" 2>/dev/null' EXIT
+    STARTED_PIDS+=("$SECANTUS_PID")
     local i
     for i in $(seq 1 150); do
       db_ping "$port" && break
@@ -55,4 +65,38 @@ start_secantus() {
     db_ping "$port" || { log "SecantusDB did not answer within 30 s"; return 1; }
   fi
   export MONGODB_URI="mongodb://127.0.0.1:$port/?directConnection=true"
+}
+
+ensure_moto() {
+  if [ ! -x "$VENV/bin/moto_server" ]; then
+    ensure_secantus
+    log "installing moto $MOTO_VERSION (an S3-compatible test server) into $VENV (once)"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+  fi
+}
+
+# start_moto PORT BUCKET: starts moto's S3-compatible server, creates BUCKET, exports
+# S3_TEST_ENDPOINT and S3_TEST_BUCKET for the S3 backend tests, and stops it on exit.
+start_moto() {
+  local port="$1" bucket="$2"
+  ensure_moto
+  mkdir -p target
+  log "starting moto (S3) on 127.0.0.1:$port"
+  "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"target/moto-$port.log" 2>&1 &
+  STARTED_PIDS+=("$!")
+  "$VENV/bin/python" - "$port" "$bucket" <<'PY'
+import sys, time, boto3
+port, bucket = sys.argv[1], sys.argv[2]
+s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+                  aws_access_key_id="test", aws_secret_access_key="test")
+for _ in range(150):
+    try:
+        s3.create_bucket(Bucket=bucket)
+        break
+    except Exception:
+        time.sleep(0.2)
+else:
+    sys.exit("moto did not answer within 30 s")
+PY
+  export S3_TEST_ENDPOINT="http://127.0.0.1:$port" S3_TEST_BUCKET="$bucket"
 }

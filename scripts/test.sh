@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite against a real MongoDB-compatible server: a throwaway in-memory
-# SecantusDB unless MONGODB_URI is set (each test then makes its own database there).
+# SecantusDB unless MONGODB_URI is set (each test then makes its own database there), and a
+# real S3-compatible server (moto) for the S3 media backend unless S3_TEST_ENDPOINT is set.
 # Extra arguments go to the test runner.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,9 @@ if [ -z "${MONGODB_URI:-}" ]; then
 fi
 ensure_secantus
 export SECANTUSD="$PWD/$VENV/bin/secantusd-py"
+if [ -z "${S3_TEST_ENDPOINT:-}" ]; then
+  start_moto "$(free_port)" roster-test
+fi
 log "testing against $MONGODB_URI"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --lib --bins --tests --no-fail-fast "$@"

@@ -103,7 +103,8 @@ pub enum DemoAction {
 async fn connect(settings: &Settings) -> anyhow::Result<Store> {
     let store = Store::connect(&settings.database)
         .await?
-        .with_member_settings(&settings.members);
+        .with_member_settings(&settings.members)
+        .with_media_settings(&settings.media)?;
     store
         .ensure_indexes()
         .await

@@ -86,6 +86,26 @@ pub struct MediaSettings {
     pub url_ttl_secs: u64,
     /// Longest lifetime a signed URL may be given, seconds.
     pub url_max_ttl_secs: u64,
+    /// Where media bytes go: `gridfs` (in the service's database) or `s3`.
+    pub storage: String,
+    /// The S3-compatible bucket when `storage = "s3"`.
+    pub s3: S3Settings,
+}
+
+/// `[media.s3]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Settings {
+    /// Endpoint URL, e.g. `https://s3.eu-west-1.amazonaws.com` or `http://127.0.0.1:9000`.
+    pub endpoint: String,
+    /// Bucket (must exist).
+    pub bucket: String,
+    /// Region.
+    pub region: String,
+    /// Access key id.
+    pub access_key_id: String,
+    /// Secret access key.
+    pub secret_access_key: String,
 }
 
 /// `[pagination]`
@@ -213,6 +233,17 @@ impl Settings {
             (100..=120_000).contains(&self.database.server_selection_timeout_ms),
             "database.server_selection_timeout_ms",
             "must be between 100 and 120000",
+        )?;
+        check(
+            matches!(self.media.storage.as_str(), "gridfs" | "s3"),
+            "media.storage",
+            "must be `gridfs` or `s3`",
+        )?;
+        check(
+            self.media.storage != "s3"
+                || (!self.media.s3.endpoint.is_empty() && !self.media.s3.bucket.is_empty()),
+            "media.s3.endpoint",
+            "media.s3.endpoint and media.s3.bucket are needed when media.storage = \"s3\"",
         )?;
         check(
             self.media.url_signing_key.len() >= 32,

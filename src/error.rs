@@ -53,6 +53,9 @@ pub enum Error {
     /// The database could not be reached (503 with `Retry-After`).
     #[error("database unavailable")]
     Unavailable(#[source] anyhow::Error),
+    /// Media object storage could not be reached (503 with `Retry-After`).
+    #[error("object storage unavailable")]
+    StorageUnavailable(#[source] anyhow::Error),
     /// Anything unexpected (500; cause only in the log).
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -69,6 +72,7 @@ impl Error {
         match self {
             Error::Client(p) => p.code,
             Error::Unavailable(_) => ErrorCode::DatabaseUnavailable,
+            Error::StorageUnavailable(_) => ErrorCode::StorageUnavailable,
             Error::Internal(_) => ErrorCode::Internal,
         }
     }

@@ -27,7 +27,8 @@ impl Application {
     pub async fn build(settings: &Settings) -> anyhow::Result<Application> {
         let store = Store::connect(&settings.database)
             .await?
-            .with_member_settings(&settings.members);
+            .with_member_settings(&settings.members)
+            .with_media_settings(&settings.media)?;
         let ensured = store
             .ensure_indexes()
             .await
@@ -93,7 +94,10 @@ fn spawn_sweeper(settings: Settings) -> anyhow::Result<tokio::sync::watch::Sende
                 Err(e) => return tracing::error!(error = %e, "sweeper disabled: auth.platform_token does not verify"),
             };
             let store = match Store::connect(&settings.database).await {
-                Ok(s) => s.with_member_settings(&settings.members),
+                Ok(s) => match s.with_member_settings(&settings.members).with_media_settings(&settings.media) {
+                    Ok(s) => s,
+                    Err(e) => return tracing::error!(error = format!("{e:#}"), "sweeper disabled: media storage"),
+                },
                 Err(e) => return tracing::error!(error = format!("{e:#}"), "sweeper disabled: no database"),
             };
             let mut tick = tokio::time::interval(Duration::from_secs(settings.moderation.sweep_interval_secs));

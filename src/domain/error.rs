@@ -121,6 +121,8 @@ error_codes! {
     UnknownPermission => (422, "unknown_permission", "Unknown permission"),
     /// An unexpected failure; the cause is in the log under the request id.
     Internal => (500, "internal", "Internal error"),
+    /// The media object storage cannot be reached; retry after the `Retry-After` seconds.
+    StorageUnavailable => (503, "storage_unavailable", "Storage unavailable"),
     /// The database cannot be reached; retry after the `Retry-After` seconds.
     DatabaseUnavailable => (503, "database_unavailable", "Database unavailable"),
 }

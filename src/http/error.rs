@@ -54,7 +54,7 @@ pub fn problem_response(code: ErrorCode, detail: String, errors: Vec<FieldError>
         HeaderValue::from_static("application/problem+json"),
     ));
     match code {
-        ErrorCode::DatabaseUnavailable => {
+        ErrorCode::DatabaseUnavailable | ErrorCode::StorageUnavailable => {
             res.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS.to_string()));
         }
         c if c.status() == 401 => {
@@ -78,6 +78,14 @@ impl ResponseError for Error {
                 problem_response(
                     ErrorCode::DatabaseUnavailable,
                     "the database cannot be reached; retry shortly".into(),
+                    Vec::new(),
+                )
+            }
+            Error::StorageUnavailable(cause) => {
+                tracing::warn!(error = format!("{cause:#}"), "object storage unavailable");
+                problem_response(
+                    ErrorCode::StorageUnavailable,
+                    "media storage cannot be reached; retry shortly".into(),
                     Vec::new(),
                 )
             }

@@ -160,3 +160,104 @@ impl BlobStore for GridFsBlobs {
         }
     }
 }
+
+/// The S3-compatible backend (through `object_store`): objects `media/<key>` in one bucket,
+/// written as multipart uploads of 5 MiB parts with one part in flight, so an upload holds
+/// at most about two parts in memory.
+#[derive(Clone)]
+pub struct S3Blobs {
+    store: std::sync::Arc<object_store::aws::AmazonS3>,
+}
+
+/// Part size of S3 multipart uploads (the S3 minimum).
+const S3_PART_BYTES: usize = 5 * 1024 * 1024;
+
+impl S3Blobs {
+    /// A client for `bucket` at `endpoint` (path-style requests; plain HTTP allowed only for
+    /// an `http://` endpoint). Errors: an invalid configuration.
+    pub fn new(s: &crate::config::S3Settings) -> anyhow::Result<Self> {
+        let store = object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(&s.endpoint)
+            .with_bucket_name(&s.bucket)
+            .with_region(&s.region)
+            .with_access_key_id(&s.access_key_id)
+            .with_secret_access_key(&s.secret_access_key)
+            .with_allow_http(s.endpoint.starts_with("http://"))
+            .with_virtual_hosted_style_request(false)
+            .build()?;
+        Ok(S3Blobs {
+            store: std::sync::Arc::new(store),
+        })
+    }
+
+    fn path(key: &str) -> object_store::path::Path {
+        object_store::path::Path::from(format!("media/{key}"))
+    }
+}
+
+fn s3_error(e: object_store::Error) -> Error {
+    Error::StorageUnavailable(anyhow::anyhow!(e))
+}
+
+struct S3Writer(object_store::WriteMultipart);
+
+#[async_trait]
+impl BlobWriter for S3Writer {
+    async fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.0.wait_for_capacity(1).await.map_err(s3_error)?;
+        self.0.write(bytes);
+        Ok(())
+    }
+
+    async fn finish(self: Box<Self>) -> Result<()> {
+        self.0.finish().await.map(drop).map_err(s3_error)
+    }
+
+    async fn abort(self: Box<Self>) -> Result<()> {
+        self.0.abort().await.map_err(s3_error)
+    }
+}
+
+#[async_trait]
+impl BlobStore for S3Blobs {
+    fn backend(&self) -> &'static str {
+        "s3"
+    }
+
+    async fn writer(&self, key: &str) -> Result<Box<dyn BlobWriter>> {
+        use object_store::ObjectStoreExt;
+        let upload = self
+            .store
+            .put_multipart(&Self::path(key))
+            .await
+            .map_err(s3_error)?;
+        Ok(Box::new(S3Writer(
+            object_store::WriteMultipart::new_with_chunk_size(upload, S3_PART_BYTES),
+        )))
+    }
+
+    async fn read(&self, key: &str, start: u64, end: u64) -> Result<Option<ByteStream>> {
+        use futures::TryStreamExt;
+        use object_store::ObjectStore;
+        if start >= end {
+            return Ok(Some(Box::pin(stream::empty())));
+        }
+        let options = object_store::GetOptions {
+            range: Some(object_store::GetRange::Bounded(start..end)),
+            ..Default::default()
+        };
+        match self.store.get_opts(&Self::path(key), options).await {
+            Ok(r) => Ok(Some(Box::pin(r.into_stream().map_err(s3_error)))),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(s3_error(e)),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        use object_store::ObjectStoreExt;
+        match self.store.delete(&Self::path(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(s3_error(e)),
+        }
+    }
+}

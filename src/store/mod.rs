@@ -194,6 +194,15 @@ impl Store {
         self
     }
 
+    /// Applies `[media]` settings the store acts on: with `storage = "s3"` media bytes go to
+    /// the configured S3-compatible bucket instead of GridFS. Errors: an invalid S3 setup.
+    pub fn with_media_settings(mut self, m: &crate::config::MediaSettings) -> anyhow::Result<Self> {
+        if m.storage == "s3" {
+            self.blobs = std::sync::Arc::new(blobs::S3Blobs::new(&m.s3)?);
+        }
+        Ok(self)
+    }
+
     /// Where media bytes go (GridFS in this database by default).
     pub fn blobs(&self) -> &dyn blobs::BlobStore {
         self.blobs.as_ref()

@@ -832,3 +832,159 @@ async fn the_sweeper_repairs_a_crash_between_bytes_and_metadata() {
         0
     );
 }
+
+/// Settings whose media go to a fresh bucket of the S3-compatible test server that
+/// `scripts/test.sh` starts (`S3_TEST_ENDPOINT`), and that bucket's name.
+async fn s3_settings() -> (roster::config::Settings, String) {
+    let endpoint = std::env::var("S3_TEST_ENDPOINT")
+        .expect("S3_TEST_ENDPOINT must name an S3-compatible server; scripts/test.sh starts one");
+    let bucket = format!("roster-{}", uuid::Uuid::new_v4().simple());
+    // The test server accepts an unsigned bucket creation.
+    let r = reqwest::Client::new()
+        .put(format!("{endpoint}/{bucket}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.status().is_success(),
+        "creating the test bucket: {}",
+        r.status()
+    );
+    let mut settings = crate::helpers::test_settings();
+    settings.media.storage = "s3".into();
+    settings.media.s3 = roster::config::S3Settings {
+        endpoint,
+        bucket: bucket.clone(),
+        region: "us-east-1".into(),
+        access_key_id: "test".into(),
+        secret_access_key: "test".into(),
+    };
+    (settings, bucket)
+}
+
+/// Objects in the test bucket.
+async fn s3_objects(settings: &roster::config::Settings) -> usize {
+    use object_store::ObjectStore;
+    let s = &settings.media.s3;
+    let store = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(&s.endpoint)
+        .with_bucket_name(&s.bucket)
+        .with_region(&s.region)
+        .with_access_key_id(&s.access_key_id)
+        .with_secret_access_key(&s.secret_access_key)
+        .with_allow_http(true)
+        .build()
+        .unwrap();
+    store
+        .list(None)
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
+        .len()
+}
+
+#[tokio::test]
+async fn the_s3_backend_round_trips_ranges_and_leaves_nothing_after_refusals_and_deletes() {
+    let (settings, _bucket) = s3_settings().await;
+    let app = crate::helpers::spawn_app_with(settings.clone()).await;
+    let conv = app.create_group("alice", &[("bob", "member")]).await;
+    // Larger than one 5 MiB part, so the multipart path is exercised.
+    let bytes = png(1024, 768, 12 * 1024 * 1024);
+    let r = upload(
+        &app,
+        &app.user("alice"),
+        Some(&conv),
+        bytes.clone(),
+        "big.png",
+        "image/png",
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(r.body["sha256"], hex::encode(Sha256::digest(&bytes)));
+    assert_eq!(s3_objects(&settings).await, 1);
+    assert_eq!(
+        stored(&app).await,
+        (1, 0, 0),
+        "metadata in MongoDB, bytes in S3 only"
+    );
+    let raw = app
+        .store
+        .database()
+        .collection::<bson::Document>("media_files")
+        .find_one(bson::doc! {})
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        raw.get_document("storage").unwrap().get_str("backend"),
+        Ok("s3")
+    );
+
+    let path = format!("/v1/media/{id}/content");
+    let full = raw_get(&app, &path, Some(&app.user("bob")), None).await;
+    assert_eq!(full.status(), 200);
+    assert_eq!(full.bytes().await.unwrap().as_ref(), &bytes[..]);
+    let from = 6 * 1024 * 1024 - 10;
+    let part = raw_get(
+        &app,
+        &path,
+        Some(&app.user("bob")),
+        Some(&format!("bytes={from}-{}", from + 99)),
+    )
+    .await;
+    assert_eq!(part.status(), 206);
+    assert_eq!(
+        part.bytes().await.unwrap().as_ref(),
+        &bytes[from..from + 100]
+    );
+    let signed = app
+        .post(&format!("/v1/media/{id}/url"), &app.user("bob"), json!({}))
+        .await;
+    let url = signed.body["url"].as_str().unwrap().to_owned();
+    assert_eq!(raw_get(&app, &url, None, None).await.status(), 200);
+
+    // Refusals store nothing; an over-limit upload aborts its multipart upload.
+    let r = upload(
+        &app,
+        &app.user("alice"),
+        Some(&conv),
+        jpeg_html_polyglot(),
+        "p.jpg",
+        "image/jpeg",
+    )
+    .await;
+    assert_eq!(r.code(), "media_type_not_allowed");
+    app.patch(
+        "/v1/settings",
+        &app.server(),
+        json!({ "media_max_bytes": 6 * 1024 * 1024 }),
+    )
+    .await;
+    let r = upload(
+        &app,
+        &app.user("alice"),
+        Some(&conv),
+        png(10, 10, 8 * 1024 * 1024),
+        "x.png",
+        "image/png",
+    )
+    .await;
+    assert_eq!((r.status, r.code()), (413, "media_too_large"));
+    assert_eq!(s3_objects(&settings).await, 1);
+    assert_eq!(stored(&app).await.0, 1);
+
+    assert_eq!(
+        app.delete(&format!("/v1/conversations/{conv}"), &app.user("alice"))
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        s3_objects(&settings).await,
+        0,
+        "the conversation's file went with it"
+    );
+    assert_eq!(stored(&app).await.0, 0);
+    assert_eq!(raw_get(&app, &url, None, None).await.status(), 404);
+}
