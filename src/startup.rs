@@ -102,6 +102,8 @@ fn spawn_sweeper(settings: Settings) -> anyhow::Result<tokio::sync::watch::Sende
             };
             let mut tick = tokio::time::interval(Duration::from_secs(settings.moderation.sweep_interval_secs));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // Where the walk over stored objects (orphan sweep) continues next time.
+            let mut objects_after: Option<String> = None;
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
@@ -116,10 +118,24 @@ fn spawn_sweeper(settings: Settings) -> anyhow::Result<tokio::sync::watch::Sende
                         activity_caught_up = r.activity_caught_up,
                         audit_expired = r.audit_expired,
                         media_repaired = r.media_repaired,
+                        media_expired = r.media_expired,
                         "sweep done"
                     ),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "sweep failed; will retry"),
+                }
+                let batch = settings.moderation.sweep_batch as usize;
+                match store
+                    .sweep_orphan_objects(&cred, objects_after.take(), batch, crate::store::moderation::STALE_UPLOAD_MS)
+                    .await
+                {
+                    Ok((deleted, next)) => {
+                        objects_after = next;
+                        if deleted > 0 {
+                            tracing::info!(deleted, "orphan storage objects deleted");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "orphan object sweep failed; will retry"),
                 }
             }
         });

@@ -25,6 +25,12 @@ pub struct PatchSettingsBody {
     pub media_max_bytes: Option<u64>,
     /// MIME types accepted (a subset of the types Roster can recognise and serve safely).
     pub media_allowed_types: Option<Vec<String>>,
+    /// Days a file is kept after upload, 1–36500; `0` keeps files until deleted.
+    #[validate(range(max = 36_500))]
+    pub media_retention_days: Option<u32>,
+    /// Hours a conversation file may stay unattached to a message, 0 (never deleted) – 8760.
+    #[validate(range(max = 8_760))]
+    pub media_orphan_hours: Option<u32>,
 }
 
 impl Roster {
@@ -48,6 +54,12 @@ impl Roster {
         }
         if let Some(follows) = body.audit_follows_conversation {
             settings.audit_follows_conversation = follows;
+        }
+        if let Some(days) = body.media_retention_days {
+            settings.media_retention_days = (days > 0).then_some(days);
+        }
+        if let Some(hours) = body.media_orphan_hours {
+            settings.media_orphan_hours = hours;
         }
         if let Some(max) = body.media_max_bytes {
             settings.media_max_bytes = max;

@@ -43,14 +43,19 @@ pub trait BlobStore: Send + Sync {
     async fn writer(&self, key: &str) -> Result<Box<dyn BlobWriter>>;
     /// Bytes `start..end` (end exclusive) of the object; `None` if it does not exist.
     async fn read(&self, key: &str, start: u64, end: u64) -> Result<Option<ByteStream>>;
-    /// Deletes the object; deleting a missing object succeeds.
+    /// Deletes the object (or what an interrupted write left of it); deleting a missing object
+    /// succeeds.
     async fn delete(&self, key: &str) -> Result<()>;
+    /// Up to `limit` keys after `after`, in key order — every object, complete or partial (the
+    /// orphan sweep).
+    async fn list_keys(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>>;
 }
 
 /// The GridFS backend (bucket `media`). A key is the hex of the GridFS file id.
 #[derive(Clone)]
 pub struct GridFsBlobs {
     bucket: GridFsBucket,
+    chunks: mongodb::Collection<bson::Document>,
 }
 
 impl GridFsBlobs {
@@ -61,6 +66,7 @@ impl GridFsBlobs {
             .build();
         GridFsBlobs {
             bucket: db.gridfs_bucket(options),
+            chunks: db.collection("media.chunks"),
         }
     }
 }
@@ -150,6 +156,32 @@ impl BlobStore for GridFsBlobs {
             },
         );
         Ok(Some(Box::pin(body)))
+    }
+
+    async fn list_keys(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+        use futures::TryStreamExt;
+        // Every object, even one whose upload broke off before its `files` document, has a
+        // first chunk; walk those by `files_id` on the driver's `files_id_1_n_1` index.
+        let mut filter = bson::doc! { "n": 0 };
+        if let Some(a) = after {
+            filter.insert("files_id", bson::doc! { "$gt": file_id(a)? });
+        }
+        let chunks: Vec<bson::Document> = self
+            .chunks
+            .find(filter)
+            .sort(bson::doc! { "files_id": 1 })
+            .projection(bson::doc! { "files_id": 1, "_id": 0 })
+            .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+            .await
+            .map_err(db_error)?
+            .try_collect()
+            .await
+            .map_err(db_error)?;
+        Ok(chunks
+            .iter()
+            .filter_map(|d| d.get_object_id("files_id").ok())
+            .map(|id| id.to_hex())
+            .collect())
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
@@ -251,6 +283,24 @@ impl BlobStore for S3Blobs {
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(s3_error(e)),
         }
+    }
+
+    async fn list_keys(&self, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+        use futures::TryStreamExt;
+        use object_store::ObjectStore;
+        let prefix = object_store::path::Path::from("media");
+        let listing = match after {
+            Some(a) => self.store.list_with_offset(Some(&prefix), &Self::path(a)),
+            None => self.store.list(Some(&prefix)),
+        };
+        let objects: Vec<object_store::ObjectMeta> = futures::StreamExt::take(listing, limit)
+            .try_collect()
+            .await
+            .map_err(s3_error)?;
+        Ok(objects
+            .iter()
+            .filter_map(|o| o.location.filename().map(str::to_owned))
+            .collect())
     }
 
     async fn delete(&self, key: &str) -> Result<()> {

@@ -265,6 +265,83 @@ impl Store {
         Ok(r.matched_count == 1)
     }
 
+    /// Sweeper, per tenant: deletes ready files past the tenant's `media_retention_days`, and
+    /// conversation files never attached to a message within `media_orphan_hours` — at most
+    /// `batch` of each (upload time read from the `_id`, on `{tenant_id, status, _id}`).
+    /// Returns how many went.
+    pub(crate) async fn expire_media(&self, scope: &TenantScope, batch: u32) -> Result<u64> {
+        let policy = self.tenant_settings(scope).await?;
+        let now_s = DateTime::now().timestamp_millis() / 1000;
+        let before = |secs: i64| {
+            ObjectId::from_parts(u32::try_from(now_s - secs).unwrap_or(0), [0; 5], [0; 3])
+        };
+        let mut rules = Vec::new();
+        if let Some(days) = policy.media_retention_days {
+            rules.push(
+                doc! { "status": "ready", "_id": { "$lt": before(i64::from(days) * 86_400) } },
+            );
+        }
+        if policy.media_orphan_hours > 0 {
+            rules.push(doc! {
+                "status": "ready",
+                "_id": { "$lt": before(i64::from(policy.media_orphan_hours) * 3_600) },
+                "conversation_id": { "$ne": null },
+                "message_id": null,
+            });
+        }
+        let mut gone = 0;
+        for rule in rules {
+            for m in self.media_ids_where(scope, rule, i64::from(batch)).await? {
+                self.remove_media(scope, &m).await?;
+                gone += 1;
+            }
+        }
+        Ok(gone)
+    }
+
+    /// Sweeper, for every tenant at once (storage keys carry no tenant): deletes stored objects
+    /// — complete, or left by a broken-off upload — that no `media_files` document names,
+    /// once they are older than `min_age_ms` (a key is an ObjectId made when its upload
+    /// started, so young objects may still be in flight). Walks at most `limit` keys after
+    /// `after`; returns how many it deleted and where the next call continues (`None`: from
+    /// the start).
+    pub async fn sweep_orphan_objects(
+        &self,
+        _: &crate::auth::PlatformCredential,
+        after: Option<String>,
+        limit: usize,
+        min_age_ms: i64,
+    ) -> Result<(u64, Option<String>)> {
+        let keys = self.blobs().list_keys(after.as_deref(), limit).await?;
+        let now = DateTime::now().timestamp_millis();
+        let mut gone = 0;
+        for key in &keys {
+            let Ok(id) = ObjectId::parse_str(key) else {
+                continue;
+            };
+            if now - id.timestamp().timestamp_millis() < min_age_ms {
+                continue;
+            }
+            let named = self
+                .collection::<Document>(names::MEDIA_FILES)
+                .find_one(doc! { "storage.key": key })
+                .projection(doc! { "_id": 1 })
+                .await
+                .map_err(db_error)?;
+            if named.is_none() {
+                self.blobs().delete(key).await?;
+                tracing::info!(key = %key, "deleted a stored object no media document names");
+                gone += 1;
+            }
+        }
+        let next = if keys.len() < limit {
+            None
+        } else {
+            keys.last().cloned()
+        };
+        Ok((gone, next))
+    }
+
     /// Every media file the user uploaded (export), oldest first.
     pub async fn media_of_uploader(
         &self,

@@ -103,6 +103,8 @@ pub struct SweepReport {
     pub audit_expired: u64,
     /// Media deletions finished, or stalled uploads cleared, after a crash.
     pub media_repaired: u64,
+    /// Files deleted by the tenant's media retention or orphan rule.
+    pub media_expired: u64,
 }
 
 /// How long an upload may stay `uploading` before the sweeper treats it as abandoned (ms).
@@ -467,6 +469,7 @@ impl Store {
                 report.activity_caught_up += self.catch_up_activity(&scope, batch).await?;
                 report.audit_expired += self.expire_audit(&scope, batch).await?;
                 report.media_repaired += self.repair_media(&scope, STALE_UPLOAD_MS).await?;
+                report.media_expired += self.expire_media(&scope, batch).await?;
                 report.members_re_resolved += self
                     .finish_role_resolution(&scope, RE_RESOLVE_STALE_MS, batch)
                     .await?;

@@ -21,6 +21,13 @@ fn default_retention() -> u32 {
     DEFAULT_AUDIT_RETENTION_DAYS
 }
 
+/// Hours an unattached conversation file is kept unless the tenant chose otherwise.
+pub const DEFAULT_MEDIA_ORPHAN_HOURS: u32 = 24;
+
+fn default_orphan_hours() -> u32 {
+    DEFAULT_MEDIA_ORPHAN_HOURS
+}
+
 fn default_media_max_bytes() -> u64 {
     DEFAULT_MEDIA_MAX_BYTES
 }
@@ -49,6 +56,13 @@ pub struct TenantSettingsDoc {
     /// ogg, m4a, mp4, webm, pdf).
     #[serde(default = "default_allowed_types")]
     pub media_allowed_types: Vec<String>,
+    /// Days a file is kept after its upload (`null`: until deleted; default).
+    #[serde(default)]
+    pub media_retention_days: Option<u32>,
+    /// Hours a file shared in a conversation may stay unattached to any message before the
+    /// sweeper deletes it (0 = never; default 24).
+    #[serde(default = "default_orphan_hours")]
+    pub media_orphan_hours: u32,
 }
 
 impl Default for TenantSettingsDoc {
@@ -58,6 +72,8 @@ impl Default for TenantSettingsDoc {
             audit_follows_conversation: false,
             media_max_bytes: DEFAULT_MEDIA_MAX_BYTES,
             media_allowed_types: default_allowed_types(),
+            media_retention_days: None,
+            media_orphan_hours: DEFAULT_MEDIA_ORPHAN_HOURS,
         }
     }
 }

@@ -987,4 +987,191 @@ async fn the_s3_backend_round_trips_ranges_and_leaves_nothing_after_refusals_and
     );
     assert_eq!(stored(&app).await.0, 0);
     assert_eq!(raw_get(&app, &url, None, None).await.status(), 404);
+
+    // Stray objects in the bucket: the orphan sweep lists them there too.
+    let blobs = roster::store::blobs::S3Blobs::new(&settings.media.s3).unwrap();
+    let old_key = bson::oid::ObjectId::from_parts(
+        (bson::DateTime::now().timestamp_millis() / 1000 - 7_200) as u32,
+        [3; 5],
+        [0; 3],
+    )
+    .to_hex();
+    let young_key = bson::oid::ObjectId::new().to_hex();
+    for key in [&old_key, &young_key] {
+        use roster::store::blobs::BlobStore;
+        let mut w = blobs.writer(key).await.unwrap();
+        w.write(b"stray").await.unwrap();
+        w.finish().await.unwrap();
+    }
+    assert_eq!(s3_objects(&settings).await, 2);
+    let cred = roster::auth::PlatformCredential::verify(&app.platform_token(), &app.settings.auth)
+        .unwrap();
+    let (deleted, next) = app
+        .store
+        .sweep_orphan_objects(&cred, None, 100, 3_600_000)
+        .await
+        .unwrap();
+    assert_eq!((deleted, next), (1, None));
+    assert_eq!(
+        s3_objects(&settings).await,
+        1,
+        "the young one may be an upload in flight"
+    );
+}
+
+#[tokio::test]
+async fn the_tenants_retention_and_orphan_rules_delete_old_and_never_attached_files() {
+    let app = spawn_app().await;
+    let conv = app.create_group("alice", &[]).await;
+    let attached = share(&app, "alice", &conv).await;
+    let orphan = share(&app, "alice", &conv).await;
+    let fresh_orphan = share(&app, "alice", &conv).await;
+    let r = upload(
+        &app,
+        &app.user("alice"),
+        None,
+        png(8, 8, 100),
+        "avatar.png",
+        "image/png",
+    )
+    .await;
+    let personal = r.body["id"].as_str().unwrap().to_owned();
+    let r = app
+        .post(
+            &format!("/v1/media/{attached}/attach"),
+            &app.user("alice"),
+            json!({ "message_id": "m" }),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    // Age three of them by two days: the ids carry the upload time, so rewrite them.
+    let media = app
+        .store
+        .database()
+        .collection::<bson::Document>("media_files");
+    let two_days_ago = (bson::DateTime::now().timestamp_millis() / 1000 - 2 * 86_400) as u32;
+    let mut aged = std::collections::HashMap::new();
+    for id in [&attached, &orphan, &personal] {
+        let old = media
+            .find_one_and_delete(bson::doc! { "_id": bson::oid::ObjectId::parse_str(id).unwrap() })
+            .await
+            .unwrap()
+            .unwrap();
+        let mut doc = old.clone();
+        let new_id = bson::oid::ObjectId::from_parts(two_days_ago, [1; 5], [aged.len() as u8; 3]);
+        doc.insert("_id", new_id);
+        media.insert_one(doc).await.unwrap();
+        aged.insert(id.clone(), new_id.to_hex());
+    }
+    let cred = roster::auth::PlatformCredential::verify(&app.platform_token(), &app.settings.auth)
+        .unwrap();
+    let report = app.store.sweep_expired(&cred, 100).await.unwrap();
+    assert_eq!(
+        report.media_expired, 1,
+        "only the two-day-old unattached conversation file (orphan rule: 24 h)"
+    );
+    let alive = |id: &str| {
+        let app = &app;
+        let id = id.to_owned();
+        async move {
+            app.get(&format!("/v1/media/{id}"), &app.server())
+                .await
+                .status
+                == 200
+        }
+    };
+    assert!(!alive(&aged[&orphan]).await);
+    assert!(
+        alive(&aged[&attached]).await
+            && alive(&aged[&personal]).await
+            && alive(&fresh_orphan).await
+    );
+
+    let r = app
+        .patch(
+            "/v1/settings",
+            &app.server(),
+            json!({ "media_retention_days": 1 }),
+        )
+        .await;
+    assert_eq!(r.body["media_retention_days"], 1);
+    let report = app.store.sweep_expired(&cred, 100).await.unwrap();
+    assert_eq!(
+        report.media_expired, 2,
+        "retention takes every file older than a day"
+    );
+    assert!(alive(&fresh_orphan).await);
+    assert_eq!(stored(&app).await.0, 1);
+    assert_eq!(stored(&app).await.1, 1, "their bytes went too");
+}
+
+#[tokio::test]
+async fn the_orphan_sweep_removes_stored_objects_no_document_names_but_not_young_ones() {
+    let app = spawn_app().await;
+    let conv = app.create_group("alice", &[]).await;
+    let kept = share(&app, "alice", &conv).await;
+    let lost = share(&app, "alice", &conv).await;
+    // A crash after the bytes but before (or instead of) the document: drop the document.
+    let media = app
+        .store
+        .database()
+        .collection::<bson::Document>("media_files");
+    media
+        .delete_one(bson::doc! { "_id": bson::oid::ObjectId::parse_str(&lost).unwrap() })
+        .await
+        .unwrap();
+    // A broken-off GridFS upload an hour and more ago: chunks with no files document.
+    let old_key = bson::oid::ObjectId::from_parts(
+        (bson::DateTime::now().timestamp_millis() / 1000 - 7_200) as u32,
+        [2; 5],
+        [0; 3],
+    );
+    let chunks = app
+        .store
+        .database()
+        .collection::<bson::Document>("media.chunks");
+    for n in 0..3 {
+        chunks
+            .insert_one(bson::doc! { "files_id": old_key, "n": n, "data": bson::Binary { subtype: bson::spec::BinarySubtype::Generic, bytes: vec![1, 2, 3] } })
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        stored(&app).await,
+        (1, 2, 5),
+        "two complete files of one chunk each, three stray chunks"
+    );
+    let cred = roster::auth::PlatformCredential::verify(&app.platform_token(), &app.settings.auth)
+        .unwrap();
+    // Young objects are left alone (they may be uploads in flight).
+    let (deleted, _) = app
+        .store
+        .sweep_orphan_objects(&cred, None, 100, 3_600_000)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1, "only the two-hour-old stray chunks");
+    assert_eq!(stored(&app).await, (1, 2, 2));
+    let (deleted, next) = app
+        .store
+        .sweep_orphan_objects(&cred, None, 100, 0)
+        .await
+        .unwrap();
+    assert_eq!(
+        (deleted, next),
+        (1, None),
+        "the file whose document is gone"
+    );
+    assert_eq!(stored(&app).await, (1, 1, 1));
+    assert_eq!(
+        app.get(&format!("/v1/media/{kept}"), &app.server())
+            .await
+            .status,
+        200
+    );
+    let (deleted, _) = app
+        .store
+        .sweep_orphan_objects(&cred, None, 100, 0)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 0);
 }
