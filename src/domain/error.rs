@@ -73,6 +73,8 @@ error_codes! {
     UserNotFound => (404, "user_not_found", "User not found"),
     /// No such media file in this tenant, or the caller cannot see it.
     MediaNotFound => (404, "media_not_found", "Media not found"),
+    /// The media file has no thumbnail (not an image, or not made yet).
+    ThumbnailNotFound => (404, "thumbnail_not_found", "Thumbnail not found"),
     /// No such conversation in this tenant, or the caller cannot see it.
     ConversationNotFound => (404, "conversation_not_found", "Conversation not found"),
     /// The user has no current membership in the conversation.

@@ -136,6 +136,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::delete().to(media::message_deleted)),
         )
         .service(resource("/v1/media/{media_id}/content").route(web::get().to(media::content)))
+        .service(resource("/v1/media/{media_id}/thumbnail").route(web::get().to(media::thumbnail)))
         .service(
             resource("/v1/settings")
                 .route(web::get().to(settings::get))

@@ -28,7 +28,7 @@ use super::routes::*;
         roles::get, roles::put,
         settings::get, settings::patch,
         media::upload, media::list, media::get, media::delete, media::sign, media::content,
-        media::attach, media::message_deleted,
+        media::attach, media::message_deleted, media::thumbnail,
         activity::report, activity::batch,
     ),
     modifiers(&Security, &UniqueOperationIds),

@@ -60,6 +60,22 @@ pub struct MediaView {
     pub conversation_id: Option<String>,
     /// The message it is attached to.
     pub message_id: Option<String>,
+    /// The image preview, once made (shortly after the upload).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thumbnail: Option<ThumbnailView>,
+}
+
+/// An image preview: longest side 320 px, metadata stripped.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ThumbnailView {
+    /// Where to fetch it (bearer, or a signed URL with `variant: thumbnail`).
+    pub file_url: String,
+    /// `image/jpeg` or `image/png`.
+    pub file_type: String,
+    /// Width, pixels.
+    pub width: i32,
+    /// Height, pixels.
+    pub height: i32,
 }
 
 impl From<MediaDoc> for MediaView {
@@ -77,6 +93,15 @@ impl From<MediaDoc> for MediaView {
             uploader_id: m.uploader_external_id,
             conversation_id: m.conversation_id.map(|c| c.to_hex()),
             message_id: m.message_id,
+            thumbnail: m.thumbnail.and_then(|t| {
+                Some(ThumbnailView {
+                    file_url: format!("/v1/media/{}/thumbnail", m.id.to_hex()),
+                    file_type: t.file_type?,
+                    width: t.width?,
+                    height: t.height?,
+                })
+                .filter(|_| t.key.is_some())
+            }),
         }
     }
 }
@@ -104,7 +129,7 @@ pub struct MediaListQuery {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignUrlBody {
-    /// `content` (the file itself; default).
+    /// `content` (the file itself; default) or `thumbnail` (an image's preview, once made).
     pub variant: Option<String>,
     /// Lifetime in seconds (default `media.url_ttl_secs`, at most `media.url_max_ttl_secs`).
     pub ttl_secs: Option<u64>,
@@ -151,6 +176,10 @@ pub struct SignedQuery {
 pub struct Content {
     /// The media document.
     pub media: MediaDoc,
+    /// Size of the variant served, bytes.
+    pub size: u64,
+    /// MIME type of the variant served.
+    pub file_type: String,
     /// First byte served.
     pub start: u64,
     /// One past the last byte served.
@@ -318,6 +347,7 @@ impl Roster {
             width: sniffed.dimensions.map(|(w, _)| w as i32),
             height: sniffed.dimensions.map(|(_, h)| h as i32),
             status: "uploading".into(),
+            thumbnail: None,
             created_at: now,
         };
         // The document first: a crash from here on leaves an `uploading` record for the
@@ -365,6 +395,7 @@ impl Roster {
         doc.status = "ready".into();
         self.store.complete_media(scope, &doc).await?;
         tracing::info!(media = %id, bytes = size, file_type = %doc.file_type, "media uploaded");
+        self.spawn_thumbnail(scope, &doc);
         Ok(doc.into())
     }
 
@@ -437,8 +468,17 @@ impl Roster {
     ) -> Result<SignedUrlView> {
         let m = self.visible_media(scope, id).await?;
         let variant = body.variant.as_deref().unwrap_or("content");
-        if variant != "content" {
-            return Err(Problem::field("variant", "`content`").into());
+        let has_thumbnail = m.thumbnail.as_ref().is_some_and(|t| t.key.is_some());
+        match variant {
+            "content" => {}
+            "thumbnail" if has_thumbnail => {}
+            "thumbnail" => {
+                return Err(Error::client(
+                    ErrorCode::ThumbnailNotFound,
+                    "this file has no thumbnail (not an image, or not made yet)",
+                ));
+            }
+            _ => return Err(Problem::field("variant", "`content` or `thumbnail`").into()),
         }
         let ttl = body.ttl_secs.unwrap_or(self.media.url_ttl_secs);
         if !(1..=self.media.url_max_ttl_secs).contains(&ttl) {
@@ -504,6 +544,7 @@ impl Roster {
         &self,
         scope: &TenantScope,
         id: &str,
+        thumbnail: bool,
         signed: bool,
         range: impl FnOnce(u64) -> Option<(u64, u64)>,
     ) -> Result<Content> {
@@ -518,16 +559,36 @@ impl Roster {
         } else {
             self.visible_media(scope, id).await?
         };
-        let size = u64::try_from(m.size_bytes).unwrap_or(0);
+        let (key, size, file_type) = if thumbnail {
+            let t = m
+                .thumbnail
+                .as_ref()
+                .and_then(|t| Some((t.key.clone()?, t.size_bytes?, t.file_type.clone()?)))
+                .ok_or_else(|| {
+                    Error::client(
+                        ErrorCode::ThumbnailNotFound,
+                        "this file has no thumbnail (not an image, or not made yet)",
+                    )
+                })?;
+            (t.0, u64::try_from(t.1).unwrap_or(0), t.2)
+        } else {
+            (
+                m.storage.key.clone(),
+                u64::try_from(m.size_bytes).unwrap_or(0),
+                m.file_type.clone(),
+            )
+        };
         let (start, end) = range(size).unwrap_or((0, size));
         let body = self
             .store
             .blobs()
-            .read(&m.storage.key, start, end)
+            .read(&key, start, end)
             .await?
             .ok_or_else(not_found)?;
         Ok(Content {
             media: m,
+            size,
+            file_type,
             start,
             end,
             body,

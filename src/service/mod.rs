@@ -10,6 +10,7 @@ pub mod moderation;
 pub mod roles;
 pub mod self_service;
 pub mod settings;
+pub mod thumbnails;
 pub mod views;
 
 use bson::oid::ObjectId;

@@ -21,6 +21,37 @@ pub struct StorageRef {
     pub key: String,
 }
 
+/// `media_files.thumbnail`: the preview of an image, or why there is none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThumbnailDoc {
+    /// Storage key of the preview (same backend as the file).
+    pub key: Option<String>,
+    /// `image/jpeg` or `image/png`.
+    pub file_type: Option<String>,
+    /// Width, pixels.
+    pub width: Option<i32>,
+    /// Height, pixels.
+    pub height: Option<i32>,
+    /// Size, bytes.
+    pub size_bytes: Option<i64>,
+    /// Why none could be made (the decoder's refusal, or a timeout).
+    pub error: Option<String>,
+}
+
+impl ThumbnailDoc {
+    /// A record of a failure.
+    pub fn failed(reason: String) -> Self {
+        ThumbnailDoc {
+            key: None,
+            file_type: None,
+            width: None,
+            height: None,
+            size_bytes: None,
+            error: Some(reason),
+        }
+    }
+}
+
 /// A `media_files` document.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MediaDoc {
@@ -57,6 +88,9 @@ pub struct MediaDoc {
     pub height: Option<i32>,
     /// `uploading`, `ready` or `deleting`.
     pub status: String,
+    /// The image preview, once made (absent until then, and for other types).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thumbnail: Option<ThumbnailDoc>,
     /// When the upload started (UTC).
     pub created_at: DateTime,
 }
@@ -99,6 +133,32 @@ impl Store {
             )
             .await
             .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// Records a made (or failed) thumbnail on a ready file. Errors if the file is gone or no
+    /// longer ready (the caller then removes the thumbnail's bytes).
+    pub async fn set_thumbnail(
+        &self,
+        scope: &TenantScope,
+        id: ObjectId,
+        t: &ThumbnailDoc,
+    ) -> Result<()> {
+        let mut f = tenant_filter(scope);
+        f.insert("_id", id);
+        f.insert("status", "ready");
+        let thumb = bson::to_bson(t).map_err(|e| crate::error::Error::Internal(e.into()))?;
+        let r = self
+            .media()
+            .update_one(f, doc! { "$set": { "thumbnail": thumb } })
+            .await
+            .map_err(db_error)?;
+        if r.matched_count == 0 {
+            return Err(crate::error::Error::client(
+                crate::domain::ErrorCode::MediaNotFound,
+                "the file went before its thumbnail was recorded",
+            ));
+        }
         Ok(())
     }
 
@@ -208,6 +268,17 @@ impl Store {
     pub async fn remove_media(&self, scope: &TenantScope, m: &MediaDoc) -> Result<()> {
         if !self.mark_media_deleting(scope, m.id).await? {
             return Ok(());
+        }
+        // Re-read: a thumbnail may have been recorded since `m` was read.
+        let mut f = tenant_filter(scope);
+        f.insert("_id", m.id);
+        let current = self.media().find_one(f).await.map_err(db_error)?;
+        if let Some(key) = current
+            .as_ref()
+            .and_then(|c| c.thumbnail.as_ref())
+            .and_then(|t| t.key.as_deref())
+        {
+            self.blobs().delete(key).await?;
         }
         self.blobs().delete(&m.storage.key).await?;
         self.delete_media_doc(scope, m.id).await
@@ -324,7 +395,7 @@ impl Store {
             }
             let named = self
                 .collection::<Document>(names::MEDIA_FILES)
-                .find_one(doc! { "storage.key": key })
+                .find_one(doc! { "$or": [{ "storage.key": key }, { "thumbnail.key": key }] })
                 .projection(doc! { "_id": 1 })
                 .await
                 .map_err(db_error)?;

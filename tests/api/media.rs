@@ -1175,3 +1175,133 @@ async fn the_orphan_sweep_removes_stored_objects_no_document_names_but_not_young
         .unwrap();
     assert_eq!(deleted, 0);
 }
+
+/// A real 1200×800 JPEG carrying an EXIF segment with a GPS marker.
+fn photo_with_exif() -> Vec<u8> {
+    let img = image::RgbImage::from_fn(1200, 800, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, 90])
+    });
+    let mut out = Vec::new();
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(
+            &mut std::io::Cursor::new(&mut out),
+            image::ImageFormat::Jpeg,
+        )
+        .unwrap();
+    let payload = b"Exif\0\0MM\0*\0\0\0\x08GPSLatitude=48.8584";
+    let mut app1 = vec![0xFF, 0xE1];
+    app1.extend_from_slice(&((payload.len() + 2) as u16).to_be_bytes());
+    app1.extend_from_slice(payload);
+    out.splice(2..2, app1);
+    out
+}
+
+#[tokio::test]
+async fn images_get_a_stripped_320px_thumbnail_after_the_upload_answers() {
+    let app = spawn_app().await;
+    let conv = app.create_group("alice", &[("bob", "member")]).await;
+    let photo = photo_with_exif();
+    let r = upload(
+        &app,
+        &app.user("alice"),
+        Some(&conv),
+        photo,
+        "trip.jpg",
+        "image/jpeg",
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    let mut meta = Value::Null;
+    for _ in 0..100 {
+        meta = app
+            .get(&format!("/v1/media/{id}"), &app.user("bob"))
+            .await
+            .body;
+        if meta["thumbnail"].is_object() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(meta["thumbnail"]["width"], 320, "{meta}");
+    assert_eq!(meta["thumbnail"]["height"], 213);
+    assert_eq!(
+        meta["thumbnail"]["file_url"],
+        format!("/v1/media/{id}/thumbnail")
+    );
+
+    let t = raw_get(
+        &app,
+        &format!("/v1/media/{id}/thumbnail"),
+        Some(&app.user("bob")),
+        None,
+    )
+    .await;
+    assert_eq!(t.status(), 200);
+    assert_eq!(t.headers()["content-type"], "image/jpeg");
+    let bytes = t.bytes().await.unwrap();
+    assert!(!bytes.windows(4).any(|w| w == b"Exif"), "metadata stripped");
+    let decoded = image::load_from_memory(&bytes).unwrap();
+    assert_eq!((decoded.width(), decoded.height()), (320, 213));
+
+    // Signed URLs name their variant.
+    let signed = app
+        .post(
+            &format!("/v1/media/{id}/url"),
+            &app.user("bob"),
+            json!({ "variant": "thumbnail" }),
+        )
+        .await;
+    let url = signed.body["url"].as_str().unwrap().to_owned();
+    assert!(url.starts_with(&format!("/v1/media/{id}/thumbnail?")));
+    assert_eq!(raw_get(&app, &url, None, None).await.status(), 200);
+    let swapped = url.replace("/thumbnail?", "/content?");
+    assert_eq!(raw_get(&app, &swapped, None, None).await.status(), 403);
+
+    // Not an image: no thumbnail.
+    let mut pdf = b"%PDF-1.7\n".to_vec();
+    pdf.extend(vec![b'x'; 1000]);
+    let r = upload(
+        &app,
+        &app.user("alice"),
+        Some(&conv),
+        pdf,
+        "doc.pdf",
+        "application/pdf",
+    )
+    .await;
+    let pdf_id = r.body["id"].as_str().unwrap().to_owned();
+    let r = raw_get(
+        &app,
+        &format!("/v1/media/{pdf_id}/thumbnail"),
+        Some(&app.user("bob")),
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 404);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "thumbnail_not_found");
+    let pdf_headers = raw_get(
+        &app,
+        &format!("/v1/media/{pdf_id}/content"),
+        Some(&app.user("bob")),
+        None,
+    )
+    .await;
+    assert!(
+        pdf_headers.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment")
+    );
+
+    // Deleting the file deletes its thumbnail's bytes too.
+    assert_eq!(
+        app.delete(&format!("/v1/media/{id}"), &app.user("alice"))
+            .await
+            .status,
+        204
+    );
+    assert_eq!(stored(&app).await.0, 1);
+    assert_eq!(stored(&app).await.1, 1, "only the pdf's bytes remain");
+}

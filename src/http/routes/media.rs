@@ -185,7 +185,31 @@ pub async fn content(
     state: Data<AppState>,
     path: Path<String>,
 ) -> Result<HttpResponse, Error> {
-    let id = path.into_inner();
+    serve(req, state, path.into_inner(), "content").await
+}
+
+/// An image's preview (longest side 320 px, metadata stripped), with a bearer token or a
+/// signed URL made with `variant: thumbnail`.
+#[utoipa::path(get, path = "/v1/media/{media_id}/thumbnail", tag = "media",
+    params(("media_id" = String, Path, description = "24 hex digits")),
+    responses((status = 200, description = "the preview, `image/jpeg` or `image/png`"),
+              (status = 403, description = "`signed_url_invalid`, `signed_url_expired`, `forbidden`", body = ProblemBody, content_type = "application/problem+json"),
+              (status = 404, description = "`media_not_found`, `thumbnail_not_found`", body = ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = []), ()))]
+pub async fn thumbnail(
+    req: HttpRequest,
+    state: Data<AppState>,
+    path: Path<String>,
+) -> Result<HttpResponse, Error> {
+    serve(req, state, path.into_inner(), "thumbnail").await
+}
+
+async fn serve(
+    req: HttpRequest,
+    state: Data<AppState>,
+    id: String,
+    variant: &str,
+) -> Result<HttpResponse, Error> {
     let signed = req.query_string().contains("s=");
     let scope = if signed {
         let q = Query::<SignedQuery>::from_query(req.query_string()).map_err(|_| {
@@ -194,7 +218,7 @@ pub async fn content(
                 "a signed URL needs t, v, e and s",
             )
         })?;
-        state.roster.verify_signed(&id, "content", &q)?
+        state.roster.verify_signed(&id, variant, &q)?
     } else {
         state
             .roster
@@ -205,21 +229,31 @@ pub async fn content(
     let mut unsatisfiable = None;
     let opened = state
         .roster
-        .open_content(&scope, &id, signed, |size| match &range {
-            Some(header::Range::Bytes(specs)) if specs.len() == 1 => {
-                match specs[0].to_satisfiable_range(size) {
-                    Some((first, last)) => Some((first, last + 1)),
-                    None => {
-                        unsatisfiable = Some(size);
-                        Some((0, 0))
+        .open_content(
+            &scope,
+            &id,
+            variant == "thumbnail",
+            signed,
+            |size| match &range {
+                Some(header::Range::Bytes(specs)) if specs.len() == 1 => {
+                    match specs[0].to_satisfiable_range(size) {
+                        Some((first, last)) => Some((first, last + 1)),
+                        None => {
+                            unsatisfiable = Some(size);
+                            Some((0, 0))
+                        }
                     }
                 }
-            }
-            _ => None,
-        })
+                _ => None,
+            },
+        )
         .await?;
     let m = &opened.media;
-    let size = u64::try_from(m.size_bytes).unwrap_or(0);
+    let size = opened.size;
+    let etag = match variant {
+        "content" => format!("\"{}\"", m.sha256),
+        other => format!("\"{}-{other}\"", m.sha256),
+    };
     if let Some(size) = unsatisfiable {
         return Ok(HttpResponse::RangeNotSatisfiable()
             .insert_header((header::CONTENT_RANGE, format!("bytes */{size}")))
@@ -239,7 +273,7 @@ pub async fn content(
     }
     let inline = ["image/", "audio/", "video/"]
         .iter()
-        .any(|p| m.file_type.starts_with(p));
+        .any(|p| opened.file_type.starts_with(p));
     let ascii: String = m
         .filename
         .chars()
@@ -259,7 +293,7 @@ pub async fn content(
             value: m.filename.clone().into_bytes(),
         }));
     }
-    resp.insert_header((header::CONTENT_TYPE, m.file_type.clone()))
+    resp.insert_header((header::CONTENT_TYPE, opened.file_type.clone()))
         .insert_header(ContentDisposition {
             disposition: if inline {
                 DispositionType::Inline
@@ -273,7 +307,7 @@ pub async fn content(
             header::CONTENT_SECURITY_POLICY,
             "default-src 'none'; sandbox",
         ))
-        .insert_header((header::ETAG, format!("\"{}\"", m.sha256)))
+        .insert_header((header::ETAG, etag))
         .insert_header((header::ACCEPT_RANGES, "bytes"))
         .insert_header((header::CACHE_CONTROL, "private"));
     Ok(resp.body(SizedStream::new(opened.end - opened.start, opened.body)))
