@@ -1305,3 +1305,81 @@ async fn images_get_a_stripped_320px_thumbnail_after_the_upload_answers() {
     assert_eq!(stored(&app).await.0, 1);
     assert_eq!(stored(&app).await.1, 1, "only the pdf's bytes remain");
 }
+
+#[tokio::test]
+async fn malformed_upload_requests_get_a_4xx_and_store_nothing() {
+    let app = spawn_app().await;
+    let conv = app.create_group("alice", &[]).await;
+    let token = app.user("alice");
+    let url = format!("{}/v1/media", app.address);
+    let json = app
+        .client
+        .post(&url)
+        .bearer_auth(&token)
+        .json(&json!({ "file": "x" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json.status(), 400, "not multipart");
+    let cut = app
+        .client
+        .post(&url)
+        .bearer_auth(&token)
+        .header("Content-Type", "multipart/form-data; boundary=XYZ")
+        .body("--XYZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n\r\n\u{89}PNG")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        cut.status().is_client_error(),
+        "a body that breaks off: {}",
+        cut.status()
+    );
+    let no_file = Form::new().text("conversation_id", conv.clone());
+    let r = app
+        .client
+        .post(&url)
+        .bearer_auth(&token)
+        .multipart(no_file)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["errors"][0]["field"], "file");
+    let bad_conv = Form::new()
+        .text("conversation_id", "nope")
+        .part("file", Part::bytes(png(4, 4, 10)).file_name("a.png"));
+    let r = app
+        .client
+        .post(&url)
+        .bearer_auth(&token)
+        .multipart(bad_conv)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let extra = Form::new()
+        .part(
+            "file",
+            Part::bytes(png(4, 4, 10))
+                .file_name("a.png")
+                .mime_str("image/png")
+                .unwrap(),
+        )
+        .text("conversation_id", conv.clone());
+    let r = app
+        .client
+        .post(&url)
+        .bearer_auth(&token)
+        .multipart(extra)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        422,
+        "conversation_id after the file: refused, and the file removed"
+    );
+    assert_eq!(stored(&app).await, (0, 0, 0));
+}
