@@ -157,6 +157,18 @@ pub enum Denial {
     MissingPermission,
 }
 
+impl Denial {
+    /// The code `/v1/authorize` answers with, and sender refusals use.
+    pub const fn code(self) -> super::ErrorCode {
+        match self {
+            Denial::NotAMember => super::ErrorCode::NotAMember,
+            Denial::Banned => super::ErrorCode::MemberBanned,
+            Denial::Muted => super::ErrorCode::MemberMuted,
+            Denial::MissingPermission => super::ErrorCode::MissingPermission,
+        }
+    }
+}
+
 /// Decides whether a member in `status` (already the effective status) with `permissions` may
 /// do `action`. `None` = no membership document at all.
 pub fn decide(membership: Option<(MemberStatus, &Permissions)>, action: &Action) -> Option<Denial> {

@@ -192,16 +192,16 @@ fn not_found() -> Error {
     Error::client(ErrorCode::MediaNotFound, "no such media file")
 }
 
+/// An upload refused by `/v1/authorize`'s rules for `send_media`; a non-member is told the
+/// conversation does not exist, as everywhere else.
 fn refusal(d: Denial) -> Error {
     match d {
         Denial::NotAMember => {
             Error::client(ErrorCode::ConversationNotFound, "no such conversation")
         }
-        Denial::Banned => Error::client(ErrorCode::MemberBanned, "banned from this conversation"),
-        Denial::Muted => Error::client(ErrorCode::MemberMuted, "muted in this conversation"),
-        Denial::MissingPermission => Error::client(
-            ErrorCode::MissingPermission,
-            "this needs the `can_send_media` permission",
+        other => Error::client(
+            other.code(),
+            "uploading here needs an active membership with `can_send_media`",
         ),
     }
 }
@@ -608,7 +608,7 @@ impl Roster {
                 "only the uploader or a server token deletes a file",
             ));
         }
-        self.remove_media(scope, &m).await
+        self.store.remove_media(scope, &m).await
     }
 
     /// `POST /v1/media/{id}/attach`: ties a file shared in a conversation to a message, so it
@@ -646,7 +646,11 @@ impl Roster {
                 "the file is attached to another message",
             ));
         }
-        Ok(self.visible_media(scope, id).await?.into())
+        Ok(MediaDoc {
+            message_id: Some(message.to_owned()),
+            ..m
+        }
+        .into())
     }
 
     /// `DELETE /v1/conversations/{id}/messages/{message_id}` (server token: the messaging
@@ -666,10 +670,5 @@ impl Roster {
                 bson::doc! { "conversation_id": conv.object_id(), "message_id": message },
             )
             .await
-    }
-
-    /// Deletes one media file: `deleting`, bytes, document.
-    pub(crate) async fn remove_media(&self, scope: &TenantScope, m: &MediaDoc) -> Result<()> {
-        self.store.remove_media(scope, m).await
     }
 }

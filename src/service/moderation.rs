@@ -18,13 +18,7 @@ use crate::error::{Error, Problem, Result};
 use crate::store::moderation::{AuthzRow, Restriction};
 
 fn denial_code(d: Option<Denial>) -> &'static str {
-    match d {
-        None => "ok",
-        Some(Denial::NotAMember) => ErrorCode::NotAMember.as_str(),
-        Some(Denial::Banned) => ErrorCode::MemberBanned.as_str(),
-        Some(Denial::Muted) => ErrorCode::MemberMuted.as_str(),
-        Some(Denial::MissingPermission) => ErrorCode::MissingPermission.as_str(),
-    }
+    d.map_or("ok", |d| d.code().as_str())
 }
 
 fn answer(row: Option<&AuthzRow>, action: &Action, now: DateTime) -> Option<Denial> {

@@ -14,7 +14,7 @@ use mongodb::options::ReturnDocument;
 use super::{Store, db_error, names, refuse};
 use crate::auth::TenantScope;
 use crate::domain::moderation::{Denial, decide};
-use crate::domain::{Action, ConversationId, ErrorCode, ExternalUserId, Flag};
+use crate::domain::{Action, ConversationId, ExternalUserId, Flag};
 use crate::error::{Problem, Result};
 
 /// `message_reports`: one reported message.
@@ -65,24 +65,13 @@ pub enum ReportOutcome {
 
 /// The refusal for a sender who may not post, with the code `/v1/authorize` gives.
 pub fn sender_refusal(d: Denial, user: &str) -> Problem {
-    match d {
-        Denial::NotAMember => Problem::new(
-            ErrorCode::NotAMember,
-            format!("`{user}` is not a member of this conversation"),
-        ),
-        Denial::Banned => Problem::new(
-            ErrorCode::MemberBanned,
-            format!("`{user}` is banned from this conversation"),
-        ),
-        Denial::Muted => Problem::new(
-            ErrorCode::MemberMuted,
-            format!("`{user}` is muted in this conversation"),
-        ),
-        Denial::MissingPermission => Problem::new(
-            ErrorCode::MissingPermission,
-            format!("`{user}` may not send messages here"),
-        ),
-    }
+    let detail = match d {
+        Denial::NotAMember => format!("`{user}` is not a member of this conversation"),
+        Denial::Banned => format!("`{user}` is banned from this conversation"),
+        Denial::Muted => format!("`{user}` is muted in this conversation"),
+        Denial::MissingPermission => format!("`{user}` may not send messages here"),
+    };
+    Problem::new(d.code(), detail)
 }
 
 impl Store {

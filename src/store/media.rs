@@ -228,8 +228,9 @@ impl Store {
             .await
     }
 
-    /// Ids of a conversation's or uploader's media of any status, at most `limit` (deletions).
-    pub async fn media_ids_where(
+    /// Media documents of any status matching `filter` (after the tenant), at most `limit`
+    /// (deletions, sweeps, export).
+    pub async fn media_where(
         &self,
         scope: &TenantScope,
         filter: Document,
@@ -249,16 +250,19 @@ impl Store {
     }
 
     /// Marks a media file `deleting` (the first step of every deletion; the sweeper finishes
-    /// what a crash leaves). Returns whether it was found.
-    pub async fn mark_media_deleting(&self, scope: &TenantScope, id: ObjectId) -> Result<bool> {
+    /// what a crash leaves) and returns it as it now stands, or `None` if it is gone.
+    pub async fn mark_media_deleting(
+        &self,
+        scope: &TenantScope,
+        id: ObjectId,
+    ) -> Result<Option<MediaDoc>> {
         let mut f = tenant_filter(scope);
         f.insert("_id", id);
-        let r = self
-            .media()
-            .update_one(f, doc! { "$set": { "status": "deleting" } })
+        self.media()
+            .find_one_and_update(f, doc! { "$set": { "status": "deleting" } })
+            .return_document(mongodb::options::ReturnDocument::After)
             .await
-            .map_err(db_error)?;
-        Ok(r.matched_count > 0)
+            .map_err(db_error)
     }
 }
 
@@ -266,18 +270,11 @@ impl Store {
     /// Deletes one media file: marks it `deleting`, removes its bytes, then its document; a
     /// crash in between leaves a `deleting` document the sweeper finishes.
     pub async fn remove_media(&self, scope: &TenantScope, m: &MediaDoc) -> Result<()> {
-        if !self.mark_media_deleting(scope, m.id).await? {
+        // The marked document, not `m`: a thumbnail may have been recorded since `m` was read.
+        let Some(current) = self.mark_media_deleting(scope, m.id).await? else {
             return Ok(());
-        }
-        // Re-read: a thumbnail may have been recorded since `m` was read.
-        let mut f = tenant_filter(scope);
-        f.insert("_id", m.id);
-        let current = self.media().find_one(f).await.map_err(db_error)?;
-        if let Some(key) = current
-            .as_ref()
-            .and_then(|c| c.thumbnail.as_ref())
-            .and_then(|t| t.key.as_deref())
-        {
+        };
+        if let Some(key) = current.thumbnail.as_ref().and_then(|t| t.key.as_deref()) {
             self.blobs().delete(key).await?;
         }
         self.blobs().delete(&m.storage.key).await?;
@@ -289,7 +286,7 @@ impl Store {
         let mut gone = 0;
         loop {
             let batch = self
-                .media_ids_where(scope, filter.clone(), i64::from(self.delete_batch_size()))
+                .media_where(scope, filter.clone(), i64::from(self.delete_batch_size()))
                 .await?;
             if batch.is_empty() {
                 return Ok(gone);
@@ -362,7 +359,7 @@ impl Store {
         }
         let mut gone = 0;
         for rule in rules {
-            for m in self.media_ids_where(scope, rule, i64::from(batch)).await? {
+            for m in self.media_where(scope, rule, i64::from(batch)).await? {
                 self.remove_media(scope, &m).await?;
                 gone += 1;
             }
@@ -419,7 +416,7 @@ impl Store {
         scope: &TenantScope,
         user: ObjectId,
     ) -> Result<Vec<MediaDoc>> {
-        self.media_ids_where(scope, doc! { "uploader_id": user }, 10_000)
+        self.media_where(scope, doc! { "uploader_id": user }, 10_000)
             .await
     }
 }

@@ -583,7 +583,7 @@ impl Store {
                 after: Some(audit::role_status(m.role.as_str(), m.status.as_str())),
                 reason,
             };
-            self.depart_in(s, scope, &m, filter, event, now).await?;
+            self.depart_in(s, scope, &cat, &m, filter, event).await?;
             Ok(m)
         })
         .await
@@ -618,23 +618,26 @@ impl Store {
             m.status = MemberStatus::Left;
             m.departure.left_at = Some(now);
             m.updated_at = now;
-            self.depart_in(s, scope, &m, filter, event, now).await?;
+            let cat = self.role_catalog_in(s, scope).await?;
+            self.depart_in(s, scope, &cat, &m, filter, event).await?;
             Ok(m)
         })
         .await
     }
 
-    /// Writes a departure (`m` already carries its new status and departure fields), lowers
-    /// the count, records `event`, and hands ownership on if the owner went.
+    /// Writes a departure (`m` already carries its new status, departure fields and
+    /// `updated_at`, the time of the departure), lowers the count, records `event`, and hands
+    /// the top role of `catalog` on if its holder went.
     pub(crate) async fn depart_in(
         &self,
         s: &mut ClientSession,
         scope: &TenantScope,
+        catalog: &RoleCatalog,
         m: &MemberDoc,
         mut filter: Document,
         event: audit::Event<'_>,
-        now: DateTime,
     ) -> mongodb::error::Result<()> {
+        let now = m.updated_at;
         filter.insert("status", doc! { "$in": statuses(&MemberStatus::PRESENT) });
         self.members()
             .update_one(
@@ -663,9 +666,8 @@ impl Store {
             now,
         )
         .await?;
-        let catalog = self.role_catalog_in(s, scope).await?;
         if catalog.is_top(&m.role) {
-            self.hand_off_ownership_in(s, scope, &catalog, m.conversation_id, now)
+            self.hand_off_ownership_in(s, scope, catalog, m.conversation_id, now)
                 .await?;
         }
         self.refresh_participants_in(s, scope, m.conversation_id)

@@ -160,7 +160,7 @@ impl Store {
                         reason: r.reason.as_deref(),
                     };
                     if was_present {
-                        self.depart_in(s, scope, &m, filter.clone(), event, now).await?;
+                        self.depart_in(s, scope, &cat, &m, filter.clone(), event).await?;
                         self.members().update_one(filter, doc! { "$unset": { "moderation": "" } }).session(&mut *s).await?;
                     } else {
                         self.members()
