@@ -49,7 +49,9 @@ start_secantus() {
     [ "$storage" = ":memory:" ] || mkdir -p "$storage"
     mkdir -p target
     log "starting SecantusDB on 127.0.0.1:$port (storage: $storage)"
+    # --sync-on-commit: without it SecantusDB loses acknowledged transactions when killed.
     "$VENV/bin/secantusd-py" --host 127.0.0.1 --port "$port" --storage-path "$storage" --log-level WARNING \
+      --sync-on-commit \
       >"target/secantus-$port.log" 2>&1 &
     SECANTUS_PID=$!
     STARTED_PIDS+=("$SECANTUS_PID")

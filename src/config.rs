@@ -57,6 +57,9 @@ pub struct DatabaseSettings {
     pub name: String,
     /// Server selection timeout, ms.
     pub server_selection_timeout_ms: u64,
+    /// Budget of one write, retries and queueing included, ms: past it a write answers 503
+    /// (`write_contention` or `database_unavailable`) with `Retry-After`.
+    pub write_timeout_ms: u64,
 }
 
 /// `[auth]`
@@ -232,6 +235,11 @@ impl Settings {
         check(
             (100..=120_000).contains(&self.database.server_selection_timeout_ms),
             "database.server_selection_timeout_ms",
+            "must be between 100 and 120000",
+        )?;
+        check(
+            (100..=120_000).contains(&self.database.write_timeout_ms),
+            "database.write_timeout_ms",
             "must be between 100 and 120000",
         )?;
         check(

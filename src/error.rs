@@ -53,6 +53,9 @@ pub enum Error {
     /// The database could not be reached (503 with `Retry-After`).
     #[error("database unavailable")]
     Unavailable(#[source] anyhow::Error),
+    /// Writes kept conflicting until the write budget ran out (503 with `Retry-After`).
+    #[error("write contention")]
+    Contention(#[source] anyhow::Error),
     /// Media object storage could not be reached (503 with `Retry-After`).
     #[error("object storage unavailable")]
     StorageUnavailable(#[source] anyhow::Error),
@@ -72,6 +75,7 @@ impl Error {
         match self {
             Error::Client(p) => p.code,
             Error::Unavailable(_) => ErrorCode::DatabaseUnavailable,
+            Error::Contention(_) => ErrorCode::WriteContention,
             Error::StorageUnavailable(_) => ErrorCode::StorageUnavailable,
             Error::Internal(_) => ErrorCode::Internal,
         }

@@ -54,7 +54,9 @@ pub fn problem_response(code: ErrorCode, detail: String, errors: Vec<FieldError>
         HeaderValue::from_static("application/problem+json"),
     ));
     match code {
-        ErrorCode::DatabaseUnavailable | ErrorCode::StorageUnavailable => {
+        ErrorCode::DatabaseUnavailable
+        | ErrorCode::StorageUnavailable
+        | ErrorCode::WriteContention => {
             res.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS.to_string()));
         }
         c if c.status() == 401 => {
@@ -78,6 +80,14 @@ impl ResponseError for Error {
                 problem_response(
                     ErrorCode::DatabaseUnavailable,
                     "the database cannot be reached; retry shortly".into(),
+                    Vec::new(),
+                )
+            }
+            Error::Contention(cause) => {
+                tracing::warn!(error = format!("{cause:#}"), "write contention");
+                problem_response(
+                    ErrorCode::WriteContention,
+                    "concurrent changes to this conversation kept conflicting; nothing was changed, retry shortly".into(),
                     Vec::new(),
                 )
             }

@@ -91,8 +91,9 @@ impl Store {
         sent_at: DateTime,
     ) -> Result<ReportOutcome> {
         let conv_id = id.object_id();
+        let turn = self.conversation_turn(scope, conv_id).await;
         let (outcome, moved) = self
-            .transaction(async |s| {
+            .transaction_until(turn.deadline(), async |s| {
                 let now = DateTime::now();
                 let mut seen = super::tenant_filter(scope);
                 seen.insert("conversation_id", conv_id);
@@ -155,6 +156,7 @@ impl Store {
                 Ok((ReportOutcome::Counted, conv))
             })
             .await?;
+        drop(turn);
         if let Some(ActivityRow {
             member_count,
             last_message_at: Some(at),

@@ -86,6 +86,33 @@ pub struct Event<'a> {
     pub reason: Option<&'a str>,
 }
 
+/// The stored form of `events`, all by `actor` in `conversation` at `now`, for `request_id`.
+pub(crate) fn audit_docs(
+    scope: &TenantScope,
+    actor: &AuditActor,
+    conversation: ObjectId,
+    events: Vec<Event<'_>>,
+    request_id: Option<String>,
+    now: DateTime,
+) -> Vec<AuditDoc> {
+    events
+        .into_iter()
+        .map(|e| AuditDoc {
+            id: ObjectId::new(),
+            tenant_id: scope.tenant().as_str().to_owned(),
+            conversation_id: conversation,
+            action: e.action.to_owned(),
+            actor: actor.clone(),
+            target_user_id: e.target.map(str::to_owned),
+            before: e.before,
+            after: e.after,
+            reason: e.reason.map(str::to_owned),
+            request_id: request_id.clone(),
+            at: now,
+        })
+        .collect()
+}
+
 impl Store {
     pub(crate) fn audit(&self) -> mongodb::Collection<AuditDoc> {
         self.collection(names::AUDIT_EVENTS)
@@ -104,23 +131,14 @@ impl Store {
         if events.is_empty() {
             return Ok(());
         }
-        let request_id = crate::context::request_id();
-        let docs: Vec<AuditDoc> = events
-            .into_iter()
-            .map(|e| AuditDoc {
-                id: ObjectId::new(),
-                tenant_id: scope.tenant().as_str().to_owned(),
-                conversation_id: conversation,
-                action: e.action.to_owned(),
-                actor: actor.clone(),
-                target_user_id: e.target.map(str::to_owned),
-                before: e.before,
-                after: e.after,
-                reason: e.reason.map(str::to_owned),
-                request_id: request_id.clone(),
-                at: now,
-            })
-            .collect();
+        let docs = audit_docs(
+            scope,
+            actor,
+            conversation,
+            events,
+            crate::context::request_id(),
+            now,
+        );
         self.audit().insert_many(docs).session(s).await.map(drop)
     }
 

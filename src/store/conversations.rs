@@ -197,6 +197,7 @@ impl Store {
         id: ConversationId,
         patch: &ConversationPatch,
     ) -> Result<ConversationDoc> {
+        let _turn = self.conversation_turn(scope, id.object_id()).await;
         let (conv, acting) = self.visible_conversation(scope, id).await?;
         rules::check_change_info(&acting)?;
         let mut set = Document::new();
@@ -243,7 +244,8 @@ impl Store {
         id: ConversationId,
     ) -> Result<u64> {
         let conv_id = id.object_id();
-        self.transaction(async |s| {
+        let turn = self.conversation_turn(scope, conv_id).await;
+        self.transaction_until(turn.deadline(), async |s| {
             let mut any = tenant_filter(scope);
             any.insert("_id", conv_id);
             let Some(conv) = self.conversations().find_one(any).session(&mut *s).await? else {
@@ -278,6 +280,7 @@ impl Store {
                 .await
         })
         .await?;
+        drop(turn);
         self.finish_deletion(scope, conv_id).await
     }
 

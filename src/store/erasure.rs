@@ -57,7 +57,8 @@ impl Store {
     /// Deletes one membership in a transaction: a present member leaves the count, an owner's
     /// ownership is handed on, the erasure is audited. `false` if it was already gone.
     async fn erase_membership(&self, scope: &TenantScope, m: &MemberDoc) -> Result<bool> {
-        self.transaction(async |s| {
+        let turn = self.conversation_turn(scope, m.conversation_id).await;
+        self.transaction_until(turn.deadline(), async |s| {
             let now = DateTime::now();
             let mut filter = tenant_filter(scope);
             filter.insert("_id", m.id);

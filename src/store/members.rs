@@ -12,6 +12,7 @@ use futures::TryStreamExt;
 use mongodb::{ClientSession, Collection};
 
 use super::audit;
+use super::batch::{WriteOp, WriteOutput};
 use super::docs::AuditActor;
 use super::docs::{
     ActivityDoc, ConversationDoc, DepartureDoc, MemberDoc, MemberSettingsDoc, UserDoc,
@@ -22,8 +23,7 @@ use crate::domain::rules::{self, Acting};
 use std::collections::BTreeMap;
 
 use crate::domain::{
-    ConversationId, ConversationType, ErrorCode, ExternalUserId, MemberStatus, RoleCatalog,
-    RoleName,
+    ConversationId, ErrorCode, ExternalUserId, MemberStatus, RoleCatalog, RoleName,
 };
 use crate::error::{Error, Problem, Result};
 
@@ -77,8 +77,17 @@ pub(crate) fn role_limit(role: &RoleName, limit: u64) -> Problem {
     )
 }
 
-fn statuses(list: &[MemberStatus]) -> Vec<&'static str> {
-    list.iter().map(|s| s.as_str()).collect()
+/// The member a [`WriteOp`] answered with.
+pub(crate) fn member_output(out: WriteOutput) -> Result<MemberDoc> {
+    match out {
+        WriteOutput::Member(m) => Ok(*m),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// An answer of another shape than its operation gives: a defect.
+pub(crate) fn unexpected(out: WriteOutput) -> Error {
+    Error::Internal(anyhow::anyhow!("the writer answered with {out:?}"))
 }
 
 /// One `_id`-ordered keyset query per status over `base` (an equality prefix), starting after
@@ -198,40 +207,6 @@ impl Store {
         f
     }
 
-    /// In a transaction: the conversation, or a `conversation_not_found` refusal.
-    pub(crate) async fn conversation_in(
-        &self,
-        s: &mut ClientSession,
-        scope: &TenantScope,
-        conversation: ObjectId,
-    ) -> mongodb::error::Result<ConversationDoc> {
-        match self
-            .conversations()
-            .find_one(Self::conversation_filter(scope, conversation))
-            .session(s)
-            .await?
-        {
-            Some(c) => Ok(c),
-            None => refuse(not_found()),
-        }
-    }
-
-    /// In a transaction: the filter and document of `user`'s membership if it is current
-    /// (active or muted), else a `not_a_member` refusal.
-    pub(crate) async fn present_member_in(
-        &self,
-        s: &mut ClientSession,
-        scope: &TenantScope,
-        conversation: ObjectId,
-        user: &str,
-    ) -> mongodb::error::Result<(Document, MemberDoc)> {
-        let filter = Self::member_filter(scope, conversation, user);
-        match self.members().find_one(filter.clone()).session(s).await? {
-            Some(m) if m.status.is_present() => Ok((filter, m)),
-            _ => refuse(not_a_member(user)),
-        }
-    }
-
     /// In a transaction: the caller as the rules see it, and its membership. A user without a
     /// current membership is refused as if the conversation did not exist.
     pub(crate) async fn acting_in(
@@ -312,144 +287,13 @@ impl Store {
         id: ConversationId,
         items: &[NewMember],
     ) -> Result<Vec<AddOutcome>> {
-        let conv_id = id.object_id();
-        self.transaction(async |s| {
-            let now = DateTime::now();
-            let conv = self.conversation_in(s, scope, conv_id).await?;
-            let (acting, me) = self.acting_in(s, scope, conv_id).await?;
-            if conv.kind == ConversationType::Direct {
-                return refuse(Problem::new(ErrorCode::DirectConversation, "members cannot be added to a direct conversation"));
-            }
-            if let Err(v) = rules::check_may_add(&acting) {
-                return refuse(v);
-            }
-            let cat = self.role_catalog_in(s, scope).await?;
-            let mut filter = tenant_filter(scope);
-            filter.insert("conversation_id", conv_id);
-            filter.insert("external_user_id", doc! { "$in": items.iter().map(|i| i.user.as_str()).collect::<Vec<_>>() });
-            let existing: Vec<MemberDoc> = {
-                let mut cursor = self.members().find(filter).session(&mut *s).await?;
-                let mut v = Vec::new();
-                while let Some(m) = cursor.next(&mut *s).await.transpose()? {
-                    v.push(m);
-                }
-                v
-            };
-            let mut outcomes = Vec::with_capacity(items.len());
-            let mut to_join: Vec<(usize, RoleName, Option<MemberDoc>)> = Vec::new();
-            // Holders of limited roles so far: (role, present holders + granted here, limit).
-            let mut limited: Vec<(RoleName, u64, u64)> = Vec::new();
-            for (i, item) in items.iter().enumerate() {
-                let prior = existing.iter().find(|m| m.external_user_id == item.user.as_str());
-                let role = item.role.clone().unwrap_or_else(|| cat.default_role.clone());
-                let outcome = match (prior, rules::check_add(&cat, &acting, &role)) {
-                    (Some(m), _) if m.status.is_present() => AddOutcome::AlreadyMember,
-                    (Some(m), _) if m.effective_status(now) == MemberStatus::Banned => AddOutcome::Banned,
-                    (_, Err(v)) => AddOutcome::Refused(v.into()),
-                    (prior, Ok(())) => match cat.get(&role).and_then(|r| r.limit) {
-                        Some(limit) => {
-                            let slot = match limited.iter().position(|(r, _, _)| *r == role) {
-                                Some(j) => j,
-                                None => {
-                                    let held = self.holders_in(s, scope, conv_id, &role).await?;
-                                    limited.push((role.clone(), held, u64::from(limit)));
-                                    limited.len() - 1
-                                }
-                            };
-                            let (_, held, limit) = &mut limited[slot];
-                            if *held >= *limit {
-                                AddOutcome::Refused(role_limit(&role, *limit))
-                            } else {
-                                *held += 1;
-                                to_join.push((i, role, prior.cloned()));
-                                AddOutcome::AlreadyMember // placeholder, replaced below
-                            }
-                        }
-                        None => {
-                            to_join.push((i, role, prior.cloned()));
-                            AddOutcome::AlreadyMember // placeholder, replaced below
-                        }
-                    },
-                };
-                outcomes.push(outcome);
-            }
-            if to_join.is_empty() {
-                return Ok(outcomes);
-            }
-            if conv.member_count + to_join.len() as i64 > conv.settings.max_members {
-                return refuse(Problem::new(
-                    ErrorCode::ConversationFull,
-                    format!("the conversation allows at most {} members", conv.settings.max_members),
-                ));
-            }
-            let invited_by = me.as_ref().map(|m| m.user_id);
-            let new_users: Vec<&ExternalUserId> =
-                to_join.iter().filter(|(_, _, p)| p.is_none()).map(|(i, _, _)| &items[*i].user).collect();
-            let users = self.ensure_users_in(s, scope, &new_users, now).await?;
-            let mut inserts = Vec::new();
-            let mut events = Vec::with_capacity(to_join.len());
-            for (i, role, prior) in &to_join {
-                let item = &items[*i];
-                let doc = match prior {
-                    None => {
-                        let Some(user) = users.get(item.user.as_str()) else {
-                            return Err(mongodb::error::Error::custom("a user vanished inside its transaction"));
-                        };
-                        let d = new_member_doc(scope, conv_id, user, &cat, role, invited_by, now);
-                        inserts.push(d.clone());
-                        d
-                    }
-                    Some(p) => {
-                        let perms = cat.resolve(role, p.permission_overrides.as_ref().unwrap_or(&BTreeMap::new()));
-                        let update = doc! { "$set": {
-                            "status": MemberStatus::Active.as_str(),
-                            "role": role.as_str(),
-                            "permissions": bson::to_bson(&perms)?,
-                            "activity.joined_at": now,
-                            "activity.invited_by": invited_by,
-                            "conversation_activity_at": now,
-                            "departure": bson::to_bson(&DepartureDoc::default())?,
-                            "updated_at": now,
-                        }};
-                        let mut guard = Self::member_filter(scope, conv_id, item.user.as_str());
-                        guard.insert("status", p.status.as_str());
-                        self.members().update_one(guard, update).session(&mut *s).await?;
-                        let mut d = p.clone();
-                        d.status = MemberStatus::Active;
-                        d.role = role.clone();
-                        d.permissions = perms;
-                        d.activity.joined_at = now;
-                        d.conversation_activity_at = Some(now);
-                        d.activity.invited_by = invited_by;
-                        d.departure = DepartureDoc::default();
-                        d.updated_at = now;
-                        d
-                    }
-                };
-                events.push(audit::Event {
-                    action: audit::action::MEMBER_ADDED,
-                    target: Some(item.user.as_str()),
-                    before: prior.as_ref().map(|p| audit::role_status(p.role.as_str(), p.status.as_str())),
-                    after: Some(audit::role_status(role.as_str(), MemberStatus::Active.as_str())),
-                    reason: None,
-                });
-                outcomes[*i] = AddOutcome::Added(Box::new(doc));
-            }
-            if !inserts.is_empty() {
-                self.members().insert_many(&inserts).session(&mut *s).await?;
-            }
-            self.conversations()
-                .update_one(
-                    Self::conversation_filter(scope, conv_id),
-                    doc! { "$inc": { "member_count": to_join.len() as i64 }, "$set": { "updated_at": now } },
-                )
-                .session(&mut *s)
-                .await?;
-            self.refresh_participants_in(s, scope, conv_id).await?;
-            self.record_in(s, scope, &AuditActor::of(scope), conv_id, events, now).await?;
-            Ok(outcomes)
-        })
-        .await
+        match self
+            .submit(scope, id.object_id(), WriteOp::Add(items.to_vec()))
+            .await?
+        {
+            WriteOutput::Added(outcomes) => Ok(outcomes),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Changes a member's role and/or permission overrides in one transaction; the stored
@@ -466,85 +310,8 @@ impl Store {
         target: &ExternalUserId,
         change: &MemberChange,
     ) -> Result<MemberDoc> {
-        let conv_id = id.object_id();
-        self.transaction(async |s| {
-            let now = DateTime::now();
-            self.conversation_in(s, scope, conv_id).await?;
-            let (acting, _) = self.acting_in(s, scope, conv_id).await?;
-            let (filter, mut m) = self.present_member_in(s, scope, conv_id, target.as_str()).await?;
-            let cat = self.role_catalog_in(s, scope).await?;
-            let role = change.role.clone().unwrap_or_else(|| m.role.clone());
-            if role != m.role {
-                if let Err(v) = rules::check_change_role(&cat, &acting, &m.role, &role) {
-                    return refuse(v);
-                }
-                if let Some(limit) = cat.get(&role).and_then(|r| r.limit) {
-                    if self.holders_in(s, scope, conv_id, &role).await? >= u64::from(limit) {
-                        return refuse(role_limit(&role, u64::from(limit)));
-                    }
-                    self.conversations()
-                        .update_one(Self::conversation_filter(scope, conv_id), doc! { "$set": { "updated_at": now } })
-                        .session(&mut *s)
-                        .await?;
-                }
-            }
-            let mut overrides = m.permission_overrides.clone().unwrap_or_default();
-            if let Some(edits) = &change.permissions {
-                // Checked against the role the member ends up with.
-                if let Err(v) = rules::check_change_permissions(&cat, &acting, &role, edits) {
-                    return refuse(v);
-                }
-                for (k, v) in edits {
-                    match v {
-                        Some(v) => overrides.insert(k.clone(), *v),
-                        None => overrides.remove(k),
-                    };
-                }
-            }
-            let perms = cat.resolve(&role, &overrides);
-            if role == m.role && perms == m.permissions && Some(&overrides) == m.permission_overrides.as_ref() {
-                return Ok(m);
-            }
-            let mut set = doc! {
-                "role": role.as_str(), "permissions": bson::to_bson(&perms)?, "updated_at": now,
-            };
-            let update = if overrides.is_empty() {
-                doc! { "$set": set, "$unset": { "permission_overrides": "" } }
-            } else {
-                set.insert("permission_overrides", bson::to_bson(&overrides)?);
-                doc! { "$set": set }
-            };
-            self.members().update_one(filter, update).session(&mut *s).await?;
-            if role != m.role {
-                self.refresh_participants_in(s, scope, conv_id).await?;
-            }
-            let mut events = Vec::new();
-            if role != m.role {
-                events.push(audit::Event {
-                    action: audit::action::ROLE_CHANGED,
-                    target: Some(target.as_str()),
-                    before: Some(doc! { "role": m.role.as_str() }),
-                    after: Some(doc! { "role": role.as_str() }),
-                    reason: None,
-                });
-            }
-            if change.permissions.is_some() {
-                events.push(audit::Event {
-                    action: audit::action::PERMISSIONS_CHANGED,
-                    target: Some(target.as_str()),
-                    before: Some(doc! { "permissions": bson::to_bson(&m.permissions)? }),
-                    after: Some(doc! { "permissions": bson::to_bson(&perms)?, "overrides": bson::to_bson(&overrides)? }),
-                    reason: None,
-                });
-            }
-            self.record_in(s, scope, &AuditActor::of(scope), conv_id, events, now).await?;
-            m.role = role;
-            m.permissions = perms;
-            m.permission_overrides = (!overrides.is_empty()).then_some(overrides);
-            m.updated_at = now;
-            Ok(m)
-        })
-        .await
+        let op = WriteOp::Change(target.clone(), change.clone());
+        member_output(self.submit(scope, id.object_id(), op).await?)
     }
 
     /// Removes a member: status `removed`, `departure.removed_at/removed_by/removal_reason`,
@@ -557,121 +324,20 @@ impl Store {
         target: &ExternalUserId,
         reason: Option<&str>,
     ) -> Result<MemberDoc> {
-        let conv_id = id.object_id();
-        self.transaction(async |s| {
-            let now = DateTime::now();
-            self.conversation_in(s, scope, conv_id).await?;
-            let (acting, me) = self.acting_in(s, scope, conv_id).await?;
-            let (filter, mut m) = self
-                .present_member_in(s, scope, conv_id, target.as_str())
-                .await?;
-            let cat = self.role_catalog_in(s, scope).await?;
-            if let Err(v) = rules::check_remove(&cat, &acting, Some(&m.role)) {
-                return refuse(v);
-            }
-            let prior = m.status;
-            let removed_by = me.map(|me| me.user_id);
-            m.status = MemberStatus::Removed;
-            m.departure.removed_at = Some(now);
-            m.departure.removed_by = removed_by;
-            m.departure.removal_reason = reason.map(str::to_owned);
-            m.updated_at = now;
-            let event = audit::Event {
-                action: audit::action::MEMBER_REMOVED,
-                target: Some(target.as_str()),
-                before: Some(audit::role_status(m.role.as_str(), prior.as_str())),
-                after: Some(audit::role_status(m.role.as_str(), m.status.as_str())),
-                reason,
-            };
-            self.depart_in(s, scope, &cat, &m, filter, event).await?;
-            Ok(m)
-        })
-        .await
+        let op = WriteOp::Remove(target.clone(), reason.map(str::to_owned));
+        member_output(self.submit(scope, id.object_id(), op).await?)
     }
 
     /// The caller leaves: status `left`, `departure.left_at`, count −1; an owner leaving hands
     /// ownership on. Errors: `forbidden` for server tokens, `not_a_member`.
     pub async fn leave(&self, scope: &TenantScope, id: ConversationId) -> Result<MemberDoc> {
-        let Some(user) = scope.user() else {
+        if scope.user().is_none() {
             return Err(Error::client(
                 ErrorCode::Forbidden,
                 "only a user token can leave a conversation",
             ));
-        };
-        let conv_id = id.object_id();
-        self.transaction(async |s| {
-            let now = DateTime::now();
-            self.conversation_in(s, scope, conv_id).await?;
-            let (filter, mut m) = self
-                .present_member_in(s, scope, conv_id, user.as_str())
-                .await?;
-            let event = audit::Event {
-                action: audit::action::MEMBER_LEFT,
-                target: Some(user.as_str()),
-                before: Some(audit::role_status(m.role.as_str(), m.status.as_str())),
-                after: Some(audit::role_status(
-                    m.role.as_str(),
-                    MemberStatus::Left.as_str(),
-                )),
-                reason: None,
-            };
-            m.status = MemberStatus::Left;
-            m.departure.left_at = Some(now);
-            m.updated_at = now;
-            let cat = self.role_catalog_in(s, scope).await?;
-            self.depart_in(s, scope, &cat, &m, filter, event).await?;
-            Ok(m)
-        })
-        .await
-    }
-
-    /// Writes a departure (`m` already carries its new status, departure fields and
-    /// `updated_at`, the time of the departure), lowers the count, records `event`, and hands
-    /// the top role of `catalog` on if its holder went.
-    pub(crate) async fn depart_in(
-        &self,
-        s: &mut ClientSession,
-        scope: &TenantScope,
-        catalog: &RoleCatalog,
-        m: &MemberDoc,
-        mut filter: Document,
-        event: audit::Event<'_>,
-    ) -> mongodb::error::Result<()> {
-        let now = m.updated_at;
-        filter.insert("status", doc! { "$in": statuses(&MemberStatus::PRESENT) });
-        self.members()
-            .update_one(
-                filter,
-                doc! { "$set": {
-                    "status": m.status.as_str(),
-                    "departure": bson::to_bson(&m.departure)?,
-                    "updated_at": now,
-                }},
-            )
-            .session(&mut *s)
-            .await?;
-        self.conversations()
-            .update_one(
-                Self::conversation_filter(scope, m.conversation_id),
-                doc! { "$inc": { "member_count": -1_i64 }, "$set": { "updated_at": now } },
-            )
-            .session(&mut *s)
-            .await?;
-        self.record_in(
-            s,
-            scope,
-            &AuditActor::of(scope),
-            m.conversation_id,
-            vec![event],
-            now,
-        )
-        .await?;
-        if catalog.is_top(&m.role) {
-            self.hand_off_ownership_in(s, scope, catalog, m.conversation_id, now)
-                .await?;
         }
-        self.refresh_participants_in(s, scope, m.conversation_id)
-            .await
+        member_output(self.submit(scope, id.object_id(), WriteOp::Leave).await?)
     }
 
     /// Gives the top role to the highest-ranked, longest-standing present member, if any, and
@@ -687,6 +353,55 @@ impl Store {
         conversation: ObjectId,
         now: DateTime,
     ) -> mongodb::error::Result<Option<MemberDoc>> {
+        let top = catalog.top();
+        let Some((mut heir, from)) = self.heir_in(s, scope, catalog, conversation).await? else {
+            return Ok(None);
+        };
+        let perms = catalog.resolve(top, &BTreeMap::new());
+        self.members()
+            .update_one(
+                Self::member_filter(scope, conversation, &heir.external_user_id),
+                doc! {
+                    "$set": { "role": top.as_str(), "permissions": bson::to_bson(&perms)?, "updated_at": now },
+                    "$unset": { "permission_overrides": "" },
+                },
+            )
+            .session(&mut *s)
+            .await?;
+        let event = audit::Event {
+            action: audit::action::OWNERSHIP_HANDED_ON,
+            target: Some(&heir.external_user_id),
+            before: Some(doc! { "role": from.as_str() }),
+            after: Some(doc! { "role": top.as_str() }),
+            reason: None,
+        };
+        self.record_in(
+            s,
+            scope,
+            &AuditActor::of(scope),
+            conversation,
+            vec![event],
+            now,
+        )
+        .await?;
+        tracing::info!(conversation = %conversation, heir = %heir.external_user_id, from = from.as_str(), "ownership handed on");
+        heir.role = top.clone();
+        heir.permissions = perms;
+        heir.permission_overrides = None;
+        Ok(Some(heir))
+    }
+
+    /// In a transaction: who inherits the top role of `catalog` — the highest-ranked,
+    /// longest-standing present member — with the role it holds now; `None` if someone still
+    /// holds the top role or nobody is left. Reads one `(status, role)` range at a time on the
+    /// seed's `{tenant_id, conversation_id, status, role}` index, highest rank first.
+    pub(crate) async fn heir_in(
+        &self,
+        s: &mut ClientSession,
+        scope: &TenantScope,
+        catalog: &RoleCatalog,
+        conversation: ObjectId,
+    ) -> mongodb::error::Result<Option<(MemberDoc, RoleName)>> {
         let top = catalog.top();
         for def in &catalog.roles {
             let role = &def.name;
@@ -719,42 +434,30 @@ impl Store {
                     )
                 })
                 .collect();
-            let Some(i) = rules::successor(&ranked) else {
-                continue;
-            };
-            let mut heir = candidates.swap_remove(i);
-            let perms = catalog.resolve(top, &BTreeMap::new());
-            self.members()
-                .update_one(
-                    doc! { "_id": heir.id, "tenant_id": scope.tenant().as_str() },
-                    doc! {
-                        "$set": { "role": top.as_str(), "permissions": bson::to_bson(&perms)?, "updated_at": now },
-                        "$unset": { "permission_overrides": "" },
-                    },
-                )
-                .session(&mut *s)
-                .await?;
-            let event = audit::Event {
-                action: audit::action::OWNERSHIP_HANDED_ON,
-                target: Some(&heir.external_user_id),
-                before: Some(doc! { "role": role.as_str() }),
-                after: Some(doc! { "role": top.as_str() }),
-                reason: None,
-            };
-            self.record_in(
-                s,
-                scope,
-                &AuditActor::of(scope),
-                conversation,
-                vec![event],
-                now,
-            )
-            .await?;
-            tracing::info!(conversation = %conversation, heir = %heir.external_user_id, from = role.as_str(), "ownership handed on");
-            heir.role = top.clone();
-            heir.permissions = perms;
-            heir.permission_overrides = None;
-            return Ok(Some(heir));
+            if let Some(i) = rules::successor(&ranked) {
+                return Ok(Some((candidates.swap_remove(i), role.clone())));
+            }
+        }
+        Ok(None)
+    }
+
+    /// In a transaction: a present member of `conversation` holding `role`, if any (seed
+    /// index `{tenant_id, conversation_id, status, role}`, one read per status).
+    pub(crate) async fn present_holder_in(
+        &self,
+        s: &mut ClientSession,
+        scope: &TenantScope,
+        conversation: ObjectId,
+        role: &RoleName,
+    ) -> mongodb::error::Result<Option<MemberDoc>> {
+        for status in MemberStatus::PRESENT {
+            let mut filter = tenant_filter(scope);
+            filter.insert("conversation_id", conversation);
+            filter.insert("status", status.as_str());
+            filter.insert("role", role.as_str());
+            if let Some(m) = self.members().find_one(filter).session(&mut *s).await? {
+                return Ok(Some(m));
+            }
         }
         Ok(None)
     }

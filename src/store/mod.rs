@@ -6,6 +6,7 @@
 
 pub mod activity;
 pub mod audit;
+pub mod batch;
 pub mod blobs;
 pub mod conversations;
 pub mod docs;
@@ -19,7 +20,9 @@ pub mod roles;
 pub mod self_service;
 pub mod settings;
 pub mod tenants;
+pub mod txn;
 pub mod users;
+pub mod writer;
 
 use std::time::Duration;
 
@@ -27,7 +30,7 @@ use anyhow::{Context, bail};
 use bson::{Document, doc};
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::ClientOptions;
-use mongodb::{Client, ClientSession, Collection, Database};
+use mongodb::{Client, Collection, Database};
 
 use crate::auth::TenantScope;
 use crate::config::DatabaseSettings;
@@ -146,6 +149,12 @@ pub struct Store {
     delete_batch: i64,
     embed_threshold: i64,
     blobs: std::sync::Arc<dyn blobs::BlobStore>,
+    /// How long one write may take, retries included (`database.write_timeout_ms`).
+    write_timeout: Duration,
+    /// Commands this client has sent (driver command monitoring).
+    commands: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The per-conversation writers of this instance.
+    writers: std::sync::Arc<writer::Writers>,
 }
 
 impl Store {
@@ -161,6 +170,16 @@ impl Store {
             .connect_timeout
             .get_or_insert(Duration::from_millis(settings.server_selection_timeout_ms));
         options.app_name.get_or_insert_with(|| "roster".into());
+        options.write_concern = Some(txn::durable_write_concern());
+        let commands = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = commands.clone();
+        options.command_event_handler = Some(mongodb::event::EventHandler::callback(
+            move |ev: mongodb::event::command::CommandEvent| {
+                if let mongodb::event::command::CommandEvent::Started(_) = ev {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            },
+        ));
         let client = Client::with_options(options).context("creating the MongoDB client")?;
         let db = client.database(&settings.name);
         let hello = db.run_command(doc! { "hello": 1 }).await.with_context(|| {
@@ -183,6 +202,9 @@ impl Store {
             delete_batch: conversations::DELETE_BATCH,
             embed_threshold: 100,
             blobs: std::sync::Arc::new(gridfs),
+            write_timeout: Duration::from_millis(settings.write_timeout_ms),
+            commands,
+            writers: std::sync::Arc::new(writer::Writers::default()),
         })
     }
 
@@ -227,6 +249,13 @@ impl Store {
             .map_err(db_error)
     }
 
+    /// How many commands this client has sent to the database since it connected (every
+    /// command, including `commitTransaction`, as the driver's command monitoring sees them).
+    /// Tests and benchmarks take differences of it to count commands per operation.
+    pub fn commands_sent(&self) -> u64 {
+        self.commands.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The database (for tests that read raw documents and run `explain`).
     pub fn database(&self) -> &Database {
         &self.db
@@ -234,26 +263,6 @@ impl Store {
 
     fn collection<T: Send + Sync>(&self, name: &str) -> Collection<T> {
         self.db.collection(name)
-    }
-
-    /// Runs `body` in a transaction with the driver's retrying helper (transient errors retry
-    /// the whole body, so it must be safe to run more than once). A duplicate-key error means a
-    /// concurrent writer committed first: the body is run again so it sees that write and
-    /// decides afresh. A [`Problem`] returned through [`refuse`] aborts and reaches the caller.
-    pub(crate) async fn transaction<R, F>(&self, mut body: F) -> Result<R, Error>
-    where
-        F: for<'s> AsyncFnMut(&'s mut ClientSession) -> mongodb::error::Result<R>,
-    {
-        const DUPLICATE_RERUNS: usize = 8;
-        let mut attempt = 0;
-        loop {
-            let mut session = self.client.start_session().await.map_err(db_error)?;
-            match session.start_transaction().and_run2(&mut body).await {
-                Ok(r) => return Ok(r),
-                Err(e) if is_duplicate_key(&e) && attempt < DUPLICATE_RERUNS => attempt += 1,
-                Err(e) => return Err(db_error(e)),
-            }
-        }
     }
 }
 

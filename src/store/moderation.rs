@@ -13,17 +13,16 @@ use futures::TryStreamExt;
 use serde::Deserialize;
 
 use super::audit;
+use super::batch::{WriteOp, WriteOutput};
 use super::docs::AuditActor;
-use super::docs::{MemberDoc, ModerationDoc};
-use super::members::new_member_doc;
-use super::{Store, db_error, names, refuse, tenant_filter};
+use super::docs::MemberDoc;
+use super::members::{member_output, unexpected};
+use super::{Store, db_error, names, tenant_filter};
 use crate::auth::{PlatformCredential, TenantScope};
-use crate::domain::rules::{self, Acting};
 use crate::domain::{
-    ConversationId, ErrorCode, ExternalUserId, MemberStatus, Permissions, RoleCatalog, RoleName,
-    TenantId,
+    ConversationId, ExternalUserId, MemberStatus, Permissions, RoleName, TenantId,
 };
-use crate::error::{Problem, Result};
+use crate::error::Result;
 
 /// A ban or mute to apply.
 #[derive(Debug, Clone)]
@@ -126,79 +125,14 @@ impl Store {
         target: &ExternalUserId,
         r: &Restriction,
     ) -> Result<MemberDoc> {
-        let conv_id = id.object_id();
-        self.transaction(async |s| {
-            let now = DateTime::now();
-            let conv = self.conversation_in(s, scope, conv_id).await?;
-            let (acting, me) = self.acting_in(s, scope, conv_id).await?;
-            if conv.kind == crate::domain::ConversationType::Direct {
-                return refuse(Problem::new(ErrorCode::DirectConversation, "nobody is banned from a direct conversation"));
-            }
-            let filter = Self::member_filter(scope, conv_id, target.as_str());
-            let existing = self.members().find_one(filter.clone()).session(&mut *s).await?;
-            let target_role = existing.as_ref().filter(|m| m.status.is_present()).map(|m| m.role.clone());
-            let cat = self.role_catalog_in(s, scope).await?;
-            check_moderate(&cat, &acting, target_role.as_ref())?;
-            let by = me.map(|m| m.user_id);
-            let actor = AuditActor::of(scope);
-            match existing {
-                Some(mut m) => {
-                    let before = audit::role_status(m.role.as_str(), m.status.as_str());
-                    let was_present = m.status.is_present();
-                    m.status = MemberStatus::Banned;
-                    m.departure.banned_until = r.until;
-                    m.departure.removed_at = Some(now);
-                    m.departure.removed_by = by;
-                    m.departure.removal_reason = r.reason.clone();
-                    m.moderation = None;
-                    m.updated_at = now;
-                    let event = audit::Event {
-                        action: audit::action::MEMBER_BANNED,
-                        target: Some(target.as_str()),
-                        before: Some(before),
-                        after: Some(doc! { "status": "banned", "banned_until": r.until }),
-                        reason: r.reason.as_deref(),
-                    };
-                    if was_present {
-                        self.depart_in(s, scope, &cat, &m, filter.clone(), event).await?;
-                        self.members().update_one(filter, doc! { "$unset": { "moderation": "" } }).session(&mut *s).await?;
-                    } else {
-                        self.members()
-                            .update_one(filter, doc! {
-                                "$set": { "status": "banned", "departure": bson::to_bson(&m.departure)?, "updated_at": now },
-                                "$unset": { "moderation": "" },
-                            })
-                            .session(&mut *s)
-                            .await?;
-                        self.record_in(s, scope, &actor, conv_id, vec![event], now).await?;
-                    }
-                    Ok(m)
-                }
-                None => {
-                    let users = self.ensure_users_in(s, scope, &[target], now).await?;
-                    let Some(user) = users.get(target.as_str()) else {
-                        return Err(mongodb::error::Error::custom("a user vanished inside its transaction"));
-                    };
-                    let mut m = new_member_doc(scope, conv_id, user, &cat, &cat.default_role, None, now);
-                    m.status = MemberStatus::Banned;
-                    m.departure.banned_until = r.until;
-                    m.departure.removed_at = Some(now);
-                    m.departure.removed_by = by;
-                    m.departure.removal_reason = r.reason.clone();
-                    self.members().insert_one(&m).session(&mut *s).await?;
-                    let event = audit::Event {
-                        action: audit::action::MEMBER_BANNED,
-                        target: Some(target.as_str()),
-                        before: None,
-                        after: Some(doc! { "status": "banned", "banned_until": r.until }),
-                        reason: r.reason.as_deref(),
-                    };
-                    self.record_in(s, scope, &actor, conv_id, vec![event], now).await?;
-                    Ok(m)
-                }
-            }
-        })
-        .await
+        member_output(
+            self.submit(
+                scope,
+                id.object_id(),
+                WriteOp::Ban(target.clone(), r.clone()),
+            )
+            .await?,
+        )
     }
 
     /// Lifts a ban: status `removed` (a former member who may be added again).
@@ -209,38 +143,10 @@ impl Store {
         id: ConversationId,
         target: &ExternalUserId,
     ) -> Result<MemberDoc> {
-        let conv_id = id.object_id();
-        self.transaction(async |s| {
-            let now = DateTime::now();
-            self.conversation_in(s, scope, conv_id).await?;
-            let (acting, _) = self.acting_in(s, scope, conv_id).await?;
-            let cat = self.role_catalog_in(s, scope).await?;
-            check_moderate(&cat, &acting, None)?;
-            let filter = Self::member_filter(scope, conv_id, target.as_str());
-            let Some(mut m) = self.members().find_one(filter.clone()).session(&mut *s).await? else {
-                return refuse(Problem::new(ErrorCode::NotBanned, format!("`{target}` is not banned here")));
-            };
-            if m.effective_status(now) != MemberStatus::Banned {
-                return refuse(Problem::new(ErrorCode::NotBanned, format!("`{target}` is not banned here")));
-            }
-            m.status = MemberStatus::Removed;
-            m.departure.banned_until = None;
-            m.updated_at = now;
-            self.members()
-                .update_one(filter, doc! { "$set": { "status": "removed", "departure.banned_until": null, "updated_at": now } })
-                .session(&mut *s)
-                .await?;
-            let event = audit::Event {
-                action: audit::action::MEMBER_UNBANNED,
-                target: Some(target.as_str()),
-                before: Some(doc! { "status": "banned" }),
-                after: Some(doc! { "status": "removed" }),
-                reason: None,
-            };
-            self.record_in(s, scope, &AuditActor::of(scope), conv_id, vec![event], now).await?;
-            Ok(m)
-        })
-        .await
+        member_output(
+            self.submit(scope, id.object_id(), WriteOp::Unban(target.clone()))
+                .await?,
+        )
     }
 
     /// Mutes a present member (status `muted`: still counted, may not send). Re-muting updates
@@ -253,35 +159,14 @@ impl Store {
         target: &ExternalUserId,
         r: &Restriction,
     ) -> Result<MemberDoc> {
-        let conv_id = id.object_id();
-        self.transaction(async |s| {
-            let now = DateTime::now();
-            self.conversation_in(s, scope, conv_id).await?;
-            let (acting, me) = self.acting_in(s, scope, conv_id).await?;
-            let (filter, mut m) = self.present_member_in(s, scope, conv_id, target.as_str()).await?;
-            let cat = self.role_catalog_in(s, scope).await?;
-            check_moderate(&cat, &acting, Some(&m.role))?;
-            let before = audit::role_status(m.role.as_str(), m.effective_status(now).as_str());
-            let moderation = ModerationDoc { muted_until: r.until, muted_by: me.map(|x| x.user_id), reason: r.reason.clone() };
-            self.members()
-                .update_one(filter, doc! { "$set": {
-                    "status": "muted", "moderation": bson::to_bson(&moderation)?, "updated_at": now } })
-                .session(&mut *s)
-                .await?;
-            let event = audit::Event {
-                action: audit::action::MEMBER_MUTED,
-                target: Some(target.as_str()),
-                before: Some(before),
-                after: Some(doc! { "status": "muted", "muted_until": r.until }),
-                reason: r.reason.as_deref(),
-            };
-            self.record_in(s, scope, &AuditActor::of(scope), conv_id, vec![event], now).await?;
-            m.status = MemberStatus::Muted;
-            m.moderation = Some(moderation);
-            m.updated_at = now;
-            Ok(m)
-        })
-        .await
+        member_output(
+            self.submit(
+                scope,
+                id.object_id(),
+                WriteOp::Mute(target.clone(), r.clone()),
+            )
+            .await?,
+        )
     }
 
     /// Lifts a mute: status `active`. Errors: `conversation_not_found`, `not_a_member`,
@@ -292,35 +177,10 @@ impl Store {
         id: ConversationId,
         target: &ExternalUserId,
     ) -> Result<MemberDoc> {
-        let conv_id = id.object_id();
-        self.transaction(async |s| {
-            let now = DateTime::now();
-            self.conversation_in(s, scope, conv_id).await?;
-            let (acting, _) = self.acting_in(s, scope, conv_id).await?;
-            let (filter, mut m) = self.present_member_in(s, scope, conv_id, target.as_str()).await?;
-            let cat = self.role_catalog_in(s, scope).await?;
-            check_moderate(&cat, &acting, Some(&m.role))?;
-            if m.effective_status(now) != MemberStatus::Muted {
-                return refuse(Problem::new(ErrorCode::NotMuted, format!("`{target}` is not muted")));
-            }
-            self.members()
-                .update_one(filter, doc! { "$set": { "status": "active", "updated_at": now }, "$unset": { "moderation": "" } })
-                .session(&mut *s)
-                .await?;
-            let event = audit::Event {
-                action: audit::action::MEMBER_UNMUTED,
-                target: Some(target.as_str()),
-                before: Some(doc! { "status": "muted" }),
-                after: Some(doc! { "status": "active" }),
-                reason: None,
-            };
-            self.record_in(s, scope, &AuditActor::of(scope), conv_id, vec![event], now).await?;
-            m.status = MemberStatus::Active;
-            m.moderation = None;
-            m.updated_at = now;
-            Ok(m)
-        })
-        .await
+        member_output(
+            self.submit(scope, id.object_id(), WriteOp::Unmute(target.clone()))
+                .await?,
+        )
     }
 
     /// Moves the top role to `target` (a present member); the previous holder takes the
@@ -333,70 +193,11 @@ impl Store {
         id: ConversationId,
         target: &ExternalUserId,
     ) -> Result<(MemberDoc, Option<MemberDoc>)> {
-        let conv_id = id.object_id();
-        self.transaction(async |s| {
-            let now = DateTime::now();
-            let conv = self.conversation_in(s, scope, conv_id).await?;
-            if conv.kind == crate::domain::ConversationType::Direct {
-                return refuse(Problem::new(ErrorCode::DirectConversation, "a direct conversation has no owner"));
-            }
-            let (acting, _) = self.acting_in(s, scope, conv_id).await?;
-            let cat = self.role_catalog_in(s, scope).await?;
-            if let Err(v) = rules::check_transfer(&cat, &acting) {
-                return refuse(v);
-            }
-            let (filter, mut heir) = self.present_member_in(s, scope, conv_id, target.as_str()).await?;
-            let (top, second) = (cat.top(), cat.runner_up());
-            if &heir.role == top {
-                return Ok((heir, None));
-            }
-            let mut owners = tenant_filter(scope);
-            owners.insert("conversation_id", conv_id);
-            owners.insert("role", top.as_str());
-            owners.insert("status", doc! { "$in": ["active", "muted"] });
-            let previous = self.members().find_one(owners).session(&mut *s).await?;
-            let none = Default::default();
-            let demoted = cat.resolve(second, &none);
-            let owner = cat.resolve(top, &none);
-            let previous = match previous {
-                Some(mut p) => {
-                    self.members()
-                        .update_one(doc! { "_id": p.id, "tenant_id": scope.tenant().as_str() }, doc! {
-                            "$set": { "role": second.as_str(), "permissions": bson::to_bson(&demoted)?, "updated_at": now },
-                            "$unset": { "permission_overrides": "" },
-                        })
-                        .session(&mut *s)
-                        .await?;
-                    p.role = second.clone();
-                    p.permissions = demoted;
-                    p.permission_overrides = None;
-                    Some(p)
-                }
-                None => None,
-            };
-            self.members()
-                .update_one(filter, doc! {
-                    "$set": { "role": top.as_str(), "permissions": bson::to_bson(&owner)?, "updated_at": now },
-                    "$unset": { "permission_overrides": "" },
-                })
-                .session(&mut *s)
-                .await?;
-            let event = audit::Event {
-                action: audit::action::OWNERSHIP_TRANSFERRED,
-                target: Some(target.as_str()),
-                before: Some(doc! { "role": heir.role.as_str(), "owner": previous.as_ref().map(|p| p.external_user_id.clone()) }),
-                after: Some(doc! { "role": top.as_str() }),
-                reason: None,
-            };
-            self.record_in(s, scope, &AuditActor::of(scope), conv_id, vec![event], now).await?;
-            self.refresh_participants_in(s, scope, conv_id).await?;
-            heir.role = top.clone();
-            heir.permissions = owner;
-            heir.permission_overrides = None;
-            heir.updated_at = now;
-            Ok((heir, previous))
-        })
-        .await
+        let op = WriteOp::Transfer(target.clone());
+        match self.submit(scope, id.object_id(), op).await? {
+            WriteOutput::Transferred(heir, previous) => Ok((*heir, previous.map(|p| *p))),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// The authorize read: one indexed lookup with a projection
@@ -531,17 +332,5 @@ impl Store {
             done += u64::from(swept);
         }
         Ok(done)
-    }
-}
-
-/// Ban and mute need `can_remove_members` and, against a present member, a higher rank.
-fn check_moderate(
-    cat: &RoleCatalog,
-    acting: &Acting,
-    target: Option<&RoleName>,
-) -> mongodb::error::Result<()> {
-    match rules::check_remove(cat, acting, target) {
-        Ok(()) => Ok(()),
-        Err(v) => refuse(v),
     }
 }

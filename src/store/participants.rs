@@ -80,6 +80,25 @@ impl Store {
             }
             return Ok(());
         }
+        let summary = self.present_summary_in(s, scope, conversation).await?;
+        self.conversations()
+            .update_one(
+                filter,
+                doc! { "$set": { "participants": bson::to_bson(&summary)? } },
+            )
+            .session(&mut *s)
+            .await?;
+        Ok(())
+    }
+
+    /// In a transaction: the summary of `conversation`'s present members (at most the
+    /// threshold + 1 read per status on `{tenant_id, conversation_id, status, _id}`).
+    pub(crate) async fn present_summary_in(
+        &self,
+        s: &mut ClientSession,
+        scope: &TenantScope,
+        conversation: ObjectId,
+    ) -> mongodb::error::Result<Vec<ParticipantDoc>> {
         let mut present = Vec::new();
         for st in MemberStatus::PRESENT {
             let mut f: Document = tenant_filter(scope);
@@ -96,14 +115,6 @@ impl Store {
                 present.push(m);
             }
         }
-        let summary = summary_of(&present);
-        self.conversations()
-            .update_one(
-                filter,
-                doc! { "$set": { "participants": bson::to_bson(&summary)? } },
-            )
-            .session(&mut *s)
-            .await?;
-        Ok(())
+        Ok(summary_of(&present))
     }
 }

@@ -1,0 +1,197 @@
+//! Transactions with a bounded, backed-off retry (DESIGN §7).
+//!
+//! The driver's convenient-transaction helper retries a conflicting transaction at once and
+//! for up to 120 s; under contention on one hot document that is a storm of immediate
+//! re-runs and, at the end, a 500. Here every transaction runs inside a time budget
+//! (`database.write_timeout_ms`, default 5,000): a `TransientTransactionError` (write
+//! conflict, lost primary), a duplicate key raised by a concurrent insert, or an unreachable
+//! server re-runs the whole body after an exponential backoff with jitter (`backon`, 5 ms
+//! doubling to 250 ms); an `UnknownTransactionCommitResult` re-sends only the commit. When the
+//! budget runs out the caller gets [`Error::Contention`] (503 `write_contention`) if conflicts
+//! persisted, or [`Error::Unavailable`] (503 `database_unavailable`) if the server could not be
+//! reached — both with `Retry-After`, never a 500.
+//!
+//! Pinned in code: every transaction reads at `snapshot` and commits with `w: majority,
+//! j: true` (the client's write concern for writes outside transactions is the same).
+
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use mongodb::ClientSession;
+use mongodb::error::{ErrorKind, TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT};
+use mongodb::options::{Acknowledgment, ReadConcern, WriteConcern};
+use tokio::time::Instant;
+
+use super::{db_error, is_duplicate_key};
+use crate::error::{Error, Problem};
+
+/// The write concern of every write: acknowledged by a majority, journaled.
+pub(crate) fn durable_write_concern() -> WriteConcern {
+    WriteConcern::builder()
+        .w(Acknowledgment::Majority)
+        .journal(true)
+        .build()
+}
+
+/// Why an attempt may be retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Retryable {
+    /// A conflict with a concurrent writer (write conflict, duplicate key).
+    Contention,
+    /// The server could not be reached.
+    Unavailable,
+}
+
+/// Whether `e` is worth another attempt of the whole transaction, and why. A refusal made by
+/// a body ([`super::refuse`]) never is.
+pub(crate) fn classify(e: &mongodb::error::Error) -> Option<Retryable> {
+    if e.get_custom::<Problem>().is_some() {
+        return None;
+    }
+    let unreachable = matches!(
+        *e.kind,
+        ErrorKind::ServerSelection { .. }
+            | ErrorKind::Io(_)
+            | ErrorKind::ConnectionPoolCleared { .. }
+    );
+    if unreachable {
+        Some(Retryable::Unavailable)
+    } else if e.contains_label(TRANSIENT_TRANSACTION_ERROR) || is_duplicate_key(e) {
+        Some(Retryable::Contention)
+    } else {
+        None
+    }
+}
+
+/// The retry state of one transaction: its deadline, its backoff schedule, and what the last
+/// retryable failure was.
+pub(crate) struct Attempts {
+    deadline: Instant,
+    delays: ExponentialBackoff,
+    last: Option<(Retryable, mongodb::error::Error)>,
+    /// Attempts started so far.
+    pub(crate) count: u32,
+}
+
+impl Attempts {
+    /// A fresh schedule ending at `deadline`.
+    pub(crate) fn until(deadline: Instant) -> Self {
+        Attempts {
+            deadline,
+            delays: ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(5))
+                .with_max_delay(Duration::from_millis(250))
+                .with_factor(2.0)
+                .with_jitter()
+                .without_max_times()
+                .build(),
+            last: None,
+            count: 0,
+        }
+    }
+
+    /// The deadline.
+    pub(crate) fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Records a failed attempt: `Ok(())` after sleeping the next backoff when another attempt
+    /// fits in the budget, else the error to answer with.
+    pub(crate) async fn failed(&mut self, e: mongodb::error::Error) -> Result<(), Error> {
+        let Some(kind) = classify(&e) else {
+            return Err(db_error(e));
+        };
+        self.last = Some((kind, e));
+        let delay = self.delays.next().unwrap_or(Duration::from_millis(250));
+        if Instant::now() + delay >= self.deadline {
+            return Err(self.exhausted());
+        }
+        tokio::time::sleep(delay).await;
+        Ok(())
+    }
+
+    /// The error once the budget is spent: by the last retryable failure seen.
+    pub(crate) fn exhausted(&mut self) -> Error {
+        match self.last.take() {
+            Some((Retryable::Contention, e)) => Error::Contention(e.into()),
+            Some((Retryable::Unavailable, e)) => Error::Unavailable(e.into()),
+            None => Error::Unavailable(anyhow::anyhow!(
+                "the database did not answer within the write budget"
+            )),
+        }
+    }
+}
+
+/// Starts a transaction on `s` with the pinned read and write concerns.
+pub(crate) async fn begin(s: &mut ClientSession) -> mongodb::error::Result<()> {
+    s.start_transaction()
+        .read_concern(ReadConcern::snapshot())
+        .write_concern(durable_write_concern())
+        .await
+}
+
+/// Commits `s`, re-sending the commit while its outcome is unknown (the spec allows it: a
+/// commit is idempotent), until `deadline`.
+pub(crate) async fn commit(s: &mut ClientSession, deadline: Instant) -> mongodb::error::Result<()> {
+    loop {
+        match s.commit_transaction().await {
+            Err(e)
+                if e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT)
+                    && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+impl super::Store {
+    /// Runs `body` in a transaction, re-running it (after a backoff) on conflicts and outages
+    /// until `database.write_timeout_ms` is spent. The body must be safe to run more than
+    /// once. A [`Problem`] returned through [`super::refuse`] aborts and reaches the caller.
+    /// Errors: the body's refusal; 503 `write_contention` or `database_unavailable` when the
+    /// budget runs out; anything else unexpected is `Internal`.
+    pub(crate) async fn transaction<R, F>(&self, body: F) -> Result<R, Error>
+    where
+        F: for<'s> AsyncFnMut(&'s mut ClientSession) -> mongodb::error::Result<R>,
+    {
+        self.transaction_until(Instant::now() + self.write_timeout, body)
+            .await
+    }
+
+    /// [`Store::transaction`] with the budget ending at `deadline` (e.g. a [`Turn`]'s).
+    ///
+    /// [`Turn`]: super::writer::Turn
+    pub(crate) async fn transaction_until<R, F>(
+        &self,
+        deadline: Instant,
+        mut body: F,
+    ) -> Result<R, Error>
+    where
+        F: for<'s> AsyncFnMut(&'s mut ClientSession) -> mongodb::error::Result<R>,
+    {
+        let mut attempts = Attempts::until(deadline);
+        loop {
+            attempts.count += 1;
+            let deadline = attempts.deadline();
+            let attempt = async {
+                let mut s = self.client.start_session().await?;
+                begin(&mut s).await?;
+                match body(&mut s).await {
+                    Ok(r) => commit(&mut s, deadline).await.map(|()| r),
+                    Err(e) => {
+                        // Best effort: the server aborts an abandoned transaction anyway.
+                        let _ = s.abort_transaction().await;
+                        Err(e)
+                    }
+                }
+            };
+            match tokio::time::timeout_at(deadline, attempt).await {
+                Ok(Ok(r)) => return Ok(r),
+                Ok(Err(e)) => attempts.failed(e).await?,
+                Err(_) => return Err(attempts.exhausted()),
+            }
+        }
+    }
+}

@@ -1,0 +1,346 @@
+//! One writer per conversation, with group commit (DESIGN §7).
+//!
+//! Every membership change of a conversation made through this instance is queued on that
+//! conversation's writer instead of opening its own transaction:
+//!
+//! ```text
+//!  requests ──► queue of conversation C ──► writer task of C (one at a time)
+//!   add bob  ┐                               ┌─ transaction 1: [add bob]
+//!   add ann  ┤   (wait while 1 runs)         │
+//!   kick joe ┤                               ├─ transaction 2: [add ann, kick joe, add eve]
+//!   add eve  ┘                               │     one read of C, of the catalog, of the
+//!                                            │     four memberships; one insert_many, one
+//!                                            │     update of C, one insert_many of audit
+//!   each request gets its own answer ◄───────┘
+//! ```
+//!
+//! While one transaction runs, whatever arrives waits; when it commits, everything waiting is
+//! applied together in the next transaction ([`Store::apply_batch`]): in arrival order, each
+//! operation checked against the state the previous ones left, each answered on its own
+//! (`201`, `member_exists`, `insufficient_rank`, …) exactly as if it ran alone. So writes to
+//! one conversation never conflict with each other inside an instance, and the cost of a
+//! busy conversation is a few transactions a second however many requests arrive.
+//!
+//! Across instances two writers of the same conversation can still collide in the database;
+//! the loser's whole batch is retried with backoff ([`super::txn`]) inside the budget of its
+//! earliest request (`database.write_timeout_ms`), then answered 503 `write_contention` or
+//! `database_unavailable`. A batch that fails for any other reason is re-run one operation at
+//! a time, so one request's failure never becomes another's answer.
+//!
+//! Other writes that touch a conversation (its update, deletion, reported messages, a user's
+//! erasure) take an exclusive turn in the same queue ([`Store::conversation_turn`]) and run
+//! their own transaction while the writer waits.
+//!
+//! A writer task exists only while its queue has work: an idle queue is dropped, so memory
+//! stays bounded however many conversations an instance has written to.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use bson::oid::ObjectId;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::Store;
+use super::batch::{BatchItem, WriteOp, WriteOutput};
+use super::txn::{Attempts, Retryable, begin, commit};
+use crate::auth::TenantScope;
+use crate::error::{Error, Result};
+
+/// Most operations applied in one transaction.
+const MAX_BATCH: usize = 128;
+
+/// Most member additions applied in one transaction (a batch add counts its items).
+const MAX_BATCH_ITEMS: usize = 1_000;
+
+/// A queued operation and where its answer goes.
+struct OpJob {
+    item: BatchItem,
+    deadline: Instant,
+    reply: oneshot::Sender<Result<WriteOutput>>,
+}
+
+/// A request for an exclusive turn: the writer hands over a token and waits until it is
+/// dropped (or the turn's deadline passes).
+struct TurnJob {
+    deadline: Instant,
+    granted: oneshot::Sender<oneshot::Sender<()>>,
+}
+
+enum Job {
+    Op(OpJob),
+    Turn(TurnJob),
+}
+
+impl Job {
+    fn weight(&self) -> usize {
+        match self {
+            Job::Op(j) => match &j.item.op {
+                WriteOp::Add(items) => items.len().max(1),
+                _ => 1,
+            },
+            Job::Turn(_) => 1,
+        }
+    }
+}
+
+type Key = (String, ObjectId);
+
+/// The queues of this instance, one per conversation with work.
+#[derive(Default)]
+pub struct Writers {
+    queues: Mutex<HashMap<Key, mpsc::UnboundedSender<Job>>>,
+}
+
+impl Writers {
+    /// Conversations with a live writer right now.
+    pub fn active(&self) -> usize {
+        self.queues.lock().map(|q| q.len()).unwrap_or(0)
+    }
+}
+
+/// An exclusive turn on a conversation's queue; the next batch waits until it is dropped.
+pub struct Turn {
+    _done: Option<oneshot::Sender<()>>,
+    deadline: Instant,
+}
+
+impl Turn {
+    /// When the write budget of the turn's holder ends: its transaction must be done by then.
+    pub(crate) fn deadline(&self) -> Instant {
+        self.deadline
+    }
+}
+
+impl Store {
+    /// Queues `op` by `scope` on conversation `conv` and waits for its answer. Errors: the
+    /// operation's refusal; 503 when the write budget ran out.
+    pub(crate) async fn submit(
+        &self,
+        scope: &TenantScope,
+        conv: ObjectId,
+        op: WriteOp,
+    ) -> Result<WriteOutput> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job::Op(OpJob {
+            item: BatchItem {
+                scope: scope.clone(),
+                op,
+                request_id: crate::context::request_id(),
+            },
+            deadline: Instant::now() + self.write_timeout,
+            reply,
+        });
+        self.enqueue(scope, conv, job);
+        answer.await.unwrap_or_else(|_| {
+            Err(Error::Internal(anyhow::anyhow!(
+                "the conversation's writer stopped without answering"
+            )))
+        })
+    }
+
+    /// Waits for an exclusive turn on conversation `conv`'s queue: batches of membership
+    /// changes through this instance wait until the returned [`Turn`] is dropped, so the
+    /// caller's own transaction does not collide with them. Gives up (and returns no turn)
+    /// at the write budget; the caller's transaction still retries conflicts on its own.
+    pub(crate) async fn conversation_turn(&self, scope: &TenantScope, conv: ObjectId) -> Turn {
+        let (granted, grant) = oneshot::channel();
+        let deadline = Instant::now() + self.write_timeout;
+        self.enqueue(scope, conv, Job::Turn(TurnJob { deadline, granted }));
+        match tokio::time::timeout_at(deadline, grant).await {
+            Ok(Ok(done)) => Turn {
+                _done: Some(done),
+                deadline,
+            },
+            _ => Turn {
+                _done: None,
+                deadline,
+            },
+        }
+    }
+
+    fn enqueue(&self, scope: &TenantScope, conv: ObjectId, job: Job) {
+        let key = (scope.tenant().as_str().to_owned(), conv);
+        let Ok(mut queues) = self.writers.queues.lock() else {
+            return; // poisoned: a writer panicked; the caller's channel reports it
+        };
+        let job = match queues.get(&key) {
+            Some(tx) => match tx.send(job) {
+                Ok(()) => return,
+                // The writer has just left: start another.
+                Err(mpsc::error::SendError(job)) => job,
+            },
+            None => job,
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        // A fresh channel with its receiver alive cannot refuse.
+        let _ = tx.send(job);
+        queues.insert(key.clone(), tx);
+        drop(queues);
+        let store = self.clone();
+        tokio::spawn(async move { store.run_writer(key, rx).await });
+    }
+
+    /// The writer task of one conversation: takes whatever is queued, applies it, repeats;
+    /// leaves when the queue is empty.
+    async fn run_writer(self, key: Key, mut rx: mpsc::UnboundedReceiver<Job>) {
+        let mut last_failure: Option<Retryable> = None;
+        loop {
+            let mut jobs = Vec::new();
+            let mut weight = 0;
+            while jobs.len() < MAX_BATCH && weight < MAX_BATCH_ITEMS {
+                match rx.try_recv() {
+                    Ok(job) => {
+                        weight += job.weight();
+                        jobs.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            if jobs.is_empty() {
+                let Ok(mut queues) = self.writers.queues.lock() else {
+                    return;
+                };
+                // Submitters send while holding this lock, so an empty queue seen here stays
+                // empty until the entry is gone.
+                if rx.is_empty() {
+                    queues.remove(&key);
+                    return;
+                }
+                continue;
+            }
+            let mut ops = Vec::new();
+            for job in jobs {
+                match job {
+                    Job::Op(j) => ops.push(j),
+                    Job::Turn(t) => {
+                        last_failure = self
+                            .run_ops(key.1, std::mem::take(&mut ops), last_failure)
+                            .await;
+                        let (done, finished) = oneshot::channel();
+                        if t.granted.send(done).is_ok() {
+                            let _ = tokio::time::timeout_at(t.deadline, finished).await;
+                        }
+                    }
+                }
+            }
+            last_failure = self.run_ops(key.1, ops, last_failure).await;
+        }
+    }
+
+    /// Answers jobs whose budget ran out while they waited, and applies the rest as one batch.
+    async fn run_ops(
+        &self,
+        conv: ObjectId,
+        ops: Vec<OpJob>,
+        last_failure: Option<Retryable>,
+    ) -> Option<Retryable> {
+        let now = Instant::now();
+        let (live, expired): (Vec<OpJob>, Vec<OpJob>) =
+            ops.into_iter().partition(|j| j.deadline > now);
+        for j in expired {
+            let _ = j.reply.send(Err(expired_error(last_failure)));
+        }
+        if live.is_empty() {
+            return last_failure;
+        }
+        let items: Vec<BatchItem> = live.iter().map(|j| j.item.clone()).collect();
+        let deadline = live.iter().map(|j| j.deadline).min().unwrap_or(now);
+        let (answers, failure) = match self.run_batch(conv, &items, deadline).await {
+            Ok(answers) => (
+                answers
+                    .into_iter()
+                    .map(|a| a.map_err(Error::Client))
+                    .collect(),
+                None,
+            ),
+            Err(e) if items.len() > 1 && matches!(e, Error::Internal(_)) => {
+                // Something unexpected: find whose it is by running each alone.
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    ops = items.len(),
+                    "batch failed; re-running its operations one by one"
+                );
+                let mut answers = Vec::with_capacity(items.len());
+                for (item, job) in items.iter().zip(&live) {
+                    let one = self
+                        .run_batch(conv, std::slice::from_ref(item), job.deadline)
+                        .await;
+                    answers.push(match one.map(|mut a| a.pop()) {
+                        Ok(Some(answer)) => answer.map_err(Error::Client),
+                        Ok(None) => Err(Error::Internal(anyhow::anyhow!(
+                            "a batch of one gave no answer"
+                        ))),
+                        Err(e) => Err(e),
+                    });
+                }
+                (answers, None)
+            }
+            Err(e) => {
+                let failure = match &e {
+                    Error::Contention(_) => Some(Retryable::Contention),
+                    Error::Unavailable(_) => Some(Retryable::Unavailable),
+                    _ => None,
+                };
+                let mut answers = vec![Err(e)];
+                answers.extend((1..items.len()).map(|_| Err(expired_error(failure))));
+                (answers, failure)
+            }
+        };
+        for (job, answer) in live.into_iter().zip(answers) {
+            let _ = job.reply.send(answer);
+        }
+        failure
+    }
+
+    /// Applies `items` in one transaction, retrying conflicts and outages with backoff until
+    /// `deadline`. Errors: 503 when the budget runs out; `Internal` for anything unexpected.
+    async fn run_batch(
+        &self,
+        conv: ObjectId,
+        items: &[BatchItem],
+        deadline: Instant,
+    ) -> Result<Vec<std::result::Result<WriteOutput, crate::error::Problem>>> {
+        let mut attempts = Attempts::until(deadline);
+        loop {
+            attempts.count += 1;
+            let attempt = async {
+                let mut s = self.client.start_session().await?;
+                begin(&mut s).await?;
+                match self.apply_batch(&mut s, conv, items).await {
+                    Ok(answers) => commit(&mut s, deadline).await.map(|()| answers),
+                    Err(e) => {
+                        let _ = s.abort_transaction().await;
+                        Err(e)
+                    }
+                }
+            };
+            match tokio::time::timeout_at(deadline, attempt).await {
+                Ok(Ok(answers)) => {
+                    if attempts.count > 1 {
+                        tracing::debug!(
+                            attempts = attempts.count,
+                            ops = items.len(),
+                            "batch committed after retries"
+                        );
+                    }
+                    return Ok(answers);
+                }
+                Ok(Err(e)) => attempts.failed(e).await?,
+                Err(_) => return Err(attempts.exhausted()),
+            }
+        }
+    }
+}
+
+/// The answer of a job that could not run within its budget.
+fn expired_error(failure: Option<Retryable>) -> Error {
+    match failure {
+        Some(Retryable::Unavailable) => Error::Unavailable(anyhow::anyhow!(
+            "the database could not be reached within the write budget"
+        )),
+        _ => Error::Contention(anyhow::anyhow!(
+            "the conversation's writes did not reach this one within the write budget"
+        )),
+    }
+}
