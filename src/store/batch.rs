@@ -208,6 +208,9 @@ impl Store {
             rebuild_summary: false,
             events: Vec::new(),
         };
+        for m in w.members.values().flatten() {
+            self.remember_user(tenant, m.user_id, &m.external_user_id).await;
+        }
         let mut out = Vec::with_capacity(items.len());
         for it in items {
             let step = w.apply(s, it).await?;
@@ -442,6 +445,9 @@ impl Working<'_> {
                     x.avatar_url = user.avatar_url.clone();
                 }
             }
+            self.store
+                .remember_user(self.tenant, user.id, &user.external_id)
+                .await;
             self.resolved.insert(placeholder, user.clone());
         }
         Ok(())

@@ -51,6 +51,7 @@ impl Store {
         let mut filter = tenant_filter(scope);
         filter.insert("_id", user);
         self.users().delete_one(filter).await.map_err(db_error)?;
+        self.forget_user(scope, user).await;
         Ok(erased)
     }
 

@@ -24,6 +24,7 @@ pub mod txn;
 pub mod users;
 pub mod writer;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -141,6 +142,24 @@ impl Query {
     }
 }
 
+/// Counts of the commands a client sends, from the driver's command monitoring.
+#[derive(Debug, Default)]
+struct CommandCounts {
+    all: AtomicU64,
+    commits: AtomicU64,
+}
+
+impl CommandCounts {
+    fn observe(&self, ev: &mongodb::event::command::CommandEvent) {
+        if let mongodb::event::command::CommandEvent::Started(started) = ev {
+            self.all.fetch_add(1, Ordering::Relaxed);
+            if started.command_name == "commitTransaction" {
+                self.commits.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
 /// A handle on the database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -152,9 +171,11 @@ pub struct Store {
     /// How long one write may take, retries included (`database.write_timeout_ms`).
     write_timeout: Duration,
     /// Commands this client has sent (driver command monitoring).
-    commands: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    commands: std::sync::Arc<CommandCounts>,
     /// The per-conversation writers of this instance.
     writers: std::sync::Arc<writer::Writers>,
+    /// `(tenant, users._id)` → `external_id`: pairs that never change, kept for views.
+    user_ids: moka::future::Cache<(String, bson::oid::ObjectId), String>,
 }
 
 impl Store {
@@ -171,14 +192,10 @@ impl Store {
             .get_or_insert(Duration::from_millis(settings.server_selection_timeout_ms));
         options.app_name.get_or_insert_with(|| "roster".into());
         options.write_concern = Some(txn::durable_write_concern());
-        let commands = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let commands = std::sync::Arc::new(CommandCounts::default());
         let counter = commands.clone();
         options.command_event_handler = Some(mongodb::event::EventHandler::callback(
-            move |ev: mongodb::event::command::CommandEvent| {
-                if let mongodb::event::command::CommandEvent::Started(_) = ev {
-                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-            },
+            move |ev: mongodb::event::command::CommandEvent| counter.observe(&ev),
         ));
         let client = Client::with_options(options).context("creating the MongoDB client")?;
         let db = client.database(&settings.name);
@@ -205,6 +222,7 @@ impl Store {
             write_timeout: Duration::from_millis(settings.write_timeout_ms),
             commands,
             writers: std::sync::Arc::new(writer::Writers::default()),
+            user_ids: moka::future::Cache::new(100_000),
         })
     }
 
@@ -253,7 +271,12 @@ impl Store {
     /// command, including `commitTransaction`, as the driver's command monitoring sees them).
     /// Tests and benchmarks take differences of it to count commands per operation.
     pub fn commands_sent(&self) -> u64 {
-        self.commands.load(std::sync::atomic::Ordering::Relaxed)
+        self.commands.all.load(Ordering::Relaxed)
+    }
+
+    /// How many transactions this client has committed (`commitTransaction` commands sent).
+    pub fn commits_sent(&self) -> u64 {
+        self.commands.commits.load(Ordering::Relaxed)
     }
 
     /// The database (for tests that read raw documents and run `explain`).

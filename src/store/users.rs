@@ -186,16 +186,29 @@ impl Store {
     }
 
     /// External ids of the given internal user ids (unknown ids are absent from the map).
+    /// A user's `_id` ↔ `external_id` pair never changes, so pairs seen once are kept in
+    /// memory (per tenant, bounded) and only unknown ids are read.
     pub async fn external_ids(
         &self,
         scope: &TenantScope,
         ids: &[ObjectId],
     ) -> Result<HashMap<ObjectId, String>> {
-        if ids.is_empty() {
-            return Ok(HashMap::new());
+        let tenant = scope.tenant().as_str();
+        let mut known = HashMap::new();
+        let mut missing = Vec::new();
+        for id in ids {
+            match self.user_ids.get(&(tenant.to_owned(), *id)).await {
+                Some(ext) => {
+                    known.insert(*id, ext);
+                }
+                None => missing.push(*id),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(known);
         }
         let mut filter = tenant_filter(scope);
-        filter.insert("_id", doc! { "$in": ids });
+        filter.insert("_id", doc! { "$in": missing });
         let users: Vec<UserDoc> = self
             .users()
             .find(filter)
@@ -204,7 +217,26 @@ impl Store {
             .try_collect()
             .await
             .map_err(db_error)?;
-        Ok(users.into_iter().map(|u| (u.id, u.external_id)).collect())
+        for u in users {
+            self.remember_user(scope, u.id, &u.external_id).await;
+            known.insert(u.id, u.external_id);
+        }
+        Ok(known)
+    }
+
+    /// Keeps the pair `id` ↔ `external_id` of a user of `scope`'s tenant for
+    /// [`Store::external_ids`].
+    pub(crate) async fn remember_user(&self, scope: &TenantScope, id: ObjectId, external_id: &str) {
+        self.user_ids
+            .insert((scope.tenant().as_str().to_owned(), id), external_id.to_owned())
+            .await;
+    }
+
+    /// Forgets a user's pair (its document is being erased).
+    pub(crate) async fn forget_user(&self, scope: &TenantScope, id: ObjectId) {
+        self.user_ids
+            .invalidate(&(scope.tenant().as_str().to_owned(), id))
+            .await;
     }
 
     /// Inside a transaction: the users with these external ids, creating the missing ones

@@ -277,3 +277,78 @@ pub fn member_in<'a>(docs: &'a [bson::Document], user: &str) -> &'a bson::Docume
         .find(|d| d.get_str("external_user_id") == Ok(user))
         .unwrap_or_else(|| panic!("no membership of {user}"))
 }
+
+/// A SecantusDB process of the test's own (`SECANTUSD`, set by scripts/test.sh), so the
+/// application can see a real outage: killed on drop.
+pub struct PrivateDb {
+    child: std::process::Child,
+    pub port: u16,
+    storage: String,
+}
+
+impl PrivateDb {
+    /// Starts one on a free port with `storage` (a directory, or `:memory:`) and waits until
+    /// it listens.
+    pub async fn start(storage: &str) -> PrivateDb {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut db = PrivateDb {
+            child: Self::spawn(port, storage),
+            port,
+            storage: storage.to_owned(),
+        };
+        db.wait_listening().await;
+        db
+    }
+
+    fn spawn(port: u16, storage: &str) -> std::process::Child {
+        let bin = std::env::var("SECANTUSD")
+            .expect("SECANTUSD must name secantusd-py (scripts/test.sh sets it)");
+        std::process::Command::new(bin)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--storage-path", storage, "--log-level", "ERROR", "--sync-on-commit"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("secantusd-py starts")
+    }
+
+    async fn wait_listening(&mut self) {
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "secantusd-py did not listen"
+            );
+            assert!(self.child.try_wait().unwrap().is_none(), "secantusd-py exited");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Its connection string.
+    pub fn uri(&self) -> String {
+        format!("mongodb://127.0.0.1:{}/?directConnection=true", self.port)
+    }
+
+    /// Kills it (SIGKILL) and waits for it to go.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port and storage.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.child = Self::spawn(self.port, &self.storage);
+        self.wait_listening().await;
+    }
+}
+
+impl Drop for PrivateDb {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -25,3 +25,4 @@ mod self_service;
 mod tenancy;
 mod tenants;
 mod users;
+mod write_path;
