@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod metrics;
 pub mod openapi;
 pub mod request_id;
 pub mod routes;
@@ -171,7 +172,15 @@ pub fn server(
     let json_limit = settings.http.json_limit_bytes;
     let openapi = openapi::ApiDoc::openapi();
     // Request counts and latency histograms per route pattern (never per raw path) at /metrics.
+    let registry = prometheus::Registry::new();
+    registry
+        .register(Box::new(
+            metrics::StoreMetrics::new(state.roster.store().clone())
+                .map_err(|e| std::io::Error::other(e.to_string()))?,
+        ))
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
     let metrics = actix_web_prom::PrometheusMetricsBuilder::new("roster")
+        .registry(registry)
         .endpoint("/metrics")
         .mask_unmatched_patterns("UNKNOWN")
         .build()

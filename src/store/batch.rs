@@ -209,7 +209,8 @@ impl Store {
             events: Vec::new(),
         };
         for m in w.members.values().flatten() {
-            self.remember_user(tenant, m.user_id, &m.external_user_id).await;
+            self.remember_user(tenant, m.user_id, &m.external_user_id)
+                .await;
         }
         let mut out = Vec::with_capacity(items.len());
         for it in items {

@@ -515,6 +515,35 @@ impl Store {
         keyset_per_status(base, status, after, limit)
     }
 
+    /// The read of a live conversation by id (`conversations`, index
+    /// `tenant_id_1__id_1_deleting_at_1`, or `_id_` on planners that prefer it).
+    pub fn conversation_lookup_query(scope: &TenantScope, conversation: ObjectId) -> Query {
+        Query {
+            collection: names::CONVERSATIONS,
+            filter: Self::conversation_filter(scope, conversation),
+            sort: None,
+            limit: Some(1),
+        }
+    }
+
+    /// The read of a write batch: the memberships of `users` in `conversation`, whatever their
+    /// status (unique index `tenant_id_1_conversation_id_1_external_user_id_1`).
+    pub fn members_named_query(
+        scope: &TenantScope,
+        conversation: ObjectId,
+        users: &[&str],
+    ) -> Query {
+        let mut filter = tenant_filter(scope);
+        filter.insert("conversation_id", conversation);
+        filter.insert("external_user_id", doc! { "$in": users });
+        Query {
+            collection: names::GROUP_MEMBERS,
+            filter,
+            sort: None,
+            limit: None,
+        }
+    }
+
     /// The query that reads one membership by the tenant's user id.
     pub fn member_lookup_query(scope: &TenantScope, conversation: ObjectId, user: &str) -> Query {
         Query {

@@ -274,6 +274,11 @@ impl Store {
         self.commands.all.load(Ordering::Relaxed)
     }
 
+    /// Conversations with a live writer queue on this instance.
+    pub fn active_writers(&self) -> usize {
+        self.writers.active()
+    }
+
     /// How many transactions this client has committed (`commitTransaction` commands sent).
     pub fn commits_sent(&self) -> u64 {
         self.commands.commits.load(Ordering::Relaxed)

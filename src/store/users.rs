@@ -228,7 +228,10 @@ impl Store {
     /// [`Store::external_ids`].
     pub(crate) async fn remember_user(&self, scope: &TenantScope, id: ObjectId, external_id: &str) {
         self.user_ids
-            .insert((scope.tenant().as_str().to_owned(), id), external_id.to_owned())
+            .insert(
+                (scope.tenant().as_str().to_owned(), id),
+                external_id.to_owned(),
+            )
             .await;
     }
 

@@ -88,6 +88,21 @@ async fn the_member_queries_the_service_issues_are_index_scans() {
     let after = Some(bson::oid::ObjectId::new());
     let present = MemberStatus::PRESENT;
 
+    let q = Store::conversation_lookup_query(&scope, conv);
+    let plan = winning_plan(&app, &q).await;
+    assert_index_scan(
+        "live conversation lookup",
+        &plan,
+        &["tenant_id_1__id_1_deleting_at_1", "_id_"],
+    );
+    let q = Store::members_named_query(&scope, conv, &["alice", "bob", "nobody"]);
+    let plan = winning_plan(&app, &q).await;
+    assert_index_scan(
+        "the memberships a write batch names",
+        &plan,
+        &[index::MEMBER_BY_EXTERNAL_ID],
+    );
+
     for after in [None, after] {
         let queries = Store::member_list_queries(&scope, conv, &present, None, after, 51);
         assert_eq!(queries.len(), 2, "one read per status");

@@ -309,7 +309,13 @@ impl PrivateDb {
             .expect("SECANTUSD must name secantusd-py (scripts/test.sh sets it)");
         std::process::Command::new(bin)
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--storage-path", storage, "--log-level", "ERROR", "--sync-on-commit"])
+            .args([
+                "--storage-path",
+                storage,
+                "--log-level",
+                "ERROR",
+                "--sync-on-commit",
+            ])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -323,7 +329,10 @@ impl PrivateDb {
                 started.elapsed() < std::time::Duration::from_secs(30),
                 "secantusd-py did not listen"
             );
-            assert!(self.child.try_wait().unwrap().is_none(), "secantusd-py exited");
+            assert!(
+                self.child.try_wait().unwrap().is_none(),
+                "secantusd-py exited"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     }

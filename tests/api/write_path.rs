@@ -173,11 +173,8 @@ async fn a_single_add_costs_at_most_eight_commands_at_any_conversation_size() {
         late, tenth,
         "the add after 1,000 members costs what the 10th did"
     );
-    let (existing_user, r) = commands_of(
-        &app,
-        app.add_member(&server, &conv, "early-0", "member"),
-    )
-    .await;
+    let (existing_user, r) =
+        commands_of(&app, app.add_member(&server, &conv, "early-0", "member")).await;
     assert_eq!(r.code(), "member_exists");
     assert!(existing_user <= 8);
 }
@@ -275,7 +272,7 @@ async fn mixed_concurrent_operations_keep_every_invariant_and_answer_no_5xx() {
         "some operations went through: {:?}",
         statuses(&answers)
     );
-    assert_invariants(&app, &conv).await;
+    assert_invariants(app, &conv).await;
 }
 
 #[tokio::test]
@@ -372,7 +369,10 @@ async fn writes_during_a_database_outage_answer_503_within_the_budget_and_recove
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    assert!(recovered.is_some(), "writes work again without a restart of roster");
+    assert!(
+        recovered.is_some(),
+        "writes work again without a restart of roster"
+    );
     // Nothing attempted during the outage was half-applied.
     assert_eq!(app.member_count(&conv).await, 3);
     assert_invariants(&app, &conv).await;

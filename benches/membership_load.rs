@@ -1,0 +1,607 @@
+//! Membership writes and reads under concurrent load, against a real `roster serve` process
+//! (release build) so that its CPU time and memory are measured alone:
+//!
+//! 1. 1,000 adds from 16 clients into one conversation (and the first vs the last 10 %);
+//! 2. a full walk of its 1,000 members, page by page;
+//! 3. single-member lookups from 16 clients for `LOOKUP_SECONDS` (default 20);
+//! 4. 200 removals from 8 clients;
+//! 5. 2,000 mixed operations (add, remove, leave, ban, unban, role change, transfer, mute)
+//!    from 32 clients over 5 conversations.
+//!
+//! For each: throughput, p50/p99/max latency, 5xx answers, database commands per operation
+//! (the service's `roster_db_commands_total`), the service's CPU ms per operation; then its
+//! peak RSS over the whole run. In the same run, the baseline: the bare driver adding members
+//! one transaction at a time (what one add costs without HTTP, queueing or grouping).
+//!
+//! Run with `scripts/bench.sh`, or `MONGODB_URI=… cargo bench --bench membership_load`.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bson::{DateTime, doc, oid::ObjectId};
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+use rand::{Rng, SeedableRng};
+use roster::auth::{self, Principal, TenantKey};
+use roster::config::Settings;
+use roster::domain::TenantId;
+use serde_json::{Value, json};
+
+struct Service {
+    child: Child,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Service {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// User + system CPU time of the service so far, ms.
+    fn cpu_ms(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r.split_whitespace().collect())
+            .unwrap_or_default();
+        // After the command name: state is field 0, utime 11, stime 12 (clock ticks).
+        let ticks: f64 = [11, 12]
+            .iter()
+            .filter_map(|i| fields.get(*i).and_then(|v| v.parse::<f64>().ok()))
+            .sum();
+        ticks * 1000.0 / 100.0
+    }
+
+    /// A `/proc/<pid>/status` figure in MiB (`VmRSS`, `VmHWM`).
+    fn mem_mib(&self, key: &str) -> f64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+
+    async fn commands(&self) -> f64 {
+        let text = match self.http.get(format!("{}/metrics", self.base)).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        text.lines()
+            .find(|l| l.starts_with("roster_db_commands_total "))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        match req.send().await {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                (status, r.json().await.unwrap_or(Value::Null))
+            }
+            Err(_) => (599, Value::Null),
+        }
+    }
+}
+
+/// One request of a scenario.
+#[derive(Clone)]
+struct Req {
+    method: reqwest::Method,
+    path: String,
+    token: Arc<String>,
+    body: Option<Value>,
+}
+
+struct Outcome {
+    ops: u64,
+    seconds: f64,
+    hist: Histogram<u64>,
+    server_errors: u64,
+    commands: f64,
+    cpu_ms: f64,
+    /// Completion offsets from the start (s), in completion order.
+    done_at: Vec<f64>,
+}
+
+fn row(name: &str, o: &Outcome) {
+    println!(
+        "{name:<36} | {:>5} | {:>7.1} | {:>8.1} | {:>8.1} | {:>8.1} | {:>4} | {:>7.2} | {:>7.2}",
+        o.ops,
+        o.ops as f64 / o.seconds,
+        o.hist.value_at_quantile(0.5) as f64 / 1000.0,
+        o.hist.value_at_quantile(0.99) as f64 / 1000.0,
+        o.hist.max() as f64 / 1000.0,
+        o.server_errors,
+        o.commands / o.ops.max(1) as f64,
+        o.cpu_ms / o.ops.max(1) as f64,
+    );
+}
+
+/// Runs `reqs` with `clients` in flight at once.
+async fn run(svc: &Service, clients: usize, reqs: Vec<Req>) -> Outcome {
+    let (cmd0, cpu0) = (svc.commands().await, svc.cpu_ms());
+    let started = Instant::now();
+    let results: Vec<(u16, u64, f64)> =
+        futures::stream::iter(reqs.into_iter().map(|r| async move {
+            let t = Instant::now();
+            let (status, _) = svc.call(r.method, &r.path, &r.token, r.body).await;
+            (
+                status,
+                t.elapsed().as_micros().max(1) as u64,
+                started.elapsed().as_secs_f64(),
+            )
+        }))
+        .buffer_unordered(clients)
+        .collect()
+        .await;
+    let seconds = started.elapsed().as_secs_f64();
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram");
+    let mut done_at = Vec::with_capacity(results.len());
+    let mut server_errors = 0;
+    for (status, us, at) in &results {
+        hist.record(*us).expect("record");
+        done_at.push(*at);
+        if *status >= 500 {
+            server_errors += 1;
+        }
+    }
+    Outcome {
+        ops: results.len() as u64,
+        seconds,
+        hist,
+        server_errors,
+        commands: svc.commands().await - cmd0,
+        cpu_ms: svc.cpu_ms() - cpu0,
+        done_at,
+    }
+}
+
+/// Throughput of the completions between fractions `from` and `to` of the run.
+fn slice_rate(done_at: &[f64], from: f64, to: f64) -> f64 {
+    let n = done_at.len();
+    let (a, b) = (
+        (n as f64 * from) as usize,
+        ((n as f64 * to) as usize).min(n) - 1,
+    );
+    let start = if a == 0 { 0.0 } else { done_at[a - 1] };
+    (b + 1 - a) as f64 / (done_at[b] - start).max(1e-9)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(18080)
+}
+
+/// The bare driver adding `n` members to a conversation one transaction at a time (read the
+/// conversation, insert the member, count it, record the audit event): (adds/s, histogram).
+async fn bare_driver_adds(uri: &str, db: &str, n: usize) -> anyhow::Result<(f64, Histogram<u64>)> {
+    let client = mongodb::Client::with_uri_str(uri).await?;
+    let db = client.database(db);
+    let convs = db.collection::<bson::Document>("bare_conversations");
+    let members = db.collection::<bson::Document>("bare_members");
+    let audit = db.collection::<bson::Document>("bare_audit");
+    members
+        .create_index(
+            mongodb::IndexModel::builder()
+                .keys(doc! { "tenant_id": 1, "conversation_id": 1, "user_id": 1 })
+                .options(
+                    mongodb::options::IndexOptions::builder()
+                        .unique(true)
+                        .build(),
+                )
+                .build(),
+        )
+        .await?;
+    let conv = ObjectId::new();
+    convs
+        .insert_one(doc! { "_id": conv, "tenant_id": "bench", "member_count": 0_i64 })
+        .await?;
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+    let started = Instant::now();
+    for i in 0..n {
+        let t = Instant::now();
+        let mut s = client.start_session().await?;
+        s.start_transaction().await?;
+        convs
+            .find_one(doc! { "_id": conv, "tenant_id": "bench" })
+            .session(&mut s)
+            .await?;
+        members
+            .insert_one(doc! { "tenant_id": "bench", "conversation_id": conv, "user_id": format!("u{i}"), "status": "active", "created_at": DateTime::now() })
+            .session(&mut s)
+            .await?;
+        convs
+            .update_one(
+                doc! { "_id": conv, "tenant_id": "bench" },
+                doc! { "$inc": { "member_count": 1_i64 } },
+            )
+            .session(&mut s)
+            .await?;
+        audit
+            .insert_one(doc! { "tenant_id": "bench", "conversation_id": conv, "action": "member.added", "at": DateTime::now() })
+            .session(&mut s)
+            .await?;
+        s.commit_transaction().await?;
+        hist.record(t.elapsed().as_micros().max(1) as u64)?;
+    }
+    Ok((n as f64 / started.elapsed().as_secs_f64(), hist))
+}
+
+const ROLES: [&str; 3] = ["admin", "moderator", "member"];
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    if !std::env::args().any(|a| a == "--bench") {
+        return Ok(());
+    }
+    let uri = std::env::var("MONGODB_URI")
+        .map_err(|_| anyhow::anyhow!("MONGODB_URI must name a replica set (scripts/bench.sh)"))?;
+    let lookup_seconds: u64 = std::env::var("LOOKUP_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let settings = Settings::load()?;
+    let db_name = format!("roster_load_{}", uuid::Uuid::new_v4().simple());
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_roster"))
+        .arg("serve")
+        .env("MONGODB_URI", &uri)
+        .env("ROSTER__DATABASE__NAME", &db_name)
+        .env("ROSTER__HTTP__BIND", format!("127.0.0.1:{port}"))
+        .env("ROSTER__LOG__LEVEL", "warn,tracing_actix_web=error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let svc = Service {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+        http: reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .build()?,
+    };
+    let up = Instant::now();
+    while svc
+        .http
+        .get(format!("{}/readyz", svc.base))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .ok()
+        != Some(200)
+    {
+        anyhow::ensure!(
+            up.elapsed() < Duration::from_secs(60),
+            "roster serve did not become ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, body) = svc
+        .call(
+            reqwest::Method::POST,
+            "/admin/v1/tenants",
+            &settings.auth.platform_token,
+            Some(json!({ "id": "load" })),
+        )
+        .await;
+    anyhow::ensure!(status == 201, "tenant: {status} {body}");
+    let key = TenantKey {
+        tenant: TenantId::parse("load").map_err(|e| anyhow::anyhow!(e.0))?,
+        kid: body["key"]["kid"].as_str().unwrap_or_default().into(),
+        secret: body["key"]["secret"].as_str().unwrap_or_default().into(),
+        revoked: false,
+        tenant_active: true,
+    };
+    let mint = |p: Principal| auth::mint(&key, &p, 3600, &settings.auth).map(Arc::new);
+    let server = mint(Principal::Server)?;
+    let user = |id: &str| -> anyhow::Result<Arc<String>> {
+        let id = roster::domain::ExternalUserId::parse(id).map_err(|e| anyhow::anyhow!(e.0))?;
+        mint(Principal::User(id))
+    };
+    let create = |owner: Arc<String>| {
+        let svc = &svc;
+        async move {
+            let (s, b) = svc
+                .call(
+                    reqwest::Method::POST,
+                    "/v1/conversations",
+                    &owner,
+                    Some(json!({ "name": "Load", "max_members": 100000 })),
+                )
+                .await;
+            anyhow::ensure!(s == 201, "conversation: {s} {b}");
+            Ok::<String, anyhow::Error>(
+                b["conversation"]["id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        }
+    };
+    let req =
+        |method: reqwest::Method, path: String, token: &Arc<String>, body: Option<Value>| Req {
+            method,
+            path,
+            token: token.clone(),
+            body,
+        };
+    println!(
+        "membership load against {uri} (roster serve pid {}, database {db_name})",
+        svc.pid()
+    );
+    println!(
+        "{:<36} | {:>5} | {:>7} | {:>8} | {:>8} | {:>8} | {:>4} | {:>7} | {:>7}",
+        "scenario", "ops", "ops/s", "p50 ms", "p99 ms", "max ms", "5xx", "cmds/op", "cpu ms/op"
+    );
+
+    // 1. 1,000 adds from 16 clients.
+    let conv = create(user("owner")?).await?;
+    let adds: Vec<Req> = (0..1000)
+        .map(|i| {
+            req(
+                reqwest::Method::POST,
+                format!("/v1/conversations/{conv}/members"),
+                &server,
+                Some(json!({ "user_id": format!("u{i:04}") })),
+            )
+        })
+        .collect();
+    let o = run(&svc, 16, adds).await;
+    row("1,000 adds, 16 clients", &o);
+    let (first, last) = (
+        slice_rate(&o.done_at, 0.0, 0.1),
+        slice_rate(&o.done_at, 0.9, 1.0),
+    );
+    let adds_rate = o.ops as f64 / o.seconds;
+
+    // 2. A full walk of the members.
+    let t = Instant::now();
+    let (mut pages, mut bytes, mut cursor, mut walked) = (0, 0usize, None::<String>, 0usize);
+    let (cmd0, cpu0) = (svc.commands().await, svc.cpu_ms());
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/conversations/{conv}/members?limit=200&cursor={c}"),
+            None => format!("/v1/conversations/{conv}/members?limit=200"),
+        };
+        let (s, b) = svc.call(reqwest::Method::GET, &path, &server, None).await;
+        anyhow::ensure!(s == 200, "walk: {s} {b}");
+        pages += 1;
+        bytes += b.to_string().len();
+        walked += b["items"].as_array().map_or(0, Vec::len);
+        match b["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    println!(
+        "walk of {walked} members: {pages} pages, {:.0} KB, {:.2} s, {:.1} cmds/page, {:.1} cpu ms/page",
+        bytes as f64 / 1000.0,
+        t.elapsed().as_secs_f64(),
+        (svc.commands().await - cmd0) / f64::from(pages),
+        (svc.cpu_ms() - cpu0) / f64::from(pages),
+    );
+
+    // 3. Single-member lookups from 16 clients for a fixed time.
+    let deadline = Instant::now() + Duration::from_secs(lookup_seconds);
+    let o = {
+        let svc = &svc;
+        let (cmd0, cpu0) = (svc.commands().await, svc.cpu_ms());
+        let started = Instant::now();
+        let workers = (0..16).map(|w| {
+            let server = server.clone();
+            let conv = conv.clone();
+            async move {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(w);
+                let mut h =
+                    Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram");
+                let mut errors = 0;
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    let path = format!(
+                        "/v1/conversations/{conv}/members/u{:04}",
+                        rng.random_range(0..1000)
+                    );
+                    let (s, _) = svc.call(reqwest::Method::GET, &path, &server, None).await;
+                    errors += u64::from(s >= 500);
+                    h.record(t.elapsed().as_micros().max(1) as u64)
+                        .expect("record");
+                }
+                (h, errors)
+            }
+        });
+        let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram");
+        let mut server_errors = 0;
+        for (h, e) in futures::future::join_all(workers).await {
+            hist.add(h).expect("merge");
+            server_errors += e;
+        }
+        Outcome {
+            ops: hist.len(),
+            seconds: started.elapsed().as_secs_f64(),
+            hist,
+            server_errors,
+            commands: svc.commands().await - cmd0,
+            cpu_ms: svc.cpu_ms() - cpu0,
+            done_at: Vec::new(),
+        }
+    };
+    row(&format!("lookups, 16 clients, {lookup_seconds} s"), &o);
+
+    // 4. 200 removals from 8 clients.
+    let removals: Vec<Req> = (0..200)
+        .map(|i| {
+            req(
+                reqwest::Method::DELETE,
+                format!("/v1/conversations/{conv}/members/u{:04}", i * 5),
+                &server,
+                None,
+            )
+        })
+        .collect();
+    let o = run(&svc, 8, removals).await;
+    row("200 removals, 8 clients", &o);
+
+    // 5. 2,000 mixed operations from 32 clients over 5 conversations of 50 members.
+    let mut convs = Vec::new();
+    for c in 0..5 {
+        let owner = format!("owner{c}");
+        let id = create(user(&owner)?).await?;
+        let members: Vec<Value> = (0..49)
+            .map(|i| json!({ "user_id": format!("c{c}m{i:02}") }))
+            .collect();
+        let (s, b) = svc
+            .call(
+                reqwest::Method::POST,
+                &format!("/v1/conversations/{id}/members"),
+                &server,
+                Some(json!({ "members": members })),
+            )
+            .await;
+        anyhow::ensure!(s == 200, "seed members: {s} {b}");
+        convs.push((c, id));
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    let mut mixed = Vec::new();
+    for n in 0..2000 {
+        let (c, id) = &convs[rng.random_range(0..convs.len())];
+        let who = format!("c{c}m{:02}", rng.random_range(0..70));
+        let base = format!("/v1/conversations/{id}");
+        let r = match n % 8 {
+            0 => req(
+                reqwest::Method::POST,
+                format!("{base}/members"),
+                &server,
+                Some(json!({ "user_id": who })),
+            ),
+            1 => req(
+                reqwest::Method::DELETE,
+                format!("{base}/members/{who}"),
+                &server,
+                None,
+            ),
+            2 => req(
+                reqwest::Method::POST,
+                format!("{base}/leave"),
+                &user(&who)?,
+                Some(json!({})),
+            ),
+            3 => req(
+                reqwest::Method::POST,
+                format!("{base}/members/{who}/ban"),
+                &server,
+                Some(json!({ "reason": "load" })),
+            ),
+            4 => req(
+                reqwest::Method::DELETE,
+                format!("{base}/members/{who}/ban"),
+                &server,
+                None,
+            ),
+            5 => req(
+                reqwest::Method::PATCH,
+                format!("{base}/members/{who}"),
+                &server,
+                Some(json!({ "role": ROLES[n % 3] })),
+            ),
+            6 => req(
+                reqwest::Method::POST,
+                format!("{base}/transfer-ownership"),
+                &server,
+                Some(json!({ "user_id": who })),
+            ),
+            _ => req(
+                reqwest::Method::POST,
+                format!("{base}/members/{who}/mute"),
+                &server,
+                Some(json!({})),
+            ),
+        };
+        mixed.push(r);
+    }
+    let o = run(&svc, 32, mixed).await;
+    row("2,000 mixed ops, 32 clients, 5 convs", &o);
+
+    // Commands of single operations, one at a time on a quiet conversation of 1,000+ members.
+    println!(
+        "commands per operation (alone, on a conversation of {} members):",
+        1000 + 49 - 200
+    );
+    let solo = |method: reqwest::Method, path: String, token: Arc<String>, body: Option<Value>| {
+        let svc = &svc;
+        async move {
+            let before = svc.commands().await;
+            let (s, b) = svc.call(method, &path, &token, body).await;
+            anyhow::ensure!(s < 300, "{path}: {s} {b}");
+            // The scrape itself sends nothing to the database.
+            Ok::<f64, anyhow::Error>(svc.commands().await - before)
+        }
+    };
+    let base = format!("/v1/conversations/{conv}");
+    let batch: Vec<Value> = (0..100)
+        .map(|i| json!({ "user_id": format!("batch{i:03}") }))
+        .collect();
+    let table = [
+        ("add (new user)", solo(reqwest::Method::POST, format!("{base}/members"), server.clone(), Some(json!({ "user_id": "solo-add" }))).await?),
+        ("batch add of 100", solo(reqwest::Method::POST, format!("{base}/members"), server.clone(), Some(json!({ "members": batch }))).await?),
+        ("remove", solo(reqwest::Method::DELETE, format!("{base}/members/solo-add"), server.clone(), None).await?),
+        ("role change", solo(reqwest::Method::PATCH, format!("{base}/members/u0001"), server.clone(), Some(json!({ "role": "moderator" }))).await?),
+        ("ban", solo(reqwest::Method::POST, format!("{base}/members/u0002/ban"), server.clone(), Some(json!({}))).await?),
+        ("lookup (GET one member)", solo(reqwest::Method::GET, format!("{base}/members/u0003"), server.clone(), None).await?),
+        ("authorize", solo(reqwest::Method::POST, "/v1/authorize".into(), server.clone(), Some(json!({ "conversation_id": conv, "user_id": "u0003", "action": "send_message" }))).await?),
+        ("list page (limit 50)", solo(reqwest::Method::GET, format!("{base}/members?limit=50"), server.clone(), None).await?),
+    ];
+    for (name, n) in table {
+        println!("  {name:<26} {n:>3}");
+    }
+
+    println!(
+        "adds: first 10 % {first:.1}/s, last 10 % {last:.1}/s (last/first {:.2}x)",
+        last / first
+    );
+    println!(
+        "service memory: peak RSS {:.1} MiB (VmHWM over the whole run), now {:.1} MiB",
+        svc.mem_mib("VmHWM:"),
+        svc.mem_mib("VmRSS:")
+    );
+    let (bare_rate, bare) = bare_driver_adds(&uri, &db_name, 200).await?;
+    println!(
+        "baseline, bare driver, one add transaction at a time: {bare_rate:.1} adds/s, p50 {:.1} ms, p99 {:.1} ms (4 statements + commit)",
+        bare.value_at_quantile(0.5) as f64 / 1000.0,
+        bare.value_at_quantile(0.99) as f64 / 1000.0,
+    );
+    println!(
+        "adds through roster at 16 clients / bare driver serial: {:.2}x",
+        adds_rate / bare_rate
+    );
+    let client = mongodb::Client::with_uri_str(&uri).await?;
+    client.database(&db_name).drop().await?;
+    Ok(())
+}
