@@ -30,7 +30,9 @@ use super::audit::{self, audit_docs};
 use super::docs::{
     AuditActor, AuditDoc, ConversationDoc, DepartureDoc, MemberDoc, ModerationDoc, UserDoc,
 };
-use super::members::{AddOutcome, MemberChange, NewMember, new_member_doc, role_limit};
+use super::members::{
+    AddOutcome, MemberChange, NewMember, new_member_doc, not_a_member, not_found, role_limit,
+};
 use super::moderation::Restriction;
 use super::participants::summary_of;
 use super::{Store, tenant_filter};
@@ -105,17 +107,6 @@ pub struct BatchItem {
 
 type Step<T> = Result<T, Problem>;
 
-fn not_found() -> Problem {
-    Problem::new(ErrorCode::ConversationNotFound, "no such conversation")
-}
-
-fn not_a_member(user: &str) -> Problem {
-    Problem::new(
-        ErrorCode::NotAMember,
-        format!("`{user}` is not a member of this conversation"),
-    )
-}
-
 fn direct(detail: &str) -> Problem {
     Problem::new(ErrorCode::DirectConversation, detail)
 }
@@ -126,7 +117,7 @@ struct Working<'a> {
     tenant: &'a TenantScope,
     conv_id: ObjectId,
     now: DateTime,
-    conv: Option<ConversationDoc>,
+    conv: ConversationDoc,
     catalog: RoleCatalog,
     /// Memberships by external user id; `None` = known to have no document.
     members: HashMap<String, Option<MemberDoc>>,
@@ -196,7 +187,7 @@ impl Store {
             tenant,
             conv_id,
             now: DateTime::now(),
-            conv: Some(conv),
+            conv,
             catalog,
             members,
             fresh: BTreeSet::new(),
@@ -227,12 +218,11 @@ impl Store {
 
 impl Working<'_> {
     fn conv(&self) -> &ConversationDoc {
-        // Set at construction and never taken.
-        self.conv.as_ref().expect("the batch's conversation")
+        &self.conv
     }
 
     fn conv_mut(&mut self) -> &mut ConversationDoc {
-        self.conv.as_mut().expect("the batch's conversation")
+        &mut self.conv
     }
 
     fn member(&self, user: &str) -> Option<&MemberDoc> {

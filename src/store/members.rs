@@ -59,11 +59,11 @@ pub enum AddOutcome {
     Refused(Problem),
 }
 
-fn not_found() -> Problem {
+pub(crate) fn not_found() -> Problem {
     Problem::new(ErrorCode::ConversationNotFound, "no such conversation")
 }
 
-fn not_a_member(user: &str) -> Problem {
+pub(crate) fn not_a_member(user: &str) -> Problem {
     Problem::new(
         ErrorCode::NotAMember,
         format!("`{user}` is not a member of this conversation"),

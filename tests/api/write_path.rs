@@ -125,6 +125,13 @@ async fn two_hundred_concurrent_adds_from_32_clients_commit_in_few_transactions(
         commands <= 200 * 3,
         "{commands} commands for 200 adds: the writer did not group them"
     );
+    // The conversation's writer leaves once its queue is empty.
+    let mut waited = Duration::ZERO;
+    while app.store.active_writers() > 0 && waited < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        waited += Duration::from_millis(20);
+    }
+    assert_eq!(app.store.active_writers(), 0, "idle queues are dropped");
 }
 
 /// The commands one operation sends, measured alone on a quiet conversation.
