@@ -124,6 +124,7 @@ struct Outcome {
     seconds: f64,
     hist: Histogram<u64>,
     server_errors: u64,
+    client_errors: u64,
     commands: f64,
     cpu_ms: f64,
     /// Completion offsets from the start (s), in completion order.
@@ -132,13 +133,14 @@ struct Outcome {
 
 fn row(name: &str, o: &Outcome) {
     println!(
-        "{name:<36} | {:>5} | {:>7.1} | {:>8.1} | {:>8.1} | {:>8.1} | {:>4} | {:>7.2} | {:>7.2}",
+        "{name:<36} | {:>5} | {:>7.1} | {:>8.1} | {:>8.1} | {:>8.1} | {:>4} | {:>4} | {:>7.2} | {:>7.2}",
         o.ops,
         o.ops as f64 / o.seconds,
         o.hist.value_at_quantile(0.5) as f64 / 1000.0,
         o.hist.value_at_quantile(0.99) as f64 / 1000.0,
         o.hist.max() as f64 / 1000.0,
         o.server_errors,
+        o.client_errors,
         o.commands / o.ops.max(1) as f64,
         o.cpu_ms / o.ops.max(1) as f64,
     );
@@ -164,12 +166,14 @@ async fn run(svc: &Service, clients: usize, reqs: Vec<Req>) -> Outcome {
     let seconds = started.elapsed().as_secs_f64();
     let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram");
     let mut done_at = Vec::with_capacity(results.len());
-    let mut server_errors = 0;
+    let (mut server_errors, mut client_errors) = (0, 0);
     for (status, us, at) in &results {
         hist.record(*us).expect("record");
         done_at.push(*at);
         if *status >= 500 {
             server_errors += 1;
+        } else if *status >= 400 {
+            client_errors += 1;
         }
     }
     Outcome {
@@ -177,6 +181,7 @@ async fn run(svc: &Service, clients: usize, reqs: Vec<Req>) -> Outcome {
         seconds,
         hist,
         server_errors,
+        client_errors,
         commands: svc.commands().await - cmd0,
         cpu_ms: svc.cpu_ms() - cpu0,
         done_at,
@@ -358,8 +363,17 @@ async fn main() -> anyhow::Result<()> {
         svc.pid()
     );
     println!(
-        "{:<36} | {:>5} | {:>7} | {:>8} | {:>8} | {:>8} | {:>4} | {:>7} | {:>7}",
-        "scenario", "ops", "ops/s", "p50 ms", "p99 ms", "max ms", "5xx", "cmds/op", "cpu ms/op"
+        "{:<36} | {:>5} | {:>7} | {:>8} | {:>8} | {:>8} | {:>4} | {:>4} | {:>7} | {:>7}",
+        "scenario",
+        "ops",
+        "ops/s",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "5xx",
+        "4xx",
+        "cmds/op",
+        "cpu ms/op"
     );
 
     // 1. 1,000 adds from 16 clients.
@@ -448,6 +462,7 @@ async fn main() -> anyhow::Result<()> {
             seconds: started.elapsed().as_secs_f64(),
             hist,
             server_errors,
+            client_errors: 0,
             commands: svc.commands().await - cmd0,
             cpu_ms: svc.cpu_ms() - cpu0,
             done_at: Vec::new(),
@@ -550,9 +565,17 @@ async fn main() -> anyhow::Result<()> {
     row("2,000 mixed ops, 32 clients, 5 convs", &o);
 
     // Commands of single operations, one at a time on a quiet conversation of 1,000+ members.
+    let (_, c) = svc
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/conversations/{conv}"),
+            &server,
+            None,
+        )
+        .await;
     println!(
         "commands per operation (alone, on a conversation of {} members):",
-        1000 + 49 - 200
+        c["member_count"]
     );
     let solo = |method: reqwest::Method, path: String, token: Arc<String>, body: Option<Value>| {
         let svc = &svc;

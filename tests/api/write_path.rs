@@ -386,3 +386,32 @@ async fn writes_during_a_database_outage_answer_503_within_the_budget_and_recove
     drop(db);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn concurrent_removals_from_8_clients_each_remove_their_member_and_keep_the_count() {
+    let app = spawn_app().await;
+    let conv = app.create_group("alice", &[]).await;
+    let server = app.server();
+    let members: Vec<Value> = (0..100)
+        .map(|i| json!({ "user_id": format!("u{i:03}") }))
+        .collect();
+    let r = app
+        .post(
+            &format!("/v1/conversations/{conv}/members"),
+            &server,
+            json!({ "members": members }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let paths: Vec<String> = (0..50)
+        .map(|i| format!("/v1/conversations/{conv}/members/u{:03}", i * 2))
+        .collect();
+    let answers = with_clients(8, paths.iter().map(|p| app.delete(p, &server))).await;
+    assert!(
+        answers.iter().all(|r| r.status == 200),
+        "{:?}",
+        statuses(&answers)
+    );
+    assert_eq!(app.member_count(&conv).await, 51);
+    assert_invariants(&app, &conv).await;
+}
