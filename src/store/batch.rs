@@ -171,13 +171,9 @@ impl Store {
         }
         let mut members: HashMap<String, Option<MemberDoc>> =
             names.iter().map(|n| ((*n).to_owned(), None)).collect();
-        let mut filter = tenant_filter(tenant);
-        filter.insert("conversation_id", conv_id);
-        filter.insert(
-            "external_user_id",
-            doc! { "$in": names.iter().copied().collect::<Vec<_>>() },
-        );
-        let mut cursor = self.members().find(filter).session(&mut *s).await?;
+        let names: Vec<&str> = names.into_iter().collect();
+        let read = Self::members_named_query(tenant, conv_id, &names);
+        let mut cursor = self.members().find(read.filter).session(&mut *s).await?;
         while let Some(m) = cursor.next(&mut *s).await.transpose()? {
             members.insert(m.external_user_id.clone(), Some(m));
         }
@@ -281,15 +277,7 @@ impl Working<'_> {
         role: &RoleName,
         invited_by: Option<ObjectId>,
     ) -> MemberDoc {
-        let placeholder = UserDoc {
-            id: ObjectId::new(),
-            tenant_id: self.tenant.tenant().as_str().to_owned(),
-            external_id: user.as_str().to_owned(),
-            display_name: user.as_str().to_owned(),
-            avatar_url: None,
-            created_at: self.now,
-            updated_at: self.now,
-        };
+        let placeholder = UserDoc::on_the_fly(self.tenant, user.as_str(), self.now);
         new_member_doc(
             self.tenant,
             self.conv_id,
@@ -388,12 +376,7 @@ impl Working<'_> {
             f.insert("external_id", only.as_str());
             let new = UserDoc {
                 id: *placeholder,
-                tenant_id: self.tenant.tenant().as_str().to_owned(),
-                external_id: only.clone(),
-                display_name: only.clone(),
-                avatar_url: None,
-                created_at: self.now,
-                updated_at: self.now,
+                ..UserDoc::on_the_fly(self.tenant, only, self.now)
             };
             let mut insert = bson::to_document(&new)?;
             for k in ["tenant_id", "external_id"] {

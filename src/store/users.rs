@@ -13,6 +13,22 @@ use crate::auth::TenantScope;
 use crate::domain::ExternalUserId;
 use crate::error::Result;
 
+impl UserDoc {
+    /// A user created on the fly because a membership names it: display name = external id,
+    /// no avatar, a new id.
+    pub(crate) fn on_the_fly(scope: &TenantScope, external_id: &str, now: DateTime) -> Self {
+        UserDoc {
+            id: ObjectId::new(),
+            tenant_id: scope.tenant().as_str().to_owned(),
+            external_id: external_id.to_owned(),
+            display_name: external_id.to_owned(),
+            avatar_url: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
 impl Store {
     pub(crate) fn users(&self) -> mongodb::Collection<UserDoc> {
         self.collection(names::USERS)
@@ -264,15 +280,7 @@ impl Store {
         let missing: Vec<UserDoc> = external_ids
             .iter()
             .filter(|e| !found.contains_key(e.as_str()))
-            .map(|e| UserDoc {
-                id: ObjectId::new(),
-                tenant_id: scope.tenant().as_str().to_owned(),
-                external_id: e.as_str().to_owned(),
-                display_name: e.as_str().to_owned(),
-                avatar_url: None,
-                created_at: now,
-                updated_at: now,
-            })
+            .map(|e| UserDoc::on_the_fly(scope, e.as_str(), now))
             .collect();
         if !missing.is_empty() {
             self.users()

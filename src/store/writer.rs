@@ -295,6 +295,11 @@ impl Store {
 
     /// Applies `items` in one transaction, retrying conflicts and outages with backoff until
     /// `deadline`. Errors: 503 when the budget runs out; `Internal` for anything unexpected.
+    ///
+    /// The same loop as [`Store::transaction_until`] with the body written out: that helper
+    /// takes an async closure, whose future rustc cannot prove `Send` for every borrow
+    /// lifetime, and this runs on a spawned task. The retry policy itself is shared
+    /// ([`Attempts`], [`begin`], [`commit`]).
     async fn run_batch(
         &self,
         conv: ObjectId,

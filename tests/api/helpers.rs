@@ -227,6 +227,17 @@ impl TestApp {
         .await
     }
 
+    /// Adds `users` as members in one batch request (`POST …/members` with `members`).
+    pub async fn add_batch(&self, token: &str, conv: &str, users: &[String]) -> Resp {
+        let members: Vec<Value> = users.iter().map(|u| json!({ "user_id": u })).collect();
+        self.post(
+            &format!("/v1/conversations/{conv}/members"),
+            token,
+            json!({ "members": members }),
+        )
+        .await
+    }
+
     pub async fn conversation(&self, conv: &str) -> Value {
         let r = self
             .get(&format!("/v1/conversations/{conv}"), &self.server())

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use futures::future::join_all;
 use rand::{Rng, SeedableRng};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::helpers::{PrivateDb, Resp, TestApp, spawn_app, spawn_app_with, test_settings};
 
@@ -161,16 +161,8 @@ async fn a_single_add_costs_at_most_eight_commands_at_any_conversation_size() {
     assert!(by_user <= 8, "an add by a member took {by_user} commands");
     // Grow to over 1,000 members in batches, then add once more.
     for b in 0..10 {
-        let members: Vec<Value> = (0..100)
-            .map(|i| json!({ "user_id": format!("bulk-{b}-{i}") }))
-            .collect();
-        let r = app
-            .post(
-                &format!("/v1/conversations/{conv}/members"),
-                &server,
-                json!({ "members": members }),
-            )
-            .await;
+        let users: Vec<String> = (0..100).map(|i| format!("bulk-{b}-{i}")).collect();
+        let r = app.add_batch(&server, &conv, &users).await;
         assert_eq!(r.status, 200, "{:?}", r.body);
     }
     assert!(app.member_count(&conv).await > 1_000);
@@ -392,16 +384,8 @@ async fn concurrent_removals_from_8_clients_each_remove_their_member_and_keep_th
     let app = spawn_app().await;
     let conv = app.create_group("alice", &[]).await;
     let server = app.server();
-    let members: Vec<Value> = (0..100)
-        .map(|i| json!({ "user_id": format!("u{i:03}") }))
-        .collect();
-    let r = app
-        .post(
-            &format!("/v1/conversations/{conv}/members"),
-            &server,
-            json!({ "members": members }),
-        )
-        .await;
+    let users: Vec<String> = (0..100).map(|i| format!("u{i:03}")).collect();
+    let r = app.add_batch(&server, &conv, &users).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     let paths: Vec<String> = (0..50)
         .map(|i| format!("/v1/conversations/{conv}/members/u{:03}", i * 2))
