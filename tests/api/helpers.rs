@@ -82,6 +82,28 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
     test
 }
 
+/// A second instance of `first`'s application: same settings and database, its own port,
+/// writers and connection pool, the same tenant and key.
+pub async fn spawn_second_instance(first: &TestApp) -> TestApp {
+    let app = Application::build(&first.settings)
+        .await
+        .expect("second instance starts");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let store = app.store().clone();
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        client: reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .build()
+            .expect("client"),
+        store,
+        settings: first.settings.clone(),
+        tenant: first.tenant.clone(),
+        key: first.key.clone(),
+    }
+}
+
 impl TestApp {
     pub fn platform_token(&self) -> String {
         self.settings.auth.platform_token.clone()

@@ -8,7 +8,9 @@ use futures::future::join_all;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
-use crate::helpers::{PrivateDb, Resp, TestApp, spawn_app, spawn_app_with, test_settings};
+use crate::helpers::{
+    PrivateDb, Resp, TestApp, spawn_app, spawn_app_with, spawn_second_instance, test_settings,
+};
 
 /// Runs `calls` with at most `clients` in flight at once.
 async fn with_clients<F: std::future::Future<Output = Resp>>(
@@ -398,4 +400,32 @@ async fn concurrent_removals_from_8_clients_each_remove_their_member_and_keep_th
     );
     assert_eq!(app.member_count(&conv).await, 51);
     assert_invariants(&app, &conv).await;
+}
+
+/// Two instances have a writer each for the same conversation, so their batches collide in
+/// the database (a debug log shows retried batches); every add must still land exactly once.
+#[tokio::test]
+async fn two_instances_adding_to_one_conversation_at_once_lose_nothing_and_answer_no_5xx() {
+    let first = spawn_app().await;
+    let second = spawn_second_instance(&first).await;
+    let conv = first.create_group("alice", &[]).await;
+    let token = first.server();
+    let (commits_1, commits_2) = (first.store.commits_sent(), second.store.commits_sent());
+    let users: Vec<String> = (0..120).map(|i| format!("u{i:03}")).collect();
+    let calls = users.iter().enumerate().map(|(i, u)| {
+        let app = if i % 2 == 0 { &first } else { &second };
+        app.add_member(&token, &conv, u, "member")
+    });
+    let answers = with_clients(24, calls).await;
+    assert!(
+        answers.iter().all(|r| r.status == 201),
+        "{:?}",
+        statuses(&answers)
+    );
+    assert!(
+        first.store.commits_sent() > commits_1 && second.store.commits_sent() > commits_2,
+        "both instances wrote"
+    );
+    assert_eq!(first.member_count(&conv).await, 121);
+    assert_invariants(&first, &conv).await;
 }
