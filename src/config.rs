@@ -29,6 +29,10 @@ pub struct Settings {
     pub moderation: ModerationSettings,
     /// Media uploads and signed URLs.
     pub media: MediaSettings,
+    /// The event log, feed and stream.
+    pub events: EventSettings,
+    /// Webhook delivery.
+    pub webhooks: WebhookSettings,
     /// Logging.
     pub log: LogSettings,
 }
@@ -148,6 +152,46 @@ pub struct ModerationSettings {
     pub sweep_batch: u32,
 }
 
+/// `[events]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventSettings {
+    /// How long events are kept, hours (TTL).
+    pub retention_hours: u64,
+    /// How often each instance looks for new events when no change stream tells it, ms.
+    pub poll_interval_ms: u64,
+    /// Most outbox events given positions per sequencer transaction.
+    pub sequencer_batch: u32,
+    /// Longest long-poll `wait` of `GET /v1/events`, seconds.
+    pub max_wait_secs: u64,
+    /// Seconds between SSE heartbeats (comments) on an idle stream.
+    pub stream_heartbeat_secs: u64,
+    /// Events a stream may hold for a client that does not read; past it, after
+    /// `stream_slow_client_secs`, the stream is closed (the client resumes with `Last-Event-ID`).
+    pub stream_buffer: usize,
+    /// Seconds a full stream buffer is tolerated.
+    pub stream_slow_client_secs: u64,
+}
+
+/// `[webhooks]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Allow targets on loopback, private and link-local addresses (tests, local runs).
+    pub allow_private_targets: bool,
+    /// Timeout of one delivery attempt, ms.
+    pub timeout_ms: u64,
+    /// Waits before the 2nd, 3rd, … attempt of an event, seconds (jittered ±20 %); after the
+    /// last the event is marked failed and the endpoint moves on.
+    pub retry_schedule_secs: Vec<u64>,
+    /// An endpoint failing for this long is disabled, hours.
+    pub disable_after_hours: u64,
+    /// How long an instance's claim on an endpoint lasts unless renewed, seconds.
+    pub lease_secs: u64,
+    /// Endpoints delivered to at once by one instance.
+    pub concurrency: usize,
+}
+
 /// `[log]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -199,6 +243,15 @@ impl Settings {
             .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
         settings.validate()?;
         Ok(settings)
+    }
+
+    /// The compiled-in defaults (`config/default.toml`) alone.
+    pub fn defaults() -> Settings {
+        Config::builder()
+            .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .expect("config/default.toml is complete (tested)")
     }
 
     /// Checks ranges and relations between values. Errors name the key.
@@ -318,6 +371,67 @@ impl Settings {
             (1..=10_000).contains(&self.members.profile_batch),
             "members.profile_batch",
             "must be between 1 and 10000",
+        )?;
+        check(
+            (1..=24 * 365).contains(&self.events.retention_hours),
+            "events.retention_hours",
+            "must be between 1 and 8760",
+        )?;
+        check(
+            (50..=60_000).contains(&self.events.poll_interval_ms),
+            "events.poll_interval_ms",
+            "must be between 50 and 60000",
+        )?;
+        check(
+            (1..=10_000).contains(&self.events.sequencer_batch),
+            "events.sequencer_batch",
+            "must be between 1 and 10000",
+        )?;
+        check(
+            (1..=300).contains(&self.events.max_wait_secs),
+            "events.max_wait_secs",
+            "must be between 1 and 300",
+        )?;
+        check(
+            (1..=300).contains(&self.events.stream_heartbeat_secs),
+            "events.stream_heartbeat_secs",
+            "must be between 1 and 300",
+        )?;
+        check(
+            (1..=100_000).contains(&self.events.stream_buffer),
+            "events.stream_buffer",
+            "must be between 1 and 100000",
+        )?;
+        check(
+            (1..=3600).contains(&self.events.stream_slow_client_secs),
+            "events.stream_slow_client_secs",
+            "must be between 1 and 3600",
+        )?;
+        check(
+            (100..=60_000).contains(&self.webhooks.timeout_ms),
+            "webhooks.timeout_ms",
+            "must be between 100 and 60000",
+        )?;
+        check(
+            self.webhooks.retry_schedule_secs.len() <= 20
+                && self.webhooks.retry_schedule_secs.iter().all(|s| *s <= 7 * 86_400),
+            "webhooks.retry_schedule_secs",
+            "must hold at most 20 waits of at most 7 days each",
+        )?;
+        check(
+            self.webhooks.disable_after_hours >= 1,
+            "webhooks.disable_after_hours",
+            "must be at least 1",
+        )?;
+        check(
+            (1..=3600).contains(&self.webhooks.lease_secs),
+            "webhooks.lease_secs",
+            "must be between 1 and 3600",
+        )?;
+        check(
+            (1..=256).contains(&self.webhooks.concurrency),
+            "webhooks.concurrency",
+            "must be between 1 and 256",
         )?;
         check(
             self.members.default_max_members >= 2,

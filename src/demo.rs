@@ -238,6 +238,7 @@ pub async fn load(store: &Store, cred: &PlatformCredential, args: &LoadArgs) -> 
         }
         present_total += present as usize;
         let conv = ConversationDoc {
+            event_seq: 0,
             id: conv_id,
             tenant_id: tenant.as_str().to_owned(),
             kind: ConversationType::Group,

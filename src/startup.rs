@@ -47,9 +47,11 @@ impl Application {
             store.clone(),
             Limits::from(settings),
             settings.media.clone(),
-        );
+        )
+        .with_event_settings(settings);
         let server = crate::http::server(listener, roster, settings)?;
-        let sweeper = spawn_sweeper(settings.clone())?;
+        let sweeper = spawn_sweeper(settings.clone(), store.hub().clone())?;
+        crate::service::relay::spawn(settings.clone(), store.hub().clone(), sweeper.subscribe())?;
         tracing::info!(%addr, port, "listening");
         Ok(Application {
             port,
@@ -81,7 +83,10 @@ impl Application {
 /// have ended ([`Store::sweep_expired`]) and logs what it did; failures are logged and retried
 /// next time. It runs on a thread and runtime of its own with its own connection (its
 /// transactions are not `Send`), and stops when the returned sender is dropped or set.
-fn spawn_sweeper(settings: Settings) -> anyhow::Result<tokio::sync::watch::Sender<bool>> {
+fn spawn_sweeper(
+    settings: Settings,
+    hub: std::sync::Arc<crate::store::events::EventHub>,
+) -> anyhow::Result<tokio::sync::watch::Sender<bool>> {
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
     std::thread::Builder::new().name("roster-sweeper".into()).spawn(move || {
         let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -94,7 +99,7 @@ fn spawn_sweeper(settings: Settings) -> anyhow::Result<tokio::sync::watch::Sende
                 Err(e) => return tracing::error!(error = %e, "sweeper disabled: auth.platform_token does not verify"),
             };
             let store = match Store::connect(&settings.database).await {
-                Ok(s) => match s.with_member_settings(&settings.members).with_media_settings(&settings.media) {
+                Ok(s) => match s.with_hub(hub).with_member_settings(&settings.members).with_media_settings(&settings.media) {
                     Ok(s) => s,
                     Err(e) => return tracing::error!(error = format!("{e:#}"), "sweeper disabled: media storage"),
                 },

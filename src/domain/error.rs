@@ -75,6 +75,8 @@ error_codes! {
     MediaNotFound => (404, "media_not_found", "Media not found"),
     /// The media file has no thumbnail (not an image, or not made yet).
     ThumbnailNotFound => (404, "thumbnail_not_found", "Thumbnail not found"),
+    /// No such webhook endpoint in this tenant.
+    WebhookNotFound => (404, "webhook_not_found", "Webhook not found"),
     /// No such conversation in this tenant, or the caller cannot see it.
     ConversationNotFound => (404, "conversation_not_found", "Conversation not found"),
     /// The user has no current membership in the conversation.
@@ -99,6 +101,8 @@ error_codes! {
     OwnerRoleLocked => (409, "owner_role_locked", "Owner role is locked"),
     /// Another holder of the role would exceed its limit in the tenant's role catalog.
     RoleLimitReached => (409, "role_limit_reached", "Role limit reached"),
+    /// The tenant already has the most webhook endpoints allowed.
+    WebhookLimit => (409, "webhook_limit", "Too many webhooks"),
     /// The catalog edit would drop or demote a role that members hold.
     RoleInUse => (409, "role_in_use", "Role in use"),
     /// The upload is larger than the tenant's media size limit.
@@ -113,6 +117,9 @@ error_codes! {
     UnsupportedMediaType => (415, "unsupported_media_type", "Unsupported media type"),
     /// A field failed validation; `errors` names each field.
     ValidationFailed => (422, "validation_failed", "Validation failed"),
+    /// A webhook URL that is not http(s), does not resolve, or resolves to a loopback, private
+    /// or link-local address (unless `webhooks.allow_private_targets`).
+    WebhookTargetRefused => (422, "webhook_target_refused", "Webhook target refused"),
     /// An image whose header cannot be read (truncated or malformed).
     MediaCorrupt => (422, "media_corrupt", "Media corrupt"),
     /// An image with more pixels than the decode limits allow.

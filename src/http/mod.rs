@@ -149,7 +149,31 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::put().to(roles::put)),
         )
         .service(resource("/v1/authorize").route(web::post().to(authorize::one)))
-        .service(resource("/v1/authorize/batch").route(web::post().to(authorize::batch)));
+        .service(resource("/v1/authorize/batch").route(web::post().to(authorize::batch)))
+        .service(resource("/v1/events").route(web::get().to(events::feed)))
+        .service(resource("/v1/events/stream").route(web::get().to(events::stream)))
+        .service(
+            resource("/v1/webhooks")
+                .route(web::get().to(webhooks::list))
+                .route(web::post().to(webhooks::create)),
+        )
+        .service(
+            resource("/v1/webhooks/{webhook_id}")
+                .route(web::get().to(webhooks::get))
+                .route(web::patch().to(webhooks::update))
+                .route(web::delete().to(webhooks::delete)),
+        )
+        .service(
+            resource("/v1/webhooks/{webhook_id}/rotate-secret")
+                .route(web::post().to(webhooks::rotate_secret)),
+        )
+        .service(
+            resource("/v1/webhooks/{webhook_id}/replay").route(web::post().to(webhooks::replay)),
+        )
+        .service(
+            resource("/v1/webhooks/{webhook_id}/deliveries")
+                .route(web::get().to(webhooks::deliveries)),
+        );
 }
 
 async fn docs_redirect() -> actix_web::HttpResponse {

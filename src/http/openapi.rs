@@ -30,8 +30,11 @@ use super::routes::*;
         media::upload, media::list, media::get, media::delete, media::sign, media::content,
         media::attach, media::message_deleted, media::thumbnail,
         activity::report, activity::batch,
+        events::feed, events::stream,
+        webhooks::create, webhooks::list, webhooks::get, webhooks::update, webhooks::delete,
+        webhooks::rotate_secret, webhooks::replay, webhooks::deliveries,
     ),
-    modifiers(&Security, &UniqueOperationIds),
+    modifiers(&Security, &UniqueOperationIds, &Webhooks),
     tags(
         (name = "health", description = "Liveness and readiness"),
         (name = "platform", description = "Tenants and signing keys (platform operator token)"),
@@ -44,6 +47,8 @@ use super::routes::*;
         (name = "settings", description = "The tenant's own policies: audit retention"),
         (name = "roles", description = "The tenant's role catalog: ranks, default flags, limits, custom capabilities"),
         (name = "authorize", description = "May user U do action A in conversation C? (the hot path)"),
+        (name = "events", description = "Membership events: the feed (long-poll) and the live stream (SSE)"),
+        (name = "webhooks", description = "Signed webhook endpoints (Standard Webhooks), delivery log, replay"),
     )
 )]
 pub struct ApiDoc;
@@ -85,5 +90,51 @@ impl Modify for UniqueOperationIds {
                 }
             }
         }
+    }
+}
+
+/// The OpenAPI 3.1 `webhooks` section: the request Roster sends to every endpoint.
+struct Webhooks;
+
+impl Modify for Webhooks {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let header = |name: &str, description: &str| {
+            serde_json::json!({
+                "name": name, "in": "header", "required": true,
+                "description": description, "schema": { "type": "string" }
+            })
+        };
+        let types = crate::store::events::kind::ALL.join("`, `");
+        let section = serde_json::json!({
+            "membershipEvent": {
+                "post": {
+                    "summary": "A membership event",
+                    "description": format!(
+                        "One event per request, as JSON (`EventView`), signed per the Standard \
+                         Webhooks specification. Types: `{types}`. At least once, in position order \
+                         per endpoint; any 2xx within `webhooks.timeout_ms` is success, anything \
+                         else is retried after `webhooks.retry_schedule_secs`; redirects are not \
+                         followed. Deduplicate on `webhook-id`."
+                    ),
+                    "parameters": [
+                        header("webhook-id", "The event id; the same on every retry."),
+                        header("webhook-timestamp", "Unix seconds of this attempt."),
+                        header("webhook-signature", "`v1,` + base64 HMAC-SHA256 of `{webhook-id}.{webhook-timestamp}.{body}` under the endpoint secret (base64 after `whsec_`)."),
+                    ],
+                    "requestBody": {
+                        "required": true,
+                        "content": { "application/json": { "schema": { "$ref": "#/components/schemas/EventView" } } }
+                    },
+                    "responses": {
+                        "2XX": { "description": "Received." },
+                        "default": { "description": "Not received; the attempt is retried." }
+                    }
+                }
+            }
+        });
+        openapi
+            .extensions
+            .get_or_insert_with(Default::default)
+            .insert("webhooks".to_owned(), section);
     }
 }

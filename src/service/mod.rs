@@ -4,6 +4,8 @@
 pub mod activity;
 pub mod cursor;
 pub mod erasure;
+pub mod events;
+pub mod relay;
 pub mod inputs;
 pub mod media;
 pub mod moderation;
@@ -12,6 +14,7 @@ pub mod self_service;
 pub mod settings;
 pub mod thumbnails;
 pub mod views;
+pub mod webhooks;
 
 use bson::oid::ObjectId;
 
@@ -78,6 +81,10 @@ pub struct Roster {
     keys: moka::future::Cache<String, TenantKey>,
     /// Signed URL settings.
     media: crate::config::MediaSettings,
+    /// Event feed and stream settings.
+    events: crate::config::EventSettings,
+    /// Webhook settings (target checks).
+    webhooks: crate::config::WebhookSettings,
 }
 
 /// Parses a path's user id, resolving `me` to the caller. Errors: `validation_failed`.
@@ -157,12 +164,27 @@ impl Roster {
                     .max(std::time::Duration::from_millis(1)),
             )
             .build();
+        let defaults = Settings::defaults();
         Self {
             store,
             limits,
             keys,
             media,
+            events: defaults.events,
+            webhooks: defaults.webhooks,
         }
+    }
+
+    /// Applies `[events]` and `[webhooks]`.
+    pub fn with_event_settings(mut self, settings: &Settings) -> Self {
+        self.events = settings.events.clone();
+        self.webhooks = settings.webhooks.clone();
+        self
+    }
+
+    /// `[events]` in force.
+    pub fn event_settings(&self) -> &crate::config::EventSettings {
+        &self.events
     }
 
     /// The store (health checks).
@@ -183,6 +205,12 @@ impl Roster {
             }
         };
         Ok(auth::verify(token, &key, settings)?)
+    }
+
+    /// A page size from a query: the default when absent, else 1..=`pagination.max_limit`.
+    /// Errors: `validation_failed` naming `limit`.
+    pub fn page_size(&self, limit: Option<u32>) -> Result<u32> {
+        self.page_limit(limit)
     }
 
     fn page_limit(&self, limit: Option<u32>) -> Result<u32> {

@@ -118,7 +118,8 @@ impl Store {
         self.collection(names::AUDIT_EVENTS)
     }
 
-    /// Records events inside the caller's transaction.
+    /// Records events inside the caller's transaction, in the audit trail and (as the events
+    /// they announce, numbered with the conversation's next `seq`s) in the outbox.
     pub(crate) async fn record_in(
         &self,
         s: &mut ClientSession,
@@ -139,7 +140,9 @@ impl Store {
             crate::context::request_id(),
             now,
         );
-        self.audit().insert_many(docs).session(s).await.map(drop)
+        let announced = docs.iter().map(super::events::EventDoc::from_audit).collect();
+        self.audit().insert_many(docs).session(&mut *s).await?;
+        self.emit_in(s, scope, Some(conversation), announced).await
     }
 
     /// The read of [`Store::list_audit`]: newest first, keyset on `_id`, optional filters.

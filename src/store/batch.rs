@@ -27,6 +27,7 @@ use mongodb::ClientSession;
 use mongodb::options::ReturnDocument;
 
 use super::audit::{self, audit_docs};
+use super::events::{self, EventDoc};
 use super::docs::{
     AuditActor, AuditDoc, ConversationDoc, DepartureDoc, MemberDoc, ModerationDoc, UserDoc,
 };
@@ -464,8 +465,14 @@ impl Working<'_> {
                 .await?;
             self.conv_mut().participants = Some(summary);
         }
-        if self.touch_conversation || self.count_delta != 0 {
+        let mut announced: Vec<EventDoc> = self.events.iter().map(EventDoc::from_audit).collect();
+        let numbered = events::number(&mut announced, self.conv().event_seq + 1);
+        if self.touch_conversation || self.count_delta != 0 || numbered > 0 {
             let mut set = doc! { "updated_at": self.now };
+            if numbered > 0 {
+                self.conv_mut().event_seq += numbered;
+                set.insert("event_seq", self.conv().event_seq);
+            }
             let mut update = doc! {};
             match &self.conv().participants {
                 Some(p) => {
@@ -495,6 +502,7 @@ impl Working<'_> {
                 .session(&mut *s)
                 .await?;
         }
+        self.store.put_outbox_in(s, announced).await?;
         Ok(())
     }
 

@@ -7,6 +7,7 @@ use futures::TryStreamExt;
 use mongodb::options::ReturnDocument;
 
 use super::audit;
+use super::events::{EventDoc, kind};
 use super::docs::AuditActor;
 use super::docs::{ConversationDoc, ConversationSettingsDoc, MemberDoc};
 use super::members::{NewMember, new_member_doc};
@@ -14,7 +15,7 @@ use super::{Store, db_error, refuse, tenant_filter};
 use crate::auth::TenantScope;
 use crate::domain::rules::{self, Acting};
 use crate::domain::{ConversationId, ConversationType, ExternalUserId, RoleName};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// What to create.
 #[derive(Debug, Clone)]
@@ -144,6 +145,7 @@ impl Store {
                     .then(|| super::participants::summary_of(&members)),
                 activity_fanout_pending: None,
                 deleting_at: None,
+                event_seq: 0,
                 settings: ConversationSettingsDoc {
                     join_policy: "invite".into(),
                     max_members: new.max_members,
@@ -165,7 +167,12 @@ impl Store {
                 action: audit::action::CONVERSATION_CREATED,
                 target: None,
                 before: None,
-                after: Some(doc! { "type": bson::to_bson(&conv.kind)?, "name": &conv.name, "member_count": conv.member_count }),
+                after: Some(doc! {
+                    "type": bson::to_bson(&conv.kind)?,
+                    "name": &conv.name,
+                    "member_count": conv.member_count,
+                    "members": members.iter().map(|m| m.external_user_id.as_str()).collect::<Vec<_>>(),
+                }),
                 reason: None,
             }];
             events.extend(members.iter().map(|m| audit::Event {
@@ -197,7 +204,7 @@ impl Store {
         id: ConversationId,
         patch: &ConversationPatch,
     ) -> Result<ConversationDoc> {
-        let _turn = self.conversation_turn(scope, id.object_id()).await;
+        let turn = self.conversation_turn(scope, id.object_id()).await;
         let (conv, acting) = self.visible_conversation(scope, id).await?;
         rules::check_change_info(&acting)?;
         let mut set = Document::new();
@@ -213,21 +220,34 @@ impl Store {
         if set.is_empty() {
             return Ok(conv);
         }
-        set.insert("updated_at", DateTime::now());
-        self.conversations()
-            .find_one_and_update(
-                Self::conversation_filter(scope, id.object_id()),
-                doc! { "$set": set },
-            )
-            .return_document(ReturnDocument::After)
-            .await
-            .map_err(db_error)?
-            .ok_or_else(|| {
-                Error::client(
+        let now = DateTime::now();
+        let before: Document = set.keys().map(|k| (k.clone(), conv_field(&conv, k))).collect();
+        set.insert("updated_at", now);
+        self.transaction_until(turn.deadline(), async |s| {
+            let Some(after) = self
+                .conversations()
+                .find_one_and_update(
+                    Self::conversation_filter(scope, id.object_id()),
+                    doc! { "$set": set.clone(), "$inc": { "event_seq": 1_i64 } },
+                )
+                .return_document(ReturnDocument::After)
+                .session(&mut *s)
+                .await?
+            else {
+                return refuse(crate::error::Problem::new(
                     crate::domain::ErrorCode::ConversationNotFound,
                     "no such conversation",
-                )
-            })
+                ));
+            };
+            let changed: Document = before.keys().map(|k| (k.clone(), conv_field(&after, k))).collect();
+            let mut event = EventDoc::new(scope, kind::CONVERSATION_UPDATED, AuditActor::of(scope), now)
+                .in_conversation(after.id)
+                .change(Some(before.clone()), Some(changed));
+            event.seq = Some(after.event_seq);
+            self.put_outbox_in(s, vec![event]).await?;
+            Ok(after)
+        })
+        .await
     }
 
     /// Deletes the conversation with all its memberships. Two steps, so that a conversation of
@@ -389,5 +409,15 @@ impl Store {
             .await
             .map(drop)
             .map_err(db_error)
+    }
+}
+
+/// The value of one editable field of `conv` (`name`, `description`, `avatar_url`).
+fn conv_field(conv: &ConversationDoc, key: &str) -> bson::Bson {
+    match key {
+        "name" => conv.name.clone().into(),
+        "description" => conv.description.clone().into(),
+        "avatar_url" => conv.avatar_url.clone().into(),
+        _ => bson::Bson::Null,
     }
 }

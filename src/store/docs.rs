@@ -248,6 +248,10 @@ pub struct ConversationDoc {
     /// message; the sweeper catches them up and clears it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub activity_fanout_pending: Option<bool>,
+    /// Extension: the `seq` of the conversation's latest event (see [`super::events`]); 0 or
+    /// absent before the first.
+    #[serde(default)]
+    pub event_seq: i64,
     /// Conversation settings.
     pub settings: ConversationSettingsDoc,
     /// Creation time.

@@ -9,6 +9,7 @@ use futures::TryStreamExt;
 
 use super::audit;
 use super::docs::{AuditActor, AuditDoc, MemberDoc};
+use super::events::{EventDoc, kind};
 use super::{Query, Store, db_error, tenant_filter};
 use crate::auth::TenantScope;
 use crate::domain::MemberStatus;
@@ -50,7 +51,27 @@ impl Store {
         }
         let mut filter = tenant_filter(scope);
         filter.insert("_id", user);
-        self.users().delete_one(filter).await.map_err(db_error)?;
+        let external = self.external_ids(scope, &[user]).await?.remove(&user);
+        self.transaction(async |s| {
+            let gone = self
+                .users()
+                .delete_one(filter.clone())
+                .session(&mut *s)
+                .await?;
+            if gone.deleted_count > 0 {
+                let mut event = EventDoc::new(
+                    scope,
+                    kind::USER_ERASED,
+                    AuditActor::of(scope),
+                    DateTime::now(),
+                );
+                event.target_user_id = external.clone();
+                event.after = Some(doc! { "memberships_erased": erased as i64 });
+                self.put_outbox_in(s, vec![event]).await?;
+            }
+            Ok(())
+        })
+        .await?;
         self.forget_user(scope, user).await;
         Ok(erased)
     }

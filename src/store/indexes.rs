@@ -33,7 +33,21 @@ pub const SPEC_FILES: &[(&str, &str)] = &[
         "media_files.json",
         include_str!("../../indexes/media_files.json"),
     ),
+    (
+        "event_outbox.json",
+        include_str!("../../indexes/event_outbox.json"),
+    ),
+    ("events.json", include_str!("../../indexes/events.json")),
+    ("webhooks.json", include_str!("../../indexes/webhooks.json")),
+    (
+        "webhook_deliveries.json",
+        include_str!("../../indexes/webhook_deliveries.json"),
+    ),
 ];
+
+/// Collections read only by `_id` (no index file), created at boot so that transactions
+/// never have to create them.
+pub const PLAIN_COLLECTIONS: &[&str] = &["event_counters"];
 
 /// One parsed `createIndexes` command.
 #[derive(Debug, Clone)]
@@ -185,6 +199,17 @@ pub async fn ensure(db: &Database, specs: &[IndexSpec]) -> anyhow::Result<usize>
             })?;
         ensured += spec.indexes.len();
         tracing::info!(collection = %spec.collection, indexes = spec.indexes.len(), "indexes ensured");
+    }
+    let present = db.list_collection_names().await?;
+    for name in PLAIN_COLLECTIONS {
+        if !present.iter().any(|p| p == name) {
+            match db.create_collection(*name).await {
+                Ok(()) => tracing::info!(collection = name, "collection created"),
+                // Another instance created it in the meantime (NamespaceExists).
+                Err(e) if matches!(&*e.kind, mongodb::error::ErrorKind::Command(c) if c.code == 48) => {}
+                Err(e) => return Err(e).with_context(|| format!("creating `{name}`")),
+            }
+        }
     }
     Ok(ensured)
 }

@@ -8,6 +8,8 @@ use bson::oid::ObjectId;
 use bson::{DateTime, Document, doc};
 use serde::{Deserialize, Serialize};
 
+use super::docs::AuditActor;
+use super::events::{EventDoc, kind};
 use super::{Query, Store, db_error, names, tenant_filter};
 use crate::auth::TenantScope;
 use crate::error::Result;
@@ -121,19 +123,22 @@ impl Store {
     pub async fn complete_media(&self, scope: &TenantScope, m: &MediaDoc) -> Result<()> {
         let mut f = tenant_filter(scope);
         f.insert("_id", m.id);
-        self.media()
-            .update_one(
-                f,
-                doc! { "$set": {
-                    "status": "ready",
-                    "size_bytes": m.size_bytes,
-                    "sha256": &m.sha256,
-                    "uploaded_at": m.uploaded_at,
-                } },
-            )
-            .await
-            .map_err(db_error)?;
-        Ok(())
+        let update = doc! { "$set": {
+            "status": "ready",
+            "size_bytes": m.size_bytes,
+            "sha256": &m.sha256,
+            "uploaded_at": m.uploaded_at,
+        } };
+        let event = media_event(scope, kind::MEDIA_UPLOADED, m, None, Some(media_fields(m)));
+        self.transaction(async |s| {
+            self.media()
+                .update_one(f.clone(), update.clone())
+                .session(&mut *s)
+                .await?;
+            self.emit_in(s, scope, m.conversation_id, vec![event.clone()])
+                .await
+        })
+        .await
     }
 
     /// Records a made (or failed) thumbnail on a ready file. Errors if the file is gone or no
@@ -258,11 +263,25 @@ impl Store {
     ) -> Result<Option<MediaDoc>> {
         let mut f = tenant_filter(scope);
         f.insert("_id", id);
-        self.media()
-            .find_one_and_update(f, doc! { "$set": { "status": "deleting" } })
-            .return_document(mongodb::options::ReturnDocument::After)
-            .await
-            .map_err(db_error)
+        self.transaction(async |s| {
+            let Some(mut m) = self
+                .media()
+                .find_one_and_update(f.clone(), doc! { "$set": { "status": "deleting" } })
+                .return_document(mongodb::options::ReturnDocument::Before)
+                .session(&mut *s)
+                .await?
+            else {
+                return Ok(None);
+            };
+            if m.status == "ready" {
+                let event =
+                    media_event(scope, kind::MEDIA_DELETED, &m, Some(media_fields(&m)), None);
+                self.emit_in(s, scope, m.conversation_id, vec![event]).await?;
+            }
+            m.status = "deleting".into();
+            Ok(Some(m))
+        })
+        .await
     }
 }
 
@@ -431,4 +450,30 @@ fn regex_escape(s: &str) -> String {
                 .chain(std::iter::once(c))
         })
         .collect()
+}
+
+/// The fields a media event shows of `m`.
+fn media_fields(m: &MediaDoc) -> Document {
+    doc! {
+        "media_id": m.id,
+        "file_type": &m.file_type,
+        "size_bytes": m.size_bytes,
+        "filename": &m.filename,
+        "message_id": m.message_id.as_deref(),
+    }
+}
+
+/// A media event about `m`'s uploader, in its conversation if it has one.
+fn media_event(
+    scope: &TenantScope,
+    event_kind: &str,
+    m: &MediaDoc,
+    before: Option<Document>,
+    after: Option<Document>,
+) -> EventDoc {
+    let mut e = EventDoc::new(scope, event_kind, AuditActor::of(scope), DateTime::now())
+        .about(&m.uploader_external_id)
+        .change(before, after);
+    e.conversation_id = m.conversation_id;
+    e
 }

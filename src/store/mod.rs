@@ -11,6 +11,7 @@ pub mod blobs;
 pub mod conversations;
 pub mod docs;
 pub mod erasure;
+pub mod events;
 pub mod indexes;
 pub mod media;
 pub mod members;
@@ -22,6 +23,7 @@ pub mod settings;
 pub mod tenants;
 pub mod txn;
 pub mod users;
+pub mod webhooks;
 pub mod writer;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,6 +57,16 @@ pub mod names {
     pub const MESSAGE_REPORTS: &str = "message_reports";
     /// Uploaded media (seed 002).
     pub const MEDIA_FILES: &str = "media_files";
+    /// Events written by committed changes, waiting for a position.
+    pub const EVENT_OUTBOX: &str = "event_outbox";
+    /// The event log (feed, stream, webhooks), by tenant-wide position.
+    pub const EVENTS: &str = "events";
+    /// Each tenant's latest event position.
+    pub const EVENT_COUNTERS: &str = "event_counters";
+    /// Webhook endpoints.
+    pub const WEBHOOKS: &str = "webhooks";
+    /// Webhook delivery attempts.
+    pub const WEBHOOK_DELIVERIES: &str = "webhook_deliveries";
 }
 
 /// Names of the indexes the keyset reads walk (defined in `indexes/*.json`; the explain test
@@ -176,6 +188,8 @@ pub struct Store {
     writers: std::sync::Arc<writer::Writers>,
     /// `(tenant, users._id)` → `external_id`: pairs that never change, kept for views.
     user_ids: moka::future::Cache<(String, bson::oid::ObjectId), String>,
+    /// Wakes the event sequencer after commits and the feed's readers when a log grows.
+    hub: std::sync::Arc<events::EventHub>,
 }
 
 impl Store {
@@ -223,6 +237,7 @@ impl Store {
             commands,
             writers: std::sync::Arc::new(writer::Writers::default()),
             user_ids: moka::future::Cache::new(100_000),
+            hub: std::sync::Arc::default(),
         })
     }
 
@@ -241,6 +256,18 @@ impl Store {
             self.blobs = std::sync::Arc::new(blobs::S3Blobs::new(&m.s3)?);
         }
         Ok(self)
+    }
+
+    /// Shares `hub` (one per process: the HTTP workers, the sweeper and the event tasks each
+    /// have a store of their own).
+    pub fn with_hub(mut self, hub: std::sync::Arc<events::EventHub>) -> Self {
+        self.hub = hub;
+        self
+    }
+
+    /// The in-process event signals.
+    pub fn hub(&self) -> &std::sync::Arc<events::EventHub> {
+        &self.hub
     }
 
     /// Where media bytes go (GridFS in this database by default).

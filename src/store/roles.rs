@@ -16,6 +16,8 @@ use bson::{DateTime, Document, doc};
 use mongodb::ClientSession;
 use serde::Deserialize;
 
+use super::docs::AuditActor;
+use super::events::{EventDoc, kind};
 use super::{Query, Store, db_error, names, tenant_filter};
 use crate::auth::TenantScope;
 use crate::domain::{ErrorCode, MemberStatus, RoleCatalog, RoleName};
@@ -143,17 +145,26 @@ impl Store {
             ));
         }
         let token = ObjectId::new();
-        self.catalog_fields()
-            .update_one(
-                tenant_doc_filter(scope),
-                doc! { "$set": {
-                    "roles": bson::to_bson(catalog).map_err(|e| Error::Internal(e.into()))?,
-                    "roles_resolving": token,
-                    "updated_at": DateTime::now(),
-                } },
-            )
-            .await
-            .map_err(db_error)?;
+        let now = DateTime::now();
+        let roles = bson::to_bson(catalog).map_err(|e| Error::Internal(e.into()))?;
+        let was = bson::to_bson(&old).map_err(|e| Error::Internal(e.into()))?;
+        self.transaction(async |s| {
+            self.catalog_fields()
+                .update_one(
+                    tenant_doc_filter(scope),
+                    doc! { "$set": {
+                        "roles": roles.clone(),
+                        "roles_resolving": token,
+                        "updated_at": now,
+                    } },
+                )
+                .session(&mut *s)
+                .await?;
+            let event = EventDoc::new(scope, kind::ROLES_UPDATED, AuditActor::of(scope), now)
+                .change(Some(doc! { "roles": was.clone() }), Some(doc! { "roles": roles.clone() }));
+            self.put_outbox_in(s, vec![event]).await
+        })
+        .await?;
         let changed: Vec<&RoleName> = catalog
             .roles
             .iter()

@@ -1,15 +1,17 @@
 //! A member's own state: notification settings and read position (seed 004 `settings` and
-//! `activity.last_read_*`). Single-document atomic updates; no transaction needed.
+//! `activity.last_read_*`). One atomic update each, in a transaction with the private event it
+//! emits (seen only by the member and server tokens).
 
 use bson::oid::ObjectId;
 use bson::{DateTime, Document, doc};
 use mongodb::options::ReturnDocument;
 
-use super::docs::MemberDoc;
-use super::{Store, db_error};
+use super::docs::{AuditActor, MemberDoc};
+use super::events::{EventDoc, kind};
+use super::{Store, refuse};
 use crate::auth::TenantScope;
 use crate::domain::{ConversationId, ErrorCode, ExternalUserId, MemberStatus, NotificationLevel};
-use crate::error::{Error, Result};
+use crate::error::{Error, Problem, Result};
 
 /// Settings to change; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default)]
@@ -38,27 +40,51 @@ impl Store {
         f
     }
 
+    /// In one transaction: applies `update` to the caller's present membership, derives the
+    /// new state with `apply` (the same change, in memory), and, when `changed` says the two
+    /// differ, puts the private event `kind` with the fields `fields` of both into the outbox.
+    /// Returns the membership after. Errors: `not_a_member`.
     async fn own_update(
         &self,
         scope: &TenantScope,
         id: ConversationId,
         user: &ExternalUserId,
         update: Document,
+        apply: impl Fn(&mut MemberDoc),
+        event_kind: &str,
+        fields: impl Fn(&MemberDoc) -> mongodb::error::Result<Document>,
     ) -> Result<MemberDoc> {
-        self.members()
-            .find_one_and_update(Self::own_member_filter(scope, id, user), update)
-            .return_document(ReturnDocument::After)
-            .await
-            .map_err(db_error)?
-            .ok_or_else(|| {
-                Error::client(
+        self.transaction(async |s| {
+            let Some(before) = self
+                .members()
+                .find_one_and_update(Self::own_member_filter(scope, id, user), update.clone())
+                .return_document(ReturnDocument::Before)
+                .session(&mut *s)
+                .await?
+            else {
+                return refuse(Problem::new(
                     ErrorCode::NotAMember,
                     "the caller is not a member of this conversation",
-                )
-            })
+                ));
+            };
+            let mut after = before.clone();
+            apply(&mut after);
+            let (was, now) = (fields(&before)?, fields(&after)?);
+            if was != now {
+                let event = EventDoc::new(scope, event_kind, AuditActor::of(scope), after.updated_at)
+                    .in_conversation(id.object_id())
+                    .about(user.as_str())
+                    .change(Some(was), Some(now))
+                    .private();
+                self.put_outbox_in(s, vec![event]).await?;
+            }
+            Ok(after)
+        })
+        .await
     }
 
-    /// Applies `patch` to the caller's settings in one atomic update. Errors: `not_a_member`.
+    /// Applies `patch` to the caller's settings in one atomic update; a change emits the
+    /// private event `member.settings_updated`. Errors: `not_a_member`.
     pub async fn update_settings(
         &self,
         scope: &TenantScope,
@@ -66,7 +92,8 @@ impl Store {
         user: &ExternalUserId,
         patch: &SettingsPatch,
     ) -> Result<MemberDoc> {
-        let mut set = doc! { "updated_at": DateTime::now() };
+        let now = DateTime::now();
+        let mut set = doc! { "updated_at": now };
         if let Some(n) = patch.notifications {
             set.insert(
                 "settings.notifications",
@@ -82,12 +109,37 @@ impl Store {
         if let Some(p) = patch.pinned {
             set.insert("settings.pinned", p);
         }
-        self.own_update(scope, id, user, doc! { "$set": set }).await
+        let apply = |m: &mut MemberDoc| {
+            m.updated_at = now;
+            if let Some(n) = patch.notifications {
+                m.settings.notifications = n;
+            }
+            if let Some(v) = patch.muted {
+                m.settings.muted = v;
+            }
+            if let Some(u) = patch.muted_until {
+                m.settings.muted_until = u;
+            }
+            if let Some(p) = patch.pinned {
+                m.settings.pinned = p;
+            }
+        };
+        let fields = |m: &MemberDoc| Ok(doc! { "settings": bson::to_bson(&m.settings)? });
+        self.own_update(
+            scope,
+            id,
+            user,
+            doc! { "$set": set },
+            apply,
+            kind::MEMBER_SETTINGS_UPDATED,
+            fields,
+        )
+        .await
     }
 
     /// Moves the caller's read position forward to `message_id` at `read_at`; an older message
-    /// id or time is ignored (`$max` on each: never backwards, under concurrency too).
-    /// Errors: `not_a_member`.
+    /// id or time is ignored (`$max` on each: never backwards, under concurrency too). A move
+    /// emits the private event `member.read`. Errors: `not_a_member`.
     pub async fn mark_read(
         &self,
         scope: &TenantScope,
@@ -99,6 +151,18 @@ impl Store {
         let update = doc! {
             "$max": { "activity.last_read_message_id": message_id, "activity.last_read_at": read_at },
         };
-        self.own_update(scope, id, user, update).await
+        let apply = |m: &mut MemberDoc| {
+            let a = &mut m.activity;
+            a.last_read_message_id = a.last_read_message_id.max(Some(message_id));
+            a.last_read_at = a.last_read_at.max(Some(read_at));
+        };
+        let fields = |m: &MemberDoc| {
+            Ok(doc! {
+                "last_read_message_id": m.activity.last_read_message_id,
+                "last_read_at": m.activity.last_read_at,
+            })
+        };
+        self.own_update(scope, id, user, update, apply, kind::MEMBER_READ, fields)
+            .await
     }
 }

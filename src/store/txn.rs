@@ -188,7 +188,10 @@ impl super::Store {
                 }
             };
             match tokio::time::timeout_at(deadline, attempt).await {
-                Ok(Ok(r)) => return Ok(r),
+                Ok(Ok(r)) => {
+                    self.hub.committed();
+                    return Ok(r);
+                }
                 Ok(Err(e)) => attempts.failed(e).await?,
                 Err(_) => return Err(attempts.exhausted()),
             }

@@ -7,7 +7,8 @@ use bson::{DateTime, doc};
 use futures::TryStreamExt;
 use mongodb::ClientSession;
 
-use super::docs::UserDoc;
+use super::docs::{AuditActor, UserDoc};
+use super::events::{EventDoc, kind};
 use super::{Store, db_error, names, tenant_filter};
 use crate::auth::TenantScope;
 use crate::domain::ExternalUserId;
@@ -54,20 +55,32 @@ impl Store {
             "$setOnInsert": { "_id": ObjectId::new(), "created_at": now },
         };
         // A concurrent first upsert of the same user can lose the race on the unique index;
-        // the second try then finds the document.
-        let mut tries = 0;
-        let before = loop {
-            match self
-                .users()
-                .find_one_and_update(filter.clone(), update.clone())
-                .upsert(true)
-                .await
-            {
-                Ok(before) => break before,
-                Err(e) if super::is_duplicate_key(&e) && tries < 3 => tries += 1,
-                Err(e) => return Err(db_error(e)),
-            }
-        };
+        // the transaction is then re-run and finds the document.
+        let before = self
+            .transaction(async |s| {
+                let before = self
+                    .users()
+                    .find_one_and_update(filter.clone(), update.clone())
+                    .upsert(true)
+                    .session(&mut *s)
+                    .await?;
+                let profile = |name: &str, avatar: Option<&str>| {
+                    doc! { "display_name": name, "avatar_url": avatar }
+                };
+                let was = before
+                    .as_ref()
+                    .map(|u| profile(&u.display_name, u.avatar_url.as_deref()));
+                let now_is = profile(display_name, avatar_url);
+                if was.as_ref() != Some(&now_is) {
+                    let event =
+                        EventDoc::new(scope, kind::USER_UPDATED, AuditActor::of(scope), now)
+                            .about(external_id.as_str())
+                            .change(was, Some(now_is));
+                    self.put_outbox_in(s, vec![event]).await?;
+                }
+                Ok(before)
+            })
+            .await?;
         let user = self
             .users()
             .find_one(filter)

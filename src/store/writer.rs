@@ -322,6 +322,7 @@ impl Store {
             };
             match tokio::time::timeout_at(deadline, attempt).await {
                 Ok(Ok(answers)) => {
+                    self.hub.committed();
                     if attempts.count > 1 {
                         tracing::debug!(
                             attempts = attempts.count,

@@ -4,6 +4,7 @@
 pub mod activity;
 pub mod authorize;
 pub mod conversations;
+pub mod events;
 pub mod health;
 pub mod media;
 pub mod members;
@@ -12,3 +13,4 @@ pub mod roles;
 pub mod settings;
 pub mod tenants;
 pub mod users;
+pub mod webhooks;

@@ -1,0 +1,140 @@
+//! The background side of events, one set per instance: the sequencer (outbox → log), a
+//! change stream that learns of other instances' writes, a poll that stands in when the change
+//! stream cannot, and webhook delivery ([`super::webhooks`]).
+//!
+//! They run on a thread and runtime of their own with their own connection (their
+//! transactions are not `Send`), sharing the process's [`EventHub`] with the HTTP workers: a
+//! commit on this instance wakes the sequencer at once; a sequenced batch wakes the feed's
+//! long-polls, the streams and webhook delivery.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+
+use crate::auth::PlatformCredential;
+use crate::config::Settings;
+use crate::store::Store;
+use crate::store::events::{EventHub, LogChange, log_change};
+
+/// Starts the event tasks on a thread of their own; they stop when `stop` is set or dropped.
+pub fn spawn(
+    settings: Settings,
+    hub: Arc<EventHub>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name("roster-events".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => return tracing::error!(error = %e, "events disabled: no runtime"),
+            };
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&runtime, async move {
+                let store = match Store::connect(&settings.database).await {
+                    Ok(s) => s.with_hub(hub),
+                    Err(e) => {
+                        return tracing::error!(error = format!("{e:#}"), "events disabled: no database");
+                    }
+                };
+                let mut stop = stop;
+                tokio::task::spawn_local(sequence(store.clone(), settings.clone()));
+                tokio::task::spawn_local(follow(store.clone()));
+                match PlatformCredential::verify(&settings.auth.platform_token, &settings.auth) {
+                    Ok(cred) => {
+                        tokio::task::spawn_local(super::webhooks::deliver(store, settings, cred));
+                    }
+                    Err(e) => tracing::error!(error = %e, "webhooks disabled: auth.platform_token does not verify"),
+                }
+                let _ = stop.wait_for(|s| *s).await;
+            });
+        })?;
+    Ok(())
+}
+
+/// The sequencer: woken by commits (this instance's, or another's through the change stream)
+/// and every `events.poll_interval_ms`; moves the outbox into the log until it is empty and
+/// tells the hub each tenant's new head. Also reads every head on the poll (events sequenced
+/// by other instances, when the change stream is not telling).
+async fn sequence(store: Store, settings: Settings) {
+    let poll = Duration::from_millis(settings.events.poll_interval_ms);
+    let retention = Duration::from_secs(settings.events.retention_hours * 3600);
+    let batch = i64::from(settings.events.sequencer_batch);
+    let hub = store.hub().clone();
+    let mut next_poll = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = hub.outbox_written() => {}
+            _ = tokio::time::sleep_until(next_poll) => {}
+        }
+        loop {
+            match store.sequence_outbox(batch, retention).await {
+                Ok((moved, heads)) => {
+                    for (tenant, head) in heads {
+                        hub.advance(&tenant, head);
+                    }
+                    if moved > 0 {
+                        tracing::debug!(moved, "events sequenced");
+                    }
+                    if moved < batch as usize {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "sequencing events failed; will retry");
+                    tokio::time::sleep(poll).await;
+                    break;
+                }
+            }
+        }
+        if tokio::time::Instant::now() >= next_poll {
+            next_poll = tokio::time::Instant::now() + poll;
+            match store.event_heads().await {
+                Ok(heads) => {
+                    for (tenant, head) in heads {
+                        hub.advance(&tenant, head);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "reading event heads failed; will retry"),
+            }
+        }
+    }
+}
+
+/// Follows the change stream on the outbox and the counters; reopens it (resuming after the
+/// last change seen) when it fails, after a pause. While it is down the poll above carries on.
+async fn follow(store: Store) {
+    let hub = store.hub().clone();
+    let mut resume = None;
+    loop {
+        match store.watch_log(resume.clone()).await {
+            Ok(mut changes) => {
+                tracing::info!("following the event log's change stream");
+                while let Some(next) = changes.next().await {
+                    match next {
+                        Ok(ev) => {
+                            match log_change(&ev) {
+                                Some(LogChange::Outbox) => hub.committed(),
+                                Some(LogChange::Head(tenant, head)) => hub.advance(&tenant, head),
+                                None => {}
+                            }
+                            resume = changes.resume_token();
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "event change stream failed; reopening");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot open the event change stream; polling meanwhile")
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

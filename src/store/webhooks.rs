@@ -1,0 +1,363 @@
+//! `webhooks` (endpoints, each with its delivery cursor and lease) and `webhook_deliveries`
+//! (one document per attempt, kept `events.retention_hours`).
+//!
+//! Delivery is claimed per endpoint with a lease inside the endpoint's document
+//! (`lease: {owner, until}`): an instance takes an endpoint whose lease is absent or expired,
+//! renews it while it sends, and every write it makes afterwards (cursor, retry schedule) is
+//! fenced on still holding it, so two instances never send the same attempt at once and a
+//! crashed instance's endpoints are taken over when its lease runs out.
+
+use bson::oid::ObjectId;
+use bson::{DateTime, Document, doc};
+use futures::TryStreamExt;
+use mongodb::options::ReturnDocument;
+use serde::{Deserialize, Serialize};
+
+use super::{Store, db_error, names, tenant_filter};
+use crate::auth::TenantScope;
+use crate::domain::ErrorCode;
+use crate::error::{Error, Result};
+
+/// Most endpoints per tenant.
+pub const MAX_WEBHOOKS: u64 = 20;
+
+/// A lease on an endpoint's delivery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeaseDoc {
+    /// The holding instance.
+    pub owner: String,
+    /// When it lapses unless renewed (UTC).
+    pub until: DateTime,
+}
+
+/// One webhook endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebhookDoc {
+    /// Endpoint id.
+    #[serde(rename = "_id")]
+    pub id: ObjectId,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// Target URL (http or https).
+    pub url: String,
+    /// Event types sent; empty = all.
+    pub event_types: Vec<String>,
+    /// Whether events are sent.
+    pub enabled: bool,
+    /// Why it was disabled automatically (absent when enabled or disabled by a caller).
+    pub disabled_reason: Option<String>,
+    /// The signing secret (`whsec_` + base64 of 32 random bytes).
+    pub secret: String,
+    /// Free text.
+    pub description: Option<String>,
+    /// Position of the last event handled (delivered, failed for good, or filtered out).
+    pub cursor: i64,
+    /// Failed attempts of the next event so far.
+    pub attempt: u32,
+    /// Not before (UTC): the next attempt after a failure.
+    pub next_attempt_at: DateTime,
+    /// Since when every attempt has failed (absent after a success).
+    pub failing_since: Option<DateTime>,
+    /// The current claim.
+    pub lease: Option<LeaseDoc>,
+    /// Last successful delivery.
+    pub last_success_at: Option<DateTime>,
+    /// Creation time.
+    pub created_at: DateTime,
+    /// Last change by a caller.
+    pub updated_at: DateTime,
+}
+
+/// One delivery attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryDoc {
+    /// Attempt id (keyset order).
+    #[serde(rename = "_id")]
+    pub id: ObjectId,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// The endpoint.
+    pub webhook_id: ObjectId,
+    /// The event sent.
+    pub event_id: ObjectId,
+    /// Its position.
+    pub position: i64,
+    /// Its type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// 1 for the first attempt of this event.
+    pub attempt: u32,
+    /// The receiver's HTTP status, if it answered.
+    pub status_code: Option<i32>,
+    /// Time to the answer (or the failure), ms.
+    pub latency_ms: i64,
+    /// What went wrong (absent on success).
+    pub error: Option<String>,
+    /// `delivered`, `retrying` or `failed` (retries spent; the endpoint moved on).
+    pub outcome: String,
+    /// When (UTC).
+    pub at: DateTime,
+    /// When the TTL index removes it.
+    pub expires_at: DateTime,
+}
+
+/// Changes to an endpoint; `None` leaves a field.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookPatch {
+    /// New URL (already checked).
+    pub url: Option<String>,
+    /// New type filter.
+    pub event_types: Option<Vec<String>>,
+    /// Enable or disable (enabling clears the failure state and retries at once).
+    pub enabled: Option<bool>,
+    /// New description (`Some(None)` clears it).
+    pub description: Option<Option<String>>,
+}
+
+fn not_found() -> Error {
+    Error::client(ErrorCode::WebhookNotFound, "no such webhook")
+}
+
+impl Store {
+    fn webhooks(&self) -> mongodb::Collection<WebhookDoc> {
+        self.collection(names::WEBHOOKS)
+    }
+
+    fn deliveries(&self) -> mongodb::Collection<DeliveryDoc> {
+        self.collection(names::WEBHOOK_DELIVERIES)
+    }
+
+    fn webhook_filter(scope: &TenantScope, id: ObjectId) -> Document {
+        let mut f = tenant_filter(scope);
+        f.insert("_id", id);
+        f
+    }
+
+    /// Stores a new endpoint. Errors: `webhook_limit` past [`MAX_WEBHOOKS`].
+    pub async fn create_webhook(&self, scope: &TenantScope, w: &WebhookDoc) -> Result<()> {
+        let count = self
+            .webhooks()
+            .count_documents(tenant_filter(scope))
+            .await
+            .map_err(db_error)?;
+        if count >= MAX_WEBHOOKS {
+            return Err(Error::client(
+                ErrorCode::WebhookLimit,
+                format!("a tenant has at most {MAX_WEBHOOKS} webhooks"),
+            ));
+        }
+        self.webhooks().insert_one(w).await.map_err(db_error)?;
+        Ok(())
+    }
+
+    /// The tenant's endpoints, oldest first.
+    pub async fn list_webhooks(&self, scope: &TenantScope) -> Result<Vec<WebhookDoc>> {
+        self.webhooks()
+            .find(tenant_filter(scope))
+            .sort(doc! { "_id": 1 })
+            .await
+            .map_err(db_error)?
+            .try_collect()
+            .await
+            .map_err(db_error)
+    }
+
+    /// One endpoint. Errors: `webhook_not_found`.
+    pub async fn get_webhook(&self, scope: &TenantScope, id: ObjectId) -> Result<WebhookDoc> {
+        self.webhooks()
+            .find_one(Self::webhook_filter(scope, id))
+            .await
+            .map_err(db_error)?
+            .ok_or_else(not_found)
+    }
+
+    async fn update_webhook_with(
+        &self,
+        scope: &TenantScope,
+        id: ObjectId,
+        update: Document,
+    ) -> Result<WebhookDoc> {
+        self.webhooks()
+            .find_one_and_update(Self::webhook_filter(scope, id), update)
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(db_error)?
+            .ok_or_else(not_found)
+    }
+
+    /// Applies `patch`. Errors: `webhook_not_found`.
+    pub async fn update_webhook(
+        &self,
+        scope: &TenantScope,
+        id: ObjectId,
+        patch: &WebhookPatch,
+    ) -> Result<WebhookDoc> {
+        let now = DateTime::now();
+        let mut set = doc! { "updated_at": now };
+        if let Some(u) = &patch.url {
+            set.insert("url", u);
+        }
+        if let Some(t) = &patch.event_types {
+            set.insert("event_types", t);
+        }
+        if let Some(d) = &patch.description {
+            set.insert("description", d.as_deref());
+        }
+        if let Some(e) = patch.enabled {
+            set.insert("enabled", e);
+            if e {
+                set.insert("disabled_reason", bson::Bson::Null);
+                set.insert("failing_since", bson::Bson::Null);
+                set.insert("attempt", 0_i32);
+                set.insert("next_attempt_at", now);
+            }
+        }
+        self.update_webhook_with(scope, id, doc! { "$set": set })
+            .await
+    }
+
+    /// Replaces the signing secret. Errors: `webhook_not_found`.
+    pub async fn set_webhook_secret(
+        &self,
+        scope: &TenantScope,
+        id: ObjectId,
+        secret: &str,
+    ) -> Result<WebhookDoc> {
+        self.update_webhook_with(
+            scope,
+            id,
+            doc! { "$set": { "secret": secret, "updated_at": DateTime::now() } },
+        )
+        .await
+    }
+
+    /// Re-sends everything after `after`: the cursor moves there and the failure state is
+    /// cleared. Errors: `webhook_not_found`.
+    pub async fn replay_webhook(
+        &self,
+        scope: &TenantScope,
+        id: ObjectId,
+        after: i64,
+    ) -> Result<WebhookDoc> {
+        let now = DateTime::now();
+        self.update_webhook_with(
+            scope,
+            id,
+            doc! { "$set": {
+                "cursor": after, "attempt": 0_i32, "next_attempt_at": now, "updated_at": now,
+            } },
+        )
+        .await
+    }
+
+    /// Deletes an endpoint and its delivery log. Errors: `webhook_not_found`.
+    pub async fn delete_webhook(&self, scope: &TenantScope, id: ObjectId) -> Result<()> {
+        let gone = self
+            .webhooks()
+            .delete_one(Self::webhook_filter(scope, id))
+            .await
+            .map_err(db_error)?;
+        if gone.deleted_count == 0 {
+            return Err(not_found());
+        }
+        let mut f = tenant_filter(scope);
+        f.insert("webhook_id", id);
+        self.deliveries().delete_many(f).await.map_err(db_error)?;
+        Ok(())
+    }
+
+    /// An endpoint's attempts, newest first, keyset on `_id` (`before`).
+    pub async fn list_deliveries(
+        &self,
+        scope: &TenantScope,
+        id: ObjectId,
+        before: Option<ObjectId>,
+        limit: u32,
+    ) -> Result<Vec<DeliveryDoc>> {
+        let mut f = tenant_filter(scope);
+        f.insert("webhook_id", id);
+        if let Some(b) = before {
+            f.insert("_id", doc! { "$lt": b });
+        }
+        super::Query {
+            collection: names::WEBHOOK_DELIVERIES,
+            filter: f,
+            sort: Some(doc! { "_id": -1 }),
+            limit: Some(i64::from(limit)),
+        }
+        .fetch(&self.deliveries())
+        .await
+    }
+
+    /// Enabled endpoints of every tenant whose next attempt is due.
+    pub async fn due_webhooks(&self, now: DateTime) -> Result<Vec<WebhookDoc>> {
+        self.webhooks()
+            .find(doc! { "enabled": true, "next_attempt_at": { "$lte": now } })
+            .await
+            .map_err(db_error)?
+            .try_collect()
+            .await
+            .map_err(db_error)
+    }
+
+    /// Takes (or renews) the lease on an endpoint for `owner` until `until`; `None` if another
+    /// instance holds a live lease or the endpoint is gone or disabled.
+    pub async fn claim_webhook(
+        &self,
+        id: ObjectId,
+        owner: &str,
+        until: DateTime,
+    ) -> Result<Option<WebhookDoc>> {
+        let now = DateTime::now();
+        self.webhooks()
+            .find_one_and_update(
+                doc! {
+                    "_id": id,
+                    "enabled": true,
+                    "$or": [
+                        { "lease": null },
+                        { "lease.until": { "$lte": now } },
+                        { "lease.owner": owner },
+                    ],
+                },
+                doc! { "$set": { "lease": { "owner": owner, "until": until } } },
+            )
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(db_error)
+    }
+
+    /// Writes `set` (and `unset`) on an endpoint `owner` still holds; `false` if the lease was
+    /// lost (another instance took over) or the endpoint went.
+    pub async fn update_claimed_webhook(
+        &self,
+        id: ObjectId,
+        owner: &str,
+        set: Document,
+    ) -> Result<bool> {
+        let r = self
+            .webhooks()
+            .update_one(doc! { "_id": id, "lease.owner": owner }, doc! { "$set": set })
+            .await
+            .map_err(db_error)?;
+        Ok(r.matched_count == 1)
+    }
+
+    /// Gives up `owner`'s lease.
+    pub async fn release_webhook(&self, id: ObjectId, owner: &str) -> Result<()> {
+        self.webhooks()
+            .update_one(
+                doc! { "_id": id, "lease.owner": owner },
+                doc! { "$set": { "lease": null } },
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// Records an attempt.
+    pub async fn record_delivery(&self, d: &DeliveryDoc) -> Result<()> {
+        self.deliveries().insert_one(d).await.map_err(db_error)?;
+        Ok(())
+    }
+}
