@@ -43,6 +43,10 @@ pub fn test_settings() -> Settings {
     settings.http.bind = "127.0.0.1:0".into();
     settings.http.workers = 2;
     settings.http.shutdown_timeout_secs = 1;
+    // Receivers in tests listen on loopback; retries come quickly.
+    settings.webhooks.allow_private_targets = true;
+    settings.webhooks.retry_schedule_secs = vec![1, 1, 1, 1];
+    settings.webhooks.lease_secs = 3;
     settings
 }
 
@@ -105,6 +109,31 @@ pub async fn spawn_second_instance(first: &TestApp) -> TestApp {
 }
 
 impl TestApp {
+    /// Every event the token can see after `after`, reading (with long-polls) until `count`
+    /// have arrived or 20 s pass.
+    pub async fn events_after(&self, token: &str, after: i64, count: usize) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut out: Vec<Value> = Vec::new();
+        let mut cursor = after;
+        while out.len() < count && std::time::Instant::now() < deadline {
+            let r = self
+                .get(&format!("/v1/events?after={cursor}&limit=200&wait=2"), token)
+                .await;
+            assert_eq!(r.status, 200, "{:?}", r.body);
+            out.extend(r.body["events"].as_array().unwrap().iter().cloned());
+            cursor = r.body["next_after"].as_i64().unwrap();
+        }
+        out
+    }
+
+    /// The types of `events`, in order.
+    pub fn types_of(events: &[Value]) -> Vec<String> {
+        events
+            .iter()
+            .map(|e| e["type"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
     pub fn platform_token(&self) -> String {
         self.settings.auth.platform_token.clone()
     }

@@ -9,6 +9,7 @@ mod concurrency;
 mod conversations;
 mod database_down;
 mod erasure;
+mod events;
 mod explain;
 mod helpers;
 mod kill;

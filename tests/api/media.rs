@@ -26,7 +26,7 @@ fn jpeg_html_polyglot() -> Vec<u8> {
     v
 }
 
-async fn upload(
+pub(crate) async fn upload(
     app: &TestApp,
     token: &str,
     conv: Option<&str>,
