@@ -177,6 +177,8 @@ pub struct EventSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookSettings {
+    /// Whether this instance sends webhooks (off on instances that should only serve the API).
+    pub deliver: bool,
     /// Allow targets on loopback, private and link-local addresses (tests, local runs).
     pub allow_private_targets: bool,
     /// Timeout of one delivery attempt, ms.

@@ -45,6 +45,9 @@ pub fn spawn(
                 tokio::task::spawn_local(sequence(store.clone(), settings.clone()));
                 tokio::task::spawn_local(follow(store.clone()));
                 match PlatformCredential::verify(&settings.auth.platform_token, &settings.auth) {
+                    Ok(_) if !settings.webhooks.deliver => {
+                        tracing::info!("webhook delivery is left to other instances (webhooks.deliver = false)");
+                    }
                     Ok(cred) => {
                         tokio::task::spawn_local(super::webhooks::deliver(store, settings, cred));
                     }

@@ -11,20 +11,7 @@ use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, spawn_app};
-
-/// Waits until every committed event has its position (the outbox is empty).
-async fn settle(app: &TestApp) {
-    let outbox = app
-        .store
-        .database()
-        .collection::<bson::Document>("event_outbox");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while outbox.count_documents(bson::doc! {}).await.unwrap() > 0 {
-        assert!(Instant::now() < deadline, "the outbox did not drain");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+use crate::helpers::{TestApp, settle, spawn_app};
 
 /// Everything `token` sees now, page by page, without waiting.
 async fn whole_feed(app: &TestApp, token: &str) -> Vec<Value> {

@@ -423,3 +423,17 @@ impl Drop for PrivateDb {
         self.kill();
     }
 }
+
+/// Waits until every committed event has its position (the outbox is empty).
+pub async fn settle(app: &TestApp) {
+    let outbox = app
+        .store
+        .database()
+        .collection::<bson::Document>("event_outbox");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while outbox.count_documents(bson::doc! {}).await.unwrap() > 0 {
+        assert!(std::time::Instant::now() < deadline, "the outbox did not drain");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+

@@ -26,4 +26,5 @@ mod self_service;
 mod tenancy;
 mod tenants;
 mod users;
+mod webhooks;
 mod write_path;

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use crate::helpers::{Resp, TestApp, spawn_app};
 
 /// A PNG header (signature + IHDR) claiming `w`×`h`, then `filler` bytes.
-fn png(w: u32, h: u32, filler: usize) -> Vec<u8> {
+pub(crate) fn png(w: u32, h: u32, filler: usize) -> Vec<u8> {
     let mut v = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
     v.extend_from_slice(&w.to_be_bytes());
     v.extend_from_slice(&h.to_be_bytes());
