@@ -190,6 +190,9 @@ pub struct Store {
     user_ids: moka::future::Cache<(String, bson::oid::ObjectId), String>,
     /// Wakes the event sequencer after commits and the feed's readers when a log grows.
     hub: std::sync::Arc<events::EventHub>,
+    /// One lock per (tenant, conversation, user) for a member's own updates, so that one
+    /// member's concurrent calls on this instance queue instead of conflicting.
+    own_locks: moka::sync::Cache<(String, bson::oid::ObjectId, String), std::sync::Arc<tokio::sync::Mutex<()>>>,
 }
 
 impl Store {
@@ -238,6 +241,10 @@ impl Store {
             writers: std::sync::Arc::new(writer::Writers::default()),
             user_ids: moka::future::Cache::new(100_000),
             hub: std::sync::Arc::default(),
+            own_locks: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_idle(Duration::from_secs(60))
+                .build(),
         })
     }
 

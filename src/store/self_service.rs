@@ -54,6 +54,13 @@ impl Store {
         event_kind: &str,
         fields: impl Fn(&MemberDoc) -> mongodb::error::Result<Document>,
     ) -> Result<MemberDoc> {
+        let key = (
+            scope.tenant().as_str().to_owned(),
+            id.object_id(),
+            user.as_str().to_owned(),
+        );
+        let lock = self.own_locks.get_with(key, Default::default);
+        let _mine = lock.lock().await;
         self.transaction(async |s| {
             let Some(before) = self
                 .members()

@@ -26,6 +26,32 @@ fn every_operation_id_is_unique_as_generated_clients_need() {
     assert!(ids.contains(&"roles_put") && ids.contains(&"members_update"));
 }
 
+#[test]
+fn the_webhook_request_is_described_with_its_signature_headers_and_every_event_type() {
+    let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "webhooks need OpenAPI 3.1");
+    let post = &doc["webhooks"]["membershipEvent"]["post"];
+    let headers: Vec<&str> = post["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(headers, ["webhook-id", "webhook-timestamp", "webhook-signature"]);
+    assert_eq!(
+        post["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/EventView"
+    );
+    assert!(doc["components"]["schemas"]["EventView"].is_object());
+    let described = post["description"].as_str().unwrap();
+    for t in roster::store::events::kind::ALL {
+        assert!(described.contains(&format!("`{t}`")), "{t}");
+    }
+    for p in ["/v1/events", "/v1/events/stream", "/v1/webhooks/{webhook_id}/replay"] {
+        assert!(doc["paths"][p].is_object(), "{p}");
+    }
+}
+
 #[tokio::test]
 async fn the_served_document_is_the_generated_one_and_the_docs_page_loads() {
     let app = spawn_app().await;
