@@ -503,22 +503,12 @@ impl Store {
             .map_or(0, |c| c.position))
     }
 
-    /// The read of [`Store::events_between`].
-    pub fn events_query(
-        scope: &TenantScope,
-        after: i64,
-        upto: i64,
-        types: Option<&[String]>,
-        conversation: Option<ObjectId>,
-    ) -> super::Query {
+    /// The read of [`Store::events_between`]: an exact range of the `{tenant_id, position}`
+    /// index (type and conversation filters are applied to the window in memory: on SecantusDB
+    /// any further condition turns the range into a collection scan).
+    pub fn events_query(scope: &TenantScope, after: i64, upto: i64) -> super::Query {
         let mut f = super::tenant_filter(scope);
         f.insert("position", doc! { "$gt": after, "$lte": upto });
-        if let Some(t) = types {
-            f.insert("type", doc! { "$in": t });
-        }
-        if let Some(c) = conversation {
-            f.insert("conversation_id", c);
-        }
         super::Query {
             collection: names::EVENTS,
             filter: f,
@@ -527,8 +517,9 @@ impl Store {
         }
     }
 
-    /// The tenant's events with `after < position <= upto` (an exact range of the
-    /// `{tenant_id, position}` index), optionally of some types or one conversation, in order.
+    /// The tenant's events with `after < position <= upto`, optionally only of some types or
+    /// one conversation, in order. Read `upto - after` small (a window): the whole range is
+    /// read.
     pub async fn events_between(
         &self,
         scope: &TenantScope,
@@ -537,9 +528,14 @@ impl Store {
         types: Option<&[String]>,
         conversation: Option<ObjectId>,
     ) -> Result<Vec<EventDoc>> {
-        Self::events_query(scope, after, upto, types, conversation)
+        let mut events = Self::events_query(scope, after, upto)
             .fetch(&self.events())
-            .await
+            .await?;
+        events.retain(|e| {
+            types.is_none_or(|t| t.iter().any(|k| *k == e.kind))
+                && conversation.is_none_or(|c| e.conversation_id == Some(c))
+        });
+        Ok(events)
     }
 
     /// The read of [`Store::presence_changes_of`].

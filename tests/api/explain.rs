@@ -254,6 +254,65 @@ async fn the_member_queries_the_service_issues_are_index_scans() {
 }
 
 #[tokio::test]
+async fn the_event_and_webhook_queries_are_index_scans() {
+    let app = spawn_app().await;
+    let conv = app.create_group("alice", &[("bob", "member")]).await;
+    crate::helpers::settle(&app).await;
+    let cred = PlatformCredential::verify(&app.platform_token(), &app.settings.auth).unwrap();
+    let scope = cred.tenant_scope(TenantId::parse("acme").unwrap());
+    let conv = bson::oid::ObjectId::parse_str(&conv).unwrap();
+    let raw = |collection, filter| Query {
+        collection,
+        filter,
+        sort: None,
+        limit: None,
+    };
+
+    let q = Store::events_query(&scope, 0, 500);
+    assert_index_scan("feed window", &winning_plan(&app, &q).await, &["tenant_id_1_position_1"]);
+    let q = Store::presence_changes_query(&scope, "bob", 0);
+    assert_index_scan(
+        "events about a user",
+        &winning_plan(&app, &q).await,
+        &["tenant_id_1_target_user_id_1_position_1"],
+    );
+    let q = raw("event_outbox", doc! { "tenant_id": "acme", "target_user_id": "bob" });
+    assert_index_scan(
+        "outbox about a user",
+        &winning_plan(&app, &q).await,
+        &["tenant_id_1_target_user_id_1"],
+    );
+    let q = raw("conversations", doc! { "tenant_id": "acme", "_id": conv });
+    assert_index_scan(
+        "a conversation's next seq",
+        &winning_plan(&app, &q).await,
+        &["tenant_id_1__id_1_deleting_at_1"],
+    );
+    let q = raw("webhooks", doc! { "tenant_id": "acme", "_id": conv });
+    assert_index_scan("one webhook", &winning_plan(&app, &q).await, &["tenant_id_1__id_1"]);
+    let q = raw(
+        "webhooks",
+        doc! { "enabled": true, "next_attempt_at": { "$lte": bson::DateTime::now() } },
+    );
+    assert_index_scan(
+        "due webhooks",
+        &winning_plan(&app, &q).await,
+        &["enabled_1_next_attempt_at_1"],
+    );
+    let q = Query {
+        collection: "webhook_deliveries",
+        filter: doc! { "tenant_id": "acme", "webhook_id": conv },
+        sort: Some(doc! { "_id": -1 }),
+        limit: Some(51),
+    };
+    assert_index_scan(
+        "delivery log",
+        &winning_plan(&app, &q).await,
+        &["tenant_id_1_webhook_id_1__id_-1"],
+    );
+}
+
+#[tokio::test]
 async fn boot_stops_on_a_conflicting_index_and_names_it() {
     let app = spawn_app().await;
     let db = app.store.database();
