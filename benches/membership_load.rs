@@ -15,178 +15,19 @@
 //!
 //! Run with `scripts/bench.sh`, or `MONGODB_URI=… cargo bench --bench membership_load`.
 
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bson::{DateTime, doc, oid::ObjectId};
-use futures::StreamExt;
 use hdrhistogram::Histogram;
 use rand::{Rng, SeedableRng};
-use roster::auth::{self, Principal, TenantKey};
+use roster::auth::{self, Principal};
 use roster::config::Settings;
-use roster::domain::TenantId;
 use serde_json::{Value, json};
 
-struct Service {
-    child: Child,
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Service {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// User + system CPU time of the service so far, ms.
-    fn cpu_ms(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, r)| r.split_whitespace().collect())
-            .unwrap_or_default();
-        // After the command name: state is field 0, utime 11, stime 12 (clock ticks).
-        let ticks: f64 = [11, 12]
-            .iter()
-            .filter_map(|i| fields.get(*i).and_then(|v| v.parse::<f64>().ok()))
-            .sum();
-        ticks * 1000.0 / 100.0
-    }
-
-    /// A `/proc/<pid>/status` figure in MiB (`VmRSS`, `VmHWM`).
-    fn mem_mib(&self, key: &str) -> f64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        status
-            .lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .map_or(0.0, |kb| kb / 1024.0)
-    }
-
-    async fn commands(&self) -> f64 {
-        let text = match self.http.get(format!("{}/metrics", self.base)).send().await {
-            Ok(r) => r.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        };
-        text.lines()
-            .find(|l| l.starts_with("roster_db_commands_total "))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
-    }
-
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        token: &str,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        match req.send().await {
-            Ok(r) => {
-                let status = r.status().as_u16();
-                (status, r.json().await.unwrap_or(Value::Null))
-            }
-            Err(_) => (599, Value::Null),
-        }
-    }
-}
-
-/// One request of a scenario.
-#[derive(Clone)]
-struct Req {
-    method: reqwest::Method,
-    path: String,
-    token: Arc<String>,
-    body: Option<Value>,
-}
-
-struct Outcome {
-    ops: u64,
-    seconds: f64,
-    hist: Histogram<u64>,
-    server_errors: u64,
-    client_errors: u64,
-    commands: f64,
-    cpu_ms: f64,
-    /// Completion offsets from the start (s), in completion order.
-    done_at: Vec<f64>,
-}
-
-fn row(name: &str, o: &Outcome) {
-    println!(
-        "{name:<36} | {:>5} | {:>7.1} | {:>8.1} | {:>8.1} | {:>8.1} | {:>4} | {:>4} | {:>7.2} | {:>7.2}",
-        o.ops,
-        o.ops as f64 / o.seconds,
-        o.hist.value_at_quantile(0.5) as f64 / 1000.0,
-        o.hist.value_at_quantile(0.99) as f64 / 1000.0,
-        o.hist.max() as f64 / 1000.0,
-        o.server_errors,
-        o.client_errors,
-        o.commands / o.ops.max(1) as f64,
-        o.cpu_ms / o.ops.max(1) as f64,
-    );
-}
-
-/// Runs `reqs` with `clients` in flight at once.
-async fn run(svc: &Service, clients: usize, reqs: Vec<Req>) -> Outcome {
-    let (cmd0, cpu0) = (svc.commands().await, svc.cpu_ms());
-    let started = Instant::now();
-    let results: Vec<(u16, u64, f64)> =
-        futures::stream::iter(reqs.into_iter().map(|r| async move {
-            let t = Instant::now();
-            let (status, _) = svc.call(r.method, &r.path, &r.token, r.body).await;
-            (
-                status,
-                t.elapsed().as_micros().max(1) as u64,
-                started.elapsed().as_secs_f64(),
-            )
-        }))
-        .buffer_unordered(clients)
-        .collect()
-        .await;
-    let seconds = started.elapsed().as_secs_f64();
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram");
-    let mut done_at = Vec::with_capacity(results.len());
-    let (mut server_errors, mut client_errors) = (0, 0);
-    for (status, us, at) in &results {
-        hist.record(*us).expect("record");
-        done_at.push(*at);
-        if *status >= 500 {
-            server_errors += 1;
-        } else if *status >= 400 {
-            client_errors += 1;
-        }
-    }
-    Outcome {
-        ops: results.len() as u64,
-        seconds,
-        hist,
-        server_errors,
-        client_errors,
-        commands: svc.commands().await - cmd0,
-        cpu_ms: svc.cpu_ms() - cpu0,
-        done_at,
-    }
-}
+use common::{Outcome, Req, Service, header, row, run};
 
 /// Throughput of the completions between fractions `from` and `to` of the run.
 fn slice_rate(done_at: &[f64], from: f64, to: f64) -> f64 {
@@ -197,13 +38,6 @@ fn slice_rate(done_at: &[f64], from: f64, to: f64) -> f64 {
     );
     let start = if a == 0 { 0.0 } else { done_at[a - 1] };
     (b + 1 - a) as f64 / (done_at[b] - start).max(1e-9)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(18080)
 }
 
 /// The bare driver adding `n` members to a conversation one transaction at a time (read the
@@ -276,55 +110,7 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or(20);
     let settings = Settings::load()?;
     let db_name = format!("roster_load_{}", uuid::Uuid::new_v4().simple());
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_roster"))
-        .arg("serve")
-        .env("MONGODB_URI", &uri)
-        .env("ROSTER__DATABASE__NAME", &db_name)
-        .env("ROSTER__HTTP__BIND", format!("127.0.0.1:{port}"))
-        .env("ROSTER__LOG__LEVEL", "warn,tracing_actix_web=error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()?;
-    let svc = Service {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-        http: reqwest::Client::builder()
-            .pool_max_idle_per_host(64)
-            .build()?,
-    };
-    let up = Instant::now();
-    while svc
-        .http
-        .get(format!("{}/readyz", svc.base))
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .ok()
-        != Some(200)
-    {
-        anyhow::ensure!(
-            up.elapsed() < Duration::from_secs(60),
-            "roster serve did not become ready"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let (status, body) = svc
-        .call(
-            reqwest::Method::POST,
-            "/admin/v1/tenants",
-            &settings.auth.platform_token,
-            Some(json!({ "id": "load" })),
-        )
-        .await;
-    anyhow::ensure!(status == 201, "tenant: {status} {body}");
-    let key = TenantKey {
-        tenant: TenantId::parse("load").map_err(|e| anyhow::anyhow!(e.0))?,
-        kid: body["key"]["kid"].as_str().unwrap_or_default().into(),
-        secret: body["key"]["secret"].as_str().unwrap_or_default().into(),
-        revoked: false,
-        tenant_active: true,
-    };
+    let (svc, key) = Service::start(&uri, &db_name, &settings, &[]).await?;
     let mint = |p: Principal| auth::mint(&key, &p, 3600, &settings.auth).map(Arc::new);
     let server = mint(Principal::Server)?;
     let user = |id: &str| -> anyhow::Result<Arc<String>> {
@@ -362,19 +148,7 @@ async fn main() -> anyhow::Result<()> {
         "membership load against {uri} (roster serve pid {}, database {db_name})",
         svc.pid()
     );
-    println!(
-        "{:<36} | {:>5} | {:>7} | {:>8} | {:>8} | {:>8} | {:>4} | {:>4} | {:>7} | {:>7}",
-        "scenario",
-        "ops",
-        "ops/s",
-        "p50 ms",
-        "p99 ms",
-        "max ms",
-        "5xx",
-        "4xx",
-        "cmds/op",
-        "cpu ms/op"
-    );
+    header();
 
     // 1. 1,000 adds from 16 clients.
     let conv = create(user("owner")?).await?;

@@ -104,6 +104,7 @@ async fn connect(settings: &Settings) -> anyhow::Result<Store> {
     let store = Store::connect(&settings.database)
         .await?
         .with_member_settings(&settings.members)
+        .with_event_settings(&settings.events)
         .with_media_settings(&settings.media)?;
     store
         .ensure_indexes()

@@ -156,12 +156,17 @@ pub struct ModerationSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventSettings {
+    /// Whether changes write events at all (off: the feed, the stream and webhooks get nothing
+    /// new, and writes skip the outbox).
+    pub enabled: bool,
     /// How long events are kept, hours (TTL).
     pub retention_hours: u64,
     /// How often each instance looks for new events when no change stream tells it, ms.
     pub poll_interval_ms: u64,
     /// Most outbox events given positions per sequencer transaction.
     pub sequencer_batch: u32,
+    /// Least time between two sequencer runs, ms (a run after a quiet spell starts at once).
+    pub sequencer_gap_ms: u64,
     /// Longest long-poll `wait` of `GET /v1/events`, seconds.
     pub max_wait_secs: u64,
     /// Seconds between SSE heartbeats (comments) on an idle stream.
@@ -390,6 +395,11 @@ impl Settings {
             "must be between 1 and 10000",
         )?;
         check(
+            self.events.sequencer_gap_ms <= 5_000,
+            "events.sequencer_gap_ms",
+            "must be at most 5000",
+        )?;
+        check(
             (1..=300).contains(&self.events.max_wait_secs),
             "events.max_wait_secs",
             "must be between 1 and 300",
@@ -416,7 +426,11 @@ impl Settings {
         )?;
         check(
             self.webhooks.retry_schedule_secs.len() <= 20
-                && self.webhooks.retry_schedule_secs.iter().all(|s| *s <= 7 * 86_400),
+                && self
+                    .webhooks
+                    .retry_schedule_secs
+                    .iter()
+                    .all(|s| *s <= 7 * 86_400),
             "webhooks.retry_schedule_secs",
             "must hold at most 20 waits of at most 7 days each",
         )?;

@@ -28,6 +28,7 @@ impl Application {
         let store = Store::connect(&settings.database)
             .await?
             .with_member_settings(&settings.members)
+            .with_event_settings(&settings.events)
             .with_media_settings(&settings.media)?;
         let ensured = store
             .ensure_indexes()
@@ -99,7 +100,7 @@ fn spawn_sweeper(
                 Err(e) => return tracing::error!(error = %e, "sweeper disabled: auth.platform_token does not verify"),
             };
             let store = match Store::connect(&settings.database).await {
-                Ok(s) => match s.with_hub(hub).with_member_settings(&settings.members).with_media_settings(&settings.media) {
+                Ok(s) => match s.with_hub(hub).with_member_settings(&settings.members).with_event_settings(&settings.events).with_media_settings(&settings.media) {
                     Ok(s) => s,
                     Err(e) => return tracing::error!(error = format!("{e:#}"), "sweeper disabled: media storage"),
                 },

@@ -286,7 +286,10 @@ impl Roster {
     async fn user_view(&self, scope: &TenantScope, user: &str, after: i64) -> Result<UserView> {
         let external = crate::domain::ExternalUserId::parse(user)
             .map_err(|e| Problem::field("user_id", e.0))?;
-        let present_now = self.store.present_conversations_of(scope, &external).await?;
+        let present_now = self
+            .store
+            .present_conversations_of(scope, &external)
+            .await?;
         // Changes about the user committed before `present_now` was read must be in the log
         // before it is read; the sequencer moves them within milliseconds.
         let mut settled = false;
@@ -418,7 +421,10 @@ mod tests {
         let now: HashSet<ObjectId> = [c].into();
         assert!(!present_at(&log, &now, c, 5), "before the first add");
         assert!(present_at(&log, &now, c, 15), "between add and removal");
-        assert!(!present_at(&log, &now, c, 25), "removed, then banned while away");
+        assert!(
+            !present_at(&log, &now, c, 25),
+            "removed, then banned while away"
+        );
         assert!(!present_at(&log, &now, c, 35), "banned, before the re-add");
         assert!(present_at(&log, &now, c, 45), "after the re-add: as now");
         assert!(!present_at(&log, &HashSet::new(), c, 45), "gone since");

@@ -69,11 +69,18 @@ async fn sequence(store: Store, settings: Settings) {
     let batch = i64::from(settings.events.sequencer_batch);
     let hub = store.hub().clone();
     let mut next_poll = tokio::time::Instant::now();
+    let gap = Duration::from_millis(settings.events.sequencer_gap_ms);
+    let mut last_run = tokio::time::Instant::now() - gap;
     loop {
         tokio::select! {
             _ = hub.outbox_written() => {}
             _ = tokio::time::sleep_until(next_poll) => {}
         }
+        // Under a steady stream of commits, runs are spaced `events.sequencer_gap_ms` apart so
+        // that each moves many events in one transaction (one commit, one fsync); after a
+        // quiet spell the first event goes at once.
+        tokio::time::sleep_until(last_run + gap).await;
+        last_run = tokio::time::Instant::now();
         loop {
             match store.sequence_outbox(batch, retention).await {
                 Ok((moved, heads)) => {

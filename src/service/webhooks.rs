@@ -212,7 +212,8 @@ fn new_secret() -> String {
 }
 
 fn parse_id(raw: &str) -> Result<ObjectId> {
-    ObjectId::parse_str(raw).map_err(|_| Error::client(ErrorCode::WebhookNotFound, "no such webhook"))
+    ObjectId::parse_str(raw)
+        .map_err(|_| Error::client(ErrorCode::WebhookNotFound, "no such webhook"))
 }
 
 fn refused(detail: impl Into<String>) -> Error {
@@ -272,7 +273,10 @@ pub async fn check_target(raw: &str, allow_private: bool) -> Result<reqwest::Url
         return Ok(url);
     }
     let port = url.port_or_known_default().unwrap_or(443);
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
         .await
         .map_err(|e| refused(format!("`{host}` does not resolve: {e}")))?
@@ -451,7 +455,12 @@ impl Roster {
             .store
             .list_deliveries(scope, id, before, limit + 1)
             .await?;
-        Ok(self.page(rows, limit, |d| cursor::encode_oid(d.id), DeliveryView::from))
+        Ok(self.page(
+            rows,
+            limit,
+            |d| cursor::encode_oid(d.id),
+            DeliveryView::from,
+        ))
     }
 }
 
@@ -489,7 +498,12 @@ impl Attempt {
 }
 
 /// Sends one event to one endpoint, signed.
-async fn send(client: &reqwest::Client, w: &WebhookDoc, e: &EventDoc, allow_private: bool) -> Attempt {
+async fn send(
+    client: &reqwest::Client,
+    w: &WebhookDoc,
+    e: &EventDoc,
+    allow_private: bool,
+) -> Attempt {
     let started = std::time::Instant::now();
     let elapsed = |started: std::time::Instant| started.elapsed().as_millis() as i64;
     let fail = |msg: String, status: Option<i32>| Attempt {
@@ -497,16 +511,16 @@ async fn send(client: &reqwest::Client, w: &WebhookDoc, e: &EventDoc, allow_priv
         latency_ms: elapsed(started),
         error: Some(msg),
     };
-    if !allow_private {
-        if let Ok(url) = reqwest::Url::parse(&w.url) {
-            let literal = url
-                .host_str()
-                .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
-                .and_then(|h| h.parse::<IpAddr>().ok());
-            if literal.is_some_and(is_private) {
-                return fail("the target is a loopback, private or link-local address".into(), None);
-            }
-        }
+    let literal = reqwest::Url::parse(&w.url).ok().and_then(|url| {
+        url.host_str()
+            .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_owned())
+            .and_then(|h| h.parse::<IpAddr>().ok())
+    });
+    if !allow_private && literal.is_some_and(is_private) {
+        return fail(
+            "the target is a loopback, private or link-local address".into(),
+            None,
+        );
     }
     let body = match serde_json::to_vec(&EventView::from(e.clone())) {
         Ok(b) => b,
@@ -514,10 +528,11 @@ async fn send(client: &reqwest::Client, w: &WebhookDoc, e: &EventDoc, allow_priv
     };
     let id = e.id.to_hex();
     let ts = Utc::now().timestamp();
-    let signature = match standardwebhooks::Webhook::new(&w.secret).and_then(|k| k.sign(&id, ts, &body)) {
-        Ok(s) => s,
-        Err(err) => return fail(format!("signing: {err}"), None),
-    };
+    let signature =
+        match standardwebhooks::Webhook::new(&w.secret).and_then(|k| k.sign(&id, ts, &body)) {
+            Ok(s) => s,
+            Err(err) => return fail(format!("signing: {err}"), None),
+        };
     let sent = client
         .post(&w.url)
         .header("content-type", "application/json")
@@ -535,7 +550,10 @@ async fn send(client: &reqwest::Client, w: &WebhookDoc, e: &EventDoc, allow_priv
         },
         Ok(r) => {
             let status = r.status();
-            fail(format!("the receiver answered {status}"), Some(i32::from(status.as_u16())))
+            fail(
+                format!("the receiver answered {status}"),
+                Some(i32::from(status.as_u16())),
+            )
         }
         Err(err) => fail(
             if err.is_timeout() {
@@ -581,6 +599,9 @@ pub async fn deliver(store: Store, settings: Settings, cred: PlatformCredential)
             _ = hub.log_advanced() => {}
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
+        // Endpoints being delivered keep going by themselves; this only finds the others, so
+        // it need not look more than a few times a second.
+        tokio::time::sleep(Duration::from_millis(100)).await;
         let due = match store.due_webhooks(DateTime::now()).await {
             Ok(d) => d,
             Err(e) => {
@@ -620,7 +641,9 @@ pub async fn deliver(store: Store, settings: Settings, cred: PlatformCredential)
             );
             tokio::task::spawn_local(async move {
                 let id = claimed.id;
-                if let Err(e) = run_endpoint(&store, &client, &owner, &cfg, retention, &cred, claimed).await {
+                if let Err(e) =
+                    run_endpoint(&store, &client, &owner, &cfg, retention, &cred, claimed).await
+                {
                     tracing::warn!(webhook = %id, error = %e, "webhook delivery interrupted");
                 }
                 let _ = store.release_webhook(id, &owner).await;
@@ -631,8 +654,59 @@ pub async fn deliver(store: Store, settings: Settings, cred: PlatformCredential)
     }
 }
 
-/// Sends what waits for one claimed endpoint, in order, until it is caught up, an attempt
-/// fails (the retry is scheduled) or the lease is lost.
+/// How long an endpoint task keeps an idle endpoint before giving it back.
+const IDLE_HOLD: Duration = Duration::from_secs(30);
+
+/// What one endpoint task has sent since it last wrote its progress.
+struct Progress {
+    deliveries: Vec<DeliveryDoc>,
+    cursor: Option<i64>,
+    last_success_at: Option<DateTime>,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Progress {
+            deliveries: Vec::new(),
+            cursor: None,
+            last_success_at: None,
+        }
+    }
+
+    /// Writes the attempts (one `insert_many`) and then the cursor and `extra` (one fenced
+    /// update). `false` if the lease was lost. A crash before this re-sends the events since
+    /// the stored cursor: at least once.
+    async fn flush(
+        &mut self,
+        store: &Store,
+        id: ObjectId,
+        owner: &str,
+        mut extra: bson::Document,
+    ) -> Result<bool> {
+        if !self.deliveries.is_empty() {
+            store
+                .record_deliveries(&std::mem::take(&mut self.deliveries))
+                .await?;
+        }
+        if let Some(c) = self.cursor.take() {
+            extra.insert("cursor", c);
+        }
+        if let Some(t) = self.last_success_at.take() {
+            extra.insert("last_success_at", t);
+            extra.insert("failing_since", bson::Bson::Null);
+            extra.insert("attempt", 0_i32);
+        }
+        if extra.is_empty() {
+            return Ok(true);
+        }
+        store.update_claimed_webhook(id, owner, extra).await
+    }
+}
+
+/// Sends what waits for one claimed endpoint, in order, and keeps the endpoint (renewing its
+/// lease) while events keep coming; returns when an attempt fails (the retry is scheduled),
+/// the lease is lost, or the endpoint was idle for [`IDLE_HOLD`]. Progress is written once per
+/// window of events, not per event.
 async fn run_endpoint(
     store: &Store,
     client: &reqwest::Client,
@@ -648,25 +722,50 @@ async fn run_endpoint(
     let types = (!w.event_types.is_empty()).then(|| w.event_types.clone());
     let lease = Duration::from_secs(cfg.lease_secs);
     let mut renewed = tokio::time::Instant::now();
+    let mut idle_since = tokio::time::Instant::now();
+    let mut heads = store.hub().watch(&w.tenant_id);
+    let mut head = store.event_head(&scope).await?;
+    store.hub().advance(&w.tenant_id, head);
     loop {
-        let head = store.event_head(&scope).await?;
+        if renewed.elapsed() > lease / 3 {
+            let until = DateTime::from_millis(
+                DateTime::now().timestamp_millis() + lease.as_millis() as i64,
+            );
+            match store.claim_webhook(w.id, owner, until).await? {
+                Some(c) if c.updated_at == w.updated_at => {}
+                // Taken over, disabled, or changed by a caller (a replay, a new secret):
+                // the next claim reads it afresh.
+                _ => return Ok(()),
+            }
+            renewed = tokio::time::Instant::now();
+        }
+        head = head.max(*heads.borrow_and_update());
         if w.cursor >= head {
+            if idle_since.elapsed() > IDLE_HOLD {
+                return Ok(());
+            }
+            let _ = tokio::time::timeout(lease / 3, heads.changed()).await;
+            continue;
+        }
+        idle_since = tokio::time::Instant::now();
+        // A caller's change (URL, types, secret, replay, disabling) applies from the next
+        // window: give the endpoint back and let the next claim read it afresh.
+        let current = store.webhook_by_id(w.id).await?;
+        let unchanged = current.is_some_and(|c| {
+            c.updated_at == w.updated_at
+                && c.cursor == w.cursor
+                && c.enabled
+                && c.lease.is_some_and(|l| l.owner == owner)
+        });
+        if !unchanged {
             return Ok(());
         }
         let upto = (w.cursor + 500).min(head);
         let events = store
             .events_between(&scope, w.cursor, upto, types.as_deref(), None)
             .await?;
+        let mut progress = Progress::new();
         for e in &events {
-            if renewed.elapsed() > lease / 3 {
-                let until = DateTime::from_millis(
-                    DateTime::now().timestamp_millis() + lease.as_millis() as i64,
-                );
-                if store.claim_webhook(w.id, owner, until).await?.is_none() {
-                    return Ok(()); // taken over or disabled
-                }
-                renewed = tokio::time::Instant::now();
-            }
             let position = e.position.unwrap_or_default();
             let result = send(client, &w, e, cfg.allow_private_targets).await;
             let attempt = w.attempt + 1;
@@ -681,39 +780,41 @@ async fn run_endpoint(
                 (false, Some(_)) => "retrying",
                 (false, None) => "failed",
             };
-            store
-                .record_delivery(&DeliveryDoc {
-                    id: ObjectId::new(),
-                    tenant_id: w.tenant_id.clone(),
-                    webhook_id: w.id,
-                    event_id: e.id,
-                    position,
-                    kind: e.kind.clone(),
-                    attempt,
-                    status_code: result.status,
-                    latency_ms: result.latency_ms,
-                    error: result.error.clone(),
-                    outcome: outcome.to_owned(),
-                    at: now,
-                    expires_at: DateTime::from_millis(
-                        now.timestamp_millis() + retention.as_millis() as i64,
-                    ),
-                })
-                .await?;
-            let failing_since = if result.ok() { None } else { Some(w.failing_since.unwrap_or(now)) };
+            progress.deliveries.push(DeliveryDoc {
+                id: ObjectId::new(),
+                tenant_id: w.tenant_id.clone(),
+                webhook_id: w.id,
+                event_id: e.id,
+                position,
+                kind: e.kind.clone(),
+                attempt,
+                status_code: result.status,
+                latency_ms: result.latency_ms,
+                error: result.error.clone(),
+                outcome: outcome.to_owned(),
+                at: now,
+                expires_at: DateTime::from_millis(
+                    now.timestamp_millis() + retention.as_millis() as i64,
+                ),
+            });
+            if result.ok() {
+                progress.cursor = Some(position);
+                progress.last_success_at = Some(now);
+                w.cursor = position;
+                w.attempt = 0;
+                w.failing_since = None;
+                continue;
+            }
+            let failing_since = w.failing_since.unwrap_or(now);
             let mut set = bson::doc! { "failing_since": failing_since };
-            match (result.ok(), retry) {
-                (true, _) => {
-                    set.insert("cursor", position);
+            match retry {
+                None => {
+                    // The schedule is spent: this event is failed for good; go on after it.
+                    progress.cursor = Some(position);
                     set.insert("attempt", 0_i32);
-                    set.insert("last_success_at", now);
+                    set.insert("next_attempt_at", now);
                 }
-                (false, None) => {
-                    // The schedule is spent: this event is failed for good; go on.
-                    set.insert("cursor", position);
-                    set.insert("attempt", 0_i32);
-                }
-                (false, Some(delay)) => {
+                Some(delay) => {
                     set.insert("attempt", attempt as i32);
                     set.insert(
                         "next_attempt_at",
@@ -722,9 +823,7 @@ async fn run_endpoint(
                 }
             }
             let disable_after_ms = (cfg.disable_after_hours * 3_600_000) as i64;
-            let failing_too_long = failing_since
-                .is_some_and(|s| now.timestamp_millis() - s.timestamp_millis() >= disable_after_ms);
-            if failing_too_long {
+            if now.timestamp_millis() - failing_since.timestamp_millis() >= disable_after_ms {
                 set.insert("enabled", false);
                 set.insert(
                     "disabled_reason",
@@ -736,23 +835,17 @@ async fn run_endpoint(
                 );
                 tracing::warn!(webhook = %w.id, "webhook disabled after failing too long");
             }
-            if !store.update_claimed_webhook(w.id, owner, set).await? {
-                return Ok(()); // the lease was lost: the new holder goes on
-            }
-            if failing_too_long || (!result.ok() && retry.is_some()) {
-                return Ok(());
-            }
-            w.failing_since = failing_since;
-            w.cursor = position;
-            w.attempt = 0;
+            progress.last_success_at = None;
+            progress.flush(store, w.id, owner, set).await?;
+            return Ok(());
         }
         if w.cursor < upto {
             // The rest of the window held nothing for this endpoint.
-            let set = bson::doc! { "cursor": upto };
-            if !store.update_claimed_webhook(w.id, owner, set).await? {
-                return Ok(());
-            }
+            progress.cursor = Some(upto);
             w.cursor = upto;
+        }
+        if !progress.flush(store, w.id, owner, bson::doc! {}).await? {
+            return Ok(()); // the lease was lost: the new holder goes on
         }
     }
 }
@@ -798,12 +891,28 @@ mod tests {
     #[tokio::test]
     async fn targets_are_checked() {
         assert!(check_target("ftp://example.com/x", true).await.is_err());
-        assert!(check_target("http://user:pw@example.com/", true).await.is_err());
+        assert!(
+            check_target("http://user:pw@example.com/", true)
+                .await
+                .is_err()
+        );
         assert!(check_target("not a url", true).await.is_err());
-        assert!(check_target("http://127.0.0.1:9/hook", false).await.is_err());
+        assert!(
+            check_target("http://127.0.0.1:9/hook", false)
+                .await
+                .is_err()
+        );
         assert!(check_target("http://[::1]:9/hook", false).await.is_err());
-        assert!(check_target("http://169.254.169.254/latest", false).await.is_err());
-        assert!(check_target("http://localhost:9/hook", false).await.is_err());
+        assert!(
+            check_target("http://169.254.169.254/latest", false)
+                .await
+                .is_err()
+        );
+        assert!(
+            check_target("http://localhost:9/hook", false)
+                .await
+                .is_err()
+        );
         assert!(check_target("http://127.0.0.1:9/hook", true).await.is_ok());
     }
 }

@@ -140,7 +140,10 @@ impl Store {
             crate::context::request_id(),
             now,
         );
-        let announced = docs.iter().map(super::events::EventDoc::from_audit).collect();
+        let announced = docs
+            .iter()
+            .map(super::events::EventDoc::from_audit)
+            .collect();
         self.audit().insert_many(docs).session(&mut *s).await?;
         self.emit_in(s, scope, Some(conversation), announced).await
     }

@@ -27,10 +27,10 @@ use mongodb::ClientSession;
 use mongodb::options::ReturnDocument;
 
 use super::audit::{self, audit_docs};
-use super::events::{self, EventDoc};
 use super::docs::{
     AuditActor, AuditDoc, ConversationDoc, DepartureDoc, MemberDoc, ModerationDoc, UserDoc,
 };
+use super::events::{self, EventDoc};
 use super::members::{
     AddOutcome, MemberChange, NewMember, new_member_doc, not_a_member, not_found, role_limit,
 };
@@ -465,7 +465,11 @@ impl Working<'_> {
                 .await?;
             self.conv_mut().participants = Some(summary);
         }
-        let mut announced: Vec<EventDoc> = self.events.iter().map(EventDoc::from_audit).collect();
+        let mut announced: Vec<EventDoc> = if self.store.events_enabled() {
+            self.events.iter().map(EventDoc::from_audit).collect()
+        } else {
+            Vec::new()
+        };
         let numbered = events::number(&mut announced, self.conv().event_seq + 1);
         if self.touch_conversation || self.count_delta != 0 || numbered > 0 {
             let mut set = doc! { "updated_at": self.now };

@@ -7,9 +7,9 @@ use futures::TryStreamExt;
 use mongodb::options::ReturnDocument;
 
 use super::audit;
-use super::events::{EventDoc, kind};
 use super::docs::AuditActor;
 use super::docs::{ConversationDoc, ConversationSettingsDoc, MemberDoc};
+use super::events::{EventDoc, kind};
 use super::members::{NewMember, new_member_doc};
 use super::{Store, db_error, refuse, tenant_filter};
 use crate::auth::TenantScope;
@@ -221,7 +221,10 @@ impl Store {
             return Ok(conv);
         }
         let now = DateTime::now();
-        let before: Document = set.keys().map(|k| (k.clone(), conv_field(&conv, k))).collect();
+        let before: Document = set
+            .keys()
+            .map(|k| (k.clone(), conv_field(&conv, k)))
+            .collect();
         set.insert("updated_at", now);
         self.transaction_until(turn.deadline(), async |s| {
             let Some(after) = self
@@ -239,10 +242,18 @@ impl Store {
                     "no such conversation",
                 ));
             };
-            let changed: Document = before.keys().map(|k| (k.clone(), conv_field(&after, k))).collect();
-            let mut event = EventDoc::new(scope, kind::CONVERSATION_UPDATED, AuditActor::of(scope), now)
-                .in_conversation(after.id)
-                .change(Some(before.clone()), Some(changed));
+            let changed: Document = before
+                .keys()
+                .map(|k| (k.clone(), conv_field(&after, k)))
+                .collect();
+            let mut event = EventDoc::new(
+                scope,
+                kind::CONVERSATION_UPDATED,
+                AuditActor::of(scope),
+                now,
+            )
+            .in_conversation(after.id)
+            .change(Some(before.clone()), Some(changed));
             event.seq = Some(after.event_seq);
             self.put_outbox_in(s, vec![event]).await?;
             Ok(after)

@@ -200,7 +200,9 @@ impl EventDoc {
     pub fn from_audit(a: &AuditDoc) -> EventDoc {
         use audit::action as act;
         let (k, reason) = match a.action.as_str() {
-            act::ROLE_CHANGED | act::PERMISSIONS_CHANGED => (kind::MEMBER_UPDATED, a.reason.clone()),
+            act::ROLE_CHANGED | act::PERMISSIONS_CHANGED => {
+                (kind::MEMBER_UPDATED, a.reason.clone())
+            }
             act::MEMBER_ERASED => (kind::MEMBER_REMOVED, Some("erased".to_owned())),
             act::BAN_EXPIRED => (kind::MEMBER_BAN_EXPIRED, None),
             act::MUTE_EXPIRED => (kind::MEMBER_MUTE_EXPIRED, None),
@@ -208,7 +210,11 @@ impl EventDoc {
                 (kind::OWNERSHIP_TRANSFERRED, a.reason.clone())
             }
             other => (
-                kind::ALL.iter().copied().find(|k| *k == other).unwrap_or(other),
+                kind::ALL
+                    .iter()
+                    .copied()
+                    .find(|k| *k == other)
+                    .unwrap_or(other),
                 a.reason.clone(),
             ),
         };
@@ -382,7 +388,7 @@ impl Store {
         conversation: Option<ObjectId>,
         mut events: Vec<EventDoc>,
     ) -> mongodb::error::Result<()> {
-        if events.is_empty() {
+        if events.is_empty() || !self.outbox_enabled {
             return Ok(());
         }
         if let Some(c) = conversation {
@@ -390,10 +396,10 @@ impl Store {
                 .iter()
                 .filter(|e| e.conversation_id.is_some() && !e.private)
                 .count() as i64;
-            if n > 0 {
-                if let Some(first) = self.next_seqs_in(s, scope, c, n).await? {
-                    number(&mut events, first);
-                }
+            if n > 0
+                && let Some(first) = self.next_seqs_in(s, scope, c, n).await?
+            {
+                number(&mut events, first);
             }
         }
         self.put_outbox_in(s, events).await
@@ -405,7 +411,7 @@ impl Store {
         s: &mut ClientSession,
         events: Vec<EventDoc>,
     ) -> mongodb::error::Result<()> {
-        if events.is_empty() {
+        if events.is_empty() || !self.outbox_enabled {
             return Ok(());
         }
         self.outbox()
@@ -532,7 +538,7 @@ impl Store {
             .fetch(&self.events())
             .await?;
         events.retain(|e| {
-            types.is_none_or(|t| t.iter().any(|k| *k == e.kind))
+            types.is_none_or(|t| t.contains(&e.kind))
                 && conversation.is_none_or(|c| e.conversation_id == Some(c))
         });
         Ok(events)
@@ -590,7 +596,10 @@ impl Store {
                 .try_collect()
                 .await
                 .map_err(db_error)?;
-            out.extend(ids.iter().filter_map(|d| d.get_object_id("conversation_id").ok()));
+            out.extend(
+                ids.iter()
+                    .filter_map(|d| d.get_object_id("conversation_id").ok()),
+            );
         }
         Ok(out)
     }
@@ -624,8 +633,11 @@ impl Store {
     pub async fn watch_log(
         &self,
         resume: Option<mongodb::change_stream::event::ResumeToken>,
-    ) -> mongodb::error::Result<mongodb::change_stream::ChangeStream<mongodb::change_stream::event::ChangeStreamEvent<Document>>>
-    {
+    ) -> mongodb::error::Result<
+        mongodb::change_stream::ChangeStream<
+            mongodb::change_stream::event::ChangeStreamEvent<Document>,
+        >,
+    > {
         let pipeline = [doc! { "$match": {
             "ns.coll": { "$in": [names::EVENT_OUTBOX, names::EVENT_COUNTERS] },
             "operationType": { "$in": ["insert", "update", "replace"] },
@@ -639,7 +651,9 @@ impl Store {
 }
 
 /// Reads one change of [`Store::watch_log`].
-pub fn log_change(ev: &mongodb::change_stream::event::ChangeStreamEvent<Document>) -> Option<LogChange> {
+pub fn log_change(
+    ev: &mongodb::change_stream::event::ChangeStreamEvent<Document>,
+) -> Option<LogChange> {
     let coll = ev.ns.as_ref()?.coll.as_deref()?;
     if coll == names::EVENT_OUTBOX {
         return Some(LogChange::Outbox);
@@ -778,7 +792,11 @@ mod tests {
                 action: action.into(),
                 ..a.clone()
             });
-            assert!(kind::ALL.contains(&e.kind.as_str()), "{action} → {}", e.kind);
+            assert!(
+                kind::ALL.contains(&e.kind.as_str()),
+                "{action} → {}",
+                e.kind
+            );
         }
     }
 }

@@ -206,7 +206,8 @@ pub async fn ensure(db: &Database, specs: &[IndexSpec]) -> anyhow::Result<usize>
             match db.create_collection(*name).await {
                 Ok(()) => tracing::info!(collection = name, "collection created"),
                 // Another instance created it in the meantime (NamespaceExists).
-                Err(e) if matches!(&*e.kind, mongodb::error::ErrorKind::Command(c) if c.code == 48) => {}
+                Err(e) if matches!(&*e.kind, mongodb::error::ErrorKind::Command(c) if c.code == 48) =>
+                    {}
                 Err(e) => return Err(e).with_context(|| format!("creating `{name}`")),
             }
         }

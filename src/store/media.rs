@@ -276,7 +276,8 @@ impl Store {
             if m.status == "ready" {
                 let event =
                     media_event(scope, kind::MEDIA_DELETED, &m, Some(media_fields(&m)), None);
-                self.emit_in(s, scope, m.conversation_id, vec![event]).await?;
+                self.emit_in(s, scope, m.conversation_id, vec![event])
+                    .await?;
             }
             m.status = "deleting".into();
             Ok(Some(m))

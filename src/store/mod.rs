@@ -190,9 +190,14 @@ pub struct Store {
     user_ids: moka::future::Cache<(String, bson::oid::ObjectId), String>,
     /// Wakes the event sequencer after commits and the feed's readers when a log grows.
     hub: std::sync::Arc<events::EventHub>,
+    /// Whether changes write events (`events.enabled`).
+    outbox_enabled: bool,
     /// One lock per (tenant, conversation, user) for a member's own updates, so that one
     /// member's concurrent calls on this instance queue instead of conflicting.
-    own_locks: moka::sync::Cache<(String, bson::oid::ObjectId, String), std::sync::Arc<tokio::sync::Mutex<()>>>,
+    own_locks: moka::sync::Cache<
+        (String, bson::oid::ObjectId, String),
+        std::sync::Arc<tokio::sync::Mutex<()>>,
+    >,
 }
 
 impl Store {
@@ -241,6 +246,7 @@ impl Store {
             writers: std::sync::Arc::new(writer::Writers::default()),
             user_ids: moka::future::Cache::new(100_000),
             hub: std::sync::Arc::default(),
+            outbox_enabled: true,
             own_locks: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_idle(Duration::from_secs(60))
@@ -263,6 +269,17 @@ impl Store {
             self.blobs = std::sync::Arc::new(blobs::S3Blobs::new(&m.s3)?);
         }
         Ok(self)
+    }
+
+    /// Applies `[events]` settings the store acts on: `enabled` (whether changes write events).
+    pub fn with_event_settings(mut self, e: &crate::config::EventSettings) -> Self {
+        self.outbox_enabled = e.enabled;
+        self
+    }
+
+    /// Whether changes write events.
+    pub fn events_enabled(&self) -> bool {
+        self.outbox_enabled
     }
 
     /// Shares `hub` (one per process: the HTTP workers, the sweeper and the event tasks each

@@ -161,7 +161,10 @@ impl Store {
                 .session(&mut *s)
                 .await?;
             let event = EventDoc::new(scope, kind::ROLES_UPDATED, AuditActor::of(scope), now)
-                .change(Some(doc! { "roles": was.clone() }), Some(doc! { "roles": roles.clone() }));
+                .change(
+                    Some(doc! { "roles": was.clone() }),
+                    Some(doc! { "roles": roles.clone() }),
+                );
             self.put_outbox_in(s, vec![event]).await
         })
         .await?;

@@ -41,8 +41,8 @@ impl Store {
     }
 
     /// In one transaction: applies `update` to the caller's present membership, derives the
-    /// new state with `apply` (the same change, in memory), and, when `changed` says the two
-    /// differ, puts the private event `kind` with the fields `fields` of both into the outbox.
+    /// new state with `apply` (the same change, in memory), and, when `fields` of the two
+    /// differ, puts the private event `event_kind` with those fields into the outbox.
     /// Returns the membership after. Errors: `not_a_member`.
     async fn own_update(
         &self,
@@ -51,8 +51,10 @@ impl Store {
         user: &ExternalUserId,
         update: Document,
         apply: impl Fn(&mut MemberDoc),
-        event_kind: &str,
-        fields: impl Fn(&MemberDoc) -> mongodb::error::Result<Document>,
+        (event_kind, fields): (
+            &str,
+            impl Fn(&MemberDoc) -> mongodb::error::Result<Document>,
+        ),
     ) -> Result<MemberDoc> {
         let key = (
             scope.tenant().as_str().to_owned(),
@@ -78,11 +80,12 @@ impl Store {
             apply(&mut after);
             let (was, now) = (fields(&before)?, fields(&after)?);
             if was != now {
-                let event = EventDoc::new(scope, event_kind, AuditActor::of(scope), after.updated_at)
-                    .in_conversation(id.object_id())
-                    .about(user.as_str())
-                    .change(Some(was), Some(now))
-                    .private();
+                let event =
+                    EventDoc::new(scope, event_kind, AuditActor::of(scope), after.updated_at)
+                        .in_conversation(id.object_id())
+                        .about(user.as_str())
+                        .change(Some(was), Some(now))
+                        .private();
                 self.put_outbox_in(s, vec![event]).await?;
             }
             Ok(after)
@@ -138,8 +141,7 @@ impl Store {
             user,
             doc! { "$set": set },
             apply,
-            kind::MEMBER_SETTINGS_UPDATED,
-            fields,
+            (kind::MEMBER_SETTINGS_UPDATED, fields),
         )
         .await
     }
@@ -169,7 +171,7 @@ impl Store {
                 "last_read_at": m.activity.last_read_at,
             })
         };
-        self.own_update(scope, id, user, update, apply, kind::MEMBER_READ, fields)
+        self.own_update(scope, id, user, update, apply, (kind::MEMBER_READ, fields))
             .await
     }
 }

@@ -289,6 +289,14 @@ impl Store {
         .await
     }
 
+    /// An endpoint by id alone (delivery, which already knows its tenant).
+    pub async fn webhook_by_id(&self, id: ObjectId) -> Result<Option<WebhookDoc>> {
+        self.webhooks()
+            .find_one(doc! { "_id": id })
+            .await
+            .map_err(db_error)
+    }
+
     /// Enabled endpoints of every tenant whose next attempt is due.
     pub async fn due_webhooks(&self, now: DateTime) -> Result<Vec<WebhookDoc>> {
         self.webhooks()
@@ -337,7 +345,10 @@ impl Store {
     ) -> Result<bool> {
         let r = self
             .webhooks()
-            .update_one(doc! { "_id": id, "lease.owner": owner }, doc! { "$set": set })
+            .update_one(
+                doc! { "_id": id, "lease.owner": owner },
+                doc! { "$set": set },
+            )
             .await
             .map_err(db_error)?;
         Ok(r.matched_count == 1)
@@ -355,9 +366,9 @@ impl Store {
         Ok(())
     }
 
-    /// Records an attempt.
-    pub async fn record_delivery(&self, d: &DeliveryDoc) -> Result<()> {
-        self.deliveries().insert_one(d).await.map_err(db_error)?;
+    /// Records attempts.
+    pub async fn record_deliveries(&self, d: &[DeliveryDoc]) -> Result<()> {
+        self.deliveries().insert_many(d).await.map_err(db_error)?;
         Ok(())
     }
 }

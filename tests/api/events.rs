@@ -18,7 +18,9 @@ async fn whole_feed(app: &TestApp, token: &str) -> Vec<Value> {
     let mut out = Vec::new();
     let mut after = 0;
     loop {
-        let r = app.get(&format!("/v1/events?after={after}&limit=200"), token).await;
+        let r = app
+            .get(&format!("/v1/events?after={after}&limit=200"), token)
+            .await;
         assert_eq!(r.status, 200, "{:?}", r.body);
         out.extend(r.body["events"].as_array().unwrap().iter().cloned());
         let next = r.body["next_after"].as_i64().unwrap();
@@ -31,7 +33,10 @@ async fn whole_feed(app: &TestApp, token: &str) -> Vec<Value> {
 }
 
 fn positions(events: &[Value]) -> Vec<i64> {
-    events.iter().map(|e| e["position"].as_i64().unwrap()).collect()
+    events
+        .iter()
+        .map(|e| e["position"].as_i64().unwrap())
+        .collect()
 }
 
 #[tokio::test]
@@ -41,17 +46,61 @@ async fn every_change_writes_its_events_with_gap_free_positions_and_seqs() {
     let conv = app.create_group("alice", &[("bob", "member")]).await;
     let base = format!("/v1/conversations/{conv}");
     let steps: Vec<(reqwest::Method, String, Option<Value>)> = vec![
-        (reqwest::Method::POST, format!("{base}/members"), Some(json!({ "user_id": "carol", "role": "moderator" }))),
-        (reqwest::Method::PATCH, format!("{base}/members/carol"), Some(json!({ "role": "admin" }))),
-        (reqwest::Method::POST, format!("{base}/members/bob/mute"), Some(json!({ "reason": "calm down" }))),
-        (reqwest::Method::DELETE, format!("{base}/members/bob/mute"), None),
-        (reqwest::Method::POST, format!("{base}/members/bob/ban"), Some(json!({ "reason": "spam" }))),
-        (reqwest::Method::DELETE, format!("{base}/members/bob/ban"), None),
-        (reqwest::Method::POST, format!("{base}/members"), Some(json!({ "user_id": "dave" }))),
-        (reqwest::Method::DELETE, format!("{base}/members/dave"), None),
-        (reqwest::Method::PATCH, base.clone(), Some(json!({ "name": "Renamed" }))),
-        (reqwest::Method::POST, format!("{base}/transfer-ownership"), Some(json!({ "user_id": "carol" }))),
-        (reqwest::Method::PUT, "/v1/users/alice".into(), Some(json!({ "display_name": "Alice A." }))),
+        (
+            reqwest::Method::POST,
+            format!("{base}/members"),
+            Some(json!({ "user_id": "carol", "role": "moderator" })),
+        ),
+        (
+            reqwest::Method::PATCH,
+            format!("{base}/members/carol"),
+            Some(json!({ "role": "admin" })),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("{base}/members/bob/mute"),
+            Some(json!({ "reason": "calm down" })),
+        ),
+        (
+            reqwest::Method::DELETE,
+            format!("{base}/members/bob/mute"),
+            None,
+        ),
+        (
+            reqwest::Method::POST,
+            format!("{base}/members/bob/ban"),
+            Some(json!({ "reason": "spam" })),
+        ),
+        (
+            reqwest::Method::DELETE,
+            format!("{base}/members/bob/ban"),
+            None,
+        ),
+        (
+            reqwest::Method::POST,
+            format!("{base}/members"),
+            Some(json!({ "user_id": "dave" })),
+        ),
+        (
+            reqwest::Method::DELETE,
+            format!("{base}/members/dave"),
+            None,
+        ),
+        (
+            reqwest::Method::PATCH,
+            base.clone(),
+            Some(json!({ "name": "Renamed" })),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("{base}/transfer-ownership"),
+            Some(json!({ "user_id": "carol" })),
+        ),
+        (
+            reqwest::Method::PUT,
+            "/v1/users/alice".into(),
+            Some(json!({ "display_name": "Alice A." })),
+        ),
     ];
     for (method, path, body) in steps {
         let r = app.send(method.clone(), &path, Some(&server), body).await;
@@ -59,13 +108,25 @@ async fn every_change_writes_its_events_with_gap_free_positions_and_seqs() {
     }
     // Private: the member's own settings and read position.
     let alice = app.user("alice");
-    let r = app.patch(&format!("{base}/members/me/settings"), &alice, json!({ "pinned": true })).await;
-    assert_eq!(r.status, 200, "{:?}", r.body);
     let r = app
-        .post(&format!("{base}/read"), &alice, json!({ "message_id": "65f000000000000000000001" }))
+        .patch(
+            &format!("{base}/members/me/settings"),
+            &alice,
+            json!({ "pinned": true }),
+        )
         .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
-    let r = app.post(&format!("{base}/leave"), &app.user("alice"), json!({})).await;
+    let r = app
+        .post(
+            &format!("{base}/read"),
+            &alice,
+            json!({ "message_id": "65f000000000000000000001" }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let r = app
+        .post(&format!("{base}/leave"), &app.user("alice"), json!({}))
+        .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     let r = app.delete(&base, &app.user("carol")).await;
     assert_eq!(r.status, 204, "{:?}", r.body);
@@ -93,16 +154,27 @@ async fn every_change_writes_its_events_with_gap_free_positions_and_seqs() {
     let events = app.events_after(&server, 0, expected.len()).await;
     // The order is the order of the requests.
     assert_eq!(TestApp::types_of(&events), expected, "{events:#?}");
-    assert_eq!(positions(&events), (1..=expected.len() as i64).collect::<Vec<_>>());
+    assert_eq!(
+        positions(&events),
+        (1..=expected.len() as i64).collect::<Vec<_>>()
+    );
     let seqs: Vec<i64> = events
         .iter()
         .filter(|e| e["conversation_id"] == json!(conv) && !e["private"].as_bool().unwrap())
         .map(|e| e["seq"].as_i64().unwrap())
         .collect();
-    assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "seq has no gaps");
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as i64).collect::<Vec<_>>(),
+        "seq has no gaps"
+    );
     for e in &events {
         let private = e["private"].as_bool().unwrap();
-        assert_eq!(e["seq"].is_null(), private || e["conversation_id"].is_null(), "{e}");
+        assert_eq!(
+            e["seq"].is_null(),
+            private || e["conversation_id"].is_null(),
+            "{e}"
+        );
         assert!(e["request_id"].is_string(), "request id carried: {e}");
     }
     let banned = &events[7];
@@ -130,9 +202,16 @@ async fn a_refused_change_writes_no_event() {
     settle(&app).await;
     let before = whole_feed(&app, &app.server()).await.len();
     // bob may not add members; carol is not a member at all.
-    let r = app.add_member(&app.user("bob"), &conv, "zed", "member").await;
+    let r = app
+        .add_member(&app.user("bob"), &conv, "zed", "member")
+        .await;
     assert_eq!(r.status, 403, "{:?}", r.body);
-    let r = app.delete(&format!("/v1/conversations/{conv}/members/carol"), &app.server()).await;
+    let r = app
+        .delete(
+            &format!("/v1/conversations/{conv}/members/carol"),
+            &app.server(),
+        )
+        .await;
     assert_eq!(r.status, 404, "{:?}", r.body);
     let r = app.add_member(&app.server(), &conv, "bob", "member").await;
     assert_eq!(r.status, 409, "{:?}", r.body);
@@ -148,11 +227,17 @@ async fn a_long_poll_returns_as_soon_as_an_event_arrives_and_times_out_empty() {
     let head = whole_feed(&app, &app.server()).await.len() as i64;
 
     let started = Instant::now();
-    let r = app.get(&format!("/v1/events?after={head}&wait=1"), &app.server()).await;
+    let r = app
+        .get(&format!("/v1/events?after={head}&wait=1"), &app.server())
+        .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body["events"], json!([]));
     assert_eq!(r.body["next_after"], head);
-    assert!(started.elapsed() >= Duration::from_millis(900), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
 
     let waiting = {
         let (client, url, token) = (
@@ -162,7 +247,15 @@ async fn a_long_poll_returns_as_soon_as_an_event_arrives_and_times_out_empty() {
         );
         tokio::spawn(async move {
             let started = Instant::now();
-            let body: Value = client.get(url).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+            let body: Value = client
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
             (body, started.elapsed())
         })
     };
@@ -172,11 +265,16 @@ async fn a_long_poll_returns_as_soon_as_an_event_arrives_and_times_out_empty() {
     let (body, took) = waiting.await.unwrap();
     assert_eq!(body["events"][0]["type"], "member.added", "{body}");
     assert_eq!(body["events"][0]["position"], head + 1);
-    assert!(took < Duration::from_secs(5), "answered when the event came: {took:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "answered when the event came: {took:?}"
+    );
 
     let r = app.get("/v1/events?wait=31", &app.server()).await;
     assert_eq!(r.status, 422);
-    let r = app.get("/v1/events?types=member.exploded", &app.server()).await;
+    let r = app
+        .get("/v1/events?types=member.exploded", &app.server())
+        .await;
     assert_eq!(r.status, 422);
     let r = app.get("/v1/events?after=-3", &app.server()).await;
     assert_eq!(r.status, 422);
@@ -189,12 +287,21 @@ async fn the_feed_filters_by_type_and_conversation() {
     let app = spawn_app().await;
     let a = app.create_group("alice", &[("bob", "member")]).await;
     let b = app.create_group("alice", &[("carol", "member")]).await;
-    let r = app.delete(&format!("/v1/conversations/{a}/members/bob"), &app.server()).await;
+    let r = app
+        .delete(&format!("/v1/conversations/{a}/members/bob"), &app.server())
+        .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     settle(&app).await;
-    let r = app.get("/v1/events?types=member.removed", &app.server()).await;
-    assert_eq!(TestApp::types_of(r.body["events"].as_array().unwrap()), ["member.removed"]);
-    let r = app.get(&format!("/v1/events?conversation_id={b}"), &app.server()).await;
+    let r = app
+        .get("/v1/events?types=member.removed", &app.server())
+        .await;
+    assert_eq!(
+        TestApp::types_of(r.body["events"].as_array().unwrap()),
+        ["member.removed"]
+    );
+    let r = app
+        .get(&format!("/v1/events?conversation_id={b}"), &app.server())
+        .await;
     let evs = r.body["events"].as_array().unwrap();
     assert_eq!(evs.len(), 3, "created + alice + carol: {evs:?}");
     assert!(evs.iter().all(|e| e["conversation_id"] == json!(b)));
@@ -203,7 +310,9 @@ async fn the_feed_filters_by_type_and_conversation() {
     let mut paged = Vec::new();
     let mut after = 0;
     while after < all.len() as i64 {
-        let r = app.get(&format!("/v1/events?after={after}&limit=2"), &app.server()).await;
+        let r = app
+            .get(&format!("/v1/events?after={after}&limit=2"), &app.server())
+            .await;
         let evs = r.body["events"].as_array().unwrap().clone();
         assert!(evs.len() <= 2);
         paged.extend(evs);
@@ -219,10 +328,7 @@ async fn the_stream_pushes_events_and_resumes_after_last_event_id() {
     settle(&app).await;
     let head = whole_feed(&app, &app.server()).await.len() as i64;
 
-    async fn read_events(
-        resp: reqwest::Response,
-        n: usize,
-    ) -> Vec<(i64, Value)> {
+    async fn read_events(resp: reqwest::Response, n: usize) -> Vec<(i64, Value)> {
         let mut body = resp.bytes_stream();
         let mut buf = String::new();
         let mut out = Vec::new();
@@ -266,25 +372,44 @@ async fn the_stream_pushes_events_and_resumes_after_last_event_id() {
     let resp = open(None).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert!(
-        resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"),
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream"),
         "{:?}",
         resp.headers()
     );
     for u in ["bob", "carol", "dave"] {
-        assert_eq!(app.add_member(&app.server(), &conv, u, "member").await.status, 201);
+        assert_eq!(
+            app.add_member(&app.server(), &conv, u, "member")
+                .await
+                .status,
+            201
+        );
     }
     let got = read_events(resp, 3).await;
-    assert_eq!(got.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [head + 1, head + 2, head + 3]);
+    assert_eq!(
+        got.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+        [head + 1, head + 2, head + 3]
+    );
     assert_eq!(got[2].1["target_user_id"], "dave");
     assert_eq!(got[2].1["position"], head + 3);
 
     // Gone for a while: two changes happen; resuming after the last id gets exactly those.
     for u in ["erin", "frank"] {
-        assert_eq!(app.add_member(&app.server(), &conv, u, "member").await.status, 201);
+        assert_eq!(
+            app.add_member(&app.server(), &conv, u, "member")
+                .await
+                .status,
+            201
+        );
     }
     let resp = open(Some(head + 3)).await.unwrap();
     let got = read_events(resp, 2).await;
-    assert_eq!(got.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [head + 4, head + 5]);
+    assert_eq!(
+        got.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+        [head + 4, head + 5]
+    );
     assert_eq!(got[1].1["target_user_id"], "frank");
 
     let r = app.get("/v1/events/stream?after=nope", &app.server()).await;
@@ -299,17 +424,29 @@ async fn a_user_sees_its_conversations_while_a_member_and_what_is_about_itself()
     let other = app.create_group("carol", &[("dave", "member")]).await;
     // bob leaves `mine` halfway; while away he is banned; later re-added after an unban.
     let path = |c: &str, rest: &str| format!("/v1/conversations/{c}{rest}");
-    app.patch(&path(&mine, ""), &server, json!({ "name": "Before" })).await;
-    let r = app.post(&path(&mine, "/leave"), &app.user("bob"), json!({})).await;
+    app.patch(&path(&mine, ""), &server, json!({ "name": "Before" }))
+        .await;
+    let r = app
+        .post(&path(&mine, "/leave"), &app.user("bob"), json!({}))
+        .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
-    app.patch(&path(&mine, ""), &server, json!({ "name": "While away" })).await;
-    app.post(&path(&mine, "/members/bob/ban"), &server, json!({})).await;
+    app.patch(&path(&mine, ""), &server, json!({ "name": "While away" }))
+        .await;
+    app.post(&path(&mine, "/members/bob/ban"), &server, json!({}))
+        .await;
     app.delete(&path(&mine, "/members/bob/ban"), &server).await;
-    app.patch(&path(&other, ""), &server, json!({ "name": "Not his" })).await;
+    app.patch(&path(&other, ""), &server, json!({ "name": "Not his" }))
+        .await;
     app.add_member(&server, &mine, "bob", "member").await;
-    app.patch(&path(&mine, ""), &server, json!({ "name": "Back" })).await;
+    app.patch(&path(&mine, ""), &server, json!({ "name": "Back" }))
+        .await;
     // alice's private read position: bob never sees it.
-    app.post(&path(&mine, "/read"), &app.user("alice"), json!({ "message_id": "65f000000000000000000001" })).await;
+    app.post(
+        &path(&mine, "/read"),
+        &app.user("alice"),
+        json!({ "message_id": "65f000000000000000000001" }),
+    )
+    .await;
     settle(&app).await;
 
     let seen = whole_feed(&app, &app.user("bob")).await;
@@ -317,7 +454,9 @@ async fn a_user_sees_its_conversations_while_a_member_and_what_is_about_itself()
         .iter()
         .map(|e| {
             let name = e["after"]["name"].as_str().unwrap_or("");
-            format!("{} {}", e["type"].as_str().unwrap(), name).trim().to_owned()
+            format!("{} {}", e["type"].as_str().unwrap(), name)
+                .trim()
+                .to_owned()
         })
         .collect();
     assert_eq!(
@@ -379,7 +518,11 @@ fn oracle(all: &[Value], user: &str) -> Vec<i64> {
         let target = e["target_user_id"].as_str();
         let members = present.entry(conv.clone()).or_default();
         let created_into = e["type"] == "conversation.created"
-            && e["after"]["members"].as_array().unwrap().iter().any(|m| m == user);
+            && e["after"]["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m == user);
         let visible = target == Some(user)
             || (!e["private"].as_bool().unwrap() && !conv.is_empty() && members.contains(user))
             || created_into;
@@ -422,18 +565,64 @@ async fn property_a_user_feed_never_shows_what_the_user_could_not_see() {
             (0..3).map(|_| app.create_group("owner", &[("u0", "member")])),
         )
         .await;
-        for op in ops.iter().cloned() {
-            let (server, base) = (app.server(), |c: usize| format!("/v1/conversations/{}", convs[c]));
+        for op in &ops {
+            let (server, base) = (app.server(), |c: usize| {
+                format!("/v1/conversations/{}", convs[c])
+            });
             let _ = match op.clone() {
                 Op::Add(u, c) => app.add_member(&server, &convs[c], users[u], "member").await,
-                Op::Remove(u, c) => app.delete(&format!("{}/members/{}", base(c), users[u]), &server).await,
-                Op::Leave(u, c) => app.post(&format!("{}/leave", base(c)), &app.user(users[u]), json!({})).await,
-                Op::Ban(u, c) => app.post(&format!("{}/members/{}/ban", base(c), users[u]), &server, json!({})).await,
-                Op::Unban(u, c) => app.delete(&format!("{}/members/{}/ban", base(c), users[u]), &server).await,
-                Op::Mute(u, c) => app.post(&format!("{}/members/{}/mute", base(c), users[u]), &server, json!({})).await,
-                Op::Promote(u, c) => app.patch(&format!("{}/members/{}", base(c), users[u]), &server, json!({ "role": "moderator" })).await,
-                Op::Rename(c) => app.patch(&base(c), &server, json!({ "name": "Renamed" })).await,
-                Op::Read(u, c) => app.post(&format!("{}/read", base(c)), &app.user(users[u]), json!({ "message_id": "65f000000000000000000001" })).await,
+                Op::Remove(u, c) => {
+                    app.delete(&format!("{}/members/{}", base(c), users[u]), &server)
+                        .await
+                }
+                Op::Leave(u, c) => {
+                    app.post(
+                        &format!("{}/leave", base(c)),
+                        &app.user(users[u]),
+                        json!({}),
+                    )
+                    .await
+                }
+                Op::Ban(u, c) => {
+                    app.post(
+                        &format!("{}/members/{}/ban", base(c), users[u]),
+                        &server,
+                        json!({}),
+                    )
+                    .await
+                }
+                Op::Unban(u, c) => {
+                    app.delete(&format!("{}/members/{}/ban", base(c), users[u]), &server)
+                        .await
+                }
+                Op::Mute(u, c) => {
+                    app.post(
+                        &format!("{}/members/{}/mute", base(c), users[u]),
+                        &server,
+                        json!({}),
+                    )
+                    .await
+                }
+                Op::Promote(u, c) => {
+                    app.patch(
+                        &format!("{}/members/{}", base(c), users[u]),
+                        &server,
+                        json!({ "role": "moderator" }),
+                    )
+                    .await
+                }
+                Op::Rename(c) => {
+                    app.patch(&base(c), &server, json!({ "name": "Renamed" }))
+                        .await
+                }
+                Op::Read(u, c) => {
+                    app.post(
+                        &format!("{}/read", base(c)),
+                        &app.user(users[u]),
+                        json!({ "message_id": "65f000000000000000000001" }),
+                    )
+                    .await
+                }
             };
         }
         settle(&app).await;

@@ -269,14 +269,21 @@ async fn the_event_and_webhook_queries_are_index_scans() {
     };
 
     let q = Store::events_query(&scope, 0, 500);
-    assert_index_scan("feed window", &winning_plan(&app, &q).await, &["tenant_id_1_position_1"]);
+    assert_index_scan(
+        "feed window",
+        &winning_plan(&app, &q).await,
+        &["tenant_id_1_position_1"],
+    );
     let q = Store::presence_changes_query(&scope, "bob", 0);
     assert_index_scan(
         "events about a user",
         &winning_plan(&app, &q).await,
         &["tenant_id_1_target_user_id_1_position_1"],
     );
-    let q = raw("event_outbox", doc! { "tenant_id": "acme", "target_user_id": "bob" });
+    let q = raw(
+        "event_outbox",
+        doc! { "tenant_id": "acme", "target_user_id": "bob" },
+    );
     assert_index_scan(
         "outbox about a user",
         &winning_plan(&app, &q).await,
@@ -289,7 +296,11 @@ async fn the_event_and_webhook_queries_are_index_scans() {
         &["tenant_id_1__id_1_deleting_at_1"],
     );
     let q = raw("webhooks", doc! { "tenant_id": "acme", "_id": conv });
-    assert_index_scan("one webhook", &winning_plan(&app, &q).await, &["tenant_id_1__id_1"]);
+    assert_index_scan(
+        "one webhook",
+        &winning_plan(&app, &q).await,
+        &["tenant_id_1__id_1"],
+    );
     let q = raw(
         "webhooks",
         doc! { "enabled": true, "next_attempt_at": { "$lte": bson::DateTime::now() } },

@@ -117,7 +117,10 @@ impl TestApp {
         let mut cursor = after;
         while out.len() < count && std::time::Instant::now() < deadline {
             let r = self
-                .get(&format!("/v1/events?after={cursor}&limit=200&wait=2"), token)
+                .get(
+                    &format!("/v1/events?after={cursor}&limit=200&wait=2"),
+                    token,
+                )
                 .await;
             assert_eq!(r.status, 200, "{:?}", r.body);
             out.extend(r.body["events"].as_array().unwrap().iter().cloned());
@@ -432,8 +435,10 @@ pub async fn settle(app: &TestApp) {
         .collection::<bson::Document>("event_outbox");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while outbox.count_documents(bson::doc! {}).await.unwrap() > 0 {
-        assert!(std::time::Instant::now() < deadline, "the outbox did not drain");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the outbox did not drain"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
-

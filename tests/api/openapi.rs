@@ -29,7 +29,10 @@ fn every_operation_id_is_unique_as_generated_clients_need() {
 #[test]
 fn the_webhook_request_is_described_with_its_signature_headers_and_every_event_type() {
     let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
-    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "webhooks need OpenAPI 3.1");
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1"),
+        "webhooks need OpenAPI 3.1"
+    );
     let post = &doc["webhooks"]["membershipEvent"]["post"];
     let headers: Vec<&str> = post["parameters"]
         .as_array()
@@ -37,7 +40,10 @@ fn the_webhook_request_is_described_with_its_signature_headers_and_every_event_t
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    assert_eq!(headers, ["webhook-id", "webhook-timestamp", "webhook-signature"]);
+    assert_eq!(
+        headers,
+        ["webhook-id", "webhook-timestamp", "webhook-signature"]
+    );
     assert_eq!(
         post["requestBody"]["content"]["application/json"]["schema"]["$ref"],
         "#/components/schemas/EventView"
@@ -47,7 +53,11 @@ fn the_webhook_request_is_described_with_its_signature_headers_and_every_event_t
     for t in roster::store::events::kind::ALL {
         assert!(described.contains(&format!("`{t}`")), "{t}");
     }
-    for p in ["/v1/events", "/v1/events/stream", "/v1/webhooks/{webhook_id}/replay"] {
+    for p in [
+        "/v1/events",
+        "/v1/events/stream",
+        "/v1/webhooks/{webhook_id}/replay",
+    ] {
         assert!(doc["paths"][p].is_object(), "{p}");
     }
 }

@@ -48,7 +48,11 @@ struct Receiver {
 
 impl Receiver {
     async fn start(port: u16, state: Arc<ReceiverState>) -> Receiver {
-        async fn hook(req: HttpRequest, body: web::Bytes, s: web::Data<ReceiverState>) -> HttpResponse {
+        async fn hook(
+            req: HttpRequest,
+            body: web::Bytes,
+            s: web::Data<ReceiverState>,
+        ) -> HttpResponse {
             let mut headers = reqwest::header::HeaderMap::new();
             for (k, v) in req.headers() {
                 headers.insert(
@@ -56,7 +60,10 @@ impl Receiver {
                     reqwest::header::HeaderValue::from_bytes(v.as_bytes()).unwrap(),
                 );
             }
-            s.got.lock().unwrap().push(Got { headers, body: body.to_vec() });
+            s.got.lock().unwrap().push(Got {
+                headers,
+                body: body.to_vec(),
+            });
             let hold = s.hold_ms.load(Ordering::SeqCst);
             if hold > 0 {
                 tokio::time::sleep(Duration::from_millis(hold as u64)).await;
@@ -72,15 +79,23 @@ impl Receiver {
             }
         }
         let data = web::Data::from(state.clone());
-        let server = HttpServer::new(move || App::new().app_data(data.clone()).route("/hook", web::post().to(hook)))
-            .workers(1)
-            .shutdown_timeout(0)
-            .bind(("127.0.0.1", port))
-            .unwrap()
-            .run();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .route("/hook", web::post().to(hook))
+        })
+        .workers(1)
+        .shutdown_timeout(0)
+        .bind(("127.0.0.1", port))
+        .unwrap()
+        .run();
         let handle = server.handle();
         tokio::spawn(server);
-        Receiver { port, state, handle }
+        Receiver {
+            port,
+            state,
+            handle,
+        }
     }
 
     fn url(&self) -> String {
@@ -103,7 +118,9 @@ impl Receiver {
                 Instant::now() < deadline,
                 "timed out waiting for {what}; got {} requests: {:?}",
                 got.len(),
-                got.iter().map(|g| g.json()["type"].clone()).collect::<Vec<_>>()
+                got.iter()
+                    .map(|g| g.json()["type"].clone())
+                    .collect::<Vec<_>>()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -111,12 +128,20 @@ impl Receiver {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn create_webhook(app: &TestApp, url: &str, types: Value) -> (String, String) {
     let r = app
-        .post("/v1/webhooks", &app.server(), json!({ "url": url, "event_types": types }))
+        .post(
+            "/v1/webhooks",
+            &app.server(),
+            json!({ "url": url, "event_types": types }),
+        )
         .await;
     assert_eq!(r.status, 201, "{:?}", r.body);
     (
@@ -144,62 +169,153 @@ async fn every_event_type_arrives_signed() {
     let receiver = Receiver::start(free_port(), Arc::default()).await;
     let (_, secret) = create_webhook(&app, &receiver.url(), json!([])).await;
     let server = app.server();
-    let conv = app.create_group("alice", &[("bob", "member"), ("carol", "member")]).await;
+    let conv = app
+        .create_group("alice", &[("bob", "member"), ("carol", "member")])
+        .await;
     let base = format!("/v1/conversations/{conv}");
     let ok = |r: &crate::helpers::Resp| assert!(r.status < 300, "{} {:?}", r.status, r.body);
     ok(&app.add_member(&server, &conv, "dave", "member").await);
-    ok(&app.patch(&format!("{base}/members/dave"), &server, json!({ "role": "moderator" })).await);
-    ok(&app.post(&format!("{base}/members/bob/mute"), &server, json!({})).await);
-    ok(&app.delete(&format!("{base}/members/bob/mute"), &server).await);
-    ok(&app.post(&format!("{base}/members/bob/ban"), &server, json!({})).await);
-    ok(&app.delete(&format!("{base}/members/bob/ban"), &server).await);
+    ok(&app
+        .patch(
+            &format!("{base}/members/dave"),
+            &server,
+            json!({ "role": "moderator" }),
+        )
+        .await);
+    ok(&app
+        .post(&format!("{base}/members/bob/mute"), &server, json!({}))
+        .await);
+    ok(&app
+        .delete(&format!("{base}/members/bob/mute"), &server)
+        .await);
+    ok(&app
+        .post(&format!("{base}/members/bob/ban"), &server, json!({}))
+        .await);
+    ok(&app
+        .delete(&format!("{base}/members/bob/ban"), &server)
+        .await);
     ok(&app.add_member(&server, &conv, "gina", "member").await);
-    ok(&app.post(&format!("{base}/members/gina/mute"), &server, json!({ "until": in_ms(800) })).await);
-    ok(&app.post(&format!("{base}/members/erin/ban"), &server, json!({ "until": in_ms(800) })).await);
+    ok(&app
+        .post(
+            &format!("{base}/members/gina/mute"),
+            &server,
+            json!({ "until": in_ms(800) }),
+        )
+        .await);
+    ok(&app
+        .post(
+            &format!("{base}/members/erin/ban"),
+            &server,
+            json!({ "until": in_ms(800) }),
+        )
+        .await);
     ok(&app.delete(&format!("{base}/members/carol"), &server).await);
-    ok(&app.post(&format!("{base}/leave"), &app.user("dave"), json!({})).await);
-    ok(&app.patch(&base, &server, json!({ "name": "Renamed" })).await);
-    ok(&app.patch(&format!("{base}/members/me/settings"), &app.user("alice"), json!({ "pinned": true })).await);
-    ok(&app.post(&format!("{base}/read"), &app.user("alice"), json!({ "message_id": "65f000000000000000000001" })).await);
-    ok(&app.put("/v1/users/alice", &server, json!({ "display_name": "Alice" })).await);
+    ok(&app
+        .post(&format!("{base}/leave"), &app.user("dave"), json!({}))
+        .await);
+    ok(&app
+        .patch(&base, &server, json!({ "name": "Renamed" }))
+        .await);
+    ok(&app
+        .patch(
+            &format!("{base}/members/me/settings"),
+            &app.user("alice"),
+            json!({ "pinned": true }),
+        )
+        .await);
+    ok(&app
+        .post(
+            &format!("{base}/read"),
+            &app.user("alice"),
+            json!({ "message_id": "65f000000000000000000001" }),
+        )
+        .await);
+    ok(&app
+        .put(
+            "/v1/users/alice",
+            &server,
+            json!({ "display_name": "Alice" }),
+        )
+        .await);
     let roles = app.get("/v1/roles", &server).await;
     let mut catalog = roles.body.clone();
     catalog.as_object_mut().unwrap().remove("members_resolved");
     catalog["roles"][2]["limit"] = json!(50);
     ok(&app.put("/v1/roles", &server, catalog).await);
     let png = crate::media::png(4, 4, 64);
-    let up = crate::media::upload(&app, &app.user("alice"), Some(&conv), png, "a.png", "image/png").await;
+    let up = crate::media::upload(
+        &app,
+        &app.user("alice"),
+        Some(&conv),
+        png,
+        "a.png",
+        "image/png",
+    )
+    .await;
     ok(&up);
     let media = up.body["id"].as_str().unwrap();
-    ok(&app.delete(&format!("/v1/media/{media}"), &app.user("alice")).await);
+    ok(&app
+        .delete(&format!("/v1/media/{media}"), &app.user("alice"))
+        .await);
     ok(&app.add_member(&server, &conv, "frank", "member").await);
-    ok(&app.post(&format!("{base}/transfer-ownership"), &app.user("alice"), json!({ "user_id": "frank" })).await);
+    ok(&app
+        .post(
+            &format!("{base}/transfer-ownership"),
+            &app.user("alice"),
+            json!({ "user_id": "frank" }),
+        )
+        .await);
     ok(&app.delete("/v1/users/bob", &server).await);
     // The timed mute and ban end; the sweeper records it.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     ok(&app.delete(&base, &app.user("frank")).await);
 
     let all: Vec<&str> = vec![
-        "member.added", "member.removed", "member.left", "member.banned", "member.unbanned",
-        "member.muted", "member.unmuted", "member.updated", "member.ban_expired",
-        "member.mute_expired", "member.settings_updated", "member.read",
-        "conversation.created", "conversation.updated", "conversation.deleted",
-        "conversation.ownership_transferred", "roles.updated", "user.updated", "user.erased",
-        "media.uploaded", "media.deleted",
+        "member.added",
+        "member.removed",
+        "member.left",
+        "member.banned",
+        "member.unbanned",
+        "member.muted",
+        "member.unmuted",
+        "member.updated",
+        "member.ban_expired",
+        "member.mute_expired",
+        "member.settings_updated",
+        "member.read",
+        "conversation.created",
+        "conversation.updated",
+        "conversation.deleted",
+        "conversation.ownership_transferred",
+        "roles.updated",
+        "user.updated",
+        "user.erased",
+        "media.uploaded",
+        "media.deleted",
     ];
     let got = receiver
         .wait_for("every event type", |g| {
-            let types: Vec<String> = g.iter().map(|x| x.json()["type"].as_str().unwrap().to_owned()).collect();
+            let types: Vec<String> = g
+                .iter()
+                .map(|x| x.json()["type"].as_str().unwrap().to_owned())
+                .collect();
             all.iter().all(|t| types.iter().any(|x| x == t))
         })
         .await;
     for g in &got {
         verify(&secret, g);
         assert_eq!(g.headers["content-type"], "application/json");
-        assert_eq!(g.id(), g.json()["id"].as_str().unwrap(), "webhook-id is the event id");
+        assert_eq!(
+            g.id(),
+            g.json()["id"].as_str().unwrap(),
+            "webhook-id is the event id"
+        );
     }
     // In order, each once.
-    let positions: Vec<i64> = got.iter().map(|g| g.json()["position"].as_i64().unwrap()).collect();
+    let positions: Vec<i64> = got
+        .iter()
+        .map(|g| g.json()["position"].as_i64().unwrap())
+        .collect();
     let mut sorted = positions.clone();
     sorted.sort();
     sorted.dedup();
@@ -207,7 +323,12 @@ async fn every_event_type_arrives_signed() {
     // A tampered body fails verification.
     let mut forged = got[0].clone();
     forged.body = forged.body.replace_first(b"member", b"MEMBER");
-    assert!(standardwebhooks::Webhook::new(&secret).unwrap().verify(&forged.body, &forged.headers).is_err());
+    assert!(
+        standardwebhooks::Webhook::new(&secret)
+            .unwrap()
+            .verify(&forged.body, &forged.headers)
+            .is_err()
+    );
     receiver.handle.stop(false).await;
 }
 
@@ -234,27 +355,46 @@ async fn a_receiver_failing_three_times_gets_the_event_on_the_fourth_attempt() {
     app.create_group("alice", &[]).await;
     let got = receiver.wait_for("four attempts", |g| g.len() >= 4).await;
     assert_eq!(got.len(), 4);
-    assert!(got.iter().all(|g| g.id() == got[0].id()), "the same event each time");
+    assert!(
+        got.iter().all(|g| g.id() == got[0].id()),
+        "the same event each time"
+    );
     for g in &got {
         verify(&secret, g);
     }
-    let deliveries = app.get(&format!("/v1/webhooks/{id}/deliveries"), &app.server()).await;
+    let deliveries = app
+        .get(&format!("/v1/webhooks/{id}/deliveries"), &app.server())
+        .await;
     assert_eq!(deliveries.status, 200);
     let items = deliveries.body["items"].as_array().unwrap();
     let summary: Vec<(i64, i64, &str)> = items
         .iter()
-        .map(|d| (d["attempt"].as_i64().unwrap(), d["status_code"].as_i64().unwrap(), d["outcome"].as_str().unwrap()))
+        .map(|d| {
+            (
+                d["attempt"].as_i64().unwrap(),
+                d["status_code"].as_i64().unwrap(),
+                d["outcome"].as_str().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         summary,
-        [(4, 200, "delivered"), (3, 500, "retrying"), (2, 500, "retrying"), (1, 500, "retrying")]
+        [
+            (4, 200, "delivered"),
+            (3, 500, "retrying"),
+            (2, 500, "retrying"),
+            (1, 500, "retrying")
+        ]
     );
     assert!(items.iter().all(|d| d["latency_ms"].as_i64().unwrap() >= 0));
     let w = app.get(&format!("/v1/webhooks/{id}"), &app.server()).await;
     assert_eq!(w.body["failing_since"], json!(null));
     assert_eq!(w.body["attempt"], 0);
     assert!(w.body["last_success_at"].is_string());
-    assert!(w.body.get("secret").is_none(), "the secret is shown only on creation");
+    assert!(
+        w.body.get("secret").is_none(),
+        "the secret is shown only on creation"
+    );
     receiver.handle.stop(false).await;
 }
 
@@ -273,7 +413,9 @@ async fn a_receiver_down_during_100_changes_gets_them_all_in_order_when_back() {
         let conv = convs[i % 2].clone();
         let app = &app;
         async move {
-            let r = app.add_member(&app.server(), &conv, &format!("u{i}"), "member").await;
+            let r = app
+                .add_member(&app.server(), &conv, &format!("u{i}"), "member")
+                .await;
             assert_eq!(r.status, 201, "{:?}", r.body);
         }
     });
@@ -307,7 +449,11 @@ async fn a_receiver_down_during_100_changes_gets_them_all_in_order_when_back() {
     }
     let ids: Vec<String> = got.iter().map(Got::id).collect();
     let unique: std::collections::HashSet<&String> = ids.iter().collect();
-    assert_eq!(ids.len(), unique.len(), "each event once (the receiver never failed an answer)");
+    assert_eq!(
+        ids.len(),
+        unique.len(),
+        "each event once (the receiver never failed an answer)"
+    );
     assert_eq!(got.len(), 102, "100 additions and the two creators'");
     receiver.handle.stop(false).await;
 }
@@ -327,10 +473,20 @@ async fn targets_on_private_addresses_are_refused_unless_allowed() {
         "ftp://example.com/hook",
         "not a url",
     ] {
-        let r = app.post("/v1/webhooks", &app.server(), json!({ "url": url })).await;
-        assert_eq!((r.status, r.code()), (422, "webhook_target_refused"), "{url}: {:?}", r.body);
+        let r = app
+            .post("/v1/webhooks", &app.server(), json!({ "url": url }))
+            .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (422, "webhook_target_refused"),
+            "{url}: {:?}",
+            r.body
+        );
     }
-    assert_eq!(app.get("/v1/webhooks", &app.server()).await.body["items"], json!([]));
+    assert_eq!(
+        app.get("/v1/webhooks", &app.server()).await.body["items"],
+        json!([])
+    );
 }
 
 #[tokio::test]
@@ -338,10 +494,20 @@ async fn webhooks_are_managed_by_server_tokens_of_their_own_tenant() {
     let app = spawn_app().await;
     let state = Arc::new(ReceiverState::default());
     let receiver = Receiver::start(free_port(), state).await;
-    let r = app.post("/v1/webhooks", &app.user("alice"), json!({ "url": receiver.url() })).await;
+    let r = app
+        .post(
+            "/v1/webhooks",
+            &app.user("alice"),
+            json!({ "url": receiver.url() }),
+        )
+        .await;
     assert_eq!((r.status, r.code()), (403, "forbidden"));
     let r = app
-        .post("/v1/webhooks", &app.server(), json!({ "url": receiver.url(), "event_types": ["member.exploded"] }))
+        .post(
+            "/v1/webhooks",
+            &app.server(),
+            json!({ "url": receiver.url(), "event_types": ["member.exploded"] }),
+        )
         .await;
     assert_eq!(r.status, 422);
     let (id, secret) = create_webhook(&app, &receiver.url(), json!(["conversation.updated"])).await;
@@ -357,48 +523,119 @@ async fn webhooks_are_managed_by_server_tokens_of_their_own_tenant() {
     assert_eq!((r.status, r.code()), (404, "webhook_not_found"));
     let r = app.delete(&format!("/v1/webhooks/{id}"), &theirs).await;
     assert_eq!((r.status, r.code()), (404, "webhook_not_found"));
-    assert_eq!(app.get("/v1/webhooks", &theirs).await.body["items"], json!([]));
-    let missing = app.get("/v1/webhooks/65f000000000000000000001", &app.server()).await;
+    assert_eq!(
+        app.get("/v1/webhooks", &theirs).await.body["items"],
+        json!([])
+    );
+    let missing = app
+        .get("/v1/webhooks/65f000000000000000000001", &app.server())
+        .await;
     assert_eq!((missing.status, missing.code()), (404, "webhook_not_found"));
     let garbage = app.get("/v1/webhooks/nope", &app.server()).await;
     assert_eq!((garbage.status, garbage.code()), (404, "webhook_not_found"));
 
     let conv = app.create_group("alice", &[]).await;
-    app.patch(&format!("/v1/conversations/{conv}"), &app.server(), json!({ "name": "One" })).await;
-    let got = receiver.wait_for("the first rename", |g| !g.is_empty()).await;
+    app.patch(
+        &format!("/v1/conversations/{conv}"),
+        &app.server(),
+        json!({ "name": "One" }),
+    )
+    .await;
+    let got = receiver
+        .wait_for("the first rename", |g| !g.is_empty())
+        .await;
     verify(&secret, &got[0]);
 
     // Rotation: later deliveries verify with the new secret only.
-    let rotated = app.post(&format!("/v1/webhooks/{id}/rotate-secret"), &app.server(), json!({})).await;
+    let rotated = app
+        .post(
+            &format!("/v1/webhooks/{id}/rotate-secret"),
+            &app.server(),
+            json!({}),
+        )
+        .await;
     assert_eq!(rotated.status, 200);
     let new_secret = rotated.body["secret"].as_str().unwrap().to_owned();
     assert_ne!(new_secret, secret);
-    app.patch(&format!("/v1/conversations/{conv}"), &app.server(), json!({ "name": "Two" })).await;
-    let got = receiver.wait_for("the second rename", |g| g.len() >= 2).await;
+    app.patch(
+        &format!("/v1/conversations/{conv}"),
+        &app.server(),
+        json!({ "name": "Two" }),
+    )
+    .await;
+    let got = receiver
+        .wait_for("the second rename", |g| g.len() >= 2)
+        .await;
     verify(&new_secret, &got[1]);
-    assert!(standardwebhooks::Webhook::new(&secret).unwrap().verify(&got[1].body, &got[1].headers).is_err());
+    assert!(
+        standardwebhooks::Webhook::new(&secret)
+            .unwrap()
+            .verify(&got[1].body, &got[1].headers)
+            .is_err()
+    );
 
     // Disabled: nothing is sent; replay re-sends from a position once enabled again.
-    let r = app.patch(&format!("/v1/webhooks/{id}"), &app.server(), json!({ "enabled": false })).await;
+    let r = app
+        .patch(
+            &format!("/v1/webhooks/{id}"),
+            &app.server(),
+            json!({ "enabled": false }),
+        )
+        .await;
     assert_eq!(r.body["enabled"], false);
-    app.patch(&format!("/v1/conversations/{conv}"), &app.server(), json!({ "name": "Three" })).await;
+    app.patch(
+        &format!("/v1/conversations/{conv}"),
+        &app.server(),
+        json!({ "name": "Three" }),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(receiver.got().len(), 2);
-    let r = app.patch(&format!("/v1/webhooks/{id}"), &app.server(), json!({ "enabled": true })).await;
+    let r = app
+        .patch(
+            &format!("/v1/webhooks/{id}"),
+            &app.server(),
+            json!({ "enabled": true }),
+        )
+        .await;
     assert_eq!(r.body["enabled"], true);
-    let got = receiver.wait_for("the third rename", |g| g.len() >= 3).await;
+    let got = receiver
+        .wait_for("the third rename", |g| g.len() >= 3)
+        .await;
     assert_eq!(got[2].json()["after"]["name"], "Three");
-    let r = app.post(&format!("/v1/webhooks/{id}/replay"), &app.server(), json!({ "after": 0 })).await;
+    let r = app
+        .post(
+            &format!("/v1/webhooks/{id}/replay"),
+            &app.server(),
+            json!({ "after": 0 }),
+        )
+        .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     let got = receiver.wait_for("the replay", |g| g.len() >= 6).await;
-    let names: Vec<String> = got[3..].iter().map(|g| g.json()["after"]["name"].as_str().unwrap().to_owned()).collect();
+    let names: Vec<String> = got[3..]
+        .iter()
+        .map(|g| g.json()["after"]["name"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(names, ["One", "Two", "Three"]);
-    let r = app.post(&format!("/v1/webhooks/{id}/replay"), &app.server(), json!({ "after": 1_000_000 })).await;
+    let r = app
+        .post(
+            &format!("/v1/webhooks/{id}/replay"),
+            &app.server(),
+            json!({ "after": 1_000_000 }),
+        )
+        .await;
     assert_eq!(r.status, 422);
 
-    let r = app.delete(&format!("/v1/webhooks/{id}"), &app.server()).await;
+    let r = app
+        .delete(&format!("/v1/webhooks/{id}"), &app.server())
+        .await;
     assert_eq!(r.status, 204);
-    assert_eq!(app.get(&format!("/v1/webhooks/{id}"), &app.server()).await.status, 404);
+    assert_eq!(
+        app.get(&format!("/v1/webhooks/{id}"), &app.server())
+            .await
+            .status,
+        404
+    );
     receiver.handle.stop(false).await;
 }
 
@@ -410,7 +647,8 @@ async fn an_endpoint_failing_past_the_limit_is_disabled_with_the_reason() {
     let receiver = Receiver::start(free_port(), state).await;
     let (id, _) = create_webhook(&app, &receiver.url(), json!([])).await;
     // It has been failing for three days already.
-    let three_days_ago = bson::DateTime::from_millis(bson::DateTime::now().timestamp_millis() - 3 * 86_400_000);
+    let three_days_ago =
+        bson::DateTime::from_millis(bson::DateTime::now().timestamp_millis() - 3 * 86_400_000);
     app.store
         .database()
         .collection::<bson::Document>("webhooks")
@@ -425,7 +663,14 @@ async fn an_endpoint_failing_past_the_limit_is_disabled_with_the_reason() {
     loop {
         let w = app.get(&format!("/v1/webhooks/{id}"), &app.server()).await;
         if w.body["enabled"] == false {
-            assert!(w.body["disabled_reason"].as_str().unwrap().contains("72 hours"), "{:?}", w.body);
+            assert!(
+                w.body["disabled_reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("72 hours"),
+                "{:?}",
+                w.body
+            );
             break;
         }
         assert!(Instant::now() < deadline, "not disabled: {:?}", w.body);
@@ -457,8 +702,15 @@ async fn serve(app: &TestApp, port: u16) -> Serve {
         .spawn()
         .expect("roster serve starts");
     let started = Instant::now();
-    while reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await.map(|r| r.status() != 200).unwrap_or(true) {
-        assert!(started.elapsed() < Duration::from_secs(60), "roster serve did not become ready");
+    while reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+        .await
+        .map(|r| r.status() != 200)
+        .unwrap_or(true)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "roster serve did not become ready"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Serve(child)
@@ -477,15 +729,34 @@ async fn a_delivery_cut_by_sigkill_is_taken_over_by_another_instance() {
     settle(&app).await;
     let (id, secret) = create_webhook(&app, &receiver.url(), json!(["member.added"])).await;
     for u in ["bob", "carol", "dave"] {
-        assert_eq!(app.add_member(&app.server(), &conv, u, "member").await.status, 201);
+        assert_eq!(
+            app.add_member(&app.server(), &conv, u, "member")
+                .await
+                .status,
+            201
+        );
     }
     let oid = bson::oid::ObjectId::parse_str(&id).unwrap();
-    let webhooks = app.store.database().collection::<bson::Document>("webhooks");
+    let webhooks = app
+        .store
+        .database()
+        .collection::<bson::Document>("webhooks");
     let first = serve(&app, free_port()).await;
     // It claims the endpoint and sends the first event, which the receiver holds.
-    let got = receiver.wait_for("the first attempt", |g| !g.is_empty()).await;
-    let holder = webhooks.find_one(bson::doc! { "_id": oid }).await.unwrap().unwrap();
-    let killed = holder.get_document("lease").unwrap().get_str("owner").unwrap().to_owned();
+    let got = receiver
+        .wait_for("the first attempt", |g| !g.is_empty())
+        .await;
+    let holder = webhooks
+        .find_one(bson::doc! { "_id": oid })
+        .await
+        .unwrap()
+        .unwrap();
+    let killed = holder
+        .get_document("lease")
+        .unwrap()
+        .get_str("owner")
+        .unwrap()
+        .to_owned();
     drop(first); // SIGKILL while the attempt is in flight
     state.hold_ms.store(0, Ordering::SeqCst);
     let _second = serve(&app, free_port()).await;
@@ -493,7 +764,11 @@ async fn a_delivery_cut_by_sigkill_is_taken_over_by_another_instance() {
     // is sent again (at least once), then the rest, each once.
     let all = receiver
         .wait_for("every event after the takeover", |g| {
-            g.iter().map(Got::id).collect::<std::collections::HashSet<_>>().len() >= 3
+            g.iter()
+                .map(Got::id)
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+                >= 3
         })
         .await;
     for g in &all {
@@ -503,24 +778,55 @@ async fn a_delivery_cut_by_sigkill_is_taken_over_by_another_instance() {
     let first_id = got[0].id();
     let log: Vec<bson::Document> = {
         use futures::TryStreamExt;
-        app.store.database().collection::<bson::Document>("webhook_deliveries").find(bson::doc! {}).await.unwrap().try_collect().await.unwrap()
+        app.store
+            .database()
+            .collection::<bson::Document>("webhook_deliveries")
+            .find(bson::doc! {})
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap()
     };
-    assert_eq!(ids.iter().filter(|i| **i == first_id).count(), 2, "the cut attempt, then its retry: {ids:?} {log:#?}");
+    assert_eq!(
+        ids.iter().filter(|i| **i == first_id).count(),
+        2,
+        "the cut attempt, then its retry: {ids:?} {log:#?}"
+    );
     let rest: Vec<&String> = ids.iter().filter(|i| **i != first_id).collect();
     let unique: std::collections::HashSet<&&String> = rest.iter().collect();
     assert_eq!(rest.len(), 2);
     assert_eq!(unique.len(), 2, "no other duplicate: {ids:?}");
-    let last = all.iter().map(|g| g.json()["position"].as_i64().unwrap()).max();
+    let last = all
+        .iter()
+        .map(|g| g.json()["position"].as_i64().unwrap())
+        .max();
     let deadline = Instant::now() + Duration::from_secs(10);
     let after = loop {
-        let w = webhooks.find_one(bson::doc! { "_id": oid }).await.unwrap().unwrap();
+        let w = webhooks
+            .find_one(bson::doc! { "_id": oid })
+            .await
+            .unwrap()
+            .unwrap();
         if w.get_i64("cursor").ok() == last || Instant::now() > deadline {
             break w;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert_eq!(after.get_i64("cursor").ok(), last, "the cursor reached the last event");
-    let owner = after.get_document("lease").ok().and_then(|l| l.get_str("owner").ok()).map(str::to_owned);
-    assert_ne!(owner.as_deref(), Some(killed.as_str()), "the killed instance no longer holds it");
+    assert_eq!(
+        after.get_i64("cursor").ok(),
+        last,
+        "the cursor reached the last event"
+    );
+    let owner = after
+        .get_document("lease")
+        .ok()
+        .and_then(|l| l.get_str("owner").ok())
+        .map(str::to_owned);
+    assert_ne!(
+        owner.as_deref(),
+        Some(killed.as_str()),
+        "the killed instance no longer holds it"
+    );
     receiver.handle.stop(false).await;
 }
