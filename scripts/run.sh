@@ -29,4 +29,6 @@ Roster on http://$bind  (API document: http://$bind/docs/)
   curl -s "http://$bind/v1/users/alice/conversations" -H "Authorization: Bearer \$USER_TOKEN"
 
 TXT
+# Local runs may point webhooks at receivers on this machine.
+export ROSTER__WEBHOOKS__ALLOW_PRIVATE_TARGETS="${ROSTER__WEBHOOKS__ALLOW_PRIVATE_TARGETS:-true}"
 "$bin" serve
