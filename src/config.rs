@@ -161,6 +161,9 @@ pub struct EventSettings {
     pub enabled: bool,
     /// How long events are kept, hours (TTL).
     pub retention_hours: u64,
+    /// Whether each instance follows a change stream on the outbox and the counters (other
+    /// instances' events then reach its readers at once, not at the next poll).
+    pub change_stream: bool,
     /// How often each instance looks for new events when no change stream tells it, ms.
     pub poll_interval_ms: u64,
     /// Most outbox events given positions per sequencer transaction.

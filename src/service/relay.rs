@@ -43,7 +43,9 @@ pub fn spawn(
                 };
                 let mut stop = stop;
                 tokio::task::spawn_local(sequence(store.clone(), settings.clone()));
-                tokio::task::spawn_local(follow(store.clone()));
+                if settings.events.change_stream {
+                    tokio::task::spawn_local(follow(store.clone()));
+                }
                 match PlatformCredential::verify(&settings.auth.platform_token, &settings.auth) {
                     Ok(_) if !settings.webhooks.deliver => {
                         tracing::info!("webhook delivery is left to other instances (webhooks.deliver = false)");
@@ -95,7 +97,7 @@ async fn sequence(store: Store, settings: Settings) {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "sequencing events failed; will retry");
+                    tracing::warn!(error = ?e, "sequencing events failed; will retry");
                     tokio::time::sleep(poll).await;
                     break;
                 }

@@ -430,6 +430,16 @@ impl Store {
         retention: Duration,
     ) -> Result<(usize, Vec<(String, i64)>)> {
         let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        // An empty outbox (the common case of a poll) costs one read, not a transaction.
+        let waiting = self
+            .collection::<Document>(names::EVENT_OUTBOX)
+            .find_one(doc! {})
+            .projection(doc! { "_id": 1 })
+            .await
+            .map_err(db_error)?;
+        if waiting.is_none() {
+            return Ok((0, Vec::new()));
+        }
         self.transaction(async |s| {
             let mut cursor = self
                 .outbox()
@@ -609,7 +619,7 @@ impl Store {
         let mut f = super::tenant_filter(scope);
         f.insert("target_user_id", user);
         Ok(self
-            .outbox()
+            .collection::<Document>(names::EVENT_OUTBOX)
             .find_one(f)
             .projection(doc! { "_id": 1 })
             .await
