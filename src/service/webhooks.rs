@@ -673,13 +673,14 @@ impl Progress {
         }
     }
 
-    /// Writes the attempts (one `insert_many`) and then the cursor and `extra` (one fenced
-    /// update). `false` if the lease was lost. A crash before this re-sends the events since
-    /// the stored cursor: at least once.
+    /// Writes the attempts (one `insert_many`) and then the cursor and `extra` (one update
+    /// fenced on the lease and on `w.updated_at`). `false` if the lease was lost or a caller
+    /// changed the endpoint meanwhile (a replay's cursor is not overwritten). A crash before
+    /// this re-sends the events since the stored cursor: at least once.
     async fn flush(
         &mut self,
         store: &Store,
-        id: ObjectId,
+        w: &WebhookDoc,
         owner: &str,
         mut extra: bson::Document,
     ) -> Result<bool> {
@@ -699,7 +700,9 @@ impl Progress {
         if extra.is_empty() {
             return Ok(true);
         }
-        store.update_claimed_webhook(id, owner, extra).await
+        store
+            .update_claimed_webhook(w.id, owner, w.updated_at, extra)
+            .await
     }
 }
 
@@ -836,7 +839,7 @@ async fn run_endpoint(
                 tracing::warn!(webhook = %w.id, "webhook disabled after failing too long");
             }
             progress.last_success_at = None;
-            progress.flush(store, w.id, owner, set).await?;
+            progress.flush(store, &w, owner, set).await?;
             return Ok(());
         }
         if w.cursor < upto {
@@ -844,8 +847,10 @@ async fn run_endpoint(
             progress.cursor = Some(upto);
             w.cursor = upto;
         }
-        if !progress.flush(store, w.id, owner, bson::doc! {}).await? {
-            return Ok(()); // the lease was lost: the new holder goes on
+        if !progress.flush(store, &w, owner, bson::doc! {}).await? {
+            // The lease was lost (the new holder goes on) or a caller changed the endpoint
+            // (the next claim reads it afresh).
+            return Ok(());
         }
     }
 }

@@ -335,18 +335,21 @@ impl Store {
             .map_err(db_error)
     }
 
-    /// Writes `set` (and `unset`) on an endpoint `owner` still holds; `false` if the lease was
-    /// lost (another instance took over) or the endpoint went.
+    /// Writes `set` on an endpoint `owner` still holds and no caller changed since `seen` (its
+    /// `updated_at` when the holder read it); `false` if the lease was lost (another instance
+    /// took over), a caller changed it meanwhile (a replay, a new URL: theirs wins), or the
+    /// endpoint went.
     pub async fn update_claimed_webhook(
         &self,
         id: ObjectId,
         owner: &str,
+        seen: DateTime,
         set: Document,
     ) -> Result<bool> {
         let r = self
             .webhooks()
             .update_one(
-                doc! { "_id": id, "lease.owner": owner },
+                doc! { "_id": id, "lease.owner": owner, "updated_at": seen },
                 doc! { "$set": set },
             )
             .await
