@@ -51,6 +51,10 @@ pub fn test_settings() -> Settings {
     // application that load would swamp a parallel test run. The poll carries events between
     // instances here; `tests/api/events.rs` tests the change stream itself.
     settings.events.change_stream = false;
+    // Every test shares one SecantusDB server, a single Python process that the parallel run
+    // keeps busy: the production budget (5 s) would turn its pauses into 503s. The tests check
+    // that nothing is lost and no 5xx is answered; the tests of the budget itself set theirs.
+    settings.database.write_timeout_ms = 30_000;
     settings
 }
 
