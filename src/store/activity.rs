@@ -231,8 +231,7 @@ impl Store {
             if let Some(at) = c.last_message_at {
                 self.catch_up_members(scope, c.id, at).await?;
             }
-            let mut guard = super::tenant_filter(scope);
-            guard.insert("_id", c.id);
+            let mut guard = super::id_filter(scope, c.id);
             guard.insert("last_message_at", c.last_message_at);
             self.conversations()
                 .update_one(guard, doc! { "$unset": { "activity_fanout_pending": "" } })

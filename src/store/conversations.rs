@@ -11,7 +11,7 @@ use super::docs::AuditActor;
 use super::docs::{ConversationDoc, ConversationSettingsDoc, MemberDoc};
 use super::events::{EventDoc, kind};
 use super::members::{NewMember, new_member_doc};
-use super::{Store, db_error, refuse, tenant_filter};
+use super::{Store, db_error, id_filter, refuse, tenant_filter};
 use crate::auth::TenantScope;
 use crate::domain::rules::{self, Acting};
 use crate::domain::{ConversationId, ConversationType, ExternalUserId, RoleName};
@@ -277,8 +277,7 @@ impl Store {
         let conv_id = id.object_id();
         let turn = self.conversation_turn(scope, conv_id).await;
         self.transaction_until(turn.deadline(), async |s| {
-            let mut any = tenant_filter(scope);
-            any.insert("_id", conv_id);
+            let any = id_filter(scope, conv_id);
             let Some(conv) = self.conversations().find_one(any).session(&mut *s).await? else {
                 return refuse(crate::error::Problem::new(
                     crate::domain::ErrorCode::ConversationNotFound,
@@ -325,8 +324,7 @@ impl Store {
             if ids.is_empty() {
                 break;
             }
-            let mut batch = tenant_filter(scope);
-            batch.insert("_id", doc! { "$in": &ids });
+            let batch = id_filter(scope, doc! { "$in": &ids });
             gone += self
                 .members()
                 .delete_many(batch)
@@ -345,8 +343,7 @@ impl Store {
         if trail > 0 {
             tracing::info!(conversation = %conv_id, deleted = trail, "deleted a conversation's audit trail");
         }
-        let mut conv = tenant_filter(scope);
-        conv.insert("_id", conv_id);
+        let conv = id_filter(scope, conv_id);
         self.conversations()
             .delete_one(conv)
             .await

@@ -10,7 +10,7 @@ use futures::TryStreamExt;
 use super::audit;
 use super::docs::{AuditActor, AuditDoc, MemberDoc};
 use super::events::{EventDoc, kind};
-use super::{Query, Store, db_error, tenant_filter};
+use super::{Query, Store, db_error, id_filter, tenant_filter};
 use crate::auth::TenantScope;
 use crate::domain::MemberStatus;
 use crate::error::Result;
@@ -49,8 +49,7 @@ impl Store {
                 .await?;
             tracing::info!(media = gone, "erased a user's media");
         }
-        let mut filter = tenant_filter(scope);
-        filter.insert("_id", user);
+        let filter = id_filter(scope, user);
         let external = self.external_ids(scope, &[user]).await?.remove(&user);
         self.transaction(async |s| {
             let gone = self
@@ -82,8 +81,7 @@ impl Store {
         let turn = self.conversation_turn(scope, m.conversation_id).await;
         self.transaction_until(turn.deadline(), async |s| {
             let now = DateTime::now();
-            let mut filter = tenant_filter(scope);
-            filter.insert("_id", m.id);
+            let filter = id_filter(scope, m.id);
             let Some(current) = self
                 .members()
                 .find_one_and_delete(filter)

@@ -367,8 +367,7 @@ impl Store {
         conversation: ObjectId,
         n: i64,
     ) -> mongodb::error::Result<Option<i64>> {
-        let mut f = super::tenant_filter(scope);
-        f.insert("_id", conversation);
+        let f = super::id_filter(scope, conversation);
         let after = self
             .collection::<Document>(names::CONVERSATIONS)
             .find_one_and_update(f, doc! { "$inc": { "event_seq": n } })

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::docs::AuditActor;
 use super::events::{EventDoc, kind};
-use super::{Query, Store, db_error, names, tenant_filter};
+use super::{Query, Store, db_error, id_filter, names, tenant_filter};
 use crate::auth::TenantScope;
 use crate::error::Result;
 
@@ -121,8 +121,7 @@ impl Store {
 
     /// Marks an upload complete with what was measured while streaming it.
     pub async fn complete_media(&self, scope: &TenantScope, m: &MediaDoc) -> Result<()> {
-        let mut f = tenant_filter(scope);
-        f.insert("_id", m.id);
+        let f = id_filter(scope, m.id);
         let update = doc! { "$set": {
             "status": "ready",
             "size_bytes": m.size_bytes,
@@ -149,8 +148,7 @@ impl Store {
         id: ObjectId,
         t: &ThumbnailDoc,
     ) -> Result<()> {
-        let mut f = tenant_filter(scope);
-        f.insert("_id", id);
+        let mut f = id_filter(scope, id);
         f.insert("status", "ready");
         let thumb = bson::to_bson(t).map_err(|e| crate::error::Error::Internal(e.into()))?;
         let r = self
@@ -169,16 +167,14 @@ impl Store {
 
     /// Removes a media document (its bytes must be gone first).
     pub async fn delete_media_doc(&self, scope: &TenantScope, id: ObjectId) -> Result<()> {
-        let mut f = tenant_filter(scope);
-        f.insert("_id", id);
+        let f = id_filter(scope, id);
         self.media().delete_one(f).await.map_err(db_error)?;
         Ok(())
     }
 
     /// A ready media file of the tenant, or `None`.
     pub async fn find_media(&self, scope: &TenantScope, id: ObjectId) -> Result<Option<MediaDoc>> {
-        let mut f = tenant_filter(scope);
-        f.insert("_id", id);
+        let mut f = id_filter(scope, id);
         f.insert("status", "ready");
         self.media().find_one(f).await.map_err(db_error)
     }
@@ -261,8 +257,7 @@ impl Store {
         scope: &TenantScope,
         id: ObjectId,
     ) -> Result<Option<MediaDoc>> {
-        let mut f = tenant_filter(scope);
-        f.insert("_id", id);
+        let f = id_filter(scope, id);
         self.transaction(async |s| {
             let Some(mut m) = self
                 .media()
@@ -338,8 +333,7 @@ impl Store {
         id: ObjectId,
         message: &str,
     ) -> Result<bool> {
-        let mut f = tenant_filter(scope);
-        f.insert("_id", id);
+        let mut f = id_filter(scope, id);
         f.insert("status", "ready");
         f.insert(
             "$or",

@@ -17,7 +17,7 @@ use super::docs::AuditActor;
 use super::docs::{
     ActivityDoc, ConversationDoc, DepartureDoc, MemberDoc, MemberSettingsDoc, UserDoc,
 };
-use super::{Query, Store, db_error, names, refuse, tenant_filter};
+use super::{Query, Store, db_error, id_filter, names, refuse, tenant_filter};
 use crate::auth::TenantScope;
 use crate::domain::rules::{self, Acting};
 use std::collections::BTreeMap;
@@ -201,8 +201,7 @@ impl Store {
 
     /// Filter for a live conversation: one being deleted (`deleting_at` set) is gone already.
     pub(crate) fn conversation_filter(scope: &TenantScope, conversation: ObjectId) -> Document {
-        let mut f = tenant_filter(scope);
-        f.insert("_id", conversation);
+        let mut f = id_filter(scope, conversation);
         f.insert("deleting_at", bson::Bson::Null);
         f
     }
@@ -579,8 +578,7 @@ impl Store {
         )
         .await?;
         let ids: Vec<ObjectId> = members.iter().map(|m| m.conversation_id).collect();
-        let mut filter = tenant_filter(scope);
-        filter.insert("_id", doc! { "$in": &ids });
+        let mut filter = id_filter(scope, doc! { "$in": &ids });
         filter.insert("deleting_at", bson::Bson::Null);
         let convs: Vec<ConversationDoc> = self
             .conversations()

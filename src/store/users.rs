@@ -9,7 +9,7 @@ use mongodb::ClientSession;
 
 use super::docs::{AuditActor, UserDoc};
 use super::events::{EventDoc, kind};
-use super::{Store, db_error, names, tenant_filter};
+use super::{Store, db_error, id_filter, names, tenant_filter};
 use crate::auth::TenantScope;
 use crate::domain::ExternalUserId;
 use crate::error::Result;
@@ -134,8 +134,7 @@ impl Store {
                 self.propagate_to_participants(scope, user, batch).await?;
                 return Ok(updated);
             }
-            let mut these = tenant_filter(scope);
-            these.insert("_id", doc! { "$in": &ids });
+            let these = id_filter(scope, doc! { "$in": &ids });
             let set = doc! { "$set": { "display_name": &user.display_name, "avatar_url": user.avatar_url.as_deref() } };
             updated += self
                 .members()
@@ -184,8 +183,7 @@ impl Store {
             if ids.is_empty() {
                 return Ok(());
             }
-            let mut these = tenant_filter(scope);
-            these.insert("_id", doc! { "$in": &ids });
+            let mut these = id_filter(scope, doc! { "$in": &ids });
             these.insert("participants.user_id", user.id);
             let set = doc! { "$set": {
                 "participants.$.display_name": &user.display_name,
@@ -236,8 +234,7 @@ impl Store {
         if missing.is_empty() {
             return Ok(known);
         }
-        let mut filter = tenant_filter(scope);
-        filter.insert("_id", doc! { "$in": missing });
+        let filter = id_filter(scope, doc! { "$in": missing });
         let users: Vec<UserDoc> = self
             .users()
             .find(filter)

@@ -13,7 +13,7 @@ use futures::TryStreamExt;
 use mongodb::options::ReturnDocument;
 use serde::{Deserialize, Serialize};
 
-use super::{Store, db_error, names, tenant_filter};
+use super::{Store, db_error, id_filter, names, tenant_filter};
 use crate::auth::TenantScope;
 use crate::domain::ErrorCode;
 use crate::error::{Error, Result};
@@ -128,8 +128,7 @@ impl Store {
     }
 
     fn webhook_filter(scope: &TenantScope, id: ObjectId) -> Document {
-        let mut f = tenant_filter(scope);
-        f.insert("_id", id);
+        let f = id_filter(scope, id);
         f
     }
 

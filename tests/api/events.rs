@@ -11,7 +11,9 @@ use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, settle, spawn_app, spawn_app_with, spawn_second_instance, test_settings};
+use crate::helpers::{
+    TestApp, settle, spawn_app, spawn_app_with, spawn_second_instance, test_settings,
+};
 
 /// Everything `token` sees now, page by page, without waiting.
 async fn whole_feed(app: &TestApp, token: &str) -> Vec<Value> {
@@ -647,7 +649,9 @@ async fn another_instance_learns_of_new_events_through_the_change_stream() {
     let head = whole_feed(&first, &first.server()).await.len() as i64;
     // Let the second instance open its change stream and learn the head.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let r = second.get(&format!("/v1/events?after={head}"), &second.server()).await;
+    let r = second
+        .get(&format!("/v1/events?after={head}"), &second.server())
+        .await;
     assert_eq!(r.body["events"], json!([]));
     let waiting = {
         let (client, url, token) = (
@@ -657,13 +661,30 @@ async fn another_instance_learns_of_new_events_through_the_change_stream() {
         );
         tokio::spawn(async move {
             let started = Instant::now();
-            let body: Value = client.get(url).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+            let body: Value = client
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
             (body, started.elapsed())
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(first.add_member(&first.server(), &conv, "bob", "member").await.status, 201);
+    assert_eq!(
+        first
+            .add_member(&first.server(), &conv, "bob", "member")
+            .await
+            .status,
+        201
+    );
     let (body, took) = waiting.await.unwrap();
     assert_eq!(body["events"][0]["target_user_id"], "bob", "{body}");
-    assert!(took < Duration::from_secs(5), "woken by the change stream, not the poll: {took:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "woken by the change stream, not the poll: {took:?}"
+    );
 }
