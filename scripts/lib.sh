@@ -5,6 +5,7 @@
 
 SECANTUS_VERSION="${SECANTUS_VERSION:-0.7.0b3}"
 MOTO_VERSION="${MOTO_VERSION:-5.2.5}"
+HYPOTHESIS_VERSION="${HYPOTHESIS_VERSION:-6.170.15}"
 VENV=".venv"
 
 # Servers started by this shell; all stopped when it exits.
@@ -23,6 +24,15 @@ ensure_secantus() {
     log "installing SecantusDB $SECANTUS_VERSION into $VENV (once)"
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "SecantusDB==$SECANTUS_VERSION"
+  fi
+}
+
+# ensure_python_test_deps: what scripts/test_secantusd.py needs besides SecantusDB.
+ensure_python_test_deps() {
+  ensure_secantus
+  if ! "$VENV/bin/python" -c 'import hypothesis' 2>/dev/null; then
+    log "installing hypothesis $HYPOTHESIS_VERSION into $VENV (once)"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "hypothesis==$HYPOTHESIS_VERSION"
   fi
 }
 
@@ -50,7 +60,8 @@ start_secantus() {
     mkdir -p target
     log "starting SecantusDB on 127.0.0.1:$port (storage: $storage)"
     # --sync-on-commit: without it SecantusDB loses acknowledged transactions when killed.
-    "$VENV/bin/secantusd-py" --host 127.0.0.1 --port "$port" --storage-path "$storage" --log-level WARNING \
+    # scripts/secantusd: secantusd-py with keyset pages that stop at their limit (see there).
+    scripts/secantusd --host 127.0.0.1 --port "$port" --storage-path "$storage" --log-level WARNING \
       --sync-on-commit \
       >"target/secantus-$port.log" 2>&1 &
     SECANTUS_PID=$!

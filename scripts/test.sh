@@ -11,7 +11,10 @@ if [ -z "${MONGODB_URI:-}" ]; then
   start_secantus ":memory:" "$(free_port)"
 fi
 ensure_secantus
-export SECANTUSD="$PWD/$VENV/bin/secantusd-py"
+export SECANTUSD="$PWD/scripts/secantusd"
+ensure_python_test_deps
+log "differential test of the SecantusDB launcher's index walk"
+"$VENV/bin/python" scripts/test_secantusd.py
 if [ -z "${S3_TEST_ENDPOINT:-}" ]; then
   start_moto "$(free_port)" roster-test
 fi

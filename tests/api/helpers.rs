@@ -378,8 +378,9 @@ impl PrivateDb {
     }
 
     fn spawn(port: u16, storage: &str) -> std::process::Child {
-        let bin = std::env::var("SECANTUSD")
-            .expect("SECANTUSD must name secantusd-py (scripts/test.sh sets it)");
+        let bin = std::env::var("SECANTUSD").expect(
+            "SECANTUSD must name scripts/secantusd or secantusd-py (scripts/test.sh sets it)",
+        );
         std::process::Command::new(bin)
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args([
@@ -392,7 +393,7 @@ impl PrivateDb {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .expect("secantusd-py starts")
+            .expect("SecantusDB starts")
     }
 
     async fn wait_listening(&mut self) {
