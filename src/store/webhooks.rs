@@ -128,8 +128,7 @@ impl Store {
     }
 
     fn webhook_filter(scope: &TenantScope, id: ObjectId) -> Document {
-        let f = id_filter(scope, id);
-        f
+        id_filter(scope, id)
     }
 
     /// Stores a new endpoint. Errors: `webhook_limit` past [`MAX_WEBHOOKS`].

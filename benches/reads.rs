@@ -1,0 +1,150 @@
+//! Read benchmark at scale: a tenant filled by `roster demo load` with one conversation of
+//! `BENCH_LARGEST` members (default 100,000), then, in the same run, the single-document
+//! lookup (`GET` of the conversation: the baseline), the member list's first page and its
+//! 100th page (`limit=200`), the first page with `role=admin`, one membership and the chat
+//! list of a member. Prints ops/s, p50/p99, database commands and the service's CPU ms per
+//! request, and each read's p50 as a ratio of the baseline's.
+//!
+//! Run with `scripts/bench.sh` (its database is `scripts/secantusd`; see the README), or
+//! `MONGODB_URI=… cargo bench --bench reads`. `BENCH_LARGEST` and `BENCH_READS` (requests per
+//! scenario, default 200) size it.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{Outcome, Req, Service, header, row, run};
+use roster::auth::{self, Principal};
+use roster::config::Settings;
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    if !std::env::args().any(|a| a == "--bench") {
+        return Ok(());
+    }
+    let uri = std::env::var("MONGODB_URI")
+        .map_err(|_| anyhow::anyhow!("MONGODB_URI must name a replica set (scripts/bench.sh)"))?;
+    let largest = env_or("BENCH_LARGEST", 100_000);
+    let reads = env_or("BENCH_READS", 200);
+    let settings = Settings::load()?;
+    let db_name = format!("roster_reads_{}", uuid::Uuid::new_v4().simple());
+    let (svc, key) = Service::start(&uri, &db_name, &settings, &[]).await?;
+    let server = Arc::new(auth::mint(&key, &Principal::Server, 3600, &settings.auth)?);
+
+    eprintln!("loading {largest} users and a {largest}-member conversation (roster demo load)");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_roster"))
+        .args(["demo", "load", "--tenant", "load", "--conversations", "20"])
+        .args([
+            "--users",
+            &largest.to_string(),
+            "--largest",
+            &largest.to_string(),
+        ])
+        .env("MONGODB_URI", &uri)
+        .env("ROSTER__DATABASE__NAME", &db_name)
+        .env("ROSTER__LOG__LEVEL", "warn")
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    let summary = String::from_utf8_lossy(&out.stdout).into_owned();
+    anyhow::ensure!(out.status.success(), "demo load failed: {summary}");
+    eprintln!("{}", summary.trim());
+    let big = summary
+        .split("largest conversation ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .ok_or_else(|| anyhow::anyhow!("no conversation id in {summary}"))?
+        .to_owned();
+
+    // Walk to page 100 once to know its cursor (and a member to look up).
+    let members = format!("/v1/conversations/{big}/members?limit=200");
+    let (mut cursor, mut member) = (None::<String>, String::new());
+    for page in 1..100 {
+        let path = match &cursor {
+            Some(c) => format!("{members}&cursor={c}"),
+            None => members.clone(),
+        };
+        let (s, b) = svc.call(reqwest::Method::GET, &path, &server, None).await;
+        anyhow::ensure!(s == 200, "page {page}: {s} {b}");
+        if page == 1 {
+            member = b["items"][0]["user_id"].as_str().unwrap_or_default().into();
+        }
+        cursor = b["next_cursor"].as_str().map(str::to_owned);
+        anyhow::ensure!(cursor.is_some(), "fewer than 100 pages of 200");
+    }
+    let page_100 = format!("{members}&cursor={}", cursor.unwrap_or_default());
+    let user = roster::domain::ExternalUserId::parse(&member).map_err(|e| anyhow::anyhow!(e.0))?;
+    let user_token = Arc::new(auth::mint(
+        &key,
+        &Principal::User(user),
+        3600,
+        &settings.auth,
+    )?);
+
+    let scenarios: Vec<(&str, String, Arc<String>)> = vec![
+        (
+            "conversation GET (baseline)",
+            format!("/v1/conversations/{big}"),
+            server.clone(),
+        ),
+        (
+            "membership GET",
+            format!("/v1/conversations/{big}/members/{member}"),
+            server.clone(),
+        ),
+        ("member list, first page", members.clone(), server.clone()),
+        ("member list, page 100", page_100, server.clone()),
+        (
+            "member list, role=admin",
+            format!("{members}&role=admin"),
+            server.clone(),
+        ),
+        (
+            "chat list of a member",
+            format!("/v1/users/{member}/conversations"),
+            user_token,
+        ),
+    ];
+    println!(
+        "\nreads: a {largest}-member conversation, {reads} requests per scenario at 1 client, limit=200 pages"
+    );
+    header();
+    let mut baseline = None;
+    let mut results: Vec<(&str, Outcome)> = Vec::new();
+    for (name, path, token) in scenarios {
+        let reqs = (0..reads)
+            .map(|_| Req {
+                method: reqwest::Method::GET,
+                path: path.clone(),
+                token: token.clone(),
+                body: None,
+            })
+            .collect();
+        let o = run(&svc, 1, reqs).await;
+        row(name, &o);
+        anyhow::ensure!(
+            o.server_errors == 0 && o.client_errors == 0,
+            "{name}: errors"
+        );
+        baseline.get_or_insert(o.hist.value_at_quantile(0.5) as f64);
+        results.push((name, o));
+    }
+    let base = baseline.unwrap_or(1.0).max(1.0);
+    println!(
+        "\np50 as a multiple of the conversation GET's p50 ({:.2} ms):",
+        base / 1000.0
+    );
+    for (name, o) in &results {
+        println!(
+            "  {name:<34} {:>6.1}x",
+            o.hist.value_at_quantile(0.5) as f64 / base
+        );
+    }
+    Ok(())
+}
