@@ -1,7 +1,10 @@
 //! Authorize hot-path benchmark: `POST /v1/authorize` over HTTP at 1, 16 and 64 concurrent
-//! connections against a populated tenant, and — in the same run, same pairs — the same
-//! membership lookup issued directly through the driver. Prints throughput, p50 and p99 of
-//! both and their ratio (the service's overhead over the bare database read).
+//! connections against a populated tenant, answered from the authorize cache
+//! (`authorize.cache = true`) and, through a second instance on the same database, without
+//! it; and — in the same run, same pairs — the bare membership lookup issued directly through
+//! the driver. Prints throughput, p50 and p99 of each and the cached service's throughput as a
+//! multiple of the driver's. Then measures how long a ban made through the uncached instance
+//! takes to be answered by the cached one (its change stream).
 //!
 //! Run with `scripts/bench.sh` (starts a database like the tests do), or
 //! `MONGODB_URI=… cargo bench --bench authorize`. `BENCH_SECONDS` sets each level's duration
@@ -14,7 +17,7 @@ use bson::oid::ObjectId;
 use futures::TryStreamExt;
 use hdrhistogram::Histogram;
 use rand::seq::IndexedRandom;
-use roster::auth::{self, PlatformCredential, Principal, TenantKey, TenantScope};
+use roster::auth::{self, PlatformCredential, Principal, TenantKey};
 use roster::config::Settings;
 use roster::domain::TenantId;
 use roster::startup::Application;
@@ -86,10 +89,16 @@ async fn main() -> anyhow::Result<()> {
     eprintln!(
         "populating a tenant (demo loader: 3,000 users, 300 conversations, the largest 2,000 members)…"
     );
+    settings.authorize.cache = true;
     let app = Application::build(&settings).await?;
     let store: Store = app.store().clone();
     let port = app.port();
     tokio::spawn(app.run_until_stopped());
+    let mut uncached_settings = settings.clone();
+    uncached_settings.authorize.cache = false;
+    let uncached = Application::build(&uncached_settings).await?;
+    let uncached_port = uncached.port();
+    tokio::spawn(uncached.run_until_stopped());
     let cred = PlatformCredential::verify(&settings.auth.platform_token, &settings.auth)?;
     let args = roster::demo::LoadArgs {
         tenant: "bench".into(),
@@ -112,7 +121,6 @@ async fn main() -> anyhow::Result<()> {
         tenant_active: true,
     };
     let token = auth::mint(&key, &Principal::Server, 3600, &settings.auth)?;
-    let scope: TenantScope = cred.tenant_scope(TenantId::parse("bench")?);
 
     // 1,000 random (conversation, member) pairs that exist.
     let raw: Vec<bson::Document> = store
@@ -150,6 +158,7 @@ async fn main() -> anyhow::Result<()> {
         .pool_max_idle_per_host(128)
         .build()?;
     let url = format!("http://127.0.0.1:{port}/v1/authorize");
+    let uncached_url = format!("http://127.0.0.1:{uncached_port}/v1/authorize");
 
     println!(
         "authorize benchmark: {seconds}s per level, {} distinct pairs, database {}",
@@ -157,13 +166,16 @@ async fn main() -> anyhow::Result<()> {
         settings.database.uri
     );
     println!(
-        "{:>5} | {:>28} | {:>28} | {:>16}",
-        "conns", "HTTP req/s  p50 µs  p99 µs", "driver req/s  p50 µs  p99 µs", "HTTP/driver p50"
+        "{:>5} | {:>28} | {:>28} | {:>28} | {:>14}",
+        "conns",
+        "cached req/s  p50 µs  p99 µs",
+        "uncached req/s p50 µs p99 µs",
+        "driver req/s  p50 µs  p99 µs",
+        "cached/driver"
     );
-    for c in [1usize, 16, 64] {
-        let (client, url, token, bodies) =
-            (client.clone(), url.clone(), token.clone(), bodies.clone());
-        let http = drive(
+    let http_at = |url: String, c: usize| {
+        let (client, token, bodies) = (client.clone(), token.clone(), bodies.clone());
+        drive(
             c,
             seconds,
             Arc::new(move |i: usize| {
@@ -179,17 +191,26 @@ async fn main() -> anyhow::Result<()> {
                 }
             }),
         )
-        .await;
-        let (store, scope, pairs) = (store.clone(), scope.clone(), pairs.clone());
+    };
+    let stats0 = store.authz_cache().stats();
+    for c in [1usize, 16, 64] {
+        let cached = http_at(url.clone(), c).await;
+        let bare = http_at(uncached_url.clone(), c).await;
+        // The bare lookup: the same filter and projection the service sends on a miss.
+        let members = store
+            .database()
+            .collection::<bson::Document>("group_members");
+        let pairs = pairs.clone();
         let direct = drive(
             c,
             seconds,
             Arc::new(move |i: usize| {
-                let (store, scope, pairs) = (store.clone(), scope.clone(), pairs.clone());
+                let (members, pairs) = (members.clone(), pairs.clone());
                 async move {
                     let (conv, user) = &pairs[i % pairs.len()];
-                    store
-                        .authz_row(&scope, *conv, user)
+                    members
+                        .find_one(bson::doc! { "tenant_id": "bench", "conversation_id": conv, "external_user_id": user })
+                        .projection(bson::doc! { "_id": 1, "conversation_id": 1, "external_user_id": 1, "role": 1, "permissions": 1, "status": 1, "departure.banned_until": 1, "moderation.muted_until": 1, "moderation.reason": 1 })
                         .await
                         .expect("lookup")
                         .expect("member");
@@ -198,20 +219,85 @@ async fn main() -> anyhow::Result<()> {
         )
         .await;
         println!(
-            "{c:>5} | {:>9.0} {:>8} {:>8} | {:>11.0} {:>8} {:>8} | {:>15.2}x",
-            http.throughput,
-            http.p50_us,
-            http.p99_us,
+            "{c:>5} | {:>11.0} {:>8} {:>8} | {:>11.0} {:>8} {:>8} | {:>11.0} {:>8} {:>8} | {:>13.2}x",
+            cached.throughput,
+            cached.p50_us,
+            cached.p99_us,
+            bare.throughput,
+            bare.p50_us,
+            bare.p99_us,
             direct.throughput,
             direct.p50_us,
             direct.p99_us,
-            http.p50_us as f64 / direct.p50_us.max(1) as f64,
+            cached.throughput / direct.throughput.max(1.0),
         );
         eprintln!(
-            "  ({c} conns: {} HTTP requests, {} driver lookups)",
-            http.requests, direct.requests
+            "  ({c} conns: {} cached, {} uncached HTTP requests, {} driver lookups)",
+            cached.requests, bare.requests, direct.requests
         );
     }
+    let stats = store.authz_cache().stats();
+    let (hits, misses) = (stats.hits - stats0.hits, stats.misses - stats0.misses);
+    println!(
+        "authorize cache: {hits} hits, {misses} misses ({:.2} % hits)",
+        100.0 * hits as f64 / (hits + misses).max(1) as f64
+    );
+
+    // A ban through the uncached instance, asked of the cached one until it answers it.
+    let mut seen = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    for (conv, user) in pairs.iter().take(50) {
+        let body = &bodies[pairs
+            .iter()
+            .position(|(c, u)| c == conv && u == user)
+            .unwrap_or(0)];
+        client
+            .post(&url)
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await?;
+        let ban = format!(
+            "http://127.0.0.1:{uncached_port}/v1/conversations/{}/members/{user}/ban",
+            conv.to_hex()
+        );
+        let res = client
+            .post(&ban)
+            .bearer_auth(&token)
+            .json(&serde_json::json!({}))
+            .send()
+            .await?;
+        if !res.status().is_success() {
+            continue; // e.g. the conversation's owner in a direct conversation
+        }
+        let t = Instant::now();
+        loop {
+            let answer: serde_json::Value = client
+                .post(&url)
+                .bearer_auth(&token)
+                .header("content-type", "application/json")
+                .body(body.clone())
+                .send()
+                .await?
+                .json()
+                .await?;
+            if answer["code"] == "member_banned" {
+                break;
+            }
+            anyhow::ensure!(
+                t.elapsed() < Duration::from_secs(10),
+                "a ban never reached the cache"
+            );
+        }
+        seen.record(t.elapsed().as_micros().max(1) as u64)?;
+    }
+    println!(
+        "a ban through another instance, answered by the cached one after: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} bans)",
+        seen.value_at_quantile(0.5) as f64 / 1000.0,
+        seen.value_at_quantile(0.99) as f64 / 1000.0,
+        seen.max() as f64 / 1000.0,
+        seen.len()
+    );
     store.database().drop().await?;
     Ok(())
 }

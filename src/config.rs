@@ -33,6 +33,8 @@ pub struct Settings {
     pub events: EventSettings,
     /// Webhook delivery.
     pub webhooks: WebhookSettings,
+    /// The authorize cache.
+    pub authorize: AuthorizeSettings,
     /// Logging.
     pub log: LogSettings,
 }
@@ -179,6 +181,17 @@ pub struct EventSettings {
     pub stream_buffer: usize,
     /// Seconds a full stream buffer is tolerated.
     pub stream_slow_client_secs: u64,
+}
+
+/// `[authorize]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizeSettings {
+    /// Whether `POST /v1/authorize` and the other membership checks answer from an in-process
+    /// cache kept fresh by a change stream (off: every check reads the database).
+    pub cache: bool,
+    /// Most membership rows (and, separately, conversations) the cache holds.
+    pub cache_rows: u64,
 }
 
 /// `[webhooks]`
@@ -416,6 +429,11 @@ impl Settings {
             (1..=100_000).contains(&self.events.stream_buffer),
             "events.stream_buffer",
             "must be between 1 and 100000",
+        )?;
+        check(
+            (1..=10_000_000).contains(&self.authorize.cache_rows),
+            "authorize.cache_rows",
+            "must be between 1 and 10000000",
         )?;
         check(
             (1..=3600).contains(&self.events.stream_slow_client_secs),

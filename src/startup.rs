@@ -44,6 +44,11 @@ impl Application {
         let listener =
             TcpListener::bind(addr).with_context(|| format!("binding http.bind = {addr}"))?;
         let port = listener.local_addr()?.port();
+        let cache = std::sync::Arc::new(crate::store::authz_cache::AuthzCache::new(
+            settings.authorize.cache,
+            settings.authorize.cache_rows,
+        ));
+        let store = store.with_authz_cache(cache.clone());
         let roster = Roster::new(
             store.clone(),
             Limits::from(settings),
@@ -53,6 +58,9 @@ impl Application {
         let server = crate::http::server(listener, roster, settings)?;
         let sweeper = spawn_sweeper(settings.clone(), store.hub().clone())?;
         crate::service::relay::spawn(settings.clone(), store.hub().clone(), sweeper.subscribe())?;
+        if cache.enabled() {
+            spawn_authz_follower(settings.clone(), cache, sweeper.subscribe())?;
+        }
         tracing::info!(%addr, port, "listening");
         Ok(Application {
             port,
@@ -78,6 +86,39 @@ impl Application {
         let _ = self.sweeper.send(true);
         result
     }
+}
+
+/// Starts the follower of the authorize cache's change stream
+/// ([`crate::store::authz_cache::follow`]) on a thread and runtime of its own with its own
+/// connection; it stops when `stop` is set or dropped.
+fn spawn_authz_follower(
+    settings: Settings,
+    cache: std::sync::Arc<crate::store::authz_cache::AuthzCache>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name("roster-authz".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    return tracing::error!(error = %e, "authorize cache disabled: no runtime");
+                }
+            };
+            runtime.block_on(async move {
+                match Store::connect(&settings.database).await {
+                    Ok(store) => crate::store::authz_cache::follow(store, cache, stop).await,
+                    Err(e) => tracing::error!(
+                        error = format!("{e:#}"),
+                        "authorize cache disabled: no database"
+                    ),
+                }
+            });
+        })?;
+    Ok(())
 }
 
 /// Starts the sweeper: every `moderation.sweep_interval_secs` it normalizes bans and mutes that

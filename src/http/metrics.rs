@@ -1,7 +1,10 @@
 //! Store figures at `/metrics`, beside the request metrics of `actix-web-prom`:
 //! `roster_db_commands_total` (every command sent to the database, commits included),
-//! `roster_db_transactions_committed_total`, and `roster_conversation_writers` (conversations
-//! with a live writer queue). Read from the store when scraped.
+//! `roster_db_transactions_committed_total`, `roster_conversation_writers` (conversations
+//! with a live writer queue), and the authorize cache's `roster_authz_cache_hits_total`,
+//! `roster_authz_cache_misses_total`, `roster_authz_cache_rows`, `roster_authz_cache_live`
+//! (1 while its change stream is open) and `roster_authz_stream_lag_ms` (commit to this
+//! instance reading the change, of the last change). Read from the store when scraped.
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
@@ -15,12 +18,18 @@ pub struct StoreMetrics {
     commands: IntCounter,
     commits: IntCounter,
     writers: IntGauge,
+    hits: IntCounter,
+    misses: IntCounter,
+    rows: IntGauge,
+    live: IntGauge,
+    lag: IntGauge,
 }
 
 impl StoreMetrics {
     /// Collects from `store`. Errors: an invalid metric name (a defect).
     pub fn new(store: Store) -> prometheus::Result<Self> {
         let counter = |name: &str, help: &str| IntCounter::with_opts(Opts::new(name, help));
+        let gauge = |name: &str, help: &str| IntGauge::with_opts(Opts::new(name, help));
         Ok(StoreMetrics {
             store,
             commands: counter(
@@ -31,10 +40,30 @@ impl StoreMetrics {
                 "roster_db_transactions_committed_total",
                 "Transactions committed (commitTransaction commands sent)",
             )?,
-            writers: IntGauge::with_opts(Opts::new(
+            writers: gauge(
                 "roster_conversation_writers",
                 "Conversations with a live writer queue on this instance",
-            ))?,
+            )?,
+            hits: counter(
+                "roster_authz_cache_hits_total",
+                "Membership checks answered from the authorize cache",
+            )?,
+            misses: counter(
+                "roster_authz_cache_misses_total",
+                "Membership checks that read the database (cache on)",
+            )?,
+            rows: gauge(
+                "roster_authz_cache_rows",
+                "Membership rows held by the authorize cache",
+            )?,
+            live: gauge(
+                "roster_authz_cache_live",
+                "1 while the authorize cache's change stream is open",
+            )?,
+            lag: gauge(
+                "roster_authz_stream_lag_ms",
+                "Commit to this instance reading the change, of the last change (ms)",
+            )?,
         })
     }
 }
@@ -44,6 +73,11 @@ impl Collector for StoreMetrics {
         let mut d = self.commands.desc();
         d.extend(self.commits.desc());
         d.extend(self.writers.desc());
+        for g in [&self.rows, &self.live, &self.lag] {
+            d.extend(g.desc());
+        }
+        d.extend(self.hits.desc());
+        d.extend(self.misses.desc());
         d
     }
 
@@ -53,9 +87,19 @@ impl Collector for StoreMetrics {
         set(&self.commits, self.store.commits_sent());
         self.writers
             .set(i64::try_from(self.store.active_writers()).unwrap_or(i64::MAX));
+        let cache = self.store.authz_cache().stats();
+        set(&self.hits, cache.hits);
+        set(&self.misses, cache.misses);
+        self.rows.set(i64::try_from(cache.rows).unwrap_or(i64::MAX));
+        self.live.set(i64::from(cache.live));
+        self.lag.set(cache.lag_ms);
         let mut m = self.commands.collect();
-        m.extend(self.commits.collect());
-        m.extend(self.writers.collect());
+        for c in [&self.commits, &self.hits, &self.misses] {
+            m.extend(c.collect());
+        }
+        for g in [&self.writers, &self.rows, &self.live, &self.lag] {
+            m.extend(g.collect());
+        }
         m
     }
 }

@@ -77,8 +77,10 @@ pub enum AddMembersReply {
 pub struct Roster {
     store: Store,
     limits: Limits,
-    /// Verified signing keys by `kid`, so the hot path does one database read, not two.
-    keys: moka::future::Cache<String, TenantKey>,
+    /// Verified signing keys by `kid`, so the hot path does one database read, not two; each
+    /// with the authorize cache's tenant epoch it was read under (a tenant change through any
+    /// instance, seen by the change stream, moves the epoch and the key is read again).
+    keys: moka::future::Cache<String, (TenantKey, u64)>,
     /// Signed URL settings.
     media: crate::config::MediaSettings,
     /// Event feed and stream settings.
@@ -196,11 +198,12 @@ impl Roster {
     /// claims. Errors: 401 codes, 403 `tenant_suspended`, 503.
     pub async fn authenticate(&self, token: &str, settings: &AuthSettings) -> Result<TenantScope> {
         let kid = auth::key_id(token)?;
+        let epoch = self.store.authz_cache().tenant_epoch();
         let key = match self.keys.get(&kid).await {
-            Some(key) => key,
-            None => {
+            Some((key, read_under)) if read_under == epoch => key,
+            _ => {
                 let key = self.store.find_key(&kid).await?.ok_or(AuthError::Invalid)?;
-                self.keys.insert(kid, key.clone()).await;
+                self.keys.insert(kid, (key.clone(), epoch)).await;
                 key
             }
         };

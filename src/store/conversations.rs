@@ -61,7 +61,7 @@ impl Store {
         new: &NewConversation,
     ) -> Result<(ConversationDoc, Vec<MemberDoc>)> {
         let conv_id = ObjectId::new();
-        self.transaction(async |s| {
+        let created = self.transaction(async |s| {
             let now = DateTime::now();
             let cat = self.role_catalog_in(s, scope).await?;
             // A user creator takes the top role of a group; everyone else the role named (the
@@ -185,7 +185,10 @@ impl Store {
             self.record_in(s, scope, &AuditActor::of(scope), conv_id, events, now).await?;
             Ok((conv, members))
         })
-        .await
+        .await;
+        // An authorize that asked about this id before it existed may be cached.
+        self.authz.touch(conv_id);
+        created
     }
 
     /// The conversation if the caller may see it. Errors: `conversation_not_found`.
@@ -311,6 +314,7 @@ impl Store {
         })
         .await?;
         drop(turn);
+        self.authz.touch(conv_id);
         self.finish_deletion(scope, conv_id).await
     }
 

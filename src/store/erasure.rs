@@ -39,7 +39,9 @@ impl Store {
                 break;
             }
             for m in page {
-                erased += u64::from(self.erase_membership(scope, &m).await?);
+                let gone = self.erase_membership(scope, &m).await;
+                self.authz.touch(m.conversation_id);
+                erased += u64::from(gone?);
             }
             tracing::info!(erased, "erasing a user's memberships");
         }

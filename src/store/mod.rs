@@ -6,6 +6,7 @@
 
 pub mod activity;
 pub mod audit;
+pub mod authz_cache;
 pub mod batch;
 pub mod blobs;
 pub mod conversations;
@@ -198,6 +199,8 @@ pub struct Store {
         (String, bson::oid::ObjectId, String),
         std::sync::Arc<tokio::sync::Mutex<()>>,
     >,
+    /// The authorize cache (one per process, shared like `hub`).
+    authz: std::sync::Arc<authz_cache::AuthzCache>,
 }
 
 impl Store {
@@ -251,6 +254,7 @@ impl Store {
                 .max_capacity(100_000)
                 .time_to_idle(Duration::from_secs(60))
                 .build(),
+            authz: std::sync::Arc::default(),
         })
     }
 
@@ -287,6 +291,17 @@ impl Store {
     pub fn with_hub(mut self, hub: std::sync::Arc<events::EventHub>) -> Self {
         self.hub = hub;
         self
+    }
+
+    /// Shares `cache` (one per process, like the hub).
+    pub fn with_authz_cache(mut self, cache: std::sync::Arc<authz_cache::AuthzCache>) -> Self {
+        self.authz = cache;
+        self
+    }
+
+    /// The authorize cache.
+    pub fn authz_cache(&self) -> &std::sync::Arc<authz_cache::AuthzCache> {
+        &self.authz
     }
 
     /// The in-process event signals.

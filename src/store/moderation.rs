@@ -36,6 +36,9 @@ pub struct Restriction {
 /// What the authorize hot path reads of a membership (a projection of `group_members`).
 #[derive(Debug, Clone, Deserialize)]
 pub struct AuthzRow {
+    /// The membership document's `_id`.
+    #[serde(rename = "_id")]
+    pub id: ObjectId,
     /// The conversation.
     pub conversation_id: ObjectId,
     /// The member's external id.
@@ -80,7 +83,7 @@ impl AuthzRow {
 
 const AUTHZ_PROJECTION: fn() -> Document = || {
     doc! {
-        "_id": 0, "conversation_id": 1, "external_user_id": 1, "role": 1, "permissions": 1, "status": 1,
+        "_id": 1, "conversation_id": 1, "external_user_id": 1, "role": 1, "permissions": 1, "status": 1,
         "departure.banned_until": 1, "moderation.muted_until": 1, "moderation.reason": 1,
     }
 };
@@ -200,22 +203,97 @@ impl Store {
         }
     }
 
-    /// The authorize read: one indexed lookup with a projection
-    /// (`tenant_id_1_conversation_id_1_external_user_id_1`).
+    /// The authorize read: the membership row of `user` in `conversation`, or `None` when there
+    /// is none or the conversation is missing or being deleted. Answered from the authorize
+    /// cache when it holds both; otherwise one indexed lookup with a projection
+    /// (`tenant_id_1_conversation_id_1_external_user_id_1`) and, unless cached, one of the
+    /// conversation's deletion state (`_id`), whose answers are then cached.
     pub async fn authz_row(
         &self,
         scope: &TenantScope,
         conversation: ObjectId,
         user: &str,
     ) -> Result<Option<AuthzRow>> {
-        self.collection::<AuthzRow>(names::GROUP_MEMBERS)
+        let tenant = scope.tenant().as_str();
+        let cache = self.authz.clone();
+        let deleting = match cache.deleting(tenant, conversation) {
+            Some(d) => d,
+            None => self.deleting_states(scope, &[conversation]).await?[0],
+        };
+        if deleting {
+            return Ok(None);
+        }
+        let key = (tenant.to_owned(), conversation, user.to_owned());
+        if let Some(row) = cache.row(&key) {
+            return Ok(row);
+        }
+        let ticket = cache.ticket();
+        let row = self
+            .collection::<AuthzRow>(names::GROUP_MEMBERS)
             .find_one(Self::member_filter(scope, conversation, user))
             .projection(AUTHZ_PROJECTION())
             .await
-            .map_err(db_error)
+            .map_err(db_error)?;
+        if let Some(t) = ticket {
+            cache.fill_row(t, key, row.clone());
+        }
+        Ok(row)
     }
 
-    /// The batch authorize read: one round trip for many `(conversation, user)` pairs.
+    /// Whether each conversation is missing from the tenant or being deleted (one read of
+    /// those the cache does not hold, by `_id`), filling the cache.
+    async fn deleting_states(&self, scope: &TenantScope, convs: &[ObjectId]) -> Result<Vec<bool>> {
+        let tenant = scope.tenant().as_str();
+        let cache = &self.authz;
+        let mut states: Vec<Option<bool>> =
+            convs.iter().map(|c| cache.deleting(tenant, *c)).collect();
+        let unknown: Vec<ObjectId> = convs
+            .iter()
+            .zip(&states)
+            .filter(|(_, s)| s.is_none())
+            .map(|(c, _)| *c)
+            .collect();
+        if !unknown.is_empty() {
+            #[derive(Deserialize)]
+            struct Live {
+                #[serde(rename = "_id")]
+                id: ObjectId,
+                deleting_at: Option<DateTime>,
+            }
+            let ticket = cache.ticket();
+            let filter = if let [one] = unknown.as_slice() {
+                super::id_filter(scope, *one)
+            } else {
+                super::id_filter(scope, doc! { "$in": &unknown })
+            };
+            let found: Vec<Live> = self
+                .collection::<Live>(names::CONVERSATIONS)
+                .find(filter)
+                .projection(doc! { "_id": 1, "deleting_at": 1 })
+                .await
+                .map_err(db_error)?
+                .try_collect()
+                .await
+                .map_err(db_error)?;
+            for (c, s) in convs.iter().zip(states.iter_mut()) {
+                if s.is_none() {
+                    let d = found
+                        .iter()
+                        .find(|l| l.id == *c)
+                        .is_none_or(|l| l.deleting_at.is_some());
+                    if let Some(t) = ticket {
+                        cache.fill_conversation(t, tenant, *c, d);
+                    }
+                    *s = Some(d);
+                }
+            }
+        }
+        Ok(states.into_iter().map(|s| s.unwrap_or(true)).collect())
+    }
+
+    /// The batch authorize read: [`Store::authz_row`] for many `(conversation, user)` pairs,
+    /// with at most one round trip for the conversations and one for the memberships the cache
+    /// does not hold.
     pub async fn authz_rows(
         &self,
         scope: &TenantScope,
@@ -224,20 +302,52 @@ impl Store {
         if pairs.is_empty() {
             return Ok(Vec::new());
         }
-        let or: Vec<Document> = pairs
+        let tenant = scope.tenant().as_str();
+        let cache = self.authz.clone();
+        let mut convs: Vec<ObjectId> = pairs.iter().map(|(c, _)| *c).collect();
+        convs.sort();
+        convs.dedup();
+        let deleting = self.deleting_states(scope, &convs).await?;
+        let gone = |c: &ObjectId| convs.binary_search(c).is_ok_and(|i| deleting[i]);
+        let mut rows = Vec::new();
+        let mut missing = Vec::new();
+        for (c, u) in pairs.iter().filter(|(c, _)| !gone(c)) {
+            let key = (tenant.to_owned(), *c, (*u).to_owned());
+            match cache.row(&key) {
+                Some(row) => rows.extend(row),
+                None => missing.push(key),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(rows);
+        }
+        let or: Vec<Document> = missing
             .iter()
-            .map(|(c, u)| doc! { "conversation_id": c, "external_user_id": *u })
+            .map(|(_, c, u)| doc! { "conversation_id": c, "external_user_id": u })
             .collect();
         let mut filter = tenant_filter(scope);
         filter.insert("$or", or);
-        self.collection::<AuthzRow>(names::GROUP_MEMBERS)
+        let ticket = cache.ticket();
+        let found: Vec<AuthzRow> = self
+            .collection::<AuthzRow>(names::GROUP_MEMBERS)
             .find(filter)
             .projection(AUTHZ_PROJECTION())
             .await
             .map_err(db_error)?
             .try_collect()
             .await
-            .map_err(db_error)
+            .map_err(db_error)?;
+        if let Some(t) = ticket {
+            for key in missing {
+                let row = found
+                    .iter()
+                    .find(|r| r.conversation_id == key.1 && r.external_user_id == key.2)
+                    .cloned();
+                cache.fill_row(t, key, row);
+            }
+        }
+        rows.extend(found);
+        Ok(rows)
     }
 
     /// Normalizes restrictions that have ended, for every tenant: at most `batch` of each kind

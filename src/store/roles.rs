@@ -177,9 +177,12 @@ impl Store {
                 old.resolve(n, &none) != catalog.resolve(n, &none)
             })
             .collect();
+        self.authz.clear();
         let members_resolved = self
             .re_resolve(scope, catalog, &changed, token, batch)
-            .await?;
+            .await;
+        self.authz.clear();
+        let members_resolved = members_resolved?;
         Ok(CatalogChange {
             catalog: catalog.clone(),
             members_resolved,

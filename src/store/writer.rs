@@ -132,11 +132,15 @@ impl Store {
             reply,
         });
         self.enqueue(scope, conv, job);
-        answer.await.unwrap_or_else(|_| {
+        let out = answer.await.unwrap_or_else(|_| {
             Err(Error::Internal(anyhow::anyhow!(
                 "the conversation's writer stopped without answering"
             )))
-        })
+        });
+        // This instance's own change is seen at once, not only when its change stream
+        // reports it (an ownership hand-off may have changed other members too).
+        self.authz.touch(conv);
+        out
     }
 
     /// Waits for an exclusive turn on conversation `conv`'s queue: batches of membership

@@ -51,6 +51,9 @@ pub fn test_settings() -> Settings {
     // application that load would swamp a parallel test run. The poll carries events between
     // instances here; `tests/api/events.rs` tests the change stream itself.
     settings.events.change_stream = false;
+    // The same holds for the authorize cache's change stream: `tests/api/authz_cache.rs` turns
+    // it on; elsewhere every check reads the database.
+    settings.authorize.cache = false;
     // Every test shares one SecantusDB server, a single Python process that the parallel run
     // keeps busy: the production budget (5 s) would turn its pauses into 503s. The tests check
     // that nothing is lost and no 5xx is answered; the tests of the budget itself set theirs.
@@ -361,20 +364,51 @@ pub struct PrivateDb {
 
 impl PrivateDb {
     /// Starts one on a free port with `storage` (a directory, or `:memory:`) and waits until
-    /// it listens.
+    /// it answers `hello`. A port taken by someone else between choosing it and the server
+    /// binding it (a parallel test's listener) means another try on another port.
     pub async fn start(storage: &str) -> PrivateDb {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut db = PrivateDb {
-            child: Self::spawn(port, storage),
-            port,
-            storage: storage.to_owned(),
-        };
-        db.wait_listening().await;
-        db
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let mut db = PrivateDb {
+                child: Self::spawn(port, storage),
+                port,
+                storage: storage.to_owned(),
+            };
+            if db.wait_answering().await {
+                return db;
+            }
+        }
+        panic!("SecantusDB did not start on any of five ports");
+    }
+
+    /// Waits until this child answers `hello` on its port; `false` if it exited (its port was
+    /// taken) or did not answer within 30 s.
+    async fn wait_answering(&mut self) -> bool {
+        let started = std::time::Instant::now();
+        let mut options = mongodb::options::ClientOptions::parse(self.uri())
+            .await
+            .unwrap();
+        options.server_selection_timeout = Some(std::time::Duration::from_millis(300));
+        let client = mongodb::Client::with_options(options).unwrap();
+        while started.elapsed() < std::time::Duration::from_secs(30) {
+            if self.child.try_wait().unwrap().is_some() {
+                return false;
+            }
+            let hello = client
+                .database("admin")
+                .run_command(bson::doc! { "hello": 1 })
+                .await;
+            if hello.is_ok_and(|h| h.get_str("setName").is_ok()) {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        self.kill();
+        false
     }
 
     fn spawn(port: u16, storage: &str) -> std::process::Child {
@@ -396,21 +430,6 @@ impl PrivateDb {
             .expect("SecantusDB starts")
     }
 
-    async fn wait_listening(&mut self) {
-        let started = std::time::Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                started.elapsed() < std::time::Duration::from_secs(30),
-                "secantusd-py did not listen"
-            );
-            assert!(
-                self.child.try_wait().unwrap().is_none(),
-                "secantusd-py exited"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-    }
-
     /// Its connection string.
     pub fn uri(&self) -> String {
         format!("mongodb://127.0.0.1:{}/?directConnection=true", self.port)
@@ -426,7 +445,7 @@ impl PrivateDb {
     pub async fn restart(&mut self) {
         self.kill();
         self.child = Self::spawn(self.port, &self.storage);
-        self.wait_listening().await;
+        assert!(self.wait_answering().await, "SecantusDB did not restart");
     }
 }
 

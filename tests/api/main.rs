@@ -4,6 +4,7 @@
 mod activity;
 mod auth;
 mod authorize;
+mod authz_cache;
 mod chat_list;
 mod concurrency;
 mod conversations;
