@@ -245,11 +245,7 @@ async fn main() -> anyhow::Result<()> {
 
     // A ban through the uncached instance, asked of the cached one until it answers it.
     let mut seen = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
-    for (conv, user) in pairs.iter().take(50) {
-        let body = &bodies[pairs
-            .iter()
-            .position(|(c, u)| c == conv && u == user)
-            .unwrap_or(0)];
+    for ((conv, user), body) in pairs.iter().zip(bodies.iter()).take(50) {
         client
             .post(&url)
             .bearer_auth(&token)

@@ -216,11 +216,7 @@ impl Store {
     ) -> Result<Option<AuthzRow>> {
         let tenant = scope.tenant().as_str();
         let cache = self.authz.clone();
-        let deleting = match cache.deleting(tenant, conversation) {
-            Some(d) => d,
-            None => self.deleting_states(scope, &[conversation]).await?[0],
-        };
-        if deleting {
+        if self.deleting_states(scope, &[conversation]).await?[0] {
             return Ok(None);
         }
         let key = (tenant.to_owned(), conversation, user.to_owned());

@@ -26,26 +26,11 @@ async fn until_live(app: &TestApp) {
     }
 }
 
-async fn ask(app: &TestApp, conv: &str, user: &str, action: &str) -> (bool, String) {
-    let r = app
-        .post(
-            "/v1/authorize",
-            &app.server(),
-            json!({ "conversation_id": conv, "user_id": user, "action": action }),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{:?}", r.body);
-    (
-        r.body["allowed"].as_bool().unwrap(),
-        r.body["code"].as_str().unwrap().to_owned(),
-    )
-}
-
 /// Asks until the answer's code is `code`; returns how long that took. Panics after 10 s.
 async fn until_code(app: &TestApp, conv: &str, user: &str, action: &str, code: &str) -> Duration {
     let started = Instant::now();
     loop {
-        if ask(app, conv, user, action).await.1 == code {
+        if app.authorize(conv, user, action).await.1 == code {
             return started.elapsed();
         }
         assert!(
@@ -132,10 +117,10 @@ async fn answers_come_from_memory_and_this_instances_changes_are_seen_at_once() 
     let app = spawn_app_with(cached_settings()).await;
     until_live(&app).await;
     let conv = app.create_group("alice", &[("bob", "member")]).await;
-    assert_eq!(ask(&app, &conv, "bob", "send_message").await.1, "ok");
+    assert_eq!(app.authorize(&conv, "bob", "send_message").await.1, "ok");
     let before = hits(&app);
     for _ in 0..5 {
-        assert_eq!(ask(&app, &conv, "bob", "send_message").await.1, "ok");
+        assert_eq!(app.authorize(&conv, "bob", "send_message").await.1, "ok");
     }
     assert_eq!(
         hits(&app) - before,
@@ -144,22 +129,22 @@ async fn answers_come_from_memory_and_this_instances_changes_are_seen_at_once() 
     );
     for (method, path, body, action, code) in changes(&conv) {
         // Warm the entry, change, and ask again at once: no waiting for the stream.
-        ask(&app, &conv, "bob", action).await;
+        app.authorize(&conv, "bob", action).await;
         apply(&app, method, &path, body).await;
         assert_eq!(
-            ask(&app, &conv, "bob", action).await.1,
+            app.authorize(&conv, "bob", action).await.1,
             code,
             "after {method} {path}"
         );
     }
     // Nobody is cached as a stranger once added.
     assert_eq!(
-        ask(&app, &conv, "carol", "send_message").await.1,
+        app.authorize(&conv, "carol", "send_message").await.1,
         "not_a_member"
     );
     app.add_member(&app.server(), &conv, "carol", "member")
         .await;
-    assert_eq!(ask(&app, &conv, "carol", "send_message").await.1, "ok");
+    assert_eq!(app.authorize(&conv, "carol", "send_message").await.1, "ok");
     // A role catalog edit re-resolves flags: `member` loses media.
     let r = app.get("/v1/roles", &app.server()).await;
     let mut catalog = json!({
@@ -172,11 +157,11 @@ async fn answers_come_from_memory_and_this_instances_changes_are_seen_at_once() 
             role["permissions"]["can_send_media"] = json!(false);
         }
     }
-    assert_eq!(ask(&app, &conv, "carol", "send_media").await.1, "ok");
+    assert_eq!(app.authorize(&conv, "carol", "send_media").await.1, "ok");
     let r = app.put("/v1/roles", &app.server(), catalog).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(
-        ask(&app, &conv, "carol", "send_media").await.1,
+        app.authorize(&conv, "carol", "send_media").await.1,
         "missing_permission"
     );
 }
@@ -191,9 +176,9 @@ async fn another_instances_changes_reach_the_cache_through_the_change_stream() {
     let mut seen = Vec::new();
     for (method, path, body, action, code) in changes(&conv) {
         // The second instance holds the answer from before the change...
-        ask(&second, &conv, "bob", action).await;
+        second.authorize(&conv, "bob", action).await;
         let before = hits(&second);
-        ask(&second, &conv, "bob", action).await;
+        second.authorize(&conv, "bob", action).await;
         assert_eq!(
             hits(&second),
             before + 1,
@@ -241,7 +226,7 @@ async fn a_conversation_being_deleted_answers_not_a_member() {
             until_live(&app).await;
         }
         let conv = app.create_group("alice", &[("bob", "member")]).await;
-        assert_eq!(ask(&app, &conv, "bob", "send_message").await.1, "ok");
+        assert_eq!(app.authorize(&conv, "bob", "send_message").await.1, "ok");
         // A deletion whose memberships are not gone yet (as after a crash between its steps).
         app.store
             .database()
@@ -328,7 +313,7 @@ async fn a_lost_stream_empties_the_cache_until_it_is_back() {
         bson::oid::ObjectId::parse_str(&conv).unwrap(),
         "bob".to_owned(),
     );
-    ask(&app, &conv, "bob", "send_message").await;
+    app.authorize(&conv, "bob", "send_message").await;
     assert!(
         app.store.authz_cache().row(&key).is_some(),
         "bob's row is cached"
@@ -365,7 +350,7 @@ async fn a_lost_stream_empties_the_cache_until_it_is_back() {
         "the cache emptied"
     );
     let misses = app.store.authz_cache().stats().misses;
-    assert_eq!(ask(&app, &conv, "bob", "send_message").await.1, "ok");
+    assert_eq!(app.authorize(&conv, "bob", "send_message").await.1, "ok");
     assert!(
         app.store.authz_cache().stats().misses > misses,
         "read from the database"

@@ -303,6 +303,22 @@ impl TestApp {
         .await
     }
 
+    /// `POST /v1/authorize` with the server token: `(allowed, code)` (panics unless 200).
+    pub async fn authorize(&self, conv: &str, user: &str, action: &str) -> (bool, String) {
+        let r = self
+            .post(
+                "/v1/authorize",
+                &self.server(),
+                serde_json::json!({ "conversation_id": conv, "user_id": user, "action": action }),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        (
+            r.body["allowed"].as_bool().unwrap(),
+            r.body["code"].as_str().unwrap().to_owned(),
+        )
+    }
+
     pub async fn conversation(&self, conv: &str) -> Value {
         let r = self
             .get(&format!("/v1/conversations/{conv}"), &self.server())

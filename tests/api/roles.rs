@@ -6,25 +6,10 @@ use bson::doc;
 use roster::auth::PlatformCredential;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, member_in, spawn_app};
+use crate::helpers::{member_in, spawn_app};
 
 fn members_path(conv: &str, user: &str) -> String {
     format!("/v1/conversations/{conv}/members/{user}")
-}
-
-async fn allowed(app: &TestApp, conv: &str, user: &str, action: &str) -> (bool, String) {
-    let r = app
-        .post(
-            "/v1/authorize",
-            &app.server(),
-            json!({ "conversation_id": conv, "user_id": user, "action": action }),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{:?}", r.body);
-    (
-        r.body["allowed"].as_bool().unwrap(),
-        r.body["code"].as_str().unwrap().to_owned(),
-    )
 }
 
 fn role_names(catalog: &Value) -> Vec<&str> {
@@ -224,10 +209,10 @@ async fn the_classroom_preset_of_seed_001_has_teachers_enrol_students_and_the_se
         .add_member(&app.user("sam"), &conv, "kid", "student")
         .await;
     assert_eq!((r.status, r.code()), (403, "missing_permission"));
-    assert!(allowed(&app, &conv, "sam", "send_media").await.0);
-    assert!(!allowed(&app, &conv, "sam", "start_calls").await.0);
-    assert!(allowed(&app, &conv, "tina", "remove_members").await.0);
-    assert!(!allowed(&app, &conv, "tina", "change_info").await.0);
+    assert!(app.authorize(&conv, "sam", "send_media").await.0);
+    assert!(!app.authorize(&conv, "sam", "start_calls").await.0);
+    assert!(app.authorize(&conv, "tina", "remove_members").await.0);
+    assert!(!app.authorize(&conv, "tina", "change_info").await.0);
     // system_admin is the tenant's server token: it adds a teacher and removes anyone.
     let r = app.add_member(&app.server(), &conv, "tom", "teacher").await;
     assert_eq!(r.status, 201);
@@ -282,16 +267,16 @@ async fn seed_003_capabilities_including_a_custom_one_are_flags_authorize_answer
         )
         .await;
     assert_eq!(
-        allowed(&app, &conv, "eve", "secret_edit").await,
+        app.authorize(&conv, "eve", "secret_edit").await,
         (true, "ok".into())
     );
     assert_eq!(
-        allowed(&app, &conv, "max", "secret_edit").await,
+        app.authorize(&conv, "max", "secret_edit").await,
         (false, "missing_permission".into())
     );
-    assert!(allowed(&app, &conv, "olga", "delete_conversation").await.0);
-    assert!(!allowed(&app, &conv, "adam", "delete_conversation").await.0);
-    assert!(allowed(&app, &conv, "adam", "change_roles").await.0);
+    assert!(app.authorize(&conv, "olga", "delete_conversation").await.0);
+    assert!(!app.authorize(&conv, "adam", "delete_conversation").await.0);
+    assert!(app.authorize(&conv, "adam", "change_roles").await.0);
 
     // The admin holds no secret_edit, so it cannot grant it; the server can.
     let grant = json!({ "permissions": { "secret_edit": true } });
@@ -308,7 +293,7 @@ async fn seed_003_capabilities_including_a_custom_one_are_flags_authorize_answer
         .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.body["permissions"]["secret_edit"], true);
-    assert!(allowed(&app, &conv, "max", "secret_edit").await.0);
+    assert!(app.authorize(&conv, "max", "secret_edit").await.0);
 
     let explained = app
         .get(
@@ -364,7 +349,7 @@ async fn overrides_sit_on_top_of_the_role_survive_role_changes_and_never_escalat
         json!({ "can_send_media": false, "can_pin_messages": true })
     );
     assert_eq!(
-        allowed(&app, &conv, "bob", "send_media").await,
+        app.authorize(&conv, "bob", "send_media").await,
         (false, "missing_permission".into())
     );
     let stored = app.raw_member(&conv, "bob").await;
@@ -615,7 +600,7 @@ async fn the_sweeper_finishes_a_re_resolution_whose_process_died() {
         .await
         .unwrap();
     assert!(
-        allowed(&app, &conv, "bob", "send_media").await.0,
+        app.authorize(&conv, "bob", "send_media").await.0,
         "stale until swept"
     );
     let cred = PlatformCredential::verify(&app.platform_token(), &app.settings.auth).unwrap();
@@ -625,10 +610,10 @@ async fn the_sweeper_finishes_a_re_resolution_whose_process_died() {
         "every present member of every role"
     );
     assert_eq!(
-        allowed(&app, &conv, "bob", "send_media").await,
+        app.authorize(&conv, "bob", "send_media").await,
         (false, "missing_permission".into())
     );
-    assert!(allowed(&app, &conv, "alice", "send_media").await.0);
+    assert!(app.authorize(&conv, "alice", "send_media").await.0);
     let again = app.store.sweep_expired(&cred, 100).await.unwrap();
     assert_eq!(again.members_re_resolved, 0, "the token is cleared");
 }
