@@ -37,7 +37,7 @@ use crate::domain::{ErrorCode, TenantId};
 use crate::error::{Error, Problem, Result};
 use crate::store::Store;
 use crate::store::events::EventDoc;
-use crate::store::webhooks::{DeliveryDoc, WebhookDoc, WebhookPatch};
+use crate::store::webhooks::{DeliveryDoc, Fence, WebhookDoc, WebhookPatch};
 
 /// `POST /v1/webhooks`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -336,6 +336,7 @@ impl Roster {
             last_success_at: None,
             created_at: now,
             updated_at: now,
+            replayed_at: None,
         };
         self.store.create_webhook(scope, &w).await?;
         tracing::info!(webhook = %w.id, url = %w.url, "webhook created");
@@ -673,36 +674,56 @@ impl Progress {
         }
     }
 
-    /// Writes the attempts (one `insert_many`) and then the cursor and `extra` (one update
-    /// fenced on the lease and on `w.updated_at`). `false` if the lease was lost or a caller
-    /// changed the endpoint meanwhile (a replay's cursor is not overwritten). A crash before
-    /// this re-sends the events since the stored cursor: at least once.
+    /// Writes the attempts (one `insert_many`) and then the progress and `extra` (one update
+    /// fenced on the lease). Progress alone yields only to a replay (a rename, a new secret or
+    /// disabling meanwhile does not make delivered events go again); `extra` (the retry
+    /// schedule, automatic disabling) yields to any caller change, and if it does, the progress
+    /// is still written on its own. `false` if the lease was lost or a caller changed the
+    /// endpoint meanwhile. A crash before this re-sends the events since the stored cursor: at
+    /// least once.
     async fn flush(
         &mut self,
         store: &Store,
         w: &WebhookDoc,
         owner: &str,
-        mut extra: bson::Document,
+        extra: bson::Document,
     ) -> Result<bool> {
         if !self.deliveries.is_empty() {
             store
                 .record_deliveries(&std::mem::take(&mut self.deliveries))
                 .await?;
         }
+        let mut progress = bson::Document::new();
         if let Some(c) = self.cursor.take() {
-            extra.insert("cursor", c);
+            progress.insert("cursor", c);
         }
         if let Some(t) = self.last_success_at.take() {
-            extra.insert("last_success_at", t);
-            extra.insert("failing_since", bson::Bson::Null);
-            extra.insert("attempt", 0_i32);
+            progress.insert("last_success_at", t);
+            progress.insert("failing_since", bson::Bson::Null);
+            progress.insert("attempt", 0_i32);
         }
         if extra.is_empty() {
+            if progress.is_empty() {
+                return Ok(true);
+            }
+            return store
+                .update_claimed_webhook(w, owner, Fence::Replay, progress)
+                .await;
+        }
+        let mut all = progress.clone();
+        all.extend(extra);
+        if store
+            .update_claimed_webhook(w, owner, Fence::AnyChange, all)
+            .await?
+        {
             return Ok(true);
         }
-        store
-            .update_claimed_webhook(w.id, owner, w.updated_at, extra)
-            .await
+        if !progress.is_empty() {
+            store
+                .update_claimed_webhook(w, owner, Fence::Replay, progress)
+                .await?;
+        }
+        Ok(false)
     }
 }
 

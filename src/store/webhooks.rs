@@ -66,6 +66,19 @@ pub struct WebhookDoc {
     pub created_at: DateTime,
     /// Last change by a caller.
     pub updated_at: DateTime,
+    /// Last replay (UTC; absent if never): the only caller change that moves the cursor, so
+    /// the only one a delivery's progress write yields to.
+    #[serde(default)]
+    pub replayed_at: Option<DateTime>,
+}
+
+/// Which caller changes a delivery write yields to; see [`Store::update_claimed_webhook`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fence {
+    /// Any change since the holder read the endpoint.
+    AnyChange,
+    /// A replay since the holder read the endpoint.
+    Replay,
 }
 
 /// One delivery attempt.
@@ -243,6 +256,7 @@ impl Store {
             id,
             doc! { "$set": {
                 "cursor": after, "attempt": 0_i32, "next_attempt_at": now, "updated_at": now,
+                "replayed_at": now,
             } },
         )
         .await
@@ -333,23 +347,27 @@ impl Store {
             .map_err(db_error)
     }
 
-    /// Writes `set` on an endpoint `owner` still holds and no caller changed since `seen` (its
-    /// `updated_at` when the holder read it); `false` if the lease was lost (another instance
-    /// took over), a caller changed it meanwhile (a replay, a new URL: theirs wins), or the
-    /// endpoint went.
+    /// Writes `set` on an endpoint `owner` still holds. `fence` says which caller changes it
+    /// yields to: [`Fence::AnyChange`] (no caller changed it since `w.updated_at`; for the retry
+    /// schedule and automatic disabling, where a caller's enabling wins) or [`Fence::Replay`]
+    /// (no replay since `w.replayed_at`; for delivery progress, which stays true across a
+    /// rename, a new secret or disabling). `false` if the lease was lost (another instance took
+    /// over), the fence failed, or the endpoint went.
     pub async fn update_claimed_webhook(
         &self,
-        id: ObjectId,
+        w: &WebhookDoc,
         owner: &str,
-        seen: DateTime,
+        fence: Fence,
         set: Document,
     ) -> Result<bool> {
+        let mut filter = doc! { "_id": w.id, "lease.owner": owner };
+        match fence {
+            Fence::AnyChange => filter.insert("updated_at", w.updated_at),
+            Fence::Replay => filter.insert("replayed_at", w.replayed_at),
+        };
         let r = self
             .webhooks()
-            .update_one(
-                doc! { "_id": id, "lease.owner": owner, "updated_at": seen },
-                doc! { "$set": set },
-            )
+            .update_one(filter, doc! { "$set": set })
             .await
             .map_err(db_error)?;
         Ok(r.matched_count == 1)

@@ -557,6 +557,9 @@ async fn webhooks_are_managed_by_server_tokens_of_their_own_tenant() {
     assert_eq!(rotated.status, 200);
     let new_secret = rotated.body["secret"].as_str().unwrap().to_owned();
     assert_ne!(new_secret, secret);
+    // The receiver holds its answer to "Two" while the endpoint is disabled below: a delivery
+    // answered after a caller's change still counts, so "Two" is not sent again on enabling.
+    receiver.state.hold_ms.store(1000, Ordering::SeqCst);
     app.patch(
         &format!("/v1/conversations/{conv}"),
         &app.server(),
@@ -574,7 +577,8 @@ async fn webhooks_are_managed_by_server_tokens_of_their_own_tenant() {
             .is_err()
     );
 
-    // Disabled: nothing is sent; replay re-sends from a position once enabled again.
+    // Disabled (while "Two" is still being answered): nothing is sent; replay re-sends from a
+    // position once enabled again.
     let r = app
         .patch(
             &format!("/v1/webhooks/{id}"),
@@ -583,6 +587,7 @@ async fn webhooks_are_managed_by_server_tokens_of_their_own_tenant() {
         )
         .await;
     assert_eq!(r.body["enabled"], false);
+    receiver.state.hold_ms.store(0, Ordering::SeqCst);
     app.patch(
         &format!("/v1/conversations/{conv}"),
         &app.server(),
