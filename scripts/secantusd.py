@@ -19,9 +19,17 @@ The shape (everything else falls through):
 * at most one range (``$gt``/``$gte``/``$lt``/``$lte``) among the filter's clauses on that
   index, on the first sort field; any other clause is checked on each document, as before.
 
-A second, smaller change: a filter whose plain equalities cover a unique index is looked up in
-that index whatever its other clauses (see ``_try_index_id_keys``); SecantusDB otherwise serves
-such a filter, in finds and in update and delete filters alike, by its first clause alone.
+A second change: a filter is looked up by the longest run of plain equalities that leads an
+index (two fields at least, or a whole unique index), continued by a ``$in`` on the index's next
+field, whatever its other clauses (see ``_try_index_id_keys``); SecantusDB otherwise serves a
+filter with a clause outside the index it picks, in finds and in update and delete filters
+alike, by the filter's first clause alone (the whole tenant, say).
+
+A third change adds measurements only: SecantusDB's profiler (``{profile: 2}``) records each
+command without what mongod's profiler says about its cost, so every profile entry gets
+mongod's ``docsExamined`` (documents read from the collection to answer it), ``nreturned`` /
+``nMatched`` / ``ndeleted``, and ``planSummary`` (``COLLSCAN`` when the collection was scanned,
+``IXSCAN`` otherwise). ``tests/api/explain.rs`` reads them the same way on MongoDB.
 
 Every document the walk yields is still checked with SecantusDB's own ``matches`` against the
 whole filter, and projection is applied by SecantusDB's own code, so the walk decides only
@@ -35,11 +43,14 @@ start (the private helpers it uses may have changed). Real MongoDB needs none of
 from __future__ import annotations
 
 import sys
+import threading
 from typing import Any, Mapping
 
 import bson
 import secantus
 from secantus import deadline as _deadline
+from secantus import commands as _commands
+from secantus import server as _server
 from secantus import storage as st
 from secantus.projection import apply_projection_batch
 from secantus.query import matches
@@ -191,6 +202,7 @@ def _walk(self: st.Storage, db: str, coll: str, plan, filter, let, want: int) ->
             docs.reset()
             docs.set_key(db, coll, rid)
             if docs.search() == 0:
+                _reads.docs += 1
                 d = bson.decode(st._unframe_doc_value(bytes(docs.get_value()))[1])
                 if matches(d, filter, vars=let):
                     out.append(d)
@@ -232,6 +244,16 @@ def find_matching(
         and not coll.startswith("system.")
         and not self._is_timeseries(db, coll)
     )
+    found = _find_matching(self, db, coll, filter, served, skip=skip, limit=limit, sort=sort,
+                           projection=projection, hint=hint, let=let, collation=collation,
+                           min_bound=min_bound, max_bound=max_bound)
+    _reads.found += len(found)
+    return found
+
+
+def _find_matching(self, db, coll, filter, served, *, skip, limit, sort, projection, hint, let,
+                   collation, min_bound, max_bound):
+    """The body of ``find_matching``: the walk when ``served`` and planned, else the original."""
     out = None
     if served:
         self._refresh_read_snapshot()
@@ -269,29 +291,262 @@ def find_matching(
 
 _original_try_index_id_keys = st.Storage._try_index_id_keys
 
+# Most values of a trailing `$in` looked up one by one (more go to SecantusDB's own path).
+_MAX_IN = 16
+
+
+def _prefix_keys(self, db, coll, filter):
+    """The index entries for the longest run of plain equalities in ``filter`` (field clauses
+    only) that leads an index, optionally continued by a ``$in`` of plain values on the index's
+    next field, as ``(index name, [(key bytes, is_prefix)], fields used)``; ``None`` unless
+    that run covers at least two fields or a whole unique index.
+
+    Every document the filter matches has an entry under one of those keys: the index is not
+    partial and collation-free; a sparse one leaves out only documents without the field, which
+    a plain (non-null) value never matches; a multikey one holds an entry for each element, so
+    a plain value's documents are all under its key (callers drop repeats). The entries are a
+    superset of the matches and callers check every clause with ``matches`` as before."""
+    best = None
+    options = self._index_options_map(db, coll)
+    partials = self._partial_filters(db, coll)
+    for name, key_spec, _sparse, unique in self._all_indexes(db, coll):
+        opts = options.get(name) or {}
+        if name in partials or opts.get("collation"):
+            continue
+        fields = list(key_spec)
+        if any(key_spec[f] not in (1, -1) for f in fields):
+            continue
+        k = 0
+        while k < len(fields) and fields[k] in filter and _plain(filter[fields[k]]):
+            k += 1
+        if k == 0:
+            continue
+        ins = None
+        if k < len(fields):
+            v = filter.get(fields[k])
+            if (
+                isinstance(v, dict)
+                and list(v) == ["$in"]
+                and isinstance(v["$in"], list)
+                and 0 < len(v["$in"]) <= _MAX_IN
+                and all(_plain(x) for x in v["$in"])
+            ):
+                ins = v["$in"]
+        used = k + (1 if ins is not None else 0)
+        whole_unique = bool(unique) and k == len(fields)
+        if used < 2 and not whole_unique:
+            continue
+        score = (whole_unique, used)
+        if best is None or score > best[0]:
+            best = (score, name, key_spec, fields, k, ins)
+    if best is None:
+        return None
+    (_whole, used), name, key_spec, fields, k, ins = best
+    parts = [st.encode_value_directed(filter[f], int(key_spec[f])) for f in fields[:k]]
+    tails = [[]] if ins is None else [
+        [st.encode_value_directed(x, int(key_spec[fields[k]]))] for x in dict.fromkeys(ins)
+    ]
+    keys = []
+    for tail in tails:
+        whole = parts + tail
+        kb = st.COMPOUND_SEP.join(whole) if len(whole) > 1 else whole[0]
+        if len(whole) == len(fields):
+            keys.append((kb, False))
+        else:
+            keys.append((kb + st.COMPOUND_SEP, True))
+    return name, keys, used
+
+
+def _id_lookup(v) -> bool:
+    """Whether an ``_id`` clause is a point lookup (SecantusDB reads those by ``_id``)."""
+    return _plain(v) or (
+        isinstance(v, dict)
+        and list(v) == ["$in"]
+        and isinstance(v["$in"], list)
+        and all(_plain(x) for x in v["$in"])
+    )
+
+
+def _fields(filter) -> dict | None:
+    """The filter's field clauses, with those of a top-level ``$and`` of documents folded in
+    (``None`` if two of them name one field): what every match satisfies at once."""
+    out = {k: v for k, v in filter.items() if isinstance(k, str) and not k.startswith("$")}
+    # `{a: {$elemMatch: {b: v, …}}}` holds only for documents with an element whose `b` is `v`:
+    # an index on `a.b` has their entries under `v`.
+    for k, v in list(out.items()):
+        if isinstance(v, dict) and list(v) == ["$elemMatch"] and isinstance(v["$elemMatch"], dict):
+            for sub, sv in v["$elemMatch"].items():
+                if isinstance(sub, str) and not sub.startswith("$") and _plain(sv):
+                    out.setdefault(f"{k}.{sub}", sv)
+    for part in filter.get("$and") or []:
+        if not isinstance(part, dict):
+            return None
+        for k, v in part.items():
+            if isinstance(k, str) and not k.startswith("$"):
+                if k in out:
+                    return None
+                out[k] = v
+    return out
+
+
+def _lookup_keys(self, db, coll, filter):
+    """``[(index name, keys)]`` whose entries hold every match of ``filter``, or ``None``: the
+    filter's own prefix (``_prefix_keys``), or for a top-level ``$or`` whose every branch,
+    joined with the rest of the filter, has a longer one, those prefixes together (MongoDB's
+    OR of index scans)."""
+    base = _fields(filter)
+    if base is None:
+        return None
+    own = _prefix_keys(self, db, coll, base) if base else None
+    branches = filter.get("$or")
+    if isinstance(branches, list) and branches:
+        found = []
+        for b in branches:
+            if not isinstance(b, dict) or any(k in base or k.startswith("$") for k in b):
+                found = None
+                break
+            f = _prefix_keys(self, db, coll, {**base, **b})
+            if f is None or (own is not None and f[2] <= own[2]):
+                found = None
+                break
+            found.append(f)
+        if found:
+            return [(name, keys) for name, keys, _used in found]
+    return None if own is None else [own[:2]]
+
 
 def _try_index_id_keys(self, db, coll, filter, *, collation=None):
-    """``Storage._try_index_id_keys`` that also serves a filter whose plain equalities cover a
-    unique index, whatever else it holds (``{tenant_id, conversation_id, external_user_id,
-    status: {$in: …}}``): SecantusDB otherwise looks up its first clause alone and reads, say,
-    the whole tenant. Used by finds and by update and delete filters; at most one document
-    comes back, and its callers check every clause with ``matches`` as before."""
-    if collation is None and filter and not any(
-        not isinstance(k, str) or k.startswith("$") for k in filter
-    ) and not all(_plain(v) for v in filter.values()):
-        options = self._index_options_map(db, coll)
-        partials = self._partial_filters(db, coll)
-        for name, key_spec, sparse, unique in self._all_indexes(db, coll):
-            opts = options.get(name) or {}
-            if not unique or sparse or name in partials or opts.get("multikey"):
-                continue
-            if opts.get("collation") or any(d not in (1, -1) for d in key_spec.values()):
-                continue
-            if all(f in filter and _plain(filter[f]) for f in key_spec):
-                parts = [st.encode_value_directed(filter[f], int(key_spec[f])) for f in key_spec]
-                kb = st.COMPOUND_SEP.join(parts) if len(parts) > 1 else parts[0]
-                return self._scan_index_for_id_keys(db, coll, name, kb)
+    """``Storage._try_index_id_keys`` that serves two more filter shapes, whatever else the
+    filter holds:
+
+    * an ``_id`` equality or ``$in`` is looked up by ``_id``: findAndModify writes
+      ``{_id: <found>, $and: [<query>]}``, which SecantusDB otherwise answers by reading the
+      whole collection (every findAndModify did, after its own indexed find);
+    * the longest run of plain equalities leading an index (plus a ``$in`` on the next field;
+      see ``_prefix_keys``), or for a top-level ``$or`` one such run per branch
+      (``_lookup_keys``). SecantusDB otherwise serves a filter with a clause outside its index
+      by the filter's first clause alone, and a filter with a top-level operator by reading the
+      collection: the removal filter ``{tenant_id, conversation_id, external_user_id, status:
+      {$in: …}}`` read every membership of the tenant.
+
+    Used by finds and by update and delete filters; callers check every clause with
+    ``matches`` as before."""
+    if collation is None and isinstance(filter, dict) and filter and "$text" not in filter:
+        if len(filter) > 1 and _id_lookup(filter.get("_id")) and not self._is_timeseries(db, coll):
+            got = _original_try_index_id_keys(self, db, coll, {"_id": filter["_id"]})
+            if got is not None:
+                return got
+        found = _lookup_keys(self, db, coll, filter)
+        if found is not None:
+            out: list[int] = []
+            for name, keys in found:
+                for kb, prefix in keys:
+                    out.extend(self._scan_index_for_id_keys(db, coll, name, kb, prefix=prefix))
+            # RecordId (insertion) order without repeats, as a collection scan gives: an
+            # unsorted find (with a skip, say) answers in the order it did before.
+            return sorted(set(out))
     return _original_try_index_id_keys(self, db, coll, filter, collation=collation)
+
+
+class _Reads(threading.local):
+    """Documents read by the command this thread is running (SecantusDB runs each connection's
+    commands on its own thread)."""
+
+    docs = 0
+    scanned = False
+    # Documents the command's finds produced (all batches: SecantusDB computes them at once).
+    found = 0
+
+
+_reads = _Reads()
+
+_original_scan_docs = st.Storage._scan_docs
+_original_docs_by_recordids = st.Storage._docs_by_recordids
+_original_candidates_iter = st.Storage._candidates_iter
+_original_dispatch = _commands.dispatch
+_original_record_profile = _commands._maybe_record_profile
+_original_insert = st.Storage.insert
+
+
+def _counted_scan(original):
+    """``_scan_docs`` (which ``_scan_docs_natural`` calls) counting what it reads."""
+
+    def scan(self, db, coll):
+        if not coll.startswith("system."):
+            _reads.scanned = True
+        for row in original(self, db, coll):
+            _reads.docs += 1
+            yield row
+
+    return scan
+
+
+def _docs_by_recordids(self, db, coll, recordids):
+    out = _original_docs_by_recordids(self, db, coll, recordids)
+    _reads.docs += len(out)
+    return out
+
+
+def _candidates_iter(self, db, coll, filter):
+    before, scanned = _reads.docs, _reads.scanned
+    _reads.scanned = False
+    out = _original_candidates_iter(self, db, coll, filter)
+    if not _reads.scanned:
+        _reads.docs = before + len(out)  # the index path reads each candidate once
+    _reads.scanned = _reads.scanned or scanned
+    return out
+
+
+def _dispatch(doc, ctx):
+    outer = (_reads.docs, _reads.scanned, _reads.found)
+    _reads.docs, _reads.scanned, _reads.found = 0, False, 0
+    try:
+        return _original_dispatch(doc, ctx)
+    finally:
+        _reads.docs = outer[0] + _reads.docs
+        _reads.scanned = outer[1] or _reads.scanned
+        _reads.found = outer[2]
+
+
+def _counts(name: str, result: Mapping[str, Any]) -> dict[str, Any]:
+    """mongod's profile fields for a command's outcome."""
+    out: dict[str, Any] = {
+        "docsExamined": _reads.docs,
+        "planSummary": "COLLSCAN" if _reads.scanned else "IXSCAN",
+    }
+    cursor = result.get("cursor")
+    if isinstance(cursor, Mapping):
+        batch = len(cursor.get("firstBatch") or cursor.get("nextBatch") or [])
+        # A find's later batches are computed with its first: count them here.
+        out["nreturned"] = max(batch, _reads.found) if name == "find" else batch
+    elif name == "update":
+        out["nMatched"] = int(result.get("n") or 0)
+    elif name == "delete":
+        out["ndeleted"] = int(result.get("n") or 0)
+    elif name.lower() == "findandmodify":
+        last = result.get("lastErrorObject") or {}
+        out["nMatched"] = int(last.get("n") or 0)
+    elif name == "count":
+        out["nreturned"] = 1
+    return out
+
+
+_profile_extra = threading.local()
+
+
+def _record_profile(ctx, name, doc, result, start_ns):
+    _profile_extra.fields = _counts(name, result)
+    try:
+        _original_record_profile(ctx, name, doc, result, start_ns)
+    finally:
+        _profile_extra.fields = None
+
+
+def _insert(self, db, coll, docs, *args, **kwargs):
+    fields = getattr(_profile_extra, "fields", None)
+    if fields and coll == "system.profile":
+        docs = [{**d, **fields} for d in docs]
+    return _original_insert(self, db, coll, docs, *args, **kwargs)
 
 
 def install() -> None:
@@ -303,6 +558,13 @@ def install() -> None:
         )
     st.Storage.find_matching = find_matching
     st.Storage._try_index_id_keys = _try_index_id_keys
+    st.Storage._scan_docs = _counted_scan(_original_scan_docs)
+    st.Storage._docs_by_recordids = _docs_by_recordids
+    st.Storage._candidates_iter = _candidates_iter
+    st.Storage.insert = _insert
+    _commands.dispatch = _dispatch
+    _server.dispatch = _dispatch
+    _commands._maybe_record_profile = _record_profile
 
 
 if __name__ == "__main__":

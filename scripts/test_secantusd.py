@@ -1,8 +1,8 @@
 """Differential test of scripts/secantusd.py: the streaming walk against SecantusDB's own rules.
 
 Random collections shaped like Roster's (compound indexes with an equality prefix and `_id` or
-a time then `_id` last, ascending and descending) and random keyset queries, some of the served
-shape and some not; every answer of the patched `find_matching` must equal the reference
+a time then `_id` last, ascending and descending) and random keyset queries and filters looked
+up by an index prefix (as updates and deletes are), some of the served shapes and some not; every answer of the patched `find_matching` must equal the reference
 (SecantusDB's own matcher, sort and projection over the whole collection), document for document
 and in order. Run by scripts/test.sh; also `python scripts/test_secantusd.py`.
 """
@@ -32,6 +32,8 @@ INDEXES = {
     "chat": {"tenant_id": 1, "user_id": 1, "status": 1, "pinned": 1, "at": -1, "_id": -1},
     "audit": {"tenant_id": 1, "_id": 1},
     "events": {"tenant_id": 1, "position": 1},
+    "tags": {"tenant_id": 1, "tags": 1},
+    "parts": {"tenant_id": 1, "parts.user_id": 1},
 }
 TENANTS = ["acme", "other"]
 STATUSES = ["active", "muted", "left", "banned"]
@@ -54,7 +56,14 @@ def member(i: int):
             "at": times,
             "position": s.just(i),
         },
-        optional={"extra": s.integers(0, 3)},
+        optional={
+            "extra": s.integers(0, 3),
+            # Arrays make the `tags` and `parts` indexes multikey.
+            "tags": s.lists(s.sampled_from(["x", "y", "z"]), max_size=3),
+            "parts": s.lists(s.fixed_dictionaries({"user_id": s.sampled_from(["u1", "u2"]),
+                                                   "name": s.sampled_from(["A", "B"])}),
+                             max_size=2),
+        },
     ).map(lambda d: {**d, "_id": bson.ObjectId((1000 + i).to_bytes(12, "big"))})
 
 
@@ -76,7 +85,8 @@ def queries(draw, docs):
                                    s.one_of(bound, ids), max_size=2))
 
     shape = draw(s.sampled_from(
-        ["members", "role", "chat", "chat_tie", "audit", "events", "unique", "other"]))
+        ["members", "role", "chat", "chat_tie", "audit", "events", "unique", "prefix", "or", "id",
+         "multikey", "other"]))
     f: dict = {"tenant_id": pick("tenant_id", s.sampled_from(TENANTS))}
     direction = draw(s.sampled_from([1, -1]))
     sort: dict = {"_id": direction}
@@ -117,6 +127,44 @@ def queries(draw, docs):
         # Plain equalities covering the unique {tenant_id, position} index, and more.
         f["position"] = pick("position", s.integers(0, 130))
         f["status"] = {"$in": draw(s.lists(s.sampled_from(STATUSES), min_size=1, max_size=3))}
+        sort = None
+    elif shape == "prefix":
+        # An index's leading equalities, maybe a `$in` on its next field, and clauses outside
+        # it (an update's or a delete's filter): looked up by that prefix.
+        f["conversation_id"] = pick("conversation_id", s.sampled_from([1, 2, 3]))
+        if draw(s.booleans()):
+            f["status"] = {"$in": draw(s.lists(s.sampled_from(STATUSES), min_size=1, max_size=3))}
+        elif draw(s.booleans()):
+            f["status"] = pick("status", s.sampled_from(STATUSES))
+        f["user_id"] = pick("user_id", s.sampled_from(["u1", "u2", "u3"]))
+        if draw(s.booleans()):
+            f["role"] = {"$in": draw(s.lists(s.sampled_from(ROLES), min_size=1, max_size=2))}
+        sort = draw(s.sampled_from([None, {"position": 1}]))
+    elif shape == "or":
+        # A top-level `$or` (a sweep's filter): one index prefix per branch.
+        def branch():
+            b = {"conversation_id": pick("conversation_id", s.sampled_from([1, 2, 3]))}
+            if draw(s.booleans()):
+                b["status"] = pick("status", s.sampled_from(STATUSES))
+            if draw(s.booleans()):
+                b["role"] = {"$ne": draw(s.sampled_from(ROLES))}
+            return b
+        f["$or"] = [branch() for _ in range(draw(s.integers(1, 3)))]
+        sort = draw(s.sampled_from([None, {"_id": direction}]))
+    elif shape == "multikey":
+        # Equalities on an array field's index (a tag, a participant inside `$elemMatch`).
+        if draw(s.booleans()):
+            f["tags"] = draw(s.sampled_from(["x", "y", "z"]))
+        else:
+            user = draw(s.sampled_from(["u1", "u2"]))
+            f["parts"] = {"$elemMatch": {"user_id": user, "name": {"$ne": draw(s.sampled_from(["A", "B"]))}}}
+        f["status"] = {"$ne": draw(s.sampled_from(STATUSES))}
+        sort = None
+    elif shape == "id":
+        # What findAndModify writes after its find: `{_id, $and: [query]}`.
+        one = near["_id"] if near is not None else draw(ids)
+        f = {"_id": draw(s.sampled_from([one, {"$in": [one, draw(ids)]}])),
+             "$and": [{"tenant_id": f["tenant_id"], "status": pick("status", s.sampled_from(STATUSES))}]}
         sort = None
     else:
         f["status"] = {"$in": draw(s.lists(s.sampled_from(STATUSES), min_size=1, max_size=2))}
@@ -206,6 +254,22 @@ def test_the_served_shapes_take_the_walk():
             secantusd._try_index_id_keys(store, DB, COLL, f)
             del store._scan_index_for_id_keys
             assert calls == ["events"], calls
+        # An index's leading equalities and a `$in` on its next field, with a clause outside
+        # the index: looked up by that prefix, one key per `$in` value.
+        f = {"tenant_id": "a", "conversation_id": 1, "status": {"$in": ["left", "banned"]},
+             "user_id": "u1"}
+        with store._lock:
+            name, keys, _used = secantusd._prefix_keys(store, DB, COLL, f)
+            assert name in ("by_status", "by_role") and len(keys) == 2, (name, keys)
+            # A top-level `$or`: one prefix per branch; an `_id`: looked up by `_id`.
+            f = {"tenant_id": "a", "$or": [{"conversation_id": 1, "status": "left"},
+                                           {"conversation_id": 2}]}
+            assert len(secantusd._lookup_keys(store, DB, COLL, f)) == 2
+            # A participant inside `$elemMatch`: the multikey index on `parts.user_id`.
+            f = {"tenant_id": "a", "parts": {"$elemMatch": {"user_id": "u1", "name": {"$ne": "A"}}}}
+            assert [n for n, _k in secantusd._lookup_keys(store, DB, COLL, f)] == ["parts"]
+            # One equality alone is left to SecantusDB.
+            assert secantusd._prefix_keys(store, DB, COLL, {"tenant_id": "a", "x": 1}) is None
     finally:
         store.close()
 

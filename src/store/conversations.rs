@@ -382,7 +382,9 @@ impl Store {
         let mut filter = tenant_filter(scope);
         filter.insert(
             "deleting_at",
-            doc! { "$lte": DateTime::from_millis(DateTime::now().timestamp_millis() - 60_000) },
+            super::due_by(DateTime::from_millis(
+                DateTime::now().timestamp_millis() - 60_000,
+            )),
         );
         let stale: Vec<bson::Document> = self
             .conversations()

@@ -43,6 +43,14 @@ pub const SPEC_FILES: &[(&str, &str)] = &[
         "webhook_deliveries.json",
         include_str!("../../indexes/webhook_deliveries.json"),
     ),
+    (
+        "media.chunks.json",
+        include_str!("../../indexes/media.chunks.json"),
+    ),
+    (
+        "media.files.json",
+        include_str!("../../indexes/media.files.json"),
+    ),
 ];
 
 /// Collections read only by `_id` (no index file), created at boot so that transactions

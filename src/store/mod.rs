@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use bson::{Document, doc};
+use bson::{DateTime, Document, doc};
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::ClientOptions;
 use mongodb::{Client, Collection, Database};
@@ -395,6 +395,14 @@ pub(crate) fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
 }
 
 /// The filter every tenant query starts with.
+/// A date range up to `until` (inclusive) with an explicit lower bound (the epoch): documents
+/// without the date (`null`: a permanent ban, a conversation not being deleted) sort before every
+/// date in an index, and SecantusDB reads all of them for a range with no lower bound (each
+/// sweep read every conversation of the tenant). MongoDB builds the same bounds either way.
+pub(crate) fn due_by(until: DateTime) -> Document {
+    doc! { "$gte": DateTime::from_millis(0), "$lte": until }
+}
+
 pub(crate) fn tenant_filter(scope: &TenantScope) -> Document {
     doc! { "tenant_id": scope.tenant().as_str() }
 }

@@ -395,7 +395,7 @@ impl Store {
     ) -> Result<u64> {
         let mut filter = tenant_filter(scope);
         filter.insert("status", status);
-        filter.insert(until, doc! { "$lte": now });
+        filter.insert(until, super::due_by(now));
         let due: Vec<MemberDoc> = self
             .members()
             .find(filter.clone())

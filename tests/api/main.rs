@@ -20,6 +20,7 @@ mod members;
 mod moderation;
 mod openapi;
 mod pagination;
+mod reads;
 mod retention;
 mod roles;
 mod schema;

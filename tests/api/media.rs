@@ -1177,7 +1177,7 @@ async fn the_orphan_sweep_removes_stored_objects_no_document_names_but_not_young
 }
 
 /// A real 1200×800 JPEG carrying an EXIF segment with a GPS marker.
-fn photo_with_exif() -> Vec<u8> {
+pub(crate) fn photo_with_exif() -> Vec<u8> {
     let img = image::RgbImage::from_fn(1200, 800, |x, y| {
         image::Rgb([(x % 256) as u8, (y % 256) as u8, 90])
     });
