@@ -125,6 +125,8 @@ pub struct PaginationSettings {
     pub default_limit: u32,
     /// Maximum page size (≤ 200).
     pub max_limit: u32,
+    /// Maximum page size of a compact member list (`view=compact`; ≤ 1,000).
+    pub compact_max_limit: u32,
 }
 
 /// `[members]`
@@ -376,6 +378,11 @@ impl Settings {
             "must be between 1 and pagination.max_limit",
         )?;
         check(
+            (self.pagination.max_limit..=1000).contains(&self.pagination.compact_max_limit),
+            "pagination.compact_max_limit",
+            "must be between pagination.max_limit and 1000",
+        )?;
+        check(
             (1..=1000).contains(&self.members.batch_max),
             "members.batch_max",
             "must be between 1 and 1000",
@@ -507,6 +514,10 @@ mod tests {
         s.pagination.max_limit = 500;
         let err = s.validate().unwrap_err().to_string();
         assert!(err.contains("pagination.max_limit"), "{err}");
+        let mut s = defaults();
+        s.pagination.compact_max_limit = 1001;
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("pagination.compact_max_limit"), "{err}");
         let mut s = defaults();
         s.auth.platform_token = "short".into();
         assert!(

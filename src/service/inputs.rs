@@ -203,10 +203,24 @@ pub struct ListMembersQuery {
     /// Only this role.
     #[param(value_type = Option<String>)]
     pub role: Option<RoleName>,
-    /// Page size (default and maximum from configuration).
+    /// Page size (default from configuration; at most `pagination.max_limit`, or
+    /// `pagination.compact_max_limit` with `view=compact`).
     pub limit: Option<u32>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page (either view's).
     pub cursor: Option<String>,
+    /// `full` (default): every field of each membership; `compact`: one row per member
+    /// (user id, display name, avatar URL, role, status), up to 1,000 a page.
+    pub view: Option<MemberListView>,
+}
+
+/// The shape of a member list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberListView {
+    /// Every field of each membership ([`crate::service::views::MemberView`]).
+    Full,
+    /// One row per member ([`crate::service::views::CompactMemberPage`]).
+    Compact,
 }
 
 /// `GET /v1/users/{user_id}/conversations` query.

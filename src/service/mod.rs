@@ -40,6 +40,8 @@ pub struct Limits {
     pub default_limit: u32,
     /// Largest page size.
     pub max_limit: u32,
+    /// Largest page size of a compact member list.
+    pub compact_max_limit: u32,
     /// Most members per batch (and per create).
     pub batch_max: usize,
     /// Memberships updated per write when a profile changes.
@@ -55,6 +57,7 @@ impl From<&Settings> for Limits {
         Self {
             default_limit: s.pagination.default_limit,
             max_limit: s.pagination.max_limit,
+            compact_max_limit: s.pagination.compact_max_limit,
             batch_max: s.members.batch_max,
             profile_batch: s.members.profile_batch,
             default_max_members: s.members.default_max_members,
@@ -217,14 +220,14 @@ impl Roster {
     }
 
     fn page_limit(&self, limit: Option<u32>) -> Result<u32> {
+        self.page_limit_up_to(limit, self.limits.max_limit)
+    }
+
+    fn page_limit_up_to(&self, limit: Option<u32>, max: u32) -> Result<u32> {
         match limit {
             None => Ok(self.limits.default_limit),
-            Some(l) if (1..=self.limits.max_limit).contains(&l) => Ok(l),
-            Some(_) => Err(Problem::field(
-                "limit",
-                format!("must be between 1 and {}", self.limits.max_limit),
-            )
-            .into()),
+            Some(l) if (1..=max).contains(&l) => Ok(l),
+            Some(_) => Err(Problem::field("limit", format!("must be between 1 and {max}")).into()),
         }
     }
 
@@ -640,27 +643,47 @@ impl Roster {
         }
     }
 
-    /// `GET /v1/conversations/{id}/members`. Errors: `conversation_not_found`,
-    /// `invalid_cursor`, `validation_failed`.
+    /// `GET /v1/conversations/{id}/members`: full views (`limit` up to
+    /// `pagination.max_limit`), or with `view=compact` one row per member (`limit` up to
+    /// `pagination.compact_max_limit`); the cursors of both are the same. Errors:
+    /// `conversation_not_found`, `invalid_cursor`, `validation_failed`.
     pub async fn list_members(
         &self,
         scope: &TenantScope,
         id: &str,
         q: ListMembersQuery,
-    ) -> Result<Page<MemberView>> {
+    ) -> Result<MemberList> {
         let id = path_conversation(id)?;
         let status = parse_statuses(q.status.as_deref())?;
-        let limit = self.page_limit(q.limit)?;
         let after: Option<ObjectId> = q.cursor.as_deref().map(cursor::decode_oid).transpose()?;
+        if q.view == Some(MemberListView::Compact) {
+            let limit = self.page_limit_up_to(q.limit, self.limits.compact_max_limit)?;
+            let docs = self
+                .store
+                .list_members_compact(scope, id, &status, q.role.as_ref(), after, limit + 1)
+                .await?;
+            let page = self.page(
+                docs,
+                limit,
+                |m| cursor::encode_oid(m.id),
+                CompactMember::from,
+            );
+            return Ok(MemberList::Compact(CompactMemberPage {
+                fields: CompactMember::FIELDS,
+                members: page.items,
+                next_cursor: page.next_cursor,
+            }));
+        }
+        let limit = self.page_limit(q.limit)?;
         let docs = self
             .store
             .list_members(scope, id, &status, q.role.as_ref(), after, limit + 1)
             .await?;
         let page = self.page(docs, limit, |m| cursor::encode_oid(m.id), |m| m);
-        Ok(Page {
+        Ok(MemberList::Full(Page {
             items: self.member_views(scope, page.items).await?,
             next_cursor: page.next_cursor,
-        })
+        }))
     }
 
     /// `GET /v1/conversations/{id}/members/{user_id}`. Errors: `conversation_not_found`, `not_a_member`.

@@ -209,6 +209,62 @@ pub struct MemberView {
     pub updated_at: DateTime<Utc>,
 }
 
+/// One member of a compact member list: `[user_id, display_name, avatar_url, role, status]`
+/// (the order of [`CompactMember::FIELDS`]; `avatar_url` may be `null`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CompactMember(
+    pub String,
+    pub String,
+    pub Option<String>,
+    pub RoleName,
+    pub MemberStatus,
+);
+
+impl CompactMember {
+    /// The names of a row's values, in order.
+    pub const FIELDS: [&'static str; 5] =
+        ["user_id", "display_name", "avatar_url", "role", "status"];
+}
+
+impl From<crate::store::CompactMemberDoc> for CompactMember {
+    fn from(m: crate::store::CompactMemberDoc) -> Self {
+        CompactMember(
+            m.external_user_id,
+            m.display_name,
+            m.avatar_url,
+            m.role,
+            m.status,
+        )
+    }
+}
+
+/// A page of a compact member list (`view=compact`): rows instead of objects, about 60–90
+/// bytes a member, up to `pagination.compact_max_limit` (1,000) a page.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CompactMemberPage {
+    /// Always `["user_id", "display_name", "avatar_url", "role", "status"]`: what each row
+    /// holds, in order.
+    #[schema(value_type = Vec<String>)]
+    pub fields: [&'static str; 5],
+    /// One row per member, in the list's stable order, e.g.
+    /// `["u-42", "Ada Berg", null, "member", "active"]`.
+    #[schema(value_type = Vec<Vec<Option<String>>>)]
+    pub members: Vec<CompactMember>,
+    /// Opaque cursor for the next page (also valid for the full view); absent when this is
+    /// the last.
+    pub next_cursor: Option<String>,
+}
+
+/// A member list in the view asked for (`view=full` or `view=compact`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum MemberList {
+    /// `view=full` (the default).
+    Full(Page<MemberView>),
+    /// `view=compact`.
+    Compact(CompactMemberPage),
+}
+
 /// A moderation mute.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ModerationView {

@@ -11,6 +11,24 @@ use crate::domain::{
     ConversationType, MemberStatus, NotificationLevel, Permissions, RoleCatalog, RoleName,
 };
 
+/// The fields of a membership a compact member list shows (a projection of [`MemberDoc`]).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct CompactMemberDoc {
+    /// Document id (the keyset order).
+    #[serde(rename = "_id")]
+    pub id: ObjectId,
+    /// The tenant's own id of the user.
+    pub external_user_id: String,
+    /// Denormalized from `users.display_name`.
+    pub display_name: String,
+    /// Denormalized from `users.avatar_url`.
+    pub avatar_url: Option<String>,
+    /// The member's role.
+    pub role: RoleName,
+    /// Membership status.
+    pub status: MemberStatus,
+}
+
 /// `group_members`: one user's membership in one conversation — exactly seed 004's layout.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MemberDoc {

@@ -15,7 +15,8 @@ use super::audit;
 use super::batch::{WriteOp, WriteOutput};
 use super::docs::AuditActor;
 use super::docs::{
-    ActivityDoc, ConversationDoc, DepartureDoc, MemberDoc, MemberSettingsDoc, UserDoc,
+    ActivityDoc, CompactMemberDoc, ConversationDoc, DepartureDoc, MemberDoc, MemberSettingsDoc,
+    UserDoc,
 };
 use super::{Query, Store, db_error, id_filter, names, refuse, tenant_filter};
 use crate::auth::TenantScope;
@@ -491,6 +492,33 @@ impl Store {
         self.visible_conversation(scope, id).await?;
         let queries = Self::member_list_queries(scope, id.object_id(), status, role, after, limit);
         Query::fetch_merged(queries, &self.members(), |m| m.id, limit as usize).await
+    }
+
+    /// [`Store::list_members`] with only what [`CompactMemberDoc`] holds (the same reads, with
+    /// a projection).
+    pub async fn list_members_compact(
+        &self,
+        scope: &TenantScope,
+        id: ConversationId,
+        status: &[MemberStatus],
+        role: Option<&RoleName>,
+        after: Option<ObjectId>,
+        limit: u32,
+    ) -> Result<Vec<CompactMemberDoc>> {
+        self.visible_conversation(scope, id).await?;
+        let queries = Self::member_list_queries(scope, id.object_id(), status, role, after, limit);
+        let projection = doc! {
+            "_id": 1, "external_user_id": 1, "display_name": 1, "avatar_url": 1, "role": 1,
+            "status": 1,
+        };
+        Query::fetch_merged_projected(
+            queries,
+            &self.members().clone_with_type::<CompactMemberDoc>(),
+            Some(projection),
+            |m| m.id,
+            limit as usize,
+        )
+        .await
     }
 
     /// The reads of [`Store::list_members`]: one keyset query per status (`_id` order after

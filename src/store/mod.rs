@@ -40,7 +40,7 @@ use crate::auth::TenantScope;
 use crate::config::DatabaseSettings;
 use crate::error::{Error, Problem};
 
-pub use docs::{ConversationDoc, MemberDoc, TenantDoc, UserDoc};
+pub use docs::{CompactMemberDoc, ConversationDoc, MemberDoc, TenantDoc, UserDoc};
 
 /// Collection names.
 pub mod names {
@@ -120,8 +120,23 @@ impl Query {
     where
         T: serde::de::DeserializeOwned + Send + Sync + Unpin,
     {
+        self.fetch_projected(coll, None).await
+    }
+
+    /// Runs the query, returning only the fields of `projection` (all when `None`).
+    pub(crate) async fn fetch_projected<T>(
+        self,
+        coll: &Collection<T>,
+        projection: Option<Document>,
+    ) -> Result<Vec<T>, Error>
+    where
+        T: serde::de::DeserializeOwned + Send + Sync + Unpin,
+    {
         use futures::TryStreamExt;
         let mut find = coll.find(self.filter);
+        if let Some(p) = projection {
+            find = find.projection(p);
+        }
         if let Some(s) = self.sort {
             find = find.sort(s);
         }
@@ -146,8 +161,26 @@ impl Query {
     where
         T: serde::de::DeserializeOwned + Send + Sync + Unpin,
     {
-        let parts =
-            futures::future::try_join_all(queries.into_iter().map(|q| q.fetch(coll))).await?;
+        Self::fetch_merged_projected(queries, coll, None, key, limit).await
+    }
+
+    /// [`Query::fetch_merged`] returning only the fields of `projection`.
+    pub(crate) async fn fetch_merged_projected<T, K: Ord>(
+        queries: Vec<Query>,
+        coll: &Collection<T>,
+        projection: Option<Document>,
+        key: impl Fn(&T) -> K,
+        limit: usize,
+    ) -> Result<Vec<T>, Error>
+    where
+        T: serde::de::DeserializeOwned + Send + Sync + Unpin,
+    {
+        let parts = futures::future::try_join_all(
+            queries
+                .into_iter()
+                .map(|q| q.fetch_projected(coll, projection.clone())),
+        )
+        .await?;
         let mut all: Vec<T> = parts.into_iter().flatten().collect();
         all.sort_by_key(|d| key(d));
         all.truncate(limit);

@@ -82,3 +82,138 @@ async fn paging_through_a_thousand_members_while_others_come_and_go_sees_each_st
         app.present_in_db(&conv).await
     );
 }
+
+#[tokio::test]
+async fn a_compact_list_walks_a_thousand_members_in_two_pages_of_rows_under_100_bytes_each() {
+    let app = spawn_app().await;
+    let r = app
+        .post("/v1/conversations", &app.server(), json!({ "name": "Big" }))
+        .await;
+    let conv = r.body["conversation"]["id"].as_str().unwrap().to_owned();
+    let users: Vec<String> = (0..1050).map(|i| format!("user-{i:05}")).collect();
+    // Profiles like a real tenant's: a name and, for most, an avatar URL.
+    for u in users.iter().step_by(3) {
+        let r = app
+            .put(
+                &format!("/v1/users/{u}"),
+                &app.server(),
+                json!({ "display_name": "Ada Lovelace-Berg",
+                        "avatar_url": format!("https://cdn.example.com/a/{u}.png") }),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+    }
+    add_batch(&app, &conv, &users).await;
+    let base = format!("/v1/conversations/{conv}/members");
+    app.patch(
+        &format!("{base}/user-00007"),
+        &app.server(),
+        json!({ "role": "admin" }),
+    )
+    .await;
+
+    let raw = |path: String| {
+        let app = &app;
+        async move {
+            let r = app
+                .client
+                .get(format!("{}{path}", app.address))
+                .bearer_auth(app.server())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.bytes().await.unwrap()
+        }
+    };
+    let first = raw(format!("{base}?view=compact&limit=1000")).await;
+    let body: Value = serde_json::from_slice(&first).unwrap();
+    assert_eq!(
+        body["fields"],
+        json!(["user_id", "display_name", "avatar_url", "role", "status"])
+    );
+    let rows = body["members"].as_array().unwrap();
+    assert_eq!(rows.len(), 1000);
+    let per_member = first.len() / rows.len();
+    println!(
+        "compact: {} bytes for 1,000 members ({per_member} a member)",
+        first.len()
+    );
+    assert!(per_member <= 100, "{per_member} bytes a member");
+    let row = rows
+        .iter()
+        .find(|r| r[0] == "user-00006")
+        .expect("a member with a profile");
+    assert_eq!(
+        row,
+        &json!([
+            "user-00006",
+            "Ada Lovelace-Berg",
+            "https://cdn.example.com/a/user-00006.png",
+            "member",
+            "active"
+        ])
+    );
+    let cursor = body["next_cursor"].as_str().unwrap().to_owned();
+    let rest: Value = serde_json::from_slice(
+        &raw(format!("{base}?view=compact&limit=1000&cursor={cursor}")).await,
+    )
+    .unwrap();
+    assert!(rest["next_cursor"].is_null());
+    let mut seen: Vec<String> = rows
+        .iter()
+        .chain(rest["members"].as_array().unwrap())
+        .map(|r| r[0].as_str().unwrap().to_owned())
+        .collect();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen, users, "every member once, in two requests");
+
+    // The same order and cursor as the full view.
+    let full = app.get(&format!("{base}?limit=3"), &app.server()).await;
+    let compact = app
+        .get(&format!("{base}?view=compact&limit=3"), &app.server())
+        .await;
+    let ids = |v: &Value, key: &str| -> Vec<String> {
+        v[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                if key == "items" {
+                    m["user_id"].as_str().unwrap().to_owned()
+                } else {
+                    m[0].as_str().unwrap().to_owned()
+                }
+            })
+            .collect()
+    };
+    assert_eq!(ids(&full.body, "items"), ids(&compact.body, "members"));
+    assert_eq!(full.body["next_cursor"], compact.body["next_cursor"]);
+
+    // Filters apply; the larger limit is the compact view's only.
+    let admins = app
+        .get(&format!("{base}?view=compact&role=admin"), &app.server())
+        .await;
+    assert_eq!(admins.body["members"][0][0], "user-00007");
+    assert_eq!(admins.body["members"].as_array().unwrap().len(), 1);
+    let r = app.get(&format!("{base}?limit=1000"), &app.server()).await;
+    assert_eq!((r.status, r.code()), (422, "validation_failed"));
+    let r = app
+        .get(&format!("{base}?view=compact&limit=1001"), &app.server())
+        .await;
+    assert_eq!((r.status, r.code()), (422, "validation_failed"));
+    let r = app.get(&format!("{base}?view=tiny"), &app.server()).await;
+    assert!(r.status == 400 || r.status == 422, "{r:?}");
+    assert_ne!(r.code(), "<no code>");
+
+    // A user sees it only as a member; another tenant not at all.
+    let r = app
+        .get(&format!("{base}?view=compact"), &app.user("stranger"))
+        .await;
+    assert_eq!((r.status, r.code()), (404, "conversation_not_found"));
+    let globex = app.create_tenant("globex").await;
+    let theirs = app.token_for(&globex, roster::auth::Principal::Server);
+    let r = app.get(&format!("{base}?view=compact"), &theirs).await;
+    assert_eq!((r.status, r.code()), (404, "conversation_not_found"));
+}

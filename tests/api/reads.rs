@@ -264,6 +264,8 @@ async fn every_command_of_every_operation_reads_about_what_it_answers() {
     s.get(tm, &format!("{m}?limit=2&cursor={cursor}"), &bob)
         .await;
     s.get(tm, &format!("{m}?role=admin"), &server).await;
+    s.get(tm, &format!("{m}?view=compact&limit=1000"), &bob)
+        .await;
     s.get(tm, &format!("{m}?status=left"), &server).await;
     let tu = "/v1/conversations/{conversation_id}/members/{user_id}";
     s.get(tu, &format!("{m}/bob"), &alice).await;

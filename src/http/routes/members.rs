@@ -9,7 +9,7 @@ use crate::http::error::ProblemBody;
 use crate::http::extract::{Body, Caller};
 use crate::service::AddMembersReply;
 use crate::service::inputs::{AddMembersBody, ListMembersQuery, PatchMemberBody, RemoveQuery};
-use crate::service::views::{BatchAddView, MemberView, Page};
+use crate::service::views::{BatchAddView, MemberList, MemberView};
 
 /// Add one member (`user_id`, `role`) → 201, or a batch (`members`) → 200 with a result per
 /// item. Needs `can_add_members` and a role below the caller's (server tokens: any but owner).
@@ -37,9 +37,13 @@ pub async fn add(
 }
 
 /// Members in a stable order (keyset cursor), filtered by status (default `active,muted`) and role.
+///
+/// Full views (`{items, next_cursor}`, up to 200 a page), or with `view=compact` one row per
+/// member (`{fields, members, next_cursor}`, up to 1,000 a page); the cursors of both views are
+/// the same.
 #[utoipa::path(get, path = "/v1/conversations/{conversation_id}/members", tag = "members",
     params(("conversation_id" = String, Path, description = "24 hex digits"), ListMembersQuery),
-    responses((status = 200, body = Page<MemberView>),
+    responses((status = 200, body = MemberList),
               (status = 400, description = "`invalid_cursor`", body = ProblemBody, content_type = "application/problem+json"),
               (status = 404, description = "`conversation_not_found`", body = ProblemBody, content_type = "application/problem+json")),
     security(("bearer" = [])))]
