@@ -211,6 +211,8 @@ pub async fn load(store: &Store, cred: &PlatformCredential, args: &LoadArgs) -> 
     bar.phase("memberships");
     let (mut present_total, mut largest_id) = (0usize, None);
     let mut batch: Vec<MemberDoc> = Vec::with_capacity(2_000);
+    // Conversations go in unordered batches too, each before the first of its members.
+    let mut convs: Vec<ConversationDoc> = Vec::new();
     for (n, size) in sizes.iter().enumerate() {
         let conv_id = ObjectId::new();
         largest_id.get_or_insert(conv_id);
@@ -259,18 +261,20 @@ pub async fn load(store: &Store, cred: &PlatformCredential, args: &LoadArgs) -> 
             created_at: now,
             updated_at: now,
         };
-        store
-            .import_conversations(&scope, std::slice::from_ref(&conv))
-            .await?;
+        convs.push(conv);
         for m in members {
             batch.push(m);
             if batch.len() == 2_000 {
+                // Conversations first, so an interrupted load leaves no member without one.
+                store.import_conversations(&scope, &convs).await?;
+                convs.clear();
                 store.import_members(&scope, &batch).await?;
                 bar.inc(batch.len());
                 batch.clear();
             }
         }
     }
+    store.import_conversations(&scope, &convs).await?;
     store.import_members(&scope, &batch).await?;
     bar.inc(batch.len());
     bar.bar.finish_with_message("done");
