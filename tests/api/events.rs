@@ -688,3 +688,86 @@ async fn another_instance_learns_of_new_events_through_the_change_stream() {
         "woken by the change stream, not the poll: {took:?}"
     );
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed_with_a_bounded_buffer_and_resumes_where_it_was() {
+    let app = spawn_app().await;
+    let conv = app.create_group("alice", &[]).await;
+    let users: Vec<String> = (0..12).map(|i| format!("u{i:02}")).collect();
+    let r = app.add_batch(&app.server(), &conv, &users).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    settle(&app).await;
+    let all: Vec<i64> = whole_feed(&app, &app.server())
+        .await
+        .iter()
+        .map(|e| e["position"].as_i64().unwrap())
+        .collect();
+    assert!(all.len() >= 13, "{all:?}");
+
+    let roster = roster::service::Roster::new(
+        app.store.clone(),
+        roster::service::Limits::from(&app.settings),
+        app.settings.media.clone(),
+    );
+    let cred = roster::auth::PlatformCredential::verify(&app.platform_token(), &app.settings.auth)
+        .unwrap();
+    let scope = cred.tenant_scope(roster::domain::TenantId::parse("acme").unwrap());
+    let query = roster::service::events::FeedQuery {
+        after: 0,
+        limit: 100,
+        ..Default::default()
+    };
+    // A client that reads nothing: the stream fills its buffer of 3, waits 300 ms for room,
+    // then gives up instead of holding more.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(3);
+    let started = Instant::now();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        roster.stream_events(
+            scope.clone(),
+            query.clone(),
+            tx,
+            Duration::from_millis(300),
+            Duration::from_millis(100),
+        ),
+    )
+    .await
+    .expect("the stream closes a client that does not read");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    let mut held = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        held.push(e.position);
+    }
+    assert_eq!(held, all[..3], "only the buffer's worth was held");
+
+    // Resuming after the last event it got (Last-Event-ID) brings the rest, in order, once.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(100);
+    let resumed = tokio::spawn(async move {
+        roster
+            .stream_events(
+                scope,
+                roster::service::events::FeedQuery {
+                    after: *held.last().unwrap(),
+                    ..query
+                },
+                tx,
+                Duration::from_secs(5),
+                Duration::from_millis(100),
+            )
+            .await
+    });
+    let mut rest = Vec::new();
+    while rest.len() < all.len() - 3 {
+        let e = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("the resumed stream delivers")
+            .unwrap();
+        rest.push(e.position);
+    }
+    assert_eq!(rest, all[3..]);
+    drop(rx);
+    tokio::time::timeout(Duration::from_secs(5), resumed)
+        .await
+        .expect("the stream ends when its client goes")
+        .unwrap();
+}
