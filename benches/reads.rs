@@ -1,8 +1,9 @@
 //! Read benchmark at scale: a tenant filled by `roster demo load` with one conversation of
 //! `BENCH_LARGEST` members (default 100,000), then, in the same run, the single-document
 //! lookup (`GET` of the conversation: the baseline), the member list's first page and its
-//! 100th page (`limit=200`), the first page with `role=admin`, one membership and the chat
-//! list of a member. Prints ops/s, p50/p99, database commands and the service's CPU ms per
+//! 100th page (`limit=200`), the first page with `role=admin`, one membership, the chat
+//! list of a member, an audit page (after 300 role changes) and a compact list of 1,000 rows
+//! (`view=compact`). Prints ops/s, p50/p99, database commands and the service's CPU ms per
 //! request, and each read's p50 as a ratio of the baseline's.
 //!
 //! Run with `scripts/bench.sh` (its database is `scripts/secantusd`; see the README), or
@@ -65,6 +66,7 @@ async fn main() -> anyhow::Result<()> {
     // Walk to page 100 once to know its cursor (and a member to look up).
     let members = format!("/v1/conversations/{big}/members?limit=200");
     let (mut cursor, mut member) = (None::<String>, String::new());
+    let mut first_page: Vec<String> = Vec::new();
     for page in 1..100 {
         let path = match &cursor {
             Some(c) => format!("{members}&cursor={c}"),
@@ -74,6 +76,13 @@ async fn main() -> anyhow::Result<()> {
         anyhow::ensure!(s == 200, "page {page}: {s} {b}");
         if page == 1 {
             member = b["items"][0]["user_id"].as_str().unwrap_or_default().into();
+            first_page = b["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|m| m["role"] == "member")
+                .filter_map(|m| m["user_id"].as_str().map(str::to_owned))
+                .collect();
         }
         cursor = b["next_cursor"].as_str().map(str::to_owned);
         anyhow::ensure!(cursor.is_some(), "fewer than 100 pages of 200");
@@ -86,6 +95,19 @@ async fn main() -> anyhow::Result<()> {
         3600,
         &settings.auth,
     )?);
+
+    // An audit trail to page through: role changes of the first page's members (each writes
+    // an audit event).
+    for (i, u) in first_page.iter().take(150).enumerate() {
+        for role in ["moderator", "member"] {
+            let path = format!("/v1/conversations/{big}/members/{u}");
+            let body = serde_json::json!({ "role": role });
+            let (s, b) = svc
+                .call(reqwest::Method::PATCH, &path, &server, Some(body))
+                .await;
+            anyhow::ensure!(s == 200, "role change {i}: {s} {b}");
+        }
+    }
 
     let scenarios: Vec<(&str, String, Arc<String>)> = vec![
         (
@@ -109,6 +131,16 @@ async fn main() -> anyhow::Result<()> {
             "chat list of a member",
             format!("/v1/users/{member}/conversations"),
             user_token,
+        ),
+        (
+            "audit page (limit=50)",
+            format!("/v1/conversations/{big}/audit?limit=50"),
+            server.clone(),
+        ),
+        (
+            "compact list, 1,000 rows",
+            format!("/v1/conversations/{big}/members?view=compact&limit=1000"),
+            server.clone(),
         ),
     ];
     println!(
