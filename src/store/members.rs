@@ -262,15 +262,16 @@ impl Store {
             .await
             .map_err(db_error)?
             .ok_or_else(|| Error::Client(not_found()))?;
+        // The membership comes from the authorize cache when it holds it (kept fresh by the
+        // change stream, like `POST /v1/authorize`).
         let acting = match scope.user() {
             None => Acting::Server,
-            Some(u) => match self
-                .members()
-                .find_one(Self::member_filter(scope, conv.id, u.as_str()))
-                .await
-                .map_err(db_error)?
-            {
-                Some(m) if m.status.is_present() => m.acting(),
+            Some(u) => match self.member_row(scope, conv.id, u.as_str()).await? {
+                Some(m) if m.status.is_present() => Acting::Member {
+                    role: m.role,
+                    permissions: m.permissions,
+                    status: m.status,
+                },
                 _ => return Err(Error::Client(not_found())),
             },
         };

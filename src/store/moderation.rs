@@ -214,11 +214,23 @@ impl Store {
         conversation: ObjectId,
         user: &str,
     ) -> Result<Option<AuthzRow>> {
-        let tenant = scope.tenant().as_str();
-        let cache = self.authz.clone();
         if self.deleting_states(scope, &[conversation]).await?[0] {
             return Ok(None);
         }
+        self.member_row(scope, conversation, user).await
+    }
+
+    /// `user`'s membership row in a conversation the caller knows to be live, from the
+    /// authorize cache when it holds it (filling it otherwise): one read at most. For the
+    /// membership checks of the other endpoints, which have just read the conversation.
+    pub(crate) async fn member_row(
+        &self,
+        scope: &TenantScope,
+        conversation: ObjectId,
+        user: &str,
+    ) -> Result<Option<AuthzRow>> {
+        let tenant = scope.tenant().as_str();
+        let cache = self.authz.clone();
         let key = (tenant.to_owned(), conversation, user.to_owned());
         if let Some(row) = cache.row(&key) {
             return Ok(row);

@@ -358,3 +358,52 @@ async fn a_lost_stream_empties_the_cache_until_it_is_back() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_members_reads_check_its_membership_in_memory_and_see_another_instances_removal() {
+    let app = spawn_app_with(cached_settings()).await;
+    until_live(&app).await;
+    let other = spawn_second_instance(&app).await;
+    let conv = app
+        .create_group("alice", &[("bob", "member"), ("carol", "member")])
+        .await;
+    let path = format!("/v1/conversations/{conv}");
+    let bob = app.user("bob");
+    assert_eq!(app.get(&path, &bob).await.status, 200); // fills the cache
+    let before = app.store.commands_sent();
+    for _ in 0..5 {
+        assert_eq!(app.get(&path, &bob).await.status, 200);
+        let r = app.get(&format!("{path}/members?limit=2"), &bob).await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+    }
+    // Each read is the conversation (and the page) only: the membership check is in memory.
+    // Key lookups are cached too. Without the cache each would be one command more.
+    let per_read = (app.store.commands_sent() - before) as f64 / 10.0;
+    println!("commands per read with the membership from memory: {per_read:.1}");
+    assert!(
+        per_read <= 2.0,
+        "{per_read} commands per read: the membership was read from the database"
+    );
+
+    // Removed through the other instance: this one's reads refuse within 100 ms or so.
+    let r = other
+        .delete(&format!("{path}/members/bob"), &other.server())
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let started = Instant::now();
+    loop {
+        let r = app.get(&path, &bob).await;
+        if r.status == 404 {
+            assert_eq!(r.code(), "conversation_not_found");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the removal never reached this instance's reads"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    println!("removal seen by reads after {:?}", started.elapsed());
+    // And a member still reads.
+    assert_eq!(app.get(&path, &app.user("carol")).await.status, 200);
+}
