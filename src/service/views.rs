@@ -213,10 +213,15 @@ pub struct MemberView {
 /// (the order of [`CompactMember::FIELDS`]; `avatar_url` may be `null`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CompactMember(
+    /// The member's external user id.
     pub String,
+    /// Display name.
     pub String,
+    /// Avatar URL, if any.
     pub Option<String>,
+    /// Role.
     pub RoleName,
+    /// Stored status.
     pub MemberStatus,
 );
 
