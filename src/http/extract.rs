@@ -108,9 +108,30 @@ fn without_position(msg: &str) -> &str {
     }
 }
 
-/// Parses JSON with the failing field's path (`members[2].role`).
+/// Parses one JSON object with the failing field's path (`members[2].role`). A body that is
+/// not an object (serde would take an array for a struct: `["Renamed"]` renamed a
+/// conversation) is `validation_failed` on `body`; anything after the object is `bad_request`.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
+    let value = parse_value(de)?;
+    if let Err(e) = de.end() {
+        return Err(Error::client(
+            ErrorCode::BadRequest,
+            format!(
+                "the body is not valid JSON: {}",
+                without_position(&e.to_string())
+            ),
+        ));
+    }
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(Problem::field("body", "must be a JSON object").into());
+    }
+    Ok(value)
+}
+
+fn parse_value<'de, T: DeserializeOwned>(
+    de: &mut serde_json::Deserializer<serde_json::de::SliceRead<'de>>,
+) -> Result<T, Error> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
@@ -206,5 +227,20 @@ mod tests {
         assert!(p.fields[0].message.contains("rol"), "{:?}", p.fields);
         let p = problem(parse_json::<AddMembersBody>(br#"{"user_id":"#).unwrap_err());
         assert_eq!(p.code, ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn a_body_is_one_object_and_nothing_after_it() {
+        // serde takes an array for a struct; the body must say what it sets by name.
+        let p = problem(parse_json::<AddMembersBody>(br#"  ["a", "member"]"#).unwrap_err());
+        assert_eq!(p.code, ErrorCode::ValidationFailed);
+        assert_eq!(p.fields[0].field, "body");
+        let p = problem(
+            parse_json::<AddMembersBody>(br#"{"user_id":"a"} {"user_id":"b"}"#).unwrap_err(),
+        );
+        assert_eq!(p.code, ErrorCode::BadRequest);
+        assert!(p.detail.contains("trailing"), "{}", p.detail);
+        let ok = parse_json::<AddMembersBody>(b" {\"user_id\":\"a\"} \n").unwrap();
+        assert_eq!(ok.user_id.as_ref().map(|u| u.as_str()), Some("a"));
     }
 }

@@ -414,3 +414,48 @@ async fn a_deletion_interrupted_midway_is_finished_by_calling_again_or_by_the_sw
         assert_eq!(left, 0);
     }
 }
+
+#[tokio::test]
+async fn a_body_that_is_not_one_object_changes_nothing() {
+    let app = spawn_app().await;
+    let conv = app.create_group("alice", &[("bob", "member")]).await;
+    let path = format!("/v1/conversations/{conv}");
+    let r = app.patch(&path, &app.server(), json!(["Renamed"])).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (422, "validation_failed"),
+        "{:?}",
+        r.body
+    );
+    assert_eq!(r.body["errors"][0]["field"], "body");
+    assert_eq!(app.conversation(&conv).await["name"], "Group");
+    let r = app
+        .post(
+            &format!("{path}/members/bob/ban"),
+            &app.user("alice"),
+            json!([null, null]),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (422, "validation_failed"),
+        "{:?}",
+        r.body
+    );
+    let bob = app.get(&format!("{path}/members/bob"), &app.server()).await;
+    assert_eq!(bob.body["status"], "active");
+    // Trailing data after the object: refused, nothing renamed.
+    let r = app
+        .client
+        .patch(format!("{}{path}", app.address))
+        .bearer_auth(app.server())
+        .header("content-type", "application/json")
+        .body(r#"{"name":"Renamed"} trailing"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "bad_request");
+    assert_eq!(app.conversation(&conv).await["name"], "Group");
+}
