@@ -378,6 +378,16 @@ impl Settings {
             "must be between 1 and pagination.max_limit",
         )?;
         check(
+            (1..=86_400).contains(&self.moderation.sweep_interval_secs),
+            "moderation.sweep_interval_secs",
+            "must be between 1 and 86400",
+        )?;
+        check(
+            (1..=100_000).contains(&self.moderation.sweep_batch),
+            "moderation.sweep_batch",
+            "must be between 1 and 100000",
+        )?;
+        check(
             (self.pagination.max_limit..=1000).contains(&self.pagination.compact_max_limit),
             "pagination.compact_max_limit",
             "must be between pagination.max_limit and 1000",
@@ -518,6 +528,11 @@ mod tests {
         s.pagination.compact_max_limit = 1001;
         let err = s.validate().unwrap_err().to_string();
         assert!(err.contains("pagination.compact_max_limit"), "{err}");
+        // Zero used to panic the sweeper thread (a zero-period interval).
+        let mut s = defaults();
+        s.moderation.sweep_interval_secs = 0;
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("moderation.sweep_interval_secs"), "{err}");
         let mut s = defaults();
         s.auth.platform_token = "short".into();
         assert!(

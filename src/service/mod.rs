@@ -756,7 +756,8 @@ impl Roster {
         self.one_view(scope, m).await
     }
 
-    /// `POST /v1/conversations/{id}/leave`. Errors: `forbidden` (server token), `not_a_member`.
+    /// `POST /v1/conversations/{id}/leave`. Errors: `forbidden` (server token),
+    /// `conversation_not_found` (no such conversation, or the caller is not a member).
     pub async fn leave(&self, scope: &TenantScope, id: &str) -> Result<MemberView> {
         let m = self.store.leave(scope, path_conversation(id)?).await?;
         self.one_view(scope, m).await

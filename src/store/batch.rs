@@ -819,8 +819,10 @@ impl Working<'_> {
                 "only a user token can leave a conversation",
             )));
         };
+        // Someone who is not (or no longer) a member cannot see the conversation: the same
+        // answer as for an id that does not exist, so leaving does not tell them apart.
         let Some(mut m) = self.present(user.as_str()).cloned() else {
-            return Ok(Err(not_a_member(user.as_str())));
+            return Ok(Err(not_found()));
         };
         let event = audit::Event {
             action: audit::action::MEMBER_LEFT,

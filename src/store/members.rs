@@ -330,7 +330,8 @@ impl Store {
     }
 
     /// The caller leaves: status `left`, `departure.left_at`, count −1; an owner leaving hands
-    /// ownership on. Errors: `forbidden` for server tokens, `not_a_member`.
+    /// ownership on. Errors: `forbidden` for server tokens, `conversation_not_found` (also for
+    /// a caller who is not a member).
     pub async fn leave(&self, scope: &TenantScope, id: ConversationId) -> Result<MemberDoc> {
         if scope.user().is_none() {
             return Err(Error::client(

@@ -385,7 +385,17 @@ async fn an_owner_leaving_hands_ownership_to_the_longest_standing_highest_member
             json!({}),
         )
         .await;
-    assert_eq!((r.status, r.code()), (404, "not_a_member"));
+    // No longer a member: the answer a made-up conversation id gets.
+    assert_eq!((r.status, r.code()), (404, "conversation_not_found"));
+    let made_up = app
+        .post(
+            "/v1/conversations/65f000000000000000000001/leave",
+            &app.user("alice"),
+            json!({}),
+        )
+        .await;
+    assert_eq!((made_up.status, made_up.code()), (r.status, r.code()));
+    assert_eq!(made_up.body["detail"], r.body["detail"]);
     let r = app
         .post(
             &format!("/v1/conversations/{conv}/leave"),

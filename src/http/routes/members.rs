@@ -130,7 +130,7 @@ pub async fn remove(
     params(("conversation_id" = String, Path, description = "24 hex digits")),
     responses((status = 200, body = MemberView),
               (status = 403, description = "`forbidden`: server token", body = ProblemBody, content_type = "application/problem+json"),
-              (status = 404, description = "`not_a_member`", body = ProblemBody, content_type = "application/problem+json")),
+              (status = 404, description = "`conversation_not_found`: no such conversation, or the caller is not a member", body = ProblemBody, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn leave(
     Caller(scope): Caller,
