@@ -187,6 +187,9 @@ pub fn verify(
     validation.set_audience(&[&settings.audience]);
     validation.set_required_spec_claims(&["exp", "aud"]);
     validation.leeway = settings.leeway_secs;
+    // A token not yet valid (`nbf`, RFC 7519 §4.1.5) is refused, as is one issued in the
+    // future (`iat` past now + leeway): a clock that far ahead is a forged or broken issuer.
+    validation.validate_nbf = true;
     let data = jsonwebtoken::decode::<Claims>(
         token,
         &DecodingKey::from_secret(key.secret.as_bytes()),
@@ -198,7 +201,9 @@ pub fn verify(
     })?;
     let claims = data.claims;
     let now = jsonwebtoken::get_current_timestamp();
-    if claims.exp > now + settings.max_token_ttl_secs + settings.leeway_secs {
+    if claims.exp > now + settings.max_token_ttl_secs + settings.leeway_secs
+        || claims.iat > now + settings.leeway_secs
+    {
         return Err(AuthError::Invalid);
     }
     if claims.tenant != key.tenant.as_str() {
@@ -361,6 +366,42 @@ mod tests {
             ..key()
         };
         assert_eq!(verify(&token, &other, &settings()), Err(AuthError::Invalid));
+    }
+
+    /// A token of `key()` with these claims.
+    fn signed(claims: serde_json::Value) -> String {
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(key().kid);
+        jsonwebtoken::encode(
+            &header,
+            &claims,
+            &EncodingKey::from_secret(key().secret.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_token_not_yet_valid_or_issued_in_the_future_is_refused() {
+        let now = jsonwebtoken::get_current_timestamp();
+        let base = serde_json::json!({
+            "tenant": "acme", "scope": "server", "aud": "roster", "iat": now, "exp": now + 600,
+        });
+        assert!(verify(&signed(base.clone()), &key(), &settings()).is_ok());
+        let mut later = base.clone();
+        later["nbf"] = (now + 3600).into();
+        assert_eq!(
+            verify(&signed(later), &key(), &settings()).unwrap_err(),
+            AuthError::Invalid
+        );
+        let mut past = base.clone();
+        past["nbf"] = (now - 10).into();
+        assert!(verify(&signed(past), &key(), &settings()).is_ok());
+        let mut future = base;
+        future["iat"] = (now + 3600).into();
+        assert_eq!(
+            verify(&signed(future), &key(), &settings()).unwrap_err(),
+            AuthError::Invalid
+        );
     }
 
     #[test]

@@ -17,15 +17,25 @@ use crate::error::{Error, Problem};
 
 type LocalFuture<T> = Pin<Box<dyn Future<Output = Result<T, Error>>>>;
 
+/// Longest bearer token read (bytes): Roster's tokens are a few hundred; a larger one is
+/// refused before its signature is checked.
+pub const MAX_TOKEN_BYTES: usize = 4096;
+
+/// The request's bearer token. Errors: `Missing`; `Invalid` for another scheme, more than one
+/// `Authorization` header (which one would count is ambiguous), or a token over
+/// [`MAX_TOKEN_BYTES`].
 pub(crate) fn bearer(req: &HttpRequest) -> Result<String, AuthError> {
-    let value = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .ok_or(AuthError::Missing)?;
+    let mut all = req.headers().get_all(header::AUTHORIZATION);
+    let value = all.next().ok_or(AuthError::Missing)?;
+    if all.next().is_some() {
+        return Err(AuthError::Invalid);
+    }
     let value = value.to_str().map_err(|_| AuthError::Invalid)?;
     match value.split_once(' ') {
         Some((scheme, token))
-            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+            if scheme.eq_ignore_ascii_case("bearer")
+                && !token.trim().is_empty()
+                && token.trim().len() <= MAX_TOKEN_BYTES =>
         {
             Ok(token.trim().to_owned())
         }

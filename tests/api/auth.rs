@@ -229,3 +229,45 @@ async fn request_ids_are_taken_from_the_client_or_made_and_appear_in_errors() {
     assert_ne!(id, "bad id with spaces");
     assert_eq!(id.len(), 36, "a generated UUID: {id}");
 }
+
+#[tokio::test]
+async fn two_authorization_headers_an_oversized_token_and_a_not_yet_valid_one_are_refused() {
+    let app = spawn_app().await;
+    let url = format!("{}/v1/roles", app.address);
+    let server = app.server();
+    let ok = app
+        .client
+        .get(&url)
+        .bearer_auth(&server)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let two = app
+        .client
+        .get(&url)
+        .header("authorization", format!("Bearer {server}"))
+        .header("authorization", format!("Bearer {}", app.user("alice")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(two.status(), 401);
+    let body: serde_json::Value = two.json().await.unwrap();
+    assert_eq!(body["code"], "invalid_token");
+    let huge = format!("{server}{}", "A".repeat(5_000));
+    let r = app.get("/v1/roles", &huge).await;
+    assert_eq!((r.status, r.code()), (401, "invalid_token"));
+
+    let now = jsonwebtoken::get_current_timestamp();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some(app.key.kid.clone());
+    let later = jsonwebtoken::encode(
+        &header,
+        &json!({ "tenant": "acme", "scope": "server", "aud": app.settings.auth.audience,
+                 "iat": now, "nbf": now + 3600, "exp": now + 3600 }),
+        &jsonwebtoken::EncodingKey::from_secret(app.key.secret.as_bytes()),
+    )
+    .unwrap();
+    let r = app.get("/v1/roles", &later).await;
+    assert_eq!((r.status, r.code()), (401, "invalid_token"));
+}
