@@ -107,6 +107,8 @@ pub struct SweepReport {
     pub media_repaired: u64,
     /// Files deleted by the tenant's media retention or orphan rule.
     pub media_expired: u64,
+    /// Tenants whose sweep failed for a reason of their own (logged; the others were swept).
+    pub tenants_failed: u64,
 }
 
 /// How long an upload may stay `uploading` before the sweeper treats it as abandoned (ms).
@@ -378,23 +380,45 @@ impl Store {
                     continue;
                 };
                 let scope = cred.tenant_scope(id);
-                report.bans_expired += self
-                    .sweep_kind(&scope, "banned", "departure.banned_until", now, batch)
-                    .await?;
-                report.mutes_expired += self
-                    .sweep_kind(&scope, "muted", "moderation.muted_until", now, batch)
-                    .await?;
-                report.deletions_finished += self.finish_deletions(&scope).await?;
-                report.activity_caught_up += self.catch_up_activity(&scope, batch).await?;
-                report.audit_expired += self.expire_audit(&scope, batch).await?;
-                report.media_repaired += self.repair_media(&scope, STALE_UPLOAD_MS).await?;
-                report.media_expired += self.expire_media(&scope, batch).await?;
-                report.members_re_resolved += self
-                    .finish_role_resolution(&scope, RE_RESOLVE_STALE_MS, batch)
-                    .await?;
+                match self.sweep_tenant(&scope, now, batch, &mut report).await {
+                    Ok(()) => {}
+                    // The database is away: every later tenant would fail the same way.
+                    Err(e @ crate::error::Error::Unavailable(_)) => return Err(e),
+                    // Anything else is this tenant's (a document the code cannot read, say):
+                    // the other tenants are still swept.
+                    Err(e) => {
+                        report.tenants_failed += 1;
+                        tracing::warn!(tenant = %t.id, error = %e, "sweeping a tenant failed; the others go on");
+                    }
+                }
             }
         }
         Ok(report)
+    }
+
+    /// One tenant's share of [`Store::sweep_expired`], added to `report`.
+    async fn sweep_tenant(
+        &self,
+        scope: &TenantScope,
+        now: DateTime,
+        batch: u32,
+        report: &mut SweepReport,
+    ) -> Result<()> {
+        report.bans_expired += self
+            .sweep_kind(scope, "banned", "departure.banned_until", now, batch)
+            .await?;
+        report.mutes_expired += self
+            .sweep_kind(scope, "muted", "moderation.muted_until", now, batch)
+            .await?;
+        report.deletions_finished += self.finish_deletions(scope).await?;
+        report.activity_caught_up += self.catch_up_activity(scope, batch).await?;
+        report.audit_expired += self.expire_audit(scope, batch).await?;
+        report.media_repaired += self.repair_media(scope, STALE_UPLOAD_MS).await?;
+        report.media_expired += self.expire_media(scope, batch).await?;
+        report.members_re_resolved += self
+            .finish_role_resolution(scope, RE_RESOLVE_STALE_MS, batch)
+            .await?;
+        Ok(())
     }
 
     async fn sweep_kind(

@@ -366,3 +366,40 @@ async fn ownership_moves_only_by_transfer_from_the_owner_and_the_old_owner_becom
         .await;
     assert_eq!(r.body["items"].as_array().unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn one_tenants_unreadable_data_does_not_stop_the_sweep_of_the_others() {
+    let app = spawn_app().await;
+    // Tenants are swept in id order: "aaa" comes before "acme".
+    app.create_tenant("aaa").await;
+    let past = bson::DateTime::from_millis(bson::DateTime::now().timestamp_millis() - 60_000);
+    app.store
+        .database()
+        .collection::<bson::Document>("group_members")
+        .insert_one(bson::doc! {
+            "tenant_id": "aaa", "conversation_id": bson::oid::ObjectId::new(),
+            "status": "banned", "departure": { "banned_until": past },
+        })
+        .await
+        .unwrap();
+    let conv = app.create_group("alice", &[("bob", "member")]).await;
+    app.post(
+        &format!("/v1/conversations/{conv}/members/bob/ban"),
+        &app.server(),
+        json!({ "until": in_ms(200) }),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let cred = roster::auth::PlatformCredential::verify(&app.platform_token(), &app.settings.auth)
+        .unwrap();
+    let report = app.store.sweep_expired(&cred, 100).await.unwrap();
+    assert_eq!(report.tenants_failed, 1, "{report:?}");
+    assert_eq!(report.bans_expired, 1, "acme was swept after aaa failed");
+    let bob = app
+        .get(
+            &format!("/v1/conversations/{conv}/members/bob"),
+            &app.server(),
+        )
+        .await;
+    assert_eq!(bob.body["status"], "removed");
+}
