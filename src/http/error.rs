@@ -116,11 +116,46 @@ pub async fn not_found() -> HttpResponse {
     problem_response(ErrorCode::NotFound, "no such route".into(), Vec::new())
 }
 
-/// Default handler for a known route with an unsupported method: 405 `method_not_allowed`.
-pub async fn method_not_allowed() -> HttpResponse {
-    problem_response(
+/// Default handler for a known route with an unsupported method: 405 `method_not_allowed`
+/// with the `Allow` header RFC 9110 §15.5.6 asks for (the route's methods, as the OpenAPI
+/// document lists them).
+pub async fn method_not_allowed(req: actix_web::HttpRequest) -> HttpResponse {
+    let mut response = problem_response(
         ErrorCode::MethodNotAllowed,
         "this route does not support that method".into(),
         Vec::new(),
-    )
+    );
+    let allow = req
+        .match_pattern()
+        .and_then(|p| ALLOWED.get(&p))
+        .and_then(|a| HeaderValue::from_str(a).ok());
+    if let Some(allow) = allow {
+        response.headers_mut().insert(header::ALLOW, allow);
+    }
+    response
 }
+
+/// Route template → its methods (`GET, PATCH`), from the OpenAPI document.
+static ALLOWED: std::sync::LazyLock<std::collections::HashMap<String, String>> =
+    std::sync::LazyLock::new(|| {
+        let doc = serde_json::to_value(<super::openapi::ApiDoc as utoipa::OpenApi>::openapi())
+            .unwrap_or_default();
+        doc["paths"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(path, item)| {
+                let methods: Vec<String> = item
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(m, _)| m.to_ascii_uppercase())
+                    .filter(|m| {
+                        ["GET", "PUT", "POST", "DELETE", "PATCH", "HEAD", "OPTIONS"]
+                            .contains(&m.as_str())
+                    })
+                    .collect();
+                (path.clone(), methods.join(", "))
+            })
+            .collect()
+    });

@@ -95,3 +95,58 @@ async fn the_served_document_is_the_generated_one_and_the_docs_page_loads() {
         "the interactive page is served"
     );
 }
+
+#[tokio::test]
+async fn an_unsupported_method_gets_405_with_the_routes_methods_in_allow() {
+    let app = spawn_app().await;
+    let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let mut documented: Vec<String> = item
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|m| m.to_ascii_uppercase())
+            .collect();
+        documented.sort();
+        let other = ["PUT", "PATCH", "DELETE", "POST", "GET"]
+            .into_iter()
+            .find(|m| !documented.iter().any(|d| d == m))
+            .unwrap();
+        let concrete: String = path
+            .split('/')
+            .map(|seg| {
+                if seg.starts_with('{') {
+                    "65f000000000000000000001"
+                } else {
+                    seg
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("/");
+        let r = app
+            .client
+            .request(
+                reqwest::Method::from_bytes(other.as_bytes()).unwrap(),
+                format!("{}{concrete}", app.address),
+            )
+            .bearer_auth(app.server())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 405, "{other} {path}");
+        let mut allow: Vec<String> = r
+            .headers()
+            .get("allow")
+            .unwrap_or_else(|| panic!("{other} {path}: no Allow"))
+            .to_str()
+            .unwrap()
+            .split(", ")
+            .map(str::to_owned)
+            .collect();
+        allow.sort();
+        assert_eq!(allow, documented, "{path}");
+        checked += 1;
+    }
+    assert!(checked > 40, "{checked}");
+}
