@@ -34,7 +34,7 @@ async fn a_ban_removes_the_member_blocks_re_adding_and_can_be_lifted() {
             json!({}),
         )
         .await;
-    assert_eq!((r.status, r.code()), (404, "not_a_member"));
+    assert_eq!((r.status, r.code()), (404, "conversation_not_found"));
     let r = app
         .get(&format!("/v1/conversations/{conv}"), &app.user("bob"))
         .await;
