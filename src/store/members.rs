@@ -491,9 +491,14 @@ impl Store {
         after: Option<ObjectId>,
         limit: u32,
     ) -> Result<Vec<MemberDoc>> {
-        self.visible_conversation(scope, id).await?;
-        let queries = Self::member_list_queries(scope, id.object_id(), status, role, after, limit);
-        Query::fetch_merged(queries, &self.members(), |m| m.id, limit as usize).await
+        let page = MemberPage {
+            status,
+            role,
+            after,
+            limit,
+        };
+        self.member_page(scope, id, page, None, |m: &MemberDoc| m.id)
+            .await
     }
 
     /// [`Store::list_members`] with only what [`CompactMemberDoc`] holds (the same reads, with
@@ -507,20 +512,44 @@ impl Store {
         after: Option<ObjectId>,
         limit: u32,
     ) -> Result<Vec<CompactMemberDoc>> {
-        self.visible_conversation(scope, id).await?;
-        let queries = Self::member_list_queries(scope, id.object_id(), status, role, after, limit);
         let projection = doc! {
             "_id": 1, "external_user_id": 1, "display_name": 1, "avatar_url": 1, "role": 1,
             "status": 1,
         };
-        Query::fetch_merged_projected(
-            queries,
-            &self.members().clone_with_type::<CompactMemberDoc>(),
-            Some(projection),
-            |m| m.id,
-            limit as usize,
-        )
+        let page = MemberPage {
+            status,
+            role,
+            after,
+            limit,
+        };
+        self.member_page(scope, id, page, Some(projection), |m: &CompactMemberDoc| {
+            m.id
+        })
         .await
+    }
+
+    /// The reads of both member lists, as `T` (whole documents, or a projection of them).
+    async fn member_page<T>(
+        &self,
+        scope: &TenantScope,
+        id: ConversationId,
+        page: MemberPage<'_>,
+        projection: Option<Document>,
+        key: fn(&T) -> ObjectId,
+    ) -> Result<Vec<T>>
+    where
+        T: serde::de::DeserializeOwned + Send + Sync + Unpin,
+    {
+        self.visible_conversation(scope, id).await?;
+        let MemberPage {
+            status,
+            role,
+            after,
+            limit,
+        } = page;
+        let queries = Self::member_list_queries(scope, id.object_id(), status, role, after, limit);
+        let coll = self.members().clone_with_type::<T>();
+        Query::fetch_merged_projected(queries, &coll, projection, key, limit as usize).await
     }
 
     /// The reads of [`Store::list_members`]: one keyset query per status (`_id` order after
@@ -714,4 +743,12 @@ impl Store {
             .map(drop)
             .map_err(db_error)
     }
+}
+
+/// What a member list asks for: statuses (any of), role, keyset position and page size.
+struct MemberPage<'a> {
+    status: &'a [MemberStatus],
+    role: Option<&'a RoleName>,
+    after: Option<ObjectId>,
+    limit: u32,
 }
