@@ -82,6 +82,32 @@ def _successor(prefix: bytes) -> bytes | None:
     return bytes(p)
 
 
+def _plain_indexes(self: st.Storage, db: str, coll: str, *, walk: bool):
+    """``(name, key_spec, fields, unique)`` of the indexes both changes may read: ascending or
+    descending fields only, not partial, no collation; for an ordered walk (``walk``) also
+    neither sparse nor multikey."""
+    options = self._index_options_map(db, coll)
+    partials = self._partial_filters(db, coll)
+    for name, key_spec, sparse, unique in self._all_indexes(db, coll):
+        opts = options.get(name) or {}
+        if name in partials or opts.get("collation"):
+            continue
+        if walk and (sparse or opts.get("multikey")):
+            continue
+        fields = list(key_spec)
+        if any(key_spec[f] not in (1, -1) for f in fields):
+            continue
+        yield name, key_spec, fields, unique
+
+
+def _equality_run(fields: list, filter) -> int:
+    """How many of ``fields``, from the first, ``filter`` matches with plain equalities."""
+    k = 0
+    while k < len(fields) and fields[k] in filter and _plain(filter[fields[k]]):
+        k += 1
+    return k
+
+
 def _plan(self: st.Storage, db: str, coll: str, filter: Mapping[str, Any], sort: Mapping[str, Any]):
     """The walk for this query, or ``None`` when the shape is not the one served here.
 
@@ -96,21 +122,8 @@ def _plan(self: st.Storage, db: str, coll: str, filter: Mapping[str, Any], sort:
     if any(d not in (1, -1) for _f, d in sort_spec):
         return None
     best = None
-    options = self._index_options_map(db, coll)
-    partials = self._partial_filters(db, coll)
-    for name, key_spec, sparse, unique in self._all_indexes(db, coll):
-        if sparse or name in partials:
-            continue
-        opts = options.get(name) or {}
-        if opts.get("collation") or opts.get("multikey"):
-            continue
-        fields = list(key_spec)
-        if any(key_spec[f] not in (1, -1) for f in fields):
-            continue
-        # Leading equality prefix.
-        k = 0
-        while k < len(fields) and fields[k] in filter and _plain(filter[fields[k]]):
-            k += 1
+    for name, key_spec, fields, unique in _plain_indexes(self, db, coll, walk=True):
+        k = _equality_run(fields, filter)
         if k == 0:
             continue
         eq = set(fields[:k])
@@ -307,18 +320,8 @@ def _prefix_keys(self, db, coll, filter):
     a plain value's documents are all under its key (callers drop repeats). The entries are a
     superset of the matches and callers check every clause with ``matches`` as before."""
     best = None
-    options = self._index_options_map(db, coll)
-    partials = self._partial_filters(db, coll)
-    for name, key_spec, _sparse, unique in self._all_indexes(db, coll):
-        opts = options.get(name) or {}
-        if name in partials or opts.get("collation"):
-            continue
-        fields = list(key_spec)
-        if any(key_spec[f] not in (1, -1) for f in fields):
-            continue
-        k = 0
-        while k < len(fields) and fields[k] in filter and _plain(filter[fields[k]]):
-            k += 1
+    for name, key_spec, fields, unique in _plain_indexes(self, db, coll, walk=False):
+        k = _equality_run(fields, filter)
         if k == 0:
             continue
         ins = None
