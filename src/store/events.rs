@@ -9,12 +9,13 @@
 //!    change is made. Conversation events carry the conversation's next `seq` (1, 2, 3… per
 //!    conversation, drawn from `conversations.event_seq` in the same transaction, so a client can
 //!    see a gap); a member's private events and tenant-level events carry none.
-//! 2. **Sequencer** ([`Store::sequence_outbox`]). One transaction moves what waits in the outbox
-//!    into `events`, giving each a tenant-wide `position` (1, 2, 3… without gaps, from
+//! 2. **Sequencer** ([`Store::sequence_outbox`]). It reads what waits in the outbox, then one
+//!    transaction of three writes moves it into `events`, giving each a tenant-wide `position` (1, 2, 3… without gaps, from
 //!    `event_counters`) in commit order and, within a conversation, in `seq` order. Positions
 //!    are assigned after commit, so writes to different conversations never contend on a
 //!    tenant-wide counter; the sequencer is the counter's only writer. Several instances may
-//!    run it at once: their transactions conflict and one retries.
+//!    run it at once: their transactions conflict on the counter, and the one that finds its
+//!    events already moved gives up.
 //! 3. **Log.** `events` is read by keyset on `(tenant_id, position)`; because positions have no
 //!    gaps, a page is an exact index range (`position` in `(after, after + n]`) even on a
 //!    database that never pushes `limit` down. Events expire `events.retention_hours` after they
@@ -337,6 +338,10 @@ impl EventHub {
     }
 }
 
+/// Aborts a sequencer transaction whose outbox events another sequencer moved first.
+#[derive(Debug)]
+struct MovedElsewhere;
+
 /// `event_counters`: one document per tenant, `{_id: tenant_id, position}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct CounterDoc {
@@ -429,70 +434,80 @@ impl Store {
         retention: Duration,
     ) -> Result<(usize, Vec<(String, i64)>)> {
         let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
-        // An empty outbox (the common case of a poll) costs one read, not a transaction.
-        let waiting = self
-            .collection::<Document>(names::EVENT_OUTBOX)
-            .find_one(doc! {})
-            .projection(doc! { "_id": 1 })
+        // The outbox is read before the transaction, so the transaction holds three writes and
+        // nothing else (an empty outbox, the common case of a poll, costs this one read).
+        // What was read is moved only if it is all still there: the transaction deletes it by
+        // id and gives up when fewer were deleted (another sequencer moved them first); the
+        // same ids in `events` make the slower of two racing moves fail as well.
+        let pending: Vec<EventDoc> = self
+            .outbox()
+            .find(doc! {})
+            .sort(doc! { "_id": 1 })
+            .limit(max)
+            .await
+            .map_err(db_error)?
+            .try_collect()
             .await
             .map_err(db_error)?;
-        if waiting.is_none() {
+        if pending.is_empty() {
             return Ok((0, Vec::new()));
         }
-        self.transaction(async |s| {
-            let mut cursor = self
-                .outbox()
-                .find(doc! {})
-                .sort(doc! { "_id": 1 })
-                .limit(max)
-                .session(&mut *s)
-                .await?;
-            let mut pending = Vec::new();
-            while let Some(e) = cursor.next(&mut *s).await.transpose()? {
-                pending.push(e);
-            }
-            drop(cursor);
-            if pending.is_empty() {
-                return Ok((0, Vec::new()));
-            }
-            let ids: Vec<ObjectId> = pending.iter().map(|e| e.id).collect();
-            let mut by_tenant: BTreeMap<String, Vec<EventDoc>> = BTreeMap::new();
-            for e in pending {
-                by_tenant.entry(e.tenant_id.clone()).or_default().push(e);
-            }
-            let mut heads = Vec::new();
-            let mut out = Vec::with_capacity(ids.len());
-            for (tenant, mut evs) in by_tenant {
-                in_conversation_order(&mut evs);
-                let n = evs.len() as i64;
-                let counter = self
-                    .counters()
-                    .find_one_and_update(
-                        doc! { "_id": &tenant },
-                        doc! { "$inc": { "position": n } },
-                    )
-                    .upsert(true)
-                    .return_document(ReturnDocument::After)
-                    .session(&mut *s)
-                    .await?;
-                let head = counter.map_or(n, |c| c.position);
-                for (i, mut e) in evs.into_iter().enumerate() {
-                    e.position = Some(head - n + 1 + i as i64);
-                    e.expires_at = Some(DateTime::from_millis(
-                        e.at.timestamp_millis().saturating_add(retention_ms),
-                    ));
-                    out.push(e);
+        let moved = self
+            .transaction(async |s| {
+                let pending = pending.clone();
+                let ids: Vec<ObjectId> = pending.iter().map(|e| e.id).collect();
+                let mut by_tenant: BTreeMap<String, Vec<EventDoc>> = BTreeMap::new();
+                for e in pending {
+                    by_tenant.entry(e.tenant_id.clone()).or_default().push(e);
                 }
-                heads.push((tenant, head));
+                let mut heads = Vec::new();
+                let mut out = Vec::with_capacity(ids.len());
+                for (tenant, mut evs) in by_tenant {
+                    in_conversation_order(&mut evs);
+                    let n = evs.len() as i64;
+                    let counter = self
+                        .counters()
+                        .find_one_and_update(
+                            doc! { "_id": &tenant },
+                            doc! { "$inc": { "position": n } },
+                        )
+                        .upsert(true)
+                        .return_document(ReturnDocument::After)
+                        .session(&mut *s)
+                        .await?;
+                    let head = counter.map_or(n, |c| c.position);
+                    for (i, mut e) in evs.into_iter().enumerate() {
+                        e.position = Some(head - n + 1 + i as i64);
+                        e.expires_at = Some(DateTime::from_millis(
+                            e.at.timestamp_millis().saturating_add(retention_ms),
+                        ));
+                        out.push(e);
+                    }
+                    heads.push((tenant, head));
+                }
+                let deleted = self
+                    .outbox()
+                    .delete_many(doc! { "_id": { "$in": &ids } })
+                    .session(&mut *s)
+                    .await?
+                    .deleted_count;
+                if deleted != ids.len() as u64 {
+                    return Err(mongodb::error::Error::custom(MovedElsewhere));
+                }
+                self.events().insert_many(out).session(&mut *s).await?;
+                Ok((ids.len(), heads))
+            })
+            .await;
+        match moved {
+            Err(crate::error::Error::Internal(e))
+                if e.downcast_ref::<mongodb::error::Error>()
+                    .is_some_and(|e| e.get_custom::<MovedElsewhere>().is_some()) =>
+            {
+                tracing::debug!("another sequencer moved these events first");
+                Ok((0, Vec::new()))
             }
-            self.events().insert_many(out).session(&mut *s).await?;
-            self.outbox()
-                .delete_many(doc! { "_id": { "$in": &ids } })
-                .session(&mut *s)
-                .await?;
-            Ok((ids.len(), heads))
-        })
-        .await
+            other => other,
+        }
     }
 
     /// Every tenant's head (`event_counters`, one small document per tenant).

@@ -198,6 +198,75 @@ async fn every_change_writes_its_events_with_gap_free_positions_and_seqs() {
 }
 
 #[tokio::test]
+async fn racing_sequencers_move_every_event_exactly_once_without_gaps() {
+    // The instance's own sequencer and three more, with small batches so that they read
+    // overlapping parts of the outbox, while 40 adds commit.
+    let app = spawn_app().await;
+    let conv = app.create_group("alice", &[]).await;
+    // Transactions are not `Send`: the racers run as futures of this task, beside the adds.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let racers = futures::future::join_all((0..3).map(|_| async {
+        let mut moved = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            match app
+                .store
+                .sequence_outbox(3, Duration::from_secs(3600))
+                .await
+            {
+                Ok((n, _)) => moved += n,
+                Err(e) => panic!("a sequencer failed: {e:?}"),
+            }
+            tokio::task::yield_now().await;
+        }
+        moved
+    }));
+    let adds = async {
+        let statuses = futures::future::join_all((0..40).map(|i| {
+            let (app, conv) = (&app, &conv);
+            async move {
+                app.add_member(&app.server(), conv, &format!("user-{i}"), "member")
+                    .await
+                    .status
+            }
+        }))
+        .await;
+        settle(&app).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        statuses
+    };
+    let (statuses, moved) = tokio::join!(adds, racers);
+    assert!(statuses.iter().all(|s| *s == 201), "{statuses:?}");
+    let moved_by_racers: usize = moved.iter().sum();
+    let events = whole_feed(&app, &app.server()).await;
+    assert_eq!(
+        positions(&events),
+        (1..=events.len() as i64).collect::<Vec<_>>(),
+        "positions without gaps"
+    );
+    let ids: HashSet<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), events.len(), "no event twice");
+    for i in 0..40 {
+        let user = format!("user-{i}");
+        let added = events
+            .iter()
+            .filter(|e| e["type"] == "member.added" && e["target_user_id"] == json!(user))
+            .count();
+        assert_eq!(added, 1, "{user}");
+    }
+    let seqs: Vec<i64> = events
+        .iter()
+        .filter(|e| e["conversation_id"] == json!(conv))
+        .map(|e| e["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as i64).collect::<Vec<_>>(),
+        "seq in order"
+    );
+    assert!(moved_by_racers > 0, "the racing sequencers took part");
+}
+
+#[tokio::test]
 async fn a_refused_change_writes_no_event() {
     let app = spawn_app().await;
     let conv = app.create_group("alice", &[("bob", "member")]).await;
