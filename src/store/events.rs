@@ -11,9 +11,9 @@
 //!    see a gap); a member's private events and tenant-level events carry none.
 //! 2. **Sequencer** ([`Store::sequence_outbox`]). It reads what waits in the outbox, then one
 //!    transaction of three writes moves it into `events`, giving each a tenant-wide `position`
-//!    (1, 2, 3… without gaps, from `event_counters`) in commit order and, within a conversation, in `seq` order. Positions
-//!    are assigned after commit, so writes to different conversations never contend on a
-//!    tenant-wide counter; the sequencer is the counter's only writer. Several instances may
+//!    (1, 2, 3… without gaps, from `event_counters`) in commit order and, within a
+//!    conversation, in `seq` order. Positions are assigned after commit, so writes to different
+//!    conversations never contend on a tenant-wide counter; the sequencer is the counter's only writer. Several instances may
 //!    run it at once: their transactions conflict on the counter, and the one that finds its
 //!    events already moved gives up.
 //! 3. **Log.** `events` is read by keyset on `(tenant_id, position)`; because positions have no
