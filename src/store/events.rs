@@ -13,9 +13,9 @@
 //!    transaction of three writes moves it into `events`, giving each a tenant-wide `position`
 //!    (1, 2, 3… without gaps, from `event_counters`) in commit order and, within a
 //!    conversation, in `seq` order. Positions are assigned after commit, so writes to different
-//!    conversations never contend on a tenant-wide counter; the sequencer is the counter's only writer. Several instances may
-//!    run it at once: their transactions conflict on the counter, and the one that finds its
-//!    events already moved gives up.
+//!    conversations never contend on a tenant-wide counter; the sequencer is the counter's only
+//!    writer. Several instances may run it at once: their transactions conflict on the counter,
+//!    and the one that finds its events already moved gives up.
 //! 3. **Log.** `events` is read by keyset on `(tenant_id, position)`; because positions have no
 //!    gaps, a page is an exact index range (`position` in `(after, after + n]`) even on a
 //!    database that never pushes `limit` down. Events expire `events.retention_hours` after they
