@@ -384,8 +384,14 @@ impl Roster {
         }
         .await;
         if let Err(e) = outcome {
-            writer.abort().await?;
-            self.store.delete_media_doc(scope, id).await?;
+            // The answer is the first failure; a failing clean-up is logged, and the sweeper
+            // purges what it left (a stale `uploading` document and its blob).
+            if let Err(abort) = writer.abort().await {
+                tracing::warn!(media = %id, error = %abort, "aborting an upload failed");
+            }
+            if let Err(delete) = self.store.delete_media_doc(scope, id).await {
+                tracing::warn!(media = %id, error = %delete, "removing a failed upload failed");
+            }
             return Err(e);
         }
         writer.finish().await?;

@@ -11,6 +11,7 @@ use bson::oid::ObjectId;
 use bytes::Bytes;
 use futures::io::{AsyncReadExt, AsyncWriteExt};
 use futures::stream::{self, Stream};
+use mongodb::error::GridFsErrorKind;
 use mongodb::gridfs::{GridFsBucket, GridFsUploadStream};
 use mongodb::options::GridFsBucketOptions;
 
@@ -82,15 +83,35 @@ struct GridFsWriter(GridFsUploadStream);
 #[async_trait]
 impl BlobWriter for GridFsWriter {
     async fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        self.0.write_all(bytes).await.map_err(io_error)
+        self.0.write_all(bytes).await.map_err(write_error)
     }
 
     async fn finish(mut self: Box<Self>) -> Result<()> {
-        self.0.close().await.map_err(io_error)
+        self.0.close().await.map_err(write_error)
     }
 
     async fn abort(mut self: Box<Self>) -> Result<()> {
-        self.0.abort().await.map_err(db_error)
+        match self.0.abort().await {
+            // A failed write closes the stream after deleting the chunks written so far.
+            Err(e)
+                if matches!(
+                    *e.kind,
+                    mongodb::error::ErrorKind::GridFs(GridFsErrorKind::UploadStreamClosed)
+                ) =>
+            {
+                Ok(())
+            }
+            other => other.map_err(db_error),
+        }
+    }
+}
+
+/// A failed chunk or file write is the database's problem: 503 `database_unavailable` (with
+/// `Retry-After`), never a 500.
+fn write_error(e: std::io::Error) -> Error {
+    match io_error(e) {
+        Error::Internal(e) => Error::Unavailable(e),
+        other => other,
     }
 }
 

@@ -1,3 +1,5 @@
+use futures::StreamExt;
+
 use crate::helpers::{PrivateDb, spawn_app_with, test_settings};
 
 #[tokio::test]
@@ -35,4 +37,57 @@ async fn a_database_outage_answers_503_database_unavailable_with_retry_after() {
     }
     let r = app.send(reqwest::Method::GET, "/healthz", None, None).await;
     assert_eq!(r.status, 200, "the process itself is still up");
+}
+
+#[tokio::test]
+async fn an_upload_cut_off_by_a_database_outage_answers_503_not_500() {
+    let mut server = PrivateDb::start(":memory:").await;
+    let mut settings = test_settings();
+    settings.database.uri = server.uri();
+    settings.database.server_selection_timeout_ms = 500;
+    let app = spawn_app_with(settings).await;
+    let alice = app.user("alice");
+    let conv = app.create_group("alice", &[]).await;
+
+    // 1 MiB of a PNG goes first (GridFS chunks written), then the body waits for the outage.
+    let (go_on, wait) = tokio::sync::oneshot::channel::<()>();
+    let first = crate::media::png(64, 64, 1 << 20);
+    let body = futures::stream::once(async move { Ok::<_, std::io::Error>(first) }).chain(
+        futures::stream::once(async move {
+            let _ = wait.await;
+            Ok(vec![7u8; 2 << 20])
+        }),
+    );
+    let form = reqwest::multipart::Form::new()
+        .text("conversation_id", conv.clone())
+        .part(
+            "file",
+            reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(body))
+                .file_name("big.png")
+                .mime_str("image/png")
+                .unwrap(),
+        );
+    let request = app
+        .client
+        .post(format!("{}/v1/media", app.address))
+        .bearer_auth(&alice)
+        .multipart(form)
+        .send();
+    let outage = async {
+        // Let the first chunks reach the database, then take it away.
+        tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+        server.kill();
+        let _ = go_on.send(());
+    };
+    let (r, ()) = tokio::join!(request, outage);
+    let r = r.unwrap();
+    let status = r.status().as_u16();
+    let retry_after = r.headers().get("retry-after").cloned();
+    let body: serde_json::Value = r.json().await.unwrap_or_default();
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (503, Some("database_unavailable")),
+        "{body}"
+    );
+    assert!(retry_after.is_some(), "503 carries Retry-After");
 }
