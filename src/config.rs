@@ -35,6 +35,8 @@ pub struct Settings {
     pub webhooks: WebhookSettings,
     /// The authorize cache.
     pub authorize: AuthorizeSettings,
+    /// Request rate limits.
+    pub rate_limits: RateLimitSettings,
     /// Logging.
     pub log: LogSettings,
 }
@@ -51,6 +53,26 @@ pub struct HttpSettings {
     pub json_limit_bytes: usize,
     /// Graceful shutdown window, seconds.
     pub shutdown_timeout_secs: u64,
+    /// Browser origins allowed to call the API (CORS), e.g. `https://admin.example.com`;
+    /// empty (the default) answers no cross-origin request.
+    pub cors_allowed_origins: Vec<String>,
+}
+
+/// `[rate_limits]`: token buckets (GCRA) per tenant and per user, refilled continuously.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// Whether requests are limited at all.
+    pub enabled: bool,
+    /// Requests per second a tenant makes with all its tokens (users and server) together.
+    pub tenant_per_sec: u32,
+    /// Requests a tenant may make at once above its rate.
+    pub tenant_burst: u32,
+    /// Requests per second one user token's user makes (server tokens have only the tenant's
+    /// limit: they speak for many users).
+    pub user_per_sec: u32,
+    /// Requests one user may make at once above its rate.
+    pub user_burst: u32,
 }
 
 /// `[database]`
@@ -293,6 +315,23 @@ impl Settings {
             "http.bind",
             "must be host:port, e.g. 127.0.0.1:8080",
         )?;
+        check(
+            self.http.cors_allowed_origins.iter().all(|o| {
+                (o.starts_with("https://") || o.starts_with("http://"))
+                    && reqwest::Url::parse(o).is_ok_and(|u| u.path() == "/" && !o.ends_with('/'))
+            }),
+            "http.cors_allowed_origins",
+            "must list origins such as https://admin.example.com (scheme, host, optional port)",
+        )?;
+        let rl = &self.rate_limits;
+        for (key, v) in [
+            ("rate_limits.tenant_per_sec", rl.tenant_per_sec),
+            ("rate_limits.tenant_burst", rl.tenant_burst),
+            ("rate_limits.user_per_sec", rl.user_per_sec),
+            ("rate_limits.user_burst", rl.user_burst),
+        ] {
+            check(v >= 1, key, "must be at least 1")?;
+        }
         check(
             self.http.json_limit_bytes >= 1024,
             "http.json_limit_bytes",

@@ -62,6 +62,10 @@ pub enum Error {
     /// Anything unexpected (500; cause only in the log).
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
+    /// The caller or its tenant made too many requests (429 with `Retry-After` and
+    /// `RateLimit-*`).
+    #[error("rate limited")]
+    RateLimited(crate::http::rate_limit::RateState),
 }
 
 impl Error {
@@ -78,6 +82,7 @@ impl Error {
             Error::Contention(_) => ErrorCode::WriteContention,
             Error::StorageUnavailable(_) => ErrorCode::StorageUnavailable,
             Error::Internal(_) => ErrorCode::Internal,
+            Error::RateLimited(_) => ErrorCode::RateLimited,
         }
     }
 }

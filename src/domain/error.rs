@@ -128,6 +128,10 @@ error_codes! {
     UnknownRole => (422, "unknown_role", "Unknown role"),
     /// The flag is neither built in nor one of the tenant's capabilities.
     UnknownPermission => (422, "unknown_permission", "Unknown permission"),
+    /// Too many requests from the caller (a user) or its tenant; retry after `Retry-After`
+    /// seconds. `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` describe the
+    /// limit that was hit (`[rate_limits]`).
+    RateLimited => (429, "rate_limited", "Rate limited"),
     /// An unexpected failure; the cause is in the log under the request id.
     Internal => (500, "internal", "Internal error"),
     /// The media object storage cannot be reached; retry after the `Retry-After` seconds.

@@ -99,6 +99,22 @@ impl ResponseError for Error {
                     Vec::new(),
                 )
             }
+            Error::RateLimited(state) => {
+                let mut res = problem_response(
+                    ErrorCode::RateLimited,
+                    format!(
+                        "too many requests ({} limit); retry after {} s",
+                        state.which, state.reset_secs
+                    ),
+                    Vec::new(),
+                );
+                super::rate_limit::insert_headers(res.headers_mut(), state);
+                res.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(state.reset_secs.max(1)),
+                );
+                res
+            }
             Error::Internal(cause) => {
                 tracing::error!(error = format!("{cause:#}"), "internal error");
                 problem_response(

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::web::{Bytes, Data};
-use actix_web::{FromRequest, HttpRequest};
+use actix_web::{FromRequest, HttpMessage, HttpRequest};
 use serde::de::DeserializeOwned;
 
 use super::AppState;
@@ -60,11 +60,15 @@ impl FromRequest for Caller {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let token = bearer(req);
         let state = state(req);
+        let req = req.clone();
         Box::pin(async move {
             let state = state?;
-            Ok(Caller(
-                state.roster.authenticate(&token?, &state.auth).await?,
-            ))
+            let scope = state.roster.authenticate(&token?, &state.auth).await?;
+            if let Some(limits) = &state.rate_limits {
+                let standing = limits.check(&scope)?;
+                req.extensions_mut().insert(standing);
+            }
+            Ok(Caller(scope))
         })
     }
 }

@@ -5,6 +5,7 @@ pub mod error;
 pub mod extract;
 pub mod metrics;
 pub mod openapi;
+pub mod rate_limit;
 pub mod request_id;
 pub mod routes;
 
@@ -28,6 +29,8 @@ pub struct AppState {
     pub roster: Roster,
     /// Token verification settings.
     pub auth: AuthSettings,
+    /// Request rate limits (`None` when `rate_limits.enabled` is off).
+    pub rate_limits: Option<rate_limit::RateLimits>,
 }
 
 fn resource(path: &str) -> actix_web::Resource {
@@ -176,6 +179,35 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         );
 }
 
+/// CORS for the configured browser origins (none: the middleware is left out, and a preflight
+/// answers 405 like any unsupported method). Preflights are answered for every documented
+/// method and the request headers clients send; the headers a client reads are exposed.
+fn cors(origins: &[String]) -> actix_web::middleware::Condition<actix_cors::Cors> {
+    let mut cors = actix_cors::Cors::default()
+        .allowed_methods(["GET", "POST", "PUT", "PATCH", "DELETE"])
+        .allowed_headers([
+            actix_web::http::header::AUTHORIZATION,
+            actix_web::http::header::CONTENT_TYPE,
+            actix_web::http::header::RANGE,
+            actix_web::http::header::HeaderName::from_static("last-event-id"),
+            actix_web::http::header::HeaderName::from_static("x-request-id"),
+        ])
+        .expose_headers([
+            "location",
+            "retry-after",
+            "x-request-id",
+            "content-range",
+            "ratelimit-limit",
+            "ratelimit-remaining",
+            "ratelimit-reset",
+        ])
+        .max_age(3600);
+    for o in origins {
+        cors = cors.allowed_origin(o);
+    }
+    actix_web::middleware::Condition::new(!origins.is_empty(), cors)
+}
+
 async fn docs_redirect() -> actix_web::HttpResponse {
     actix_web::HttpResponse::PermanentRedirect()
         .insert_header((actix_web::http::header::LOCATION, "/docs/"))
@@ -192,7 +224,9 @@ pub fn server(
     let state = Data::new(AppState {
         roster,
         auth: settings.auth.clone(),
+        rate_limits: rate_limit::RateLimits::new(&settings.rate_limits),
     });
+    let cors_origins = settings.http.cors_allowed_origins.clone();
     let json_limit = settings.http.json_limit_bytes;
     let openapi = openapi::ApiDoc::openapi();
     // Request counts and latency histograms per route pattern (never per raw path) at /metrics.
@@ -211,6 +245,8 @@ pub fn server(
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     let mut server = HttpServer::new(move || {
         App::new()
+            .wrap(from_fn(rate_limit::headers))
+            .wrap(cors(&cors_origins))
             .wrap(metrics.clone())
             .wrap(TracingLogger::<request_id::RosterRootSpan>::new())
             .wrap(from_fn(request_id::middleware))

@@ -34,7 +34,7 @@ use super::routes::*;
         webhooks::create, webhooks::list, webhooks::get, webhooks::update, webhooks::delete,
         webhooks::rotate_secret, webhooks::replay, webhooks::deliveries,
     ),
-    modifiers(&Security, &UniqueOperationIds, &Webhooks),
+    modifiers(&Security, &UniqueOperationIds, &Webhooks, &CommonAnswers),
     tags(
         (name = "health", description = "Liveness and readiness"),
         (name = "platform", description = "Tenants and signing keys (platform operator token)"),
@@ -87,6 +87,93 @@ impl Modify for UniqueOperationIds {
                 let tag = op.tags.as_ref().and_then(|t| t.first()).cloned();
                 if let (Some(tag), Some(id)) = (tag, op.operation_id.as_mut()) {
                     *id = format!("{tag}_{id}");
+                }
+            }
+        }
+    }
+}
+
+/// Answers every authenticated operation can give, added where a handler does not list them
+/// (as references to `components.responses`): 401 `Unauthorized` (the token is missing or
+/// refused) on operations with a bearer scheme, and 429 `RateLimited` (with `Retry-After` and
+/// `RateLimit-*`) on those taking tenant tokens.
+struct CommonAnswers;
+
+impl Modify for CommonAnswers {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::header::HeaderBuilder;
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder, schema};
+
+        let problem = || {
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ProblemBody")))
+                .build()
+        };
+        let integer = || {
+            schema::ObjectBuilder::new()
+                .schema_type(schema::Type::Integer)
+                .minimum(Some(0))
+        };
+        let unauthorized = ResponseBuilder::new()
+            .description("`missing_token`, `invalid_token`, `token_expired`, `key_revoked`")
+            .content("application/problem+json", problem())
+            .build();
+        let mut limited = ResponseBuilder::new()
+            .description("`rate_limited`: the caller (a user) or its tenant is over its rate")
+            .content("application/problem+json", problem())
+            .header(
+                "Retry-After",
+                HeaderBuilder::new()
+                    .schema(integer())
+                    .description(Some("Seconds until a request is allowed again"))
+                    .build(),
+            );
+        for (name, what) in [
+            ("RateLimit-Limit", "Requests the bucket holds"),
+            ("RateLimit-Remaining", "Requests left in it"),
+            ("RateLimit-Reset", "Seconds until it is full again"),
+        ] {
+            limited = limited.header(
+                name,
+                HeaderBuilder::new()
+                    .schema(integer())
+                    .description(Some(what))
+                    .build(),
+            );
+        }
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components
+            .responses
+            .insert("Unauthorized".into(), unauthorized.into());
+        components
+            .responses
+            .insert("RateLimited".into(), limited.build().into());
+        let unauthorized = Ref::new("#/components/responses/Unauthorized");
+        let limited = Ref::new("#/components/responses/RateLimited");
+        for item in openapi.paths.paths.values_mut() {
+            let ops = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in ops.into_iter().flatten() {
+                let schemes = serde_json::to_value(&op.security)
+                    .unwrap_or_default()
+                    .to_string();
+                let tenant = schemes.contains("\"bearer\"");
+                if tenant || schemes.contains("\"platform\"") {
+                    op.responses
+                        .responses
+                        .entry("401".into())
+                        .or_insert_with(|| unauthorized.clone().into());
+                }
+                if tenant {
+                    op.responses
+                        .responses
+                        .entry("429".into())
+                        .or_insert_with(|| limited.clone().into());
                 }
             }
         }

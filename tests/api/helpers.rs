@@ -58,6 +58,12 @@ pub fn test_settings() -> Settings {
     // keeps busy: the production budget (5 s) would turn its pauses into 503s. The tests check
     // that nothing is lost and no 5xx is answered; the tests of the budget itself set theirs.
     settings.database.write_timeout_ms = 30_000;
+    // Limits on (every answer carries RateLimit-*) but out of the way of tests that send many
+    // requests as one user; `tests/api/rate_limits.rs` sets small ones.
+    settings.rate_limits.user_per_sec = 100_000;
+    settings.rate_limits.user_burst = 100_000;
+    settings.rate_limits.tenant_per_sec = 100_000;
+    settings.rate_limits.tenant_burst = 100_000;
     settings
 }
 

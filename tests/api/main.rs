@@ -20,6 +20,7 @@ mod members;
 mod moderation;
 mod openapi;
 mod pagination;
+mod rate_limits;
 mod reads;
 mod retention;
 mod roles;

@@ -150,3 +150,35 @@ async fn an_unsupported_method_gets_405_with_the_routes_methods_in_allow() {
     }
     assert!(checked > 40, "{checked}");
 }
+
+#[test]
+fn every_authenticated_operation_documents_401_and_every_tenant_one_429() {
+    let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+    let mut tenant_ops = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let security = op["security"].to_string();
+            let responses = op["responses"].as_object().unwrap();
+            if security.contains("\"bearer\"") || security.contains("\"platform\"") {
+                assert!(responses.contains_key("401"), "{method} {path}: 401");
+            }
+            if security.contains("\"bearer\"") {
+                tenant_ops += 1;
+                assert!(responses.contains_key("429"), "{method} {path}: 429");
+            }
+        }
+    }
+    assert!(
+        tenant_ops > 40,
+        "{tenant_ops} operations take tenant tokens"
+    );
+    let limited = &doc["components"]["responses"]["RateLimited"]["headers"];
+    for h in [
+        "Retry-After",
+        "RateLimit-Limit",
+        "RateLimit-Remaining",
+        "RateLimit-Reset",
+    ] {
+        assert!(limited.get(h).is_some(), "{h}");
+    }
+}

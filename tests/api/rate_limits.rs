@@ -1,0 +1,166 @@
+//! Rate limits per user and per tenant (429 `rate_limited` with `Retry-After` and
+//! `RateLimit-*`), and CORS for the configured browser origins only.
+
+use roster::auth::Principal;
+use serde_json::Value;
+
+use crate::helpers::{Resp, TestApp, spawn_app_with, test_settings};
+
+fn header(r: &Resp, name: &str) -> Option<u64> {
+    r.headers.get(name)?.to_str().ok()?.parse().ok()
+}
+
+async fn me(app: &TestApp, token: &str) -> Resp {
+    app.get("/v1/users/me", token).await
+}
+
+#[tokio::test]
+async fn a_user_then_its_tenant_run_out_and_are_told_when_to_come_back() {
+    let mut settings = test_settings();
+    settings.rate_limits.enabled = true;
+    settings.rate_limits.user_per_sec = 1;
+    settings.rate_limits.user_burst = 3;
+    settings.rate_limits.tenant_per_sec = 1;
+    settings.rate_limits.tenant_burst = 8;
+    let app = spawn_app_with(settings).await;
+    let other_key = app.create_tenant("other-tenant").await;
+    let alice = app.user("alice");
+
+    // Alice's bucket: 3 at once, each answer saying what is left.
+    for left in [2, 1, 0] {
+        let r = me(&app, &alice).await;
+        assert_ne!(r.status, 429, "{:?}", r.body);
+        assert_eq!(header(&r, "ratelimit-limit"), Some(3));
+        assert_eq!(header(&r, "ratelimit-remaining"), Some(left));
+        assert!(header(&r, "ratelimit-reset").is_some());
+    }
+    let r = me(&app, &alice).await;
+    assert_eq!((r.status, r.code()), (429, "rate_limited"), "{:?}", r.body);
+    let retry = header(&r, "retry-after").expect("Retry-After");
+    assert!((1..=2).contains(&retry), "Retry-After {retry}");
+    assert_eq!(header(&r, "ratelimit-remaining"), Some(0));
+    assert!(
+        r.body["detail"].as_str().unwrap().contains("user"),
+        "{:?}",
+        r.body
+    );
+
+    // Bob has a bucket of his own; the tenant's (8) has spent 3 + 1 now.
+    let bob = app.user("bob");
+    assert_ne!(me(&app, &bob).await.status, 429);
+
+    // Server tokens spend only the tenant's bucket, until it is empty for everyone.
+    let server = app.server();
+    let mut limited = None;
+    for _ in 0..8 {
+        let r = app.get("/v1/roles", &server).await;
+        if r.status == 429 {
+            limited = Some(r);
+            break;
+        }
+    }
+    let r = limited.expect("the tenant's bucket runs out");
+    assert_eq!(r.code(), "rate_limited");
+    assert!(
+        r.body["detail"].as_str().unwrap().contains("tenant"),
+        "{:?}",
+        r.body
+    );
+    assert_eq!(
+        me(&app, &app.user("carol")).await.status,
+        429,
+        "the whole tenant waits"
+    );
+
+    // Another tenant is not touched, and a bucket refills with time.
+    let other = app.token_for(&other_key, Principal::Server);
+    assert_eq!(app.get("/v1/roles", &other).await.status, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(1100 * retry)).await;
+    assert_ne!(me(&app, &alice).await.status, 429, "refilled");
+}
+
+#[tokio::test]
+async fn browsers_of_the_configured_origins_only_may_call_the_api() {
+    let origin = "https://admin.example.com";
+    let mut settings = test_settings();
+    settings.http.cors_allowed_origins = vec![origin.to_owned()];
+    let app = spawn_app_with(settings).await;
+    let preflight = |from: &'static str| {
+        app.client
+            .request(
+                reqwest::Method::OPTIONS,
+                format!("{}/v1/conversations", app.address),
+            )
+            .header("Origin", from)
+            .header("Access-Control-Request-Method", "POST")
+            .header(
+                "Access-Control-Request-Headers",
+                "authorization, content-type",
+            )
+            .send()
+    };
+    let r = preflight(origin).await.unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let h = r.headers();
+    assert_eq!(h["access-control-allow-origin"], origin);
+    assert!(
+        h["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("POST")
+    );
+    let allowed = h["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_lowercase();
+    assert!(
+        allowed.contains("authorization") && allowed.contains("content-type"),
+        "{allowed}"
+    );
+
+    let r = preflight("https://evil.example.net").await.unwrap();
+    assert!(
+        r.headers().get("access-control-allow-origin").is_none(),
+        "{:?}",
+        r.headers()
+    );
+
+    // The request itself: the origin is allowed and the headers a client reads are exposed.
+    let r = app
+        .client
+        .get(format!("{}/v1/roles", app.address))
+        .bearer_auth(app.server())
+        .header("Origin", origin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["access-control-allow-origin"], origin);
+    let exposed = r.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_lowercase();
+    assert!(
+        exposed.contains("x-request-id") && exposed.contains("ratelimit-remaining"),
+        "{exposed}"
+    );
+    let _: Value = r.json().await.unwrap();
+}
+
+#[tokio::test]
+async fn without_configured_origins_a_preflight_is_refused() {
+    let app = spawn_app_with(test_settings()).await;
+    let r = app
+        .client
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/v1/conversations", app.address),
+        )
+        .header("Origin", "https://admin.example.com")
+        .header("Access-Control-Request-Method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+}
