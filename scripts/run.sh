@@ -29,6 +29,7 @@ Roster on http://$bind  (API document: http://$bind/docs/)
   curl -s "http://$bind/v1/users/alice/conversations" -H "Authorization: Bearer \$USER_TOKEN"
 
 TXT
-# Local runs may point webhooks at receivers on this machine.
-export ROSTER__WEBHOOKS__ALLOW_PRIVATE_TARGETS="${ROSTER__WEBHOOKS__ALLOW_PRIVATE_TARGETS:-true}"
+# A local run: the compiled-in secrets are accepted and webhooks may point at receivers on this
+# machine (config/development.toml).
+export ROSTER_ENV="${ROSTER_ENV:-development}"
 "$bin" serve

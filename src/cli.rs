@@ -122,6 +122,7 @@ fn operator(settings: &Settings) -> anyhow::Result<PlatformCredential> {
 pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => {
+            settings.refuse_compiled_in_secrets(std::env::var("ROSTER_ENV").ok().as_deref())?;
             let app = Application::build(&settings).await?;
             app.run_until_stopped().await.context("HTTP server")?;
             tracing::info!("stopped");

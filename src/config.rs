@@ -301,6 +301,39 @@ impl Settings {
             .expect("config/default.toml is complete (tested)")
     }
 
+    /// The secrets still at their compiled-in values (`config/default.toml`, public in the
+    /// source): their keys and the variables that set them.
+    pub fn compiled_in_secrets(&self) -> Vec<(&'static str, &'static str)> {
+        let d = Settings::defaults();
+        let mut out = Vec::new();
+        if self.auth.platform_token == d.auth.platform_token {
+            out.push(("auth.platform_token", "ROSTER__AUTH__PLATFORM_TOKEN"));
+        }
+        if self.media.url_signing_key == d.media.url_signing_key {
+            out.push(("media.url_signing_key", "ROSTER__MEDIA__URL_SIGNING_KEY"));
+        }
+        out
+    }
+
+    /// Refuses to serve with a compiled-in secret outside `ROSTER_ENV=development` (whoever
+    /// has read the source would hold the platform token, or could sign media URLs of any
+    /// tenant). `env` is the value of `ROSTER_ENV`. Errors name each key and its variable.
+    pub fn refuse_compiled_in_secrets(&self, env: Option<&str>) -> anyhow::Result<()> {
+        let found = self.compiled_in_secrets();
+        if found.is_empty() || env == Some("development") {
+            return Ok(());
+        }
+        let names: Vec<String> = found
+            .iter()
+            .map(|(key, var)| format!("`{key}` ({var})"))
+            .collect();
+        bail!(
+            "configuration: {} still {} the compiled-in value; set your own, or ROSTER_ENV=development for a local run",
+            names.join(" and "),
+            if found.len() == 1 { "has" } else { "have" }
+        )
+    }
+
     /// Checks ranges and relations between values. Errors name the key.
     pub fn validate(&self) -> anyhow::Result<()> {
         fn check(ok: bool, key: &str, why: &str) -> anyhow::Result<()> {
@@ -580,5 +613,23 @@ mod tests {
                 .to_string()
                 .contains("auth.platform_token")
         );
+    }
+
+    #[test]
+    fn compiled_in_secrets_are_refused_outside_development() {
+        let mut s = defaults();
+        let err = s.refuse_compiled_in_secrets(None).unwrap_err().to_string();
+        assert!(
+            err.contains("auth.platform_token") && err.contains("ROSTER__MEDIA__URL_SIGNING_KEY"),
+            "{err}"
+        );
+        assert!(s.refuse_compiled_in_secrets(Some("production")).is_err());
+        assert!(s.refuse_compiled_in_secrets(Some("development")).is_ok());
+        s.auth.platform_token = "a-platform-token-of-our-own".into();
+        let err = s.refuse_compiled_in_secrets(None).unwrap_err().to_string();
+        assert!(!err.contains("auth.platform_token"), "{err}");
+        assert!(err.contains("media.url_signing_key"), "{err}");
+        s.media.url_signing_key = "a-signing-key-of-our-own-32-bytes-long".into();
+        assert!(s.refuse_compiled_in_secrets(None).is_ok());
     }
 }

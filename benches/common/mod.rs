@@ -194,6 +194,7 @@ impl Service {
         let port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_roster"));
         cmd.arg("serve")
+            .env("ROSTER_ENV", "development")
             .env("MONGODB_URI", uri)
             .env("ROSTER__DATABASE__NAME", db)
             .env("ROSTER__HTTP__BIND", format!("127.0.0.1:{port}"))

@@ -271,3 +271,62 @@ async fn two_authorization_headers_an_oversized_token_and_a_not_yet_valid_one_ar
     let r = app.get("/v1/roles", &later).await;
     assert_eq!((r.status, r.code()), (401, "invalid_token"));
 }
+
+#[test]
+fn serve_refuses_the_compiled_in_secrets_outside_development() {
+    let run = |env: &[(&str, &str)]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_roster"));
+        cmd.arg("serve")
+            .env_remove("ROSTER_ENV")
+            .env_remove("ROSTER__AUTH__PLATFORM_TOKEN")
+            .env_remove("ROSTER__MEDIA__URL_SIGNING_KEY")
+            // Nothing answers here: a start that got past the check fails on the database.
+            .env(
+                "MONGODB_URI",
+                "mongodb://127.0.0.1:9/?directConnection=true&serverSelectionTimeoutMS=200",
+            )
+            .env("ROSTER__HTTP__BIND", "127.0.0.1:0")
+            .env("ROSTER__DATABASE__SERVER_SELECTION_TIMEOUT_MS", "200");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("roster runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = run(&[]);
+    assert!(!ok);
+    assert!(
+        err.contains("auth.platform_token") && err.contains("ROSTER__MEDIA__URL_SIGNING_KEY"),
+        "{err}"
+    );
+    let (ok, err) = run(&[(
+        "ROSTER__AUTH__PLATFORM_TOKEN",
+        "a-platform-token-of-our-own",
+    )]);
+    assert!(!ok);
+    assert!(
+        err.contains("media.url_signing_key") && !err.contains("auth.platform_token"),
+        "{err}"
+    );
+    // With both set, or in development, the check passes and the start fails further on.
+    for env in [
+        &[
+            (
+                "ROSTER__AUTH__PLATFORM_TOKEN",
+                "a-platform-token-of-our-own",
+            ),
+            (
+                "ROSTER__MEDIA__URL_SIGNING_KEY",
+                "a-signing-key-of-our-own-32-bytes-long",
+            ),
+        ][..],
+        &[("ROSTER_ENV", "development")][..],
+    ] {
+        let (ok, err) = run(env);
+        assert!(!ok, "no database here");
+        assert!(!err.contains("compiled-in"), "{err}");
+    }
+}

@@ -32,6 +32,7 @@ fn free_port() -> u16 {
 async fn serve(uri: &str, db: &str, port: u16) -> Serve {
     let child = Command::new(env!("CARGO_BIN_EXE_roster"))
         .arg("serve")
+        .env("ROSTER_ENV", "development")
         .env("MONGODB_URI", uri)
         .env("ROSTER__DATABASE__NAME", db)
         .env("ROSTER__HTTP__BIND", format!("127.0.0.1:{port}"))

@@ -696,6 +696,7 @@ impl Drop for Serve {
 async fn serve(app: &TestApp, port: u16) -> Serve {
     let child = Command::new(env!("CARGO_BIN_EXE_roster"))
         .arg("serve")
+        .env("ROSTER_ENV", "development")
         .env("MONGODB_URI", &app.settings.database.uri)
         .env("ROSTER__DATABASE__NAME", &app.settings.database.name)
         .env("ROSTER__HTTP__BIND", format!("127.0.0.1:{port}"))
