@@ -9,7 +9,8 @@ use async_trait::async_trait;
 use bson::Bson;
 use bson::oid::ObjectId;
 use bytes::Bytes;
-use futures::io::{AsyncReadExt, AsyncWriteExt};
+use futures::StreamExt;
+use futures::io::AsyncWriteExt;
 use futures::stream::{self, Stream};
 use mongodb::error::GridFsErrorKind;
 use mongodb::gridfs::{GridFsBucket, GridFsUploadStream};
@@ -20,9 +21,6 @@ use crate::error::{Error, Result};
 
 /// A stream of a stored object's bytes.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
-
-/// Bytes read per chunk of a download.
-const READ_CHUNK: usize = 64 * 1024;
 
 /// An object being written; dropped without [`BlobWriter::finish`] it must be aborted.
 #[async_trait]
@@ -115,6 +113,32 @@ fn write_error(e: std::io::Error) -> Error {
     }
 }
 
+/// The part of GridFS chunk `chunk` (of `size` bytes each) inside [start, end), with its `n`.
+fn chunk_slice(chunk: &bson::Document, size: u64, start: u64, end: u64) -> Result<(u64, Bytes)> {
+    let n = chunk
+        .get("n")
+        .and_then(|n| match n {
+            Bson::Int32(n) => u64::try_from(*n).ok(),
+            Bson::Int64(n) => u64::try_from(*n).ok(),
+            _ => None,
+        })
+        .ok_or_else(|| Error::Internal(anyhow::anyhow!("GridFS chunk without n")))?;
+    let Some(Bson::Binary(data)) = chunk.get("data") else {
+        return Err(Error::Internal(anyhow::anyhow!(
+            "GridFS chunk without data"
+        )));
+    };
+    let at = n * size;
+    let len = data.bytes.len();
+    let from = usize::try_from(start.saturating_sub(at))
+        .unwrap_or(len)
+        .min(len);
+    let to = usize::try_from(end.saturating_sub(at))
+        .unwrap_or(len)
+        .min(len);
+    Ok((n, Bytes::copy_from_slice(&data.bytes[from..to.max(from)])))
+}
+
 fn io_error(e: std::io::Error) -> Error {
     match e.into_inner() {
         Some(inner) => match inner.downcast::<mongodb::error::Error>() {
@@ -142,40 +166,53 @@ impl BlobStore for GridFsBlobs {
     }
 
     async fn read(&self, key: &str, start: u64, end: u64) -> Result<Option<ByteStream>> {
-        let mut download = match self.bucket.open_download_stream(file_id(key)?).await {
-            Ok(d) => d,
-            Err(e) if matches!(*e.kind, mongodb::error::ErrorKind::GridFs(_)) => return Ok(None),
-            Err(e) => return Err(db_error(e)),
+        use futures::TryStreamExt;
+        let id = file_id(key)?;
+        let Some(file) = self
+            .bucket
+            .find_one(bson::doc! { "_id": &id })
+            .await
+            .map_err(db_error)?
+        else {
+            return Ok(None);
         };
-        // Skip to `start` without holding more than one chunk.
-        let mut skip = start;
-        let mut buf = vec![0u8; READ_CHUNK];
-        while skip > 0 {
-            let want = usize::try_from(skip.min(READ_CHUNK as u64)).unwrap_or(READ_CHUNK);
-            let n = download.read(&mut buf[..want]).await.map_err(io_error)?;
-            if n == 0 {
-                break;
-            }
-            skip -= n as u64;
+        let end = end.min(file.length);
+        if start >= end {
+            return Ok(Some(Box::pin(stream::empty())));
         }
-        let remaining = end.saturating_sub(start);
-        let body = stream::unfold(
-            (download, remaining, buf),
-            |(mut download, remaining, mut buf)| async move {
-                if remaining == 0 {
-                    return None;
+        // Only the chunks that hold [start, end): an exact range of the `files_id_1_n_1` index,
+        // a few chunks per batch (a chunk is 255 KiB), so a range near the end of a large file
+        // reads nothing before it and memory stays at a few chunks.
+        let size = u64::from(file.chunk_size_bytes.max(1));
+        let (first, last) = (start / size, (end - 1) / size);
+        let chunks = self
+            .chunks
+            .find(bson::doc! {
+                "files_id": &id,
+                "n": { "$gte": i64::try_from(first).unwrap_or(i64::MAX),
+                       "$lte": i64::try_from(last).unwrap_or(i64::MAX) },
+            })
+            .sort(bson::doc! { "n": 1 })
+            .batch_size(4)
+            .await
+            .map_err(db_error)?;
+        let slices = chunks
+            .map_err(db_error)
+            .and_then(move |chunk| std::future::ready(chunk_slice(&chunk, size, start, end)));
+        // A chunk missing from the middle would silently shorten the body: refuse it instead.
+        let body = slices.scan(first, move |next, item| {
+            let out = match item {
+                Ok((n, bytes)) if n == *next => {
+                    *next += 1;
+                    Ok(bytes)
                 }
-                let want = usize::try_from(remaining.min(READ_CHUNK as u64)).unwrap_or(READ_CHUNK);
-                match download.read(&mut buf[..want]).await {
-                    Ok(0) => None,
-                    Ok(n) => {
-                        let chunk = Bytes::copy_from_slice(&buf[..n]);
-                        Some((Ok(chunk), (download, remaining - n as u64, buf)))
-                    }
-                    Err(e) => Some((Err(io_error(e)), (download, 0, buf))),
-                }
-            },
-        );
+                Ok((n, _)) => Err(Error::Internal(anyhow::anyhow!(
+                    "GridFS file {id}: chunk {n} where {next} was expected"
+                ))),
+                Err(e) => Err(e),
+            };
+            std::future::ready(Some(out))
+        });
         Ok(Some(Box::pin(body)))
     }
 

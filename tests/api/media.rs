@@ -1383,3 +1383,80 @@ async fn malformed_upload_requests_get_a_4xx_and_store_nothing() {
     );
     assert_eq!(stored(&app).await, (0, 0, 0));
 }
+
+#[tokio::test]
+async fn a_range_reads_only_the_gridfs_chunks_that_hold_it() {
+    let app = spawn_app().await;
+    let conv = app.create_group("alice", &[]).await;
+    // 3 MiB: 13 chunks of 255 KiB.
+    let bytes = png(64, 64, 3 << 20);
+    let r = upload(
+        &app,
+        &app.user("alice"),
+        Some(&conv),
+        bytes.clone(),
+        "big.png",
+        "image/png",
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    let content = format!("/v1/media/{id}/content");
+    let chunk = 255 * 1024;
+    // Ranges across chunk boundaries, inside one chunk, and at the very end.
+    for (from, to) in [
+        (chunk - 10, chunk + 10),
+        (2 * chunk, 3 * chunk),
+        (5 * chunk + 7, 9 * chunk + 3),
+        (bytes.len() - 1, bytes.len()),
+    ] {
+        let part = raw_get(
+            &app,
+            &content,
+            Some(&app.user("alice")),
+            Some(&format!("bytes={from}-{}", to - 1)),
+        )
+        .await;
+        assert_eq!(part.status(), 206);
+        assert_eq!(
+            part.bytes().await.unwrap().as_ref(),
+            &bytes[from..to],
+            "{from}-{to}"
+        );
+    }
+    // Take the first ten chunks away: a range in the last ones does not read them, and a range
+    // over a missing chunk is cut short, never answered with other bytes.
+    let chunks = app
+        .store
+        .database()
+        .collection::<bson::Document>("media.chunks");
+    let gone = chunks
+        .delete_many(bson::doc! { "n": { "$lt": 10 } })
+        .await
+        .unwrap()
+        .deleted_count;
+    assert_eq!(gone, 10);
+    let tail = raw_get(&app, &content, Some(&app.user("alice")), Some("bytes=-100")).await;
+    assert_eq!(tail.status(), 206);
+    assert_eq!(
+        tail.bytes().await.unwrap().as_ref(),
+        &bytes[bytes.len() - 100..]
+    );
+    // The missing chunk is the first one the range needs: the answer breaks off before any
+    // byte (the connection is closed), or at most what came before it arrives.
+    let across = app
+        .client
+        .get(format!("{}{content}", app.address))
+        .bearer_auth(app.user("alice"))
+        .header("Range", format!("bytes={}-{}", 9 * chunk, 11 * chunk))
+        .send()
+        .await;
+    let got = match across {
+        Ok(r) => r.bytes().await.map(|b| b.len()).unwrap_or(0),
+        Err(_) => 0,
+    };
+    assert!(
+        got < 2 * chunk,
+        "a body over a missing chunk is cut short ({got} bytes)"
+    );
+}
