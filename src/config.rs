@@ -121,6 +121,11 @@ pub struct MediaSettings {
     pub storage: String,
     /// The S3-compatible bucket when `storage = "s3"`.
     pub s3: S3Settings,
+    /// Thumbnails decoded at once by this process; 0 = one per core.
+    pub thumbnail_concurrency: usize,
+    /// Memory the thumbnails being made may hold together (original, decoded pixels), MiB: a
+    /// thumbnail waits until its estimate fits (one larger than all of it runs alone).
+    pub thumbnail_memory_mib: u32,
 }
 
 /// `[media.s3]`
@@ -355,6 +360,16 @@ impl Settings {
             }),
             "http.cors_allowed_origins",
             "must list origins such as https://admin.example.com (scheme, host, optional port)",
+        )?;
+        check(
+            self.media.thumbnail_concurrency <= 64,
+            "media.thumbnail_concurrency",
+            "must be at most 64 (0 = one per core)",
+        )?;
+        check(
+            (16..=65_536).contains(&self.media.thumbnail_memory_mib),
+            "media.thumbnail_memory_mib",
+            "must be between 16 and 65536",
         )?;
         let rl = &self.rate_limits;
         for (key, v) in [

@@ -90,6 +90,8 @@ pub struct Roster {
     events: crate::config::EventSettings,
     /// Webhook settings (target checks).
     webhooks: crate::config::WebhookSettings,
+    /// Thumbnail decoders and their memory budget (shared by every clone).
+    thumbnails: std::sync::Arc<thumbnails::ThumbnailSlots>,
 }
 
 /// Parses a path's user id, resolving `me` to the caller. Errors: `validation_failed`.
@@ -174,6 +176,7 @@ impl Roster {
             store,
             limits,
             keys,
+            thumbnails: std::sync::Arc::new(thumbnails::ThumbnailSlots::new(&media)),
             media,
             events: defaults.events,
             webhooks: defaults.webhooks,

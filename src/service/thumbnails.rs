@@ -1,8 +1,10 @@
 //! Image previews: decoded under limits, scaled so the longest side is at most 320 px, and
 //! re-encoded from pixels only — so EXIF, GPS and every other metadata segment of the original
-//! are gone. Made after the upload has answered, on the blocking pool, bounded in time.
+//! are gone. Made after the upload has answered, on the blocking pool, bounded in time, in
+//! number and in memory ([`ThumbnailSlots`]).
 
 use std::io::Cursor;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bson::oid::ObjectId;
@@ -21,6 +23,63 @@ pub const DECODE_MAX_ALLOC: u64 = 4 * MAX_IMAGE_PIXELS + 64 * 1024 * 1024;
 pub const THUMBNAIL_SOURCE_MAX_BYTES: u64 = 50 * 1024 * 1024;
 /// Longest a thumbnail may take to make.
 pub const THUMBNAIL_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The decoders of one process: at most `media.thumbnail_concurrency` at once, holding at most
+/// `media.thumbnail_memory_mib` together.
+#[derive(Debug)]
+pub struct ThumbnailSlots {
+    decoders: Arc<tokio::sync::Semaphore>,
+    memory: Arc<tokio::sync::Semaphore>,
+    budget_mib: u32,
+}
+
+impl ThumbnailSlots {
+    /// Slots of `settings` (`thumbnail_concurrency` 0: one per core).
+    pub fn new(settings: &crate::config::MediaSettings) -> ThumbnailSlots {
+        let n = match settings.thumbnail_concurrency {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        ThumbnailSlots {
+            decoders: Arc::new(tokio::sync::Semaphore::new(n)),
+            memory: Arc::new(tokio::sync::Semaphore::new(
+                settings.thumbnail_memory_mib as usize,
+            )),
+            budget_mib: settings.thumbnail_memory_mib,
+        }
+    }
+
+    /// Waits for a decoder and for `mib` of the budget (all of it when `mib` is more).
+    async fn acquire(&self, mib: u32) -> Result<Slot, String> {
+        let decoder = self.decoders.clone().acquire_owned().await;
+        let memory = self
+            .memory
+            .clone()
+            .acquire_many_owned(mib.clamp(1, self.budget_mib))
+            .await;
+        match (decoder, memory) {
+            (Ok(d), Ok(m)) => Ok(Slot(d, m)),
+            _ => Err("thumbnails are shut down".into()),
+        }
+    }
+}
+
+/// A decoder and its memory, held until the decode ends (even when its requester gave up).
+struct Slot(
+    #[allow(dead_code)] tokio::sync::OwnedSemaphorePermit,
+    #[allow(dead_code)] tokio::sync::OwnedSemaphorePermit,
+);
+
+/// What making a thumbnail of `m` may hold, MiB: the original, its decoded pixels (4 bytes
+/// each; the decoder's cap when the size is unknown) and some working room.
+pub fn memory_estimate_mib(size_bytes: u64, width: Option<u32>, height: Option<u32>) -> u32 {
+    let pixels = match (width, height) {
+        (Some(w), Some(h)) => 4 * u64::from(w) * u64::from(h),
+        _ => DECODE_MAX_ALLOC,
+    };
+    let total = size_bytes + pixels.min(DECODE_MAX_ALLOC) + 8 * 1024 * 1024;
+    u32::try_from(total.div_ceil(1024 * 1024)).unwrap_or(u32::MAX)
+}
 
 /// A made thumbnail.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,19 +164,35 @@ impl Roster {
 
     async fn thumbnail_of(&self, m: &MediaDoc) -> Result<ThumbnailDoc, String> {
         use futures::TryStreamExt;
+        let deadline = tokio::time::Instant::now() + THUMBNAIL_TIMEOUT;
         let size = u64::try_from(m.size_bytes).unwrap_or(0);
-        let stream = self
+        let dims = |v: Option<i32>| v.and_then(|v| u32::try_from(v).ok());
+        let slot = self
+            .thumbnails
+            .acquire(memory_estimate_mib(size, dims(m.width), dims(m.height)))
+            .await?;
+        let mut stream = self
             .store
             .blobs()
             .read(&m.storage.key, 0, size)
             .await
             .map_err(|e| e.to_string())?
             .ok_or("the original is gone")?;
-        let chunks: Vec<bytes::Bytes> = stream.try_collect().await.map_err(|e| e.to_string())?;
-        let original = chunks.concat();
-        let thumb = tokio::task::spawn_blocking(move || make_thumbnail(&original))
-            .await
-            .map_err(|e| e.to_string())??;
+        let mut original = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        while let Some(chunk) = stream.try_next().await.map_err(|e| e.to_string())? {
+            original.extend_from_slice(&chunk);
+        }
+        // The slot goes with the decode: a requester that gave up (its 20 s are over) frees
+        // nothing the decode still holds, and a decode whose deadline passed never starts.
+        let thumb = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            if tokio::time::Instant::now() >= deadline {
+                return Err("timed out before decoding".to_owned());
+            }
+            make_thumbnail(&original)
+        })
+        .await
+        .map_err(|e| e.to_string())??;
         let key = ObjectId::new().to_hex();
         let mut w = self
             .store
@@ -157,6 +232,49 @@ mod tests {
         app1.extend_from_slice(payload);
         out.splice(2..2, app1);
         out
+    }
+
+    #[test]
+    fn the_memory_estimate_counts_the_original_and_its_pixels() {
+        // 1 MiB original, 1000x1000 pixels (3.8 MiB decoded), 8 MiB room.
+        assert_eq!(memory_estimate_mib(1 << 20, Some(1000), Some(1000)), 13);
+        // Unknown dimensions: the decoder's cap.
+        let capped = memory_estimate_mib(0, None, None);
+        assert_eq!(
+            u64::from(capped),
+            (DECODE_MAX_ALLOC + (8 << 20)).div_ceil(1 << 20)
+        );
+        // Claimed dimensions beyond the cap count as the cap.
+        assert_eq!(memory_estimate_mib(0, Some(60_000), Some(60_000)), capped);
+    }
+
+    #[tokio::test]
+    async fn slots_bound_decoders_and_memory_and_one_too_large_runs_alone() {
+        let mut settings = crate::config::Settings::defaults().media;
+        settings.thumbnail_concurrency = 2;
+        settings.thumbnail_memory_mib = 100;
+        let slots = ThumbnailSlots::new(&settings);
+        let a = slots.acquire(60).await.unwrap();
+        // 60 + 60 > 100: the second waits for memory though a decoder is free.
+        let waiting = tokio::time::timeout(Duration::from_millis(50), slots.acquire(60)).await;
+        assert!(waiting.is_err(), "over the memory budget");
+        let b = slots.acquire(40).await.unwrap();
+        // Two decoders busy: even a small one waits.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), slots.acquire(1))
+                .await
+                .is_err()
+        );
+        drop((a, b));
+        // Larger than the whole budget: it takes all of it and runs.
+        let big = slots.acquire(10_000).await.unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), slots.acquire(1))
+                .await
+                .is_err()
+        );
+        drop(big);
+        assert!(slots.acquire(1).await.is_ok());
     }
 
     #[test]
