@@ -648,8 +648,11 @@ impl Roster {
 
     /// `GET /v1/conversations/{id}/members`: full views (`limit` up to
     /// `pagination.max_limit`), or with `view=compact` one row per member (`limit` up to
-    /// `pagination.compact_max_limit`); the cursors of both are the same. Errors:
-    /// `conversation_not_found`, `invalid_cursor`, `validation_failed`.
+    /// `pagination.compact_max_limit`); the cursors of both are the same. Other members' full
+    /// views are [`MemberView::public`] unless the caller may moderate; banned users are
+    /// listed only to moderators and servers. Errors: `conversation_not_found`,
+    /// `invalid_cursor`, `validation_failed`, `missing_permission` (`status=banned` alone by a
+    /// member who may not moderate).
     pub async fn list_members(
         &self,
         scope: &TenantScope,
@@ -657,8 +660,19 @@ impl Roster {
         q: ListMembersQuery,
     ) -> Result<MemberList> {
         let id = path_conversation(id)?;
-        let status = parse_statuses(q.status.as_deref())?;
+        let mut status = parse_statuses(q.status.as_deref())?;
         let after: Option<ObjectId> = q.cursor.as_deref().map(cursor::decode_oid).transpose()?;
+        let moderator = self.may_moderate(scope, id).await?;
+        if !moderator && status.contains(&MemberStatus::Banned) {
+            // Who is banned (pre-emptive bans included) is for moderators.
+            status.retain(|s| *s != MemberStatus::Banned);
+            if status.is_empty() {
+                return Err(Error::client(
+                    ErrorCode::MissingPermission,
+                    "listing banned users needs can_remove_members",
+                ));
+            }
+        }
         if q.view == Some(MemberListView::Compact) {
             let limit = self.page_limit_up_to(q.limit, self.limits.compact_max_limit)?;
             let docs = self
@@ -683,13 +697,42 @@ impl Roster {
             .list_members(scope, id, &status, q.role.as_ref(), after, limit + 1)
             .await?;
         let page = self.page(docs, limit, |m| cursor::encode_oid(m.id), |m| m);
+        let viewer = scope.user().map(|u| u.as_str().to_owned());
+        let items = self
+            .member_views(scope, page.items)
+            .await?
+            .into_iter()
+            .map(|v| {
+                if moderator || viewer.as_deref() == Some(v.user_id.as_str()) {
+                    v
+                } else {
+                    v.public()
+                }
+            })
+            .collect();
         Ok(MemberList::Full(Page {
-            items: self.member_views(scope, page.items).await?,
+            items,
             next_cursor: page.next_cursor,
         }))
     }
 
-    /// `GET /v1/conversations/{id}/members/{user_id}`. Errors: `conversation_not_found`, `not_a_member`.
+    /// Whether the caller sees other members' private fields and bans in conversation `id`:
+    /// server tokens, and members whose flags include `can_remove_members` (moderators and
+    /// up). A non-member is refused by the read that follows.
+    async fn may_moderate(&self, scope: &TenantScope, id: ConversationId) -> Result<bool> {
+        let Some(user) = scope.user() else {
+            return Ok(true);
+        };
+        Ok(self
+            .store
+            .member_row(scope, id.object_id(), user.as_str())
+            .await?
+            .is_some_and(|r| r.status.is_present() && r.permissions.can_remove_members))
+    }
+
+    /// `GET /v1/conversations/{id}/members/{user_id}`, as [`MemberView::public`] unless the
+    /// caller is the member, may moderate, or is a server. Errors: `conversation_not_found`,
+    /// `not_a_member` (also for a banned user asked about by a member who may not moderate).
     pub async fn get_member(
         &self,
         scope: &TenantScope,
@@ -698,7 +741,17 @@ impl Roster {
     ) -> Result<MemberView> {
         let (id, user) = (path_conversation(id)?, path_user(scope, user)?);
         let m = self.store.get_member(scope, id, &user).await?;
-        self.one_view(scope, m).await
+        let own = scope.user() == Some(&user);
+        let moderator = own || self.may_moderate(scope, id).await?;
+        if !moderator && m.status == MemberStatus::Banned {
+            // A ban is for moderators to see: to others the user is no member.
+            return Err(Error::client(
+                ErrorCode::NotAMember,
+                "not a member of this conversation",
+            ));
+        }
+        let view = self.one_view(scope, m).await?;
+        Ok(if moderator { view } else { view.public() })
     }
 
     async fn one_view(

@@ -194,8 +194,10 @@ pub struct MemberView {
     pub permission_overrides: Option<std::collections::BTreeMap<String, bool>>,
     /// Status.
     pub status: MemberStatus,
-    /// The member's own settings.
-    pub settings: MemberSettingsView,
+    /// The member's own settings; absent in what other members without `can_remove_members`
+    /// see (see [`MemberView::public`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settings: Option<MemberSettingsView>,
     /// Activity.
     pub activity: ActivityView,
     /// Departure history.
@@ -300,6 +302,24 @@ impl MemberView {
         ids
     }
 
+    /// What a member sees of another member unless it may moderate (`can_remove_members`):
+    /// identity, role, permissions, status, `joined_at`, message count and last message time,
+    /// and when the member left or was removed. Settings, permission overrides, read position,
+    /// who added or removed it and why, a ban's end and a mute's details are left out (`null`,
+    /// `settings` absent): they are the member's own business and its moderators'.
+    pub fn public(mut self) -> Self {
+        self.settings = None;
+        self.permission_overrides = None;
+        self.moderation = None;
+        self.activity.invited_by = None;
+        self.activity.last_read_message_id = None;
+        self.activity.last_read_at = None;
+        self.departure.removed_by = None;
+        self.departure.removal_reason = None;
+        self.departure.banned_until = None;
+        self
+    }
+
     /// Builds the view, naming users by external id. `status` is the status that applies now
     /// (an ended ban or mute no longer shows).
     pub fn new(m: MemberDoc, ids: &ExternalIds) -> Self {
@@ -321,7 +341,7 @@ impl MemberView {
             permissions: m.permissions,
             permission_overrides: m.permission_overrides,
             status,
-            settings: MemberSettingsView::from(&m.settings),
+            settings: Some(MemberSettingsView::from(&m.settings)),
             moderation,
             activity: ActivityView {
                 joined_at: time(m.activity.joined_at),

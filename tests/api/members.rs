@@ -1,4 +1,4 @@
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::helpers::spawn_app;
 
@@ -456,4 +456,127 @@ async fn member_lists_filter_by_status_and_role() {
         )
         .await;
     assert_eq!(r.code(), "conversation_not_found");
+}
+
+#[tokio::test]
+async fn members_see_each_others_public_projection_and_moderators_everything() {
+    let app = spawn_app().await;
+    let conv = app
+        .create_group(
+            "alice",
+            &[("mod", "moderator"), ("bob", "member"), ("erin", "member")],
+        )
+        .await;
+    let base = format!("/v1/conversations/{conv}");
+    // Bob's own business: settings and read position.
+    let r = app
+        .patch(
+            &format!("{base}/members/me/settings"),
+            &app.user("bob"),
+            json!({ "pinned": true, "notifications": "mentions" }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let read = bson::oid::ObjectId::new().to_hex();
+    let r = app
+        .post(
+            &format!("{base}/read"),
+            &app.user("bob"),
+            json!({ "message_id": read, "read_at": chrono::Utc::now() }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    // A removal with a reason and a pre-emptive ban.
+    let r = app
+        .delete(
+            &format!("{base}/members/erin?reason=rude"),
+            &app.user("mod"),
+        )
+        .await;
+    assert!(r.status < 300, "{:?}", r.body);
+    let r = app
+        .post(
+            &format!("{base}/members/dave/ban"),
+            &app.user("mod"),
+            json!({ "reason": "spam" }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+
+    let row = |list: &Value, user: &str| -> Value {
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["user_id"] == user)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    // Alice is the owner: she may moderate, so she sees Bob's settings and read position.
+    for (viewer, sees_private) in [
+        (app.server(), true),
+        (app.user("alice"), true),
+        (app.user("mod"), true),
+        (app.user("bob"), false),
+    ] {
+        let all = app
+            .get(&format!("{base}/members?status=all"), &viewer)
+            .await;
+        assert_eq!(all.status, 200, "{:?}", all.body);
+        let bob = row(&all.body, "bob");
+        assert_eq!(
+            bob["settings"]["pinned"], true,
+            "anyone sees their own, and moderators"
+        );
+        let erin = row(&all.body, "erin");
+        let dave = row(&all.body, "dave");
+        assert_eq!(erin["status"], "removed");
+        if sees_private {
+            assert_eq!(bob["activity"]["last_read_message_id"], json!(read));
+            assert_eq!(erin["departure"]["removal_reason"], "rude");
+            assert_eq!(dave["status"], "banned", "bans are listed for moderators");
+        } else {
+            // Bob looking at others.
+            let alice = row(&all.body, "alice");
+            assert!(alice.get("settings").is_none(), "{alice}");
+            assert_eq!(alice["activity"]["last_read_message_id"], json!(null));
+            assert!(alice["activity"]["joined_at"].is_string());
+            assert_eq!(alice["role"], "owner");
+            assert_eq!(erin["departure"]["removal_reason"], json!(null));
+            assert_eq!(erin["departure"]["removed_by"], json!(null));
+            assert!(erin["departure"]["removed_at"].is_string());
+            assert_eq!(dave, Value::Null, "no bans in a member's status=all");
+        }
+    }
+    // Bob as seen by Erin? Erin is gone. As seen by Alice in one read, and Alice by Bob.
+    let one = app
+        .get(&format!("{base}/members/alice"), &app.user("bob"))
+        .await;
+    assert_eq!(one.status, 200);
+    assert!(one.body.get("settings").is_none(), "{:?}", one.body);
+    let own = app
+        .get(&format!("{base}/members/me"), &app.user("bob"))
+        .await;
+    assert_eq!(own.body["settings"]["notifications"], "mentions");
+    let by_owner = app
+        .get(&format!("{base}/members/bob"), &app.user("alice"))
+        .await;
+    assert_eq!(by_owner.body["settings"]["pinned"], true);
+    // The ban list itself is for moderators.
+    let r = app
+        .get(&format!("{base}/members?status=banned"), &app.user("bob"))
+        .await;
+    assert_eq!((r.status, r.code()), (403, "missing_permission"));
+    let r = app
+        .get(&format!("{base}/members/dave"), &app.user("bob"))
+        .await;
+    assert_eq!((r.status, r.code()), (404, "not_a_member"));
+    let r = app
+        .get(&format!("{base}/members/dave"), &app.user("mod"))
+        .await;
+    assert_eq!(r.body["status"], "banned");
+    let r = app
+        .get(&format!("{base}/members?status=banned"), &app.user("mod"))
+        .await;
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 1);
 }

@@ -43,9 +43,11 @@ pub async fn add(
 /// the same.
 #[utoipa::path(get, path = "/v1/conversations/{conversation_id}/members", tag = "members",
     params(("conversation_id" = String, Path, description = "24 hex digits"), ListMembersQuery),
-    responses((status = 200, body = MemberList),
+    responses((status = 200, body = MemberList, description = "Other members' rows are their public projection unless the caller may moderate (`can_remove_members`) or is a server; banned users are listed only to those"),
               (status = 400, description = "`invalid_cursor`", body = ProblemBody, content_type = "application/problem+json"),
-              (status = 404, description = "`conversation_not_found`", body = ProblemBody, content_type = "application/problem+json")),
+              (status = 403, description = "`missing_permission`: `status=banned` by a member who may not moderate", body = ProblemBody, content_type = "application/problem+json"),
+              (status = 404, description = "`conversation_not_found`", body = ProblemBody, content_type = "application/problem+json"),
+              (status = 422, description = "`validation_failed`", body = ProblemBody, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn list(
     Caller(scope): Caller,
