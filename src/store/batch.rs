@@ -804,8 +804,8 @@ impl Working<'_> {
             after: Some(audit::role_status(m.role.as_str(), m.status.as_str())),
             reason,
         };
-        self.depart(s, it, m.clone(), event).await?;
-        Ok(Ok(m))
+        let stored = self.depart(s, it, m, event).await?;
+        Ok(Ok(stored))
     }
 
     async fn leave(
@@ -838,20 +838,29 @@ impl Working<'_> {
         m.departure.left_at = Some(self.now);
         m.moderation = None;
         m.updated_at = self.now;
-        self.depart(s, it, m.clone(), event).await?;
-        Ok(Ok(m))
+        let stored = self.depart(s, it, m, event).await?;
+        Ok(Ok(stored))
     }
 
     /// Stages a departure (`m` already carries its new status and departure fields): count
-    /// −1, summary, audit, and the top role handed on if its holder went.
+    /// −1, summary, audit, and the top role handed on if its holder went. A departed holder of
+    /// the top role keeps the catalog's default role instead (flags re-resolved, overrides
+    /// gone), so only present members ever hold it. Returns the membership as stored.
     async fn depart(
         &mut self,
         s: &mut ClientSession,
         it: &BatchItem,
-        m: MemberDoc,
+        mut m: MemberDoc,
         event: audit::Event<'_>,
-    ) -> mongodb::error::Result<()> {
+    ) -> mongodb::error::Result<MemberDoc> {
         let was_top = self.catalog.is_top(&m.role);
+        if was_top {
+            let role = self.catalog.default_role.clone();
+            m.permissions = self.catalog.resolve(&role, &BTreeMap::new());
+            m.permission_overrides = None;
+            m.role = role;
+        }
+        let stored = m.clone();
         let user = m.external_user_id.clone();
         self.put(m);
         self.count_delta -= 1;
@@ -862,7 +871,7 @@ impl Working<'_> {
         if was_top {
             self.hand_off(s, it).await?;
         }
-        Ok(())
+        Ok(stored)
     }
 
     /// Gives the top role to the highest-ranked, longest-standing present member, if nobody
@@ -958,7 +967,7 @@ impl Working<'_> {
             reason: r.reason.as_deref(),
         };
         if was_present {
-            self.depart(s, it, m.clone(), event).await?;
+            return Ok(Ok(self.depart(s, it, m, event).await?));
         } else if fresh {
             self.put_fresh(m.clone());
             self.event(it, event);

@@ -403,3 +403,53 @@ async fn one_tenants_unreadable_data_does_not_stop_the_sweep_of_the_others() {
         .await;
     assert_eq!(bob.body["status"], "removed");
 }
+
+#[tokio::test]
+async fn a_mute_does_not_outlive_the_membership_and_a_departed_owner_keeps_no_top_role() {
+    let app = spawn_app().await;
+    let conv = app
+        .create_group(
+            "alice",
+            &[("mod", "moderator"), ("bob", "member"), ("cy", "member")],
+        )
+        .await;
+    let base = format!("/v1/conversations/{conv}");
+    for (user, leave) in [("bob", false), ("cy", true)] {
+        let r = app
+            .post(
+                &format!("{base}/members/{user}/mute"),
+                &app.user("mod"),
+                json!({ "reason": "cool down" }),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        let r = if leave {
+            app.post(&format!("{base}/leave"), &app.user(user), json!({}))
+                .await
+        } else {
+            app.delete(&format!("{base}/members/{user}"), &app.user("mod"))
+                .await
+        };
+        assert!(r.status < 300, "{user}: {:?}", r.body);
+        let raw = app.raw_members(&conv).await;
+        assert!(
+            !crate::helpers::member_in(&raw, user).contains_key("moderation"),
+            "{user}: the mute went with the membership"
+        );
+        let r = app.add_member(&app.server(), &conv, user, "member").await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        assert_eq!(r.body["status"], "active", "{user} comes back unmuted");
+        assert!(r.body["moderation"].is_null(), "{:?}", r.body);
+    }
+    // The owner leaves: the top role is handed on, and the departed row no longer says owner.
+    let r = app
+        .post(&format!("{base}/leave"), &app.user("alice"), json!({}))
+        .await;
+    assert!(r.status < 300, "{:?}", r.body);
+    let raw = app.raw_members(&conv).await;
+    let owners: Vec<&str> = ["alice", "mod", "bob", "cy"]
+        .into_iter()
+        .filter(|u| crate::helpers::member_in(&raw, u).get_str("role") == Ok("owner"))
+        .collect();
+    assert_eq!(owners, ["mod"], "one owner, and present");
+}
