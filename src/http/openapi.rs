@@ -69,25 +69,33 @@ impl Modify for Security {
     }
 }
 
+/// Every operation of the document (the methods Roster serves).
+fn operations(
+    openapi: &mut utoipa::openapi::OpenApi,
+) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    openapi.paths.paths.values_mut().flat_map(|item| {
+        [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+    })
+}
+
 /// Handlers in different modules share names (`get`, `list`, …); generated clients need
 /// unique `operationId`s, so each becomes `<tag>_<handler>` (e.g. `roles_get`).
 struct UniqueOperationIds;
 
 impl Modify for UniqueOperationIds {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        for item in openapi.paths.paths.values_mut() {
-            let ops = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-            ];
-            for op in ops.into_iter().flatten() {
-                let tag = op.tags.as_ref().and_then(|t| t.first()).cloned();
-                if let (Some(tag), Some(id)) = (tag, op.operation_id.as_mut()) {
-                    *id = format!("{tag}_{id}");
-                }
+        for op in operations(openapi) {
+            let tag = op.tags.as_ref().and_then(|t| t.first()).cloned();
+            if let (Some(tag), Some(id)) = (tag, op.operation_id.as_mut()) {
+                *id = format!("{tag}_{id}");
             }
         }
     }
@@ -150,31 +158,22 @@ impl Modify for CommonAnswers {
             .insert("RateLimited".into(), limited.build().into());
         let unauthorized = Ref::new("#/components/responses/Unauthorized");
         let limited = Ref::new("#/components/responses/RateLimited");
-        for item in openapi.paths.paths.values_mut() {
-            let ops = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-            ];
-            for op in ops.into_iter().flatten() {
-                let schemes = serde_json::to_value(&op.security)
-                    .unwrap_or_default()
-                    .to_string();
-                let tenant = schemes.contains("\"bearer\"");
-                if tenant || schemes.contains("\"platform\"") {
-                    op.responses
-                        .responses
-                        .entry("401".into())
-                        .or_insert_with(|| unauthorized.clone().into());
-                }
-                if tenant {
-                    op.responses
-                        .responses
-                        .entry("429".into())
-                        .or_insert_with(|| limited.clone().into());
-                }
+        for op in operations(openapi) {
+            let schemes = serde_json::to_value(&op.security)
+                .unwrap_or_default()
+                .to_string();
+            let tenant = schemes.contains("\"bearer\"");
+            if tenant || schemes.contains("\"platform\"") {
+                op.responses
+                    .responses
+                    .entry("401".into())
+                    .or_insert_with(|| unauthorized.clone().into());
+            }
+            if tenant {
+                op.responses
+                    .responses
+                    .entry("429".into())
+                    .or_insert_with(|| limited.clone().into());
             }
         }
     }
