@@ -45,8 +45,11 @@ pub struct Settings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSettings {
-    /// Bind address, e.g. `127.0.0.1:8080`; port 0 picks a free port.
+    /// Bind address of the public API, e.g. `127.0.0.1:8080`; port 0 picks a free port.
     pub bind: String,
+    /// Bind address of the operators' listener (`/admin/v1/*`, `/metrics`, health), e.g.
+    /// `127.0.0.1:8081`; port 0 picks a free port. The public listener answers 404 there.
+    pub admin_bind: String,
     /// Worker threads; 0 = one per core.
     pub workers: usize,
     /// Largest JSON body, bytes.
@@ -354,6 +357,16 @@ impl Settings {
             "must be host:port, e.g. 127.0.0.1:8080",
         )?;
         check(
+            self.http.admin_bind.parse::<SocketAddr>().is_ok(),
+            "http.admin_bind",
+            "must be host:port, e.g. 127.0.0.1:8081",
+        )?;
+        check(
+            self.http.admin_bind != self.http.bind || self.http.bind.ends_with(":0"),
+            "http.admin_bind",
+            "must differ from http.bind (the operators' listener is a second one)",
+        )?;
+        check(
             self.http.cors_allowed_origins.iter().all(|o| {
                 (o.starts_with("https://") || o.starts_with("http://"))
                     && reqwest::Url::parse(o).is_ok_and(|u| u.path() == "/" && !o.ends_with('/'))
@@ -585,6 +598,11 @@ impl Settings {
     /// The bind address (validated in [`Settings::validate`]).
     pub fn bind_addr(&self) -> anyhow::Result<SocketAddr> {
         self.http.bind.parse().context("http.bind")
+    }
+
+    /// `http.admin_bind` parsed.
+    pub fn admin_bind_addr(&self) -> anyhow::Result<SocketAddr> {
+        self.http.admin_bind.parse().context("http.admin_bind")
     }
 }
 

@@ -16,8 +16,9 @@ use crate::store::Store;
 /// A bound, not yet running application.
 pub struct Application {
     port: u16,
+    admin_port: u16,
     store: Store,
-    server: actix_web::dev::Server,
+    servers: crate::http::Servers,
     sweeper: tokio::sync::watch::Sender<bool>,
 }
 
@@ -44,6 +45,10 @@ impl Application {
         let listener =
             TcpListener::bind(addr).with_context(|| format!("binding http.bind = {addr}"))?;
         let port = listener.local_addr()?.port();
+        let admin_addr = settings.admin_bind_addr()?;
+        let admin_listener = TcpListener::bind(admin_addr)
+            .with_context(|| format!("binding http.admin_bind = {admin_addr}"))?;
+        let admin_port = admin_listener.local_addr()?.port();
         let cache = std::sync::Arc::new(crate::store::authz_cache::AuthzCache::new(
             settings.authorize.cache,
             settings.authorize.cache_rows,
@@ -55,17 +60,18 @@ impl Application {
             settings.media.clone(),
         )
         .with_event_settings(settings);
-        let server = crate::http::server(listener, roster, settings)?;
+        let servers = crate::http::server(listener, admin_listener, roster, settings)?;
         let sweeper = spawn_sweeper(settings.clone(), store.hub().clone())?;
         crate::service::relay::spawn(settings.clone(), store.hub().clone(), sweeper.subscribe())?;
         if cache.enabled() {
             spawn_authz_follower(settings.clone(), cache, sweeper.subscribe())?;
         }
-        tracing::info!(%addr, port, "listening");
+        tracing::info!(%addr, port, %admin_addr, admin_port, "listening");
         Ok(Application {
             port,
+            admin_port,
             store,
-            server,
+            servers,
             sweeper,
         })
     }
@@ -75,6 +81,11 @@ impl Application {
         self.port
     }
 
+    /// The bound port of the operators' listener (`http.admin_bind`).
+    pub fn admin_port(&self) -> u16 {
+        self.admin_port
+    }
+
     /// The store (tests read raw documents through it).
     pub fn store(&self) -> &Store {
         &self.store
@@ -82,9 +93,10 @@ impl Application {
 
     /// Serves until SIGTERM/SIGINT (in-flight requests are drained) or the handle stops it.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let result = self.server.await;
+        // A signal stops both; the instance ends when both have drained (or one fails).
+        let result = futures::future::try_join(self.servers.public, self.servers.admin).await;
         let _ = self.sweeper.send(true);
-        result
+        result.map(drop)
     }
 }
 

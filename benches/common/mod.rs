@@ -17,6 +17,8 @@ use serde_json::{Value, json};
 pub struct Service {
     pub child: Child,
     pub base: String,
+    /// The operators' listener (`/admin/v1/*`, `/metrics`).
+    pub admin: String,
     pub http: reqwest::Client,
 }
 
@@ -61,7 +63,12 @@ impl Service {
     }
 
     pub async fn commands(&self) -> f64 {
-        let text = match self.http.get(format!("{}/metrics", self.base)).send().await {
+        let text = match self
+            .http
+            .get(format!("{}/metrics", self.admin))
+            .send()
+            .await
+        {
             Ok(r) => r.text().await.unwrap_or_default(),
             Err(_) => String::new(),
         };
@@ -79,9 +86,14 @@ impl Service {
         token: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
+        let base = if path.starts_with("/admin/") {
+            &self.admin
+        } else {
+            &self.base
+        };
         let mut req = self
             .http
-            .request(method, format!("{}{path}", self.base))
+            .request(method, format!("{base}{path}"))
             .bearer_auth(token);
         if let Some(b) = body {
             req = req.json(&b);
@@ -192,12 +204,17 @@ impl Service {
         env: &[(&str, &str)],
     ) -> anyhow::Result<(Service, TenantKey)> {
         let port = free_port();
+        let admin_port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_roster"));
         cmd.arg("serve")
             .env("ROSTER_ENV", "development")
             .env("MONGODB_URI", uri)
             .env("ROSTER__DATABASE__NAME", db)
             .env("ROSTER__HTTP__BIND", format!("127.0.0.1:{port}"))
+            .env(
+                "ROSTER__HTTP__ADMIN_BIND",
+                format!("127.0.0.1:{admin_port}"),
+            )
             .env("ROSTER__LOG__LEVEL", "warn,tracing_actix_web=error")
             // The limiter runs (its cost is measured) but never refuses the load.
             .env("ROSTER__RATE_LIMITS__TENANT_PER_SEC", "1000000")
@@ -212,6 +229,7 @@ impl Service {
         let svc = Service {
             child: cmd.spawn()?,
             base: format!("http://127.0.0.1:{port}"),
+            admin: format!("http://127.0.0.1:{admin_port}"),
             http: reqwest::Client::builder()
                 .pool_max_idle_per_host(64)
                 .build()?,

@@ -37,146 +37,148 @@ fn resource(path: &str) -> actix_web::Resource {
     web::resource(path).default_service(web::to(error::method_not_allowed))
 }
 
-/// Registers every route (shared by the server and tests that build the app in-process).
-pub fn routes(cfg: &mut web::ServiceConfig) {
+/// Registers the liveness and readiness probes (on both listeners).
+fn probes(cfg: &mut web::ServiceConfig) {
     use routes::*;
     cfg.service(resource("/healthz").route(web::get().to(health::healthz)))
-        .service(resource("/readyz").route(web::get().to(health::readyz)))
-        .service(
-            resource("/admin/v1/tenants")
-                .route(web::get().to(tenants::list))
-                .route(web::post().to(tenants::create)),
-        )
-        .service(resource("/admin/v1/tenants/{tenant_id}").route(web::get().to(tenants::get)))
-        .service(
-            resource("/admin/v1/tenants/{tenant_id}/keys").route(web::post().to(tenants::add_key)),
-        )
-        .service(
-            resource("/admin/v1/tenants/{tenant_id}/keys/{kid}")
-                .route(web::delete().to(tenants::revoke_key)),
-        )
-        .service(
-            resource("/v1/users/{user_id}")
-                .route(web::put().to(users::put))
-                .route(web::get().to(users::get))
-                .route(web::delete().to(users::delete)),
-        )
-        .service(resource("/v1/users/{user_id}/export").route(web::get().to(users::export)))
-        .service(
-            resource("/v1/users/{user_id}/conversations")
-                .route(web::get().to(users::conversations)),
-        )
-        .service(resource("/v1/conversations").route(web::post().to(conversations::create)))
-        .service(
-            resource("/v1/conversations/{conversation_id}")
-                .route(web::get().to(conversations::get))
-                .route(web::patch().to(conversations::update))
-                .route(web::delete().to(conversations::delete)),
-        )
-        .service(
-            resource("/v1/conversations/{conversation_id}/members")
-                .route(web::get().to(members::list))
-                .route(web::post().to(members::add)),
-        )
-        .service(
-            resource("/v1/conversations/{conversation_id}/members/{user_id}")
-                .route(web::get().to(members::get))
-                .route(web::patch().to(members::update))
-                .route(web::delete().to(members::remove)),
-        )
-        .service(
-            resource("/v1/conversations/{conversation_id}/leave")
-                .route(web::post().to(members::leave)),
-        )
-        .service(
-            resource("/v1/conversations/{conversation_id}/members/{user_id}/ban")
-                .route(web::post().to(moderation::ban))
-                .route(web::delete().to(moderation::unban)),
-        )
-        .service(
-            resource("/v1/conversations/{conversation_id}/members/{user_id}/mute")
-                .route(web::post().to(moderation::mute))
-                .route(web::delete().to(moderation::unmute)),
-        )
-        .service(
-            resource("/v1/conversations/{conversation_id}/members/{user_id}/permissions")
-                .route(web::get().to(moderation::permissions)),
-        )
-        .service(
-            resource("/v1/conversations/{conversation_id}/transfer-ownership")
-                .route(web::post().to(moderation::transfer)),
-        )
-        .service(
-            resource("/v1/conversations/{conversation_id}/audit")
-                .route(web::get().to(moderation::audit)),
-        )
-        .service(
-            resource("/v1/conversations/{conversation_id}/members/me/settings")
-                .route(web::patch().to(members::settings)),
-        )
-        .service(
-            resource("/v1/conversations/{conversation_id}/read")
-                .route(web::post().to(members::read)),
-        )
-        .service(
-            resource("/v1/conversations/{conversation_id}/messages")
-                .route(web::post().to(activity::report)),
-        )
-        .service(resource("/v1/messages/batch").route(web::post().to(activity::batch)))
-        .service(
-            resource("/v1/media")
-                .route(web::post().to(media::upload))
-                .route(web::get().to(media::list)),
-        )
-        .service(
-            resource("/v1/media/{media_id}")
-                .route(web::get().to(media::get))
-                .route(web::delete().to(media::delete)),
-        )
-        .service(resource("/v1/media/{media_id}/url").route(web::post().to(media::sign)))
-        .service(resource("/v1/media/{media_id}/attach").route(web::post().to(media::attach)))
-        .service(
-            resource("/v1/conversations/{conversation_id}/messages/{message_id}")
-                .route(web::delete().to(media::message_deleted)),
-        )
-        .service(resource("/v1/media/{media_id}/content").route(web::get().to(media::content)))
-        .service(resource("/v1/media/{media_id}/thumbnail").route(web::get().to(media::thumbnail)))
-        .service(
-            resource("/v1/settings")
-                .route(web::get().to(settings::get))
-                .route(web::patch().to(settings::patch)),
-        )
-        .service(
-            resource("/v1/roles")
-                .route(web::get().to(roles::get))
-                .route(web::put().to(roles::put)),
-        )
-        .service(resource("/v1/authorize").route(web::post().to(authorize::one)))
-        .service(resource("/v1/authorize/batch").route(web::post().to(authorize::batch)))
-        .service(resource("/v1/events").route(web::get().to(events::feed)))
-        .service(resource("/v1/events/stream").route(web::get().to(events::stream)))
-        .service(
-            resource("/v1/webhooks")
-                .route(web::get().to(webhooks::list))
-                .route(web::post().to(webhooks::create)),
-        )
-        .service(
-            resource("/v1/webhooks/{webhook_id}")
-                .route(web::get().to(webhooks::get))
-                .route(web::patch().to(webhooks::update))
-                .route(web::delete().to(webhooks::delete)),
-        )
-        .service(
-            resource("/v1/webhooks/{webhook_id}/rotate-secret")
-                .route(web::post().to(webhooks::rotate_secret)),
-        )
-        .service(
-            resource("/v1/webhooks/{webhook_id}/replay").route(web::post().to(webhooks::replay)),
-        )
-        .service(
-            resource("/v1/webhooks/{webhook_id}/deliveries")
-                .route(web::get().to(webhooks::deliveries)),
-        );
+        .service(resource("/readyz").route(web::get().to(health::readyz)));
+}
+
+/// Registers the platform API, served on the operators' listener only (`http.admin_bind`).
+pub fn admin_routes(cfg: &mut web::ServiceConfig) {
+    use routes::*;
+    cfg.service(
+        resource("/admin/v1/tenants")
+            .route(web::get().to(tenants::list))
+            .route(web::post().to(tenants::create)),
+    )
+    .service(resource("/admin/v1/tenants/{tenant_id}").route(web::get().to(tenants::get)))
+    .service(resource("/admin/v1/tenants/{tenant_id}/keys").route(web::post().to(tenants::add_key)))
+    .service(
+        resource("/admin/v1/tenants/{tenant_id}/keys/{kid}")
+            .route(web::delete().to(tenants::revoke_key)),
+    );
+}
+
+/// Registers the public API: every tenant route (the listener at `http.bind`).
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    use routes::*;
+    cfg.service(
+        resource("/v1/users/{user_id}")
+            .route(web::put().to(users::put))
+            .route(web::get().to(users::get))
+            .route(web::delete().to(users::delete)),
+    )
+    .service(resource("/v1/users/{user_id}/export").route(web::get().to(users::export)))
+    .service(
+        resource("/v1/users/{user_id}/conversations").route(web::get().to(users::conversations)),
+    )
+    .service(resource("/v1/conversations").route(web::post().to(conversations::create)))
+    .service(
+        resource("/v1/conversations/{conversation_id}")
+            .route(web::get().to(conversations::get))
+            .route(web::patch().to(conversations::update))
+            .route(web::delete().to(conversations::delete)),
+    )
+    .service(
+        resource("/v1/conversations/{conversation_id}/members")
+            .route(web::get().to(members::list))
+            .route(web::post().to(members::add)),
+    )
+    .service(
+        resource("/v1/conversations/{conversation_id}/members/{user_id}")
+            .route(web::get().to(members::get))
+            .route(web::patch().to(members::update))
+            .route(web::delete().to(members::remove)),
+    )
+    .service(
+        resource("/v1/conversations/{conversation_id}/leave").route(web::post().to(members::leave)),
+    )
+    .service(
+        resource("/v1/conversations/{conversation_id}/members/{user_id}/ban")
+            .route(web::post().to(moderation::ban))
+            .route(web::delete().to(moderation::unban)),
+    )
+    .service(
+        resource("/v1/conversations/{conversation_id}/members/{user_id}/mute")
+            .route(web::post().to(moderation::mute))
+            .route(web::delete().to(moderation::unmute)),
+    )
+    .service(
+        resource("/v1/conversations/{conversation_id}/members/{user_id}/permissions")
+            .route(web::get().to(moderation::permissions)),
+    )
+    .service(
+        resource("/v1/conversations/{conversation_id}/transfer-ownership")
+            .route(web::post().to(moderation::transfer)),
+    )
+    .service(
+        resource("/v1/conversations/{conversation_id}/audit")
+            .route(web::get().to(moderation::audit)),
+    )
+    .service(
+        resource("/v1/conversations/{conversation_id}/members/me/settings")
+            .route(web::patch().to(members::settings)),
+    )
+    .service(
+        resource("/v1/conversations/{conversation_id}/read").route(web::post().to(members::read)),
+    )
+    .service(
+        resource("/v1/conversations/{conversation_id}/messages")
+            .route(web::post().to(activity::report)),
+    )
+    .service(resource("/v1/messages/batch").route(web::post().to(activity::batch)))
+    .service(
+        resource("/v1/media")
+            .route(web::post().to(media::upload))
+            .route(web::get().to(media::list)),
+    )
+    .service(
+        resource("/v1/media/{media_id}")
+            .route(web::get().to(media::get))
+            .route(web::delete().to(media::delete)),
+    )
+    .service(resource("/v1/media/{media_id}/url").route(web::post().to(media::sign)))
+    .service(resource("/v1/media/{media_id}/attach").route(web::post().to(media::attach)))
+    .service(
+        resource("/v1/conversations/{conversation_id}/messages/{message_id}")
+            .route(web::delete().to(media::message_deleted)),
+    )
+    .service(resource("/v1/media/{media_id}/content").route(web::get().to(media::content)))
+    .service(resource("/v1/media/{media_id}/thumbnail").route(web::get().to(media::thumbnail)))
+    .service(
+        resource("/v1/settings")
+            .route(web::get().to(settings::get))
+            .route(web::patch().to(settings::patch)),
+    )
+    .service(
+        resource("/v1/roles")
+            .route(web::get().to(roles::get))
+            .route(web::put().to(roles::put)),
+    )
+    .service(resource("/v1/authorize").route(web::post().to(authorize::one)))
+    .service(resource("/v1/authorize/batch").route(web::post().to(authorize::batch)))
+    .service(resource("/v1/events").route(web::get().to(events::feed)))
+    .service(resource("/v1/events/stream").route(web::get().to(events::stream)))
+    .service(
+        resource("/v1/webhooks")
+            .route(web::get().to(webhooks::list))
+            .route(web::post().to(webhooks::create)),
+    )
+    .service(
+        resource("/v1/webhooks/{webhook_id}")
+            .route(web::get().to(webhooks::get))
+            .route(web::patch().to(webhooks::update))
+            .route(web::delete().to(webhooks::delete)),
+    )
+    .service(
+        resource("/v1/webhooks/{webhook_id}/rotate-secret")
+            .route(web::post().to(webhooks::rotate_secret)),
+    )
+    .service(resource("/v1/webhooks/{webhook_id}/replay").route(web::post().to(webhooks::replay)))
+    .service(
+        resource("/v1/webhooks/{webhook_id}/deliveries").route(web::get().to(webhooks::deliveries)),
+    );
 }
 
 /// CORS for the configured browser origins (none: the middleware is left out, and a preflight
@@ -214,13 +216,24 @@ async fn docs_redirect() -> actix_web::HttpResponse {
         .finish()
 }
 
-/// Builds the HTTP server on `listener` (not yet running; await the returned [`Server`]).
-/// SIGTERM/SIGINT stop accepting and give in-flight requests `http.shutdown_timeout_secs`.
+/// The two servers of one instance: the public API and the operators' listener. Both stop on
+/// SIGTERM/SIGINT.
+pub struct Servers {
+    /// The public API (`http.bind`).
+    pub public: Server,
+    /// The platform API and `/metrics` (`http.admin_bind`).
+    pub admin: Server,
+}
+
+/// Builds the HTTP servers (not yet running; await both): the public API on `listener` and the
+/// platform API, `/metrics` and the probes on `admin_listener`. SIGTERM/SIGINT stop accepting
+/// and give in-flight requests `http.shutdown_timeout_secs`.
 pub fn server(
     listener: TcpListener,
+    admin_listener: TcpListener,
     roster: Roster,
     settings: &Settings,
-) -> std::io::Result<Server> {
+) -> std::io::Result<Servers> {
     let state = Data::new(AppState {
         roster,
         auth: settings.auth.clone(),
@@ -229,7 +242,9 @@ pub fn server(
     let cors_origins = settings.http.cors_allowed_origins.clone();
     let json_limit = settings.http.json_limit_bytes;
     let openapi = openapi::ApiDoc::openapi();
-    // Request counts and latency histograms per route pattern (never per raw path) at /metrics.
+    let io = |e: Box<dyn std::error::Error + Send + Sync>| std::io::Error::other(e.to_string());
+    // Request counts and latency histograms per route pattern (never per raw path) of both
+    // listeners, served at the operators' /metrics.
     let registry = prometheus::Registry::new();
     registry
         .register(Box::new(
@@ -238,22 +253,29 @@ pub fn server(
         ))
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     let metrics = actix_web_prom::PrometheusMetricsBuilder::new("roster")
+        .registry(registry.clone())
+        .mask_unmatched_patterns("UNKNOWN")
+        .build()
+        .map_err(io)?;
+    let admin_metrics = actix_web_prom::PrometheusMetricsBuilder::new("roster_admin")
         .registry(registry)
         .endpoint("/metrics")
         .mask_unmatched_patterns("UNKNOWN")
         .build()
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
-    let mut server = HttpServer::new(move || {
+        .map_err(io)?;
+    let public_state = state.clone();
+    let mut public = HttpServer::new(move || {
         App::new()
             .wrap(from_fn(rate_limit::headers))
             .wrap(cors(&cors_origins))
             .wrap(metrics.clone())
             .wrap(TracingLogger::<request_id::RosterRootSpan>::new())
             .wrap(from_fn(request_id::middleware))
-            .app_data(state.clone())
+            .app_data(public_state.clone())
             .app_data(web::PayloadConfig::new(json_limit))
             .app_data(web::QueryConfig::default().error_handler(extract::query_error))
             .app_data(web::PathConfig::default().error_handler(extract::path_error))
+            .configure(probes)
             .configure(routes)
             .service(web::resource("/docs").route(web::get().to(docs_redirect)))
             .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi.clone()))
@@ -262,7 +284,26 @@ pub fn server(
     .shutdown_timeout(settings.http.shutdown_timeout_secs)
     .client_request_timeout(Duration::from_secs(30));
     if settings.http.workers > 0 {
-        server = server.workers(settings.http.workers);
+        public = public.workers(settings.http.workers);
     }
-    Ok(server.listen(listener)?.run())
+    let admin = HttpServer::new(move || {
+        App::new()
+            .wrap(admin_metrics.clone())
+            .wrap(TracingLogger::<request_id::RosterRootSpan>::new())
+            .wrap(from_fn(request_id::middleware))
+            .app_data(state.clone())
+            .app_data(web::PayloadConfig::new(json_limit))
+            .app_data(web::QueryConfig::default().error_handler(extract::query_error))
+            .app_data(web::PathConfig::default().error_handler(extract::path_error))
+            .configure(probes)
+            .configure(admin_routes)
+            .default_service(web::to(error::not_found))
+    })
+    .shutdown_timeout(settings.http.shutdown_timeout_secs)
+    .client_request_timeout(Duration::from_secs(30))
+    .workers(1);
+    Ok(Servers {
+        public: public.listen(listener)?.run(),
+        admin: admin.listen(admin_listener)?.run(),
+    })
 }

@@ -37,7 +37,7 @@ use super::routes::*;
     modifiers(&Security, &UniqueOperationIds, &Webhooks, &CommonAnswers),
     tags(
         (name = "health", description = "Liveness and readiness"),
-        (name = "platform", description = "Tenants and signing keys (platform operator token)"),
+        (name = "platform", description = "Tenants and signing keys (platform operator token), served only on the operators' listener (`http.admin_bind`, default 127.0.0.1:8081), not on the public one"),
         (name = "users", description = "User profiles and conversation lists"),
         (name = "conversations", description = "Group and direct conversations"),
         (name = "members", description = "Membership: add, list, change role, remove, leave"),

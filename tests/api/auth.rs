@@ -286,6 +286,7 @@ fn serve_refuses_the_compiled_in_secrets_outside_development() {
                 "mongodb://127.0.0.1:9/?directConnection=true&serverSelectionTimeoutMS=200",
             )
             .env("ROSTER__HTTP__BIND", "127.0.0.1:0")
+            .env("ROSTER__HTTP__ADMIN_BIND", "127.0.0.1:0")
             .env("ROSTER__DATABASE__SERVER_SELECTION_TIMEOUT_MS", "200");
         for (k, v) in env {
             cmd.env(k, v);

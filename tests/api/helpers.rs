@@ -26,6 +26,8 @@ impl Resp {
 /// A running application with a tenant and helpers for every endpoint.
 pub struct TestApp {
     pub address: String,
+    /// The operators' listener (`/admin/v1/*`, `/metrics`).
+    pub admin_address: String,
     pub client: reqwest::Client,
     pub store: Store,
     pub settings: Settings,
@@ -41,6 +43,7 @@ pub fn test_settings() -> Settings {
     settings.database.uri = uri;
     settings.database.name = format!("roster_test_{}", uuid::Uuid::new_v4().simple());
     settings.http.bind = "127.0.0.1:0".into();
+    settings.http.admin_bind = "127.0.0.1:0".into();
     settings.http.workers = 2;
     settings.http.shutdown_timeout_secs = 1;
     // Receivers in tests listen on loopback; retries come quickly.
@@ -77,6 +80,7 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
         .await
         .expect("application starts");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let admin_address = format!("http://127.0.0.1:{}", app.admin_port());
     let store = app.store().clone();
     tokio::spawn(app.run_until_stopped());
     let client = reqwest::Client::builder()
@@ -85,6 +89,7 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
         .expect("client");
     let mut test = TestApp {
         address,
+        admin_address,
         client,
         store,
         settings,
@@ -110,10 +115,12 @@ pub async fn spawn_second_instance(first: &TestApp) -> TestApp {
         .await
         .expect("second instance starts");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let admin_address = format!("http://127.0.0.1:{}", app.admin_port());
     let store = app.store().clone();
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
+        admin_address,
         client: reqwest::Client::builder()
             .pool_max_idle_per_host(64)
             .build()
@@ -222,9 +229,13 @@ impl TestApp {
         token: Option<&str>,
         body: Option<Value>,
     ) -> Resp {
-        let mut req = self
-            .client
-            .request(method, format!("{}{}", self.address, path));
+        // The platform API and the metrics live on the operators' listener.
+        let base = if path.starts_with("/admin/") || path == "/metrics" {
+            &self.admin_address
+        } else {
+            &self.address
+        };
+        let mut req = self.client.request(method, format!("{base}{path}"));
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }

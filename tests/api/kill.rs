@@ -29,13 +29,17 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn serve(uri: &str, db: &str, port: u16) -> Serve {
+async fn serve(uri: &str, db: &str, port: u16, admin_port: u16) -> Serve {
     let child = Command::new(env!("CARGO_BIN_EXE_roster"))
         .arg("serve")
         .env("ROSTER_ENV", "development")
         .env("MONGODB_URI", uri)
         .env("ROSTER__DATABASE__NAME", db)
         .env("ROSTER__HTTP__BIND", format!("127.0.0.1:{port}"))
+        .env(
+            "ROSTER__HTTP__ADMIN_BIND",
+            format!("127.0.0.1:{admin_port}"),
+        )
         .env("ROSTER__MEMBERS__DELETE_BATCH", "25")
         .env("ROSTER__MODERATION__SWEEP_INTERVAL_SECS", "3600")
         .env("RUST_LOG", "warn")
@@ -71,13 +75,13 @@ async fn a_large_deletion_killed_midway_finishes_after_a_restart_with_nothing_or
         settings.database.name.clone(),
     );
     let store = Store::connect(&settings.database).await.unwrap();
-    let port = free_port();
+    let (port, admin_port) = (free_port(), free_port());
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    let first = serve(&uri, &db_name, port).await;
+    let first = serve(&uri, &db_name, port, admin_port).await;
 
     let r: serde_json::Value = client
-        .post(format!("{base}/admin/v1/tenants"))
+        .post(format!("http://127.0.0.1:{admin_port}/admin/v1/tenants"))
         .bearer_auth(&settings.auth.platform_token)
         .json(&json!({ "id": "acme" }))
         .send()
@@ -187,7 +191,7 @@ async fn a_large_deletion_killed_midway_finishes_after_a_restart_with_nothing_or
     );
 
     // Restart: the conversation already answers as gone; a second delete finishes the job.
-    let _second = serve(&uri, &db_name, port).await;
+    let _second = serve(&uri, &db_name, port, admin_port).await;
     let r = client
         .get(format!("{base}/v1/conversations/{conv_hex}"))
         .bearer_auth(&token)

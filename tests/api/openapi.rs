@@ -124,11 +124,16 @@ async fn an_unsupported_method_gets_405_with_the_routes_methods_in_allow() {
             })
             .collect::<Vec<_>>()
             .join("/");
+        let base = if path.starts_with("/admin/") {
+            &app.admin_address
+        } else {
+            &app.address
+        };
         let r = app
             .client
             .request(
                 reqwest::Method::from_bytes(other.as_bytes()).unwrap(),
-                format!("{}{concrete}", app.address),
+                format!("{base}{concrete}"),
             )
             .bearer_auth(app.server())
             .send()

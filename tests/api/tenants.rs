@@ -102,7 +102,7 @@ async fn prometheus_metrics_count_requests_by_route_pattern_not_raw_path() {
         .await;
     let text = app
         .client
-        .get(format!("{}/metrics", app.address))
+        .get(format!("{}/metrics", app.admin_address))
         .send()
         .await
         .unwrap()
@@ -115,4 +115,46 @@ async fn prometheus_metrics_count_requests_by_route_pattern_not_raw_path() {
         "{text}"
     );
     assert!(!text.contains(&conv), "no raw ids in labels");
+}
+
+#[tokio::test]
+async fn the_platform_api_and_metrics_are_served_only_on_the_operators_listener() {
+    let app = spawn_app().await;
+    let op = app.platform_token();
+    let on = |base: &str, path: &str| {
+        app.client
+            .get(format!("{base}{path}"))
+            .bearer_auth(&op)
+            .send()
+    };
+    // The public listener knows neither: 404 like any unknown path, with a problem body.
+    for path in ["/admin/v1/tenants", "/admin/v1/tenants/acme", "/metrics"] {
+        let r = on(&app.address, path).await.unwrap();
+        assert_eq!(r.status(), 404, "{path} on the public listener");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["code"], "not_found", "{path}");
+    }
+    // The operators' listener serves them, and the probes, but not the tenant API or the docs.
+    let r = on(&app.admin_address, "/admin/v1/tenants/acme")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = on(&app.admin_address, "/metrics").await.unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("roster_admin_http_requests_total"), "{text}");
+    assert_eq!(
+        on(&app.admin_address, "/healthz").await.unwrap().status(),
+        200
+    );
+    for path in ["/v1/roles", "/docs/", "/openapi.json"] {
+        let r = on(&app.admin_address, path).await.unwrap();
+        assert_eq!(r.status(), 404, "{path} on the operators' listener");
+    }
+    // The public listener still serves its own.
+    assert_eq!(on(&app.address, "/healthz").await.unwrap().status(), 200);
+    assert_eq!(
+        on(&app.address, "/openapi.json").await.unwrap().status(),
+        200
+    );
 }

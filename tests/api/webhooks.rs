@@ -700,6 +700,7 @@ async fn serve(app: &TestApp, port: u16) -> Serve {
         .env("MONGODB_URI", &app.settings.database.uri)
         .env("ROSTER__DATABASE__NAME", &app.settings.database.name)
         .env("ROSTER__HTTP__BIND", format!("127.0.0.1:{port}"))
+        .env("ROSTER__HTTP__ADMIN_BIND", "127.0.0.1:0")
         .env("ROSTER__WEBHOOKS__ALLOW_PRIVATE_TARGETS", "true")
         .env("ROSTER__WEBHOOKS__LEASE_SECS", "3")
         .env("RUST_LOG", "warn")
