@@ -260,26 +260,57 @@ pub fn mint(
     )?)
 }
 
-/// Proof that the caller presented the platform operator token from configuration.
+/// Proof that the caller presented a platform operator token from configuration
+/// (`auth.platform_token` or one whose SHA-256 is in `auth.platform_token_sha256`), or that the
+/// service acts on its own (background work, the CLI, which read that configuration).
 #[derive(Debug, Clone)]
-pub struct PlatformCredential(());
+pub struct PlatformCredential {
+    token: String,
+}
 
 impl PlatformCredential {
-    /// Checks `presented` against `auth.platform_token` in constant time.
-    /// Errors: `Missing` for an empty token, `Invalid` for a wrong one.
+    /// Checks `presented` in constant time against `auth.platform_token` (when set) and each
+    /// digest of `auth.platform_token_sha256`. Errors: `Missing` for an empty token, `Invalid`
+    /// for one that matches none.
     pub fn verify(presented: &str, settings: &AuthSettings) -> Result<Self, AuthError> {
+        use secrecy::ExposeSecret;
+        use sha2::{Digest, Sha256};
         if presented.is_empty() {
             return Err(AuthError::Missing);
         }
-        if bool::from(
-            presented
-                .as_bytes()
-                .ct_eq(settings.platform_token.as_bytes()),
-        ) {
-            Ok(Self(()))
+        let digest = Sha256::digest(presented.as_bytes());
+        let plain = settings.platform_token.expose_secret().as_bytes();
+        // Every candidate is compared, so the time taken does not tell which one matched.
+        let mut ok = subtle::Choice::from(0);
+        if !plain.is_empty() {
+            ok |= presented.as_bytes().ct_eq(plain);
+        }
+        for h in &settings.platform_token_sha256 {
+            if let Ok(want) = hex::decode(h) {
+                ok |= digest[..].ct_eq(&want);
+            }
+        }
+        if bool::from(ok) {
+            Ok(Self {
+                token: hex::encode(&digest[..6]),
+            })
         } else {
             Err(AuthError::Invalid)
         }
+    }
+
+    /// The service itself (the sweeper, webhook delivery, the CLI): `component` names it in
+    /// the platform audit.
+    pub fn system(component: &str) -> Self {
+        Self {
+            token: format!("system:{component}"),
+        }
+    }
+
+    /// Which credential acted: the first 12 hex digits of the presented token's SHA-256 (what
+    /// an operator compares with `printf %s TOKEN | sha256sum`), or `system:<component>`.
+    pub fn token_id(&self) -> &str {
+        &self.token
     }
 
     /// The operator acting inside `tenant` with server rights (CLI tools such as `demo load`).
@@ -294,10 +325,15 @@ impl PlatformCredential {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::Digest;
 
     fn settings() -> AuthSettings {
         AuthSettings {
-            platform_token: "p".repeat(16),
+            platform_token: "p".repeat(16).into(),
+            platform_token_sha256: vec![
+                // SHA-256 of "rotated-platform-token"
+                hex::encode(sha2::Sha256::digest(b"rotated-platform-token")),
+            ],
             audience: "roster".into(),
             max_token_ttl_secs: 3600,
             leeway_secs: 0,
@@ -412,7 +448,21 @@ mod tests {
 
     #[test]
     fn the_platform_token_must_match_exactly() {
-        assert!(PlatformCredential::verify(&"p".repeat(16), &settings()).is_ok());
+        let plain = PlatformCredential::verify(&"p".repeat(16), &settings()).unwrap();
+        let rotated = PlatformCredential::verify("rotated-platform-token", &settings()).unwrap();
+        assert_ne!(plain.token_id(), rotated.token_id());
+        assert_eq!(rotated.token_id().len(), 12);
+        assert_eq!(
+            PlatformCredential::verify("rotated-platform-token!", &settings()).unwrap_err(),
+            AuthError::Invalid
+        );
+        let mut only_digests = settings();
+        only_digests.platform_token = "".into();
+        assert!(PlatformCredential::verify("rotated-platform-token", &only_digests).is_ok());
+        assert_eq!(
+            PlatformCredential::verify(" ", &only_digests).unwrap_err(),
+            AuthError::Invalid
+        );
         assert_eq!(
             PlatformCredential::verify("", &settings()).unwrap_err(),
             AuthError::Missing

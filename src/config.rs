@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 
 use anyhow::{Context, bail};
 use config::{Config, Environment, File, FileFormat};
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
@@ -97,8 +98,12 @@ pub struct DatabaseSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSettings {
-    /// Bearer token of the platform operator.
-    pub platform_token: String,
+    /// Bearer token of the platform operator, in plain (empty: only
+    /// `platform_token_sha256` are accepted). Redacted in `Debug`.
+    pub platform_token: SecretString,
+    /// SHA-256 digests (64 hex digits) of further accepted platform tokens: an operator keeps
+    /// only digests in configuration and rotates by listing the new one beside the old.
+    pub platform_token_sha256: Vec<String>,
     /// Required `aud` claim.
     pub audience: String,
     /// Longest accepted token lifetime, seconds.
@@ -115,7 +120,7 @@ pub struct AuthSettings {
 pub struct MediaSettings {
     /// HMAC key of signed media URLs (at least 32 characters; one per deployment, shared by
     /// its instances). Changing it invalidates every outstanding URL.
-    pub url_signing_key: String,
+    pub url_signing_key: SecretString,
     /// Lifetime of a signed URL when the request names none, seconds.
     pub url_ttl_secs: u64,
     /// Longest lifetime a signed URL may be given, seconds.
@@ -143,8 +148,8 @@ pub struct S3Settings {
     pub region: String,
     /// Access key id.
     pub access_key_id: String,
-    /// Secret access key.
-    pub secret_access_key: String,
+    /// Secret access key (redacted in `Debug`).
+    pub secret_access_key: SecretString,
 }
 
 /// `[pagination]`
@@ -285,7 +290,11 @@ impl Settings {
             Environment::with_prefix("ROSTER")
                 .prefix_separator("__")
                 .separator("__")
-                .try_parsing(true),
+                .try_parsing(true)
+                // Comma-separated lists: ROSTER__AUTH__PLATFORM_TOKEN_SHA256=<hex>,<hex>
+                .list_separator(",")
+                .with_list_parse_key("auth.platform_token_sha256")
+                .with_list_parse_key("http.cors_allowed_origins"),
         );
         if let Ok(uri) = std::env::var("MONGODB_URI") {
             builder = builder
@@ -314,10 +323,10 @@ impl Settings {
     pub fn compiled_in_secrets(&self) -> Vec<(&'static str, &'static str)> {
         let d = Settings::defaults();
         let mut out = Vec::new();
-        if self.auth.platform_token == d.auth.platform_token {
+        if self.auth.platform_token.expose_secret() == d.auth.platform_token.expose_secret() {
             out.push(("auth.platform_token", "ROSTER__AUTH__PLATFORM_TOKEN"));
         }
-        if self.media.url_signing_key == d.media.url_signing_key {
+        if self.media.url_signing_key.expose_secret() == d.media.url_signing_key.expose_secret() {
             out.push(("media.url_signing_key", "ROSTER__MEDIA__URL_SIGNING_KEY"));
         }
         out
@@ -432,7 +441,7 @@ impl Settings {
             "media.s3.endpoint and media.s3.bucket are needed when media.storage = \"s3\"",
         )?;
         check(
-            self.media.url_signing_key.len() >= 32,
+            self.media.url_signing_key.expose_secret().len() >= 32,
             "media.url_signing_key",
             "must be at least 32 characters",
         )?;
@@ -443,9 +452,18 @@ impl Settings {
             "must be between 1 and media.url_max_ttl_secs (at most 7 days)",
         )?;
         check(
-            self.auth.platform_token.len() >= 16,
+            self.auth.platform_token.expose_secret().is_empty()
+                || self.auth.platform_token.expose_secret().len() >= 16,
             "auth.platform_token",
-            "must be at least 16 characters",
+            "must be at least 16 characters (or empty: only auth.platform_token_sha256 are accepted)",
+        )?;
+        check(
+            self.auth
+                .platform_token_sha256
+                .iter()
+                .all(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit())),
+            "auth.platform_token_sha256",
+            "must list SHA-256 digests of 64 hex digits (e.g. `printf %s TOKEN | sha256sum`)",
         )?;
         check(
             !self.auth.audience.is_empty(),
@@ -664,5 +682,46 @@ mod tests {
         assert!(err.contains("media.url_signing_key"), "{err}");
         s.media.url_signing_key = "a-signing-key-of-our-own-32-bytes-long".into();
         assert!(s.refuse_compiled_in_secrets(None).is_ok());
+    }
+
+    #[test]
+    fn list_settings_come_from_comma_separated_variables() {
+        let a = "a".repeat(64);
+        let b = "b".repeat(64);
+        // SAFETY: nextest runs each test in a process of its own; nothing else reads the
+        // environment meanwhile.
+        unsafe {
+            std::env::set_var("ROSTER__AUTH__PLATFORM_TOKEN_SHA256", format!("{a},{b}"));
+            std::env::set_var(
+                "ROSTER__HTTP__CORS_ALLOWED_ORIGINS",
+                "https://one.example,https://two.example",
+            );
+        }
+        let s = Settings::load().unwrap();
+        assert_eq!(s.auth.platform_token_sha256, vec![a, b]);
+        assert_eq!(
+            s.http.cors_allowed_origins,
+            vec!["https://one.example", "https://two.example"]
+        );
+        unsafe { std::env::set_var("ROSTER__AUTH__PLATFORM_TOKEN_SHA256", "not-a-digest") };
+        let err = format!("{:#}", Settings::load().unwrap_err());
+        assert!(err.contains("auth.platform_token_sha256"), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let mut s = defaults();
+        s.auth.platform_token = "a-platform-token-of-our-own".into();
+        s.media.url_signing_key = "a-signing-key-of-our-own-32-bytes-long".into();
+        s.media.s3.secret_access_key = "an-s3-secret-access-key".into();
+        let shown = format!("{s:?}");
+        for secret in [
+            "a-platform-token-of-our-own",
+            "a-signing-key-of-our-own",
+            "an-s3-secret-access-key",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("REDACTED"), "{shown}");
     }
 }

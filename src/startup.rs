@@ -142,62 +142,91 @@ fn spawn_sweeper(
     hub: std::sync::Arc<crate::store::events::EventHub>,
 ) -> anyhow::Result<tokio::sync::watch::Sender<bool>> {
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
-    std::thread::Builder::new().name("roster-sweeper".into()).spawn(move || {
-        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(r) => r,
-            Err(e) => return tracing::error!(error = %e, "sweeper disabled: no runtime"),
-        };
-        runtime.block_on(async move {
-            let cred = match PlatformCredential::verify(&settings.auth.platform_token, &settings.auth) {
-                Ok(c) => c,
-                Err(e) => return tracing::error!(error = %e, "sweeper disabled: auth.platform_token does not verify"),
+    std::thread::Builder::new()
+        .name("roster-sweeper".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => return tracing::error!(error = %e, "sweeper disabled: no runtime"),
             };
-            let store = match Store::connect(&settings.database).await {
-                Ok(s) => match s.with_hub(hub).with_member_settings(&settings.members).with_event_settings(&settings.events).with_media_settings(&settings.media) {
-                    Ok(s) => s,
-                    Err(e) => return tracing::error!(error = format!("{e:#}"), "sweeper disabled: media storage"),
-                },
-                Err(e) => return tracing::error!(error = format!("{e:#}"), "sweeper disabled: no database"),
-            };
-            let mut tick = tokio::time::interval(Duration::from_secs(settings.moderation.sweep_interval_secs));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            // Where the walk over stored objects (orphan sweep) continues next time.
-            let mut objects_after: Option<String> = None;
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = stopped.changed() => break,
-                }
-                match store.sweep_expired(&cred, settings.moderation.sweep_batch).await {
-                    Ok(r) if r != Default::default() => tracing::info!(
-                        bans_expired = r.bans_expired,
-                        mutes_expired = r.mutes_expired,
-                        deletions_finished = r.deletions_finished,
-                        members_re_resolved = r.members_re_resolved,
-                        activity_caught_up = r.activity_caught_up,
-                        audit_expired = r.audit_expired,
-                        media_repaired = r.media_repaired,
-                        media_expired = r.media_expired,
-                        "sweep done"
-                    ),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "sweep failed; will retry"),
-                }
-                let batch = settings.moderation.sweep_batch as usize;
-                match store
-                    .sweep_orphan_objects(&cred, objects_after.take(), batch, crate::store::moderation::STALE_UPLOAD_MS)
-                    .await
-                {
-                    Ok((deleted, next)) => {
-                        objects_after = next;
-                        if deleted > 0 {
-                            tracing::info!(deleted, "orphan storage objects deleted");
+            runtime.block_on(async move {
+                let cred = PlatformCredential::system("sweeper");
+                let store = match Store::connect(&settings.database).await {
+                    Ok(s) => match s
+                        .with_hub(hub)
+                        .with_member_settings(&settings.members)
+                        .with_event_settings(&settings.events)
+                        .with_media_settings(&settings.media)
+                    {
+                        Ok(s) => s,
+                        Err(e) => {
+                            return tracing::error!(
+                                error = format!("{e:#}"),
+                                "sweeper disabled: media storage"
+                            );
+                        }
+                    },
+                    Err(e) => {
+                        return tracing::error!(
+                            error = format!("{e:#}"),
+                            "sweeper disabled: no database"
+                        );
+                    }
+                };
+                let mut tick = tokio::time::interval(Duration::from_secs(
+                    settings.moderation.sweep_interval_secs,
+                ));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                // Where the walk over stored objects (orphan sweep) continues next time.
+                let mut objects_after: Option<String> = None;
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = stopped.changed() => break,
+                    }
+                    match store
+                        .sweep_expired(&cred, settings.moderation.sweep_batch)
+                        .await
+                    {
+                        Ok(r) if r != Default::default() => tracing::info!(
+                            bans_expired = r.bans_expired,
+                            mutes_expired = r.mutes_expired,
+                            deletions_finished = r.deletions_finished,
+                            members_re_resolved = r.members_re_resolved,
+                            activity_caught_up = r.activity_caught_up,
+                            audit_expired = r.audit_expired,
+                            media_repaired = r.media_repaired,
+                            media_expired = r.media_expired,
+                            "sweep done"
+                        ),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "sweep failed; will retry"),
+                    }
+                    let batch = settings.moderation.sweep_batch as usize;
+                    match store
+                        .sweep_orphan_objects(
+                            &cred,
+                            objects_after.take(),
+                            batch,
+                            crate::store::moderation::STALE_UPLOAD_MS,
+                        )
+                        .await
+                    {
+                        Ok((deleted, next)) => {
+                            objects_after = next;
+                            if deleted > 0 {
+                                tracing::info!(deleted, "orphan storage objects deleted");
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "orphan object sweep failed; will retry")
                         }
                     }
-                    Err(e) => tracing::warn!(error = %e, "orphan object sweep failed; will retry"),
                 }
-            }
-        });
-    })?;
+            });
+        })?;
     Ok(stop)
 }

@@ -254,7 +254,7 @@ impl Service {
             .call(
                 reqwest::Method::POST,
                 "/admin/v1/tenants",
-                &settings.auth.platform_token,
+                secrecy::ExposeSecret::expose_secret(&settings.auth.platform_token),
                 Some(json!({ "id": "load" })),
             )
             .await;

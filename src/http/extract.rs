@@ -73,7 +73,8 @@ impl FromRequest for Caller {
     }
 }
 
-/// The platform operator (bearer = `auth.platform_token`). Errors: 401 codes.
+/// The platform operator (bearer = `auth.platform_token` or a token whose SHA-256 is in
+/// `auth.platform_token_sha256`). Errors: 401 codes.
 pub struct Platform(pub PlatformCredential);
 
 impl FromRequest for Platform {
@@ -83,10 +84,10 @@ impl FromRequest for Platform {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         std::future::ready((|| {
             let token = bearer(req)?;
-            Ok(Platform(PlatformCredential::verify(
-                &token,
-                &state(req)?.auth,
-            )?))
+            let cred = PlatformCredential::verify(&token, &state(req)?.auth)?;
+            // Read back by the platform audit once the call is answered.
+            req.extensions_mut().insert(cred.clone());
+            Ok(Platform(cred))
         })())
     }
 }

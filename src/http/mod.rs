@@ -5,6 +5,7 @@ pub mod error;
 pub mod extract;
 pub mod metrics;
 pub mod openapi;
+pub mod platform_audit;
 pub mod rate_limit;
 pub mod request_id;
 pub mod routes;
@@ -47,17 +48,20 @@ fn probes(cfg: &mut web::ServiceConfig) {
 /// Registers the platform API, served on the operators' listener only (`http.admin_bind`).
 pub fn admin_routes(cfg: &mut web::ServiceConfig) {
     use routes::*;
-    cfg.service(
-        resource("/admin/v1/tenants")
-            .route(web::get().to(tenants::list))
-            .route(web::post().to(tenants::create)),
-    )
-    .service(resource("/admin/v1/tenants/{tenant_id}").route(web::get().to(tenants::get)))
-    .service(resource("/admin/v1/tenants/{tenant_id}/keys").route(web::post().to(tenants::add_key)))
-    .service(
-        resource("/admin/v1/tenants/{tenant_id}/keys/{kid}")
-            .route(web::delete().to(tenants::revoke_key)),
-    );
+    cfg.service(resource("/admin/v1/audit").route(web::get().to(tenants::audit)))
+        .service(
+            resource("/admin/v1/tenants")
+                .route(web::get().to(tenants::list))
+                .route(web::post().to(tenants::create)),
+        )
+        .service(resource("/admin/v1/tenants/{tenant_id}").route(web::get().to(tenants::get)))
+        .service(
+            resource("/admin/v1/tenants/{tenant_id}/keys").route(web::post().to(tenants::add_key)),
+        )
+        .service(
+            resource("/admin/v1/tenants/{tenant_id}/keys/{kid}")
+                .route(web::delete().to(tenants::revoke_key)),
+        );
 }
 
 /// Registers the public API: every tenant route (the listener at `http.bind`).
@@ -288,6 +292,7 @@ pub fn server(
     }
     let admin = HttpServer::new(move || {
         App::new()
+            .wrap(from_fn(platform_audit::record))
             .wrap(admin_metrics.clone())
             .wrap(TracingLogger::<request_id::RosterRootSpan>::new())
             .wrap(from_fn(request_id::middleware))

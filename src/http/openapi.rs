@@ -17,7 +17,7 @@ use super::routes::*;
     ),
     paths(
         health::healthz, health::readyz,
-        tenants::create, tenants::list, tenants::get, tenants::add_key, tenants::revoke_key,
+        tenants::audit, tenants::create, tenants::list, tenants::get, tenants::add_key, tenants::revoke_key,
         users::put, users::get, users::conversations, users::delete, users::export,
         conversations::create, conversations::get, conversations::update, conversations::delete,
         members::add, members::list, members::get, members::update, members::remove, members::leave,
@@ -37,7 +37,7 @@ use super::routes::*;
     modifiers(&Security, &UniqueOperationIds, &Webhooks, &CommonAnswers),
     tags(
         (name = "health", description = "Liveness and readiness"),
-        (name = "platform", description = "Tenants and signing keys (platform operator token), served only on the operators' listener (`http.admin_bind`, default 127.0.0.1:8081), not on the public one"),
+        (name = "platform", description = "Tenants, signing keys and the audit of platform calls (platform operator token), served only on the operators' listener (`http.admin_bind`, default 127.0.0.1:8081), not on the public one"),
         (name = "users", description = "User profiles and conversation lists"),
         (name = "conversations", description = "Group and direct conversations"),
         (name = "members", description = "Membership: add, list, change role, remove, leave"),

@@ -13,6 +13,7 @@ use crate::store::members::ChatListKey;
 const OID_TAG: u8 = 1;
 const TEXT_TAG: u8 = 2;
 const CHAT_TAG: u8 = 3;
+const TIME_OID_TAG: u8 = 4;
 
 fn invalid() -> Error {
     Error::client(
@@ -37,6 +38,29 @@ pub fn decode_oid(cursor: &str) -> Result<ObjectId> {
             let mut b = [0u8; 12];
             b.copy_from_slice(rest);
             Ok(ObjectId::from_bytes(b))
+        }
+        _ => Err(invalid()),
+    }
+}
+
+/// Encodes a (time, ObjectId) sort key.
+pub fn encode_time_oid(at: bson::DateTime, id: ObjectId) -> String {
+    let mut bytes = Vec::with_capacity(21);
+    bytes.push(TIME_OID_TAG);
+    bytes.extend_from_slice(&at.timestamp_millis().to_be_bytes());
+    bytes.extend_from_slice(&id.bytes());
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Decodes a (time, ObjectId) cursor. Errors: `invalid_cursor` (400).
+pub fn decode_time_oid(cursor: &str) -> Result<(bson::DateTime, ObjectId)> {
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
+    match bytes.split_first() {
+        Some((&TIME_OID_TAG, rest)) if rest.len() == 20 => {
+            let (ms, id) = rest.split_at(8);
+            let ms = i64::from_be_bytes(ms.try_into().map_err(|_| invalid())?);
+            let id: [u8; 12] = id.try_into().map_err(|_| invalid())?;
+            Ok((bson::DateTime::from_millis(ms), ObjectId::from_bytes(id)))
         }
         _ => Err(invalid()),
     }

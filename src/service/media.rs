@@ -6,6 +6,7 @@ use bson::DateTime;
 use bson::oid::ObjectId;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
+use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
@@ -507,7 +508,7 @@ impl Roster {
             viewer: &viewer,
             expires,
         };
-        let sig = grant.sign(self.media.url_signing_key.as_bytes());
+        let sig = grant.sign(self.media.url_signing_key.expose_secret().as_bytes());
         let query = serde_urlencoded::to_string([
             ("t", scope.tenant().as_str()),
             ("v", &viewer),
@@ -531,8 +532,11 @@ impl Roster {
             viewer: &q.v,
             expires: q.e,
         };
-        let scope =
-            crate::auth::verify_media_url(&grant, &q.s, self.media.url_signing_key.as_bytes())?;
+        let scope = crate::auth::verify_media_url(
+            &grant,
+            &q.s,
+            self.media.url_signing_key.expose_secret().as_bytes(),
+        )?;
         if q.e <= chrono::Utc::now().timestamp() {
             return Err(Error::client(
                 ErrorCode::SignedUrlExpired,

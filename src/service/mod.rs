@@ -880,6 +880,31 @@ impl Roster {
         ))
     }
 
+    /// `GET /admin/v1/audit`: platform calls, newest first. Errors: `invalid_cursor`,
+    /// `validation_failed` (limit).
+    pub async fn list_platform_calls(
+        &self,
+        cred: &PlatformCredential,
+        q: PageQuery,
+    ) -> Result<Page<PlatformCallView>> {
+        let limit = self.page_limit(q.limit)?;
+        let before = q
+            .cursor
+            .as_deref()
+            .map(cursor::decode_time_oid)
+            .transpose()?;
+        let rows = self
+            .store
+            .list_platform_calls(cred, before, limit + 1)
+            .await?;
+        Ok(self.page(
+            rows,
+            limit,
+            |c| cursor::encode_time_oid(c.at, c.id),
+            PlatformCallView::from,
+        ))
+    }
+
     /// `POST /admin/v1/tenants/{id}/keys`. Errors: `tenant_not_found`.
     pub async fn add_tenant_key(
         &self,

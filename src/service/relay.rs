@@ -38,7 +38,10 @@ pub fn spawn(
                 let store = match Store::connect(&settings.database).await {
                     Ok(s) => s.with_hub(hub),
                     Err(e) => {
-                        return tracing::error!(error = format!("{e:#}"), "events disabled: no database");
+                        return tracing::error!(
+                            error = format!("{e:#}"),
+                            "events disabled: no database"
+                        );
                     }
                 };
                 let mut stop = stop;
@@ -46,14 +49,13 @@ pub fn spawn(
                 if settings.events.change_stream {
                     tokio::task::spawn_local(follow(store.clone()));
                 }
-                match PlatformCredential::verify(&settings.auth.platform_token, &settings.auth) {
-                    Ok(_) if !settings.webhooks.deliver => {
-                        tracing::info!("webhook delivery is left to other instances (webhooks.deliver = false)");
-                    }
-                    Ok(cred) => {
-                        tokio::task::spawn_local(super::webhooks::deliver(store, settings, cred));
-                    }
-                    Err(e) => tracing::error!(error = %e, "webhooks disabled: auth.platform_token does not verify"),
+                if settings.webhooks.deliver {
+                    let cred = PlatformCredential::system("webhooks");
+                    tokio::task::spawn_local(super::webhooks::deliver(store, settings, cred));
+                } else {
+                    tracing::info!(
+                        "webhook delivery is left to other instances (webhooks.deliver = false)"
+                    );
                 }
                 let _ = stop.wait_for(|s| *s).await;
             });

@@ -525,6 +525,46 @@ impl From<&KeyDoc> for KeySecretView {
     }
 }
 
+/// One call of the platform API (`GET /admin/v1/audit`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PlatformCallView {
+    /// Call id.
+    pub id: String,
+    /// When it was answered (UTC).
+    pub at: DateTime<Utc>,
+    /// Which credential acted: the first 12 hex digits of the token's SHA-256 (compare with
+    /// `printf %s TOKEN | sha256sum`); `null` when the token was missing or wrong.
+    pub token_id: Option<String>,
+    /// HTTP method.
+    pub method: String,
+    /// Route pattern, e.g. `/admin/v1/tenants/{tenant_id}/keys`.
+    pub route: String,
+    /// The tenant the path named.
+    pub tenant_id: Option<String>,
+    /// Status code of the answer.
+    pub status: u16,
+    /// The request id.
+    pub request_id: Option<String>,
+    /// Time to answer, ms.
+    pub latency_ms: u64,
+}
+
+impl From<crate::store::platform_audit::PlatformCallDoc> for PlatformCallView {
+    fn from(c: crate::store::platform_audit::PlatformCallDoc) -> Self {
+        Self {
+            id: c.id.to_hex(),
+            at: time(c.at),
+            token_id: c.token_id,
+            method: c.method,
+            route: c.route,
+            tenant_id: c.tenant_id,
+            status: c.status,
+            request_id: c.request_id,
+            latency_ms: c.latency_ms,
+        }
+    }
+}
+
 /// A tenant, without secrets.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct TenantView {

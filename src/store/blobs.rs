@@ -271,7 +271,7 @@ impl S3Blobs {
             .with_bucket_name(&s.bucket)
             .with_region(&s.region)
             .with_access_key_id(&s.access_key_id)
-            .with_secret_access_key(&s.secret_access_key)
+            .with_secret_access_key(secrecy::ExposeSecret::expose_secret(&s.secret_access_key))
             .with_allow_http(s.endpoint.starts_with("http://"))
             .with_virtual_hosted_style_request(false)
             .build()?;

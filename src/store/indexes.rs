@@ -40,6 +40,10 @@ pub const SPEC_FILES: &[(&str, &str)] = &[
     ("events.json", include_str!("../../indexes/events.json")),
     ("webhooks.json", include_str!("../../indexes/webhooks.json")),
     (
+        "platform_audit.json",
+        include_str!("../../indexes/platform_audit.json"),
+    ),
+    (
         "webhook_deliveries.json",
         include_str!("../../indexes/webhook_deliveries.json"),
     ),

@@ -18,6 +18,7 @@ pub mod media;
 pub mod members;
 pub mod moderation;
 pub mod participants;
+pub mod platform_audit;
 pub mod roles;
 pub mod self_service;
 pub mod settings;
@@ -68,6 +69,8 @@ pub mod names {
     pub const WEBHOOKS: &str = "webhooks";
     /// Webhook delivery attempts.
     pub const WEBHOOK_DELIVERIES: &str = "webhook_deliveries";
+    /// Calls of the platform API.
+    pub const PLATFORM_AUDIT: &str = "platform_audit";
 }
 
 /// Names of the indexes the keyset reads walk (defined in `indexes/*.json`; the explain test

@@ -82,7 +82,9 @@ async fn a_large_deletion_killed_midway_finishes_after_a_restart_with_nothing_or
 
     let r: serde_json::Value = client
         .post(format!("http://127.0.0.1:{admin_port}/admin/v1/tenants"))
-        .bearer_auth(&settings.auth.platform_token)
+        .bearer_auth(secrecy::ExposeSecret::expose_secret(
+            &settings.auth.platform_token,
+        ))
         .json(&json!({ "id": "acme" }))
         .send()
         .await

@@ -871,7 +871,7 @@ async fn s3_objects(settings: &roster::config::Settings) -> usize {
         .with_bucket_name(&s.bucket)
         .with_region(&s.region)
         .with_access_key_id(&s.access_key_id)
-        .with_secret_access_key(&s.secret_access_key)
+        .with_secret_access_key(secrecy::ExposeSecret::expose_secret(&s.secret_access_key))
         .with_allow_http(true)
         .build()
         .unwrap();

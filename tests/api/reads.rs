@@ -173,6 +173,9 @@ async fn every_command_of_every_operation_reads_about_what_it_answers() {
     )
     .await;
 
+    s.get("/admin/v1/audit", "/admin/v1/audit?limit=5", &platform)
+        .await;
+
     // Users, the catalog and the tenant's settings.
     for u in ["alice", "bob", "carol", "dave", "erin", "frank"] {
         s.call(

@@ -1,6 +1,6 @@
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::helpers::spawn_app;
+use crate::helpers::{spawn_app, spawn_app_with_operator, test_settings};
 
 #[tokio::test]
 async fn tenants_are_created_listed_and_fetched_without_their_secrets() {
@@ -157,4 +157,72 @@ async fn the_platform_api_and_metrics_are_served_only_on_the_operators_listener(
         on(&app.address, "/openapi.json").await.unwrap().status(),
         200
     );
+}
+
+#[tokio::test]
+async fn platform_tokens_rotate_by_digest_and_every_platform_call_is_audited() {
+    use sha2::Digest;
+    let rotated = "a-rotated-platform-token-0123456789";
+    let mut settings = test_settings();
+    // Only a digest in configuration: the plain token is gone.
+    settings.auth.platform_token = "".into();
+    settings.auth.platform_token_sha256 = vec![hex::encode(sha2::Sha256::digest(rotated))];
+    let app = spawn_app_with_operator(settings, rotated).await;
+    let old = "local-platform-token-change-me";
+    let r = app.get("/admin/v1/tenants/acme", old).await;
+    assert_eq!((r.status, r.code()), (401, "invalid_token"));
+    let r = app
+        .post("/admin/v1/tenants/acme/keys", rotated, json!({}))
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+
+    let r = app.get("/admin/v1/audit?limit=10", rotated).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let calls = r.body["items"].as_array().unwrap();
+    let fingerprint = &hex::encode(sha2::Sha256::digest(rotated))[..12];
+    // Newest first: the key, the refused read, the tenant's creation by the harness.
+    let seen: Vec<(String, String, u64, Value)> = calls
+        .iter()
+        .map(|c| {
+            (
+                c["method"].as_str().unwrap().to_owned(),
+                c["route"].as_str().unwrap().to_owned(),
+                c["status"].as_u64().unwrap(),
+                c["token_id"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (
+                "POST".into(),
+                "/admin/v1/tenants/{tenant_id}/keys".into(),
+                201,
+                json!(fingerprint)
+            ),
+            (
+                "GET".into(),
+                "/admin/v1/tenants/{tenant_id}".into(),
+                401,
+                Value::Null
+            ),
+            (
+                "POST".into(),
+                "/admin/v1/tenants".into(),
+                201,
+                json!(fingerprint)
+            ),
+        ]
+    );
+    assert_eq!(calls[0]["tenant_id"], "acme");
+    assert!(calls[0]["request_id"].is_string());
+    // Keyset pages; the read of the audit is itself recorded.
+    let p1 = app.get("/admin/v1/audit?limit=1", rotated).await;
+    assert_eq!(p1.body["items"][0]["route"], "/admin/v1/audit");
+    let cursor = p1.body["next_cursor"].as_str().unwrap().to_owned();
+    let p2 = app
+        .get(&format!("/admin/v1/audit?limit=1&cursor={cursor}"), rotated)
+        .await;
+    assert_eq!(p2.body["items"][0]["id"], calls[0]["id"]);
 }

@@ -8,7 +8,26 @@ use crate::http::AppState;
 use crate::http::error::ProblemBody;
 use crate::http::extract::{Body, Platform};
 use crate::service::inputs::{CreateTenantBody, PageQuery};
-use crate::service::views::{Page, TenantView, TenantWithKeyView};
+use crate::service::views::{Page, PlatformCallView, TenantView, TenantWithKeyView};
+
+/// Calls of the platform API, newest first: which token (SHA-256 prefix), route, tenant,
+/// status, request id; refused calls included. Kept 365 days.
+#[utoipa::path(get, path = "/admin/v1/audit", tag = "platform", params(PageQuery),
+    responses((status = 200, body = Page<PlatformCallView>),
+              (status = 400, description = "`invalid_cursor`", body = ProblemBody, content_type = "application/problem+json")),
+    security(("platform" = [])))]
+pub async fn audit(
+    Platform(cred): Platform,
+    state: Data<AppState>,
+    q: web::Query<PageQuery>,
+) -> Result<HttpResponse, Error> {
+    Ok(HttpResponse::Ok().json(
+        state
+            .roster
+            .list_platform_calls(&cred, q.into_inner())
+            .await?,
+    ))
+}
 
 /// Create a tenant; the answer carries its first key's secret (shown only here).
 #[utoipa::path(post, path = "/admin/v1/tenants", tag = "platform", request_body = CreateTenantBody,
