@@ -179,6 +179,11 @@ fn spawn_sweeper(
                 let mut tick = tokio::time::interval(Duration::from_secs(
                     settings.moderation.sweep_interval_secs,
                 ));
+                // One instance sweeps a tenant per interval; the others leave it alone meanwhile.
+                let lease = crate::store::moderation::SweepLease {
+                    owner: bson::oid::ObjectId::new().to_hex(),
+                    lease: Duration::from_secs(settings.moderation.sweep_interval_secs),
+                };
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 // Where the walk over stored objects (orphan sweep) continues next time.
                 let mut objects_after: Option<String> = None;
@@ -188,21 +193,33 @@ fn spawn_sweeper(
                         _ = stopped.changed() => break,
                     }
                     match store
-                        .sweep_expired(&cred, settings.moderation.sweep_batch)
+                        .sweep_expired_leased(&cred, settings.moderation.sweep_batch, Some(&lease))
                         .await
                     {
-                        Ok(r) if r != Default::default() => tracing::info!(
-                            bans_expired = r.bans_expired,
-                            mutes_expired = r.mutes_expired,
-                            deletions_finished = r.deletions_finished,
-                            members_re_resolved = r.members_re_resolved,
-                            activity_caught_up = r.activity_caught_up,
-                            audit_expired = r.audit_expired,
-                            media_repaired = r.media_repaired,
-                            media_expired = r.media_expired,
-                            "sweep done"
+                        Ok(r)
+                            if (crate::store::moderation::SweepReport {
+                                tenants_leased_elsewhere: 0,
+                                ..r
+                            }) != Default::default() =>
+                        {
+                            tracing::info!(
+                                bans_expired = r.bans_expired,
+                                mutes_expired = r.mutes_expired,
+                                deletions_finished = r.deletions_finished,
+                                members_re_resolved = r.members_re_resolved,
+                                activity_caught_up = r.activity_caught_up,
+                                audit_expired = r.audit_expired,
+                                media_repaired = r.media_repaired,
+                                media_expired = r.media_expired,
+                                tenants_failed = r.tenants_failed,
+                                tenants_leased_elsewhere = r.tenants_leased_elsewhere,
+                                "sweep done"
+                            )
+                        }
+                        Ok(r) => tracing::debug!(
+                            tenants_leased_elsewhere = r.tenants_leased_elsewhere,
+                            "sweep found nothing to do"
                         ),
-                        Ok(_) => {}
                         Err(e) => tracing::warn!(error = %e, "sweep failed; will retry"),
                     }
                     let batch = settings.moderation.sweep_batch as usize;

@@ -69,6 +69,8 @@ pub mod names {
     pub const WEBHOOKS: &str = "webhooks";
     /// Webhook delivery attempts.
     pub const WEBHOOK_DELIVERIES: &str = "webhook_deliveries";
+    /// Which instance sweeps which tenant (see `moderation::SweepLease`).
+    pub const SWEEP_LEASES: &str = "sweep_leases";
     /// Calls of the platform API.
     pub const PLATFORM_AUDIT: &str = "platform_audit";
 }

@@ -109,6 +109,20 @@ pub struct SweepReport {
     pub media_expired: u64,
     /// Tenants whose sweep failed for a reason of their own (logged; the others were swept).
     pub tenants_failed: u64,
+    /// Tenants left alone because another instance holds their sweep lease.
+    pub tenants_leased_elsewhere: u64,
+}
+
+/// A sweeper's claim on tenants: tenants are swept by one instance at a time, each claim
+/// lasting `lease` from the moment it is taken (`sweep_leases`: `{_id: tenant, owner, until}`;
+/// not in `tenants`, whose every change empties the authorize caches), so that a fleet sweeps
+/// each tenant about once per lease.
+#[derive(Debug, Clone)]
+pub struct SweepLease {
+    /// This instance (stable for the process's life).
+    pub owner: String,
+    /// How long a claim lasts (the sweep interval).
+    pub lease: std::time::Duration,
 }
 
 /// How long an upload may stay `uploading` before the sweeper treats it as abandoned (ms).
@@ -368,6 +382,17 @@ impl Store {
         cred: &PlatformCredential,
         batch: u32,
     ) -> Result<SweepReport> {
+        self.sweep_expired_leased(cred, batch, None).await
+    }
+
+    /// [`Store::sweep_expired`], sweeping only the tenants whose lease this instance holds or
+    /// takes (see [`SweepLease`]); the others are counted in `tenants_leased_elsewhere`.
+    pub async fn sweep_expired_leased(
+        &self,
+        cred: &PlatformCredential,
+        batch: u32,
+        lease: Option<&SweepLease>,
+    ) -> Result<SweepReport> {
         let now = DateTime::now();
         let mut report = SweepReport::default();
         let mut after: Option<String> = None;
@@ -379,6 +404,12 @@ impl Store {
                 let Ok(id) = TenantId::parse(&t.id) else {
                     continue;
                 };
+                if let Some(l) = lease
+                    && !self.take_sweep_lease(cred, &id, l, now).await?
+                {
+                    report.tenants_leased_elsewhere += 1;
+                    continue;
+                }
                 let scope = cred.tenant_scope(id);
                 match self.sweep_tenant(&scope, now, batch, &mut report).await {
                     Ok(()) => {}
@@ -394,6 +425,42 @@ impl Store {
             }
         }
         Ok(report)
+    }
+
+    /// Takes (or renews) `tenant`'s sweep lease for `lease.owner` until `now + lease.lease`;
+    /// `false` if another owner's claim has not run out.
+    async fn take_sweep_lease(
+        &self,
+        _: &PlatformCredential,
+        tenant: &TenantId,
+        lease: &SweepLease,
+        now: DateTime,
+    ) -> Result<bool> {
+        let until = DateTime::from_millis(
+            now.timestamp_millis()
+                .saturating_add(i64::try_from(lease.lease.as_millis()).unwrap_or(i64::MAX)),
+        );
+        // Matches a lease that has run out or is ours; with none, the upsert creates it; with
+        // another owner's live one, the upsert's insert collides on `_id`.
+        let taken = self
+            .collection::<Document>(names::SWEEP_LEASES)
+            .update_one(
+                doc! {
+                    "_id": tenant.as_str(),
+                    "$or": [
+                        { "until": { "$lte": now } },
+                        { "owner": &lease.owner },
+                    ],
+                },
+                doc! { "$set": { "owner": &lease.owner, "until": until } },
+            )
+            .upsert(true)
+            .await;
+        match taken {
+            Ok(_) => Ok(true),
+            Err(e) if super::is_duplicate_key(&e) => Ok(false),
+            Err(e) => Err(db_error(e)),
+        }
     }
 
     /// One tenant's share of [`Store::sweep_expired`], added to `report`.

@@ -453,3 +453,96 @@ async fn a_mute_does_not_outlive_the_membership_and_a_departed_owner_keeps_no_to
         .collect();
     assert_eq!(owners, ["mod"], "one owner, and present");
 }
+
+#[tokio::test]
+async fn one_instance_sweeps_a_tenant_at_a_time_and_takes_over_when_the_lease_runs_out() {
+    use roster::store::moderation::SweepLease;
+    let mut settings = crate::helpers::test_settings();
+    settings.moderation.sweep_interval_secs = 3600;
+    let app = crate::helpers::spawn_app_with(settings).await;
+    // The application's own sweeper ticked at start; whatever it claimed is made to run out, and
+    // it does not tick again within the test.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let leases = app
+        .store
+        .database()
+        .collection::<bson::Document>("sweep_leases");
+    let expire_all = || async {
+        leases
+            .update_many(
+                bson::doc! {},
+                bson::doc! { "$set": { "until": bson::DateTime::from_millis(0) } },
+            )
+            .await
+            .unwrap();
+    };
+    expire_all().await;
+    let conv = app
+        .create_group("alice", &[("bob", "member"), ("cy", "member")])
+        .await;
+    let ban = |who: &'static str| {
+        let app = &app;
+        let conv = conv.clone();
+        async move {
+            let r = app
+                .post(
+                    &format!("/v1/conversations/{conv}/members/{who}/ban"),
+                    &app.server(),
+                    json!({ "until": in_ms(200) }),
+                )
+                .await;
+            assert_eq!(r.status, 200, "{:?}", r.body);
+            tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        }
+    };
+    let cred = roster::auth::PlatformCredential::system("test");
+    let lease = |owner: &str| SweepLease {
+        owner: owner.into(),
+        lease: std::time::Duration::from_secs(3600),
+    };
+    let (a, b) = (lease("instance-a"), lease("instance-b"));
+
+    ban("bob").await;
+    let r = app
+        .store
+        .sweep_expired_leased(&cred, 100, Some(&a))
+        .await
+        .unwrap();
+    assert_eq!((r.bans_expired, r.tenants_leased_elsewhere), (1, 0));
+    // While a's claim lasts, b leaves the tenant alone, even with work waiting.
+    ban("cy").await;
+    let r = app
+        .store
+        .sweep_expired_leased(&cred, 100, Some(&b))
+        .await
+        .unwrap();
+    assert_eq!((r.bans_expired, r.tenants_leased_elsewhere), (0, 1));
+    // a renews its own claim.
+    let r = app
+        .store
+        .sweep_expired_leased(&cred, 100, Some(&a))
+        .await
+        .unwrap();
+    assert_eq!((r.bans_expired, r.tenants_leased_elsewhere), (1, 0));
+    // a stops (its claim runs out): b takes the tenant over.
+    app.post(
+        &format!("/v1/conversations/{conv}/members"),
+        &app.server(),
+        json!({ "members": [{ "user_id": "dan" }] }),
+    )
+    .await;
+    ban("dan").await;
+    expire_all().await;
+    let r = app
+        .store
+        .sweep_expired_leased(&cred, 100, Some(&b))
+        .await
+        .unwrap();
+    assert_eq!((r.bans_expired, r.tenants_leased_elsewhere), (1, 0));
+    let r = app
+        .store
+        .sweep_expired_leased(&cred, 100, Some(&a))
+        .await
+        .unwrap();
+    assert_eq!(r.tenants_leased_elsewhere, 1);
+}
