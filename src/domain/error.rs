@@ -105,6 +105,9 @@ error_codes! {
     WebhookLimit => (409, "webhook_limit", "Too many webhooks"),
     /// The catalog edit would drop or demote a role that members hold.
     RoleInUse => (409, "role_in_use", "Role in use"),
+    /// `If-Match` names a version that is no longer current (someone changed it since it was
+    /// read); read it again and re-apply the edit.
+    PreconditionFailed => (412, "precondition_failed", "Precondition failed"),
     /// The upload is larger than the tenant's media size limit.
     MediaTooLarge => (413, "media_too_large", "Media too large"),
     /// The request body is larger than the configured limit.

@@ -30,6 +30,8 @@ struct CatalogFields {
     roles: Option<RoleCatalog>,
     #[serde(default)]
     roles_resolving: Option<ObjectId>,
+    #[serde(default)]
+    roles_version: i64,
 }
 
 fn tenant_doc_filter(scope: &TenantScope) -> Document {
@@ -37,7 +39,7 @@ fn tenant_doc_filter(scope: &TenantScope) -> Document {
 }
 
 fn catalog_projection() -> Document {
-    doc! { "_id": 0, "roles": 1, "roles_resolving": 1 }
+    doc! { "_id": 0, "roles": 1, "roles_resolving": 1, "roles_version": 1 }
 }
 
 /// What a catalog replacement did.
@@ -47,7 +49,20 @@ pub struct CatalogChange {
     pub catalog: RoleCatalog,
     /// Present members whose stored flags were rewritten.
     pub members_resolved: u64,
+    /// The catalog's version now (see [`Store::versioned_role_catalog`]).
+    pub version: i64,
 }
+
+fn precondition_failed(current: i64) -> Error {
+    Error::client(
+        ErrorCode::PreconditionFailed,
+        format!("the role catalog is at version {current}; read it again and re-apply the edit"),
+    )
+}
+
+/// Aborts a catalog replacement whose catalog was replaced since it was read.
+#[derive(Debug)]
+struct CatalogMoved;
 
 impl Store {
     fn catalog_fields(&self) -> mongodb::Collection<CatalogFields> {
@@ -63,6 +78,21 @@ impl Store {
             .await
             .map_err(db_error)?;
         Ok(f.and_then(|f| f.roles).unwrap_or_default())
+    }
+
+    /// The tenant's role catalog and its version: 0 until the first replacement, then one
+    /// more with each (`tenants.roles_version`; the ETag of `/v1/roles`).
+    pub async fn versioned_role_catalog(&self, scope: &TenantScope) -> Result<(RoleCatalog, i64)> {
+        let f = self
+            .catalog_fields()
+            .find_one(tenant_doc_filter(scope))
+            .projection(catalog_projection())
+            .await
+            .map_err(db_error)?;
+        Ok(f.map_or_else(
+            || (RoleCatalog::default(), 0),
+            |f| (f.roles.unwrap_or_default(), f.roles_version),
+        ))
     }
 
     /// In a transaction: the tenant's role catalog, read in the transaction's snapshot.
@@ -116,77 +146,132 @@ impl Store {
     }
 
     /// Replaces the tenant's catalog (already validated) and re-resolves the flags of present
-    /// members whose role's defaults changed. Errors: `role_in_use` (409) naming the role.
+    /// members whose role's defaults changed. The replacement is a compare-and-set on
+    /// `roles_version`, so the roles re-resolved are exactly those that differ from the catalog
+    /// replaced: two edits at once are applied one after the other (the later one re-reads).
+    /// If the replaced catalog's own re-resolution had not finished, every role is
+    /// re-resolved. `if_match`: the version the caller read. Errors: `role_in_use` (409)
+    /// naming the role, `precondition_failed` (412) when `if_match` is not the current version.
     pub async fn put_role_catalog(
         &self,
         scope: &TenantScope,
         catalog: &RoleCatalog,
         batch: u32,
+        if_match: Option<i64>,
     ) -> Result<CatalogChange> {
-        let old = self.role_catalog(scope).await?;
-        for r in &old.roles {
-            if catalog.get(&r.name).is_none() && self.role_held(scope, &r.name).await? {
+        // A lost race re-reads and retries; the write budget bounds the whole.
+        for _ in 0..5 {
+            let current = self
+                .catalog_fields()
+                .find_one(tenant_doc_filter(scope))
+                .projection(catalog_projection())
+                .await
+                .map_err(db_error)?;
+            let (old, version, unfinished) = current.map_or_else(
+                || (RoleCatalog::default(), 0, false),
+                |f| {
+                    (
+                        f.roles.unwrap_or_default(),
+                        f.roles_version,
+                        f.roles_resolving.is_some(),
+                    )
+                },
+            );
+            if if_match.is_some_and(|v| v != version) {
+                return Err(precondition_failed(version));
+            }
+            for r in &old.roles {
+                if catalog.get(&r.name).is_none() && self.role_held(scope, &r.name).await? {
+                    return Err(Error::client(
+                        ErrorCode::RoleInUse,
+                        format!(
+                            "members hold `{}`; change their roles before dropping it",
+                            r.name
+                        ),
+                    ));
+                }
+            }
+            if old.top() != catalog.top() && self.role_held(scope, old.top()).await? {
                 return Err(Error::client(
                     ErrorCode::RoleInUse,
                     format!(
-                        "members hold `{}`; change their roles before dropping it",
-                        r.name
+                        "`{}` is the top role and is held; the top role keeps its name while held",
+                        old.top()
                     ),
                 ));
             }
+            let token = ObjectId::new();
+            let now = DateTime::now();
+            let roles = bson::to_bson(catalog).map_err(|e| Error::Internal(e.into()))?;
+            let was = bson::to_bson(&old).map_err(|e| Error::Internal(e.into()))?;
+            let mut guard = tenant_doc_filter(scope);
+            if version == 0 {
+                guard.insert("roles_version", doc! { "$exists": false });
+            } else {
+                guard.insert("roles_version", version);
+            }
+            let replaced = self
+                .transaction(async |s| {
+                    let res = self
+                        .catalog_fields()
+                        .update_one(
+                            guard.clone(),
+                            doc! { "$set": {
+                                "roles": roles.clone(),
+                                "roles_resolving": token,
+                                "roles_version": version + 1,
+                                "updated_at": now,
+                            } },
+                        )
+                        .session(&mut *s)
+                        .await?;
+                    if res.matched_count == 0 {
+                        return Err(mongodb::error::Error::custom(CatalogMoved));
+                    }
+                    let event =
+                        EventDoc::new(scope, kind::ROLES_UPDATED, AuditActor::of(scope), now)
+                            .change(
+                                Some(doc! { "roles": was.clone(), "version": version }),
+                                Some(doc! { "roles": roles.clone(), "version": version + 1 }),
+                            );
+                    self.put_outbox_in(s, vec![event]).await
+                })
+                .await;
+            match replaced {
+                Err(Error::Internal(e))
+                    if e.downcast_ref::<mongodb::error::Error>()
+                        .is_some_and(|e| e.get_custom::<CatalogMoved>().is_some()) =>
+                {
+                    if if_match.is_some() {
+                        return Err(precondition_failed(version + 1));
+                    }
+                    tracing::debug!(tenant = %scope.tenant(), "the catalog changed meanwhile; re-reading");
+                    continue;
+                }
+                other => other?,
+            }
+            let none = Default::default();
+            let changed: Vec<&RoleName> = catalog
+                .roles
+                .iter()
+                .map(|r| &r.name)
+                .filter(|n| unfinished || old.resolve(n, &none) != catalog.resolve(n, &none))
+                .collect();
+            self.authz.clear();
+            let members_resolved = self
+                .re_resolve(scope, catalog, &changed, token, batch)
+                .await;
+            self.authz.clear();
+            let members_resolved = members_resolved?;
+            return Ok(CatalogChange {
+                catalog: catalog.clone(),
+                members_resolved,
+                version: version + 1,
+            });
         }
-        if old.top() != catalog.top() && self.role_held(scope, old.top()).await? {
-            return Err(Error::client(
-                ErrorCode::RoleInUse,
-                format!(
-                    "`{}` is the top role and is held; the top role keeps its name while held",
-                    old.top()
-                ),
-            ));
-        }
-        let token = ObjectId::new();
-        let now = DateTime::now();
-        let roles = bson::to_bson(catalog).map_err(|e| Error::Internal(e.into()))?;
-        let was = bson::to_bson(&old).map_err(|e| Error::Internal(e.into()))?;
-        self.transaction(async |s| {
-            self.catalog_fields()
-                .update_one(
-                    tenant_doc_filter(scope),
-                    doc! { "$set": {
-                        "roles": roles.clone(),
-                        "roles_resolving": token,
-                        "updated_at": now,
-                    } },
-                )
-                .session(&mut *s)
-                .await?;
-            let event = EventDoc::new(scope, kind::ROLES_UPDATED, AuditActor::of(scope), now)
-                .change(
-                    Some(doc! { "roles": was.clone() }),
-                    Some(doc! { "roles": roles.clone() }),
-                );
-            self.put_outbox_in(s, vec![event]).await
-        })
-        .await?;
-        let changed: Vec<&RoleName> = catalog
-            .roles
-            .iter()
-            .map(|r| &r.name)
-            .filter(|n| {
-                let none = Default::default();
-                old.resolve(n, &none) != catalog.resolve(n, &none)
-            })
-            .collect();
-        self.authz.clear();
-        let members_resolved = self
-            .re_resolve(scope, catalog, &changed, token, batch)
-            .await;
-        self.authz.clear();
-        let members_resolved = members_resolved?;
-        Ok(CatalogChange {
-            catalog: catalog.clone(),
-            members_resolved,
-        })
+        Err(Error::Contention(anyhow::anyhow!(
+            "the role catalog kept changing while it was replaced"
+        )))
     }
 
     /// Rewrites `permissions` of the present holders of `roles` in `_id` order, `batch` at a

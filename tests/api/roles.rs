@@ -617,3 +617,115 @@ async fn the_sweeper_finishes_a_re_resolution_whose_process_died() {
     let again = app.store.sweep_expired(&cred, 100).await.unwrap();
     assert_eq!(again.members_re_resolved, 0, "the token is cleared");
 }
+
+#[tokio::test]
+async fn concurrent_catalog_edits_leave_every_members_stored_flags_matching_the_final_catalog() {
+    let app = spawn_app().await;
+    let conv = app
+        .create_group(
+            "alice",
+            &[
+                ("ann", "admin"),
+                ("mo", "moderator"),
+                ("mel", "member"),
+                ("gus", "guest"),
+            ],
+        )
+        .await;
+    let holders = [(1, "ann"), (2, "mo"), (3, "mel"), (4, "gus")];
+    for round in 0..3 {
+        let mut base = app.get("/v1/roles", &app.server()).await.body;
+        base.as_object_mut().unwrap().remove("members_resolved");
+        // Each edit starts from the same catalog and flips one role's flag.
+        let edits = holders.iter().map(|(i, _)| {
+            let mut c = base.clone();
+            let flag = &mut c["roles"][*i]["permissions"]["can_pin_messages"];
+            *flag = json!(!flag.as_bool().unwrap());
+            let app = &app;
+            async move { app.put("/v1/roles", &app.server(), c).await }
+        });
+        for r in futures::future::join_all(edits).await {
+            assert_eq!(r.status, 200, "round {round}: {:?}", r.body);
+        }
+        let fin = app.get("/v1/roles", &app.server()).await.body;
+        let docs = app.raw_members(&conv).await;
+        for (i, who) in holders {
+            let want = fin["roles"][i]["permissions"]["can_pin_messages"]
+                .as_bool()
+                .unwrap();
+            let stored = member_in(&docs, who)
+                .get_document("permissions")
+                .unwrap()
+                .get_bool("can_pin_messages")
+                .unwrap();
+            assert_eq!(
+                stored, want,
+                "round {round}: {who}'s stored flag vs the catalog"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_catalog_edit_with_if_match_applies_only_to_the_version_it_was_made_on() {
+    let app = spawn_app().await;
+    let r = app.get("/v1/roles", &app.server()).await;
+    let tag = r.headers["etag"].to_str().unwrap().to_owned();
+    assert_eq!(tag, "\"roles-0\"");
+    let mut catalog = r.body.clone();
+    catalog.as_object_mut().unwrap().remove("members_resolved");
+    let put = |body: Value, if_match: Option<&str>| {
+        let mut req = app
+            .client
+            .put(format!("{}/v1/roles", app.address))
+            .bearer_auth(app.server())
+            .json(&body);
+        if let Some(m) = if_match {
+            req = req.header("If-Match", m);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            let etag = r
+                .headers()
+                .get("etag")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let body: Value = r.json().await.unwrap();
+            (status, etag, body)
+        }
+    };
+    let mut first = catalog.clone();
+    first["roles"][3]["permissions"]["can_pin_messages"] = json!(true);
+    let (status, etag, _) = put(first.clone(), Some(&tag)).await;
+    assert_eq!((status, etag.as_deref()), (200, Some("\"roles-1\"")));
+    // A second edit made on version 0 is refused and changes nothing.
+    let mut stale = catalog.clone();
+    stale["roles"][2]["permissions"]["can_pin_messages"] = json!(false);
+    let (status, _, body) = put(stale, Some(&tag)).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (412, Some("precondition_failed")),
+        "{body}"
+    );
+    let now = app.get("/v1/roles", &app.server()).await;
+    assert_eq!(now.headers["etag"], "\"roles-1\"");
+    assert_eq!(
+        now.body["roles"][3]["permissions"]["can_pin_messages"],
+        true
+    );
+    assert_eq!(now.body["roles"][2], catalog["roles"][2]);
+    // Tags this service did not issue, weak ones and lists never match; `*` always does.
+    for bad in [
+        "\"members-1\"",
+        "W/\"roles-1\"",
+        "\"roles-1\", \"roles-2\"",
+        "roles-1",
+    ] {
+        let (status, _, body) = put(first.clone(), Some(bad)).await;
+        assert_eq!(status, 412, "{bad}: {body}");
+    }
+    let (status, etag, _) = put(first.clone(), Some("*")).await;
+    assert_eq!((status, etag.as_deref()), (200, Some("\"roles-2\"")));
+    let (status, etag, _) = put(first, None).await;
+    assert_eq!((status, etag.as_deref()), (200, Some("\"roles-3\"")));
+}
