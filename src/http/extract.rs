@@ -205,6 +205,35 @@ pub fn path_error(err: actix_web::error::PathError, _: &HttpRequest) -> actix_we
     Error::from(Problem::field("path", err.to_string())).into()
 }
 
+/// The strong entity tag of version `version` of a resource of `kind`: `"<kind>-<version>"`.
+pub fn etag(kind: &str, version: i64) -> header::EntityTag {
+    header::EntityTag::new_strong(format!("{kind}-{version}"))
+}
+
+/// The version an `If-Match` header asks for (RFC 9110 §13.1.1, strong comparison), for a
+/// resource of `kind`: `None` without the header or with `*`; a tag this service did not issue
+/// for `kind`, a weak tag, or a list of several asks for a version that never exists (the
+/// write answers 412 `precondition_failed`).
+pub fn if_match(req: &HttpRequest, kind: &str) -> Option<i64> {
+    use actix_web::http::header::{Header, IfMatch};
+    if !req.headers().contains_key(header::IF_MATCH) {
+        return None;
+    }
+    match IfMatch::parse(req) {
+        Ok(IfMatch::Any) => None,
+        Ok(IfMatch::Items(tags)) => match tags.as_slice() {
+            [t] if !t.weak => t
+                .tag()
+                .strip_prefix(kind)
+                .and_then(|v| v.strip_prefix('-'))
+                .and_then(|v| v.parse().ok())
+                .or(Some(-1)),
+            _ => Some(-1),
+        },
+        Err(_) => Some(-1),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,34 +286,5 @@ mod tests {
         assert!(p.detail.contains("trailing"), "{}", p.detail);
         let ok = parse_json::<AddMembersBody>(b" {\"user_id\":\"a\"} \n").unwrap();
         assert_eq!(ok.user_id.as_ref().map(|u| u.as_str()), Some("a"));
-    }
-}
-
-/// The strong entity tag of version `version` of a resource of `kind`: `"<kind>-<version>"`.
-pub fn etag(kind: &str, version: i64) -> header::EntityTag {
-    header::EntityTag::new_strong(format!("{kind}-{version}"))
-}
-
-/// The version an `If-Match` header asks for (RFC 9110 §13.1.1, strong comparison), for a
-/// resource of `kind`: `None` without the header or with `*`; a tag this service did not issue
-/// for `kind`, a weak tag, or a list of several asks for a version that never exists (the
-/// write answers 412 `precondition_failed`).
-pub fn if_match(req: &HttpRequest, kind: &str) -> Option<i64> {
-    use actix_web::http::header::{Header, IfMatch};
-    if !req.headers().contains_key(header::IF_MATCH) {
-        return None;
-    }
-    match IfMatch::parse(req) {
-        Ok(IfMatch::Any) => None,
-        Ok(IfMatch::Items(tags)) => match tags.as_slice() {
-            [t] if !t.weak => t
-                .tag()
-                .strip_prefix(kind)
-                .and_then(|v| v.strip_prefix('-'))
-                .and_then(|v| v.parse().ok())
-                .or(Some(-1)),
-            _ => Some(-1),
-        },
-        Err(_) => Some(-1),
     }
 }
