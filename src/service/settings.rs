@@ -48,21 +48,23 @@ impl Roster {
     ) -> Result<TenantSettingsDoc> {
         server_only(scope)?;
         validate(&body)?;
-        let mut settings = self.store.tenant_settings(scope).await?;
+        // Only the fields given are written, each on its own (`settings.<field>`), so that
+        // concurrent PATCHes of different fields all apply.
+        let mut set = bson::Document::new();
         if let Some(days) = body.audit_retention_days {
-            settings.audit_retention_days = days;
+            set.insert("audit_retention_days", days);
         }
         if let Some(follows) = body.audit_follows_conversation {
-            settings.audit_follows_conversation = follows;
+            set.insert("audit_follows_conversation", follows);
         }
         if let Some(days) = body.media_retention_days {
-            settings.media_retention_days = (days > 0).then_some(days);
+            set.insert("media_retention_days", (days > 0).then_some(days));
         }
         if let Some(hours) = body.media_orphan_hours {
-            settings.media_orphan_hours = hours;
+            set.insert("media_orphan_hours", hours);
         }
         if let Some(max) = body.media_max_bytes {
-            settings.media_max_bytes = max;
+            set.insert("media_max_bytes", i64::try_from(max).unwrap_or(i64::MAX));
         }
         if let Some(types) = body.media_allowed_types {
             if let Some(bad) = types
@@ -78,9 +80,14 @@ impl Roster {
                 )
                 .into());
             }
-            settings.media_allowed_types = types;
+            // Kept once each, in the order given.
+            let mut seen = std::collections::HashSet::new();
+            let types: Vec<String> = types
+                .into_iter()
+                .filter(|t| seen.insert(t.clone()))
+                .collect();
+            set.insert("media_allowed_types", types);
         }
-        self.store.put_tenant_settings(scope, &settings).await?;
-        Ok(settings)
+        self.store.patch_tenant_settings(scope, set).await
     }
 }

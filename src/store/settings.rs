@@ -96,21 +96,30 @@ impl Store {
         Ok(found.and_then(|f| f.settings).unwrap_or_default())
     }
 
-    /// Replaces the tenant's settings.
-    pub async fn put_tenant_settings(
+    /// Sets the given fields of the tenant's settings (`fields`: field name → value), each on
+    /// its own, and returns the settings after. Fields not given keep their value, whatever
+    /// another request sets meanwhile.
+    pub async fn patch_tenant_settings(
         &self,
         scope: &TenantScope,
-        settings: &TenantSettingsDoc,
-    ) -> Result<()> {
-        let settings = bson::to_bson(settings).map_err(|e| Error::Internal(e.into()))?;
-        self.collection::<Document>(names::TENANTS)
-            .update_one(
+        fields: Document,
+    ) -> Result<TenantSettingsDoc> {
+        let mut set: Document = fields
+            .into_iter()
+            .map(|(k, v)| (format!("settings.{k}"), v))
+            .collect();
+        set.insert("updated_at", DateTime::now());
+        let after = self
+            .collection::<SettingsOnly>(names::TENANTS)
+            .find_one_and_update(
                 doc! { "_id": scope.tenant().as_str() },
-                doc! { "$set": { "settings": settings, "updated_at": DateTime::now() } },
+                doc! { "$set": set },
             )
+            .projection(doc! { "_id": 0, "settings": 1 })
+            .return_document(mongodb::options::ReturnDocument::After)
             .await
             .map_err(db_error)?;
-        Ok(())
+        Ok(after.and_then(|f| f.settings).unwrap_or_default())
     }
 
     /// Deletes audit events matching `filter` (which starts with the tenant), `batch` at a

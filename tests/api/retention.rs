@@ -160,3 +160,56 @@ async fn a_deleted_conversations_trail_stays_or_goes_by_the_tenants_policy() {
         "earlier trails are not touched"
     );
 }
+
+#[tokio::test]
+async fn concurrent_settings_patches_of_different_fields_all_apply() {
+    let app = spawn_app().await;
+    let server = app.server();
+    for round in 1..=8u32 {
+        let days = 10 + round;
+        let hours = 100 + round;
+        let max = 1_000_000 + u64::from(round);
+        let (a, b, c) = tokio::join!(
+            app.patch(
+                "/v1/settings",
+                &server,
+                json!({ "audit_retention_days": days })
+            ),
+            app.patch(
+                "/v1/settings",
+                &server,
+                json!({ "media_orphan_hours": hours })
+            ),
+            app.patch("/v1/settings", &server, json!({ "media_max_bytes": max })),
+        );
+        for r in [&a, &b, &c] {
+            assert_eq!(r.status, 200, "{:?}", r.body);
+        }
+        let now = app.get("/v1/settings", &app.server()).await.body;
+        assert_eq!(
+            (
+                now["audit_retention_days"].as_u64(),
+                now["media_orphan_hours"].as_u64(),
+                now["media_max_bytes"].as_u64()
+            ),
+            (Some(u64::from(days)), Some(u64::from(hours)), Some(max)),
+            "round {round}: a concurrent patch undid another's field"
+        );
+    }
+    // A list setting keeps each entry once, in the order given.
+    let r = app
+        .patch(
+            "/v1/settings",
+            &server,
+            json!({ "media_allowed_types": ["image/png", "application/pdf", "image/png"] }),
+        )
+        .await;
+    assert_eq!(
+        r.body["media_allowed_types"],
+        json!(["image/png", "application/pdf"])
+    );
+    assert_eq!(
+        r.body["media_max_bytes"], 1_000_008,
+        "untouched fields stay"
+    );
+}
