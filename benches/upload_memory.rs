@@ -15,7 +15,6 @@ use roster::auth::{self, PlatformCredential, Principal, TenantKey};
 use roster::config::Settings;
 use roster::domain::{ExternalUserId, Preset, RoleCatalog, TenantId};
 use roster::startup::Application;
-use roster::store::settings::TenantSettingsDoc;
 
 /// Resident set size of this process, KiB (`VmRSS` of `/proc/self/status`).
 fn rss_kib() -> u64 {
@@ -118,11 +117,10 @@ async fn main() -> anyhow::Result<()> {
         .create_tenant(&cred, &tenant, "Bench", &RoleCatalog::preset(Preset::Chat))
         .await?;
     let scope = cred.tenant_scope(tenant.clone());
-    let policy = TenantSettingsDoc {
-        media_max_bytes: (large + 1) * 1024 * 1024,
-        ..TenantSettingsDoc::default()
-    };
-    store.put_tenant_settings(&scope, &policy).await?;
+    let max_bytes = i64::try_from((large + 1) * 1024 * 1024)?;
+    store
+        .patch_tenant_settings(&scope, bson::doc! { "media_max_bytes": max_bytes })
+        .await?;
     store
         .upsert_user(
             &scope,

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Store, db_error, names, tenant_filter};
 use crate::auth::TenantScope;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Days an audit event is kept unless the tenant chose otherwise.
 pub const DEFAULT_AUDIT_RETENTION_DAYS: u32 = 365;
