@@ -43,6 +43,8 @@ pub mod action {
     pub const OWNERSHIP_HANDED_ON: &str = "ownership.handed_on";
     /// The conversation was created.
     pub const CONVERSATION_CREATED: &str = "conversation.created";
+    /// The conversation's name, description or avatar changed.
+    pub const CONVERSATION_UPDATED: &str = "conversation.updated";
     /// The conversation was deleted.
     pub const CONVERSATION_DELETED: &str = "conversation.deleted";
 }

@@ -9,7 +9,7 @@ use mongodb::options::ReturnDocument;
 use super::audit;
 use super::docs::AuditActor;
 use super::docs::{ConversationDoc, ConversationSettingsDoc, MemberDoc};
-use super::events::{EventDoc, kind};
+
 use super::members::{NewMember, new_member_doc};
 use super::{Store, db_error, id_filter, refuse, tenant_filter};
 use crate::auth::TenantScope;
@@ -200,16 +200,16 @@ impl Store {
         Ok(self.visible_conversation(scope, id).await?.0)
     }
 
-    /// Changes name/description/avatar. Errors: `conversation_not_found`, `missing_permission`.
+    /// Changes name/description/avatar in one transaction that also checks the caller
+    /// (`can_change_info`, read in the transaction) and records a `conversation.updated`
+    /// audit entry and event with the fields before and after. Errors:
+    /// `conversation_not_found`, `missing_permission`.
     pub async fn update_conversation(
         &self,
         scope: &TenantScope,
         id: ConversationId,
         patch: &ConversationPatch,
     ) -> Result<ConversationDoc> {
-        let turn = self.conversation_turn(scope, id.object_id()).await;
-        let (conv, acting) = self.visible_conversation(scope, id).await?;
-        rules::check_change_info(&acting)?;
         let mut set = Document::new();
         if let Some(n) = &patch.name {
             set.insert("name", n);
@@ -221,44 +221,57 @@ impl Store {
             set.insert("avatar_url", a.as_deref());
         }
         if set.is_empty() {
+            let (conv, acting) = self.visible_conversation(scope, id).await?;
+            rules::check_change_info(&acting)?;
             return Ok(conv);
         }
+        let conv_id = id.object_id();
+        let turn = self.conversation_turn(scope, conv_id).await;
         let now = DateTime::now();
-        let before: Document = set
-            .keys()
-            .map(|k| (k.clone(), conv_field(&conv, k)))
-            .collect();
         set.insert("updated_at", now);
         self.transaction_until(turn.deadline(), async |s| {
+            let (acting, _) = self.acting_in(s, scope, conv_id).await?;
+            let Some(conv) = self
+                .conversations()
+                .find_one(Self::conversation_filter(scope, conv_id))
+                .session(&mut *s)
+                .await?
+            else {
+                return refuse(super::members::not_found());
+            };
+            if let Err(v) = rules::check_change_info(&acting) {
+                return refuse(crate::error::Problem::from(v));
+            }
+            let fields: Vec<String> = set.keys().filter(|k| *k != "updated_at").cloned().collect();
+            let before: Document = fields
+                .iter()
+                .map(|k| (k.clone(), conv_field(&conv, k)))
+                .collect();
             let Some(after) = self
                 .conversations()
                 .find_one_and_update(
-                    Self::conversation_filter(scope, id.object_id()),
-                    doc! { "$set": set.clone(), "$inc": { "event_seq": 1_i64 } },
+                    Self::conversation_filter(scope, conv_id),
+                    doc! { "$set": set.clone() },
                 )
                 .return_document(ReturnDocument::After)
                 .session(&mut *s)
                 .await?
             else {
-                return refuse(crate::error::Problem::new(
-                    crate::domain::ErrorCode::ConversationNotFound,
-                    "no such conversation",
-                ));
+                return refuse(super::members::not_found());
             };
-            let changed: Document = before
-                .keys()
+            let changed: Document = fields
+                .iter()
                 .map(|k| (k.clone(), conv_field(&after, k)))
                 .collect();
-            let mut event = EventDoc::new(
-                scope,
-                kind::CONVERSATION_UPDATED,
-                AuditActor::of(scope),
-                now,
-            )
-            .in_conversation(after.id)
-            .change(Some(before.clone()), Some(changed));
-            event.seq = Some(after.event_seq);
-            self.put_outbox_in(s, vec![event]).await?;
+            let event = audit::Event {
+                action: audit::action::CONVERSATION_UPDATED,
+                target: None,
+                before: Some(before),
+                after: Some(changed),
+                reason: None,
+            };
+            self.record_in(s, scope, &AuditActor::of(scope), conv_id, vec![event], now)
+                .await?;
             Ok(after)
         })
         .await

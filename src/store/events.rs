@@ -804,6 +804,7 @@ mod tests {
             audit::action::MEMBER_MUTED,
             audit::action::MEMBER_UNMUTED,
             audit::action::CONVERSATION_CREATED,
+            audit::action::CONVERSATION_UPDATED,
             audit::action::CONVERSATION_DELETED,
             audit::action::PERMISSIONS_CHANGED,
             audit::action::MEMBER_ERASED,

@@ -233,6 +233,32 @@ async fn changing_info_needs_can_change_info_and_null_clears_a_field() {
         .await;
     assert_eq!((r.status, r.code()), (422, "validation_failed"));
     assert_eq!(app.member_count(&conv).await, 3);
+    // Each change is in the audit trail, by whom and what it was before; refusals leave none.
+    let r = app
+        .get(
+            &format!("{path}/audit?action=conversation.updated"),
+            &app.server(),
+        )
+        .await;
+    let items = r.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{:?}", r.body);
+    assert_eq!(items[0]["actor"]["type"], "server");
+    assert_eq!(items[0]["before"], json!({ "description": "About" }));
+    assert_eq!(items[0]["after"], json!({ "description": null }));
+    assert_eq!(items[1]["actor"]["user_id"], "ann");
+    assert_eq!(
+        items[1]["before"],
+        json!({ "name": "Group", "description": null, "avatar_url": null })
+    );
+    assert_eq!(
+        items[1]["after"],
+        json!({ "name": "Renamed", "description": "About", "avatar_url": "https://x.example/a.png" })
+    );
+    // A user who is not a member sees no conversation at all.
+    let r = app
+        .patch(&path, &app.user("stranger"), json!({ "name": "Mine" }))
+        .await;
+    assert_eq!((r.status, r.code()), (404, "conversation_not_found"));
 }
 
 #[tokio::test]
