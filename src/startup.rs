@@ -211,6 +211,7 @@ fn spawn_sweeper(
                                 audit_expired = r.audit_expired,
                                 media_repaired = r.media_repaired,
                                 media_expired = r.media_expired,
+                                late_memberships_erased = r.late_memberships_erased,
                                 tenants_failed = r.tenants_failed,
                                 tenants_leased_elsewhere = r.tenants_leased_elsewhere,
                                 "sweep done"

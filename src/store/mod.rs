@@ -69,6 +69,8 @@ pub mod names {
     pub const WEBHOOKS: &str = "webhooks";
     /// Webhook delivery attempts.
     pub const WEBHOOK_DELIVERIES: &str = "webhook_deliveries";
+    /// Tombstones of erased users (`{_id: user id, tenant_id, erased_at}`), for the sweeper.
+    pub const ERASED_USERS: &str = "erased_users";
     /// Which instance sweeps which tenant (see `moderation::SweepLease`).
     pub const SWEEP_LEASES: &str = "sweep_leases";
     /// Calls of the platform API.

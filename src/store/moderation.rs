@@ -107,6 +107,8 @@ pub struct SweepReport {
     pub media_repaired: u64,
     /// Files deleted by the tenant's media retention or orphan rule.
     pub media_expired: u64,
+    /// Memberships of erased users that adds committed after the erasure, erased.
+    pub late_memberships_erased: u64,
     /// Tenants whose sweep failed for a reason of their own (logged; the others were swept).
     pub tenants_failed: u64,
     /// Tenants left alone because another instance holds their sweep lease.
@@ -479,6 +481,7 @@ impl Store {
             .await?;
         report.deletions_finished += self.finish_deletions(scope).await?;
         report.activity_caught_up += self.catch_up_activity(scope, batch).await?;
+        report.late_memberships_erased += self.finish_erasures(scope, now).await?;
         report.audit_expired += self.expire_audit(scope, batch).await?;
         report.media_repaired += self.repair_media(scope, STALE_UPLOAD_MS).await?;
         report.media_expired += self.expire_media(scope, batch).await?;

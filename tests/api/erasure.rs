@@ -142,3 +142,97 @@ async fn an_interrupted_erasure_is_finished_by_running_it_again() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_membership_an_add_commits_after_the_erasure_is_erased_by_the_sweeper() {
+    let app = spawn_app().await;
+    let conv = app.create_group("carol", &[("zed", "member")]).await;
+    let raw = crate::helpers::member_in(&app.raw_members(&conv).await, "zed").clone();
+    let r = app.delete("/v1/users/zed", &app.server()).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    // An add that read zed before the erasure commits now: its membership names the erased
+    // user, and the count includes it.
+    let db = app.store.database();
+    db.collection::<bson::Document>("group_members")
+        .insert_one(raw)
+        .await
+        .unwrap();
+    db.collection::<bson::Document>("conversations")
+        .update_one(
+            bson::doc! { "_id": bson::oid::ObjectId::parse_str(&conv).unwrap() },
+            bson::doc! { "$inc": { "member_count": 1_i64 } },
+        )
+        .await
+        .unwrap();
+    assert_eq!(app.member_count(&conv).await, 2);
+    let cred = roster::auth::PlatformCredential::system("test");
+    let report = app.store.sweep_expired(&cred, 100).await.unwrap();
+    assert_eq!(report.late_memberships_erased, 1);
+    assert!(
+        app.raw_members(&conv)
+            .await
+            .iter()
+            .all(|d| d.get_str("external_user_id") != Ok("zed"))
+    );
+    assert_eq!(app.member_count(&conv).await, 1);
+    let again = app.store.sweep_expired(&cred, 100).await.unwrap();
+    assert_eq!(again.late_memberships_erased, 0);
+}
+
+#[tokio::test]
+async fn adds_racing_an_erasure_leave_no_membership_of_a_missing_user_once_swept() {
+    let app = spawn_app().await;
+    let r = app
+        .put(
+            "/v1/users/zed",
+            &app.server(),
+            json!({ "display_name": "Zed" }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let mut convs = Vec::new();
+    for i in 0..10 {
+        convs.push(app.create_group(&format!("o{i}"), &[]).await);
+    }
+    let server = app.server();
+    let adds = convs.iter().map(|c| {
+        let (app, server) = (&app, &server);
+        async move {
+            app.post(
+                &format!("/v1/conversations/{c}/members"),
+                server,
+                json!({ "members": [{ "user_id": "zed" }] }),
+            )
+            .await
+        }
+    });
+    let (erase, added) = tokio::join!(
+        app.delete("/v1/users/zed", &server),
+        futures::future::join_all(adds)
+    );
+    assert_eq!(erase.status, 200, "{:?}", erase.body);
+    for r in &added {
+        assert!(r.status < 500, "{:?}", r.body);
+    }
+    let cred = roster::auth::PlatformCredential::system("test");
+    app.store.sweep_expired(&cred, 100).await.unwrap();
+    // Every remaining membership of zed names a user that exists (an add after the erasure
+    // makes zed anew), and every count matches its present members.
+    let users = app.store.database().collection::<bson::Document>("users");
+    for c in &convs {
+        for d in app.raw_members(c).await {
+            if d.get_str("external_user_id") == Ok("zed") {
+                let id = d.get_object_id("user_id").unwrap();
+                let found = users
+                    .count_documents(bson::doc! { "_id": id })
+                    .await
+                    .unwrap();
+                assert_eq!(found, 1, "{c}: a membership of an erased user");
+            }
+        }
+        assert_eq!(
+            app.member_count(c).await as usize,
+            app.present_in_db(c).await
+        );
+    }
+}
