@@ -147,7 +147,12 @@ impl Store {
                     .clone_with_type::<ActivityRow>()
                     .find_one_and_update(
                         Self::conversation_filter(scope, conv_id),
-                        doc! { "$max": { "last_message_at": sent_at } },
+                        // Marked in the same transaction, so a fan-out that never happens (a
+                        // crash, a failed write) is repaired by the sweeper.
+                        doc! {
+                            "$max": { "last_message_at": sent_at },
+                            "$set": { "activity_fanout_pending": true },
+                        },
                     )
                     .projection(doc! { "member_count": 1, "last_message_at": 1 })
                     .return_document(ReturnDocument::After)
@@ -161,19 +166,24 @@ impl Store {
             member_count,
             last_message_at: Some(at),
         }) = moved
+            && let Err(e) = self
+                .fan_out_activity(scope, conv_id, member_count, at)
+                .await
         {
-            self.fan_out_activity(scope, conv_id, member_count, at)
-                .await?;
+            // The report is committed and the conversation stays marked: the sweeper finishes.
+            tracing::warn!(error = %e, conversation = %conv_id, "chat-list fan-out failed; the sweeper will repair it");
         }
         Ok(outcome)
     }
 
     /// Moves a conversation whose last activity is now `at` up its present members' chat
-    /// lists (`conversation_activity_at`, never backwards). A conversation of at most
-    /// `members.embed_threshold` members is updated at once (one multi-document update on
-    /// `{tenant_id, conversation_id, status}`); a larger one is only marked
-    /// `activity_fanout_pending`, and the sweeper catches its members up once per sweep — so a
-    /// busy conversation of 20,000 members costs one write per message, not 20,000.
+    /// lists (`conversation_activity_at`, never backwards). The report's transaction has
+    /// marked it `activity_fanout_pending`. A conversation of at most `members.embed_threshold`
+    /// members is caught up at once (one multi-document update on
+    /// `{tenant_id, conversation_id, status}`) and its mark cleared; a larger one keeps the
+    /// mark, and the sweeper catches its members up once per sweep — so a busy conversation of
+    /// 20,000 members costs one write per message, not 20,000. A fan-out that fails or never
+    /// runs leaves the mark, and the sweeper repairs it.
     pub(crate) async fn fan_out_activity(
         &self,
         scope: &TenantScope,
@@ -182,12 +192,28 @@ impl Store {
         at: DateTime,
     ) -> Result<()> {
         if member_count <= self.embed_threshold() {
-            return self.catch_up_members(scope, conversation, at).await;
+            self.catch_up_and_clear(scope, conversation, Some(at))
+                .await?;
         }
-        let mut f = Self::conversation_filter(scope, conversation);
-        f.insert("activity_fanout_pending", doc! { "$ne": true });
+        Ok(())
+    }
+
+    /// Catches the present members up to `at` (when known) and clears the conversation's
+    /// `activity_fanout_pending` mark unless a newer message arrived meanwhile (it moved
+    /// `last_message_at`, and keeps the mark for its own fan-out).
+    async fn catch_up_and_clear(
+        &self,
+        scope: &TenantScope,
+        conversation: ObjectId,
+        at: Option<DateTime>,
+    ) -> Result<()> {
+        if let Some(at) = at {
+            self.catch_up_members(scope, conversation, at).await?;
+        }
+        let mut guard = super::id_filter(scope, conversation);
+        guard.insert("last_message_at", at);
         self.conversations()
-            .update_one(f, doc! { "$set": { "activity_fanout_pending": true } })
+            .update_one(guard, doc! { "$unset": { "activity_fanout_pending": "" } })
             .await
             .map_err(db_error)?;
         Ok(())
@@ -209,7 +235,7 @@ impl Store {
         Ok(())
     }
 
-    /// Sweeper: catches up the members of large conversations marked
+    /// Sweeper: catches up the members of conversations marked
     /// `activity_fanout_pending` (at most `batch` conversations), clearing the mark only if
     /// no newer message arrived meanwhile. Returns how many conversations it caught up.
     pub(crate) async fn catch_up_activity(&self, scope: &TenantScope, batch: u32) -> Result<u64> {
@@ -228,15 +254,8 @@ impl Store {
             .map_err(db_error)?;
         let mut done = 0;
         for c in pending {
-            if let Some(at) = c.last_message_at {
-                self.catch_up_members(scope, c.id, at).await?;
-            }
-            let mut guard = super::id_filter(scope, c.id);
-            guard.insert("last_message_at", c.last_message_at);
-            self.conversations()
-                .update_one(guard, doc! { "$unset": { "activity_fanout_pending": "" } })
-                .await
-                .map_err(db_error)?;
+            self.catch_up_and_clear(scope, c.id, c.last_message_at)
+                .await?;
             done += 1;
         }
         Ok(done)

@@ -91,3 +91,69 @@ async fn an_upload_cut_off_by_a_database_outage_answers_503_not_500() {
     );
     assert!(retry_after.is_some(), "503 carries Retry-After");
 }
+
+#[tokio::test]
+async fn a_chat_list_fan_out_that_fails_after_the_report_commits_is_repaired_by_the_sweeper() {
+    let server = PrivateDb::start(":memory:").await;
+    let mut settings = test_settings();
+    settings.database.uri = server.uri();
+    settings.moderation.sweep_interval_secs = 3600;
+    let app = spawn_app_with(settings).await;
+    let conv = app
+        .create_group("alice", &[("bob", "member"), ("cy", "member")])
+        .await;
+    // The sweeper's first run at start is over; nothing else of the application sends
+    // `update` commands now but the report below.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let admin = mongodb::Client::with_uri_str(server.uri()).await.unwrap();
+    // The report's transaction sends one `update` (the sender's activity); the next one is the
+    // chat-list fan-out, which fails.
+    admin
+        .database("admin")
+        .run_command(bson::doc! {
+            "configureFailPoint": "failCommand",
+            "mode": { "skip": 1, "times": 1 },
+            "data": { "failCommands": ["update"], "errorCode": 2 },
+        })
+        .await
+        .unwrap();
+    // Later than the members' joining (their chat-list position starts there).
+    let sent_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let r = app
+        .post(
+            &format!("/v1/conversations/{conv}/messages"),
+            &app.server(),
+            serde_json::json!({ "message_id": "m1", "user_id": "alice", "sent_at": sent_at }),
+        )
+        .await;
+    admin
+        .database("admin")
+        .run_command(bson::doc! { "configureFailPoint": "failCommand", "mode": "off" })
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "the report committed: {:?}", r.body);
+    let activity = |docs: &[bson::Document]| -> Vec<Option<bson::DateTime>> {
+        ["bob", "cy"]
+            .iter()
+            .map(|u| {
+                crate::helpers::member_in(docs, u)
+                    .get_datetime("conversation_activity_at")
+                    .ok()
+                    .copied()
+            })
+            .collect()
+    };
+    let want = Some(bson::DateTime::parse_rfc3339_str(&sent_at).unwrap());
+    assert_ne!(
+        activity(&app.raw_members(&conv).await),
+        vec![want, want],
+        "the fan-out failed"
+    );
+    let cred = roster::auth::PlatformCredential::system("test");
+    let report = app.store.sweep_expired(&cred, 100).await.unwrap();
+    assert_eq!(report.activity_caught_up, 1);
+    assert_eq!(activity(&app.raw_members(&conv).await), vec![want, want]);
+    // Caught up and unmarked: the next sweep has nothing to do.
+    let again = app.store.sweep_expired(&cred, 100).await.unwrap();
+    assert_eq!(again.activity_caught_up, 0);
+}

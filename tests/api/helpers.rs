@@ -467,6 +467,8 @@ impl PrivateDb {
                 "--log-level",
                 "ERROR",
                 "--sync-on-commit",
+                // configureFailPoint, for tests that make one command fail.
+                "--enable-test-commands",
             ])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
