@@ -82,8 +82,9 @@ pub struct Roster {
     limits: Limits,
     /// Verified signing keys by `kid`, so the hot path does one database read, not two; each
     /// with the authorize cache's tenant epoch it was read under (a tenant change through any
-    /// instance, seen by the change stream, moves the epoch and the key is read again).
-    keys: moka::future::Cache<String, (TenantKey, u64)>,
+    /// instance, seen by the change stream, moves the epoch and the key is read again). An
+    /// unknown `kid` is kept too (`None`), so that tokens naming made-up keys cost no read.
+    keys: moka::future::Cache<String, (Option<TenantKey>, u64)>,
     /// Signed URL settings.
     media: crate::config::MediaSettings,
     /// Event feed and stream settings.
@@ -208,12 +209,16 @@ impl Roster {
         let key = match self.keys.get(&kid).await {
             Some((key, read_under)) if read_under == epoch => key,
             _ => {
-                let key = self.store.find_key(&kid).await?.ok_or(AuthError::Invalid)?;
+                let key = self.store.find_key(&kid).await?;
                 self.keys.insert(kid, (key.clone(), epoch)).await;
                 key
             }
         };
-        Ok(auth::verify(token, &key, settings)?)
+        Ok(auth::verify(
+            token,
+            &key.ok_or(AuthError::Invalid)?,
+            settings,
+        )?)
     }
 
     /// A page size from a query: the default when absent, else 1..=`pagination.max_limit`.
@@ -912,6 +917,8 @@ impl Roster {
         id: &str,
     ) -> Result<TenantWithKeyView> {
         let (t, k) = self.store.add_tenant_key(cred, &path_tenant(id)?).await?;
+        // A token that named this kid before it existed may have been remembered as unknown.
+        self.keys.invalidate(&k.kid).await;
         Ok(TenantWithKeyView {
             tenant: (&t).into(),
             key: (&k).into(),

@@ -331,3 +331,27 @@ fn serve_refuses_the_compiled_in_secrets_outside_development() {
         assert!(!err.contains("compiled-in"), "{err}");
     }
 }
+
+#[tokio::test]
+async fn tokens_naming_an_unknown_key_are_refused_without_a_database_read_each_time() {
+    let app = spawn_app().await;
+    let made_up = TenantKey {
+        kid: "acme-0000000000000000".into(),
+        ..app.key.clone()
+    };
+    let token = sign(&made_up, &made_up.kid, &claims("acme"));
+    let r = app.get("/v1/roles", &token).await;
+    assert_eq!((r.status, r.code()), (401, "invalid_token"));
+    let before = app.store.commands_sent();
+    for _ in 0..20 {
+        let r = app.get("/v1/roles", &token).await;
+        assert_eq!((r.status, r.code()), (401, "invalid_token"));
+    }
+    assert_eq!(
+        app.store.commands_sent() - before,
+        0,
+        "the unknown kid is remembered"
+    );
+    // The real key still works, and is read once.
+    assert_eq!(app.get("/v1/roles", &app.server()).await.status, 200);
+}
