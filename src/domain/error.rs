@@ -108,6 +108,8 @@ error_codes! {
     /// `If-Match` names a version that is no longer current (someone changed it since it was
     /// read); read it again and re-apply the edit.
     PreconditionFailed => (412, "precondition_failed", "Precondition failed"),
+    /// A request with this `Idempotency-Key` is still running; retry after it.
+    IdempotencyKeyInProgress => (409, "idempotency_key_in_progress", "Idempotency key in progress"),
     /// The upload is larger than the tenant's media size limit.
     MediaTooLarge => (413, "media_too_large", "Media too large"),
     /// The request body is larger than the configured limit.
@@ -127,6 +129,8 @@ error_codes! {
     MediaCorrupt => (422, "media_corrupt", "Media corrupt"),
     /// An image with more pixels than the decode limits allow.
     ImageTooLarge => (422, "image_too_large", "Image too large"),
+    /// The `Idempotency-Key` was used with a different request (another body) within 24 h.
+    IdempotencyKeyReused => (422, "idempotency_key_reused", "Idempotency key reused"),
     /// The role is not in the tenant's role catalog.
     UnknownRole => (422, "unknown_role", "Unknown role"),
     /// The flag is neither built in nor one of the tenant's capabilities.

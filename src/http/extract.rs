@@ -171,6 +171,8 @@ impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let json = is_json(req);
         let bytes = Bytes::from_request(req, payload);
+        let keyed = req.headers().contains_key(super::idempotency::HEADER);
+        let req = req.clone();
         Box::pin(async move {
             if !json {
                 return Err(Error::client(
@@ -190,6 +192,12 @@ impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
                     Error::client(ErrorCode::BadRequest, "the body could not be read")
                 }
             })?;
+            if keyed {
+                use sha2::Digest;
+                let digest = sha2::Sha256::digest(&bytes);
+                req.extensions_mut()
+                    .insert(super::idempotency::BodyDigest(digest.into()));
+            }
             Ok(Body(parse_json(&bytes)?))
         })
     }

@@ -40,6 +40,10 @@ pub const SPEC_FILES: &[(&str, &str)] = &[
     ("events.json", include_str!("../../indexes/events.json")),
     ("webhooks.json", include_str!("../../indexes/webhooks.json")),
     (
+        "idempotency_keys.json",
+        include_str!("../../indexes/idempotency_keys.json"),
+    ),
+    (
         "erased_users.json",
         include_str!("../../indexes/erased_users.json"),
     ),

@@ -13,6 +13,7 @@ pub mod conversations;
 pub mod docs;
 pub mod erasure;
 pub mod events;
+pub mod idempotency;
 pub mod indexes;
 pub mod media;
 pub mod members;
@@ -71,6 +72,8 @@ pub mod names {
     pub const WEBHOOK_DELIVERIES: &str = "webhook_deliveries";
     /// Tombstones of erased users (`{_id: user id, tenant_id, erased_at}`), for the sweeper.
     pub const ERASED_USERS: &str = "erased_users";
+    /// First answers of requests sent with an `Idempotency-Key`.
+    pub const IDEMPOTENCY_KEYS: &str = "idempotency_keys";
     /// Which instance sweeps which tenant (see `moderation::SweepLease`).
     pub const SWEEP_LEASES: &str = "sweep_leases";
     /// Calls of the platform API.

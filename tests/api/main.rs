@@ -13,6 +13,7 @@ mod erasure;
 mod events;
 mod explain;
 mod helpers;
+mod idempotency;
 mod kill;
 mod matrix;
 mod media;

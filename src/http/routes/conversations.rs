@@ -1,30 +1,36 @@
 //! Conversations.
 
-use actix_web::HttpResponse;
 use actix_web::web::{self, Data};
+use actix_web::{HttpRequest, HttpResponse};
 
 use crate::error::Error;
 use crate::http::AppState;
 use crate::http::error::ProblemBody;
 use crate::http::extract::{Body, Caller};
+use crate::http::idempotency::idempotent;
 use crate::service::inputs::{CreateConversationBody, PatchConversationBody};
 use crate::service::views::{ConversationView, CreatedConversationView};
 
 /// Create a group or direct conversation, optionally with members. A user creator becomes the
 /// group's `owner`.
 #[utoipa::path(post, path = "/v1/conversations", tag = "conversations", request_body = CreateConversationBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Up to 255 visible ASCII characters: a retry with the same key within 24 h gets the first answer (`Idempotent-Replayed: true`) and creates nothing more")),
     responses(
         (status = 201, body = CreatedConversationView),
-        (status = 409, description = "`owner_role_locked`", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 422, description = "`validation_failed`", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "`owner_role_locked`, `idempotency_key_in_progress`", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`, `idempotency_key_reused`", body = ProblemBody, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
 pub async fn create(
+    req: HttpRequest,
     Caller(scope): Caller,
     state: Data<AppState>,
     Body(body): Body<CreateConversationBody>,
 ) -> Result<HttpResponse, Error> {
-    Ok(HttpResponse::Created().json(state.roster.create_conversation(&scope, body).await?))
+    idempotent(&req, &state, &scope, async {
+        Ok(HttpResponse::Created().json(state.roster.create_conversation(&scope, body).await?))
+    })
+    .await
 }
 
 /// A conversation (members of it, or a server token).

@@ -8,11 +8,13 @@ use actix_web::web::{Data, Path, Query};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse};
 use futures::StreamExt;
 
+use crate::auth::TenantScope;
 use crate::domain::{ConversationId, ErrorCode};
 use crate::error::{Error, Problem};
 use crate::http::AppState;
 use crate::http::error::ProblemBody;
 use crate::http::extract::{Body, Caller, bearer};
+use crate::http::idempotency::idempotent;
 use crate::service::media::{
     AttachBody, MediaListQuery, MediaView, MessageMediaRemovedView, SignUrlBody, SignedQuery,
     SignedUrlView, UploadMeta,
@@ -42,18 +44,35 @@ fn parse_conversation(raw: &str) -> Result<ConversationId, Error> {
 /// Upload a file (`multipart/form-data`: an optional `conversation_id` field, then `file`).
 /// The type is sniffed from the bytes; the file is streamed to storage while hashed and
 /// counted, never held whole in memory.
-#[utoipa::path(post, path = "/v1/media", tag = "media", params(UploadQuery),
+#[utoipa::path(post, path = "/v1/media", tag = "media", params(UploadQuery, ("Idempotency-Key" = Option<String>, Header, description = "Up to 255 visible ASCII characters: a retry with the same key within 24 h gets the first answer (`Idempotent-Replayed: true`) and creates nothing more")),
     request_body(content_type = "multipart/form-data", description = "`conversation_id` (optional, before `file`), `file`"),
     responses((status = 201, body = MediaView),
               (status = 403, description = "`forbidden` (server token), `missing_permission`, `member_banned`, `member_muted`", body = ProblemBody, content_type = "application/problem+json"),
               (status = 404, description = "`conversation_not_found`, `user_not_found`", body = ProblemBody, content_type = "application/problem+json"),
               (status = 413, description = "`media_too_large`", body = ProblemBody, content_type = "application/problem+json"),
               (status = 415, description = "`media_type_not_allowed`, `media_type_mismatch`", body = ProblemBody, content_type = "application/problem+json"),
-              (status = 422, description = "`media_corrupt`, `image_too_large`, `validation_failed`", body = ProblemBody, content_type = "application/problem+json")),
+              (status = 409, description = "`idempotency_key_in_progress`", body = ProblemBody, content_type = "application/problem+json"),
+              (status = 422, description = "`media_corrupt`, `image_too_large`, `validation_failed`, `idempotency_key_reused`", body = ProblemBody, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn upload(
+    req: HttpRequest,
     Caller(scope): Caller,
     state: Data<AppState>,
+    query: Query<UploadQuery>,
+    form: Multipart,
+) -> Result<HttpResponse, Error> {
+    idempotent(
+        &req,
+        &state,
+        &scope,
+        upload_once(&scope, &state, query, form),
+    )
+    .await
+}
+
+async fn upload_once(
+    scope: &TenantScope,
+    state: &AppState,
     query: Query<UploadQuery>,
     mut form: Multipart,
 ) -> Result<HttpResponse, Error> {
@@ -86,12 +105,12 @@ pub async fn upload(
                         .and_then(|d| d.get_filename())
                         .map(str::to_owned),
                 };
-                uploaded = Some(state.roster.upload(&scope, meta, &mut field).await?);
+                uploaded = Some(state.roster.upload(scope, meta, &mut field).await?);
             }
             other => {
                 let other = other.to_owned();
                 if let Some(m) = &uploaded {
-                    state.roster.delete_media(&scope, &m.id).await?;
+                    state.roster.delete_media(scope, &m.id).await?;
                 }
                 return Err(Problem::field(
                     other.clone(),

@@ -1,12 +1,13 @@
 //! Members of a conversation.
 
-use actix_web::HttpResponse;
 use actix_web::web::{self, Data};
+use actix_web::{HttpRequest, HttpResponse};
 
 use crate::error::Error;
 use crate::http::AppState;
 use crate::http::error::ProblemBody;
 use crate::http::extract::{Body, Caller};
+use crate::http::idempotency::idempotent;
 use crate::service::AddMembersReply;
 use crate::service::inputs::{AddMembersBody, ListMembersQuery, PatchMemberBody, RemoveQuery};
 use crate::service::views::{BatchAddView, MemberList, MemberView};
@@ -15,25 +16,30 @@ use crate::service::views::{BatchAddView, MemberList, MemberView};
 /// item. Needs `can_add_members` and a role below the caller's (server tokens: any but owner).
 /// Former members are re-activated; unknown users are created.
 #[utoipa::path(post, path = "/v1/conversations/{conversation_id}/members", tag = "members", request_body = AddMembersBody,
-    params(("conversation_id" = String, Path, description = "24 hex digits")),
+    params(("conversation_id" = String, Path, description = "24 hex digits"), ("Idempotency-Key" = Option<String>, Header, description = "Up to 255 visible ASCII characters: a retry with the same key within 24 h gets the first answer (`Idempotent-Replayed: true`) and creates nothing more")),
     responses(
         (status = 201, description = "One member added", body = MemberView),
         (status = 200, description = "Batch processed", body = BatchAddView),
         (status = 403, description = "`missing_permission`, `insufficient_rank`, `member_banned`", body = ProblemBody, content_type = "application/problem+json"),
         (status = 404, description = "`conversation_not_found`", body = ProblemBody, content_type = "application/problem+json"),
-        (status = 409, description = "`member_exists`, `conversation_full`, `direct_conversation`, `owner_role_locked`", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "`member_exists`, `conversation_full`, `direct_conversation`, `owner_role_locked`, `idempotency_key_in_progress`", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`, `unknown_role`, `unknown_permission`, `idempotency_key_reused`", body = ProblemBody, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
 pub async fn add(
+    req: HttpRequest,
     Caller(scope): Caller,
     state: Data<AppState>,
     path: web::Path<String>,
     Body(body): Body<AddMembersBody>,
 ) -> Result<HttpResponse, Error> {
-    Ok(match state.roster.add_members(&scope, &path, body).await? {
-        AddMembersReply::One(m) => HttpResponse::Created().json(m),
-        AddMembersReply::Batch(b) => HttpResponse::Ok().json(b),
+    idempotent(&req, &state, &scope, async {
+        Ok(match state.roster.add_members(&scope, &path, body).await? {
+            AddMembersReply::One(m) => HttpResponse::Created().json(m),
+            AddMembersReply::Batch(b) => HttpResponse::Ok().json(b),
+        })
     })
+    .await
 }
 
 /// Members in a stable order (keyset cursor), filtered by status (default `active,muted`) and role.

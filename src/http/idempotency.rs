@@ -1,0 +1,165 @@
+//! `Idempotency-Key` on the creating requests (`POST /v1/conversations`,
+//! `POST /v1/conversations/{id}/members`, `POST /v1/media`): a client that retries such a
+//! request with the same key gets the first answer again (status, body, `Location`) with
+//! `Idempotent-Replayed: true`, and nothing is created twice. Keys are scoped to the tenant,
+//! the caller, the method and the path, kept 24 hours, and bound to the request they came with
+//! (its JSON body, or an upload's media type, `Content-Length` and query): the same key
+//! with another request answers 422 `idempotency_key_reused`; while the first request runs,
+//! a repeat answers 409 `idempotency_key_in_progress`. Answers of 5xx are not kept (a retry
+//! runs anew). Storage: [`crate::store::idempotency`].
+
+use actix_web::body::{BoxBody, to_bytes};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError};
+use sha2::{Digest, Sha256};
+
+use super::AppState;
+use crate::auth::{Principal, TenantScope};
+use crate::domain::ErrorCode;
+use crate::error::{Error, Problem};
+use crate::store::idempotency::{Claim, StoredAnswer};
+
+/// The request header.
+pub const HEADER: &str = "idempotency-key";
+
+/// The answer header that marks a replay.
+pub const REPLAYED: &str = "idempotent-replayed";
+
+/// SHA-256 of the JSON body a [`super::extract::Body`] read, kept in the request's extensions
+/// when the request carries an `Idempotency-Key`.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyDigest(pub [u8; 32]);
+
+/// The request's key: `None` without the header. Errors: `validation_failed` naming
+/// `Idempotency-Key` (1–255 visible ASCII characters).
+fn key(req: &HttpRequest) -> Result<Option<String>, Error> {
+    let Some(v) = req.headers().get(HEADER) else {
+        return Ok(None);
+    };
+    match v.to_str() {
+        Ok(k) if (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()) => {
+            Ok(Some(k.to_owned()))
+        }
+        _ => Err(Problem::field("Idempotency-Key", "1 to 255 visible ASCII characters").into()),
+    }
+}
+
+fn fingerprint(req: &HttpRequest) -> String {
+    if let Some(d) = req.extensions().get::<BodyDigest>() {
+        return hex::encode(d.0);
+    }
+    // An upload: its media type without parameters (a multipart boundary differs on every
+    // try), its length and its query.
+    let mut h = Sha256::new();
+    let essence = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map_or(&b""[..], HeaderValue::as_bytes)
+        .split(|b| *b == b';')
+        .next()
+        .unwrap_or_default();
+    h.update(essence);
+    h.update([0]);
+    h.update(
+        req.headers()
+            .get(header::CONTENT_LENGTH)
+            .map_or(&b""[..], HeaderValue::as_bytes),
+    );
+    h.update([0]);
+    h.update(req.query_string().as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// Runs `run` at most once per key (see the module docs). Errors: those of `run` (kept and
+/// replayed when 4xx), `idempotency_key_in_progress`, `idempotency_key_reused`,
+/// `validation_failed` (a malformed key), database errors.
+pub async fn idempotent(
+    req: &HttpRequest,
+    state: &AppState,
+    scope: &TenantScope,
+    run: impl Future<Output = Result<HttpResponse, Error>>,
+) -> Result<HttpResponse, Error> {
+    let Some(key) = key(req)? else {
+        return run.await;
+    };
+    let mut h = Sha256::new();
+    for part in [
+        scope.tenant().as_str(),
+        match scope.principal() {
+            Principal::Server => "\u{0}server",
+            Principal::User(u) => u.as_str(),
+        },
+        req.method().as_str(),
+        req.path(),
+        &key,
+    ] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    let id = hex::encode(h.finalize());
+    let store = state.roster.store();
+    match store
+        .claim_idempotency_key(scope, &id, &fingerprint(req))
+        .await?
+    {
+        Claim::Run => {}
+        Claim::Replay(first) => {
+            let status = u16::try_from(first.status.unwrap_or(200))
+                .ok()
+                .and_then(|s| actix_web::http::StatusCode::from_u16(s).ok())
+                .unwrap_or(actix_web::http::StatusCode::OK);
+            let mut res = HttpResponse::build(status);
+            if let Some(ct) = first.content_type {
+                res.insert_header((header::CONTENT_TYPE, ct));
+            }
+            if let Some(l) = first.location {
+                res.insert_header((header::LOCATION, l));
+            }
+            res.insert_header((REPLAYED, "true"));
+            return Ok(res.body(first.body.map(|b| b.bytes).unwrap_or_default()));
+        }
+        Claim::InProgress => {
+            return Err(Error::client(
+                ErrorCode::IdempotencyKeyInProgress,
+                "a request with this Idempotency-Key is still running; retry shortly",
+            ));
+        }
+        Claim::Reused => {
+            return Err(Error::client(
+                ErrorCode::IdempotencyKeyReused,
+                "this Idempotency-Key was used with another request in the last 24 hours",
+            ));
+        }
+    }
+    let res = match run.await {
+        Ok(res) => res,
+        Err(e) => e.error_response(),
+    };
+    if res.status().is_server_error() {
+        if let Err(e) = store.release_idempotency_key(&id).await {
+            tracing::warn!(error = %e, "an Idempotency-Key stays pending until it is taken over");
+        }
+        return Ok(res);
+    }
+    let (head, body) = res.into_parts();
+    let bytes = to_bytes(body)
+        .await
+        .map_err(|e| Error::Internal(anyhow::anyhow!("reading the answer to keep it: {e}")))?;
+    let text = |name: header::HeaderName| {
+        head.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let answer = StoredAnswer {
+        status: head.status().as_u16(),
+        content_type: text(header::CONTENT_TYPE),
+        location: text(header::LOCATION),
+        body: bytes.to_vec(),
+    };
+    // The change is made: a failure to keep its answer must not turn it into an error.
+    if let Err(e) = store.finish_idempotency_key(&id, &answer).await {
+        tracing::warn!(error = %e, "the answer of an Idempotency-Key request was not kept");
+    }
+    Ok(head.set_body(BoxBody::new(bytes)))
+}

@@ -1,0 +1,163 @@
+//! `Idempotency-Key` on creating requests: a retry gets the first answer and creates nothing
+//! more, even when the retries race; the key is bound to its request and its caller.
+
+use reqwest::multipart::{Form, Part};
+use serde_json::{Value, json};
+
+use crate::helpers::{Resp, TestApp, spawn_app};
+
+async fn post_keyed(app: &TestApp, path: &str, token: &str, key: &str, body: Value) -> Resp {
+    let r = app
+        .client
+        .post(format!("{}{path}", app.address))
+        .bearer_auth(token)
+        .header("Idempotency-Key", key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let body = r.json().await.unwrap_or(Value::Null);
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+async fn count(app: &TestApp, collection: &str) -> u64 {
+    app.store
+        .database()
+        .collection::<bson::Document>(collection)
+        .count_documents(bson::doc! {})
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_retried_creation_gets_the_first_answer_and_creates_nothing_more() {
+    let app = spawn_app().await;
+    let alice = app.user("alice");
+    let body = json!({ "name": "Trip", "members": [{ "user_id": "dan" }] });
+    let first = post_keyed(&app, "/v1/conversations", &alice, "trip-1", body.clone()).await;
+    assert_eq!(first.status, 201, "{:?}", first.body);
+    assert!(first.headers.get("idempotent-replayed").is_none());
+    let again = post_keyed(&app, "/v1/conversations", &alice, "trip-1", body.clone()).await;
+    assert_eq!(again.status, 201);
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert_eq!(
+        again.body, first.body,
+        "the same answer, the same conversation"
+    );
+    assert_eq!(count(&app, "conversations").await, 1);
+
+    // The same key with another body is refused; another caller's key is its own.
+    let other = json!({ "name": "Another trip" });
+    let r = post_keyed(&app, "/v1/conversations", &alice, "trip-1", other).await;
+    assert_eq!((r.status, r.code()), (422, "idempotency_key_reused"));
+    let r = post_keyed(
+        &app,
+        "/v1/conversations",
+        &app.user("bob"),
+        "trip-1",
+        body.clone(),
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    assert!(r.headers.get("idempotent-replayed").is_none());
+    assert_ne!(
+        r.body["conversation"]["id"],
+        first.body["conversation"]["id"]
+    );
+    assert_eq!(count(&app, "conversations").await, 2);
+
+    // A refusal is an answer too: replayed, nothing applied in between.
+    let conv = first.body["conversation"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/v1/conversations/{conv}/members");
+    let bad = json!({ "user_id": "cy", "role": "emperor" });
+    let r = post_keyed(&app, &path, &app.server(), "add-cy", bad.clone()).await;
+    assert_eq!((r.status, r.code()), (422, "unknown_role"));
+    let r = post_keyed(&app, &path, &app.server(), "add-cy", bad).await;
+    assert_eq!((r.status, r.code()), (422, "unknown_role"));
+    assert_eq!(r.headers["idempotent-replayed"], "true");
+
+    // A malformed key is named.
+    let r = post_keyed(
+        &app,
+        &path,
+        &app.server(),
+        &"k".repeat(256),
+        json!({ "user_id": "cy" }),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["errors"][0]["field"].as_str()),
+        (422, Some("Idempotency-Key"))
+    );
+}
+
+#[tokio::test]
+async fn racing_retries_with_one_key_add_a_member_once() {
+    let app = spawn_app().await;
+    let conv = app.create_group("alice", &[]).await;
+    let path = format!("/v1/conversations/{conv}/members");
+    let server = app.server();
+    let tries =
+        (0..10).map(|_| post_keyed(&app, &path, &server, "add-bob", json!({ "user_id": "bob" })));
+    let answers = futures::future::join_all(tries).await;
+    let mut created = Vec::new();
+    for r in &answers {
+        match r.status {
+            201 => created.push(r.body.clone()),
+            409 => assert_eq!(r.code(), "idempotency_key_in_progress", "{:?}", r.body),
+            other => panic!("{other}: {:?}", r.body),
+        }
+    }
+    assert!(!created.is_empty());
+    assert!(
+        created.iter().all(|b| *b == created[0]),
+        "every 201 is the first answer"
+    );
+    assert_eq!(app.member_count(&conv).await, 2);
+    let fresh = answers
+        .iter()
+        .filter(|r| r.status == 201 && r.headers.get("idempotent-replayed").is_none())
+        .count();
+    assert_eq!(fresh, 1, "exactly one request ran");
+    // Afterwards every retry replays.
+    let r = post_keyed(&app, &path, &server, "add-bob", json!({ "user_id": "bob" })).await;
+    assert_eq!((r.status, &r.body), (201, &created[0]));
+}
+
+#[tokio::test]
+async fn a_retried_upload_stores_one_file() {
+    let app = spawn_app().await;
+    let conv = app.create_group("alice", &[]).await;
+    let send = || {
+        let form = Form::new().text("conversation_id", conv.clone()).part(
+            "file",
+            Part::bytes(crate::media::png(4, 4, 512))
+                .file_name("a.png")
+                .mime_str("image/png")
+                .unwrap(),
+        );
+        app.client
+            .post(format!("{}/v1/media", app.address))
+            .bearer_auth(app.user("alice"))
+            .header("Idempotency-Key", "upload-1")
+            .multipart(form)
+            .send()
+    };
+    let first = send().await.unwrap();
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    let again = send().await.unwrap();
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.json::<Value>().await.unwrap()["id"], first["id"]);
+    assert_eq!(count(&app, "media_files").await, 1);
+}
