@@ -218,11 +218,11 @@ pub fn etag(kind: &str, version: i64) -> header::EntityTag {
     header::EntityTag::new_strong(format!("{kind}-{version}"))
 }
 
-/// The version an `If-Match` header asks for (RFC 9110 §13.1.1, strong comparison), for a
-/// resource of `kind`: `None` without the header or with `*`; a tag this service did not issue
-/// for `kind`, a weak tag, or a list of several asks for a version that never exists (the
-/// write answers 412 `precondition_failed`).
-pub fn if_match(req: &HttpRequest, kind: &str) -> Option<i64> {
+/// The entity tag an `If-Match` header asks for (RFC 9110 §13.1.1, strong comparison),
+/// without its quotes: `None` without the header or with `*`; a weak tag, a list of several or
+/// a malformed header give `Some("")`, which matches no version (the write answers 412
+/// `precondition_failed`).
+pub fn if_match_tag(req: &HttpRequest) -> Option<String> {
     use actix_web::http::header::{Header, IfMatch};
     if !req.headers().contains_key(header::IF_MATCH) {
         return None;
@@ -230,16 +230,23 @@ pub fn if_match(req: &HttpRequest, kind: &str) -> Option<i64> {
     match IfMatch::parse(req) {
         Ok(IfMatch::Any) => None,
         Ok(IfMatch::Items(tags)) => match tags.as_slice() {
-            [t] if !t.weak => t
-                .tag()
-                .strip_prefix(kind)
-                .and_then(|v| v.strip_prefix('-'))
-                .and_then(|v| v.parse().ok())
-                .or(Some(-1)),
-            _ => Some(-1),
+            [t] if !t.weak => Some(t.tag().to_owned()),
+            _ => Some(String::new()),
         },
-        Err(_) => Some(-1),
+        Err(_) => Some(String::new()),
     }
+}
+
+/// The version an `If-Match` header asks for, for a resource whose tags are
+/// `"<kind>-<version>"` ([`etag`]): `None` as for [`if_match_tag`]; a tag of another kind or
+/// form gives -1, a version that never exists.
+pub fn if_match(req: &HttpRequest, kind: &str) -> Option<i64> {
+    if_match_tag(req).map(|t| {
+        t.strip_prefix(kind)
+            .and_then(|v| v.strip_prefix('-'))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(-1)
+    })
 }
 
 #[cfg(test)]

@@ -453,26 +453,31 @@ impl Roster {
     }
 
     /// `GET /v1/conversations/{id}`. Errors: `conversation_not_found`.
+    /// Returns the view and the conversation's entity tag (for `If-Match` on `PATCH`).
     pub async fn get_conversation(
         &self,
         scope: &TenantScope,
         id: &str,
-    ) -> Result<ConversationView> {
+    ) -> Result<(ConversationView, String)> {
         let conv = self
             .store
             .get_conversation(scope, path_conversation(id)?)
             .await?;
-        self.conversation_view(scope, conv).await
+        let tag =
+            crate::store::docs::version_tag(crate::store::conversations::CONVERSATION_TAG, &conv);
+        Ok((self.conversation_view(scope, conv).await?, tag))
     }
 
-    /// `PATCH /v1/conversations/{id}`. Errors: `conversation_not_found`, `missing_permission`,
-    /// `validation_failed`.
+    /// `PATCH /v1/conversations/{id}`; `if_match`: the entity tag the conversation must still
+    /// have. Returns the view and the new tag. Errors: `conversation_not_found`,
+    /// `missing_permission`, `validation_failed`, `precondition_failed`.
     pub async fn update_conversation(
         &self,
         scope: &TenantScope,
         id: &str,
         body: PatchConversationBody,
-    ) -> Result<ConversationView> {
+        if_match: Option<String>,
+    ) -> Result<(ConversationView, String)> {
         let id = path_conversation(id)?;
         validate(&body)?;
         let mut fields = Vec::new();
@@ -496,9 +501,12 @@ impl Roster {
             name: body.name.map(|n| n.trim().to_owned()),
             description: body.description,
             avatar_url: body.avatar_url,
+            if_match,
         };
         let conv = self.store.update_conversation(scope, id, &patch).await?;
-        self.conversation_view(scope, conv).await
+        let tag =
+            crate::store::docs::version_tag(crate::store::conversations::CONVERSATION_TAG, &conv);
+        Ok((self.conversation_view(scope, conv).await?, tag))
     }
 
     /// `DELETE /v1/conversations/{id}` (owner or server). Returns how many memberships went.

@@ -50,6 +50,19 @@ pub struct ConversationPatch {
     pub description: Option<Option<String>>,
     /// New or cleared avatar URL.
     pub avatar_url: Option<Option<String>>,
+    /// The tag (`If-Match`, without quotes) the conversation must still have
+    /// ([`super::docs::version_tag`] with kind [`CONVERSATION_TAG`]).
+    pub if_match: Option<String>,
+}
+
+/// The kind of a conversation's entity tag.
+pub const CONVERSATION_TAG: &str = "conversation";
+
+fn precondition_failed() -> crate::error::Problem {
+    crate::error::Problem::new(
+        crate::domain::ErrorCode::PreconditionFailed,
+        "the conversation changed since the ETag given; read it again and re-apply the edit",
+    )
 }
 
 impl Store {
@@ -223,6 +236,13 @@ impl Store {
         if set.is_empty() {
             let (conv, acting) = self.visible_conversation(scope, id).await?;
             rules::check_change_info(&acting)?;
+            if patch
+                .if_match
+                .as_ref()
+                .is_some_and(|t| *t != super::docs::version_tag(CONVERSATION_TAG, &conv))
+            {
+                return Err(precondition_failed().into());
+            }
             return Ok(conv);
         }
         let conv_id = id.object_id();
@@ -242,6 +262,13 @@ impl Store {
             if let Err(v) = rules::check_change_info(&acting) {
                 return refuse(crate::error::Problem::from(v));
             }
+            if patch
+                .if_match
+                .as_ref()
+                .is_some_and(|t| *t != super::docs::version_tag(CONVERSATION_TAG, &conv))
+            {
+                return refuse(precondition_failed());
+            }
             let fields: Vec<String> = set.keys().filter(|k| *k != "updated_at").cloned().collect();
             let before: Document = fields
                 .iter()
@@ -251,7 +278,9 @@ impl Store {
                 .conversations()
                 .find_one_and_update(
                     Self::conversation_filter(scope, conv_id),
-                    doc! { "$set": set.clone() },
+                    // The event's `seq` is drawn here, so that `after` is the stored document
+                    // (its entity tag is the one a GET shows next).
+                    doc! { "$set": set.clone(), "$inc": { "event_seq": 1_i64 } },
                 )
                 .return_document(ReturnDocument::After)
                 .session(&mut *s)
@@ -270,8 +299,23 @@ impl Store {
                 after: Some(changed),
                 reason: None,
             };
-            self.record_in(s, scope, &AuditActor::of(scope), conv_id, vec![event], now)
-                .await?;
+            let audited = audit::audit_docs(
+                scope,
+                &AuditActor::of(scope),
+                conv_id,
+                vec![event],
+                crate::context::request_id(),
+                now,
+            );
+            let mut announced: Vec<super::events::EventDoc> = audited
+                .iter()
+                .map(super::events::EventDoc::from_audit)
+                .collect();
+            for e in &mut announced {
+                e.seq = Some(after.event_seq);
+            }
+            self.audit().insert_many(audited).session(&mut *s).await?;
+            self.put_outbox_in(s, announced).await?;
             Ok(after)
         })
         .await

@@ -229,6 +229,15 @@ pub struct UserDoc {
     pub updated_at: DateTime,
 }
 
+/// The entity tag of a stored document: `<kind>-` and the first 16 hex digits of the SHA-256
+/// of its BSON. Any change of the document (for a conversation: also its member count and last
+/// activity) changes it.
+pub fn version_tag<T: Serialize>(kind: &str, doc: &T) -> String {
+    use sha2::{Digest, Sha256};
+    let bytes = bson::to_vec(doc).unwrap_or_default();
+    format!("{kind}-{}", &hex::encode(Sha256::digest(&bytes))[..16])
+}
+
 /// `conversations`: a group or direct conversation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConversationDoc {

@@ -485,3 +485,57 @@ async fn a_body_that_is_not_one_object_changes_nothing() {
     assert_eq!(body["code"], "bad_request");
     assert_eq!(app.conversation(&conv).await["name"], "Group");
 }
+
+#[tokio::test]
+async fn a_patch_with_if_match_applies_only_to_the_conversation_it_was_made_on() {
+    let app = spawn_app().await;
+    let conv = app.create_group("alice", &[("bob", "member")]).await;
+    let path = format!("/v1/conversations/{conv}");
+    let patch = |body: serde_json::Value, tag: Option<String>| {
+        let mut req = app
+            .client
+            .patch(format!("{}{path}", app.address))
+            .bearer_auth(app.user("alice"))
+            .json(&body);
+        if let Some(t) = tag {
+            req = req.header("If-Match", t);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            let tag = r
+                .headers()
+                .get("etag")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let body: serde_json::Value = r.json().await.unwrap();
+            (status, tag, body)
+        }
+    };
+    let r = app.get(&path, &app.user("bob")).await;
+    let read = r.headers["etag"].to_str().unwrap().to_owned();
+    assert!(read.starts_with("\"conversation-"), "{read}");
+    let (status, after, body) = patch(json!({ "name": "Ours" }), Some(read.clone())).await;
+    assert_eq!(status, 200, "{body}");
+    let after = after.unwrap();
+    assert_ne!(after, read);
+    assert_eq!(
+        app.get(&path, &app.user("bob")).await.headers["etag"],
+        after.as_str()
+    );
+    // An edit made on the first read is refused, and nothing changes.
+    let (status, _, body) = patch(json!({ "name": "Mine" }), Some(read)).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (412, Some("precondition_failed"))
+    );
+    assert_eq!(app.get(&path, &app.user("bob")).await.body["name"], "Ours");
+    // Any change of the conversation moves the tag: here a member joins.
+    app.add_member(&app.server(), &conv, "cy", "member").await;
+    let (status, _, _) = patch(json!({ "description": "Ours only" }), Some(after)).await;
+    assert_eq!(status, 412);
+    // Without If-Match, or with `*`, the change applies.
+    let (status, _, _) = patch(json!({ "description": "Ours only" }), Some("*".into())).await;
+    assert_eq!(status, 200);
+    let (status, _, body) = patch(json!({ "name": "Ours again" }), None).await;
+    assert_eq!((status, body["name"].as_str()), (200, Some("Ours again")));
+}

@@ -1,12 +1,12 @@
 //! Conversations.
 
 use actix_web::web::{self, Data};
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::{HttpRequest, HttpResponse, http::header};
 
 use crate::error::Error;
 use crate::http::AppState;
 use crate::http::error::ProblemBody;
-use crate::http::extract::{Body, Caller};
+use crate::http::extract::{Body, Caller, if_match_tag};
 use crate::http::idempotency::idempotent;
 use crate::service::inputs::{CreateConversationBody, PatchConversationBody};
 use crate::service::views::{ConversationView, CreatedConversationView};
@@ -36,7 +36,7 @@ pub async fn create(
 /// A conversation (members of it, or a server token).
 #[utoipa::path(get, path = "/v1/conversations/{conversation_id}", tag = "conversations",
     params(("conversation_id" = String, Path, description = "24 hex digits")),
-    responses((status = 200, body = ConversationView),
+    responses((status = 200, body = ConversationView, headers(("ETag" = String, description = "The conversation's entity tag, for `If-Match` on `PATCH`"))),
               (status = 404, description = "`conversation_not_found`", body = ProblemBody, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn get(
@@ -44,28 +44,37 @@ pub async fn get(
     state: Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
-    Ok(HttpResponse::Ok().json(state.roster.get_conversation(&scope, &path).await?))
+    let (view, tag) = state.roster.get_conversation(&scope, &path).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header(header::ETag(header::EntityTag::new_strong(tag)))
+        .json(view))
 }
 
-/// Change name, description or avatar (`can_change_info`).
+/// Change name, description or avatar (`can_change_info`). With `If-Match` (the `ETag` of a
+/// `GET`), the change applies only if the conversation has not changed since (any change,
+/// its member count and last activity included): else 412 and nothing is written.
 #[utoipa::path(patch, path = "/v1/conversations/{conversation_id}", tag = "conversations", request_body = PatchConversationBody,
-    params(("conversation_id" = String, Path, description = "24 hex digits")),
-    responses((status = 200, body = ConversationView),
+    params(("conversation_id" = String, Path, description = "24 hex digits"),
+           ("If-Match" = Option<String>, Header, description = "The `ETag` of the conversation the change was made on")),
+    responses((status = 200, body = ConversationView, headers(("ETag" = String, description = "The conversation's new entity tag"))),
+              (status = 412, description = "`precondition_failed`", body = ProblemBody, content_type = "application/problem+json"),
               (status = 403, description = "`missing_permission`", body = ProblemBody, content_type = "application/problem+json"),
               (status = 404, description = "`conversation_not_found`", body = ProblemBody, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn update(
+    req: HttpRequest,
     Caller(scope): Caller,
     state: Data<AppState>,
     path: web::Path<String>,
     Body(body): Body<PatchConversationBody>,
 ) -> Result<HttpResponse, Error> {
-    Ok(HttpResponse::Ok().json(
-        state
-            .roster
-            .update_conversation(&scope, &path, body)
-            .await?,
-    ))
+    let (view, tag) = state
+        .roster
+        .update_conversation(&scope, &path, body, if_match_tag(&req))
+        .await?;
+    Ok(HttpResponse::Ok()
+        .insert_header(header::ETag(header::EntityTag::new_strong(tag)))
+        .json(view))
 }
 
 /// Delete a conversation and all its memberships, in one transaction (owner or server).
