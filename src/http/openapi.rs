@@ -34,7 +34,7 @@ use super::routes::*;
         webhooks::create, webhooks::list, webhooks::get, webhooks::update, webhooks::delete,
         webhooks::rotate_secret, webhooks::replay, webhooks::deliveries,
     ),
-    modifiers(&Security, &UniqueOperationIds, &Webhooks, &CommonAnswers),
+    modifiers(&Security, &UniqueOperationIds, &Webhooks, &CommonAnswers, &ParameterShapes),
     tags(
         (name = "health", description = "Liveness and readiness"),
         (name = "platform", description = "Tenants, signing keys and the audit of platform calls (platform operator token), served only on the operators' listener (`http.admin_bind`, default 127.0.0.1:8081), not on the public one"),
@@ -174,6 +174,47 @@ impl Modify for CommonAnswers {
                     .responses
                     .entry("429".into())
                     .or_insert_with(|| limited.clone().into());
+            }
+        }
+    }
+}
+
+/// The shapes of the parameters every operation shares, set in one place: object ids in paths
+/// (24 hex digits), tenant slugs, the tenant's user ids (`me` included), key ids, and `limit`
+/// (1 to `pagination.max_limit`'s ceiling of 200; 1,000 where a compact member list allows it).
+struct ParameterShapes;
+
+impl Modify for ParameterShapes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::ParameterIn;
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        let text = |pattern: &str| {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(pattern))
+        };
+        for op in operations(openapi) {
+            let compact = op.operation_id.as_deref() == Some("members_list");
+            for p in op.parameters.iter_mut().flatten() {
+                let shape = match (&p.parameter_in, p.name.as_str()) {
+                    (ParameterIn::Path, "conversation_id" | "media_id" | "webhook_id") => {
+                        text("^[0-9a-fA-F]{24}$")
+                    }
+                    (ParameterIn::Path, "tenant_id") => text("^[a-z0-9][a-z0-9-]{0,61}[a-z0-9]$"),
+                    (ParameterIn::Path, "user_id") => text("^[A-Za-z0-9._@:-]{1,128}$"),
+                    (ParameterIn::Path, "kid") => {
+                        text("^[a-z0-9][a-z0-9-]{0,61}[a-z0-9]-[0-9a-f]{16}$")
+                    }
+                    (ParameterIn::Query, "limit") => ObjectBuilder::new()
+                        .schema_type(Type::Integer)
+                        .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                            utoipa::openapi::KnownFormat::Int32,
+                        )))
+                        .minimum(Some(1))
+                        .maximum(Some(if compact { 1000 } else { 200 })),
+                    _ => continue,
+                };
+                p.schema = Some(shape.into());
             }
         }
     }

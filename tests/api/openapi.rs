@@ -187,3 +187,37 @@ fn every_authenticated_operation_documents_401_and_every_tenant_one_429() {
         assert!(limited.get(h).is_some(), "{h}");
     }
 }
+
+#[test]
+fn path_ids_carry_their_patterns_and_every_limit_its_range() {
+    let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+    let mut ids = 0;
+    let mut limits = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                let name = p["name"].as_str().unwrap();
+                let schema = &p["schema"];
+                match (p["in"].as_str().unwrap(), name) {
+                    // The messaging service's own id: any text.
+                    ("path", "message_id") => {}
+                    ("path", _) => {
+                        let pattern = schema["pattern"]
+                            .as_str()
+                            .unwrap_or_else(|| panic!("{method} {path}: {name} has no pattern"));
+                        assert!(pattern.starts_with('^') && pattern.ends_with('$'));
+                        ids += 1;
+                    }
+                    ("query", "limit") => {
+                        assert_eq!(schema["minimum"], 1, "{method} {path}");
+                        let max = schema["maximum"].as_u64().unwrap();
+                        assert!(max == 200 || max == 1000, "{method} {path}: {max}");
+                        limits += 1;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    assert!(ids > 30 && limits > 8, "{ids} path ids, {limits} limits");
+}
