@@ -119,7 +119,7 @@ async fn main() -> anyhow::Result<()> {
     let scope = cred.tenant_scope(tenant.clone());
     let max_bytes = i64::try_from((large + 1) * 1024 * 1024)?;
     store
-        .patch_tenant_settings(&scope, bson::doc! { "media_max_bytes": max_bytes })
+        .patch_tenant_settings(&scope, bson::doc! { "media_max_bytes": max_bytes }, None)
         .await?;
     store
         .upsert_user(

@@ -40,11 +40,13 @@ impl Roster {
         self.store.tenant_settings(scope).await
     }
 
-    /// `PATCH /v1/settings` (server token). Errors: `forbidden`, `validation_failed`.
+    /// `PATCH /v1/settings` (server token); `if_match`: the entity tag the settings must still
+    /// have. Errors: `forbidden`, `validation_failed`, `precondition_failed`.
     pub async fn patch_settings(
         &self,
         scope: &TenantScope,
         body: PatchSettingsBody,
+        if_match: Option<String>,
     ) -> Result<TenantSettingsDoc> {
         server_only(scope)?;
         validate(&body)?;
@@ -88,6 +90,8 @@ impl Roster {
                 .collect();
             set.insert("media_allowed_types", types);
         }
-        self.store.patch_tenant_settings(scope, set).await
+        self.store
+            .patch_tenant_settings(scope, set, if_match.as_deref())
+            .await
     }
 }

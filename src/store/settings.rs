@@ -78,6 +78,16 @@ impl Default for TenantSettingsDoc {
     }
 }
 
+/// The kind of the settings' entity tag ([`super::docs::version_tag`]).
+pub const SETTINGS_TAG: &str = "settings";
+
+fn precondition_failed() -> crate::error::Error {
+    crate::error::Error::client(
+        crate::domain::ErrorCode::PreconditionFailed,
+        "the settings changed since the ETag given; read them again and re-apply the change",
+    )
+}
+
 #[derive(Deserialize)]
 struct SettingsOnly {
     #[serde(default)]
@@ -103,7 +113,30 @@ impl Store {
         &self,
         scope: &TenantScope,
         fields: Document,
+        if_match: Option<&str>,
     ) -> Result<TenantSettingsDoc> {
+        let mut filter = doc! { "_id": scope.tenant().as_str() };
+        if let Some(tag) = if_match {
+            // The settings as stored (absent: the defaults) must still be the ones tagged.
+            let raw = self
+                .collection::<Document>(names::TENANTS)
+                .find_one(filter.clone())
+                .projection(doc! { "_id": 0, "settings": 1 })
+                .await
+                .map_err(db_error)?
+                .and_then(|d| d.get_document("settings").ok().cloned());
+            let current: TenantSettingsDoc = raw
+                .as_ref()
+                .and_then(|d| bson::from_document(d.clone()).ok())
+                .unwrap_or_default();
+            if tag != super::docs::version_tag(SETTINGS_TAG, &current) {
+                return Err(precondition_failed());
+            }
+            match raw {
+                Some(d) => filter.insert("settings", d),
+                None => filter.insert("settings", doc! { "$exists": false }),
+            };
+        }
         let mut set: Document = fields
             .into_iter()
             .map(|(k, v)| (format!("settings.{k}"), v))
@@ -111,15 +144,17 @@ impl Store {
         set.insert("updated_at", DateTime::now());
         let after = self
             .collection::<SettingsOnly>(names::TENANTS)
-            .find_one_and_update(
-                doc! { "_id": scope.tenant().as_str() },
-                doc! { "$set": set },
-            )
+            .find_one_and_update(filter, doc! { "$set": set })
             .projection(doc! { "_id": 0, "settings": 1 })
             .return_document(mongodb::options::ReturnDocument::After)
             .await
             .map_err(db_error)?;
-        Ok(after.and_then(|f| f.settings).unwrap_or_default())
+        match after {
+            Some(f) => Ok(f.settings.unwrap_or_default()),
+            // Changed between the read and the write.
+            None if if_match.is_some() => Err(precondition_failed()),
+            None => Ok(TenantSettingsDoc::default()),
+        }
     }
 
     /// Deletes audit events matching `filter` (which starts with the tenant), `batch` at a

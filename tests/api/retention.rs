@@ -213,3 +213,55 @@ async fn concurrent_settings_patches_of_different_fields_all_apply() {
         "untouched fields stay"
     );
 }
+
+#[tokio::test]
+async fn a_settings_patch_with_if_match_applies_only_to_the_settings_it_was_made_on() {
+    let app = spawn_app().await;
+    let server = app.server();
+    let patch = |body: serde_json::Value, tag: String| {
+        let req = app
+            .client
+            .patch(format!("{}/v1/settings", app.address))
+            .bearer_auth(&server)
+            .header("If-Match", tag)
+            .json(&body);
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            let tag = r
+                .headers()
+                .get("etag")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let body: serde_json::Value = r.json().await.unwrap();
+            (status, tag, body)
+        }
+    };
+    // Never changed: the defaults carry a tag too.
+    let read = app.get("/v1/settings", &server).await.headers["etag"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let (status, after, body) = patch(json!({ "audit_retention_days": 90 }), read.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    let after = after.unwrap();
+    assert_ne!(after, read);
+    assert_eq!(
+        app.get("/v1/settings", &server).await.headers["etag"],
+        after.as_str()
+    );
+    let (status, _, body) = patch(json!({ "media_orphan_hours": 1 }), read).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (412, Some("precondition_failed"))
+    );
+    let now = app.get("/v1/settings", &server).await.body;
+    assert_eq!(
+        (
+            now["audit_retention_days"].as_u64(),
+            now["media_orphan_hours"].as_u64()
+        ),
+        (Some(90), Some(24))
+    );
+    let (status, _, _) = patch(json!({ "media_orphan_hours": 1 }), after).await;
+    assert_eq!(status, 200);
+}
