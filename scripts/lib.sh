@@ -6,6 +6,7 @@
 SECANTUS_VERSION="${SECANTUS_VERSION:-0.7.0b3}"
 MOTO_VERSION="${MOTO_VERSION:-5.2.5}"
 HYPOTHESIS_VERSION="${HYPOTHESIS_VERSION:-6.170.15}"
+SCHEMATHESIS_VERSION="${SCHEMATHESIS_VERSION:-4.32.5}"
 VENV=".venv"
 
 # Servers started by this shell; all stopped when it exits.
@@ -33,6 +34,16 @@ ensure_python_test_deps() {
   if ! "$VENV/bin/python" -c 'import hypothesis' 2>/dev/null; then
     log "installing hypothesis $HYPOTHESIS_VERSION into $VENV (once)"
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "hypothesis==$HYPOTHESIS_VERSION"
+  fi
+}
+
+# ensure_schemathesis: the API conformance checker of scripts/api_conformance.sh.
+ensure_schemathesis() {
+  ensure_python_test_deps
+  if [ ! -x "$VENV/bin/st" ]; then
+    log "installing schemathesis $SCHEMATHESIS_VERSION into $VENV (once)"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check \
+      "schemathesis==$SCHEMATHESIS_VERSION" "hypothesis==$HYPOTHESIS_VERSION"
   fi
 }
 

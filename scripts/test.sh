@@ -2,7 +2,8 @@
 # Runs the whole test suite against a real MongoDB-compatible server: a throwaway in-memory
 # SecantusDB unless MONGODB_URI is set (each test then makes its own database there), and a
 # real S3-compatible server (moto) for the S3 media backend unless S3_TEST_ENDPOINT is set.
-# Extra arguments go to the test runner.
+# Extra arguments go to the test runner; without any, scripts/api_conformance.sh follows (the
+# API checked against its OpenAPI document with schemathesis, about 2.5 minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -23,4 +24,8 @@ if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --lib --bins --tests --no-fail-fast "$@"
 else
   cargo test --lib --bins --tests --no-fail-fast "$@"
+fi
+# The whole suite (no filter given): the API must also answer as its OpenAPI document says.
+if [ "$#" -eq 0 ]; then
+  scripts/api_conformance.sh
 fi

@@ -34,7 +34,8 @@ use super::routes::*;
         webhooks::create, webhooks::list, webhooks::get, webhooks::update, webhooks::delete,
         webhooks::rotate_secret, webhooks::replay, webhooks::deliveries,
     ),
-    modifiers(&Security, &UniqueOperationIds, &Webhooks, &CommonAnswers, &ParameterShapes),
+    components(schemas(crate::service::inputs::MemberListView)),
+    modifiers(&ResponseShapes, &Security, &UniqueOperationIds, &Webhooks, &CommonAnswers, &ParameterShapes, &ClientErrors),
     tags(
         (name = "health", description = "Liveness and readiness"),
         (name = "platform", description = "Tenants, signing keys and the audit of platform calls (platform operator token), served only on the operators' listener (`http.admin_bind`, default 127.0.0.1:8081), not on the public one"),
@@ -216,6 +217,140 @@ impl Modify for ParameterShapes {
                 };
                 p.schema = Some(shape.into());
             }
+        }
+    }
+}
+
+/// The client errors an operation can give because of its shape, added where its handler does
+/// not list them: a JSON body can be malformed (400 `bad_request`), too large (413
+/// `payload_too_large`) or not JSON (415 `unsupported_media_type`); any parameter or body field
+/// can fail validation (422 `validation_failed`); a `cursor` can be foreign (400
+/// `invalid_cursor`); an id in the path can name nothing in the tenant (404).
+struct ClientErrors;
+
+impl Modify for ClientErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::ParameterIn;
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let problem = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/problem+json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ProblemBody")))
+                        .build(),
+                )
+                .build()
+        };
+        for op in operations(openapi) {
+            let json_body = op
+                .request_body
+                .as_ref()
+                .is_some_and(|b| b.content.contains_key("application/json"));
+            let params = op.parameters.as_deref().unwrap_or_default();
+            let in_path = params.iter().any(|p| p.parameter_in == ParameterIn::Path);
+            let cursor = params
+                .iter()
+                .any(|p| p.parameter_in == ParameterIn::Query && p.name == "cursor");
+            let validated = json_body || op.request_body.is_some() || !params.is_empty();
+            let mut add = |status: &str, description: &str| {
+                op.responses
+                    .responses
+                    .entry(status.into())
+                    .or_insert_with(|| problem(description).into());
+            };
+            match (json_body, cursor) {
+                (true, true) => add(
+                    "400",
+                    "`bad_request`: the body is not well-formed JSON; `invalid_cursor`",
+                ),
+                (true, false) => add("400", "`bad_request`: the body is not well-formed JSON"),
+                (false, true) => add("400", "`invalid_cursor`: a cursor this list did not issue"),
+                (false, false) => {}
+            }
+            if json_body {
+                add("413", "`payload_too_large`: over `http.json_limit_bytes`");
+                add(
+                    "415",
+                    "`unsupported_media_type`: the body is not `application/json`",
+                );
+            }
+            if validated {
+                add(
+                    "422",
+                    "`validation_failed`: `errors` names each field (a path id, a query value or a body field)",
+                );
+            }
+            if in_path {
+                add(
+                    "404",
+                    "What the path names does not exist in the tenant, or the caller may not see it (e.g. `conversation_not_found`, `not_a_member`)",
+                );
+            }
+        }
+    }
+}
+
+/// Answer shapes the derive cannot state. (1) `/v1/roles` answers carry `members_resolved`
+/// beside the catalog's fields, while the catalog's own schema (a request body) allows no other
+/// field: the answer's schema is the catalog's properties and `members_resolved`. (2) Each
+/// Server-Sent Event of `/v1/events/stream` is `id` (the position) and `data` (an event's
+/// JSON), not the event itself.
+struct ResponseShapes;
+
+impl Modify for ResponseShapes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let Ok(mut doc) = serde_json::to_value(&*openapi) else {
+            return;
+        };
+        let stream = &mut doc["paths"]["/v1/events/stream"]["get"]["responses"]["200"]["content"]["text/event-stream"]
+            ["schema"];
+        if !stream.is_null() {
+            *stream = serde_json::json!({
+                "type": "object",
+                "description": "One Server-Sent Event",
+                "required": ["id", "data"],
+                "properties": {
+                    "id": { "type": "string", "description": "The event's position" },
+                    "event": { "type": "string", "description": "`message`" },
+                    "data": {
+                        "type": "string",
+                        "description": "The event (`EventView`) as JSON",
+                        "contentMediaType": "application/json",
+                        "contentSchema": { "$ref": "#/components/schemas/EventView" }
+                    },
+                    "retry": { "type": "integer", "description": "Reconnection delay, ms" }
+                }
+            });
+        }
+        let schemas = &mut doc["components"]["schemas"];
+        let mut catalog = schemas["RoleCatalog"].clone();
+        if catalog.is_null() {
+            return;
+        }
+        if let Some(c) = catalog.as_object_mut() {
+            c.remove("additionalProperties");
+            if let Some(props) = c.get_mut("properties").and_then(|p| p.as_object_mut()) {
+                props.insert(
+                    "members_resolved".into(),
+                    serde_json::json!({
+                        "type": "integer", "format": "int64", "minimum": 0,
+                        "description": "On `PUT`: present members whose stored flags were re-resolved (0 on `GET`)"
+                    }),
+                );
+            }
+            if let Some(req) = c.get_mut("required").and_then(|r| r.as_array_mut()) {
+                req.push("members_resolved".into());
+            }
+            c.insert(
+                "description".into(),
+                "The catalog in force and, on `PUT`, how many members were re-resolved".into(),
+            );
+        }
+        schemas["RoleCatalogView"] = catalog;
+        if let Ok(fixed) = serde_json::from_value(doc) {
+            *openapi = fixed;
         }
     }
 }

@@ -65,11 +65,11 @@ pub struct EventView {
     pub actor: EventActorView,
     /// External id of the user the event is about.
     pub target_user_id: Option<String>,
-    /// Changed fields before.
-    #[schema(value_type = Object)]
+    /// Changed fields before (`null` when the event changed nothing before, e.g. a creation).
+    #[schema(value_type = Option<Object>)]
     pub before: Option<serde_json::Value>,
-    /// Changed fields after.
-    #[schema(value_type = Object)]
+    /// Changed fields after (`null` for a deletion).
+    #[schema(value_type = Option<Object>)]
     pub after: Option<serde_json::Value>,
     /// The reason given.
     pub reason: Option<String>,

@@ -705,10 +705,10 @@ pub struct AuditView {
     /// The member acted on.
     pub target_user_id: Option<String>,
     /// Relevant fields before.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub before: Option<serde_json::Value>,
     /// Relevant fields after.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub after: Option<serde_json::Value>,
     /// Reason given.
     pub reason: Option<String>,

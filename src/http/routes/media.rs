@@ -49,6 +49,7 @@ fn parse_conversation(raw: &str) -> Result<ConversationId, Error> {
     responses((status = 201, body = MediaView),
               (status = 403, description = "`forbidden` (server token), `missing_permission`, `member_banned`, `member_muted`", body = ProblemBody, content_type = "application/problem+json"),
               (status = 404, description = "`conversation_not_found`, `user_not_found`", body = ProblemBody, content_type = "application/problem+json"),
+              (status = 400, description = "`bad_request`: not a readable multipart body", body = ProblemBody, content_type = "application/problem+json"),
               (status = 413, description = "`media_too_large`", body = ProblemBody, content_type = "application/problem+json"),
               (status = 415, description = "`media_type_not_allowed`, `media_type_mismatch`", body = ProblemBody, content_type = "application/problem+json"),
               (status = 409, description = "`idempotency_key_in_progress`", body = ProblemBody, content_type = "application/problem+json"),
