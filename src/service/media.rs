@@ -621,8 +621,10 @@ impl Roster {
         self.store.remove_media(scope, &m).await
     }
 
-    /// `POST /v1/media/{id}/attach`: ties a file shared in a conversation to a message, so it
-    /// goes when the message goes. Its uploader or a server token. Errors: `media_not_found`,
+    /// `POST /v1/media/{id}/attach`: ties a file to a message (or, for a file shared in no
+    /// conversation, to whatever the tenant keeps it for: a profile, a message elsewhere), so
+    /// the tenant's `media_orphan_hours` rule keeps it; a conversation file goes when its
+    /// message is deleted. Its uploader or a server token. Errors: `media_not_found`,
     /// `forbidden`, `already_attached`, `validation_failed`.
     pub async fn attach_media(
         &self,
@@ -642,13 +644,6 @@ impl Roster {
         let message = body.message_id.trim();
         if message.is_empty() || message.len() > 200 || message.chars().any(char::is_control) {
             return Err(Problem::field("message_id", "1-200 printable characters").into());
-        }
-        if m.conversation_id.is_none() {
-            return Err(Problem::field(
-                "message_id",
-                "only a file shared in a conversation is attached to a message",
-            )
-            .into());
         }
         if !self.store.attach_media(scope, m.id, message).await? {
             return Err(Error::client(

@@ -28,7 +28,7 @@ pub struct PatchSettingsBody {
     /// Days a file is kept after upload, 1–36500; `0` keeps files until deleted.
     #[validate(range(max = 36_500))]
     pub media_retention_days: Option<u32>,
-    /// Hours a conversation file may stay unattached to a message, 0 (never deleted) – 8760.
+    /// Hours an upload (in a conversation or not) may stay unattached, 0 (never deleted) – 8760.
     #[validate(range(max = 8_760))]
     pub media_orphan_hours: Option<u32>,
 }

@@ -348,7 +348,7 @@ impl Store {
     }
 
     /// Sweeper, per tenant: deletes ready files past the tenant's `media_retention_days`, and
-    /// conversation files never attached to a message within `media_orphan_hours` — at most
+    /// files (shared in a conversation or not) never attached within `media_orphan_hours` — at most
     /// `batch` of each (upload time read from the `_id`, on `{tenant_id, status, _id}`).
     /// Returns how many went.
     pub(crate) async fn expire_media(&self, scope: &TenantScope, batch: u32) -> Result<u64> {
@@ -367,7 +367,6 @@ impl Store {
             rules.push(doc! {
                 "status": "ready",
                 "_id": { "$lt": before(i64::from(policy.media_orphan_hours) * 3_600) },
-                "conversation_id": { "$ne": null },
                 "message_id": null,
             });
         }

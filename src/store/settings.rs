@@ -21,7 +21,7 @@ fn default_retention() -> u32 {
     DEFAULT_AUDIT_RETENTION_DAYS
 }
 
-/// Hours an unattached conversation file is kept unless the tenant chose otherwise.
+/// Hours an unattached upload is kept unless the tenant chose otherwise.
 pub const DEFAULT_MEDIA_ORPHAN_HOURS: u32 = 24;
 
 fn default_orphan_hours() -> u32 {
@@ -59,8 +59,8 @@ pub struct TenantSettingsDoc {
     /// Days a file is kept after its upload (`null`: until deleted; default).
     #[serde(default)]
     pub media_retention_days: Option<u32>,
-    /// Hours a file shared in a conversation may stay unattached to any message before the
-    /// sweeper deletes it (0 = never; default 24).
+    /// Hours an upload may stay unattached (`POST /v1/media/{id}/attach`) before the sweeper
+    /// deletes it, whether it was shared in a conversation or not (0 = never; default 24).
     #[serde(default = "default_orphan_hours")]
     pub media_orphan_hours: u32,
 }

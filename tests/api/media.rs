@@ -1036,14 +1036,27 @@ async fn the_tenants_retention_and_orphan_rules_delete_old_and_never_attached_fi
     )
     .await;
     let personal = r.body["id"].as_str().unwrap().to_owned();
-    let r = app
-        .post(
-            &format!("/v1/media/{attached}/attach"),
-            &app.user("alice"),
-            json!({ "message_id": "m" }),
-        )
-        .await;
-    assert_eq!(r.status, 200);
+    let r = upload(
+        &app,
+        &app.user("alice"),
+        None,
+        png(8, 8, 101),
+        "avatar.png",
+        "image/png",
+    )
+    .await;
+    let profile = r.body["id"].as_str().unwrap().to_owned();
+    // A conversation file goes to a message; a file shared nowhere to whatever keeps it.
+    for (id, reference) in [(&attached, "m"), (&profile, "profile:alice")] {
+        let r = app
+            .post(
+                &format!("/v1/media/{id}/attach"),
+                &app.user("alice"),
+                json!({ "message_id": reference }),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
     // Age three of them by two days: the ids carry the upload time, so rewrite them.
     let media = app
         .store
@@ -1051,7 +1064,7 @@ async fn the_tenants_retention_and_orphan_rules_delete_old_and_never_attached_fi
         .collection::<bson::Document>("media_files");
     let two_days_ago = (bson::DateTime::now().timestamp_millis() / 1000 - 2 * 86_400) as u32;
     let mut aged = std::collections::HashMap::new();
-    for id in [&attached, &orphan, &personal] {
+    for id in [&attached, &orphan, &personal, &profile] {
         let old = media
             .find_one_and_delete(bson::doc! { "_id": bson::oid::ObjectId::parse_str(id).unwrap() })
             .await
@@ -1067,8 +1080,8 @@ async fn the_tenants_retention_and_orphan_rules_delete_old_and_never_attached_fi
         .unwrap();
     let report = app.store.sweep_expired(&cred, 100).await.unwrap();
     assert_eq!(
-        report.media_expired, 1,
-        "only the two-day-old unattached conversation file (orphan rule: 24 h)"
+        report.media_expired, 2,
+        "only the two-day-old unattached files, shared in a conversation or not (orphan rule: 24 h)"
     );
     let alive = |id: &str| {
         let app = &app;
@@ -1080,11 +1093,9 @@ async fn the_tenants_retention_and_orphan_rules_delete_old_and_never_attached_fi
                 == 200
         }
     };
-    assert!(!alive(&aged[&orphan]).await);
+    assert!(!alive(&aged[&orphan]).await && !alive(&aged[&personal]).await);
     assert!(
-        alive(&aged[&attached]).await
-            && alive(&aged[&personal]).await
-            && alive(&fresh_orphan).await
+        alive(&aged[&attached]).await && alive(&aged[&profile]).await && alive(&fresh_orphan).await
     );
 
     let r = app

@@ -333,7 +333,8 @@ async fn serve(
     Ok(resp.body(SizedStream::new(opened.end - opened.start, opened.body)))
 }
 
-/// Attach a file to a message (its uploader or a server token), so it goes with the message.
+/// Attach a file to a message (its uploader or a server token): a conversation file then goes
+/// with the message, and an attached file is kept past the tenant's `media_orphan_hours`.
 #[utoipa::path(post, path = "/v1/media/{media_id}/attach", tag = "media", request_body = AttachBody,
     params(("media_id" = String, Path, description = "24 hex digits")),
     responses((status = 200, body = MediaView),
