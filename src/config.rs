@@ -134,6 +134,12 @@ pub struct MediaSettings {
     /// Memory the thumbnails being made may hold together (original, decoded pixels), MiB: a
     /// thumbnail waits until its estimate fits (one larger than all of it runs alone).
     pub thumbnail_memory_mib: u32,
+    /// Thumbnails that may wait for a decoder; one arriving past that (or still waiting after
+    /// 10 s) is deferred: recorded on the file and retried by the sweeper.
+    pub thumbnail_queue: usize,
+    /// Seconds before a deferred thumbnail's first retry; each later one waits twice as long,
+    /// and the fifth deferral records a failure.
+    pub thumbnail_retry_secs: u64,
 }
 
 /// `[media.s3]`
@@ -392,6 +398,16 @@ impl Settings {
             (16..=65_536).contains(&self.media.thumbnail_memory_mib),
             "media.thumbnail_memory_mib",
             "must be between 16 and 65536",
+        )?;
+        check(
+            self.media.thumbnail_queue <= 100_000,
+            "media.thumbnail_queue",
+            "must be at most 100000",
+        )?;
+        check(
+            (1..=86_400).contains(&self.media.thumbnail_retry_secs),
+            "media.thumbnail_retry_secs",
+            "must be between 1 and 86400",
         )?;
         let rl = &self.rate_limits;
         for (key, v) in [

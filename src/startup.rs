@@ -60,8 +60,9 @@ impl Application {
             settings.media.clone(),
         )
         .with_event_settings(settings);
+        let slots = roster.thumbnail_slots();
         let servers = crate::http::server(listener, admin_listener, roster, settings)?;
-        let sweeper = spawn_sweeper(settings.clone(), store.hub().clone())?;
+        let sweeper = spawn_sweeper(settings.clone(), store.hub().clone(), slots)?;
         crate::service::relay::spawn(settings.clone(), store.hub().clone(), sweeper.subscribe())?;
         if cache.enabled() {
             spawn_authz_follower(settings.clone(), cache, sweeper.subscribe())?;
@@ -134,12 +135,14 @@ fn spawn_authz_follower(
 }
 
 /// Starts the sweeper: every `moderation.sweep_interval_secs` it normalizes bans and mutes that
-/// have ended ([`Store::sweep_expired`]) and logs what it did; failures are logged and retried
-/// next time. It runs on a thread and runtime of its own with its own connection (its
-/// transactions are not `Send`), and stops when the returned sender is dropped or set.
+/// have ended ([`Store::sweep_expired`]), retries deferred thumbnails on the process's
+/// decoders (`slots`), and logs what it did; failures are logged and retried next time. It
+/// runs on a thread and runtime of its own with its own connection (its transactions are not
+/// `Send`), and stops when the returned sender is dropped or set.
 fn spawn_sweeper(
     settings: Settings,
     hub: std::sync::Arc<crate::store::events::EventHub>,
+    slots: std::sync::Arc<crate::service::thumbnails::ThumbnailSlots>,
 ) -> anyhow::Result<tokio::sync::watch::Sender<bool>> {
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
     std::thread::Builder::new()
@@ -176,6 +179,12 @@ fn spawn_sweeper(
                         );
                     }
                 };
+                let thumbnails = Roster::new(
+                    store.clone(),
+                    Limits::from(&settings),
+                    settings.media.clone(),
+                )
+                .with_thumbnail_slots(slots);
                 let mut tick = tokio::time::interval(Duration::from_secs(
                     settings.moderation.sweep_interval_secs,
                 ));
@@ -222,6 +231,16 @@ fn spawn_sweeper(
                             "sweep found nothing to do"
                         ),
                         Err(e) => tracing::warn!(error = %e, "sweep failed; will retry"),
+                    }
+                    match thumbnails
+                        .retry_deferred_thumbnails(&cred, settings.moderation.sweep_batch)
+                        .await
+                    {
+                        Ok(0) => {}
+                        Ok(started) => tracing::info!(started, "deferred thumbnails retried"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "retrying deferred thumbnails failed")
+                        }
                     }
                     let batch = settings.moderation.sweep_batch as usize;
                     match store

@@ -4,17 +4,24 @@
 //! with a live writer queue), and the authorize cache's `roster_authz_cache_hits_total`,
 //! `roster_authz_cache_misses_total`, `roster_authz_cache_rows`, `roster_authz_cache_live`
 //! (1 while its change stream is open) and `roster_authz_stream_lag_ms` (commit to this
-//! instance reading the change, of the last change). Read from the store when scraped.
+//! instance reading the change, of the last change), and the thumbnail decoders'
+//! `roster_thumbnails_decoding`, `roster_thumbnails_waiting` and
+//! `roster_thumbnails_deferred_total`. Read from the store and the decoders when scraped.
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{IntCounter, IntGauge, Opts};
 
+use crate::service::thumbnails::ThumbnailSlots;
 use crate::store::Store;
 
-/// A Prometheus collector over a [`Store`]'s counters.
+/// A Prometheus collector over a [`Store`]'s counters and the thumbnail decoders.
 pub struct StoreMetrics {
     store: Store,
+    slots: std::sync::Arc<ThumbnailSlots>,
+    decoding: IntGauge,
+    waiting: IntGauge,
+    deferred: IntCounter,
     commands: IntCounter,
     commits: IntCounter,
     writers: IntGauge,
@@ -26,12 +33,25 @@ pub struct StoreMetrics {
 }
 
 impl StoreMetrics {
-    /// Collects from `store`. Errors: an invalid metric name (a defect).
-    pub fn new(store: Store) -> prometheus::Result<Self> {
+    /// Collects from `store` and `slots`. Errors: an invalid metric name (a defect).
+    pub fn new(store: Store, slots: std::sync::Arc<ThumbnailSlots>) -> prometheus::Result<Self> {
         let counter = |name: &str, help: &str| IntCounter::with_opts(Opts::new(name, help));
         let gauge = |name: &str, help: &str| IntGauge::with_opts(Opts::new(name, help));
         Ok(StoreMetrics {
             store,
+            slots,
+            decoding: gauge(
+                "roster_thumbnails_decoding",
+                "Thumbnails holding a decoder on this instance",
+            )?,
+            waiting: gauge(
+                "roster_thumbnails_waiting",
+                "Thumbnails waiting for a decoder on this instance",
+            )?,
+            deferred: counter(
+                "roster_thumbnails_deferred_total",
+                "Thumbnails deferred for the sweeper to retry (decoders saturated)",
+            )?,
             commands: counter(
                 "roster_db_commands_total",
                 "Commands sent to the database (commits included)",
@@ -73,9 +93,16 @@ impl Collector for StoreMetrics {
         let mut d = self.commands.desc();
         d.extend(self.commits.desc());
         d.extend(self.writers.desc());
-        for g in [&self.rows, &self.live, &self.lag] {
+        for g in [
+            &self.rows,
+            &self.live,
+            &self.lag,
+            &self.decoding,
+            &self.waiting,
+        ] {
             d.extend(g.desc());
         }
+        d.extend(self.deferred.desc());
         d.extend(self.hits.desc());
         d.extend(self.misses.desc());
         d
@@ -93,11 +120,24 @@ impl Collector for StoreMetrics {
         self.rows.set(i64::try_from(cache.rows).unwrap_or(i64::MAX));
         self.live.set(i64::from(cache.live));
         self.lag.set(cache.lag_ms);
+        let thumbnails = self.slots.stats();
+        self.decoding
+            .set(i64::try_from(thumbnails.decoding).unwrap_or(i64::MAX));
+        self.waiting
+            .set(i64::try_from(thumbnails.waiting).unwrap_or(i64::MAX));
+        set(&self.deferred, thumbnails.deferred);
         let mut m = self.commands.collect();
-        for c in [&self.commits, &self.hits, &self.misses] {
+        for c in [&self.commits, &self.hits, &self.misses, &self.deferred] {
             m.extend(c.collect());
         }
-        for g in [&self.writers, &self.rows, &self.live, &self.lag] {
+        for g in [
+            &self.writers,
+            &self.rows,
+            &self.live,
+            &self.lag,
+            &self.decoding,
+            &self.waiting,
+        ] {
             m.extend(g.collect());
         }
         m

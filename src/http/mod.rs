@@ -253,8 +253,11 @@ pub fn server(
     let registry = prometheus::Registry::new();
     registry
         .register(Box::new(
-            metrics::StoreMetrics::new(state.roster.store().clone())
-                .map_err(|e| std::io::Error::other(e.to_string()))?,
+            metrics::StoreMetrics::new(
+                state.roster.store().clone(),
+                state.roster.thumbnail_slots(),
+            )
+            .map_err(|e| std::io::Error::other(e.to_string()))?,
         ))
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     let metrics = actix_web_prom::PrometheusMetricsBuilder::new("roster")

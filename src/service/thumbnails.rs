@@ -1,10 +1,13 @@
 //! Image previews: decoded under limits, scaled so the longest side is at most 320 px, and
 //! re-encoded from pixels only — so EXIF, GPS and every other metadata segment of the original
 //! are gone. Made after the upload has answered, on the blocking pool, bounded in time, in
-//! number and in memory ([`ThumbnailSlots`]).
+//! number and in memory ([`ThumbnailSlots`]); when the decoders are saturated a thumbnail is
+//! deferred (recorded on the file) and the sweeper retries it
+//! ([`Roster::retry_deferred_thumbnails`]).
 
 use std::io::Cursor;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bson::oid::ObjectId;
@@ -23,14 +26,44 @@ pub const DECODE_MAX_ALLOC: u64 = 4 * MAX_IMAGE_PIXELS + 64 * 1024 * 1024;
 pub const THUMBNAIL_SOURCE_MAX_BYTES: u64 = 50 * 1024 * 1024;
 /// Longest a thumbnail may take to make.
 pub const THUMBNAIL_TIMEOUT: Duration = Duration::from_secs(20);
+/// Longest a thumbnail waits for a decoder before it is deferred.
+pub const THUMBNAIL_WAIT: Duration = Duration::from_secs(10);
+/// Deferrals after which a thumbnail is recorded as failed.
+pub const THUMBNAIL_MAX_DEFERRALS: i32 = 5;
+/// How long a retry's claim keeps other instances off a deferred thumbnail.
+pub const THUMBNAIL_RETRY_HOLD: Duration = Duration::from_secs(600);
 
 /// The decoders of one process: at most `media.thumbnail_concurrency` at once, holding at most
-/// `media.thumbnail_memory_mib` together.
+/// `media.thumbnail_memory_mib` together, with at most `media.thumbnail_queue` waiting.
 #[derive(Debug)]
 pub struct ThumbnailSlots {
     decoders: Arc<tokio::sync::Semaphore>,
     memory: Arc<tokio::sync::Semaphore>,
     budget_mib: u32,
+    queue: usize,
+    waiting: AtomicUsize,
+    decoding: Arc<AtomicUsize>,
+    deferred: AtomicU64,
+}
+
+/// What the decoders are doing, for `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThumbnailStats {
+    /// Thumbnails holding a decoder now.
+    pub decoding: usize,
+    /// Thumbnails waiting for a decoder now.
+    pub waiting: usize,
+    /// Thumbnails deferred since the process started.
+    pub deferred: u64,
+}
+
+/// Why no slot was given.
+#[derive(Debug)]
+enum Busy {
+    /// The decoders are saturated: defer.
+    Saturated,
+    /// The slots are closed (shutting down).
+    Closed,
 }
 
 impl ThumbnailSlots {
@@ -46,21 +79,56 @@ impl ThumbnailSlots {
                 settings.thumbnail_memory_mib as usize,
             )),
             budget_mib: settings.thumbnail_memory_mib,
+            queue: settings.thumbnail_queue,
+            waiting: AtomicUsize::new(0),
+            decoding: Arc::new(AtomicUsize::new(0)),
+            deferred: AtomicU64::new(0),
         }
     }
 
-    /// Waits for a decoder and for `mib` of the budget (all of it when `mib` is more).
-    async fn acquire(&self, mib: u32) -> Result<Slot, String> {
-        let decoder = self.decoders.clone().acquire_owned().await;
-        let memory = self
-            .memory
-            .clone()
-            .acquire_many_owned(mib.clamp(1, self.budget_mib))
-            .await;
-        match (decoder, memory) {
-            (Ok(d), Ok(m)) => Ok(Slot(d, m)),
-            _ => Err("thumbnails are shut down".into()),
+    /// What the decoders are doing now.
+    pub fn stats(&self) -> ThumbnailStats {
+        ThumbnailStats {
+            decoding: self.decoding.load(Ordering::Relaxed),
+            waiting: self.waiting.load(Ordering::Relaxed),
+            deferred: self.deferred.load(Ordering::Relaxed),
         }
+    }
+
+    /// A decoder and `mib` of the budget (all of it when `mib` is more), waited for up to
+    /// `wait`. Saturated: `queue` others are already waiting and nothing is free, or the wait
+    /// ran out.
+    async fn acquire(&self, mib: u32, wait: Duration) -> Result<Slot, Busy> {
+        let mib = mib.clamp(1, self.budget_mib);
+        let free = self.decoders.available_permits() > 0
+            && self.memory.available_permits() >= mib as usize;
+        let before = self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.waiting);
+        if !free && before >= self.queue {
+            return Err(Busy::Saturated);
+        }
+        let both = async {
+            let decoder = self.decoders.clone().acquire_owned().await;
+            let memory = self.memory.clone().acquire_many_owned(mib).await;
+            (decoder, memory)
+        };
+        match tokio::time::timeout(wait, both).await {
+            Ok((Ok(d), Ok(m))) => {
+                self.decoding.fetch_add(1, Ordering::SeqCst);
+                Ok(Slot(d, m, self.decoding.clone()))
+            }
+            Ok(_) => Err(Busy::Closed),
+            Err(_) => Err(Busy::Saturated),
+        }
+    }
+}
+
+/// Counts a thumbnail waiting for its slot until it has one or gives up.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -68,7 +136,14 @@ impl ThumbnailSlots {
 struct Slot(
     #[allow(dead_code)] tokio::sync::OwnedSemaphorePermit,
     #[allow(dead_code)] tokio::sync::OwnedSemaphorePermit,
+    Arc<AtomicUsize>,
 );
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.2.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 /// What making a thumbnail of `m` may hold, MiB: the original, its decoded pixels (4 bytes
 /// each; the decoder's cap when the size is unknown) and some working room.
@@ -132,9 +207,41 @@ pub fn make_thumbnail(original: &[u8]) -> Result<Thumbnail, String> {
     })
 }
 
+/// Why a thumbnail was not made.
+#[derive(Debug)]
+enum NotMade {
+    /// The decoders were saturated: retry later.
+    Deferred,
+    /// It cannot be made (the decoder's refusal, a storage failure, …).
+    Failed(String),
+}
+
+impl From<String> for NotMade {
+    fn from(reason: String) -> Self {
+        NotMade::Failed(reason)
+    }
+}
+
+impl From<&str> for NotMade {
+    fn from(reason: &str) -> Self {
+        NotMade::Failed(reason.to_owned())
+    }
+}
+
 impl Roster {
+    /// The decoders this process shares (the sweeper's retries use the same ones).
+    pub fn thumbnail_slots(&self) -> Arc<ThumbnailSlots> {
+        self.thumbnails.clone()
+    }
+
+    /// This service using `slots` for its thumbnails.
+    pub fn with_thumbnail_slots(mut self, slots: Arc<ThumbnailSlots>) -> Self {
+        self.thumbnails = slots;
+        self
+    }
+
     /// Makes and stores `m`'s thumbnail in the background (images only); the media document
-    /// records it, or why there is none.
+    /// records it, why there is none, or that it was deferred and when it is retried.
     pub(crate) fn spawn_thumbnail(&self, scope: &TenantScope, m: &MediaDoc) {
         if !m.file_type.starts_with("image/")
             || u64::try_from(m.size_bytes).unwrap_or(u64::MAX) > THUMBNAIL_SOURCE_MAX_BYTES
@@ -146,11 +253,18 @@ impl Roster {
             let outcome = tokio::time::timeout(THUMBNAIL_TIMEOUT, roster.thumbnail_of(&m)).await;
             let doc = match outcome {
                 Ok(Ok(t)) => t,
-                Ok(Err(reason)) => ThumbnailDoc::failed(reason),
+                Ok(Err(NotMade::Deferred)) => roster.deferral(&m),
+                Ok(Err(NotMade::Failed(reason))) => ThumbnailDoc::failed(reason),
                 Err(_) => ThumbnailDoc::failed("timed out".into()),
             };
-            if let Some(reason) = &doc.error {
-                tracing::warn!(media = %m.id, reason = %reason, "no thumbnail");
+            match (&doc.error, doc.retry_at) {
+                (Some(_), Some(retry_at)) => {
+                    tracing::info!(media = %m.id, retry_at = %retry_at, "thumbnail deferred")
+                }
+                (Some(reason), None) => {
+                    tracing::warn!(media = %m.id, reason = %reason, "no thumbnail")
+                }
+                (None, _) => {}
             }
             if let Err(e) = roster.store.set_thumbnail(&scope, m.id, &doc).await {
                 tracing::warn!(media = %m.id, error = %e, "recording a thumbnail failed");
@@ -162,15 +276,58 @@ impl Roster {
         });
     }
 
-    async fn thumbnail_of(&self, m: &MediaDoc) -> Result<ThumbnailDoc, String> {
+    /// The record of `m`'s thumbnail being deferred once more: retried after
+    /// `media.thumbnail_retry_secs`, doubled for each earlier deferral; a failure after
+    /// [`THUMBNAIL_MAX_DEFERRALS`].
+    fn deferral(&self, m: &MediaDoc) -> ThumbnailDoc {
+        self.thumbnails.deferred.fetch_add(1, Ordering::Relaxed);
+        let attempts = m.thumbnail.as_ref().and_then(|t| t.attempts).unwrap_or(0) + 1;
+        if attempts >= THUMBNAIL_MAX_DEFERRALS {
+            return ThumbnailDoc::failed(format!(
+                "the decoders stayed busy ({attempts} deferrals)"
+            ));
+        }
+        let delay_ms = self
+            .media
+            .thumbnail_retry_secs
+            .saturating_mul(1000)
+            .saturating_mul(1 << (attempts - 1));
+        let now = bson::DateTime::now().timestamp_millis();
+        let retry_at = bson::DateTime::from_millis(
+            now.saturating_add(i64::try_from(delay_ms).unwrap_or(i64::MAX)),
+        );
+        ThumbnailDoc::deferred(attempts, retry_at)
+    }
+
+    /// Sweeper: starts the deferred thumbnails (of every tenant) whose retry is due, up to
+    /// `batch`, each claimed so no other instance starts it too; they run in the background
+    /// on this process's decoders. Returns how many started. Errors: the database's.
+    pub async fn retry_deferred_thumbnails(
+        &self,
+        cred: &crate::auth::PlatformCredential,
+        batch: u32,
+    ) -> crate::error::Result<usize> {
+        let claimed = self
+            .store
+            .claim_deferred_thumbnails(cred, bson::DateTime::now(), batch, THUMBNAIL_RETRY_HOLD)
+            .await?;
+        for (scope, m) in &claimed {
+            self.spawn_thumbnail(scope, m);
+        }
+        Ok(claimed.len())
+    }
+
+    async fn thumbnail_of(&self, m: &MediaDoc) -> Result<ThumbnailDoc, NotMade> {
         use futures::TryStreamExt;
         let deadline = tokio::time::Instant::now() + THUMBNAIL_TIMEOUT;
         let size = u64::try_from(m.size_bytes).unwrap_or(0);
         let dims = |v: Option<i32>| v.and_then(|v| u32::try_from(v).ok());
-        let slot = self
-            .thumbnails
-            .acquire(memory_estimate_mib(size, dims(m.width), dims(m.height)))
-            .await?;
+        let estimate = memory_estimate_mib(size, dims(m.width), dims(m.height));
+        let slot = match self.thumbnails.acquire(estimate, THUMBNAIL_WAIT).await {
+            Ok(slot) => slot,
+            Err(Busy::Saturated) => return Err(NotMade::Deferred),
+            Err(Busy::Closed) => return Err("thumbnails are shut down".into()),
+        };
         let mut stream = self
             .store
             .blobs()
@@ -192,7 +349,8 @@ impl Roster {
             make_thumbnail(&original)
         })
         .await
-        .map_err(|e| e.to_string())??;
+        .map_err(|e| e.to_string())?
+        .map_err(NotMade::Failed)?;
         let key = ObjectId::new().to_hex();
         let mut w = self
             .store
@@ -209,6 +367,8 @@ impl Roster {
             height: Some(thumb.height as i32),
             size_bytes: Some(thumb.bytes.len() as i64),
             error: None,
+            retry_at: None,
+            attempts: None,
         })
     }
 }
@@ -216,6 +376,8 @@ impl Roster {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const LONG: Duration = Duration::from_secs(3600);
 
     fn jpeg(w: u32, h: u32) -> Vec<u8> {
         let img = image::RgbImage::from_fn(w, h, |x, y| {
@@ -254,27 +416,71 @@ mod tests {
         settings.thumbnail_concurrency = 2;
         settings.thumbnail_memory_mib = 100;
         let slots = ThumbnailSlots::new(&settings);
-        let a = slots.acquire(60).await.unwrap();
+        let a = slots.acquire(60, LONG).await.unwrap();
         // 60 + 60 > 100: the second waits for memory though a decoder is free.
-        let waiting = tokio::time::timeout(Duration::from_millis(50), slots.acquire(60)).await;
+        let waiting =
+            tokio::time::timeout(Duration::from_millis(50), slots.acquire(60, LONG)).await;
         assert!(waiting.is_err(), "over the memory budget");
-        let b = slots.acquire(40).await.unwrap();
+        let b = slots.acquire(40, LONG).await.unwrap();
         // Two decoders busy: even a small one waits.
         assert!(
-            tokio::time::timeout(Duration::from_millis(50), slots.acquire(1))
+            tokio::time::timeout(Duration::from_millis(50), slots.acquire(1, LONG))
                 .await
                 .is_err()
         );
         drop((a, b));
         // Larger than the whole budget: it takes all of it and runs.
-        let big = slots.acquire(10_000).await.unwrap();
+        let big = slots.acquire(10_000, LONG).await.unwrap();
         assert!(
-            tokio::time::timeout(Duration::from_millis(50), slots.acquire(1))
+            tokio::time::timeout(Duration::from_millis(50), slots.acquire(1, LONG))
                 .await
                 .is_err()
         );
         drop(big);
-        assert!(slots.acquire(1).await.is_ok());
+        assert!(slots.acquire(1, LONG).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn past_the_queue_or_the_wait_a_thumbnail_is_deferred_not_queued() {
+        let mut settings = crate::config::Settings::defaults().media;
+        settings.thumbnail_concurrency = 1;
+        settings.thumbnail_queue = 1;
+        let slots = Arc::new(ThumbnailSlots::new(&settings));
+        let held = slots.acquire(1, LONG).await.unwrap();
+        assert_eq!(
+            slots.stats(),
+            ThumbnailStats {
+                decoding: 1,
+                waiting: 0,
+                deferred: 0
+            }
+        );
+        // One may wait (the queue holds one) ...
+        let queued = tokio::spawn({
+            let slots = slots.clone();
+            async move { slots.acquire(1, LONG).await.is_ok() }
+        });
+        while slots.stats().waiting == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // ... the next is saturated at once, and one with a short wait gives up.
+        assert!(matches!(slots.acquire(1, LONG).await, Err(Busy::Saturated)));
+        let mut roomy = crate::config::Settings::defaults().media;
+        roomy.thumbnail_concurrency = 1;
+        let patient = ThumbnailSlots::new(&roomy);
+        let _busy = patient.acquire(1, LONG).await.unwrap();
+        assert!(matches!(
+            patient.acquire(1, Duration::from_millis(20)).await,
+            Err(Busy::Saturated)
+        ));
+        assert_eq!(
+            patient.stats().waiting,
+            0,
+            "a waiter that gave up is not counted"
+        );
+        drop(held);
+        assert!(queued.await.unwrap(), "the queued one gets the decoder");
+        assert_eq!(slots.stats().decoding, 0, "and has released it");
     }
 
     #[test]

@@ -36,8 +36,15 @@ pub struct ThumbnailDoc {
     pub height: Option<i32>,
     /// Size, bytes.
     pub size_bytes: Option<i64>,
-    /// Why none could be made (the decoder's refusal, or a timeout).
+    /// Why none could be made (the decoder's refusal, or a timeout), or why it was deferred.
     pub error: Option<String>,
+    /// A deferred thumbnail (the decoders were busy): when the sweeper retries it (UTC); also
+    /// pushed forward while a retry runs, so no two instances make it at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<DateTime>,
+    /// A deferred thumbnail: how many times it was deferred.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<i32>,
 }
 
 impl ThumbnailDoc {
@@ -50,6 +57,17 @@ impl ThumbnailDoc {
             height: None,
             size_bytes: None,
             error: Some(reason),
+            retry_at: None,
+            attempts: None,
+        }
+    }
+
+    /// A thumbnail deferred for the `attempts`-th time, retried at `retry_at`.
+    pub fn deferred(attempts: i32, retry_at: DateTime) -> Self {
+        ThumbnailDoc {
+            retry_at: Some(retry_at),
+            attempts: Some(attempts),
+            ..ThumbnailDoc::failed("deferred: the decoders were busy".into())
         }
     }
 }
@@ -163,6 +181,53 @@ impl Store {
             ));
         }
         Ok(())
+    }
+
+    /// Sweeper, for every tenant at once: claims up to `batch` deferred thumbnails whose retry
+    /// is due by `now` (on `thumbnail.retry_at`), each by moving its `retry_at` to `now +
+    /// hold` — so another instance leaves it alone meanwhile, and a retry that dies with its
+    /// process is retried once that has passed. Returns the claimed files with their tenants.
+    pub async fn claim_deferred_thumbnails(
+        &self,
+        cred: &crate::auth::PlatformCredential,
+        now: DateTime,
+        batch: u32,
+        hold: std::time::Duration,
+    ) -> Result<Vec<(TenantScope, MediaDoc)>> {
+        use futures::TryStreamExt;
+        let due: Vec<MediaDoc> = self
+            .media()
+            .find(doc! { "thumbnail.retry_at": { "$lte": now }, "status": "ready" })
+            .limit(i64::from(batch))
+            .await
+            .map_err(db_error)?
+            .try_collect()
+            .await
+            .map_err(db_error)?;
+        let until = DateTime::from_millis(
+            now.timestamp_millis()
+                .saturating_add(i64::try_from(hold.as_millis()).unwrap_or(i64::MAX)),
+        );
+        let mut claimed = Vec::new();
+        for m in due {
+            let (Some(t), Ok(tenant)) =
+                (&m.thumbnail, crate::domain::TenantId::parse(&m.tenant_id))
+            else {
+                continue;
+            };
+            let taken = self
+                .media()
+                .update_one(
+                    doc! { "_id": m.id, "thumbnail.retry_at": t.retry_at },
+                    doc! { "$set": { "thumbnail.retry_at": until } },
+                )
+                .await
+                .map_err(db_error)?;
+            if taken.modified_count == 1 {
+                claimed.push((cred.tenant_scope(tenant), m));
+            }
+        }
+        Ok(claimed)
     }
 
     /// Removes a media document (its bytes must be gone first).

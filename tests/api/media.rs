@@ -1471,3 +1471,113 @@ async fn a_range_reads_only_the_gridfs_chunks_that_hold_it() {
         "a body over a missing chunk is cut short ({got} bytes)"
     );
 }
+
+/// An encoded RGB PNG of `w`×`h` (a smooth gradient: small to send, slow to decode when
+/// large).
+fn real_png(w: u32, h: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x * 255 / w) as u8, (y * 255 / h) as u8, 128])
+    });
+    let mut out = Vec::new();
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .unwrap();
+    out
+}
+
+/// A gauge or counter of `/metrics` (0 when absent).
+async fn metric(app: &TestApp, name: &str) -> f64 {
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.admin_address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn a_thumbnail_that_finds_the_decoders_busy_is_deferred_and_made_by_the_sweeper() {
+    let mut settings = crate::helpers::test_settings();
+    settings.media.thumbnail_concurrency = 1;
+    settings.media.thumbnail_queue = 0;
+    settings.media.thumbnail_retry_secs = 1;
+    settings.moderation.sweep_interval_secs = 1;
+    // Encoded first: a pause of seconds between two requests lets the server close the
+    // client's pooled connection just as it is reused.
+    let (large, small) = (real_png(4000, 3000), real_png(640, 480));
+    let app = crate::helpers::spawn_app_with(settings).await;
+    let conv = app.create_group("alice", &[]).await;
+    let alice = app.user("alice");
+    // A large image holds the only decoder for a while.
+    let big = upload(&app, &alice, Some(&conv), large, "big.png", "image/png").await;
+    assert_eq!(big.status, 201, "{}", big.body);
+    let started = std::time::Instant::now();
+    while metric(&app, "roster_thumbnails_decoding").await < 1.0 {
+        assert!(
+            started.elapsed().as_secs() < 20,
+            "the large decode never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let small = upload(&app, &alice, Some(&conv), small, "small.png", "image/png").await;
+    assert_eq!(small.status, 201, "{}", small.body);
+    let id = small.body["id"].as_str().unwrap().to_owned();
+    let oid = bson::oid::ObjectId::parse_str(&id).unwrap();
+    let media = app
+        .store
+        .database()
+        .collection::<bson::Document>("media_files");
+    // The queue holds none: it is deferred at once, not queued behind the large one.
+    let mut deferred = None;
+    for _ in 0..200 {
+        let doc = media
+            .find_one(bson::doc! { "_id": oid })
+            .await
+            .unwrap()
+            .unwrap();
+        if let Ok(t) = doc.get_document("thumbnail") {
+            deferred = Some(t.clone());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let deferred = deferred.expect("the small image's thumbnail was never recorded");
+    assert!(
+        deferred.get_datetime("retry_at").is_ok() && deferred.get_i32("attempts") == Ok(1),
+        "{deferred}"
+    );
+    assert!(metric(&app, "roster_thumbnails_deferred_total").await >= 1.0);
+    let meta = app.get(&format!("/v1/media/{id}"), &alice).await.body;
+    assert!(meta["thumbnail"].is_null(), "no thumbnail yet: {meta}");
+    // Once the decoder is free the sweeper's retry makes it.
+    let mut meta = Value::Null;
+    for _ in 0..600 {
+        meta = app.get(&format!("/v1/media/{id}"), &alice).await.body;
+        if meta["thumbnail"].is_object() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(meta["thumbnail"]["width"], 320, "{meta}");
+    assert_eq!(meta["thumbnail"]["height"], 240);
+    let doc = media
+        .find_one(bson::doc! { "_id": oid })
+        .await
+        .unwrap()
+        .unwrap();
+    let t = doc.get_document("thumbnail").unwrap();
+    assert!(
+        t.get("retry_at").is_none() && t.get("attempts").is_none(),
+        "{t}"
+    );
+    println!(
+        "large decode + deferred retry took {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
