@@ -3,8 +3,14 @@
 //! 32 MiB, since the service never holds a whole file. In the same run a 20 MiB upload gives
 //! the baseline: if memory followed file size, the 200 MiB growth would be ten times it.
 //!
+//! Then 20 clients upload a 16000×4000 PNG at once (64 Mpx: 183 MiB once decoded, the largest
+//! image accepted) and the peak is taken until every thumbnail is made or deferred — the goal
+//! is to stay under 400 MiB of RSS, which the decoders' memory budget and their bound in
+//! number keep (without them, every upload decoded at once).
+//!
 //! Run with `scripts/bench.sh` (starts a database like the tests do), or
-//! `MONGODB_URI=… cargo bench --bench upload_memory`. `UPLOAD_MIB` sets the large size.
+//! `MONGODB_URI=… cargo bench --bench upload_memory`. `UPLOAD_MIB` sets the large size,
+//! `PNG_UPLOADS` the number of concurrent image uploads.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,6 +47,91 @@ fn body(mib: u64) -> reqwest::Body {
         Ok::<Bytes, std::io::Error>(Bytes::from(c))
     }));
     reqwest::Body::wrap_stream(stream)
+}
+
+/// A 16000×4000 RGB PNG (a smooth gradient: about a megabyte encoded). The raw pixels are
+/// freed before it returns (a large allocation goes back to the system at once).
+fn large_png() -> anyhow::Result<Vec<u8>> {
+    let (w, h) = (16_000u32, 4_000u32);
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([
+            (x * 255 / w) as u8,
+            (y * 255 / h) as u8,
+            ((x / 64) % 256) as u8,
+        ])
+    });
+    let mut out = Vec::new();
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)?;
+    Ok(out)
+}
+
+/// A figure of the operators' `/metrics` (0 when absent).
+async fn metric(client: &reqwest::Client, admin: &str, name: &str) -> anyhow::Result<f64> {
+    let text = client.get(admin).send().await?.text().await?;
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0))
+}
+
+/// `n` concurrent uploads of `png`; the peak RSS until the thumbnails are all made or
+/// deferred (no decoder busy, none waiting). Returns (seconds, peak KiB, deferred).
+async fn png_storm(
+    client: &reqwest::Client,
+    url: &str,
+    admin: &str,
+    token: &str,
+    png: &[u8],
+    n: usize,
+) -> anyhow::Result<(f64, u64, f64)> {
+    let peak = Arc::new(AtomicU64::new(rss_kib()));
+    let sampling = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(rss_kib(), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let deferred_before = metric(client, admin, "roster_thumbnails_deferred_total").await?;
+    let started = Instant::now();
+    let uploads = (0..n).map(|i| {
+        let (client, png) = (client.clone(), png.to_vec());
+        async move {
+            let part = reqwest::multipart::Part::bytes(png)
+                .file_name(format!("wide-{i}.png"))
+                .mime_str("image/png")?;
+            let r = client
+                .post(url)
+                .bearer_auth(token)
+                .multipart(reqwest::multipart::Form::new().part("file", part))
+                .send()
+                .await?;
+            let status = r.status();
+            let text = r.text().await?;
+            anyhow::ensure!(status.as_u16() == 201, "upload answered {status}: {text}");
+            Ok(())
+        }
+    });
+    futures::future::try_join_all(uploads).await?;
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let busy = metric(client, admin, "roster_thumbnails_decoding").await?
+            + metric(client, admin, "roster_thumbnails_waiting").await?;
+        if busy == 0.0 {
+            break;
+        }
+    }
+    sampling.abort();
+    let deferred =
+        metric(client, admin, "roster_thumbnails_deferred_total").await? - deferred_before;
+    Ok((
+        started.elapsed().as_secs_f64(),
+        peak.load(Ordering::Relaxed).max(rss_kib()),
+        deferred,
+    ))
 }
 
 struct Run {
@@ -104,11 +195,13 @@ async fn main() -> anyhow::Result<()> {
     (rl.tenant_per_sec, rl.tenant_burst) = (1_000_000, 1_000_000);
     (rl.user_per_sec, rl.user_burst) = (1_000_000, 1_000_000);
     settings.http.bind = "127.0.0.1:0".into();
+    settings.http.admin_bind = "127.0.0.1:0".into();
     settings.log.level = "warn".into();
     roster::telemetry::init(&settings.log);
     let app = Application::build(&settings).await?;
     let store = app.store().clone();
     let port = app.port();
+    let admin = format!("http://127.0.0.1:{}/metrics", app.admin_port());
     tokio::spawn(app.run_until_stopped());
 
     let cred = PlatformCredential::system("bench");
@@ -173,6 +266,23 @@ async fn main() -> anyhow::Result<()> {
         "growth at {large} MiB / growth at {} MiB: {:.2}x (10x if memory followed file size); goal: < 32 MiB at {large} MiB",
         large / 10,
         growth[1] / growth[0].max(0.1)
+    );
+
+    let n: usize = std::env::var("PNG_UPLOADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let png = large_png()?;
+    eprintln!("uploading {n} 16000x4000 PNGs at once…");
+    let before = rss_kib();
+    let (seconds, peak, deferred) = png_storm(&client, &url, &admin, &token, &png, n).await?;
+    let decoded_mib = 16_000.0 * 4_000.0 * 3.0 / 1_048_576.0;
+    println!(
+        "{n} concurrent 16000x4000 PNG uploads ({} KiB each, {decoded_mib:.0} MiB decoded): {seconds:.1} s until every thumbnail was made or deferred ({deferred} deferred); RSS before {:.1} MiB, peak {:.1} MiB = before + {:.2}x one decoded image (all at once would be {n}x); goal: peak < 400 MiB",
+        png.len() / 1024,
+        before as f64 / 1024.0,
+        peak as f64 / 1024.0,
+        (peak.saturating_sub(before)) as f64 / 1024.0 / decoded_mib,
     );
     Ok(())
 }
