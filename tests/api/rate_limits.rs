@@ -80,6 +80,66 @@ async fn a_user_then_its_tenant_run_out_and_are_told_when_to_come_back() {
 }
 
 #[tokio::test]
+async fn two_thousand_requests_in_ten_seconds_from_one_user_meet_the_default_limits() {
+    let mut settings = test_settings();
+    settings.rate_limits = roster::config::Settings::defaults().rate_limits;
+    let (per_sec, burst) = (
+        settings.rate_limits.user_per_sec,
+        settings.rate_limits.user_burst,
+    );
+    let app = std::sync::Arc::new(spawn_app_with(settings).await);
+    let r = app
+        .put(
+            "/v1/users/alice",
+            &app.server(),
+            serde_json::json!({ "display_name": "Alice" }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let alice = app.user("alice");
+    let started = std::time::Instant::now();
+    // One request every 5 ms, each on its own task, so slow answers do not slow the pace.
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(5));
+    let mut sent = Vec::with_capacity(2_000);
+    for _ in 0..2_000 {
+        tick.tick().await;
+        let (app, alice) = (app.clone(), alice.clone());
+        sent.push(tokio::spawn(async move {
+            let r = me(&app, &alice).await;
+            (r.status, header(&r, "retry-after"), r.code().to_owned())
+        }));
+    }
+    let mut answers = Vec::new();
+    for s in sent {
+        answers.push(s.await.unwrap());
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let limited: Vec<_> = answers.iter().filter(|a| a.0 == 429).collect();
+    let served = answers.iter().filter(|a| a.0 == 200).count();
+    println!(
+        "2000 requests in {seconds:.1} s: {served} served, {} limited",
+        limited.len()
+    );
+    assert_eq!(
+        served + limited.len(),
+        2_000,
+        "only 200s and 429s: {answers:?}"
+    );
+    assert!(
+        limited
+            .iter()
+            .all(|a| a.2 == "rate_limited" && a.1.is_some_and(|s| s >= 1)),
+        "every 429 is rate_limited with Retry-After"
+    );
+    // The bucket: its burst, then its rate for the time the run took (plus a second's slack).
+    let most = burst as f64 + per_sec as f64 * (seconds + 1.0);
+    assert!(
+        served as f64 <= most && served >= burst as usize,
+        "{served} served, expected {burst}..={most:.0}"
+    );
+}
+
+#[tokio::test]
 async fn browsers_of_the_configured_origins_only_may_call_the_api() {
     let origin = "https://admin.example.com";
     let mut settings = test_settings();
