@@ -104,8 +104,10 @@ impl Modify for UniqueOperationIds {
 
 /// Answers every authenticated operation can give, added where a handler does not list them
 /// (as references to `components.responses`): 401 `Unauthorized` (the token is missing or
-/// refused) on operations with a bearer scheme, and 429 `RateLimited` (with `Retry-After` and
-/// `RateLimit-*`) on those taking tenant tokens.
+/// refused) and 503 `Unavailable` (the database or the media storage did not answer; with
+/// `Retry-After`) on operations with a bearer or platform scheme; 403 `Forbidden` (the token's
+/// tenant is suspended — appended to a handler's own 403) and 429 `RateLimited` (with
+/// `Retry-After` and `RateLimit-*`) on those taking tenant tokens.
 struct CommonAnswers;
 
 impl Modify for CommonAnswers {
@@ -150,15 +152,41 @@ impl Modify for CommonAnswers {
                     .build(),
             );
         }
+        let unavailable = ResponseBuilder::new()
+            .description(
+                "`database_unavailable` or `storage_unavailable`: retry after `Retry-After` seconds; a write that answered this was not applied in part",
+            )
+            .content("application/problem+json", problem())
+            .header(
+                "Retry-After",
+                HeaderBuilder::new()
+                    .schema(integer())
+                    .description(Some("Seconds to wait before retrying"))
+                    .build(),
+            )
+            .build();
+        const SUSPENDED: &str = "`tenant_suspended`: the token's tenant is suspended";
+        let forbidden = ResponseBuilder::new()
+            .description(SUSPENDED)
+            .content("application/problem+json", problem())
+            .build();
         let components = openapi.components.get_or_insert_with(Default::default);
         components
             .responses
             .insert("Unauthorized".into(), unauthorized.into());
         components
             .responses
+            .insert("Unavailable".into(), unavailable.into());
+        components
+            .responses
+            .insert("Forbidden".into(), forbidden.into());
+        components
+            .responses
             .insert("RateLimited".into(), limited.build().into());
         let unauthorized = Ref::new("#/components/responses/Unauthorized");
         let limited = Ref::new("#/components/responses/RateLimited");
+        let unavailable = Ref::new("#/components/responses/Unavailable");
+        let forbidden = Ref::new("#/components/responses/Forbidden");
         for op in operations(openapi) {
             let schemes = serde_json::to_value(&op.security)
                 .unwrap_or_default()
@@ -169,8 +197,23 @@ impl Modify for CommonAnswers {
                     .responses
                     .entry("401".into())
                     .or_insert_with(|| unauthorized.clone().into());
+                op.responses
+                    .responses
+                    .entry("503".into())
+                    .or_insert_with(|| unavailable.clone().into());
             }
             if tenant {
+                match op.responses.responses.get_mut("403") {
+                    Some(utoipa::openapi::RefOr::T(own)) => {
+                        own.description = format!("{}; {SUSPENDED}", own.description);
+                    }
+                    Some(utoipa::openapi::RefOr::Ref(_)) => {}
+                    None => {
+                        op.responses
+                            .responses
+                            .insert("403".into(), forbidden.clone().into());
+                    }
+                }
                 op.responses
                     .responses
                     .entry("429".into())

@@ -157,7 +157,7 @@ async fn an_unsupported_method_gets_405_with_the_routes_methods_in_allow() {
 }
 
 #[test]
-fn every_authenticated_operation_documents_401_and_every_tenant_one_429() {
+fn every_authenticated_operation_documents_401_and_503_and_every_tenant_one_403_and_429() {
     let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
     let mut tenant_ops = 0;
     for (path, item) in doc["paths"].as_object().unwrap() {
@@ -166,10 +166,17 @@ fn every_authenticated_operation_documents_401_and_every_tenant_one_429() {
             let responses = op["responses"].as_object().unwrap();
             if security.contains("\"bearer\"") || security.contains("\"platform\"") {
                 assert!(responses.contains_key("401"), "{method} {path}: 401");
+                assert!(responses.contains_key("503"), "{method} {path}: 503");
             }
             if security.contains("\"bearer\"") {
                 tenant_ops += 1;
                 assert!(responses.contains_key("429"), "{method} {path}: 429");
+                // A suspended tenant's tokens are refused by every operation.
+                let forbidden = serde_json::to_string(&responses["403"]).unwrap();
+                assert!(
+                    forbidden.contains("tenant_suspended") || forbidden.contains("Forbidden"),
+                    "{method} {path}: 403 {forbidden}"
+                );
             }
         }
     }
@@ -178,6 +185,8 @@ fn every_authenticated_operation_documents_401_and_every_tenant_one_429() {
         "{tenant_ops} operations take tenant tokens"
     );
     let limited = &doc["components"]["responses"]["RateLimited"]["headers"];
+    let unavailable = &doc["components"]["responses"]["Unavailable"]["headers"];
+    assert!(unavailable.get("Retry-After").is_some());
     for h in [
         "Retry-After",
         "RateLimit-Limit",

@@ -17,6 +17,7 @@ use crate::service::views::{AuditView, MemberView, Page, PermissionsView, Transf
     responses((status = 200, body = MemberView),
               (status = 403, description = "`missing_permission`, `insufficient_rank`", body = ProblemBody, content_type = "application/problem+json"),
               (status = 404, description = "`conversation_not_found`", body = ProblemBody, content_type = "application/problem+json"),
+              (status = 409, description = "`direct_conversation`: nobody is banned from a direct conversation", body = ProblemBody, content_type = "application/problem+json"),
               (status = 422, description = "`validation_failed`: `until` not in the future", body = ProblemBody, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn ban(
@@ -81,7 +82,8 @@ pub async fn unmute(
     params(("conversation_id" = String, Path, description = "24 hex digits")),
     responses((status = 200, body = TransferView),
               (status = 403, description = "`insufficient_rank`: not the owner", body = ProblemBody, content_type = "application/problem+json"),
-              (status = 404, description = "`conversation_not_found`, `not_a_member`", body = ProblemBody, content_type = "application/problem+json")),
+              (status = 404, description = "`conversation_not_found`, `not_a_member`", body = ProblemBody, content_type = "application/problem+json"),
+              (status = 409, description = "`direct_conversation`: a direct conversation has no owner", body = ProblemBody, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn transfer(
     Caller(scope): Caller,
