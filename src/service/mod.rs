@@ -744,14 +744,15 @@ impl Roster {
     }
 
     /// `GET /v1/conversations/{id}/members/{user_id}`, as [`MemberView::public`] unless the
-    /// caller is the member, may moderate, or is a server. Errors: `conversation_not_found`,
+    /// caller is the member, may moderate, or is a server; with its entity tag
+    /// ([`crate::store::docs::member_tag`]). Errors: `conversation_not_found`,
     /// `not_a_member` (also for a banned user asked about by a member who may not moderate).
     pub async fn get_member(
         &self,
         scope: &TenantScope,
         id: &str,
         user: &str,
-    ) -> Result<MemberView> {
+    ) -> Result<(MemberView, String)> {
         let (id, user) = (path_conversation(id)?, path_user(scope, user)?);
         let m = self.store.get_member(scope, id, &user).await?;
         let own = scope.user() == Some(&user);
@@ -763,8 +764,9 @@ impl Roster {
                 "not a member of this conversation",
             ));
         }
+        let tag = crate::store::docs::member_tag(&m);
         let view = self.one_view(scope, m).await?;
-        Ok(if moderator { view } else { view.public() })
+        Ok((if moderator { view } else { view.public() }, tag))
     }
 
     async fn one_view(
@@ -781,14 +783,16 @@ impl Roster {
     /// `PATCH /v1/conversations/{id}/members/{user_id}`: change the role and/or permission
     /// overrides. Errors: `conversation_not_found`, `not_a_member`, `insufficient_rank`,
     /// `missing_permission`, `owner_role_locked`, `unknown_role`, `unknown_permission`,
-    /// `role_limit_reached`, `validation_failed` (neither field given).
+    /// `role_limit_reached`, `validation_failed` (neither field given), `precondition_failed`
+    /// (`if_match` is not the member's entity tag). Returns the member and its new tag.
     pub async fn change_member(
         &self,
         scope: &TenantScope,
         id: &str,
         user: &str,
         body: PatchMemberBody,
-    ) -> Result<MemberView> {
+        if_match: Option<String>,
+    ) -> Result<(MemberView, String)> {
         let (id, user) = (path_conversation(id)?, path_user(scope, user)?);
         validate(&body)?;
         if body.role.is_none() && body.permissions.is_none() {
@@ -797,9 +801,11 @@ impl Roster {
         let change = MemberChange {
             role: body.role,
             permissions: body.permissions,
+            if_match,
         };
         let m = self.store.change_member(scope, id, &user, &change).await?;
-        self.one_view(scope, m).await
+        let tag = crate::store::docs::member_tag(&m);
+        Ok((self.one_view(scope, m).await?, tag))
     }
 
     /// `DELETE /v1/conversations/{id}/members/{user_id}?reason=`. Errors:

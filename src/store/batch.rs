@@ -701,6 +701,14 @@ impl Working<'_> {
         let Some(mut m) = self.present(target.as_str()).cloned() else {
             return Ok(Err(not_a_member(target.as_str())));
         };
+        if let Some(expected) = &change.if_match
+            && *expected != super::docs::member_tag(&m)
+        {
+            return Ok(Err(Problem::new(
+                ErrorCode::PreconditionFailed,
+                "the member changed since the version If-Match names",
+            )));
+        }
         let role = change.role.clone().unwrap_or_else(|| m.role.clone());
         let mut touch = false;
         if role != m.role {

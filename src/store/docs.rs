@@ -238,6 +238,35 @@ pub fn version_tag<T: Serialize>(kind: &str, doc: &T) -> String {
     format!("{kind}-{}", &hex::encode(Sha256::digest(&bytes))[..16])
 }
 
+/// The kind of a member's entity tag.
+pub const MEMBER_TAG: &str = "member";
+
+/// A member's entity tag: [`version_tag`] over what a `PATCH` or a moderator acts on — role,
+/// permissions and overrides, status, restrictions and departure — so the member's own
+/// settings and read position, which change all the time, do not make an edit fail.
+pub fn member_tag(m: &MemberDoc) -> String {
+    #[derive(Serialize)]
+    struct Governed<'a> {
+        role: &'a RoleName,
+        permissions: &'a Permissions,
+        permission_overrides: &'a Option<BTreeMap<String, bool>>,
+        status: &'a MemberStatus,
+        departure: &'a DepartureDoc,
+        moderation: &'a Option<ModerationDoc>,
+    }
+    version_tag(
+        MEMBER_TAG,
+        &Governed {
+            role: &m.role,
+            permissions: &m.permissions,
+            permission_overrides: &m.permission_overrides,
+            status: &m.status,
+            departure: &m.departure,
+            moderation: &m.moderation,
+        },
+    )
+}
+
 /// `conversations`: a group or direct conversation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConversationDoc {

@@ -45,6 +45,9 @@ pub struct MemberChange {
     pub role: Option<RoleName>,
     /// Override edits.
     pub permissions: Option<BTreeMap<String, Option<bool>>>,
+    /// Apply only to this version of the member ([`super::docs::member_tag`]; an `If-Match`):
+    /// else `precondition_failed`.
+    pub if_match: Option<String>,
 }
 
 /// What happened to one requested addition.

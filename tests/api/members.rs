@@ -580,3 +580,91 @@ async fn members_see_each_others_public_projection_and_moderators_everything() {
         .await;
     assert_eq!(r.body["items"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn a_member_patch_with_if_match_applies_only_to_the_member_it_was_made_on() {
+    let app = spawn_app().await;
+    let conv = app
+        .create_group(
+            "alice",
+            &[("bob", "member"), ("mod1", "admin"), ("mod2", "admin")],
+        )
+        .await;
+    let path = format!("/v1/conversations/{conv}/members/bob");
+    let patch = |token: String, body: Value, tag: Option<String>| {
+        let mut req = app
+            .client
+            .patch(format!("{}{path}", app.address))
+            .bearer_auth(token)
+            .json(&body);
+        if let Some(t) = tag {
+            req = req.header("If-Match", t);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            let tag = r
+                .headers()
+                .get("etag")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let body: Value = r.json().await.unwrap();
+            (status, tag, body)
+        }
+    };
+    let etag = |r: &crate::helpers::Resp| r.headers["etag"].to_str().unwrap().to_owned();
+    let read = etag(&app.get(&path, &app.server()).await);
+    assert!(read.starts_with("\"member-"), "{read}");
+
+    // The member's own settings and read position are not what a moderator edits: the tag
+    // stays, so an edit made on it still applies.
+    let r = app
+        .patch(
+            &format!("/v1/conversations/{conv}/members/me/settings"),
+            &app.user("bob"),
+            json!({ "pinned": true }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(etag(&app.get(&path, &app.server()).await), read);
+
+    // Two moderators edit the same version at once: exactly one applies.
+    let (a, b) = tokio::join!(
+        patch(
+            app.user("mod1"),
+            json!({ "role": "moderator" }),
+            Some(read.clone())
+        ),
+        patch(
+            app.user("mod2"),
+            json!({ "permissions": { "can_send_media": false } }),
+            Some(read.clone())
+        ),
+    );
+    let mut statuses = [a.0, b.0];
+    statuses.sort();
+    assert_eq!(statuses, [200, 412], "{a:?} {b:?}");
+    let (winner, loser) = if a.0 == 200 { (a, b) } else { (b, a) };
+    assert_eq!(loser.2["code"], "precondition_failed");
+    let after = winner.1.expect("the answer carries the new tag");
+    assert_ne!(after, read);
+    let now = app.get(&path, &app.server()).await;
+    assert_eq!(etag(&now), after, "the answer's tag is the stored member's");
+    // Only the winner's edit is stored.
+    let moderated = now.body["role"] == "moderator";
+    let media_off = now.body["permissions"]["can_send_media"] == false;
+    assert!(moderated != media_off, "{}", now.body);
+
+    // The loser reads again and its edit applies on the new version; without If-Match (or
+    // with `*`) an edit always applies.
+    let (status, _, body) = patch(app.user("mod2"), json!({ "role": "member" }), Some(after)).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _, _) = patch(
+        app.user("mod1"),
+        json!({ "role": "moderator" }),
+        Some("*".into()),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _, _) = patch(app.user("mod1"), json!({ "role": "member" }), None).await;
+    assert_eq!(status, 200);
+}

@@ -1,12 +1,13 @@
 //! Members of a conversation.
 
+use actix_web::http::header;
 use actix_web::web::{self, Data};
 use actix_web::{HttpRequest, HttpResponse};
 
 use crate::error::Error;
 use crate::http::AppState;
 use crate::http::error::ProblemBody;
-use crate::http::extract::{Body, Caller};
+use crate::http::extract::{Body, Caller, if_match_tag};
 use crate::http::idempotency::idempotent;
 use crate::service::AddMembersReply;
 use crate::service::inputs::{AddMembersBody, ListMembersQuery, PatchMemberBody, RemoveQuery};
@@ -72,7 +73,7 @@ pub async fn list(
 /// One membership, whatever its status (seed 004's sub-documents).
 #[utoipa::path(get, path = "/v1/conversations/{conversation_id}/members/{user_id}", tag = "members",
     params(("conversation_id" = String, Path, description = "24 hex digits"), ("user_id" = String, Path, description = "External user id, or `me`")),
-    responses((status = 200, body = MemberView),
+    responses((status = 200, body = MemberView, headers(("ETag" = String, description = "The member's entity tag: its role, permissions, status and restrictions"))),
               (status = 404, description = "`conversation_not_found`, `not_a_member`", body = ProblemBody, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn get(
@@ -81,33 +82,42 @@ pub async fn get(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, Error> {
     let (conv, user) = path.into_inner();
-    Ok(HttpResponse::Ok().json(state.roster.get_member(&scope, &conv, &user).await?))
+    let (view, tag) = state.roster.get_member(&scope, &conv, &user).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header(header::ETag(header::EntityTag::new_strong(tag)))
+        .json(view))
 }
 
 /// Change a member's role and/or permission overrides (callers with `can_change_roles`, on
 /// members ranked below them, granting only roles below their own and flags they hold; never
-/// to or from the top role).
+/// to or from the top role). With `If-Match` (the `ETag` of a `GET`), the change applies only
+/// if the member's role, permissions, status and restrictions have not changed since: else 412
+/// and nothing is written.
 #[utoipa::path(patch, path = "/v1/conversations/{conversation_id}/members/{user_id}", tag = "members", request_body = PatchMemberBody,
-    params(("conversation_id" = String, Path, description = "24 hex digits"), ("user_id" = String, Path, description = "External user id")),
-    responses((status = 200, body = MemberView),
+    params(("conversation_id" = String, Path, description = "24 hex digits"), ("user_id" = String, Path, description = "External user id"),
+           ("If-Match" = Option<String>, Header, description = "The `ETag` of the member the change was made on")),
+    responses((status = 200, body = MemberView, headers(("ETag" = String, description = "The member's new entity tag"))),
+              (status = 412, description = "`precondition_failed`", body = ProblemBody, content_type = "application/problem+json"),
               (status = 403, description = "`insufficient_rank`, `missing_permission`", body = ProblemBody, content_type = "application/problem+json"),
               (status = 404, description = "`conversation_not_found`, `not_a_member`", body = ProblemBody, content_type = "application/problem+json"),
               (status = 409, description = "`owner_role_locked`, `role_limit_reached`", body = ProblemBody, content_type = "application/problem+json"),
               (status = 422, description = "`unknown_role`, `unknown_permission`, `validation_failed`", body = ProblemBody, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn update(
+    req: HttpRequest,
     Caller(scope): Caller,
     state: Data<AppState>,
     path: web::Path<(String, String)>,
     Body(body): Body<PatchMemberBody>,
 ) -> Result<HttpResponse, Error> {
     let (conv, user) = path.into_inner();
-    Ok(HttpResponse::Ok().json(
-        state
-            .roster
-            .change_member(&scope, &conv, &user, body)
-            .await?,
-    ))
+    let (view, tag) = state
+        .roster
+        .change_member(&scope, &conv, &user, body, if_match_tag(&req))
+        .await?;
+    Ok(HttpResponse::Ok()
+        .insert_header(header::ETag(header::EntityTag::new_strong(tag)))
+        .json(view))
 }
 
 /// Remove a member (`can_remove_members` and a higher rank): status `removed`.
