@@ -63,6 +63,8 @@ error_codes! {
     MemberBanned => (403, "member_banned", "Member banned"),
     /// The member is muted by a moderator and may not send.
     MemberMuted => (403, "member_muted", "Member muted"),
+    /// The conversation's join policy is `closed`: only server tokens add members.
+    ConversationClosed => (403, "conversation_closed", "Conversation closed"),
     /// No such route.
     NotFound => (404, "not_found", "Not found"),
     /// No such tenant (platform API).

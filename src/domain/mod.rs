@@ -11,7 +11,7 @@ pub mod moderation;
 pub mod role;
 pub mod rules;
 
-pub use conversation::ConversationType;
+pub use conversation::{ConversationType, JoinPolicy};
 pub use error::{ErrorCode, FieldError};
 pub use ids::{ConversationId, ExternalUserId, TenantId};
 pub use member::{MemberStatus, NotificationLevel};

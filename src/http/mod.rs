@@ -100,6 +100,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         resource("/v1/conversations/{conversation_id}/leave").route(web::post().to(members::leave)),
     )
     .service(
+        resource("/v1/conversations/{conversation_id}/join").route(web::post().to(members::join)),
+    )
+    .service(
         resource("/v1/conversations/{conversation_id}/members/{user_id}/ban")
             .route(web::post().to(moderation::ban))
             .route(web::delete().to(moderation::unban)),

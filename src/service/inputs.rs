@@ -127,6 +127,9 @@ pub struct CreateConversationBody {
     /// `settings.max_members` (2 to the configured default).
     #[validate(range(min = 2))]
     pub max_members: Option<u32>,
+    /// `settings.join_policy` of a group (default `invite`; a direct conversation is always
+    /// `invite`).
+    pub join_policy: Option<crate::domain::JoinPolicy>,
     /// Initial members besides the creator (at most `members.batch_max`).
     #[serde(default)]
     #[validate(nested)]
@@ -152,6 +155,9 @@ pub struct PatchConversationBody {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]
     pub avatar_url: Option<Option<String>>,
+    /// `settings.join_policy` of a group: `invite`, `open` or `closed` (a direct conversation
+    /// keeps `invite`: `direct_conversation`).
+    pub join_policy: Option<crate::domain::JoinPolicy>,
 }
 
 /// `POST /v1/conversations/{id}/members`: either one member (`user_id`, `role`) or a batch

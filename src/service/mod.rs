@@ -16,6 +16,7 @@ pub mod thumbnails;
 pub mod views;
 pub mod webhooks;
 
+use crate::domain::JoinPolicy;
 use bson::oid::ObjectId;
 
 use crate::auth::{self, AuthError, PlatformCredential, TenantKey, TenantScope};
@@ -433,6 +434,14 @@ impl Roster {
                 body.name.map(|n| n.trim().to_owned()).unwrap_or_default()
             }
         };
+        if body.kind == ConversationType::Direct
+            && body.join_policy.is_some_and(|p| p != JoinPolicy::Invite)
+        {
+            fields.push(FieldError::new(
+                "join_policy",
+                "a direct conversation is always `invite`",
+            ));
+        }
         if !fields.is_empty() {
             return Err(Problem::validation(fields).into());
         }
@@ -442,6 +451,7 @@ impl Roster {
             description: body.description,
             avatar_url: body.avatar_url,
             max_members,
+            join_policy: body.join_policy.unwrap_or(JoinPolicy::Invite),
             creator,
             members,
         };
@@ -501,6 +511,7 @@ impl Roster {
             name: body.name.map(|n| n.trim().to_owned()),
             description: body.description,
             avatar_url: body.avatar_url,
+            join_policy: body.join_policy,
             if_match,
         };
         let conv = self.store.update_conversation(scope, id, &patch).await?;
@@ -835,6 +846,15 @@ impl Roster {
     /// `conversation_not_found` (no such conversation, or the caller is not a member).
     pub async fn leave(&self, scope: &TenantScope, id: &str) -> Result<MemberView> {
         let m = self.store.leave(scope, path_conversation(id)?).await?;
+        self.one_view(scope, m).await
+    }
+
+    /// `POST /v1/conversations/{id}/join`: the caller joins an `open` group in the catalog's
+    /// default role. Errors: `forbidden` (server token), `conversation_not_found` (no such
+    /// conversation, or one the caller cannot join: its policy is not `open`), `member_exists`,
+    /// `member_banned`, `conversation_full`, `role_limit_reached`.
+    pub async fn join(&self, scope: &TenantScope, id: &str) -> Result<MemberView> {
+        let m = self.store.join(scope, path_conversation(id)?).await?;
         self.one_view(scope, m).await
     }
 

@@ -40,7 +40,7 @@ use super::{Store, tenant_filter};
 use crate::auth::TenantScope;
 use crate::domain::rules::{self, Acting};
 use crate::domain::{
-    ConversationType, ErrorCode, ExternalUserId, MemberStatus, RoleCatalog, RoleName,
+    ConversationType, ErrorCode, ExternalUserId, JoinPolicy, MemberStatus, RoleCatalog, RoleName,
 };
 use crate::error::Problem;
 
@@ -55,6 +55,8 @@ pub enum WriteOp {
     Remove(ExternalUserId, Option<String>),
     /// The caller leaves.
     Leave,
+    /// The caller joins an `open` conversation by themself, in the default role.
+    Join,
     /// Ban a member, former member or stranger.
     Ban(ExternalUserId, Restriction),
     /// Lift a ban.
@@ -79,7 +81,7 @@ impl WriteOp {
             | WriteOp::Mute(t, _)
             | WriteOp::Unmute(t)
             | WriteOp::Transfer(t) => vec![t.as_str()],
-            WriteOp::Leave => Vec::new(),
+            WriteOp::Leave | WriteOp::Join => Vec::new(),
         }
     }
 }
@@ -537,6 +539,10 @@ impl Working<'_> {
                 .remove(s, it, t, reason.as_deref())
                 .await?
                 .map(|m| WriteOutput::Member(Box::new(m))),
+            WriteOp::Join => self
+                .join(s, it)
+                .await?
+                .map(|m| WriteOutput::Member(Box::new(m))),
             WriteOp::Leave => self
                 .leave(s, it)
                 .await?
@@ -575,6 +581,81 @@ impl Working<'_> {
         if let Err(v) = rules::check_may_add(&acting) {
             return Ok(Err(v.into()));
         }
+        if it.scope.user().is_some()
+            && self.conv().settings.join_policy == JoinPolicy::Closed.as_str()
+        {
+            return Ok(Err(Problem::new(
+                ErrorCode::ConversationClosed,
+                "the conversation's join policy is `closed`: only server tokens add members",
+            )));
+        }
+        self.admit(s, it, &acting, me, items, None).await
+    }
+
+    /// The caller joins an `open` conversation in the catalog's default role (`member.added`
+    /// with reason `joined`). A conversation the caller cannot join is, to a non-member, one
+    /// that does not exist.
+    async fn join(
+        &mut self,
+        s: &mut ClientSession,
+        it: &BatchItem,
+    ) -> mongodb::error::Result<Step<MemberDoc>> {
+        let Some(user) = it.scope.user().cloned() else {
+            return Ok(Err(Problem::new(
+                ErrorCode::Forbidden,
+                "only a user token joins; a server token adds members",
+            )));
+        };
+        let prior = self.member(user.as_str()).cloned();
+        if prior.as_ref().is_some_and(|m| m.status.is_present()) {
+            return Ok(Err(Problem::new(
+                ErrorCode::MemberExists,
+                "already a member of this conversation",
+            )));
+        }
+        let conv = self.conv();
+        if conv.kind == ConversationType::Direct
+            || conv.settings.join_policy != JoinPolicy::Open.as_str()
+        {
+            return Ok(Err(not_found()));
+        }
+        let items = [NewMember {
+            user: user.clone(),
+            role: None,
+        }];
+        let outcome = match self
+            .admit(s, it, &Acting::Server, None, &items, Some("joined"))
+            .await?
+        {
+            Ok(mut outcomes) => outcomes.pop(),
+            Err(p) => return Ok(Err(p)),
+        };
+        Ok(match outcome {
+            Some(AddOutcome::Added(m)) => Ok(*m),
+            Some(AddOutcome::Banned) => Err(Problem::new(
+                ErrorCode::MemberBanned,
+                "banned from this conversation",
+            )),
+            Some(AddOutcome::Refused(p)) => Err(p),
+            Some(AddOutcome::AlreadyMember) | None => Err(Problem::new(
+                ErrorCode::MemberExists,
+                "already a member of this conversation",
+            )),
+        })
+    }
+
+    /// Adds `items` as `acting` (`me`: its membership, recorded as `invited_by`), the event's
+    /// reason `reason`: per-item outcomes, or the whole batch refused (`conversation_full`).
+    async fn admit(
+        &mut self,
+        s: &mut ClientSession,
+        it: &BatchItem,
+        acting: &Acting,
+        me: Option<MemberDoc>,
+        items: &[NewMember],
+        reason: Option<&str>,
+    ) -> mongodb::error::Result<Step<Vec<AddOutcome>>> {
+        let acting = acting.clone();
         let mut outcomes = Vec::with_capacity(items.len());
         let mut to_join: Vec<(usize, RoleName)> = Vec::new();
         // Holders of limited roles so far: (role, present holders + granted here, limit).
@@ -679,7 +760,7 @@ impl Working<'_> {
                         role.as_str(),
                         MemberStatus::Active.as_str(),
                     )),
-                    reason: None,
+                    reason,
                 },
             );
             outcomes[i] = AddOutcome::Added(Box::new(m));

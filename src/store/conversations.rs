@@ -30,6 +30,8 @@ pub struct NewConversation {
     pub avatar_url: Option<String>,
     /// `settings.max_members`.
     pub max_members: i64,
+    /// `settings.join_policy`.
+    pub join_policy: crate::domain::JoinPolicy,
     /// The creating user (the caller of a user token, or `created_by` of a server request);
     /// becomes `owner` of a group, a `member` of a direct conversation.
     pub creator: Option<ExternalUserId>,
@@ -50,6 +52,8 @@ pub struct ConversationPatch {
     pub description: Option<Option<String>>,
     /// New or cleared avatar URL.
     pub avatar_url: Option<Option<String>>,
+    /// New join policy (groups only).
+    pub join_policy: Option<crate::domain::JoinPolicy>,
     /// The tag (`If-Match`, without quotes) the conversation must still have
     /// ([`super::docs::version_tag`] with kind [`CONVERSATION_TAG`]).
     pub if_match: Option<String>,
@@ -160,7 +164,7 @@ impl Store {
                 deleting_at: None,
                 event_seq: 0,
                 settings: ConversationSettingsDoc {
-                    join_policy: "invite".into(),
+                    join_policy: new.join_policy.as_str().into(),
                     max_members: new.max_members,
                 },
                 created_at: now,
@@ -233,6 +237,9 @@ impl Store {
         if let Some(a) = &patch.avatar_url {
             set.insert("avatar_url", a.as_deref());
         }
+        if let Some(p) = patch.join_policy {
+            set.insert("settings.join_policy", p.as_str());
+        }
         if set.is_empty() {
             let (conv, acting) = self.visible_conversation(scope, id).await?;
             rules::check_change_info(&acting)?;
@@ -261,6 +268,12 @@ impl Store {
             };
             if let Err(v) = rules::check_change_info(&acting) {
                 return refuse(crate::error::Problem::from(v));
+            }
+            if patch.join_policy.is_some() && conv.kind == ConversationType::Direct {
+                return refuse(crate::error::Problem::new(
+                    crate::domain::ErrorCode::DirectConversation,
+                    "a direct conversation's join policy is always `invite`",
+                ));
             }
             if patch
                 .if_match
@@ -489,6 +502,7 @@ fn conv_field(conv: &ConversationDoc, key: &str) -> bson::Bson {
         "name" => conv.name.clone().into(),
         "description" => conv.description.clone().into(),
         "avatar_url" => conv.avatar_url.clone().into(),
+        "settings.join_policy" => conv.settings.join_policy.clone().into(),
         _ => bson::Bson::Null,
     }
 }

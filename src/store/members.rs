@@ -345,6 +345,19 @@ impl Store {
         member_output(self.submit(scope, id.object_id(), WriteOp::Leave).await?)
     }
 
+    /// The caller joins an `open` group ([`WriteOp::Join`]). Errors: `forbidden` for server
+    /// tokens, `conversation_not_found` (also when the policy is not `open`), `member_exists`,
+    /// `member_banned`, `conversation_full`, `role_limit_reached`.
+    pub async fn join(&self, scope: &TenantScope, id: ConversationId) -> Result<MemberDoc> {
+        if scope.user().is_none() {
+            return Err(Error::client(
+                ErrorCode::Forbidden,
+                "only a user token joins; a server token adds members",
+            ));
+        }
+        member_output(self.submit(scope, id.object_id(), WriteOp::Join).await?)
+    }
+
     /// Gives the top role to the highest-ranked, longest-standing present member, if any, and
     /// records it (DESIGN §3). The heir's overrides are dropped: the top role holds its
     /// defaults. Returns the new owner; `None` if someone still holds the top role or nobody is

@@ -14,6 +14,7 @@ mod events;
 mod explain;
 mod helpers;
 mod idempotency;
+mod join;
 mod kill;
 mod matrix;
 mod media;

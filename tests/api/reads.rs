@@ -548,6 +548,30 @@ async fn every_command_of_every_operation_reads_about_what_it_answers() {
         json!({}),
     )
     .await;
+    // Opened, it lets the one who left join again by himself.
+    s.call(
+        Method::PATCH,
+        "/v1/conversations/{conversation_id}",
+        &c,
+        &alice,
+        Some(json!({ "join_policy": "open" })),
+        200,
+    )
+    .await;
+    s.post(
+        "/v1/conversations/{conversation_id}/join",
+        &format!("{c}/join"),
+        &dave,
+        json!({}),
+    )
+    .await;
+    s.post(
+        "/v1/conversations/{conversation_id}/leave",
+        &format!("{c}/leave"),
+        &dave,
+        json!({}),
+    )
+    .await;
     s.call(Method::DELETE, tu, &format!("{m}/carol"), &alice, None, 200)
         .await;
     s.post(

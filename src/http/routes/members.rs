@@ -158,6 +158,24 @@ pub async fn leave(
     Ok(HttpResponse::Ok().json(state.roster.leave(&scope, &path).await?))
 }
 
+/// Join an `open` group by oneself (user token), in the tenant's default role — a former member
+/// re-joins on the same membership; bans and `max_members` hold. Answers `member.added` with
+/// reason `joined` in the audit trail and the event feed.
+#[utoipa::path(post, path = "/v1/conversations/{conversation_id}/join", tag = "members",
+    params(("conversation_id" = String, Path, description = "24 hex digits")),
+    responses((status = 200, body = MemberView),
+              (status = 403, description = "`forbidden`: server token; `member_banned`", body = ProblemBody, content_type = "application/problem+json"),
+              (status = 404, description = "`conversation_not_found`: no such conversation, or its join policy is not `open`", body = ProblemBody, content_type = "application/problem+json"),
+              (status = 409, description = "`member_exists`, `conversation_full`, `role_limit_reached`", body = ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn join(
+    Caller(scope): Caller,
+    state: Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, Error> {
+    Ok(HttpResponse::Ok().json(state.roster.join(&scope, &path).await?))
+}
+
 /// Change the caller's own settings: notification level, mute (with an optional snooze end
 /// that lapses by itself), pin. User tokens only.
 #[utoipa::path(patch, path = "/v1/conversations/{conversation_id}/members/me/settings", tag = "members",
