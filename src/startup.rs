@@ -35,7 +35,11 @@ impl Application {
             .ensure_indexes()
             .await
             .context("applying indexes/*.json")?;
-        tracing::info!(indexes = ensured, database = %settings.database.name, "database ready");
+        let keyed = store
+            .backfill_name_keys()
+            .await
+            .context("backfilling member name keys")?;
+        tracing::info!(indexes = ensured, name_keys_backfilled = keyed, database = %settings.database.name, "database ready");
         Self::with_store(settings, store)
     }
 

@@ -10,6 +10,7 @@ pub mod member;
 pub mod moderation;
 pub mod role;
 pub mod rules;
+pub mod search;
 
 pub use conversation::{ConversationType, JoinPolicy};
 pub use error::{ErrorCode, FieldError};

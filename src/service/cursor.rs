@@ -14,6 +14,7 @@ const OID_TAG: u8 = 1;
 const TEXT_TAG: u8 = 2;
 const CHAT_TAG: u8 = 3;
 const TIME_OID_TAG: u8 = 4;
+const TEXT_OID_TAG: u8 = 5;
 
 fn invalid() -> Error {
     Error::client(
@@ -61,6 +62,29 @@ pub fn decode_time_oid(cursor: &str) -> Result<(bson::DateTime, ObjectId)> {
             let ms = i64::from_be_bytes(ms.try_into().map_err(|_| invalid())?);
             let id: [u8; 12] = id.try_into().map_err(|_| invalid())?;
             Ok((bson::DateTime::from_millis(ms), ObjectId::from_bytes(id)))
+        }
+        _ => Err(invalid()),
+    }
+}
+
+/// Encodes a (text, ObjectId) sort key (a name search's position: `name_key`, `_id`).
+pub fn encode_text_oid(key: &str, id: ObjectId) -> String {
+    let mut bytes = Vec::with_capacity(13 + key.len());
+    bytes.push(TEXT_OID_TAG);
+    bytes.extend_from_slice(&id.bytes());
+    bytes.extend_from_slice(key.as_bytes());
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Decodes a (text, ObjectId) cursor. Errors: `invalid_cursor` (400).
+pub fn decode_text_oid(cursor: &str) -> Result<(String, ObjectId)> {
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
+    match bytes.split_first() {
+        Some((&TEXT_OID_TAG, rest)) if rest.len() >= 12 && rest.len() <= 12 + 1024 => {
+            let (id, key) = rest.split_at(12);
+            let id: [u8; 12] = id.try_into().map_err(|_| invalid())?;
+            let key = String::from_utf8(key.to_vec()).map_err(|_| invalid())?;
+            Ok((key, ObjectId::from_bytes(id)))
         }
         _ => Err(invalid()),
     }
@@ -130,6 +154,15 @@ mod tests {
             let _ = decode_oid(&s);
             let _ = decode_text(&s);
             let _ = decode_chat(&s);
+            let _ = decode_text_oid(&s);
+        }
+
+        #[test]
+        fn name_search_cursors_round_trip(key in ".{0,60}", bytes in prop::array::uniform12(any::<u8>())) {
+            let id = ObjectId::from_bytes(bytes);
+            let c = encode_text_oid(&key, id);
+            prop_assert_eq!(decode_text_oid(&c).ok(), Some((key, id)));
+            prop_assert!(decode_oid(&c).is_err());
         }
 
         #[test]

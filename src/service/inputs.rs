@@ -217,6 +217,10 @@ pub struct ListMembersQuery {
     /// `full` (default): every field of each membership; `compact`: one row per member
     /// (user id, display name, avatar URL, role, status), up to 1,000 a page.
     pub view: Option<MemberListView>,
+    /// Only members whose display name starts with this (1–100 characters; case, accents and
+    /// repeated spaces do not matter), in display-name order; not with `role` or
+    /// `view=compact`.
+    pub name_prefix: Option<String>,
 }
 
 /// The shape of a member list.

@@ -685,7 +685,6 @@ impl Roster {
     ) -> Result<MemberList> {
         let id = path_conversation(id)?;
         let mut status = parse_statuses(q.status.as_deref())?;
-        let after: Option<ObjectId> = q.cursor.as_deref().map(cursor::decode_oid).transpose()?;
         let moderator = self.may_moderate(scope, id).await?;
         if !moderator && status.contains(&MemberStatus::Banned) {
             // Who is banned (pre-emptive bans included) is for moderators.
@@ -697,6 +696,12 @@ impl Roster {
                 ));
             }
         }
+        if let Some(prefix) = q.name_prefix.as_deref() {
+            return self
+                .search_members(scope, id, prefix, &q, &status, moderator)
+                .await;
+        }
+        let after: Option<ObjectId> = q.cursor.as_deref().map(cursor::decode_oid).transpose()?;
         if q.view == Some(MemberListView::Compact) {
             let limit = self.page_limit_up_to(q.limit, self.limits.compact_max_limit)?;
             let docs = self
@@ -721,9 +726,23 @@ impl Roster {
             .list_members(scope, id, &status, q.role.as_ref(), after, limit + 1)
             .await?;
         let page = self.page(docs, limit, |m| cursor::encode_oid(m.id), |m| m);
+        Ok(MemberList::Full(Page {
+            items: self.listed_views(scope, page.items, moderator).await?,
+            next_cursor: page.next_cursor,
+        }))
+    }
+
+    /// Views of listed members as the caller may see them: whole for moderators, servers and
+    /// the caller's own row, [`MemberView::public`] otherwise.
+    async fn listed_views(
+        &self,
+        scope: &TenantScope,
+        docs: Vec<crate::store::MemberDoc>,
+        moderator: bool,
+    ) -> Result<Vec<MemberView>> {
         let viewer = scope.user().map(|u| u.as_str().to_owned());
-        let items = self
-            .member_views(scope, page.items)
+        Ok(self
+            .member_views(scope, docs)
             .await?
             .into_iter()
             .map(|v| {
@@ -733,9 +752,63 @@ impl Roster {
                     v.public()
                 }
             })
-            .collect();
+            .collect())
+    }
+
+    /// The `name_prefix` form of [`Roster::list_members`]: members whose name's key starts
+    /// with the prefix's, in name order, with a cursor of that order.
+    async fn search_members(
+        &self,
+        scope: &TenantScope,
+        id: ConversationId,
+        prefix: &str,
+        q: &ListMembersQuery,
+        status: &[MemberStatus],
+        moderator: bool,
+    ) -> Result<MemberList> {
+        use crate::domain::search::{MAX_PREFIX_CHARS, name_key};
+        let key = name_key(prefix);
+        let mut fields = Vec::new();
+        if key.is_empty() || prefix.chars().count() > MAX_PREFIX_CHARS {
+            fields.push(FieldError::new(
+                "name_prefix",
+                format!("1-{MAX_PREFIX_CHARS} characters, not only spaces"),
+            ));
+        }
+        if q.role.is_some() {
+            fields.push(FieldError::new("role", "not with name_prefix"));
+        }
+        if q.view == Some(MemberListView::Compact) {
+            fields.push(FieldError::new("view", "`full` with name_prefix"));
+        }
+        if !fields.is_empty() {
+            return Err(Problem::validation(fields).into());
+        }
+        let limit = self.page_limit(q.limit)?;
+        let after = q
+            .cursor
+            .as_deref()
+            .map(cursor::decode_text_oid)
+            .transpose()?;
+        let docs = self
+            .store
+            .search_members(
+                scope,
+                id,
+                &key,
+                status,
+                after.as_ref().map(|a| a.0.as_str()),
+                limit + 1,
+            )
+            .await?;
+        let page = self.page(
+            docs,
+            limit,
+            |m| cursor::encode_text_oid(m.name_key.as_deref().unwrap_or(""), m.id),
+            |m| m,
+        );
         Ok(MemberList::Full(Page {
-            items,
+            items: self.listed_views(scope, page.items, moderator).await?,
             next_cursor: page.next_cursor,
         }))
     }

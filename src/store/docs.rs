@@ -45,6 +45,11 @@ pub struct MemberDoc {
     pub external_user_id: String,
     /// Denormalized from `users.display_name`.
     pub display_name: String,
+    /// [`crate::domain::search::member_sort_key`] of `display_name` and `_id`, kept with the
+    /// name: member search by name prefix, in name order. Absent on documents written before
+    /// it existed until the boot backfill ([`super::Store::backfill_name_keys`]) reaches them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_key: Option<String>,
     /// Denormalized from `users.avatar_url`.
     pub avatar_url: Option<String>,
     /// The member's role (a name from the tenant's role catalog).

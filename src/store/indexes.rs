@@ -67,7 +67,7 @@ pub const SPEC_FILES: &[(&str, &str)] = &[
 
 /// Collections read only by `_id` (no index file), created at boot so that transactions
 /// never have to create them.
-pub const PLAIN_COLLECTIONS: &[&str] = &["event_counters", "sweep_leases"];
+pub const PLAIN_COLLECTIONS: &[&str] = &["event_counters", "sweep_leases", "migrations"];
 
 /// One parsed `createIndexes` command.
 #[derive(Debug, Clone)]

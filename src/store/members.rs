@@ -156,13 +156,18 @@ pub(crate) fn new_member_doc(
     invited_by: Option<ObjectId>,
     now: DateTime,
 ) -> MemberDoc {
+    let id = ObjectId::new();
     MemberDoc {
-        id: ObjectId::new(),
+        id,
         tenant_id: scope.tenant().as_str().to_owned(),
         conversation_id: conversation,
         user_id: user.id,
         external_user_id: user.external_id.clone(),
         display_name: user.display_name.clone(),
+        name_key: Some(crate::domain::search::member_sort_key(
+            &user.display_name,
+            id,
+        )),
         avatar_url: user.avatar_url.clone(),
         role: role.clone(),
         permissions: catalog.resolve(role, &BTreeMap::new()),
@@ -345,6 +350,77 @@ impl Store {
         member_output(self.submit(scope, id.object_id(), WriteOp::Leave).await?)
     }
 
+    /// At boot, once per database: gives every membership written before member search
+    /// existed its `name_key`, 1,000 at a time in `_id` order with progress logged, and records
+    /// that it finished in `migrations` (later boots skip it). Safe beside live writes and on
+    /// several instances at once (a document that got its key meanwhile is left alone).
+    /// Returns how many it changed.
+    pub async fn backfill_name_keys(&self) -> Result<u64> {
+        const NAME: &str = "member_name_keys";
+        let migrations = self.collection::<bson::Document>(names::MIGRATIONS);
+        if migrations
+            .find_one(doc! { "_id": NAME })
+            .await
+            .map_err(db_error)?
+            .is_some()
+        {
+            return Ok(0);
+        }
+        let mut after: Option<ObjectId> = None;
+        let mut changed = 0;
+        loop {
+            let mut f = doc! { "name_key": { "$exists": false } };
+            if let Some(a) = after {
+                f.insert("_id", doc! { "$gt": a });
+            }
+            let batch: Vec<bson::Document> = self
+                .members()
+                .clone_with_type::<bson::Document>()
+                .find(f)
+                .sort(doc! { "_id": 1 })
+                .projection(doc! { "_id": 1, "display_name": 1 })
+                .limit(1_000)
+                .await
+                .map_err(db_error)?
+                .try_collect()
+                .await
+                .map_err(db_error)?;
+            let Some(last) = batch.last().and_then(|d| d.get_object_id("_id").ok()) else {
+                break;
+            };
+            after = Some(last);
+            for d in &batch {
+                let (Ok(id), name) = (
+                    d.get_object_id("_id"),
+                    d.get_str("display_name").unwrap_or(""),
+                ) else {
+                    continue;
+                };
+                changed += self
+                    .members()
+                    .update_one(
+                        doc! { "_id": id, "name_key": { "$exists": false } },
+                        doc! { "$set": {
+                            "name_key": crate::domain::search::member_sort_key(name, id),
+                        } },
+                    )
+                    .await
+                    .map_err(db_error)?
+                    .modified_count;
+            }
+            tracing::info!(changed, "backfilling member name keys");
+        }
+        migrations
+            .update_one(
+                doc! { "_id": NAME },
+                doc! { "$set": { "done_at": DateTime::now(), "changed": changed as i64 } },
+            )
+            .upsert(true)
+            .await
+            .map_err(db_error)?;
+        Ok(changed)
+    }
+
     /// The caller joins an `open` group ([`WriteOp::Join`]). Errors: `forbidden` for server
     /// tokens, `conversation_not_found` (also when the policy is not `open`), `member_exists`,
     /// `member_banned`, `conversation_full`, `role_limit_reached`.
@@ -515,6 +591,64 @@ impl Store {
         };
         self.member_page(scope, id, page, None, |m: &MemberDoc| m.id)
             .await
+    }
+
+    /// A page of members whose name starts with `prefix` (a key already,
+    /// [`crate::domain::search::name_key`]), filtered by status (any of), in `name_key` order
+    /// (name, then `_id`) after the `name_key` `after`. Reads:
+    /// [`Store::member_search_queries`], merged.
+    pub async fn search_members(
+        &self,
+        scope: &TenantScope,
+        id: ConversationId,
+        prefix: &str,
+        status: &[MemberStatus],
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<MemberDoc>> {
+        self.visible_conversation(scope, id).await?;
+        let queries =
+            Self::member_search_queries(scope, id.object_id(), prefix, status, after, limit);
+        Query::fetch_merged(
+            queries,
+            &self.members(),
+            |m: &MemberDoc| m.name_key.clone().unwrap_or_default(),
+            limit as usize,
+        )
+        .await
+    }
+
+    /// The reads of [`Store::search_members`]: per status, one range of
+    /// `…_status_1_name_key_1` — the prefix's, from after the cursor's key on — in
+    /// `name_key` order (each key is unique: it ends with the membership's `_id`).
+    pub fn member_search_queries(
+        scope: &TenantScope,
+        conversation: ObjectId,
+        prefix: &str,
+        status: &[MemberStatus],
+        after: Option<&str>,
+        limit: u32,
+    ) -> Vec<Query> {
+        let end = crate::domain::search::prefix_end(prefix);
+        status
+            .iter()
+            .map(|st| {
+                let mut f = tenant_filter(scope);
+                f.insert("conversation_id", conversation);
+                f.insert("status", st.as_str());
+                let range = match after {
+                    Some(key) if key >= prefix => doc! { "$gt": key, "$lt": &end },
+                    _ => doc! { "$gte": prefix, "$lt": &end },
+                };
+                f.insert("name_key", range);
+                Query {
+                    collection: names::GROUP_MEMBERS,
+                    filter: f,
+                    sort: Some(doc! { "name_key": 1 }),
+                    limit: Some(i64::from(limit)),
+                }
+            })
+            .collect()
     }
 
     /// [`Store::list_members`] with only what [`CompactMemberDoc`] holds (the same reads, with

@@ -135,7 +135,15 @@ impl Store {
                 return Ok(updated);
             }
             let these = id_filter(scope, doc! { "$in": &ids });
-            let set = doc! { "$set": { "display_name": &user.display_name, "avatar_url": user.avatar_url.as_deref() } };
+            // A pipeline update: each membership's search key ends with its own `_id`
+            // (`member_sort_key`, assembled by the server). Values are `$literal`: a name
+            // starting with `$` is not a field path.
+            let key = crate::domain::search::name_key(&user.display_name);
+            let set = vec![doc! { "$set": {
+                "display_name": { "$literal": &user.display_name },
+                "name_key": { "$concat": [{ "$literal": key }, "\u{1}", { "$toString": "$_id" }] },
+                "avatar_url": { "$literal": user.avatar_url.as_deref() },
+            } }];
             updated += self
                 .members()
                 .update_many(these, set)

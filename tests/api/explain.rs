@@ -110,6 +110,11 @@ async fn the_member_queries_the_service_issues_are_index_scans() {
             let plan = winning_plan(&app, q).await;
             assert_index_scan("member list", &plan, &[index::MEMBERS_BY_STATUS]);
         }
+        let from = after.map(|id| format!("al\u{1}{}", id.to_hex()));
+        for q in &Store::member_search_queries(&scope, conv, "a", &present, from.as_deref(), 51) {
+            let plan = winning_plan(&app, q).await;
+            assert_index_scan("member search by name", &plan, &[index::MEMBERS_BY_NAME]);
+        }
         let admin = RoleName::parse("admin").unwrap();
         for q in &Store::member_list_queries(&scope, conv, &present, Some(&admin), after, 51) {
             let plan = winning_plan(&app, q).await;

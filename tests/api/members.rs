@@ -668,3 +668,181 @@ async fn a_member_patch_with_if_match_applies_only_to_the_member_it_was_made_on(
     let (status, _, _) = patch(app.user("mod1"), json!({ "role": "member" }), None).await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn members_are_found_by_a_name_prefix_whatever_the_case_and_accents() {
+    let app = spawn_app().await;
+    for (id, name) in [
+        ("u1", "Éloïse Martin"),
+        ("u2", "ELODIE"),
+        ("u3", "elodie"),
+        ("u4", "Eliott"),
+        ("u5", "Zoë"),
+        ("u6", "Eloi"),
+        ("u7", "Elodie Gone"),
+    ] {
+        let r = app
+            .put(
+                &format!("/v1/users/{id}"),
+                &app.server(),
+                json!({ "display_name": name }),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+    }
+    let members: Vec<(&str, &str)> = ["u1", "u2", "u3", "u4", "u5", "u6", "u7"]
+        .iter()
+        .map(|u| (*u, "member"))
+        .collect();
+    let conv = app.create_group("ann", &members).await;
+    // A banned and a departed member are not found among the present ones.
+    let r = app
+        .post(
+            &format!("/v1/conversations/{conv}/members/u6/ban"),
+            &app.user("ann"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let r = app
+        .post(
+            &format!("/v1/conversations/{conv}/leave"),
+            &app.user("u7"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+
+    let search = |token: String, query: String| {
+        let app = &app;
+        let conv = conv.clone();
+        async move {
+            app.get(&format!("/v1/conversations/{conv}/members?{query}"), &token)
+                .await
+        }
+    };
+    let names = |r: &crate::helpers::Resp| -> Vec<String> {
+        r.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["display_name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let r = search(app.server(), "name_prefix=%C3%A9lo".into()).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let mut found = names(&r);
+    assert_eq!(found.len(), 3, "{found:?}");
+    assert_eq!(found[2], "Éloïse Martin", "in name order");
+    found.sort();
+    assert_eq!(found, ["ELODIE", "elodie", "Éloïse Martin"]);
+
+    // Page by page with the cursor: each once, in the same order.
+    let mut paged = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let q = match &cursor {
+            Some(c) => format!("name_prefix=ELO&limit=1&cursor={c}"),
+            None => "name_prefix=ELO&limit=1".into(),
+        };
+        let r = search(app.user("u5"), q).await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        paged.extend(names(&r));
+        // Another member sees the public projection.
+        for m in r.body["items"].as_array().unwrap() {
+            assert!(m.get("settings").is_none(), "{m}");
+        }
+        match r.body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(
+        paged,
+        names(&search(app.server(), "name_prefix=elo".into()).await)
+    );
+
+    // Moderators may look among the banned; departed members stay out of the present list.
+    let r = search(app.user("ann"), "name_prefix=elo&status=banned".into()).await;
+    assert_eq!(names(&r), ["Eloi"]);
+    let r = search(app.user("ann"), "name_prefix=elodie%20g&status=left".into()).await;
+    assert_eq!(names(&r), ["Elodie Gone"]);
+
+    // A profile change moves the member in the search.
+    let r = app
+        .put(
+            "/v1/users/u4",
+            &app.server(),
+            json!({ "display_name": "Élodie Bis" }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let r = search(app.server(), "name_prefix=elodie%20b".into()).await;
+    assert_eq!(names(&r), ["Élodie Bis"]);
+    assert!(names(&search(app.server(), "name_prefix=eli".into()).await).is_empty());
+
+    // Refusals: blank, with role or compact, a cursor of another list, a stranger.
+    for (q, field) in [
+        ("name_prefix=%20%20", "name_prefix"),
+        ("name_prefix=el&role=member", "role"),
+        ("name_prefix=el&view=compact", "view"),
+    ] {
+        let r = search(app.server(), q.into()).await;
+        assert_eq!((r.status, r.code()), (422, "validation_failed"), "{q}");
+        assert_eq!(r.body["errors"][0]["field"], field, "{q}");
+    }
+    let plain = search(app.server(), "limit=1".into()).await;
+    let foreign = plain.body["next_cursor"].as_str().unwrap();
+    let r = search(app.server(), format!("name_prefix=el&cursor={foreign}")).await;
+    assert_eq!((r.status, r.code()), (400, "invalid_cursor"));
+    let r = search(app.user("stranger"), "name_prefix=el".into()).await;
+    assert_eq!((r.status, r.code()), (404, "conversation_not_found"));
+}
+
+#[tokio::test]
+async fn memberships_written_before_name_keys_get_them_from_the_boot_backfill() {
+    let app = spawn_app().await;
+    let r = app
+        .put(
+            "/v1/users/old",
+            &app.server(),
+            json!({ "display_name": "Ödön Old" }),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    let conv = app.create_group("ann", &[("old", "member")]).await;
+    let members = app
+        .store
+        .database()
+        .collection::<bson::Document>("group_members");
+    // As an older version wrote it: no key; and the backfill not yet run on this database.
+    members
+        .update_many(bson::doc! {}, bson::doc! { "$unset": { "name_key": "" } })
+        .await
+        .unwrap();
+    app.store
+        .database()
+        .collection::<bson::Document>("migrations")
+        .delete_many(bson::doc! {})
+        .await
+        .unwrap();
+    let path = format!("/v1/conversations/{conv}/members?name_prefix=odon");
+    let r = app.get(&path, &app.server()).await;
+    assert!(r.body["items"].as_array().unwrap().is_empty());
+    assert_eq!(
+        app.store.backfill_name_keys().await.unwrap(),
+        2,
+        "ann and old"
+    );
+    assert_eq!(
+        app.store.backfill_name_keys().await.unwrap(),
+        0,
+        "once per database"
+    );
+    let r = app.get(&path, &app.server()).await;
+    assert_eq!(
+        r.body["items"][0]["display_name"], "Ödön Old",
+        "{:?}",
+        r.body
+    );
+}

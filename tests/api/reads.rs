@@ -548,6 +548,12 @@ async fn every_command_of_every_operation_reads_about_what_it_answers() {
         json!({}),
     )
     .await;
+    s.get(
+        "/v1/conversations/{conversation_id}/members",
+        &format!("{m}?name_prefix=b&limit=5"),
+        &alice,
+    )
+    .await;
     // Opened, it lets the one who left join again by himself.
     s.call(
         Method::PATCH,
