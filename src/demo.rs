@@ -239,12 +239,14 @@ pub async fn load(store: &Store, cred: &PlatformCredential, args: &LoadArgs) -> 
             members.push(m);
         }
         present_total += present as usize;
+        let name = format!("{} #{}", TOPICS[n % TOPICS.len()], n + 1);
         let conv = ConversationDoc {
             event_seq: 0,
             id: conv_id,
             tenant_id: tenant.as_str().to_owned(),
             kind: ConversationType::Group,
-            name: format!("{} #{}", TOPICS[n % TOPICS.len()], n + 1),
+            name_key: Some(crate::domain::search::sort_key(&name, conv_id)),
+            name,
             description: None,
             avatar_url: None,
             created_by: members.first().map(|m| m.user_id),

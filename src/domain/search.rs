@@ -18,11 +18,12 @@ pub fn name_key(name: &str) -> String {
     folded.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// What a membership is found and ordered by: [`name_key`] of its display name, U+0001 (below
-/// every character a key holds, so `"ana"` sorts before `"ana b"`), and its `_id` in hex — one
-/// field, unique, so a search walks one index range and a cursor continues it with one bound.
-pub fn member_sort_key(display_name: &str, id: bson::oid::ObjectId) -> String {
-    format!("{}\u{1}{}", name_key(display_name), id.to_hex())
+/// What a membership (by its display name) or a conversation (by its name) is found and
+/// ordered by: [`name_key`] of the name, U+0001 (below every character a key holds, so
+/// `"ana"` sorts before `"ana b"`), and the document's `_id` in hex — one field, unique, so a
+/// search walks one index range and a cursor continues it with one bound.
+pub fn sort_key(name: &str, id: bson::oid::ObjectId) -> String {
+    format!("{}\u{1}{}", name_key(name), id.to_hex())
 }
 
 /// The first key after every key that starts with `prefix` (a key already): the exclusive
@@ -56,10 +57,10 @@ mod tests {
     fn sort_keys_order_by_name_then_id_and_stay_in_their_prefix_range() {
         let (a, b) = (bson::oid::ObjectId::new(), bson::oid::ObjectId::new());
         let mut keys = [
-            member_sort_key("Ana B", a),
-            member_sort_key("ana", b),
-            member_sort_key("Ana", a),
-            member_sort_key("Anabel", a),
+            sort_key("Ana B", a),
+            sort_key("ana", b),
+            sort_key("Ana", a),
+            sort_key("Anabel", a),
         ];
         keys.sort();
         let names: Vec<&str> = keys

@@ -78,7 +78,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(
         resource("/v1/users/{user_id}/conversations").route(web::get().to(users::conversations)),
     )
-    .service(resource("/v1/conversations").route(web::post().to(conversations::create)))
+    .service(
+        resource("/v1/conversations")
+            .route(web::get().to(conversations::list))
+            .route(web::post().to(conversations::create)),
+    )
     .service(
         resource("/v1/conversations/{conversation_id}")
             .route(web::get().to(conversations::get))

@@ -19,7 +19,7 @@ use super::routes::*;
         health::healthz, health::readyz,
         tenants::audit, tenants::create, tenants::list, tenants::get, tenants::add_key, tenants::revoke_key,
         users::put, users::get, users::conversations, users::delete, users::export,
-        conversations::create, conversations::get, conversations::update, conversations::delete,
+        conversations::list, conversations::create, conversations::get, conversations::update, conversations::delete,
         members::add, members::list, members::get, members::update, members::remove, members::leave, members::join,
         members::settings, members::read,
         moderation::ban, moderation::unban, moderation::mute, moderation::unmute, moderation::transfer,

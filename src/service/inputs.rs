@@ -246,6 +246,27 @@ pub struct MembershipsQuery {
     pub cursor: Option<String>,
 }
 
+/// `GET /v1/conversations` query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ListConversationsQuery {
+    /// Only this kind (user tokens: `group`, the only kind that can be open).
+    #[serde(rename = "type")]
+    #[param(rename = "type", value_type = Option<ConversationType>)]
+    pub kind: Option<ConversationType>,
+    /// Only this join policy (user tokens: `open`, the only one they list).
+    #[param(value_type = Option<crate::domain::JoinPolicy>)]
+    pub join_policy: Option<crate::domain::JoinPolicy>,
+    /// Only conversations whose name starts with this (1–100 characters; case, accents and
+    /// repeated spaces do not matter).
+    pub name_prefix: Option<String>,
+    /// Page size.
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
 /// Plain list query (`limit`, `cursor`).
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]

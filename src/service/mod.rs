@@ -267,6 +267,88 @@ impl Roster {
         Ok(ConversationView::new(c, &ids))
     }
 
+    /// Views of several conversations, their creators' ids read at once.
+    async fn conversation_views(
+        &self,
+        scope: &TenantScope,
+        convs: Vec<crate::store::ConversationDoc>,
+    ) -> Result<Vec<ConversationView>> {
+        let creators: Vec<ObjectId> = convs.iter().filter_map(|c| c.created_by).collect();
+        let ids = self.store.external_ids(scope, &creators).await?;
+        Ok(convs
+            .into_iter()
+            .map(|c| ConversationView::new(c, &ids))
+            .collect())
+    }
+
+    /// `GET /v1/conversations`: the tenant's directory in name order — for server tokens every
+    /// live conversation (filtered by `type`, `join_policy`, `name_prefix`); for user tokens
+    /// the `open` groups, which they may join. Errors: `validation_failed` (a user asking for
+    /// another policy or kind; a blank or long prefix), `invalid_cursor`.
+    pub async fn list_conversations(
+        &self,
+        scope: &TenantScope,
+        q: ListConversationsQuery,
+    ) -> Result<Page<ConversationView>> {
+        use crate::domain::search::{MAX_PREFIX_CHARS, name_key};
+        let mut fields = Vec::new();
+        let mut filter = crate::store::conversations::ConversationFilter {
+            kind: q.kind,
+            join_policy: q.join_policy,
+            prefix: None,
+        };
+        if scope.user().is_some() {
+            if q.join_policy.is_some_and(|p| p != JoinPolicy::Open) {
+                fields.push(FieldError::new(
+                    "join_policy",
+                    "users list the `open` conversations",
+                ));
+            }
+            if q.kind == Some(ConversationType::Direct) {
+                fields.push(FieldError::new("type", "users list `open` groups"));
+            }
+            filter.join_policy = Some(JoinPolicy::Open);
+        }
+        if let Some(p) = q.name_prefix.as_deref() {
+            let key = name_key(p);
+            if key.is_empty() || p.chars().count() > MAX_PREFIX_CHARS {
+                fields.push(FieldError::new(
+                    "name_prefix",
+                    format!("1-{MAX_PREFIX_CHARS} characters, not only spaces"),
+                ));
+            }
+            filter.prefix = Some(key);
+        }
+        if !fields.is_empty() {
+            return Err(Problem::validation(fields).into());
+        }
+        let limit = self.page_limit(q.limit)?;
+        let after = q
+            .cursor
+            .as_deref()
+            .map(cursor::decode_text_oid)
+            .transpose()?;
+        let docs = self
+            .store
+            .list_conversations(
+                scope,
+                &filter,
+                after.as_ref().map(|a| a.0.as_str()),
+                limit + 1,
+            )
+            .await?;
+        let page = self.page(
+            docs,
+            limit,
+            |c| cursor::encode_text_oid(c.name_key.as_deref().unwrap_or(""), c.id),
+            |c| c,
+        );
+        Ok(Page {
+            items: self.conversation_views(scope, page.items).await?,
+            next_cursor: page.next_cursor,
+        })
+    }
+
     fn page<T, D>(
         &self,
         mut docs: Vec<D>,

@@ -413,10 +413,7 @@ impl Working<'_> {
             if let Some(Some(m)) = self.members.get_mut(&name) {
                 m.user_id = user.id;
                 m.display_name = user.display_name.clone();
-                m.name_key = Some(crate::domain::search::member_sort_key(
-                    &user.display_name,
-                    m.id,
-                ));
+                m.name_key = Some(crate::domain::search::sort_key(&user.display_name, m.id));
                 m.avatar_url = user.avatar_url.clone();
             }
             if let Some(p) = self.conv_mut().participants.as_mut() {
@@ -440,10 +437,7 @@ impl Working<'_> {
             if let Some(u) = self.resolved.get(&m.user_id) {
                 m.user_id = u.id;
                 m.display_name = u.display_name.clone();
-                m.name_key = Some(crate::domain::search::member_sort_key(
-                    &u.display_name,
-                    m.id,
-                ));
+                m.name_key = Some(crate::domain::search::sort_key(&u.display_name, m.id));
                 m.avatar_url = u.avatar_url.clone();
             }
         };

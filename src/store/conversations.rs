@@ -11,7 +11,7 @@ use super::docs::AuditActor;
 use super::docs::{ConversationDoc, ConversationSettingsDoc, MemberDoc};
 
 use super::members::{NewMember, new_member_doc};
-use super::{Store, db_error, id_filter, refuse, tenant_filter};
+use super::{Query, Store, db_error, id_filter, names, refuse, tenant_filter};
 use crate::auth::TenantScope;
 use crate::domain::rules::{self, Acting};
 use crate::domain::{ConversationId, ConversationType, ExternalUserId, RoleName};
@@ -57,6 +57,17 @@ pub struct ConversationPatch {
     /// The tag (`If-Match`, without quotes) the conversation must still have
     /// ([`super::docs::version_tag`] with kind [`CONVERSATION_TAG`]).
     pub if_match: Option<String>,
+}
+
+/// Which conversations a directory page holds (see [`Store::list_conversations`]).
+#[derive(Debug, Clone, Default)]
+pub struct ConversationFilter {
+    /// Only this kind.
+    pub kind: Option<ConversationType>,
+    /// Only this join policy.
+    pub join_policy: Option<crate::domain::JoinPolicy>,
+    /// Only names whose key starts with this ([`crate::domain::search::name_key`] already).
+    pub prefix: Option<String>,
 }
 
 /// The kind of a conversation's entity tag.
@@ -153,6 +164,7 @@ impl Store {
                 tenant_id: scope.tenant().as_str().to_owned(),
                 kind: new.kind,
                 name: new.name.clone(),
+                name_key: Some(crate::domain::search::sort_key(&new.name, conv_id)),
                 description: new.description.clone(),
                 avatar_url: new.avatar_url.clone(),
                 created_by: creator_id,
@@ -208,6 +220,55 @@ impl Store {
         created
     }
 
+    /// A page of the tenant's live conversations matching `filter`, in `name_key` order (name,
+    /// then `_id`) after the `name_key` `after`. The caller decides who may list what. Reads:
+    /// [`Store::conversation_list_query`].
+    pub async fn list_conversations(
+        &self,
+        scope: &TenantScope,
+        filter: &ConversationFilter,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<ConversationDoc>> {
+        Self::conversation_list_query(scope, filter, after, limit)
+            .fetch(&self.conversations())
+            .await
+    }
+
+    /// The read of [`Store::list_conversations`]: one range of `name_key` after equalities on
+    /// `type` or `settings.join_policy` (indexes `tenant_id_1_name_key_1__id_1`,
+    /// `tenant_id_1_type_1_name_key_1__id_1`,
+    /// `tenant_id_1_settings.join_policy_1_name_key_1__id_1`); conversations being deleted are
+    /// left out.
+    pub fn conversation_list_query(
+        scope: &TenantScope,
+        filter: &ConversationFilter,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Query {
+        let mut f = tenant_filter(scope);
+        if let Some(p) = filter.join_policy {
+            f.insert("settings.join_policy", p.as_str());
+        }
+        if let Some(k) = filter.kind {
+            f.insert("type", bson::to_bson(&k).unwrap_or_default());
+        }
+        let prefix = filter.prefix.as_deref().unwrap_or("");
+        let end = crate::domain::search::prefix_end(prefix);
+        let range = match after {
+            Some(key) if key >= prefix => doc! { "$gt": key, "$lt": &end },
+            _ => doc! { "$gte": prefix, "$lt": &end },
+        };
+        f.insert("name_key", range);
+        f.insert("deleting_at", bson::Bson::Null);
+        Query {
+            collection: names::CONVERSATIONS,
+            filter: f,
+            sort: Some(doc! { "name_key": 1, "_id": 1 }),
+            limit: Some(i64::from(limit)),
+        }
+    }
+
     /// The conversation if the caller may see it. Errors: `conversation_not_found`.
     pub async fn get_conversation(
         &self,
@@ -230,6 +291,10 @@ impl Store {
         let mut set = Document::new();
         if let Some(n) = &patch.name {
             set.insert("name", n);
+            set.insert(
+                "name_key",
+                crate::domain::search::sort_key(n, id.object_id()),
+            );
         }
         if let Some(d) = &patch.description {
             set.insert("description", d.as_deref());
@@ -282,7 +347,12 @@ impl Store {
             {
                 return refuse(precondition_failed());
             }
-            let fields: Vec<String> = set.keys().filter(|k| *k != "updated_at").cloned().collect();
+            // What the caller changed (the search key follows the name; the time, every change).
+            let fields: Vec<String> = set
+                .keys()
+                .filter(|k| !matches!(k.as_str(), "updated_at" | "name_key"))
+                .cloned()
+                .collect();
             let before: Document = fields
                 .iter()
                 .map(|k| (k.clone(), conv_field(&conv, k)))

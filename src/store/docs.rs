@@ -45,7 +45,7 @@ pub struct MemberDoc {
     pub external_user_id: String,
     /// Denormalized from `users.display_name`.
     pub display_name: String,
-    /// [`crate::domain::search::member_sort_key`] of `display_name` and `_id`, kept with the
+    /// [`crate::domain::search::sort_key`] of `display_name` and `_id`, kept with the
     /// name: member search by name prefix, in name order. Absent on documents written before
     /// it existed until the boot backfill ([`super::Store::backfill_name_keys`]) reaches them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -285,6 +285,11 @@ pub struct ConversationDoc {
     pub kind: ConversationType,
     /// Display name.
     pub name: String,
+    /// [`crate::domain::search::sort_key`] of `name` and `_id`, kept with the name: the
+    /// conversation directory's order and name search. Absent on documents written before it
+    /// existed until the boot backfill ([`super::Store::backfill_name_keys`]) reaches them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_key: Option<String>,
     /// Optional description.
     pub description: Option<String>,
     /// Optional avatar URL.

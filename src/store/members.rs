@@ -164,10 +164,7 @@ pub(crate) fn new_member_doc(
         user_id: user.id,
         external_user_id: user.external_id.clone(),
         display_name: user.display_name.clone(),
-        name_key: Some(crate::domain::search::member_sort_key(
-            &user.display_name,
-            id,
-        )),
+        name_key: Some(crate::domain::search::sort_key(&user.display_name, id)),
         avatar_url: user.avatar_url.clone(),
         role: role.clone(),
         permissions: catalog.resolve(role, &BTreeMap::new()),
@@ -350,22 +347,38 @@ impl Store {
         member_output(self.submit(scope, id.object_id(), WriteOp::Leave).await?)
     }
 
-    /// At boot, once per database: gives every membership written before member search
-    /// existed its `name_key`, 1,000 at a time in `_id` order with progress logged, and records
-    /// that it finished in `migrations` (later boots skip it). Safe beside live writes and on
-    /// several instances at once (a document that got its key meanwhile is left alone).
-    /// Returns how many it changed.
+    /// At boot, once per database: gives every membership and conversation written before
+    /// name search existed its `name_key` ([`crate::domain::search::sort_key`] of
+    /// `display_name` or `name`). Returns how many documents it changed.
     pub async fn backfill_name_keys(&self) -> Result<u64> {
-        const NAME: &str = "member_name_keys";
+        Ok(self
+            .backfill_name_key(names::GROUP_MEMBERS, "member_name_keys", "display_name")
+            .await?
+            + self
+                .backfill_name_key(names::CONVERSATIONS, "conversation_name_keys", "name")
+                .await?)
+    }
+
+    /// One collection's share of [`Store::backfill_name_keys`]: 1,000 documents at a time in
+    /// `_id` order with progress logged, then `migration` recorded in `migrations` (later
+    /// boots skip it). Safe beside live writes and on several instances at once (a document
+    /// that got its key meanwhile is left alone).
+    async fn backfill_name_key(
+        &self,
+        collection: &str,
+        migration: &str,
+        name_field: &str,
+    ) -> Result<u64> {
         let migrations = self.collection::<bson::Document>(names::MIGRATIONS);
         if migrations
-            .find_one(doc! { "_id": NAME })
+            .find_one(doc! { "_id": migration })
             .await
             .map_err(db_error)?
             .is_some()
         {
             return Ok(0);
         }
+        let coll = self.collection::<bson::Document>(collection);
         let mut after: Option<ObjectId> = None;
         let mut changed = 0;
         loop {
@@ -373,12 +386,10 @@ impl Store {
             if let Some(a) = after {
                 f.insert("_id", doc! { "$gt": a });
             }
-            let batch: Vec<bson::Document> = self
-                .members()
-                .clone_with_type::<bson::Document>()
+            let batch: Vec<bson::Document> = coll
                 .find(f)
                 .sort(doc! { "_id": 1 })
-                .projection(doc! { "_id": 1, "display_name": 1 })
+                .projection(doc! { "_id": 1, name_field: 1 })
                 .limit(1_000)
                 .await
                 .map_err(db_error)?
@@ -390,29 +401,24 @@ impl Store {
             };
             after = Some(last);
             for d in &batch {
-                let (Ok(id), name) = (
-                    d.get_object_id("_id"),
-                    d.get_str("display_name").unwrap_or(""),
-                ) else {
+                let (Ok(id), name) = (d.get_object_id("_id"), d.get_str(name_field).unwrap_or(""))
+                else {
                     continue;
                 };
-                changed += self
-                    .members()
+                changed += coll
                     .update_one(
                         doc! { "_id": id, "name_key": { "$exists": false } },
-                        doc! { "$set": {
-                            "name_key": crate::domain::search::member_sort_key(name, id),
-                        } },
+                        doc! { "$set": { "name_key": crate::domain::search::sort_key(name, id) } },
                     )
                     .await
                     .map_err(db_error)?
                     .modified_count;
             }
-            tracing::info!(changed, "backfilling member name keys");
+            tracing::info!(collection, changed, "backfilling name keys");
         }
         migrations
             .update_one(
-                doc! { "_id": NAME },
+                doc! { "_id": migration },
                 doc! { "$set": { "done_at": DateTime::now(), "changed": changed as i64 } },
             )
             .upsert(true)
@@ -619,8 +625,9 @@ impl Store {
     }
 
     /// The reads of [`Store::search_members`]: per status, one range of
-    /// `…_status_1_name_key_1` — the prefix's, from after the cursor's key on — in
-    /// `name_key` order (each key is unique: it ends with the membership's `_id`).
+    /// `…_status_1_name_key_1__id_1` — the prefix's, from after the cursor's key on — in
+    /// `name_key` order (each key is unique: it ends with the membership's `_id`; the sort
+    /// names `_id` too, so an ordered index walk knows the order is total).
     pub fn member_search_queries(
         scope: &TenantScope,
         conversation: ObjectId,
@@ -644,7 +651,7 @@ impl Store {
                 Query {
                     collection: names::GROUP_MEMBERS,
                     filter: f,
-                    sort: Some(doc! { "name_key": 1 }),
+                    sort: Some(doc! { "name_key": 1, "_id": 1 }),
                     limit: Some(i64::from(limit)),
                 }
             })

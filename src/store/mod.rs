@@ -89,8 +89,9 @@ pub mod index {
     pub const MEMBERS_BY_STATUS: &str = "tenant_id_1_conversation_id_1_status_1__id_1";
     /// Member list by status and role, keyset on `_id`.
     pub const MEMBERS_BY_STATUS_ROLE: &str = "tenant_id_1_conversation_id_1_status_1_role_1__id_1";
-    /// Member search by name prefix, keyset on `name_key` (unique: it ends with the `_id`).
-    pub const MEMBERS_BY_NAME: &str = "tenant_id_1_conversation_id_1_status_1_name_key_1";
+    /// Member search by name prefix, keyset on `name_key` (unique: it ends with the `_id`;
+    /// `_id` closes the index so that planners know the order is total).
+    pub const MEMBERS_BY_NAME: &str = "tenant_id_1_conversation_id_1_status_1_name_key_1__id_1";
     /// One membership by the tenant's user id.
     pub const MEMBER_BY_EXTERNAL_ID: &str = "tenant_id_1_conversation_id_1_external_user_id_1";
     /// A user's chat list: pinned, then by conversation activity, keyset on `_id`.

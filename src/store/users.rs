@@ -136,7 +136,7 @@ impl Store {
             }
             let these = id_filter(scope, doc! { "$in": &ids });
             // A pipeline update: each membership's search key ends with its own `_id`
-            // (`member_sort_key`, assembled by the server). Values are `$literal`: a name
+            // (`sort_key`, assembled by the server). Values are `$literal`: a name
             // starting with `$` is not a field path.
             let key = crate::domain::search::name_key(&user.display_name);
             let set = vec![doc! { "$set": {

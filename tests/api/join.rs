@@ -247,3 +247,125 @@ async fn concurrent_joins_fill_an_open_conversation_exactly_to_max_members() {
     assert_eq!(app.member_count(&conv).await, 11);
     assert_eq!(app.present_in_db(&conv).await, 11);
 }
+
+#[tokio::test]
+async fn the_directory_lists_every_conversation_to_servers_and_open_groups_to_users() {
+    let mut app = spawn_app().await;
+    let mut ids = std::collections::HashMap::new();
+    for (name, policy) in [
+        ("Échecs du mardi", "open"),
+        ("echo chamber", "invite"),
+        ("Écho des Alpes", "open"),
+        ("Zebra", "open"),
+        ("Staff", "closed"),
+    ] {
+        let r = app
+            .post(
+                "/v1/conversations",
+                &app.server(),
+                json!({ "name": name, "join_policy": policy, "created_by": "ann" }),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        ids.insert(
+            name,
+            r.body["conversation"]["id"].as_str().unwrap().to_owned(),
+        );
+    }
+    let r = app
+        .post(
+            "/v1/conversations",
+            &app.user("ann"),
+            json!({ "type": "direct", "members": [{ "user_id": "bo" }] }),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    let names = |r: &crate::helpers::Resp| -> Vec<String> {
+        r.body["items"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{:?}", r.body))
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let list = |token: String, q: &str| {
+        let app = &app;
+        let path = format!("/v1/conversations?{q}");
+        async move { app.get(&path, &token).await }
+    };
+
+    // The server sees everything, in name order (case and accents folded).
+    let all = list(app.server(), "").await;
+    assert_eq!(all.status, 200, "{:?}", all.body);
+    assert_eq!(
+        names(&all),
+        [
+            "",
+            "Échecs du mardi",
+            "echo chamber",
+            "Écho des Alpes",
+            "Staff",
+            "Zebra"
+        ]
+    );
+    let r = list(app.server(), "name_prefix=ECH").await;
+    assert_eq!(
+        names(&r),
+        ["Échecs du mardi", "echo chamber", "Écho des Alpes"]
+    );
+    let r = list(app.server(), "join_policy=open&name_prefix=%C3%A9cho").await;
+    assert_eq!(names(&r), ["Écho des Alpes"]);
+    let r = list(app.server(), "type=direct").await;
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 1);
+    assert_eq!(r.body["items"][0]["type"], "direct");
+
+    // A user sees the open groups only, page by page.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let q = match &cursor {
+            Some(c) => format!("limit=1&cursor={c}"),
+            None => "limit=1".into(),
+        };
+        let r = list(app.user("newcomer"), &q).await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        seen.extend(names(&r));
+        match r.body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["Échecs du mardi", "Écho des Alpes", "Zebra"]);
+    for q in ["join_policy=invite", "type=direct", "name_prefix=%20"] {
+        let r = list(app.user("newcomer"), q).await;
+        assert_eq!((r.status, r.code()), (422, "validation_failed"), "{q}");
+    }
+
+    // A rename moves it; a deleted conversation and a closed one leave the user's list.
+    let zebra = &ids["Zebra"];
+    let r = app
+        .patch(
+            &format!("/v1/conversations/{zebra}"),
+            &app.server(),
+            json!({ "name": "Aardvark" }),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let r = app
+        .delete(
+            &format!("/v1/conversations/{}", ids["Échecs du mardi"]),
+            &app.server(),
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    let r = list(app.user("newcomer"), "").await;
+    assert_eq!(names(&r), ["Aardvark", "Écho des Alpes"]);
+
+    // Another tenant sees none of it.
+    app.switch_to_tenant_with_preset("other-tenant", "chat")
+        .await;
+    for token in [app.server(), app.user("newcomer")] {
+        let r = app.get("/v1/conversations", &token).await;
+        assert_eq!(r.body["items"], json!([]), "{:?}", r.body);
+    }
+}

@@ -554,6 +554,14 @@ async fn every_command_of_every_operation_reads_about_what_it_answers() {
         &alice,
     )
     .await;
+    s.get("/v1/conversations", "/v1/conversations?limit=20", &server)
+        .await;
+    s.get(
+        "/v1/conversations",
+        "/v1/conversations?name_prefix=g&limit=20",
+        &dave,
+    )
+    .await;
     // Opened, it lets the one who left join again by himself.
     s.call(
         Method::PATCH,

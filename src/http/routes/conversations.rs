@@ -8,8 +8,31 @@ use crate::http::AppState;
 use crate::http::error::ProblemBody;
 use crate::http::extract::{Body, Caller, if_match_tag};
 use crate::http::idempotency::idempotent;
-use crate::service::inputs::{CreateConversationBody, PatchConversationBody};
-use crate::service::views::{ConversationView, CreatedConversationView};
+use crate::service::inputs::{
+    CreateConversationBody, ListConversationsQuery, PatchConversationBody,
+};
+use crate::service::views::{ConversationView, CreatedConversationView, Page};
+
+/// The tenant's conversation directory, in name order: server tokens list every live
+/// conversation (by `type`, `join_policy`, `name_prefix`); user tokens list the `open` groups,
+/// which they may join (`POST …/join`).
+#[utoipa::path(get, path = "/v1/conversations", tag = "conversations",
+    params(ListConversationsQuery),
+    responses((status = 200, body = Page<ConversationView>),
+              (status = 422, description = "`validation_failed`: a user asking for another join policy or kind; a blank or long prefix", body = ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn list(
+    Caller(scope): Caller,
+    state: Data<AppState>,
+    q: web::Query<ListConversationsQuery>,
+) -> Result<HttpResponse, Error> {
+    Ok(HttpResponse::Ok().json(
+        state
+            .roster
+            .list_conversations(&scope, q.into_inner())
+            .await?,
+    ))
+}
 
 /// Create a group or direct conversation, optionally with members. A user creator becomes the
 /// group's `owner`.
