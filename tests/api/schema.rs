@@ -58,7 +58,7 @@ async fn stored_memberships_have_exactly_seed_004_field_names_and_bson_types() {
     let docs = app.raw_members(&conv).await;
     assert_eq!(docs.len(), 3);
     for d in &docs {
-        // Seed 004's fields plus the documented chat-list extension.
+        // Seed 004's fields plus the documented chat-list and member-search extensions.
         assert_eq!(
             keys(d),
             [
@@ -71,6 +71,7 @@ async fn stored_memberships_have_exactly_seed_004_field_names_and_bson_types() {
                 "departure",
                 "display_name",
                 "external_user_id",
+                "name_key",
                 "permissions",
                 "role",
                 "settings",
@@ -92,6 +93,7 @@ async fn stored_memberships_have_exactly_seed_004_field_names_and_bson_types() {
         expect(d, "created_at", &["date"]);
         expect(d, "updated_at", &["date"]);
         expect(d, "conversation_activity_at", &["date"]);
+        expect(d, "name_key", &["string"]);
 
         // Seed 004's eight flags plus the two documented extension flags (DESIGN §1).
         let p = d.get_document("permissions").unwrap();
@@ -206,8 +208,8 @@ async fn a_moderation_mute_adds_only_the_documented_moderation_extension() {
     expect(m, "reason", &["string"]);
     assert_eq!(
         keys(bob).len(),
-        17,
-        "seed 004's fifteen fields plus `conversation_activity_at` and `moderation`"
+        18,
+        "seed 004's fifteen fields plus `conversation_activity_at`, `name_key` and `moderation`"
     );
     app.delete(
         &format!("/v1/conversations/{conv}/members/bob/mute"),
