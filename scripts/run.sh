@@ -16,6 +16,7 @@ bin=target/debug/roster
 "$bin" tenant create demo --name "Demo" --if-missing >&2
 server_token=$("$bin" token --tenant demo --server --ttl 24h)
 user_token=$("$bin" token --tenant demo --user alice --ttl 24h)
+frank_token=$("$bin" token --tenant demo --user frank --ttl 24h)
 bind="${ROSTER__HTTP__BIND:-127.0.0.1:8080}"
 cat <<TXT
 
@@ -23,6 +24,7 @@ Roster on http://$bind  (API document: http://$bind/docs/)
 
   export SERVER_TOKEN=$server_token
   export USER_TOKEN=$user_token
+  export FRANK_TOKEN=$frank_token
 
   curl -s -X PUT http://$bind/v1/users/alice -H "Authorization: Bearer \$SERVER_TOKEN" -H 'Content-Type: application/json' -d '{"display_name":"Alice"}'
   curl -s -X POST http://$bind/v1/conversations -H "Authorization: Bearer \$USER_TOKEN" -H 'Content-Type: application/json' -d '{"name":"Book club","members":[{"user_id":"bob"},{"user_id":"carol","role":"moderator"}]}'
