@@ -19,7 +19,7 @@ use crate::domain::moderation::{Denial, decide};
 use crate::domain::{Action, ConversationId, ErrorCode, ExternalUserId, Flag};
 use crate::error::{Error, Problem, Result};
 use crate::store::blobs::ByteStream;
-use crate::store::media::{MediaDoc, MediaFilter, StorageRef};
+use crate::store::media::{MediaDoc, MediaFilter, StorageRef, ThumbnailDoc};
 
 /// What the client said about an upload besides its bytes.
 #[derive(Debug, Clone, Default)]
@@ -400,6 +400,13 @@ impl Roster {
         doc.sha256 = hex::encode(hasher.finalize());
         doc.uploaded_at = DateTime::now();
         doc.status = "ready".into();
+        if super::thumbnails::wants_thumbnail(&doc) {
+            // Replaced by the task below; if its process dies first, the sweeper makes it.
+            let grace = super::thumbnails::THUMBNAIL_PENDING_GRACE.as_millis() as i64;
+            doc.thumbnail = Some(ThumbnailDoc::pending(DateTime::from_millis(
+                doc.uploaded_at.timestamp_millis() + grace,
+            )));
+        }
         self.store.complete_media(scope, &doc).await?;
         tracing::info!(media = %id, bytes = size, file_type = %doc.file_type, "media uploaded");
         self.spawn_thumbnail(scope, &doc);

@@ -32,6 +32,15 @@ pub const THUMBNAIL_WAIT: Duration = Duration::from_secs(10);
 pub const THUMBNAIL_MAX_DEFERRALS: i32 = 5;
 /// How long a retry's claim keeps other instances off a deferred thumbnail.
 pub const THUMBNAIL_RETRY_HOLD: Duration = Duration::from_secs(600);
+/// How long after an upload its pending thumbnail record waits before the sweeper makes the
+/// thumbnail itself (the upload's own task records an outcome within [`THUMBNAIL_TIMEOUT`]).
+pub const THUMBNAIL_PENDING_GRACE: Duration = Duration::from_secs(120);
+
+/// Whether `m` gets a thumbnail: an image of at most [`THUMBNAIL_SOURCE_MAX_BYTES`].
+pub fn wants_thumbnail(m: &MediaDoc) -> bool {
+    m.file_type.starts_with("image/")
+        && u64::try_from(m.size_bytes).unwrap_or(u64::MAX) <= THUMBNAIL_SOURCE_MAX_BYTES
+}
 
 /// The decoders of one process: at most `media.thumbnail_concurrency` at once, holding at most
 /// `media.thumbnail_memory_mib` together, with at most `media.thumbnail_queue` waiting.
@@ -243,9 +252,7 @@ impl Roster {
     /// Makes and stores `m`'s thumbnail in the background (images only); the media document
     /// records it, why there is none, or that it was deferred and when it is retried.
     pub(crate) fn spawn_thumbnail(&self, scope: &TenantScope, m: &MediaDoc) {
-        if !m.file_type.starts_with("image/")
-            || u64::try_from(m.size_bytes).unwrap_or(u64::MAX) > THUMBNAIL_SOURCE_MAX_BYTES
-        {
+        if !wants_thumbnail(m) {
             return;
         }
         let (roster, scope, m) = (self.clone(), scope.clone(), m.clone());

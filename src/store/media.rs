@@ -62,6 +62,16 @@ impl ThumbnailDoc {
         }
     }
 
+    /// A thumbnail about to be made, recorded with the upload: if nothing replaces it by
+    /// `retry_at` (its process died first), the sweeper makes it.
+    pub fn pending(retry_at: DateTime) -> Self {
+        ThumbnailDoc {
+            retry_at: Some(retry_at),
+            error: None,
+            ..ThumbnailDoc::failed(String::new())
+        }
+    }
+
     /// A thumbnail deferred for the `attempts`-th time, retried at `retry_at`.
     pub fn deferred(attempts: i32, retry_at: DateTime) -> Self {
         ThumbnailDoc {
@@ -137,15 +147,23 @@ impl Store {
         Ok(())
     }
 
-    /// Marks an upload complete with what was measured while streaming it.
+    /// Marks an upload complete with what was measured while streaming it (and its pending
+    /// thumbnail record, if any).
     pub async fn complete_media(&self, scope: &TenantScope, m: &MediaDoc) -> Result<()> {
         let f = id_filter(scope, m.id);
-        let update = doc! { "$set": {
+        let mut set = doc! {
             "status": "ready",
             "size_bytes": m.size_bytes,
             "sha256": &m.sha256,
             "uploaded_at": m.uploaded_at,
-        } };
+        };
+        if let Some(t) = &m.thumbnail {
+            set.insert(
+                "thumbnail",
+                bson::to_bson(t).map_err(|e| crate::error::Error::Internal(e.into()))?,
+            );
+        }
+        let update = doc! { "$set": set };
         let event = media_event(scope, kind::MEDIA_UPLOADED, m, None, Some(media_fields(m)));
         self.transaction(async |s| {
             self.media()

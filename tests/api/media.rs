@@ -1541,13 +1541,16 @@ async fn a_thumbnail_that_finds_the_decoders_busy_is_deferred_and_made_by_the_sw
             .await
             .unwrap()
             .unwrap();
-        if let Ok(t) = doc.get_document("thumbnail") {
+        // The upload's own pending record comes first; the deferral replaces it.
+        if let Ok(t) = doc.get_document("thumbnail")
+            && t.contains_key("attempts")
+        {
             deferred = Some(t.clone());
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let deferred = deferred.expect("the small image's thumbnail was never recorded");
+    let deferred = deferred.expect("the small image's thumbnail was never deferred");
     assert!(
         deferred.get_datetime("retry_at").is_ok() && deferred.get_i32("attempts") == Ok(1),
         "{deferred}"
@@ -1580,4 +1583,97 @@ async fn a_thumbnail_that_finds_the_decoders_busy_is_deferred_and_made_by_the_sw
         "large decode + deferred retry took {:.1} s",
         started.elapsed().as_secs_f64()
     );
+}
+
+#[tokio::test]
+async fn an_upload_records_its_thumbnail_as_pending_so_one_left_by_a_dead_process_is_made() {
+    let mut settings = crate::helpers::test_settings();
+    settings.media.thumbnail_concurrency = 1;
+    settings.moderation.sweep_interval_secs = 1;
+    let (large, small) = (real_png(4000, 3000), real_png(640, 480));
+    let app = crate::helpers::spawn_app_with(settings).await;
+    let conv = app.create_group("alice", &[]).await;
+    let alice = app.user("alice");
+    let r = upload(&app, &alice, Some(&conv), large, "big.png", "image/png").await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let started = std::time::Instant::now();
+    while metric(&app, "roster_thumbnails_decoding").await < 1.0 {
+        assert!(
+            started.elapsed().as_secs() < 20,
+            "the large decode never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // While it waits for the decoder, the small one's record says a thumbnail is coming.
+    let r = upload(&app, &alice, Some(&conv), small, "small.png", "image/png").await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    let oid = bson::oid::ObjectId::parse_str(&id).unwrap();
+    let media = app
+        .store
+        .database()
+        .collection::<bson::Document>("media_files");
+    let doc = media
+        .find_one(bson::doc! { "_id": oid })
+        .await
+        .unwrap()
+        .unwrap();
+    let pending = doc.get_document("thumbnail").unwrap();
+    let uploaded = doc.get_datetime("uploaded_at").unwrap().timestamp_millis();
+    assert_eq!(
+        pending.get_datetime("retry_at").unwrap().timestamp_millis() - uploaded,
+        120_000,
+        "{pending}"
+    );
+    assert!(
+        pending.get("key").is_none_or(|k| k == &bson::Bson::Null),
+        "{pending}"
+    );
+    let thumbnail_key = |doc: &bson::Document| {
+        doc.get_document("thumbnail")
+            .ok()
+            .and_then(|t| t.get_str("key").ok().map(str::to_owned))
+    };
+    let mut first = None;
+    for _ in 0..600 {
+        let doc = media
+            .find_one(bson::doc! { "_id": oid })
+            .await
+            .unwrap()
+            .unwrap();
+        if let Some(k) = thumbnail_key(&doc) {
+            first = Some(k);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let first = first.expect("the thumbnail was made");
+
+    // A process that died between the upload and its thumbnail leaves the pending record: once
+    // its time has passed, the sweeper makes the thumbnail.
+    let past = bson::DateTime::from_millis(bson::DateTime::now().timestamp_millis() - 1_000);
+    media
+        .update_one(
+            bson::doc! { "_id": oid },
+            bson::doc! { "$set": { "thumbnail": { "retry_at": past, "key": null, "error": null } } },
+        )
+        .await
+        .unwrap();
+    let mut again = None;
+    for _ in 0..300 {
+        let doc = media
+            .find_one(bson::doc! { "_id": oid })
+            .await
+            .unwrap()
+            .unwrap();
+        if let Some(k) = thumbnail_key(&doc) {
+            again = Some(k);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let again = again.expect("the sweeper made the thumbnail");
+    assert_ne!(again, first, "made anew");
+    let meta = app.get(&format!("/v1/media/{id}"), &alice).await.body;
+    assert_eq!(meta["thumbnail"]["width"], 320, "{meta}");
 }
