@@ -402,9 +402,9 @@ impl Roster {
         doc.status = "ready".into();
         if super::thumbnails::wants_thumbnail(&doc) {
             // Replaced by the task below; if its process dies first, the sweeper makes it.
-            let grace = super::thumbnails::THUMBNAIL_PENDING_GRACE.as_millis() as i64;
-            doc.thumbnail = Some(ThumbnailDoc::pending(DateTime::from_millis(
-                doc.uploaded_at.timestamp_millis() + grace,
+            doc.thumbnail = Some(ThumbnailDoc::pending(crate::store::later(
+                doc.uploaded_at,
+                super::thumbnails::THUMBNAIL_PENDING_GRACE,
             )));
         }
         self.store.complete_media(scope, &doc).await?;

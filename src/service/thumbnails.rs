@@ -294,15 +294,12 @@ impl Roster {
                 "the decoders stayed busy ({attempts} deferrals)"
             ));
         }
-        let delay_ms = self
-            .media
-            .thumbnail_retry_secs
-            .saturating_mul(1000)
-            .saturating_mul(1 << (attempts - 1));
-        let now = bson::DateTime::now().timestamp_millis();
-        let retry_at = bson::DateTime::from_millis(
-            now.saturating_add(i64::try_from(delay_ms).unwrap_or(i64::MAX)),
+        let delay = Duration::from_secs(
+            self.media
+                .thumbnail_retry_secs
+                .saturating_mul(1 << (attempts - 1)),
         );
+        let retry_at = crate::store::later(bson::DateTime::now(), delay);
         ThumbnailDoc::deferred(attempts, retry_at)
     }
 

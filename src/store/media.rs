@@ -222,10 +222,7 @@ impl Store {
             .try_collect()
             .await
             .map_err(db_error)?;
-        let until = DateTime::from_millis(
-            now.timestamp_millis()
-                .saturating_add(i64::try_from(hold.as_millis()).unwrap_or(i64::MAX)),
-        );
+        let until = super::later(now, hold);
         let mut claimed = Vec::new();
         for m in due {
             let (Some(t), Ok(tenant)) =

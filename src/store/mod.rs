@@ -442,7 +442,12 @@ pub(crate) fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
     }
 }
 
-/// The filter every tenant query starts with.
+/// `at` plus `d` (saturating: a duration too long to add gives the latest date).
+pub fn later(at: DateTime, d: std::time::Duration) -> DateTime {
+    let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    DateTime::from_millis(at.timestamp_millis().saturating_add(ms))
+}
+
 /// A date range up to `until` (inclusive) with an explicit lower bound (the epoch): documents
 /// without the date (`null`: a permanent ban, a conversation not being deleted) sort before every
 /// date in an index, and SecantusDB reads all of them for a range with no lower bound (each
@@ -451,6 +456,7 @@ pub(crate) fn due_by(until: DateTime) -> Document {
     doc! { "$gte": DateTime::from_millis(0), "$lte": until }
 }
 
+/// The filter every tenant query starts with.
 pub(crate) fn tenant_filter(scope: &TenantScope) -> Document {
     doc! { "tenant_id": scope.tenant().as_str() }
 }

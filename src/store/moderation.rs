@@ -438,10 +438,7 @@ impl Store {
         lease: &SweepLease,
         now: DateTime,
     ) -> Result<bool> {
-        let until = DateTime::from_millis(
-            now.timestamp_millis()
-                .saturating_add(i64::try_from(lease.lease.as_millis()).unwrap_or(i64::MAX)),
-        );
+        let until = super::later(now, lease.lease);
         // Matches a lease that has run out or is ours; with none, the upsert creates it; with
         // another owner's live one, the upsert's insert collides on `_id`.
         let taken = self
