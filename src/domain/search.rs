@@ -26,6 +26,19 @@ pub fn sort_key(name: &str, id: bson::oid::ObjectId) -> String {
     format!("{}\u{1}{}", name_key(name), id.to_hex())
 }
 
+/// The key a search prefix is looked up by, if it is one: 1–[`MAX_PREFIX_CHARS`] characters
+/// with something besides spaces; otherwise the field error to answer for `name_prefix`.
+pub fn prefix_key(prefix: &str) -> Result<String, crate::domain::FieldError> {
+    let key = name_key(prefix);
+    if key.is_empty() || prefix.chars().count() > MAX_PREFIX_CHARS {
+        return Err(crate::domain::FieldError::new(
+            "name_prefix",
+            format!("1-{MAX_PREFIX_CHARS} characters, not only spaces"),
+        ));
+    }
+    Ok(key)
+}
+
 /// The first key after every key that starts with `prefix` (a key already): the exclusive
 /// upper bound of a prefix range.
 pub fn prefix_end(prefix: &str) -> String {

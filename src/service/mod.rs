@@ -290,7 +290,6 @@ impl Roster {
         scope: &TenantScope,
         q: ListConversationsQuery,
     ) -> Result<Page<ConversationView>> {
-        use crate::domain::search::{MAX_PREFIX_CHARS, name_key};
         let mut fields = Vec::new();
         let mut filter = crate::store::conversations::ConversationFilter {
             kind: q.kind,
@@ -310,14 +309,10 @@ impl Roster {
             filter.join_policy = Some(JoinPolicy::Open);
         }
         if let Some(p) = q.name_prefix.as_deref() {
-            let key = name_key(p);
-            if key.is_empty() || p.chars().count() > MAX_PREFIX_CHARS {
-                fields.push(FieldError::new(
-                    "name_prefix",
-                    format!("1-{MAX_PREFIX_CHARS} characters, not only spaces"),
-                ));
+            match crate::domain::search::prefix_key(p) {
+                Ok(key) => filter.prefix = Some(key),
+                Err(e) => fields.push(e),
             }
-            filter.prefix = Some(key);
         }
         if !fields.is_empty() {
             return Err(Problem::validation(fields).into());
@@ -326,21 +321,16 @@ impl Roster {
         let after = q
             .cursor
             .as_deref()
-            .map(cursor::decode_text_oid)
+            .map(cursor::decode_name_key)
             .transpose()?;
         let docs = self
             .store
-            .list_conversations(
-                scope,
-                &filter,
-                after.as_ref().map(|a| a.0.as_str()),
-                limit + 1,
-            )
+            .list_conversations(scope, &filter, after.as_deref(), limit + 1)
             .await?;
         let page = self.page(
             docs,
             limit,
-            |c| cursor::encode_text_oid(c.name_key.as_deref().unwrap_or(""), c.id),
+            |c| cursor::encode_name_key(c.name_key.as_deref().unwrap_or("")),
             |c| c,
         );
         Ok(Page {
@@ -848,15 +838,14 @@ impl Roster {
         status: &[MemberStatus],
         moderator: bool,
     ) -> Result<MemberList> {
-        use crate::domain::search::{MAX_PREFIX_CHARS, name_key};
-        let key = name_key(prefix);
         let mut fields = Vec::new();
-        if key.is_empty() || prefix.chars().count() > MAX_PREFIX_CHARS {
-            fields.push(FieldError::new(
-                "name_prefix",
-                format!("1-{MAX_PREFIX_CHARS} characters, not only spaces"),
-            ));
-        }
+        let key = match crate::domain::search::prefix_key(prefix) {
+            Ok(key) => key,
+            Err(e) => {
+                fields.push(e);
+                String::new()
+            }
+        };
         if q.role.is_some() {
             fields.push(FieldError::new("role", "not with name_prefix"));
         }
@@ -870,23 +859,16 @@ impl Roster {
         let after = q
             .cursor
             .as_deref()
-            .map(cursor::decode_text_oid)
+            .map(cursor::decode_name_key)
             .transpose()?;
         let docs = self
             .store
-            .search_members(
-                scope,
-                id,
-                &key,
-                status,
-                after.as_ref().map(|a| a.0.as_str()),
-                limit + 1,
-            )
+            .search_members(scope, id, &key, status, after.as_deref(), limit + 1)
             .await?;
         let page = self.page(
             docs,
             limit,
-            |m| cursor::encode_text_oid(m.name_key.as_deref().unwrap_or(""), m.id),
+            |m| cursor::encode_name_key(m.name_key.as_deref().unwrap_or("")),
             |m| m,
         );
         Ok(MemberList::Full(Page {
