@@ -49,6 +49,33 @@ fn body(mib: u64) -> reqwest::Body {
     reqwest::Body::wrap_stream(stream)
 }
 
+/// Samples this process's RSS every 5 ms until stopped; `stop` returns the peak, KiB.
+struct PeakRss {
+    peak: Arc<AtomicU64>,
+    sampling: tokio::task::JoinHandle<()>,
+}
+
+impl PeakRss {
+    fn start() -> PeakRss {
+        let peak = Arc::new(AtomicU64::new(rss_kib()));
+        let sampling = {
+            let peak = peak.clone();
+            tokio::spawn(async move {
+                loop {
+                    peak.fetch_max(rss_kib(), Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+        };
+        PeakRss { peak, sampling }
+    }
+
+    fn stop(self) -> u64 {
+        self.sampling.abort();
+        self.peak.load(Ordering::Relaxed).max(rss_kib())
+    }
+}
+
 /// A 16000×4000 RGB PNG (a smooth gradient: about a megabyte encoded). The raw pixels are
 /// freed before it returns (a large allocation goes back to the system at once).
 fn large_png() -> anyhow::Result<Vec<u8>> {
@@ -85,16 +112,7 @@ async fn png_storm(
     png: &[u8],
     n: usize,
 ) -> anyhow::Result<(f64, u64, f64)> {
-    let peak = Arc::new(AtomicU64::new(rss_kib()));
-    let sampling = {
-        let peak = peak.clone();
-        tokio::spawn(async move {
-            loop {
-                peak.fetch_max(rss_kib(), Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-    };
+    let peak = PeakRss::start();
     let deferred_before = metric(client, admin, "roster_thumbnails_deferred_total").await?;
     let started = Instant::now();
     let uploads = (0..n).map(|i| {
@@ -124,14 +142,10 @@ async fn png_storm(
             break;
         }
     }
-    sampling.abort();
+    let peak = peak.stop();
     let deferred =
         metric(client, admin, "roster_thumbnails_deferred_total").await? - deferred_before;
-    Ok((
-        started.elapsed().as_secs_f64(),
-        peak.load(Ordering::Relaxed).max(rss_kib()),
-        deferred,
-    ))
+    Ok((started.elapsed().as_secs_f64(), peak, deferred))
 }
 
 struct Run {
@@ -142,18 +156,8 @@ struct Run {
 }
 
 async fn upload(client: &reqwest::Client, url: &str, token: &str, mib: u64) -> anyhow::Result<Run> {
-    let peak = Arc::new(AtomicU64::new(0));
     let before = rss_kib();
-    peak.store(before, Ordering::Relaxed);
-    let sampling = {
-        let peak = peak.clone();
-        tokio::spawn(async move {
-            loop {
-                peak.fetch_max(rss_kib(), Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-    };
+    let peak = PeakRss::start();
     let part = reqwest::multipart::Part::stream_with_length(body(mib), mib * 1024 * 1024)
         .file_name("big.pdf")
         .mime_str("application/pdf")?;
@@ -167,13 +171,13 @@ async fn upload(client: &reqwest::Client, url: &str, token: &str, mib: u64) -> a
         .await?;
     let status = r.status();
     let text = r.text().await?;
-    sampling.abort();
+    let peak = peak.stop();
     anyhow::ensure!(status.as_u16() == 201, "upload answered {status}: {text}");
     Ok(Run {
         mib,
         seconds: started.elapsed().as_secs_f64(),
         before_kib: before,
-        peak_kib: peak.load(Ordering::Relaxed).max(rss_kib()),
+        peak_kib: peak,
     })
 }
 

@@ -1501,12 +1501,13 @@ async fn metric(app: &TestApp, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-#[tokio::test]
-async fn a_thumbnail_that_finds_the_decoders_busy_is_deferred_and_made_by_the_sweeper() {
-    let mut settings = crate::helpers::test_settings();
+/// An application with one thumbnail decoder (and `settings`' other choices), held by a large
+/// image's decode when it returns; then a small image is uploaded. Returns the application,
+/// the small image's id and the `media_files` collection.
+async fn small_upload_behind_a_busy_decoder(
+    mut settings: roster::config::Settings,
+) -> (TestApp, String, mongodb::Collection<bson::Document>) {
     settings.media.thumbnail_concurrency = 1;
-    settings.media.thumbnail_queue = 0;
-    settings.media.thumbnail_retry_secs = 1;
     settings.moderation.sweep_interval_secs = 1;
     // Encoded first: a pause of seconds between two requests lets the server close the
     // client's pooled connection just as it is reused.
@@ -1525,14 +1526,24 @@ async fn a_thumbnail_that_finds_the_decoders_busy_is_deferred_and_made_by_the_sw
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let small = upload(&app, &alice, Some(&conv), small, "small.png", "image/png").await;
-    assert_eq!(small.status, 201, "{}", small.body);
-    let id = small.body["id"].as_str().unwrap().to_owned();
-    let oid = bson::oid::ObjectId::parse_str(&id).unwrap();
+    let r = upload(&app, &alice, Some(&conv), small, "small.png", "image/png").await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_owned();
     let media = app
         .store
         .database()
         .collection::<bson::Document>("media_files");
+    (app, id, media)
+}
+
+#[tokio::test]
+async fn a_thumbnail_that_finds_the_decoders_busy_is_deferred_and_made_by_the_sweeper() {
+    let mut settings = crate::helpers::test_settings();
+    settings.media.thumbnail_queue = 0;
+    settings.media.thumbnail_retry_secs = 1;
+    let (app, id, media) = small_upload_behind_a_busy_decoder(settings).await;
+    let alice = app.user("alice");
+    let oid = bson::oid::ObjectId::parse_str(&id).unwrap();
     // The queue holds none: it is deferred at once, not queued behind the large one.
     let mut deferred = None;
     for _ in 0..200 {
@@ -1579,40 +1590,15 @@ async fn a_thumbnail_that_finds_the_decoders_busy_is_deferred_and_made_by_the_sw
         t.get("retry_at").is_none() && t.get("attempts").is_none(),
         "{t}"
     );
-    println!(
-        "large decode + deferred retry took {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
 }
 
 #[tokio::test]
 async fn an_upload_records_its_thumbnail_as_pending_so_one_left_by_a_dead_process_is_made() {
-    let mut settings = crate::helpers::test_settings();
-    settings.media.thumbnail_concurrency = 1;
-    settings.moderation.sweep_interval_secs = 1;
-    let (large, small) = (real_png(4000, 3000), real_png(640, 480));
-    let app = crate::helpers::spawn_app_with(settings).await;
-    let conv = app.create_group("alice", &[]).await;
-    let alice = app.user("alice");
-    let r = upload(&app, &alice, Some(&conv), large, "big.png", "image/png").await;
-    assert_eq!(r.status, 201, "{}", r.body);
-    let started = std::time::Instant::now();
-    while metric(&app, "roster_thumbnails_decoding").await < 1.0 {
-        assert!(
-            started.elapsed().as_secs() < 20,
-            "the large decode never started"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
     // While it waits for the decoder, the small one's record says a thumbnail is coming.
-    let r = upload(&app, &alice, Some(&conv), small, "small.png", "image/png").await;
-    assert_eq!(r.status, 201, "{}", r.body);
-    let id = r.body["id"].as_str().unwrap().to_owned();
+    let (app, id, media) =
+        small_upload_behind_a_busy_decoder(crate::helpers::test_settings()).await;
+    let alice = app.user("alice");
     let oid = bson::oid::ObjectId::parse_str(&id).unwrap();
-    let media = app
-        .store
-        .database()
-        .collection::<bson::Document>("media_files");
     let doc = media
         .find_one(bson::doc! { "_id": oid })
         .await
