@@ -87,6 +87,8 @@ async fn main() -> anyhow::Result<()> {
     (rl.tenant_per_sec, rl.tenant_burst) = (1_000_000, 1_000_000);
     (rl.user_per_sec, rl.user_burst) = (1_000_000, 1_000_000);
     settings.http.bind = "127.0.0.1:0".into();
+    // Two applications in one process: each takes free ports for both listeners.
+    settings.http.admin_bind = "127.0.0.1:0".into();
     settings.log.level = "warn".into();
     roster::telemetry::init(&settings.log);
 
