@@ -22,6 +22,9 @@ pub enum JoinPolicy {
     /// Any user of the tenant joins by themself (`POST …/join`), in the default role; bans
     /// and `max_members` still hold.
     Open,
+    /// Users ask (`POST …/join-requests`, Telegram's join requests, Matrix's knock); members
+    /// with `can_add_members` approve or decline. Invitations and invite links work too.
+    Request,
     /// Only server tokens add members.
     Closed,
 }
@@ -32,6 +35,7 @@ impl JoinPolicy {
         match self {
             JoinPolicy::Invite => "invite",
             JoinPolicy::Open => "open",
+            JoinPolicy::Request => "request",
             JoinPolicy::Closed => "closed",
         }
     }

@@ -65,6 +65,9 @@ error_codes! {
     MemberMuted => (403, "member_muted", "Member muted"),
     /// The conversation's join policy is `closed`: only server tokens add members.
     ConversationClosed => (403, "conversation_closed", "Conversation closed"),
+    /// The conversation's join policy is `request`: ask with `POST …/join-requests` and wait
+    /// for a member with `can_add_members` to approve.
+    ApprovalRequired => (403, "approval_required", "Approval required"),
     /// No such route.
     NotFound => (404, "not_found", "Not found"),
     /// No such tenant (platform API).
@@ -81,12 +84,24 @@ error_codes! {
     WebhookNotFound => (404, "webhook_not_found", "Webhook not found"),
     /// No such conversation in this tenant, or the caller cannot see it.
     ConversationNotFound => (404, "conversation_not_found", "Conversation not found"),
+    /// No such invitation for the caller, or it was already answered or revoked.
+    InvitationNotFound => (404, "invitation_not_found", "Invitation not found"),
+    /// No such invite link in this tenant, or it was revoked.
+    InviteLinkNotFound => (404, "invite_link_not_found", "Invite link not found"),
+    /// No such pending join request in the conversation.
+    JoinRequestNotFound => (404, "join_request_not_found", "Join request not found"),
     /// The user has no current membership in the conversation.
     NotAMember => (404, "not_a_member", "Not a member"),
     /// The method is not allowed on this route.
     MethodNotAllowed => (405, "method_not_allowed", "Method not allowed"),
     /// The user is already an active (or muted) member.
     MemberExists => (409, "member_exists", "Already a member"),
+    /// The user already has a pending invitation to this conversation.
+    InvitationExists => (409, "invitation_exists", "Invitation exists"),
+    /// The user already has a pending join request in this conversation.
+    JoinRequestExists => (409, "join_request_exists", "Join request exists"),
+    /// The conversation is `open`: join it with `POST …/join` instead of asking.
+    ConversationOpen => (409, "conversation_open", "Conversation open"),
     /// A tenant with this id exists.
     TenantExists => (409, "tenant_exists", "Tenant exists"),
     /// The conversation has reached its `settings.max_members`.
@@ -107,6 +122,12 @@ error_codes! {
     WebhookLimit => (409, "webhook_limit", "Too many webhooks"),
     /// The catalog edit would drop or demote a role that members hold.
     RoleInUse => (409, "role_in_use", "Role in use"),
+    /// The invitation's `expires_at` has passed.
+    InvitationExpired => (410, "invitation_expired", "Invitation expired"),
+    /// The invite link's `expires_at` has passed.
+    InviteLinkExpired => (410, "invite_link_expired", "Invite link expired"),
+    /// The invite link has been used `max_uses` times.
+    InviteLinkExhausted => (410, "invite_link_exhausted", "Invite link exhausted"),
     /// `If-Match` names a version that is no longer current (someone changed it since it was
     /// read); read it again and re-apply the edit.
     PreconditionFailed => (412, "precondition_failed", "Precondition failed"),

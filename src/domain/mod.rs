@@ -11,6 +11,7 @@ pub mod moderation;
 pub mod role;
 pub mod rules;
 pub mod search;
+pub mod ways_in;
 
 pub use conversation::{ConversationType, JoinPolicy};
 pub use error::{ErrorCode, FieldError};

@@ -107,6 +107,55 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         resource("/v1/conversations/{conversation_id}/join").route(web::post().to(members::join)),
     )
     .service(
+        resource("/v1/conversations/{conversation_id}/invitations")
+            .route(web::get().to(ways_in::conversation_invitations))
+            .route(web::post().to(ways_in::invite)),
+    )
+    .service(
+        resource("/v1/conversations/{conversation_id}/invitations/{invitation_id}")
+            .route(web::delete().to(ways_in::revoke_invitation)),
+    )
+    .service(resource("/v1/invitations").route(web::get().to(ways_in::my_invitations)))
+    .service(
+        resource("/v1/invitations/{invitation_id}/accept")
+            .route(web::post().to(ways_in::accept_invitation)),
+    )
+    .service(
+        resource("/v1/invitations/{invitation_id}/decline")
+            .route(web::post().to(ways_in::decline_invitation)),
+    )
+    .service(
+        resource("/v1/conversations/{conversation_id}/join-requests")
+            .route(web::get().to(ways_in::conversation_join_requests))
+            .route(web::post().to(ways_in::ask_to_join)),
+    )
+    .service(
+        resource("/v1/conversations/{conversation_id}/join-requests/{request_id}")
+            .route(web::delete().to(ways_in::cancel_join_request)),
+    )
+    .service(
+        resource("/v1/conversations/{conversation_id}/join-requests/{request_id}/approve")
+            .route(web::post().to(ways_in::approve_join_request)),
+    )
+    .service(
+        resource("/v1/conversations/{conversation_id}/join-requests/{request_id}/decline")
+            .route(web::post().to(ways_in::decline_join_request)),
+    )
+    .service(resource("/v1/join-requests").route(web::get().to(ways_in::my_join_requests)))
+    .service(
+        resource("/v1/conversations/{conversation_id}/invite-links")
+            .route(web::get().to(ways_in::invite_links))
+            .route(web::post().to(ways_in::create_invite_link)),
+    )
+    .service(
+        resource("/v1/conversations/{conversation_id}/invite-links/{code}")
+            .route(web::delete().to(ways_in::revoke_invite_link)),
+    )
+    .service(
+        resource("/v1/invite-links/{code}").route(web::get().to(ways_in::preview_invite_link)),
+    )
+    .service(resource("/v1/invite-links/{code}/join").route(web::post().to(ways_in::join_by_link)))
+    .service(
         resource("/v1/conversations/{conversation_id}/members/{user_id}/ban")
             .route(web::post().to(moderation::ban))
             .route(web::delete().to(moderation::unban)),

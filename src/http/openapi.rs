@@ -22,6 +22,12 @@ use super::routes::*;
         conversations::list, conversations::create, conversations::get, conversations::update, conversations::delete,
         members::add, members::list, members::get, members::update, members::remove, members::leave, members::join,
         members::settings, members::read,
+        ways_in::invite, ways_in::conversation_invitations, ways_in::revoke_invitation,
+        ways_in::my_invitations, ways_in::accept_invitation, ways_in::decline_invitation,
+        ways_in::ask_to_join, ways_in::conversation_join_requests, ways_in::cancel_join_request,
+        ways_in::approve_join_request, ways_in::decline_join_request, ways_in::my_join_requests,
+        ways_in::create_invite_link, ways_in::invite_links, ways_in::revoke_invite_link,
+        ways_in::preview_invite_link, ways_in::join_by_link,
         moderation::ban, moderation::unban, moderation::mute, moderation::unmute, moderation::transfer,
         moderation::permissions, moderation::audit,
         authorize::one, authorize::batch,
@@ -42,6 +48,7 @@ use super::routes::*;
         (name = "users", description = "User profiles and conversation lists"),
         (name = "conversations", description = "Group and direct conversations"),
         (name = "members", description = "Membership: add, list, change role, remove, leave, join"),
+        (name = "ways_in", description = "Invitations, join requests and invite links: the ways into a conversation besides being added"),
         (name = "moderation", description = "Ban, mute, ownership transfer, permission explanations, audit trail"),
         (name = "activity", description = "Message activity reported by the messaging service"),
         (name = "media", description = "Media files: uploads, metadata, signed URLs, content (seed 002)"),
@@ -241,9 +248,14 @@ impl Modify for ParameterShapes {
             let compact = op.operation_id.as_deref() == Some("members_list");
             for p in op.parameters.iter_mut().flatten() {
                 let shape = match (&p.parameter_in, p.name.as_str()) {
-                    (ParameterIn::Path, "conversation_id" | "media_id" | "webhook_id") => {
+                    (
+                        ParameterIn::Path,
+                        "conversation_id" | "media_id" | "webhook_id" | "invitation_id"
+                        | "request_id",
+                    ) => {
                         text("^[0-9a-fA-F]{24}$")
                     }
+                    (ParameterIn::Path, "code") => text("^[A-Za-z0-9_-]{22}$"),
                     (ParameterIn::Path, "tenant_id") => text("^[a-z0-9][a-z0-9-]{0,61}[a-z0-9]$"),
                     (ParameterIn::Path, "user_id") => text("^[A-Za-z0-9._@:-]{1,128}$"),
                     (ParameterIn::Path, "kid") => {

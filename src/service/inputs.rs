@@ -155,7 +155,7 @@ pub struct PatchConversationBody {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]
     pub avatar_url: Option<Option<String>>,
-    /// `settings.join_policy` of a group: `invite`, `open` or `closed` (a direct conversation
+    /// `settings.join_policy` of a group: `invite`, `open`, `request` or `closed` (a direct conversation
     /// keeps `invite`: `direct_conversation`).
     pub join_policy: Option<crate::domain::JoinPolicy>,
 }
@@ -255,7 +255,7 @@ pub struct ListConversationsQuery {
     #[serde(rename = "type")]
     #[param(rename = "type", value_type = Option<ConversationType>)]
     pub kind: Option<ConversationType>,
-    /// Only this join policy (user tokens: `open`, the only one they list).
+    /// Only this join policy (user tokens: `open`, the default, or `request`).
     #[param(value_type = Option<crate::domain::JoinPolicy>)]
     pub join_policy: Option<crate::domain::JoinPolicy>,
     /// Only conversations whose name starts with this (1–100 characters; case, accents and

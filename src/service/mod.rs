@@ -14,6 +14,7 @@ pub mod self_service;
 pub mod settings;
 pub mod thumbnails;
 pub mod views;
+pub mod ways_in;
 pub mod webhooks;
 
 use crate::domain::JoinPolicy;
@@ -283,8 +284,9 @@ impl Roster {
 
     /// `GET /v1/conversations`: the tenant's directory in name order — for server tokens every
     /// live conversation (filtered by `type`, `join_policy`, `name_prefix`); for user tokens
-    /// the `open` groups, which they may join. Errors: `validation_failed` (a user asking for
-    /// another policy or kind; a blank or long prefix), `invalid_cursor`.
+    /// the `open` groups, which they may join, or with `join_policy=request` the groups they
+    /// may ask to join. Errors: `validation_failed` (a user asking for another policy or kind;
+    /// a blank or long prefix), `invalid_cursor`.
     pub async fn list_conversations(
         &self,
         scope: &TenantScope,
@@ -297,16 +299,17 @@ impl Roster {
             prefix: None,
         };
         if scope.user().is_some() {
-            if q.join_policy.is_some_and(|p| p != JoinPolicy::Open) {
+            let policy = q.join_policy.unwrap_or(JoinPolicy::Open);
+            if !matches!(policy, JoinPolicy::Open | JoinPolicy::Request) {
                 fields.push(FieldError::new(
                     "join_policy",
-                    "users list the `open` conversations",
+                    "users list the `open` or `request` conversations",
                 ));
             }
             if q.kind == Some(ConversationType::Direct) {
-                fields.push(FieldError::new("type", "users list `open` groups"));
+                fields.push(FieldError::new("type", "users list groups"));
             }
-            filter.join_policy = Some(JoinPolicy::Open);
+            filter.join_policy = Some(policy);
         }
         if let Some(p) = q.name_prefix.as_deref() {
             match crate::domain::search::prefix_key(p) {

@@ -47,6 +47,26 @@ pub mod action {
     pub const CONVERSATION_UPDATED: &str = "conversation.updated";
     /// The conversation was deleted.
     pub const CONVERSATION_DELETED: &str = "conversation.deleted";
+    /// A user was invited.
+    pub const INVITATION_CREATED: &str = "invitation.created";
+    /// An invitation was accepted (the member's `member.added` comes with it).
+    pub const INVITATION_ACCEPTED: &str = "invitation.accepted";
+    /// An invitation was declined.
+    pub const INVITATION_DECLINED: &str = "invitation.declined";
+    /// An invitation was revoked.
+    pub const INVITATION_REVOKED: &str = "invitation.revoked";
+    /// A user asked to join.
+    pub const JOIN_REQUEST_CREATED: &str = "join_request.created";
+    /// A join request was approved (the member's `member.added` comes with it).
+    pub const JOIN_REQUEST_APPROVED: &str = "join_request.approved";
+    /// A join request was declined.
+    pub const JOIN_REQUEST_DECLINED: &str = "join_request.declined";
+    /// A join request was withdrawn by its user.
+    pub const JOIN_REQUEST_CANCELLED: &str = "join_request.cancelled";
+    /// An invite link was made.
+    pub const INVITE_LINK_CREATED: &str = "invite_link.created";
+    /// An invite link was revoked.
+    pub const INVITE_LINK_REVOKED: &str = "invite_link.revoked";
 }
 
 impl AuditActor {

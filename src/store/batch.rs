@@ -44,6 +44,10 @@ use crate::domain::{
 };
 use crate::error::Problem;
 
+mod ways_in;
+
+pub(super) use ways_in::link_join;
+
 /// One membership operation on one conversation, as the writer queues it.
 #[derive(Debug, Clone)]
 pub enum WriteOp {
@@ -67,6 +71,24 @@ pub enum WriteOp {
     Unmute(ExternalUserId),
     /// Move the top role to a present member.
     Transfer(ExternalUserId),
+    /// Invite a user (a member with `can_add_members`, or a server token).
+    Invite(Box<super::ways_in::NewInvitation>),
+    /// Withdraw a pending invitation.
+    RevokeInvitation(ObjectId),
+    /// The invitee accepts (`true`) or declines (`false`) an invitation.
+    AnswerInvitation(ObjectId, bool),
+    /// The caller asks to join a `request` conversation, with an optional message.
+    AskToJoin(Option<String>),
+    /// Approve (`true`) or decline (`false`) the join request of the named user.
+    DecideJoinRequest(ObjectId, ExternalUserId, bool),
+    /// The caller withdraws their pending join request.
+    CancelJoinRequest(ObjectId),
+    /// Make an invite link.
+    CreateInviteLink(Box<super::ways_in::NewInviteLink>),
+    /// Revoke the invite link with this code.
+    RevokeInviteLink(String),
+    /// The caller joins through the invite link with this code.
+    JoinByLink(String),
 }
 
 impl WriteOp {
@@ -80,8 +102,18 @@ impl WriteOp {
             | WriteOp::Unban(t)
             | WriteOp::Mute(t, _)
             | WriteOp::Unmute(t)
-            | WriteOp::Transfer(t) => vec![t.as_str()],
-            WriteOp::Leave | WriteOp::Join => Vec::new(),
+            | WriteOp::Transfer(t)
+            | WriteOp::DecideJoinRequest(_, t, _) => vec![t.as_str()],
+            WriteOp::Invite(new) => vec![new.user.as_str()],
+            WriteOp::Leave
+            | WriteOp::Join
+            | WriteOp::RevokeInvitation(_)
+            | WriteOp::AnswerInvitation(..)
+            | WriteOp::AskToJoin(_)
+            | WriteOp::CancelJoinRequest(_)
+            | WriteOp::CreateInviteLink(_)
+            | WriteOp::RevokeInviteLink(_)
+            | WriteOp::JoinByLink(_) => Vec::new(),
         }
     }
 }
@@ -95,6 +127,12 @@ pub enum WriteOutput {
     Member(Box<MemberDoc>),
     /// A transfer: the new holder of the top role and the previous one (if any).
     Transferred(Box<MemberDoc>, Option<Box<MemberDoc>>),
+    /// An invitation as the operation left it.
+    Invitation(Box<super::ways_in::InvitationDoc>),
+    /// A join request as the operation left it.
+    JoinRequest(Box<super::ways_in::JoinRequestDoc>),
+    /// An invite link as the operation left it.
+    InviteLink(Box<super::ways_in::InviteLinkDoc>),
 }
 
 /// One operation of a batch: who asks, what, and the request id its audit events carry.
@@ -109,6 +147,33 @@ pub struct BatchItem {
 }
 
 type Step<T> = Result<T, Problem>;
+
+/// The answer of an admission of one user: the member, or why not.
+fn only_member(outcome: Step<Vec<AddOutcome>>) -> Step<MemberDoc> {
+    match outcome?.pop() {
+        Some(AddOutcome::Added(m)) => Ok(*m),
+        Some(AddOutcome::Banned) => Err(Problem::new(
+            ErrorCode::MemberBanned,
+            "banned from this conversation",
+        )),
+        Some(AddOutcome::Refused(p)) => Err(p),
+        Some(AddOutcome::AlreadyMember) | None => Err(member_exists()),
+    }
+}
+
+fn member_exists() -> Problem {
+    Problem::new(
+        ErrorCode::MemberExists,
+        "already a member of this conversation",
+    )
+}
+
+fn closed() -> Problem {
+    Problem::new(
+        ErrorCode::ConversationClosed,
+        "the conversation's join policy is `closed`: only server tokens add members",
+    )
+}
 
 fn direct(detail: &str) -> Problem {
     Problem::new(ErrorCode::DirectConversation, detail)
@@ -456,6 +521,7 @@ impl Working<'_> {
                     patch(b);
                 }
             }
+            WriteOutput::Invitation(_) | WriteOutput::JoinRequest(_) | WriteOutput::InviteLink(_) => {}
         }
     }
 
@@ -562,6 +628,37 @@ impl Working<'_> {
                 .transfer(s, it, t)
                 .await?
                 .map(|(a, b)| WriteOutput::Transferred(Box::new(a), b.map(Box::new))),
+            WriteOp::Invite(new) => self
+                .invite(s, it, new)
+                .await?
+                .map(|i| WriteOutput::Invitation(Box::new(i))),
+            WriteOp::RevokeInvitation(id) => self
+                .revoke_invitation(s, it, *id)
+                .await?
+                .map(|i| WriteOutput::Invitation(Box::new(i))),
+            WriteOp::AnswerInvitation(id, accept) => {
+                self.answer_invitation(s, it, *id, *accept).await?
+            }
+            WriteOp::AskToJoin(message) => self
+                .ask_to_join(s, it, message.clone(), None)
+                .await?
+                .map(|r| WriteOutput::JoinRequest(Box::new(r))),
+            WriteOp::DecideJoinRequest(id, user, approve) => {
+                self.decide_join_request(s, it, *id, user, *approve).await?
+            }
+            WriteOp::CancelJoinRequest(id) => self
+                .cancel_join_request(s, it, *id)
+                .await?
+                .map(|r| WriteOutput::JoinRequest(Box::new(r))),
+            WriteOp::CreateInviteLink(new) => self
+                .create_invite_link(s, it, new)
+                .await?
+                .map(|l| WriteOutput::InviteLink(Box::new(l))),
+            WriteOp::RevokeInviteLink(code) => self
+                .revoke_invite_link(s, it, code)
+                .await?
+                .map(|l| WriteOutput::InviteLink(Box::new(l))),
+            WriteOp::JoinByLink(code) => self.join_by_link(s, it, code).await?,
         })
     }
 
@@ -571,27 +668,35 @@ impl Working<'_> {
         it: &BatchItem,
         items: &[NewMember],
     ) -> mongodb::error::Result<Step<Vec<AddOutcome>>> {
-        let (acting, me) = match self.acting(&it.scope) {
+        let (acting, me) = match self.approver(it) {
             Ok(a) => a,
             Err(p) => return Ok(Err(p)),
         };
+        self.admit(s, it, &acting, me.map(|m| m.user_id), items, None)
+            .await
+    }
+
+    /// The caller as someone who lets others in (adds, invites, makes invite links, decides
+    /// join requests): a server token, or a present member with `can_add_members`, in a
+    /// group whose policy is not `closed` to users. Errors: `conversation_not_found` (not a
+    /// member), `direct_conversation`, `missing_permission`, `conversation_closed`.
+    fn approver(&self, it: &BatchItem) -> Step<(Acting, Option<MemberDoc>)> {
+        let (acting, me) = self.acting(&it.scope)?;
         if self.conv().kind == ConversationType::Direct {
-            return Ok(Err(direct(
+            return Err(direct(
                 "members cannot be added to a direct conversation",
-            )));
+            ));
         }
-        if let Err(v) = rules::check_may_add(&acting) {
-            return Ok(Err(v.into()));
+        rules::check_may_add(&acting)?;
+        if it.scope.user().is_some() && self.closed() {
+            return Err(closed());
         }
-        if it.scope.user().is_some()
-            && self.conv().settings.join_policy == JoinPolicy::Closed.as_str()
-        {
-            return Ok(Err(Problem::new(
-                ErrorCode::ConversationClosed,
-                "the conversation's join policy is `closed`: only server tokens add members",
-            )));
-        }
-        self.admit(s, it, &acting, me, items, None).await
+        Ok((acting, me))
+    }
+
+    /// The conversation's join policy is `closed`.
+    fn closed(&self) -> bool {
+        self.conv().settings.join_policy == JoinPolicy::Closed.as_str()
     }
 
     /// The caller joins an `open` conversation in the catalog's default role (`member.added`
@@ -610,12 +715,17 @@ impl Working<'_> {
         };
         let prior = self.member(user.as_str()).cloned();
         if prior.as_ref().is_some_and(|m| m.status.is_present()) {
-            return Ok(Err(Problem::new(
-                ErrorCode::MemberExists,
-                "already a member of this conversation",
-            )));
+            return Ok(Err(member_exists()));
         }
         let conv = self.conv();
+        if conv.kind == ConversationType::Group
+            && conv.settings.join_policy == JoinPolicy::Request.as_str()
+        {
+            return Ok(Err(Problem::new(
+                ErrorCode::ApprovalRequired,
+                "the conversation's join policy is `request`: ask with POST …/join-requests",
+            )));
+        }
         if conv.kind == ConversationType::Direct
             || conv.settings.join_policy != JoinPolicy::Open.as_str()
         {
@@ -625,35 +735,21 @@ impl Working<'_> {
             user: user.clone(),
             role: None,
         }];
-        let outcome = match self
+        let outcome = self
             .admit(s, it, &Acting::Server, None, &items, Some("joined"))
-            .await?
-        {
-            Ok(mut outcomes) => outcomes.pop(),
-            Err(p) => return Ok(Err(p)),
-        };
-        Ok(match outcome {
-            Some(AddOutcome::Added(m)) => Ok(*m),
-            Some(AddOutcome::Banned) => Err(Problem::new(
-                ErrorCode::MemberBanned,
-                "banned from this conversation",
-            )),
-            Some(AddOutcome::Refused(p)) => Err(p),
-            Some(AddOutcome::AlreadyMember) | None => Err(Problem::new(
-                ErrorCode::MemberExists,
-                "already a member of this conversation",
-            )),
-        })
+            .await?;
+        Ok(only_member(outcome))
     }
 
-    /// Adds `items` as `acting` (`me`: its membership, recorded as `invited_by`), the event's
-    /// reason `reason`: per-item outcomes, or the whole batch refused (`conversation_full`).
+    /// Adds `items` as `acting` (`invited_by`: the `users._id` recorded as
+    /// `activity.invited_by`), the event's reason `reason`: per-item outcomes, or the whole
+    /// batch refused (`conversation_full`).
     async fn admit(
         &mut self,
         s: &mut ClientSession,
         it: &BatchItem,
         acting: &Acting,
-        me: Option<MemberDoc>,
+        invited_by: Option<ObjectId>,
         items: &[NewMember],
         reason: Option<&str>,
     ) -> mongodb::error::Result<Step<Vec<AddOutcome>>> {
@@ -718,7 +814,6 @@ impl Working<'_> {
         if !limited.is_empty() {
             self.touch_conversation = true;
         }
-        let invited_by = me.as_ref().map(|m| m.user_id);
         for (i, role) in to_join {
             let item = &items[i];
             let prior = self.member(item.user.as_str()).cloned();

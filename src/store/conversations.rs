@@ -459,7 +459,7 @@ impl Store {
     }
 
     /// Step (2) of a deletion: memberships in batches, the conversation's media (bytes and
-    /// documents), the audit trail if the tenant's `audit_follows_conversation` says so, then
+    /// documents), its invitations, join requests and invite links, the audit trail if the tenant's `audit_follows_conversation` says so, then
     /// the conversation document. Idempotent. Returns how many memberships this call deleted.
     pub async fn finish_deletion(&self, scope: &TenantScope, conv_id: ObjectId) -> Result<u64> {
         let mut gone = 0;
@@ -482,6 +482,10 @@ impl Store {
             .await?;
         if media > 0 {
             tracing::info!(conversation = %conv_id, deleted = media, "deleted a conversation's media");
+        }
+        let ways_in = self.delete_ways_in(scope, conv_id).await?;
+        if ways_in > 0 {
+            tracing::info!(conversation = %conv_id, deleted = ways_in, "deleted a conversation's invitations, join requests and invite links");
         }
         let trail = self.delete_conversation_audit(scope, conv_id).await?;
         if trail > 0 {

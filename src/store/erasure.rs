@@ -32,7 +32,7 @@ pub const LATE_COMMIT_WINDOW_MS: i64 = 15 * 60 * 1000;
 impl Store {
     /// Erases every membership of the user with internal id `user`, their uploaded media if
     /// `purge_media` (kept by default: they belong to the conversations they were shared in),
-    /// then the user document. Returns how many memberships went. Safe to run again after an
+    /// their invitations and join requests, then the user document. Returns how many memberships went. Safe to run again after an
     /// interruption.
     pub async fn erase_user(
         &self,
@@ -49,6 +49,9 @@ impl Store {
         }
         let filter = id_filter(scope, user);
         let external = self.external_ids(scope, &[user]).await?.remove(&user);
+        if let Some(e) = &external {
+            self.erase_ways_in_of(scope, e).await?;
+        }
         let now = DateTime::now();
         self.transaction(async |s| {
             let gone = self

@@ -82,6 +82,28 @@ pub mod kind {
     pub const MEDIA_UPLOADED: &str = "media.uploaded";
     /// A media file was deleted.
     pub const MEDIA_DELETED: &str = "media.deleted";
+    /// A user was invited (`target_user_id`: the invitee; `after`: `invitation_id`, `role`,
+    /// `expires_at`).
+    pub const INVITATION_CREATED: &str = "invitation.created";
+    /// An invitation was accepted (after the invitee's `member.added`, reason `invitation`).
+    pub const INVITATION_ACCEPTED: &str = "invitation.accepted";
+    /// An invitation was declined by its invitee.
+    pub const INVITATION_DECLINED: &str = "invitation.declined";
+    /// An invitation was revoked.
+    pub const INVITATION_REVOKED: &str = "invitation.revoked";
+    /// A user asked to join (`after`: `join_request_id`).
+    pub const JOIN_REQUEST_CREATED: &str = "join_request.created";
+    /// A join request was approved (after the user's `member.added`, reason `join_request`).
+    pub const JOIN_REQUEST_APPROVED: &str = "join_request.approved";
+    /// A join request was declined.
+    pub const JOIN_REQUEST_DECLINED: &str = "join_request.declined";
+    /// A join request was withdrawn by its user.
+    pub const JOIN_REQUEST_CANCELLED: &str = "join_request.cancelled";
+    /// An invite link was made (`after`: `invite_link_id`, `role`, `max_uses`, `expires_at`,
+    /// `requires_approval`; never the code).
+    pub const INVITE_LINK_CREATED: &str = "invite_link.created";
+    /// An invite link was revoked.
+    pub const INVITE_LINK_REVOKED: &str = "invite_link.revoked";
 
     /// Every type, in catalogue order.
     pub const ALL: &[&str] = &[
@@ -106,6 +128,16 @@ pub mod kind {
         USER_ERASED,
         MEDIA_UPLOADED,
         MEDIA_DELETED,
+        INVITATION_CREATED,
+        INVITATION_ACCEPTED,
+        INVITATION_DECLINED,
+        INVITATION_REVOKED,
+        JOIN_REQUEST_CREATED,
+        JOIN_REQUEST_APPROVED,
+        JOIN_REQUEST_DECLINED,
+        JOIN_REQUEST_CANCELLED,
+        INVITE_LINK_CREATED,
+        INVITE_LINK_REVOKED,
     ];
 }
 

@@ -40,6 +40,18 @@ pub const SPEC_FILES: &[(&str, &str)] = &[
     ("events.json", include_str!("../../indexes/events.json")),
     ("webhooks.json", include_str!("../../indexes/webhooks.json")),
     (
+        "invitations.json",
+        include_str!("../../indexes/invitations.json"),
+    ),
+    (
+        "join_requests.json",
+        include_str!("../../indexes/join_requests.json"),
+    ),
+    (
+        "invite_links.json",
+        include_str!("../../indexes/invite_links.json"),
+    ),
+    (
         "idempotency_keys.json",
         include_str!("../../indexes/idempotency_keys.json"),
     ),

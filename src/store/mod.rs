@@ -26,6 +26,7 @@ pub mod settings;
 pub mod tenants;
 pub mod txn;
 pub mod users;
+pub mod ways_in;
 pub mod webhooks;
 pub mod writer;
 
@@ -80,6 +81,12 @@ pub mod names {
     pub const MIGRATIONS: &str = "migrations";
     /// Calls of the platform API.
     pub const PLATFORM_AUDIT: &str = "platform_audit";
+    /// Invitations to conversations.
+    pub const INVITATIONS: &str = "invitations";
+    /// Requests to join `request` conversations.
+    pub const JOIN_REQUESTS: &str = "join_requests";
+    /// Invite links.
+    pub const INVITE_LINKS: &str = "invite_links";
 }
 
 /// Names of the indexes the keyset reads walk (defined in `indexes/*.json`; the explain test

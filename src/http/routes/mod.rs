@@ -13,4 +13,5 @@ pub mod roles;
 pub mod settings;
 pub mod tenants;
 pub mod users;
+pub mod ways_in;
 pub mod webhooks;

@@ -1,0 +1,558 @@
+//! `invitations`, `join_requests` and `invite_links`: the ways into a conversation besides
+//! being added (rules in [`crate::domain::ways_in`]). Every change to them goes through the
+//! conversation's writer ([`super::batch`]), in the transaction that admits the member, so a
+//! link's `uses`, `max_members`, bans and the one-pending-item rule hold under concurrency.
+//! This module holds the documents and the reads.
+
+use bson::oid::ObjectId;
+use bson::{DateTime, Document, doc};
+use mongodb::Collection;
+use serde::{Deserialize, Serialize};
+
+use super::batch::{WriteOp, WriteOutput};
+use super::docs::MemberDoc;
+use super::members::unexpected;
+use super::{Query, Store, db_error, names, tenant_filter};
+use crate::auth::TenantScope;
+use crate::domain::ways_in::{InvitationStatus, JoinRequestStatus, OPEN_KEY_PENDING};
+use crate::domain::{ConversationId, ErrorCode, ExternalUserId, RoleName};
+use crate::error::{Error, Problem, Result};
+
+/// `invitations`: a member with `can_add_members` (or a server token) asks a user to join.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InvitationDoc {
+    /// Document id (the invitation's id in the API; keyset order, newest last).
+    #[serde(rename = "_id")]
+    pub id: ObjectId,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// `conversations._id`.
+    pub conversation_id: ObjectId,
+    /// The invitee (the tenant's own user id).
+    pub external_user_id: String,
+    /// The role the invitee gets on accepting.
+    pub role: RoleName,
+    /// `users._id` of the inviter (`null`: a server token); becomes the member's
+    /// `activity.invited_by`.
+    pub invited_by: Option<ObjectId>,
+    /// The inviter's external id (`null`: a server token).
+    pub inviter_external_id: Option<String>,
+    /// A note to the invitee (≤ 500 characters).
+    pub message: Option<String>,
+    /// See [`InvitationStatus`].
+    pub status: InvitationStatus,
+    /// [`OPEN_KEY_PENDING`] while pending, else the `_id` in hex (the uniqueness of pending).
+    pub open_key: String,
+    /// When it stops standing (UTC).
+    pub expires_at: DateTime,
+    /// When it was sent (UTC).
+    pub created_at: DateTime,
+    /// When it was answered or revoked.
+    pub decided_at: Option<DateTime>,
+    /// When the TTL index removes it: 30 days after it expires or is answered.
+    pub purge_at: DateTime,
+}
+
+impl InvitationDoc {
+    /// The status as of `now`: a pending invitation past `expires_at` is `expired`.
+    pub fn status_at(&self, now: DateTime) -> InvitationStatus {
+        if self.status == InvitationStatus::Pending && self.expires_at <= now {
+            InvitationStatus::Expired
+        } else {
+            self.status
+        }
+    }
+}
+
+/// `join_requests`: a user asks to join a `request` conversation (or through an invite link
+/// that requires approval).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JoinRequestDoc {
+    /// Document id (keyset order, newest last).
+    #[serde(rename = "_id")]
+    pub id: ObjectId,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// `conversations._id`.
+    pub conversation_id: ObjectId,
+    /// The user asking.
+    pub external_user_id: String,
+    /// What the user says (≤ 500 characters).
+    pub message: Option<String>,
+    /// The role granted on approval (`null`: the catalog's default role then).
+    pub role: Option<RoleName>,
+    /// The invite link it came through, if any.
+    pub invite_link: Option<String>,
+    /// See [`JoinRequestStatus`].
+    pub status: JoinRequestStatus,
+    /// [`OPEN_KEY_PENDING`] while pending, else the `_id` in hex.
+    pub open_key: String,
+    /// When it was made (UTC).
+    pub created_at: DateTime,
+    /// When it was approved, declined or cancelled.
+    pub decided_at: Option<DateTime>,
+    /// Who decided (external id; `null`: a server token, or the user cancelling).
+    pub decided_by: Option<String>,
+    /// When the TTL index removes it (30 days after the decision; `null` while pending).
+    pub purge_at: Option<DateTime>,
+}
+
+/// `invite_links`: a code anyone of the tenant holding it may join with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InviteLinkDoc {
+    /// Document id (keyset order).
+    #[serde(rename = "_id")]
+    pub id: ObjectId,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// `conversations._id`.
+    pub conversation_id: ObjectId,
+    /// The code (22 base64url characters, 128 random bits; unique per tenant).
+    pub code: String,
+    /// A label for the members managing links.
+    pub name: Option<String>,
+    /// The role granted on joining.
+    pub role: RoleName,
+    /// Most joins (`null`: unlimited).
+    pub max_uses: Option<i64>,
+    /// Joins so far (counted in the joining transaction).
+    pub uses: i64,
+    /// When it stops working (UTC; `null`: never).
+    pub expires_at: Option<DateTime>,
+    /// Joining makes a join request instead of a member.
+    pub requires_approval: bool,
+    /// `users._id` of its creator (`null`: a server token); the joiners' `activity.invited_by`.
+    pub created_by: Option<ObjectId>,
+    /// The creator's external id.
+    pub creator_external_id: Option<String>,
+    /// When it was made (UTC).
+    pub created_at: DateTime,
+    /// When it was revoked.
+    pub revoked_at: Option<DateTime>,
+    /// When the TTL index removes it (30 days after it expires or is revoked).
+    pub purge_at: Option<DateTime>,
+}
+
+impl InviteLinkDoc {
+    /// The rule's view of the link.
+    pub fn state(&self) -> crate::domain::ways_in::LinkState {
+        crate::domain::ways_in::LinkState {
+            revoked: self.revoked_at.is_some(),
+            expires_at: self.expires_at.map(DateTime::to_chrono),
+            max_uses: self.max_uses,
+            uses: self.uses,
+        }
+    }
+}
+
+/// `{tenant_id, conversation_id}` with `_id` before `after` (keyset, newest first).
+fn newest_first(mut f: Document, before: Option<ObjectId>, limit: i64) -> (Document, i64) {
+    if let Some(b) = before {
+        f.insert("_id", doc! { "$lt": b });
+    }
+    (f, limit)
+}
+
+impl Store {
+    pub(crate) fn invitations(&self) -> Collection<InvitationDoc> {
+        self.collection(names::INVITATIONS)
+    }
+
+    pub(crate) fn join_requests(&self) -> Collection<JoinRequestDoc> {
+        self.collection(names::JOIN_REQUESTS)
+    }
+
+    pub(crate) fn invite_links(&self) -> Collection<InviteLinkDoc> {
+        self.collection(names::INVITE_LINKS)
+    }
+
+    /// The read of a conversation's invitations or join requests in `status`, newest first,
+    /// before `before` (index `tenant_id_1_conversation_id_1_status_1__id_1` of each).
+    pub fn conversation_items_query(
+        collection: &'static str,
+        scope: &TenantScope,
+        conversation: ObjectId,
+        status: &str,
+        before: Option<ObjectId>,
+        limit: i64,
+    ) -> Query {
+        let mut f = tenant_filter(scope);
+        f.insert("conversation_id", conversation);
+        f.insert("status", status);
+        let (filter, limit) = newest_first(f, before, limit);
+        Query {
+            collection,
+            filter,
+            sort: Some(doc! { "_id": -1 }),
+            limit: Some(limit),
+        }
+    }
+
+    /// The read of a user's own invitations or join requests in `status`, newest first
+    /// (index `tenant_id_1_external_user_id_1_status_1__id_1` of each).
+    pub fn user_items_query(
+        collection: &'static str,
+        scope: &TenantScope,
+        user: &str,
+        status: &str,
+        before: Option<ObjectId>,
+        limit: i64,
+    ) -> Query {
+        let mut f = tenant_filter(scope);
+        f.insert("external_user_id", user);
+        f.insert("status", status);
+        let (filter, limit) = newest_first(f, before, limit);
+        Query {
+            collection,
+            filter,
+            sort: Some(doc! { "_id": -1 }),
+            limit: Some(limit),
+        }
+    }
+
+    /// The read of a conversation's invite links, newest first (index
+    /// `tenant_id_1_conversation_id_1__id_1`).
+    pub fn invite_links_query(
+        scope: &TenantScope,
+        conversation: ObjectId,
+        before: Option<ObjectId>,
+        limit: i64,
+    ) -> Query {
+        let mut f = tenant_filter(scope);
+        f.insert("conversation_id", conversation);
+        let (filter, limit) = newest_first(f, before, limit);
+        Query {
+            collection: names::INVITE_LINKS,
+            filter,
+            sort: Some(doc! { "_id": -1 }),
+            limit: Some(limit),
+        }
+    }
+
+    /// One invitation of the tenant addressed to `user`.
+    pub async fn invitation_for(
+        &self,
+        scope: &TenantScope,
+        id: ObjectId,
+        user: &str,
+    ) -> Result<Option<InvitationDoc>> {
+        let mut f = super::id_filter(scope, id);
+        f.insert("external_user_id", user);
+        self.invitations().find_one(f).await.map_err(db_error)
+    }
+
+    /// One join request of the conversation.
+    pub async fn join_request(
+        &self,
+        scope: &TenantScope,
+        conversation: ObjectId,
+        id: ObjectId,
+    ) -> Result<Option<JoinRequestDoc>> {
+        let mut f = super::id_filter(scope, id);
+        f.insert("conversation_id", conversation);
+        self.join_requests().find_one(f).await.map_err(db_error)
+    }
+
+    /// The tenant's invite link with this code (revoked ones too).
+    pub async fn invite_link(&self, scope: &TenantScope, code: &str) -> Result<Option<InviteLinkDoc>> {
+        self.invite_links()
+            .find_one(Self::invite_link_filter(scope, code))
+            .await
+            .map_err(db_error)
+    }
+
+    /// `{tenant_id, code}`: the unique index `tenant_id_1_code_1`.
+    pub(crate) fn invite_link_filter(scope: &TenantScope, code: &str) -> Document {
+        let mut f = tenant_filter(scope);
+        f.insert("code", code);
+        f
+    }
+
+    /// `{tenant_id, conversation_id, external_user_id, open_key: "pending"}`: the pending
+    /// item of a user in a conversation (the unique index).
+    pub(crate) fn pending_filter(scope: &TenantScope, conversation: ObjectId, user: &str) -> Document {
+        let mut f = tenant_filter(scope);
+        f.insert("conversation_id", conversation);
+        f.insert("external_user_id", user);
+        f.insert("open_key", OPEN_KEY_PENDING);
+        f
+    }
+
+    /// The live conversations (not being deleted) among `ids`.
+    pub async fn live_conversations(
+        &self,
+        scope: &TenantScope,
+        ids: &[ObjectId],
+    ) -> Result<Vec<super::docs::ConversationDoc>> {
+        use futures::TryStreamExt;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut f = super::id_filter(scope, doc! { "$in": ids });
+        f.insert("deleting_at", bson::Bson::Null);
+        self.conversations()
+            .find(f)
+            .await
+            .map_err(db_error)?
+            .try_collect()
+            .await
+            .map_err(db_error)
+    }
+
+    /// Deletes a conversation's invitations, join requests and invite links (its deletion).
+    pub(crate) async fn delete_ways_in(&self, scope: &TenantScope, conversation: ObjectId) -> Result<u64> {
+        let mut f = tenant_filter(scope);
+        f.insert("conversation_id", conversation);
+        let a = self.invitations().delete_many(f.clone()).await.map_err(db_error)?;
+        let b = self.join_requests().delete_many(f.clone()).await.map_err(db_error)?;
+        let c = self.invite_links().delete_many(f).await.map_err(db_error)?;
+        Ok(a.deleted_count + b.deleted_count + c.deleted_count)
+    }
+
+    /// Deletes the invitations to and join requests of an erased user.
+    pub(crate) async fn erase_ways_in_of(&self, scope: &TenantScope, user: &str) -> Result<u64> {
+        let mut f = tenant_filter(scope);
+        f.insert("external_user_id", user);
+        let a = self.invitations().delete_many(f.clone()).await.map_err(db_error)?;
+        let b = self.join_requests().delete_many(f).await.map_err(db_error)?;
+        Ok(a.deleted_count + b.deleted_count)
+    }
+}
+
+/// An invitation to make ([`super::batch::WriteOp::Invite`]).
+#[derive(Debug, Clone)]
+pub struct NewInvitation {
+    /// The invitee.
+    pub user: crate::domain::ExternalUserId,
+    /// The role granted on accepting (`None`: the catalog's default role).
+    pub role: Option<RoleName>,
+    /// A note to the invitee.
+    pub message: Option<String>,
+    /// When it stops standing (UTC).
+    pub expires_at: DateTime,
+}
+
+/// An invite link to make ([`super::batch::WriteOp::CreateInviteLink`]).
+#[derive(Debug, Clone)]
+pub struct NewInviteLink {
+    /// A label.
+    pub name: Option<String>,
+    /// The role granted on joining (`None`: the catalog's default role).
+    pub role: Option<RoleName>,
+    /// Most joins (`None`: unlimited).
+    pub max_uses: Option<i64>,
+    /// When it stops working (`None`: never).
+    pub expires_at: Option<DateTime>,
+    /// Joining makes a join request instead of a member.
+    pub requires_approval: bool,
+}
+
+/// What joining through an invite link made.
+#[derive(Debug, Clone)]
+pub enum LinkJoin {
+    /// A member (the link grants membership at once).
+    Member(Box<MemberDoc>),
+    /// A pending join request (the link requires approval).
+    Request(Box<JoinRequestDoc>),
+}
+
+/// The invitation an operation answered.
+fn invitation_output(out: WriteOutput) -> Result<InvitationDoc> {
+    match out {
+        WriteOutput::Invitation(i) => Ok(*i),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// The join request an operation answered.
+fn join_request_output(out: WriteOutput) -> Result<JoinRequestDoc> {
+    match out {
+        WriteOutput::JoinRequest(r) => Ok(*r),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// The invite link an operation answered.
+fn invite_link_output(out: WriteOutput) -> Result<InviteLinkDoc> {
+    match out {
+        WriteOutput::InviteLink(l) => Ok(*l),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// What an answer to an invitation or a join request made: the member, or the item as it
+/// now stands.
+#[derive(Debug, Clone)]
+pub enum Answered<T> {
+    /// The user became a member.
+    Member(Box<MemberDoc>),
+    /// Declined: the item.
+    Item(Box<T>),
+}
+
+impl Store {
+    /// Invites a user ([`WriteOp::Invite`]). Errors: `conversation_not_found`,
+    /// `direct_conversation`, `missing_permission`, `conversation_closed`, `unknown_role`,
+    /// `insufficient_rank`, `owner_role_locked`, `member_exists`, `member_banned`,
+    /// `invitation_exists`.
+    pub async fn invite(
+        &self,
+        scope: &TenantScope,
+        conversation: ConversationId,
+        new: NewInvitation,
+    ) -> Result<InvitationDoc> {
+        let op = WriteOp::Invite(Box::new(new));
+        invitation_output(self.submit(scope, conversation.object_id(), op).await?)
+    }
+
+    /// Revokes a pending invitation ([`WriteOp::RevokeInvitation`]). Errors:
+    /// `conversation_not_found`, `missing_permission`, `invitation_not_found`.
+    pub async fn revoke_invitation(
+        &self,
+        scope: &TenantScope,
+        conversation: ConversationId,
+        id: ObjectId,
+    ) -> Result<InvitationDoc> {
+        let op = WriteOp::RevokeInvitation(id);
+        invitation_output(self.submit(scope, conversation.object_id(), op).await?)
+    }
+
+    /// The caller (a user) accepts or declines an invitation addressed to them
+    /// ([`WriteOp::AnswerInvitation`]). Errors: `forbidden` (server token),
+    /// `invitation_not_found`, `invitation_expired`, and on accepting those of a join.
+    pub async fn answer_invitation(
+        &self,
+        scope: &TenantScope,
+        id: ObjectId,
+        accept: bool,
+    ) -> Result<Answered<InvitationDoc>> {
+        let Some(user) = scope.user() else {
+            return Err(Error::client(
+                ErrorCode::Forbidden,
+                "only the invitee answers an invitation",
+            ));
+        };
+        let inv = self
+            .invitation_for(scope, id, user.as_str())
+            .await?
+            .ok_or_else(|| {
+                Error::client(ErrorCode::InvitationNotFound, "no such pending invitation")
+            })?;
+        let op = WriteOp::AnswerInvitation(id, accept);
+        Ok(match self.submit(scope, inv.conversation_id, op).await? {
+            WriteOutput::Member(m) => Answered::Member(m),
+            other => Answered::Item(Box::new(invitation_output(other)?)),
+        })
+    }
+
+    /// The caller asks to join a `request` group ([`WriteOp::AskToJoin`]). Errors:
+    /// `forbidden`, `conversation_not_found`, `conversation_open`, `member_exists`,
+    /// `member_banned`, `join_request_exists`.
+    pub async fn ask_to_join(
+        &self,
+        scope: &TenantScope,
+        conversation: ConversationId,
+        message: Option<String>,
+    ) -> Result<JoinRequestDoc> {
+        if scope.user().is_none() {
+            return Err(Error::client(
+                ErrorCode::Forbidden,
+                "only a user token asks to join; a server token adds members",
+            ));
+        }
+        let op = WriteOp::AskToJoin(message);
+        join_request_output(self.submit(scope, conversation.object_id(), op).await?)
+    }
+
+    /// Approves or declines a pending join request ([`WriteOp::DecideJoinRequest`]). The
+    /// caller's right to decide is checked before the request is looked up, so a non-member
+    /// learns nothing about the conversation's requests. Errors: `conversation_not_found`,
+    /// `missing_permission`, `join_request_not_found`, and on approval those of an add.
+    pub async fn decide_join_request(
+        &self,
+        scope: &TenantScope,
+        conversation: ConversationId,
+        id: ObjectId,
+        approve: bool,
+    ) -> Result<Answered<JoinRequestDoc>> {
+        let (_, acting) = self.visible_conversation(scope, conversation).await?;
+        crate::domain::rules::check_may_add(&acting).map_err(Problem::from)?;
+        let req = self
+            .join_request(scope, conversation.object_id(), id)
+            .await?
+            .filter(|r| r.status == JoinRequestStatus::Pending)
+            .ok_or_else(|| {
+                Error::client(
+                    ErrorCode::JoinRequestNotFound,
+                    "no such pending join request",
+                )
+            })?;
+        let user = ExternalUserId::parse(&req.external_user_id)
+            .map_err(|e| Error::Internal(anyhow::anyhow!("stored user id: {}", e.0)))?;
+        let op = WriteOp::DecideJoinRequest(id, user, approve);
+        Ok(match self.submit(scope, conversation.object_id(), op).await? {
+            WriteOutput::Member(m) => Answered::Member(m),
+            other => Answered::Item(Box::new(join_request_output(other)?)),
+        })
+    }
+
+    /// The caller withdraws their pending join request ([`WriteOp::CancelJoinRequest`]).
+    /// Errors: `forbidden`, `conversation_not_found`, `join_request_not_found`.
+    pub async fn cancel_join_request(
+        &self,
+        scope: &TenantScope,
+        conversation: ConversationId,
+        id: ObjectId,
+    ) -> Result<JoinRequestDoc> {
+        if scope.user().is_none() {
+            return Err(Error::client(
+                ErrorCode::Forbidden,
+                "only the user who asked withdraws a join request",
+            ));
+        }
+        let op = WriteOp::CancelJoinRequest(id);
+        join_request_output(self.submit(scope, conversation.object_id(), op).await?)
+    }
+
+    /// Makes an invite link ([`WriteOp::CreateInviteLink`]). Errors: as [`Store::invite`]
+    /// without the invitee's.
+    pub async fn create_invite_link(
+        &self,
+        scope: &TenantScope,
+        conversation: ConversationId,
+        new: NewInviteLink,
+    ) -> Result<InviteLinkDoc> {
+        let op = WriteOp::CreateInviteLink(Box::new(new));
+        invite_link_output(self.submit(scope, conversation.object_id(), op).await?)
+    }
+
+    /// Revokes an invite link ([`WriteOp::RevokeInviteLink`]). Errors:
+    /// `conversation_not_found`, `missing_permission`, `invite_link_not_found`.
+    pub async fn revoke_invite_link(
+        &self,
+        scope: &TenantScope,
+        conversation: ConversationId,
+        code: &str,
+    ) -> Result<InviteLinkDoc> {
+        let op = WriteOp::RevokeInviteLink(code.to_owned());
+        invite_link_output(self.submit(scope, conversation.object_id(), op).await?)
+    }
+
+    /// The caller joins through an invite link ([`WriteOp::JoinByLink`]). Errors:
+    /// `forbidden`, `invite_link_not_found`, `invite_link_expired`, `invite_link_exhausted`,
+    /// and those of a join or a join request.
+    pub async fn join_by_link(&self, scope: &TenantScope, code: &str) -> Result<LinkJoin> {
+        if scope.user().is_none() {
+            return Err(Error::client(
+                ErrorCode::Forbidden,
+                "only a user token joins; a server token adds members",
+            ));
+        }
+        let link = self
+            .invite_link(scope, code)
+            .await?
+            .ok_or_else(|| Error::client(ErrorCode::InviteLinkNotFound, "no such invite link"))?;
+        let op = WriteOp::JoinByLink(code.to_owned());
+        super::batch::link_join(self.submit(scope, link.conversation_id, op).await?)
+    }
+}
