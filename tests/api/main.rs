@@ -31,5 +31,6 @@ mod self_service;
 mod tenancy;
 mod tenants;
 mod users;
+mod ways_in;
 mod webhooks;
 mod write_path;

@@ -1,0 +1,647 @@
+//! Ways in besides being added: invitations, join requests (the `request` policy) and invite
+//! links — each for each kind of caller, with expiry, revocation, bans, exact counting under
+//! concurrency, events, and other tenants.
+
+use bson::doc;
+use serde_json::{Value, json};
+
+use crate::helpers::{Resp, TestApp, spawn_app, spawn_second_instance};
+
+async fn invite(app: &TestApp, conv: &str, token: &str, body: Value) -> Resp {
+    app.post(&format!("/v1/conversations/{conv}/invitations"), token, body)
+        .await
+}
+
+async fn answer(app: &TestApp, id: &str, token: &str, verb: &str) -> Resp {
+    app.post(&format!("/v1/invitations/{id}/{verb}"), token, json!({}))
+        .await
+}
+
+async fn ask(app: &TestApp, conv: &str, token: &str, body: Value) -> Resp {
+    app.post(&format!("/v1/conversations/{conv}/join-requests"), token, body)
+        .await
+}
+
+async fn decide(app: &TestApp, conv: &str, id: &str, token: &str, verb: &str) -> Resp {
+    app.post(
+        &format!("/v1/conversations/{conv}/join-requests/{id}/{verb}"),
+        token,
+        json!({}),
+    )
+    .await
+}
+
+async fn make_link(app: &TestApp, conv: &str, token: &str, body: Value) -> Resp {
+    app.post(&format!("/v1/conversations/{conv}/invite-links"), token, body)
+        .await
+}
+
+async fn join_link(app: &TestApp, code: &str, token: &str) -> Resp {
+    app.post(&format!("/v1/invite-links/{code}/join"), token, json!({}))
+        .await
+}
+
+fn id_of(r: &Resp) -> String {
+    r.body["id"].as_str().expect("an id").to_owned()
+}
+
+fn code_of(r: &Resp) -> String {
+    r.body["code"].as_str().expect("a code").to_owned()
+}
+
+/// Moves a stored document's `expires_at` into the past.
+async fn expire(app: &TestApp, collection: &str, filter: bson::Document) {
+    let past = bson::DateTime::from_millis(bson::DateTime::now().timestamp_millis() - 60_000);
+    let done = app
+        .store
+        .database()
+        .collection::<bson::Document>(collection)
+        .update_one(filter, doc! { "$set": { "expires_at": past } })
+        .await
+        .unwrap();
+    assert_eq!(done.modified_count, 1);
+}
+
+async fn audit_actions(app: &TestApp, conv: &str, action: &str) -> Vec<Value> {
+    let r = app
+        .get(
+            &format!("/v1/conversations/{conv}/audit?action={action}"),
+            &app.server(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    r.body["items"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn invitations_are_accepted_declined_revoked_and_expire() {
+    let app = spawn_app().await;
+    let conv = app
+        .create_group(
+            "ann",
+            &[("adam", "admin"), ("moe", "moderator"), ("mel", "member")],
+        )
+        .await;
+    let mut body = json!({ "user_id": "carol" });
+
+    // Who may invite, and with which role.
+    let r = invite(&app, &conv, &app.user("mel"), body.clone()).await;
+    assert_eq!((r.status, r.code()), (403, "missing_permission"));
+    let r = invite(&app, &conv, &app.user("stranger"), body.clone()).await;
+    assert_eq!((r.status, r.code()), (404, "conversation_not_found"));
+    body["role"] = json!("moderator");
+    let r = invite(&app, &conv, &app.user("moe"), body.clone()).await;
+    assert_eq!((r.status, r.code()), (403, "insufficient_rank"));
+    body["role"] = json!("owner");
+    let r = invite(&app, &conv, &app.server(), body.clone()).await;
+    assert_eq!((r.status, r.code()), (409, "owner_role_locked"));
+    body["role"] = json!("wizard");
+    let r = invite(&app, &conv, &app.server(), body.clone()).await;
+    assert_eq!((r.status, r.code()), (422, "unknown_role"));
+    let r = invite(
+        &app,
+        &conv,
+        &app.user("moe"),
+        json!({ "user_id": "carol", "expires_in_hours": 721 }),
+    )
+    .await;
+    assert_eq!((r.status, r.code()), (422, "validation_failed"));
+    let r = invite(
+        &app,
+        &conv,
+        &app.user("moe"),
+        json!({ "user_id": "carol", "message": "Join us" }),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert_eq!(
+        (
+            r.body["status"].as_str(),
+            r.body["role"].as_str(),
+            r.body["invited_by"].as_str()
+        ),
+        (Some("pending"), Some("member"), Some("moe"))
+    );
+    let carol_inv = id_of(&r);
+    let expires = chrono::DateTime::parse_from_rfc3339(r.body["expires_at"].as_str().unwrap())
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let days = (expires - chrono::Utc::now()).num_hours();
+    assert!((167..=168).contains(&days), "7 days by default: {days} h");
+    let r = invite(&app, &conv, &app.user("adam"), json!({ "user_id": "carol" })).await;
+    assert_eq!((r.status, r.code()), (409, "invitation_exists"));
+    let r = invite(&app, &conv, &app.user("adam"), json!({ "user_id": "mel" })).await;
+    assert_eq!((r.status, r.code()), (409, "member_exists"));
+
+    // The invitee lists it with what the conversation is; nobody else can answer it.
+    let mine = app.get("/v1/invitations", &app.user("carol")).await;
+    assert_eq!(mine.status, 200, "{:?}", mine.body);
+    let items = mine.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["message"], "Join us");
+    assert_eq!(items[0]["conversation"]["member_count"], 4);
+    let r = app.get("/v1/invitations", &app.server()).await;
+    assert_eq!((r.status, r.code()), (403, "forbidden"));
+    let r = answer(&app, &carol_inv, &app.user("dave"), "accept").await;
+    assert_eq!((r.status, r.code()), (404, "invitation_not_found"));
+    let r = answer(&app, &carol_inv, &app.server(), "accept").await;
+    assert_eq!((r.status, r.code()), (403, "forbidden"));
+
+    // Accepting makes a member, invited by the inviter, counted, audited.
+    let r = answer(&app, &carol_inv, &app.user("carol"), "accept").await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["role"], "member");
+    assert_eq!(r.body["activity"]["invited_by"], "moe");
+    assert_eq!(app.member_count(&conv).await, 5);
+    assert_eq!(app.present_in_db(&conv).await, 5);
+    let r = answer(&app, &carol_inv, &app.user("carol"), "accept").await;
+    assert_eq!((r.status, r.code()), (404, "invitation_not_found"));
+    let added = audit_actions(&app, &conv, "member.added").await;
+    assert!(
+        added
+            .iter()
+            .any(|a| a["target_user_id"] == "carol" && a["reason"] == "invitation"),
+        "{added:?}"
+    );
+    let accepted = app
+        .get(
+            &format!("/v1/conversations/{conv}/invitations?status=accepted"),
+            &app.user("adam"),
+        )
+        .await;
+    assert_eq!(accepted.body["items"][0]["id"], carol_inv.as_str());
+
+    // Declining, then nothing more can be done with it.
+    let r = invite(&app, &conv, &app.server(), json!({ "user_id": "erin" })).await;
+    let erin_inv = id_of(&r);
+    assert!(r.body["invited_by"].is_null());
+    let r = answer(&app, &erin_inv, &app.user("erin"), "decline").await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["status"], "declined");
+    let r = answer(&app, &erin_inv, &app.user("erin"), "accept").await;
+    assert_eq!((r.status, r.code()), (404, "invitation_not_found"));
+    assert_eq!(app.member_count(&conv).await, 5);
+
+    // Revoking: its inviter or `can_add_members`; a plain member cannot.
+    let r = invite(&app, &conv, &app.user("moe"), json!({ "user_id": "fay" })).await;
+    let fay_inv = id_of(&r);
+    let revoke = format!("/v1/conversations/{conv}/invitations/{fay_inv}");
+    let r = app.delete(&revoke, &app.user("mel")).await;
+    assert_eq!((r.status, r.code()), (403, "missing_permission"));
+    let r = app.delete(&revoke, &app.user("adam")).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["status"], "revoked");
+    let r = answer(&app, &fay_inv, &app.user("fay"), "accept").await;
+    assert_eq!((r.status, r.code()), (404, "invitation_not_found"));
+    let r = app.delete(&revoke, &app.user("adam")).await;
+    assert_eq!((r.status, r.code()), (404, "invitation_not_found"));
+
+    // Expiry: an expired invitation cannot be accepted, is no longer listed, and gives way
+    // to a new one.
+    let r = invite(&app, &conv, &app.user("moe"), json!({ "user_id": "gus" })).await;
+    let gus_inv = id_of(&r);
+    let oid = bson::oid::ObjectId::parse_str(&gus_inv).unwrap();
+    expire(&app, "invitations", doc! { "_id": oid }).await;
+    let r = answer(&app, &gus_inv, &app.user("gus"), "accept").await;
+    assert_eq!((r.status, r.code()), (410, "invitation_expired"));
+    let mine = app.get("/v1/invitations", &app.user("gus")).await;
+    assert_eq!(mine.body["items"], json!([]));
+    let r = invite(&app, &conv, &app.user("moe"), json!({ "user_id": "gus" })).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let r = answer(&app, &id_of(&r), &app.user("gus"), "accept").await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+
+    // A banned user cannot be invited; a pending invitation of someone banned since cannot
+    // be accepted.
+    let r = invite(&app, &conv, &app.user("moe"), json!({ "user_id": "hal" })).await;
+    let hal_inv = id_of(&r);
+    for who in ["hal", "ike"] {
+        let r = app
+            .post(
+                &format!("/v1/conversations/{conv}/members/{who}/ban"),
+                &app.user("adam"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+    }
+    let r = invite(&app, &conv, &app.user("moe"), json!({ "user_id": "ike" })).await;
+    assert_eq!((r.status, r.code()), (403, "member_banned"));
+    let r = answer(&app, &hal_inv, &app.user("hal"), "accept").await;
+    assert_eq!((r.status, r.code()), (403, "member_banned"));
+    assert_eq!(app.member_count(&conv).await, 6);
+    assert_eq!(app.present_in_db(&conv).await, 6);
+}
+
+#[tokio::test]
+async fn join_requests_are_asked_approved_declined_and_withdrawn() {
+    let app = spawn_app().await;
+    let r = app
+        .post(
+            "/v1/conversations",
+            &app.user("ann"),
+            json!({
+                "name": "Book club",
+                "join_policy": "request",
+                "members": [{ "user_id": "adam", "role": "admin" }, { "user_id": "mel" }],
+            }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let conv = r.body["conversation"]["id"].as_str().unwrap().to_owned();
+    let requests = format!("/v1/conversations/{conv}/join-requests");
+
+    // Users find it in the directory of groups they may ask to join, and cannot just join.
+    let dir = app
+        .get(
+            "/v1/conversations?join_policy=request",
+            &app.user("stranger"),
+        )
+        .await;
+    assert_eq!(dir.status, 200, "{:?}", dir.body);
+    assert_eq!(dir.body["items"][0]["id"], conv.as_str());
+    let r = app
+        .post(
+            &format!("/v1/conversations/{conv}/join"),
+            &app.user("stranger"),
+            json!({}),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (403, "approval_required"));
+
+    // Asking: once, with a message; a server token or a member cannot.
+    let r = ask(&app, &conv, &app.user("stranger"), json!({ "message": "Hi!" })).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert_eq!(r.body["status"], "pending");
+    let first = id_of(&r);
+    let r = ask(&app, &conv, &app.user("stranger"), json!({})).await;
+    assert_eq!((r.status, r.code()), (409, "join_request_exists"));
+    let r = ask(&app, &conv, &app.server(), json!({})).await;
+    assert_eq!((r.status, r.code()), (403, "forbidden"));
+    let r = ask(&app, &conv, &app.user("mel"), json!({})).await;
+    assert_eq!((r.status, r.code()), (409, "member_exists"));
+    let r = ask(&app, &conv, &app.user("bo"), json!({ "message": "x".repeat(501) })).await;
+    assert_eq!((r.status, r.code()), (422, "validation_failed"));
+
+    // Listing: approvers and servers; the asker sees their own.
+    let r = app.get(&requests, &app.user("mel")).await;
+    assert_eq!((r.status, r.code()), (403, "missing_permission"));
+    let r = app.get(&requests, &app.user("stranger")).await;
+    assert_eq!((r.status, r.code()), (404, "conversation_not_found"));
+    let r = app.get(&requests, &app.user("adam")).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["items"][0]["message"], "Hi!");
+    let mine = app.get("/v1/join-requests", &app.user("stranger")).await;
+    assert_eq!(mine.body["items"][0]["id"], first.as_str());
+
+    // Deciding: only approvers; approval makes a member invited by the approver.
+    let r = decide(&app, &conv, &first, &app.user("mel"), "approve").await;
+    assert_eq!((r.status, r.code()), (403, "missing_permission"));
+    let r = decide(&app, &conv, &first, &app.user("stranger"), "approve").await;
+    assert_eq!((r.status, r.code()), (404, "conversation_not_found"));
+    let r = decide(&app, &conv, &first, &app.user("adam"), "approve").await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(
+        (r.body["role"].as_str(), r.body["activity"]["invited_by"].as_str()),
+        (Some("member"), Some("adam"))
+    );
+    assert_eq!(app.member_count(&conv).await, 4);
+    let r = decide(&app, &conv, &first, &app.user("adam"), "approve").await;
+    assert_eq!((r.status, r.code()), (404, "join_request_not_found"));
+    let approved = app
+        .get(&format!("{requests}?status=approved"), &app.server())
+        .await;
+    assert_eq!(approved.body["items"][0]["decided_by"], "adam");
+    let trail = audit_actions(&app, &conv, "join_request.approved").await;
+    assert_eq!(trail.len(), 1, "{trail:?}");
+    assert_eq!(trail[0]["actor"]["user_id"], "adam");
+    assert_eq!(trail[0]["target_user_id"], "stranger");
+
+    // Declined, asked again, withdrawn.
+    let r = ask(&app, &conv, &app.user("bo"), json!({})).await;
+    let bo_first = id_of(&r);
+    let r = decide(&app, &conv, &bo_first, &app.server(), "decline").await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["status"], "declined");
+    let r = ask(&app, &conv, &app.user("bo"), json!({})).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let bo_again = id_of(&r);
+    let withdraw = format!("{requests}/{bo_again}");
+    let r = app.delete(&withdraw, &app.user("stranger")).await;
+    assert_eq!((r.status, r.code()), (404, "join_request_not_found"));
+    let r = app.delete(&withdraw, &app.user("bo")).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["status"], "cancelled");
+    let r = decide(&app, &conv, &bo_again, &app.user("adam"), "approve").await;
+    assert_eq!((r.status, r.code()), (404, "join_request_not_found"));
+    assert_eq!(app.member_count(&conv).await, 4);
+
+    // A banned user cannot ask; one banned after asking cannot be approved.
+    let r = ask(&app, &conv, &app.user("cy"), json!({})).await;
+    let cy = id_of(&r);
+    for who in ["cy", "troll"] {
+        let r = app
+            .post(
+                &format!("/v1/conversations/{conv}/members/{who}/ban"),
+                &app.user("adam"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+    }
+    let r = ask(&app, &conv, &app.user("troll"), json!({})).await;
+    assert_eq!((r.status, r.code()), (403, "member_banned"));
+    let r = decide(&app, &conv, &cy, &app.user("adam"), "approve").await;
+    assert_eq!((r.status, r.code()), (403, "member_banned"));
+    assert_eq!(app.present_in_db(&conv).await, 4);
+
+    // Other policies: `open` says join instead; `invite` and `closed` do not exist to strangers.
+    for (policy, status, code) in [
+        ("open", 409, "conversation_open"),
+        ("invite", 404, "conversation_not_found"),
+        ("closed", 404, "conversation_not_found"),
+    ] {
+        let r = app
+            .patch(
+                &format!("/v1/conversations/{conv}"),
+                &app.user("ann"),
+                json!({ "join_policy": policy }),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        let r = ask(&app, &conv, &app.user("newcomer"), json!({})).await;
+        assert_eq!((r.status, r.code()), (status, code), "{policy}");
+    }
+
+    // The asker's feed tells them what became of their request.
+    let seen = TestApp::types_of(&app.events_after(&app.user("stranger"), 0, 3).await);
+    for t in ["join_request.created", "member.added", "join_request.approved"] {
+        assert!(seen.iter().any(|s| s == t), "{t} in {seen:?}");
+    }
+}
+
+#[tokio::test]
+async fn fifty_concurrent_joins_on_a_link_for_ten_make_exactly_ten_members() {
+    let app = std::sync::Arc::new(spawn_app().await);
+    let conv = app.create_group("ann", &[("adam", "admin")]).await;
+    let r = make_link(
+        &app,
+        &conv,
+        &app.user("adam"),
+        json!({ "max_uses": 10, "role": "guest", "name": "flyer" }),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert_eq!((r.body["uses"].as_i64(), r.body["role"].as_str()), (Some(0), Some("guest")));
+    let code = code_of(&r);
+    // Half the joins go through a second instance: its writer does not queue behind the
+    // first one's, so the two meet in the database.
+    let second = std::sync::Arc::new(spawn_second_instance(&app).await);
+    let joins = (0..50).map(|i| {
+        let code = code.clone();
+        let app = if i % 2 == 0 { app.clone() } else { second.clone() };
+        tokio::spawn(async move {
+            let r = join_link(&app, &code, &app.user(&format!("u{i}"))).await;
+            (r.status, r.code().to_owned(), r.body["role"].clone())
+        })
+    });
+    let mut answers = Vec::new();
+    for j in joins {
+        answers.push(j.await.unwrap());
+    }
+    let joined: Vec<_> = answers.iter().filter(|a| a.0 == 200).collect();
+    assert_eq!(joined.len(), 10, "{answers:?}");
+    assert!(joined.iter().all(|a| a.2 == "guest"), "{answers:?}");
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.0 == 200 || (a.0 == 410 && a.1 == "invite_link_exhausted")),
+        "{answers:?}"
+    );
+    assert_eq!(app.member_count(&conv).await, 12);
+    assert_eq!(app.present_in_db(&conv).await, 12);
+    let links = app
+        .get(
+            &format!("/v1/conversations/{conv}/invite-links"),
+            &app.server(),
+        )
+        .await;
+    assert_eq!(links.body["items"][0]["uses"], 10);
+    let r = app.get(&format!("/v1/invite-links/{code}"), &app.user("late")).await;
+    assert_eq!((r.status, r.code()), (410, "invite_link_exhausted"));
+}
+
+#[tokio::test]
+async fn invite_links_expire_are_revoked_and_may_ask_for_approval() {
+    let app = spawn_app().await;
+    let conv = app
+        .create_group("ann", &[("adam", "admin"), ("mel", "member")])
+        .await;
+
+    // Who may make one, and what.
+    let r = make_link(&app, &conv, &app.user("mel"), json!({})).await;
+    assert_eq!((r.status, r.code()), (403, "missing_permission"));
+    let r = make_link(&app, &conv, &app.user("adam"), json!({ "role": "admin" })).await;
+    assert_eq!((r.status, r.code()), (403, "insufficient_rank"));
+    let r = make_link(
+        &app,
+        &conv,
+        &app.user("adam"),
+        json!({ "expires_at": "2020-01-01T00:00:00Z" }),
+    )
+    .await;
+    assert_eq!((r.status, r.code()), (422, "validation_failed"));
+    let r = make_link(
+        &app,
+        &conv,
+        &app.user("adam"),
+        json!({ "requires_approval": true, "max_uses": 5 }),
+    )
+    .await;
+    assert_eq!((r.status, r.code()), (422, "validation_failed"));
+
+    // A plain link: preview, join (invited by its creator), once.
+    let r = make_link(&app, &conv, &app.user("adam"), json!({})).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let code = code_of(&r);
+    assert_eq!(code.len(), 22);
+    let preview = app.get(&format!("/v1/invite-links/{code}"), &app.user("pat")).await;
+    assert_eq!(preview.status, 200, "{:?}", preview.body);
+    assert_eq!(preview.body["conversation"]["id"], conv.as_str());
+    let r = join_link(&app, &code, &app.user("pat")).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["activity"]["invited_by"], "adam");
+    let r = join_link(&app, &code, &app.user("pat")).await;
+    assert_eq!((r.status, r.code()), (409, "member_exists"));
+    let r = join_link(&app, &code, &app.server()).await;
+    assert_eq!((r.status, r.code()), (403, "forbidden"));
+    let added = audit_actions(&app, &conv, "member.added").await;
+    assert!(
+        added
+            .iter()
+            .any(|a| a["target_user_id"] == "pat" && a["reason"] == "invite_link"),
+        "{added:?}"
+    );
+
+    // Bans hold.
+    let r = app
+        .post(
+            &format!("/v1/conversations/{conv}/members/troll/ban"),
+            &app.user("adam"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let r = join_link(&app, &code, &app.user("troll")).await;
+    assert_eq!((r.status, r.code()), (403, "member_banned"));
+
+    // Revoked: gone for everyone; a plain member cannot revoke.
+    let revoke = format!("/v1/conversations/{conv}/invite-links/{code}");
+    let r = app.delete(&revoke, &app.user("mel")).await;
+    assert_eq!((r.status, r.code()), (403, "missing_permission"));
+    let r = app.delete(&revoke, &app.user("ann")).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert!(r.body["revoked_at"].is_string());
+    let r = join_link(&app, &code, &app.user("quinn")).await;
+    assert_eq!((r.status, r.code()), (404, "invite_link_not_found"));
+    let r = app.get(&format!("/v1/invite-links/{code}"), &app.user("quinn")).await;
+    assert_eq!((r.status, r.code()), (404, "invite_link_not_found"));
+    let r = join_link(&app, "AAAAAAAAAAAAAAAAAAAAAA", &app.user("quinn")).await;
+    assert_eq!((r.status, r.code()), (404, "invite_link_not_found"));
+
+    // Expired.
+    let r = make_link(&app, &conv, &app.server(), json!({ "expires_at": "2999-01-01T00:00:00Z" })).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let late = code_of(&r);
+    expire(&app, "invite_links", doc! { "code": &late }).await;
+    let r = join_link(&app, &late, &app.user("quinn")).await;
+    assert_eq!((r.status, r.code()), (410, "invite_link_expired"));
+
+    // Requires approval: joining asks; approval grants the link's role.
+    let r = make_link(
+        &app,
+        &conv,
+        &app.user("adam"),
+        json!({ "requires_approval": true, "role": "guest" }),
+    )
+    .await;
+    let asking = code_of(&r);
+    let r = join_link(&app, &asking, &app.user("quinn")).await;
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    assert_eq!(r.body["via_invite_link"], true);
+    assert_eq!(r.body["role"], "guest");
+    let req = id_of(&r);
+    let r = join_link(&app, &asking, &app.user("quinn")).await;
+    assert_eq!((r.status, r.code()), (409, "join_request_exists"));
+    let r = decide(&app, &conv, &req, &app.user("adam"), "approve").await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["role"], "guest");
+
+    // The list shows every link, revoked too, newest first; closing the conversation stops
+    // the links members made.
+    let links = app
+        .get(&format!("/v1/conversations/{conv}/invite-links"), &app.user("adam"))
+        .await;
+    assert_eq!(links.status, 200, "{:?}", links.body);
+    let codes: Vec<&str> = links.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, [asking.as_str(), late.as_str(), code.as_str()]);
+    let r = make_link(&app, &conv, &app.user("adam"), json!({})).await;
+    let members_link = code_of(&r);
+    let r = app
+        .patch(
+            &format!("/v1/conversations/{conv}"),
+            &app.user("ann"),
+            json!({ "join_policy": "closed" }),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let r = join_link(&app, &members_link, &app.user("rae")).await;
+    assert_eq!((r.status, r.code()), (403, "conversation_closed"));
+    assert_eq!(app.member_count(&conv).await, 5);
+}
+
+#[tokio::test]
+async fn another_tenant_sees_no_invitation_request_or_link() {
+    let mut app = spawn_app().await;
+    let conv = app.create_group("ann", &[("adam", "admin")]).await;
+    let r = invite(&app, &conv, &app.user("adam"), json!({ "user_id": "carol" })).await;
+    let inv = id_of(&r);
+    let r = make_link(&app, &conv, &app.user("adam"), json!({})).await;
+    let code = code_of(&r);
+    let r = app
+        .patch(
+            &format!("/v1/conversations/{conv}"),
+            &app.user("ann"),
+            json!({ "join_policy": "request" }),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let r = ask(&app, &conv, &app.user("bo"), json!({})).await;
+    let req = id_of(&r);
+
+    app.switch_to_tenant_with_preset("other-tenant", "chat").await;
+    let r = answer(&app, &inv, &app.user("carol"), "accept").await;
+    assert_eq!((r.status, r.code()), (404, "invitation_not_found"));
+    let mine = app.get("/v1/invitations", &app.user("carol")).await;
+    assert_eq!(mine.body["items"], json!([]));
+    let r = join_link(&app, &code, &app.user("carol")).await;
+    assert_eq!((r.status, r.code()), (404, "invite_link_not_found"));
+    let r = app.get(&format!("/v1/invite-links/{code}"), &app.user("carol")).await;
+    assert_eq!((r.status, r.code()), (404, "invite_link_not_found"));
+    let made_up = bson::oid::ObjectId::new().to_hex();
+    for conv_id in [conv.as_str(), made_up.as_str()] {
+        let r = decide(&app, conv_id, &req, &app.server(), "approve").await;
+        assert_eq!((r.status, r.code()), (404, "conversation_not_found"));
+        let r = app
+            .get(&format!("/v1/conversations/{conv_id}/join-requests"), &app.server())
+            .await;
+        assert_eq!((r.status, r.code()), (404, "conversation_not_found"));
+        let r = ask(&app, conv_id, &app.user("bo"), json!({})).await;
+        assert_eq!((r.status, r.code()), (404, "conversation_not_found"));
+        let r = invite(&app, conv_id, &app.server(), json!({ "user_id": "x" })).await;
+        assert_eq!((r.status, r.code()), (404, "conversation_not_found"));
+    }
+    let r = app.get("/v1/join-requests", &app.user("bo")).await;
+    assert_eq!(r.body["items"], json!([]));
+}
+
+#[tokio::test]
+async fn invitations_and_links_are_events_the_invitee_and_members_see() {
+    let app = spawn_app().await;
+    let conv = app.create_group("ann", &[("adam", "admin")]).await;
+    let r = invite(&app, &conv, &app.user("adam"), json!({ "user_id": "carol" })).await;
+    let inv = id_of(&r);
+    let r = answer(&app, &inv, &app.user("carol"), "accept").await;
+    assert_eq!(r.status, 200);
+    let r = make_link(&app, &conv, &app.user("adam"), json!({})).await;
+    let code = code_of(&r);
+    let r = app
+        .delete(&format!("/v1/conversations/{conv}/invite-links/{code}"), &app.user("adam"))
+        .await;
+    assert_eq!(r.status, 200);
+    let events = app.events_after(&app.user("ann"), 0, 6).await;
+    let types = TestApp::types_of(&events);
+    let tail: Vec<&str> = types.iter().map(String::as_str).skip_while(|t| *t != "invitation.created").collect();
+    assert_eq!(
+        tail,
+        [
+            "invitation.created",
+            "member.added",
+            "invitation.accepted",
+            "invite_link.created",
+            "invite_link.revoked"
+        ],
+        "{types:?}"
+    );
+    // Links are announced without their code.
+    let created = events.iter().find(|e| e["type"] == "invite_link.created").unwrap();
+    assert!(!created.to_string().contains(&code), "{created}");
+    // The invitee saw their invitation before they were a member.
+    let theirs = TestApp::types_of(&app.events_after(&app.user("carol"), 0, 2).await);
+    assert!(theirs.iter().any(|t| t == "invitation.created"), "{theirs:?}");
+}
