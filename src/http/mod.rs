@@ -151,9 +151,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         resource("/v1/conversations/{conversation_id}/invite-links/{code}")
             .route(web::delete().to(ways_in::revoke_invite_link)),
     )
-    .service(
-        resource("/v1/invite-links/{code}").route(web::get().to(ways_in::preview_invite_link)),
-    )
+    .service(resource("/v1/invite-links/{code}").route(web::get().to(ways_in::preview_invite_link)))
     .service(resource("/v1/invite-links/{code}/join").route(web::post().to(ways_in::join_by_link)))
     .service(
         resource("/v1/conversations/{conversation_id}/members/{user_id}/ban")

@@ -252,9 +252,7 @@ impl Modify for ParameterShapes {
                         ParameterIn::Path,
                         "conversation_id" | "media_id" | "webhook_id" | "invitation_id"
                         | "request_id",
-                    ) => {
-                        text("^[0-9a-fA-F]{24}$")
-                    }
+                    ) => text("^[0-9a-fA-F]{24}$"),
                     (ParameterIn::Path, "code") => text("^[A-Za-z0-9_-]{22}$"),
                     (ParameterIn::Path, "tenant_id") => text("^[a-z0-9][a-z0-9-]{0,61}[a-z0-9]$"),
                     (ParameterIn::Path, "user_id") => text("^[A-Za-z0-9._@:-]{1,128}$"),

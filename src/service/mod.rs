@@ -990,8 +990,9 @@ impl Roster {
     }
 
     /// `POST /v1/conversations/{id}/join`: the caller joins an `open` group in the catalog's
-    /// default role. Errors: `forbidden` (server token), `conversation_not_found` (no such
-    /// conversation, or one the caller cannot join: its policy is not `open`), `member_exists`,
+    /// default role. Errors: `forbidden` (server token), `approval_required` (policy `request`),
+    /// `conversation_not_found` (no such conversation, or one the caller cannot join: its
+    /// policy is `invite` or `closed`), `member_exists`,
     /// `member_banned`, `conversation_full`, `role_limit_reached`.
     pub async fn join(&self, scope: &TenantScope, id: &str) -> Result<MemberView> {
         let m = self.store.join(scope, path_conversation(id)?).await?;

@@ -21,8 +21,7 @@ use crate::domain::{ConversationType, ErrorCode, ExternalUserId, RoleName};
 use crate::error::{Error, Problem, Result};
 use crate::store::names;
 use crate::store::ways_in::{
-    Answered, InvitationDoc, InviteLinkDoc, JoinRequestDoc, LinkJoin, NewInvitation,
-    NewInviteLink,
+    Answered, InvitationDoc, InviteLinkDoc, JoinRequestDoc, LinkJoin, NewInvitation, NewInviteLink,
 };
 use crate::store::{ConversationDoc, Store};
 
@@ -362,7 +361,11 @@ impl Roster {
             .collect())
     }
 
-    async fn invitation_view(&self, scope: &TenantScope, i: InvitationDoc) -> Result<InvitationView> {
+    async fn invitation_view(
+        &self,
+        scope: &TenantScope,
+        i: InvitationDoc,
+    ) -> Result<InvitationView> {
         let mut v = self.invitation_views(scope, vec![i]).await?;
         v.pop()
             .ok_or_else(|| Error::Internal(anyhow::anyhow!("an invitation without a view")))
@@ -370,7 +373,11 @@ impl Roster {
 
     /// Checks that the caller may manage who gets in: a server token, or a present member
     /// with `can_add_members`. Errors: `conversation_not_found`, `missing_permission`.
-    async fn check_manager(&self, scope: &TenantScope, id: crate::domain::ConversationId) -> Result<()> {
+    async fn check_manager(
+        &self,
+        scope: &TenantScope,
+        id: crate::domain::ConversationId,
+    ) -> Result<()> {
         let (_, acting) = self.store.visible_conversation(scope, id).await?;
         rules::check_may_add(&acting).map_err(Problem::from)?;
         Ok(())
@@ -493,8 +500,14 @@ impl Roster {
     ) -> Result<AnswerView<InvitationView>> {
         let invitation = item_id(invitation, "invitation_id")?;
         Ok(
-            match self.store.answer_invitation(scope, invitation, accept).await? {
-                Answered::Member(m) => AnswerView::Member(Box::new(self.one_view(scope, *m).await?)),
+            match self
+                .store
+                .answer_invitation(scope, invitation, accept)
+                .await?
+            {
+                Answered::Member(m) => {
+                    AnswerView::Member(Box::new(self.one_view(scope, *m).await?))
+                }
                 Answered::Item(i) => {
                     AnswerView::Item(Box::new(self.invitation_view(scope, *i).await?))
                 }
@@ -512,7 +525,11 @@ impl Roster {
     ) -> Result<JoinRequestView> {
         let id = path_conversation(id)?;
         validate(&body)?;
-        Ok(self.store.ask_to_join(scope, id, body.message).await?.into())
+        Ok(self
+            .store
+            .ask_to_join(scope, id, body.message)
+            .await?
+            .into())
     }
 
     /// `GET /v1/conversations/{id}/join-requests`: the conversation's join requests in one
@@ -539,7 +556,12 @@ impl Roster {
         )
         .fetch(&self.store.join_requests())
         .await?;
-        Ok(self.page(rows, limit, |r| cursor::encode_oid(r.id), JoinRequestView::from))
+        Ok(self.page(
+            rows,
+            limit,
+            |r| cursor::encode_oid(r.id),
+            JoinRequestView::from,
+        ))
     }
 
     /// `GET /v1/join-requests`: the caller's own join requests in one status (default
@@ -563,7 +585,12 @@ impl Roster {
         )
         .fetch(&self.store.join_requests())
         .await?;
-        Ok(self.page(rows, limit, |r| cursor::encode_oid(r.id), JoinRequestView::from))
+        Ok(self.page(
+            rows,
+            limit,
+            |r| cursor::encode_oid(r.id),
+            JoinRequestView::from,
+        ))
     }
 
     /// `POST /v1/conversations/{id}/join-requests/{request_id}/approve` or `/decline`.
@@ -583,7 +610,9 @@ impl Roster {
                 .decide_join_request(scope, id, request, approve)
                 .await?
             {
-                Answered::Member(m) => AnswerView::Member(Box::new(self.one_view(scope, *m).await?)),
+                Answered::Member(m) => {
+                    AnswerView::Member(Box::new(self.one_view(scope, *m).await?))
+                }
                 Answered::Item(r) => AnswerView::Item(Box::new((*r).into())),
             },
         )
@@ -659,7 +688,12 @@ impl Roster {
         let rows = Store::invite_links_query(scope, id.object_id(), before, i64::from(limit) + 1)
             .fetch(&self.store.invite_links())
             .await?;
-        Ok(self.page(rows, limit, |l| cursor::encode_oid(l.id), InviteLinkView::from))
+        Ok(self.page(
+            rows,
+            limit,
+            |l| cursor::encode_oid(l.id),
+            InviteLinkView::from,
+        ))
     }
 
     /// `DELETE /v1/conversations/{id}/invite-links/{code}`. Errors: see
@@ -685,7 +719,11 @@ impl Roster {
     ) -> Result<InviteLinkPreview> {
         let code = link_code(code)?;
         let gone = || Error::client(ErrorCode::InviteLinkNotFound, "no such invite link");
-        let link = self.store.invite_link(scope, code).await?.ok_or_else(gone)?;
+        let link = self
+            .store
+            .invite_link(scope, code)
+            .await?
+            .ok_or_else(gone)?;
         if let Some(c) = link.state().refusal(Utc::now()) {
             return Err(Error::client(c, c.title()));
         }
@@ -712,7 +750,11 @@ impl Roster {
     }
 
     /// A page size and the cursor's `_id` (newest-first lists).
-    fn page_args(&self, limit: Option<u32>, cursor: Option<&str>) -> Result<(u32, Option<ObjectId>)> {
+    fn page_args(
+        &self,
+        limit: Option<u32>,
+        cursor: Option<&str>,
+    ) -> Result<(u32, Option<ObjectId>)> {
         let limit = self.page_limit(limit)?;
         let before = cursor.map(cursor::decode_oid).transpose()?;
         Ok((limit, before))
@@ -726,11 +768,9 @@ fn invitation_status(raw: Option<&str>) -> Result<InvitationStatus> {
         Some("declined") => InvitationStatus::Declined,
         Some("revoked") => InvitationStatus::Revoked,
         Some(_) => {
-            return Err(Problem::field(
-                "status",
-                "one of pending, accepted, declined, revoked",
-            )
-            .into());
+            return Err(
+                Problem::field("status", "one of pending, accepted, declined, revoked").into(),
+            );
         }
     })
 }
@@ -742,11 +782,9 @@ fn join_request_status(raw: Option<&str>) -> Result<JoinRequestStatus> {
         Some("declined") => JoinRequestStatus::Declined,
         Some("cancelled") => JoinRequestStatus::Cancelled,
         Some(_) => {
-            return Err(Problem::field(
-                "status",
-                "one of pending, approved, declined, cancelled",
-            )
-            .into());
+            return Err(
+                Problem::field("status", "one of pending, approved, declined, cancelled").into(),
+            );
         }
     })
 }

@@ -521,7 +521,9 @@ impl Working<'_> {
                     patch(b);
                 }
             }
-            WriteOutput::Invitation(_) | WriteOutput::JoinRequest(_) | WriteOutput::InviteLink(_) => {}
+            WriteOutput::Invitation(_)
+            | WriteOutput::JoinRequest(_)
+            | WriteOutput::InviteLink(_) => {}
         }
     }
 
@@ -683,9 +685,7 @@ impl Working<'_> {
     fn approver(&self, it: &BatchItem) -> Step<(Acting, Option<MemberDoc>)> {
         let (acting, me) = self.acting(&it.scope)?;
         if self.conv().kind == ConversationType::Direct {
-            return Err(direct(
-                "members cannot be added to a direct conversation",
-            ));
+            return Err(direct("members cannot be added to a direct conversation"));
         }
         rules::check_may_add(&acting)?;
         if it.scope.user().is_some() && self.closed() {

@@ -428,8 +428,9 @@ impl Store {
     }
 
     /// The caller joins an `open` group ([`WriteOp::Join`]). Errors: `forbidden` for server
-    /// tokens, `conversation_not_found` (also when the policy is not `open`), `member_exists`,
-    /// `member_banned`, `conversation_full`, `role_limit_reached`.
+    /// tokens, `approval_required` (policy `request`), `conversation_not_found` (also when the
+    /// policy is `invite` or `closed`), `member_exists`, `member_banned`, `conversation_full`,
+    /// `role_limit_reached`.
     pub async fn join(&self, scope: &TenantScope, id: ConversationId) -> Result<MemberDoc> {
         if scope.user().is_none() {
             return Err(Error::client(

@@ -254,7 +254,11 @@ impl Store {
     }
 
     /// The tenant's invite link with this code (revoked ones too).
-    pub async fn invite_link(&self, scope: &TenantScope, code: &str) -> Result<Option<InviteLinkDoc>> {
+    pub async fn invite_link(
+        &self,
+        scope: &TenantScope,
+        code: &str,
+    ) -> Result<Option<InviteLinkDoc>> {
         self.invite_links()
             .find_one(Self::invite_link_filter(scope, code))
             .await
@@ -262,7 +266,7 @@ impl Store {
     }
 
     /// `{tenant_id, code}`: the unique index `tenant_id_1_code_1`.
-    pub(crate) fn invite_link_filter(scope: &TenantScope, code: &str) -> Document {
+    pub fn invite_link_filter(scope: &TenantScope, code: &str) -> Document {
         let mut f = tenant_filter(scope);
         f.insert("code", code);
         f
@@ -270,7 +274,7 @@ impl Store {
 
     /// `{tenant_id, conversation_id, external_user_id, open_key: "pending"}`: the pending
     /// item of a user in a conversation (the unique index).
-    pub(crate) fn pending_filter(scope: &TenantScope, conversation: ObjectId, user: &str) -> Document {
+    pub fn pending_filter(scope: &TenantScope, conversation: ObjectId, user: &str) -> Document {
         let mut f = tenant_filter(scope);
         f.insert("conversation_id", conversation);
         f.insert("external_user_id", user);
@@ -300,11 +304,23 @@ impl Store {
     }
 
     /// Deletes a conversation's invitations, join requests and invite links (its deletion).
-    pub(crate) async fn delete_ways_in(&self, scope: &TenantScope, conversation: ObjectId) -> Result<u64> {
+    pub(crate) async fn delete_ways_in(
+        &self,
+        scope: &TenantScope,
+        conversation: ObjectId,
+    ) -> Result<u64> {
         let mut f = tenant_filter(scope);
         f.insert("conversation_id", conversation);
-        let a = self.invitations().delete_many(f.clone()).await.map_err(db_error)?;
-        let b = self.join_requests().delete_many(f.clone()).await.map_err(db_error)?;
+        let a = self
+            .invitations()
+            .delete_many(f.clone())
+            .await
+            .map_err(db_error)?;
+        let b = self
+            .join_requests()
+            .delete_many(f.clone())
+            .await
+            .map_err(db_error)?;
         let c = self.invite_links().delete_many(f).await.map_err(db_error)?;
         Ok(a.deleted_count + b.deleted_count + c.deleted_count)
     }
@@ -313,8 +329,16 @@ impl Store {
     pub(crate) async fn erase_ways_in_of(&self, scope: &TenantScope, user: &str) -> Result<u64> {
         let mut f = tenant_filter(scope);
         f.insert("external_user_id", user);
-        let a = self.invitations().delete_many(f.clone()).await.map_err(db_error)?;
-        let b = self.join_requests().delete_many(f).await.map_err(db_error)?;
+        let a = self
+            .invitations()
+            .delete_many(f.clone())
+            .await
+            .map_err(db_error)?;
+        let b = self
+            .join_requests()
+            .delete_many(f)
+            .await
+            .map_err(db_error)?;
         Ok(a.deleted_count + b.deleted_count)
     }
 }
@@ -490,10 +514,12 @@ impl Store {
         let user = ExternalUserId::parse(&req.external_user_id)
             .map_err(|e| Error::Internal(anyhow::anyhow!("stored user id: {}", e.0)))?;
         let op = WriteOp::DecideJoinRequest(id, user, approve);
-        Ok(match self.submit(scope, conversation.object_id(), op).await? {
-            WriteOutput::Member(m) => Answered::Member(m),
-            other => Answered::Item(Box::new(join_request_output(other)?)),
-        })
+        Ok(
+            match self.submit(scope, conversation.object_id(), op).await? {
+                WriteOutput::Member(m) => Answered::Member(m),
+                other => Answered::Item(Box::new(join_request_output(other)?)),
+            },
+        )
     }
 
     /// The caller withdraws their pending join request ([`WriteOp::CancelJoinRequest`]).

@@ -388,3 +388,54 @@ async fn boot_stops_on_a_conflicting_index_and_names_it() {
     app.store.ensure_indexes().await.unwrap();
     app.store.ensure_indexes().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_ways_in_queries_are_index_scans() {
+    let app = spawn_app().await;
+    let conv = bson::oid::ObjectId::new();
+    let cred = PlatformCredential::verify(&app.platform_token(), &app.settings.auth).unwrap();
+    let scope = cred.tenant_scope(TenantId::parse("acme").unwrap());
+    let before = Some(bson::oid::ObjectId::new());
+    for collection in ["invitations", "join_requests"] {
+        let q = Store::conversation_items_query(collection, &scope, conv, "pending", before, 51);
+        let plan = winning_plan(&app, &q).await;
+        assert_index_scan(
+            &format!("{collection} of a conversation"),
+            &plan,
+            &["tenant_id_1_conversation_id_1_status_1__id_-1"],
+        );
+        let q = Store::user_items_query(collection, &scope, "bob", "accepted", before, 51);
+        let plan = winning_plan(&app, &q).await;
+        assert_index_scan(
+            &format!("a user's {collection}"),
+            &plan,
+            &["tenant_id_1_external_user_id_1_status_1__id_-1"],
+        );
+        let pending = Query {
+            collection,
+            filter: Store::pending_filter(&scope, conv, "bob"),
+            sort: None,
+            limit: Some(1),
+        };
+        let plan = winning_plan(&app, &pending).await;
+        assert_index_scan(
+            &format!("the pending one of {collection}"),
+            &plan,
+            &["tenant_id_1_conversation_id_1_external_user_id_1_open_key_1"],
+        );
+    }
+    let plan = winning_plan(&app, &Store::invite_links_query(&scope, conv, before, 51)).await;
+    assert_index_scan(
+        "invite links of a conversation",
+        &plan,
+        &["tenant_id_1_conversation_id_1__id_-1"],
+    );
+    let by_code = Query {
+        collection: "invite_links",
+        filter: Store::invite_link_filter(&scope, "AAAAAAAAAAAAAAAAAAAAAA"),
+        sort: None,
+        limit: Some(1),
+    };
+    let plan = winning_plan(&app, &by_code).await;
+    assert_index_scan("invite link by code", &plan, &["tenant_id_1_code_1"]);
+}

@@ -586,6 +586,142 @@ async fn every_command_of_every_operation_reads_about_what_it_answers() {
         json!({}),
     )
     .await;
+    // Ways in: join requests (the `request` policy), invitations, invite links.
+    s.call(
+        Method::PATCH,
+        "/v1/conversations/{conversation_id}",
+        &c,
+        &alice,
+        Some(json!({ "join_policy": "request" })),
+        200,
+    )
+    .await;
+    let frank = app.user("frank");
+    let jr = "/v1/conversations/{conversation_id}/join-requests";
+    // Asked three times: declined, withdrawn, approved.
+    for round in 0..3 {
+        let r = s
+            .call(
+                Method::POST,
+                jr,
+                &format!("{c}/join-requests"),
+                &frank,
+                Some(json!({ "message": "hello" })),
+                201,
+            )
+            .await;
+        let id = r.body["id"].as_str().unwrap_or_default().to_owned();
+        match round {
+            0 => {
+                s.get(jr, &format!("{c}/join-requests"), &alice).await;
+                s.get("/v1/join-requests", "/v1/join-requests", &frank)
+                    .await;
+                s.post(
+                    "/v1/conversations/{conversation_id}/join-requests/{request_id}/decline",
+                    &format!("{c}/join-requests/{id}/decline"),
+                    &alice,
+                    json!({}),
+                )
+                .await;
+            }
+            1 => {
+                s.call(
+                    Method::DELETE,
+                    "/v1/conversations/{conversation_id}/join-requests/{request_id}",
+                    &format!("{c}/join-requests/{id}"),
+                    &frank,
+                    None,
+                    200,
+                )
+                .await;
+            }
+            _ => {
+                s.post(
+                    "/v1/conversations/{conversation_id}/join-requests/{request_id}/approve",
+                    &format!("{c}/join-requests/{id}/approve"),
+                    &alice,
+                    json!({}),
+                )
+                .await;
+            }
+        }
+    }
+    let ti = "/v1/conversations/{conversation_id}/invitations";
+    let mut invitations = Vec::new();
+    for who in ["gina", "hank", "ivy"] {
+        let r = s
+            .call(
+                Method::POST,
+                ti,
+                &format!("{c}/invitations"),
+                &alice,
+                Some(json!({ "user_id": who })),
+                201,
+            )
+            .await;
+        invitations.push(r.body["id"].as_str().unwrap_or_default().to_owned());
+    }
+    s.get(ti, &format!("{c}/invitations"), &alice).await;
+    s.get("/v1/invitations", "/v1/invitations", &app.user("gina"))
+        .await;
+    s.post(
+        "/v1/invitations/{invitation_id}/accept",
+        &format!("/v1/invitations/{}/accept", invitations[0]),
+        &app.user("gina"),
+        json!({}),
+    )
+    .await;
+    s.post(
+        "/v1/invitations/{invitation_id}/decline",
+        &format!("/v1/invitations/{}/decline", invitations[1]),
+        &app.user("hank"),
+        json!({}),
+    )
+    .await;
+    s.call(
+        Method::DELETE,
+        "/v1/conversations/{conversation_id}/invitations/{invitation_id}",
+        &format!("{c}/invitations/{}", invitations[2]),
+        &alice,
+        None,
+        200,
+    )
+    .await;
+    let tl = "/v1/conversations/{conversation_id}/invite-links";
+    let link = s
+        .call(
+            Method::POST,
+            tl,
+            &format!("{c}/invite-links"),
+            &alice,
+            Some(json!({ "max_uses": 5 })),
+            201,
+        )
+        .await;
+    let code = link.body["code"].as_str().unwrap_or_default().to_owned();
+    s.get(tl, &format!("{c}/invite-links"), &alice).await;
+    s.get(
+        "/v1/invite-links/{code}",
+        &format!("/v1/invite-links/{code}"),
+        &app.user("jon"),
+    )
+    .await;
+    s.post(
+        "/v1/invite-links/{code}/join",
+        &format!("/v1/invite-links/{code}/join"),
+        &app.user("jon"),
+        json!({}),
+    )
+    .await;
+    s.call(
+        Method::DELETE,
+        "/v1/conversations/{conversation_id}/invite-links/{code}",
+        &format!("{c}/invite-links/{code}"),
+        &alice,
+        None,
+        200,
+    )
+    .await;
     s.call(Method::DELETE, tu, &format!("{m}/carol"), &alice, None, 200)
         .await;
     s.post(

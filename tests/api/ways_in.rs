@@ -8,8 +8,12 @@ use serde_json::{Value, json};
 use crate::helpers::{Resp, TestApp, spawn_app, spawn_second_instance};
 
 async fn invite(app: &TestApp, conv: &str, token: &str, body: Value) -> Resp {
-    app.post(&format!("/v1/conversations/{conv}/invitations"), token, body)
-        .await
+    app.post(
+        &format!("/v1/conversations/{conv}/invitations"),
+        token,
+        body,
+    )
+    .await
 }
 
 async fn answer(app: &TestApp, id: &str, token: &str, verb: &str) -> Resp {
@@ -18,8 +22,12 @@ async fn answer(app: &TestApp, id: &str, token: &str, verb: &str) -> Resp {
 }
 
 async fn ask(app: &TestApp, conv: &str, token: &str, body: Value) -> Resp {
-    app.post(&format!("/v1/conversations/{conv}/join-requests"), token, body)
-        .await
+    app.post(
+        &format!("/v1/conversations/{conv}/join-requests"),
+        token,
+        body,
+    )
+    .await
 }
 
 async fn decide(app: &TestApp, conv: &str, id: &str, token: &str, verb: &str) -> Resp {
@@ -32,8 +40,12 @@ async fn decide(app: &TestApp, conv: &str, id: &str, token: &str, verb: &str) ->
 }
 
 async fn make_link(app: &TestApp, conv: &str, token: &str, body: Value) -> Resp {
-    app.post(&format!("/v1/conversations/{conv}/invite-links"), token, body)
-        .await
+    app.post(
+        &format!("/v1/conversations/{conv}/invite-links"),
+        token,
+        body,
+    )
+    .await
 }
 
 async fn join_link(app: &TestApp, code: &str, token: &str) -> Resp {
@@ -128,7 +140,13 @@ async fn invitations_are_accepted_declined_revoked_and_expire() {
         .with_timezone(&chrono::Utc);
     let days = (expires - chrono::Utc::now()).num_hours();
     assert!((167..=168).contains(&days), "7 days by default: {days} h");
-    let r = invite(&app, &conv, &app.user("adam"), json!({ "user_id": "carol" })).await;
+    let r = invite(
+        &app,
+        &conv,
+        &app.user("adam"),
+        json!({ "user_id": "carol" }),
+    )
+    .await;
     assert_eq!((r.status, r.code()), (409, "invitation_exists"));
     let r = invite(&app, &conv, &app.user("adam"), json!({ "user_id": "mel" })).await;
     assert_eq!((r.status, r.code()), (409, "member_exists"));
@@ -270,7 +288,13 @@ async fn join_requests_are_asked_approved_declined_and_withdrawn() {
     assert_eq!((r.status, r.code()), (403, "approval_required"));
 
     // Asking: once, with a message; a server token or a member cannot.
-    let r = ask(&app, &conv, &app.user("stranger"), json!({ "message": "Hi!" })).await;
+    let r = ask(
+        &app,
+        &conv,
+        &app.user("stranger"),
+        json!({ "message": "Hi!" }),
+    )
+    .await;
     assert_eq!(r.status, 201, "{:?}", r.body);
     assert_eq!(r.body["status"], "pending");
     let first = id_of(&r);
@@ -280,7 +304,13 @@ async fn join_requests_are_asked_approved_declined_and_withdrawn() {
     assert_eq!((r.status, r.code()), (403, "forbidden"));
     let r = ask(&app, &conv, &app.user("mel"), json!({})).await;
     assert_eq!((r.status, r.code()), (409, "member_exists"));
-    let r = ask(&app, &conv, &app.user("bo"), json!({ "message": "x".repeat(501) })).await;
+    let r = ask(
+        &app,
+        &conv,
+        &app.user("bo"),
+        json!({ "message": "x".repeat(501) }),
+    )
+    .await;
     assert_eq!((r.status, r.code()), (422, "validation_failed"));
 
     // Listing: approvers and servers; the asker sees their own.
@@ -302,7 +332,10 @@ async fn join_requests_are_asked_approved_declined_and_withdrawn() {
     let r = decide(&app, &conv, &first, &app.user("adam"), "approve").await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(
-        (r.body["role"].as_str(), r.body["activity"]["invited_by"].as_str()),
+        (
+            r.body["role"].as_str(),
+            r.body["activity"]["invited_by"].as_str()
+        ),
         (Some("member"), Some("adam"))
     );
     assert_eq!(app.member_count(&conv).await, 4);
@@ -375,7 +408,11 @@ async fn join_requests_are_asked_approved_declined_and_withdrawn() {
 
     // The asker's feed tells them what became of their request.
     let seen = TestApp::types_of(&app.events_after(&app.user("stranger"), 0, 3).await);
-    for t in ["join_request.created", "member.added", "join_request.approved"] {
+    for t in [
+        "join_request.created",
+        "member.added",
+        "join_request.approved",
+    ] {
         assert!(seen.iter().any(|s| s == t), "{t} in {seen:?}");
     }
 }
@@ -392,14 +429,21 @@ async fn fifty_concurrent_joins_on_a_link_for_ten_make_exactly_ten_members() {
     )
     .await;
     assert_eq!(r.status, 201, "{:?}", r.body);
-    assert_eq!((r.body["uses"].as_i64(), r.body["role"].as_str()), (Some(0), Some("guest")));
+    assert_eq!(
+        (r.body["uses"].as_i64(), r.body["role"].as_str()),
+        (Some(0), Some("guest"))
+    );
     let code = code_of(&r);
     // Half the joins go through a second instance: its writer does not queue behind the
     // first one's, so the two meet in the database.
     let second = std::sync::Arc::new(spawn_second_instance(&app).await);
     let joins = (0..50).map(|i| {
         let code = code.clone();
-        let app = if i % 2 == 0 { app.clone() } else { second.clone() };
+        let app = if i % 2 == 0 {
+            app.clone()
+        } else {
+            second.clone()
+        };
         tokio::spawn(async move {
             let r = join_link(&app, &code, &app.user(&format!("u{i}"))).await;
             (r.status, r.code().to_owned(), r.body["role"].clone())
@@ -427,7 +471,9 @@ async fn fifty_concurrent_joins_on_a_link_for_ten_make_exactly_ten_members() {
         )
         .await;
     assert_eq!(links.body["items"][0]["uses"], 10);
-    let r = app.get(&format!("/v1/invite-links/{code}"), &app.user("late")).await;
+    let r = app
+        .get(&format!("/v1/invite-links/{code}"), &app.user("late"))
+        .await;
     assert_eq!((r.status, r.code()), (410, "invite_link_exhausted"));
 }
 
@@ -465,7 +511,9 @@ async fn invite_links_expire_are_revoked_and_may_ask_for_approval() {
     assert_eq!(r.status, 201, "{:?}", r.body);
     let code = code_of(&r);
     assert_eq!(code.len(), 22);
-    let preview = app.get(&format!("/v1/invite-links/{code}"), &app.user("pat")).await;
+    let preview = app
+        .get(&format!("/v1/invite-links/{code}"), &app.user("pat"))
+        .await;
     assert_eq!(preview.status, 200, "{:?}", preview.body);
     assert_eq!(preview.body["conversation"]["id"], conv.as_str());
     let r = join_link(&app, &code, &app.user("pat")).await;
@@ -504,13 +552,21 @@ async fn invite_links_expire_are_revoked_and_may_ask_for_approval() {
     assert!(r.body["revoked_at"].is_string());
     let r = join_link(&app, &code, &app.user("quinn")).await;
     assert_eq!((r.status, r.code()), (404, "invite_link_not_found"));
-    let r = app.get(&format!("/v1/invite-links/{code}"), &app.user("quinn")).await;
+    let r = app
+        .get(&format!("/v1/invite-links/{code}"), &app.user("quinn"))
+        .await;
     assert_eq!((r.status, r.code()), (404, "invite_link_not_found"));
     let r = join_link(&app, "AAAAAAAAAAAAAAAAAAAAAA", &app.user("quinn")).await;
     assert_eq!((r.status, r.code()), (404, "invite_link_not_found"));
 
     // Expired.
-    let r = make_link(&app, &conv, &app.server(), json!({ "expires_at": "2999-01-01T00:00:00Z" })).await;
+    let r = make_link(
+        &app,
+        &conv,
+        &app.server(),
+        json!({ "expires_at": "2999-01-01T00:00:00Z" }),
+    )
+    .await;
     assert_eq!(r.status, 201, "{:?}", r.body);
     let late = code_of(&r);
     expire(&app, "invite_links", doc! { "code": &late }).await;
@@ -540,7 +596,10 @@ async fn invite_links_expire_are_revoked_and_may_ask_for_approval() {
     // The list shows every link, revoked too, newest first; closing the conversation stops
     // the links members made.
     let links = app
-        .get(&format!("/v1/conversations/{conv}/invite-links"), &app.user("adam"))
+        .get(
+            &format!("/v1/conversations/{conv}/invite-links"),
+            &app.user("adam"),
+        )
         .await;
     assert_eq!(links.status, 200, "{:?}", links.body);
     let codes: Vec<&str> = links.body["items"]
@@ -569,7 +628,13 @@ async fn invite_links_expire_are_revoked_and_may_ask_for_approval() {
 async fn another_tenant_sees_no_invitation_request_or_link() {
     let mut app = spawn_app().await;
     let conv = app.create_group("ann", &[("adam", "admin")]).await;
-    let r = invite(&app, &conv, &app.user("adam"), json!({ "user_id": "carol" })).await;
+    let r = invite(
+        &app,
+        &conv,
+        &app.user("adam"),
+        json!({ "user_id": "carol" }),
+    )
+    .await;
     let inv = id_of(&r);
     let r = make_link(&app, &conv, &app.user("adam"), json!({})).await;
     let code = code_of(&r);
@@ -584,21 +649,27 @@ async fn another_tenant_sees_no_invitation_request_or_link() {
     let r = ask(&app, &conv, &app.user("bo"), json!({})).await;
     let req = id_of(&r);
 
-    app.switch_to_tenant_with_preset("other-tenant", "chat").await;
+    app.switch_to_tenant_with_preset("other-tenant", "chat")
+        .await;
     let r = answer(&app, &inv, &app.user("carol"), "accept").await;
     assert_eq!((r.status, r.code()), (404, "invitation_not_found"));
     let mine = app.get("/v1/invitations", &app.user("carol")).await;
     assert_eq!(mine.body["items"], json!([]));
     let r = join_link(&app, &code, &app.user("carol")).await;
     assert_eq!((r.status, r.code()), (404, "invite_link_not_found"));
-    let r = app.get(&format!("/v1/invite-links/{code}"), &app.user("carol")).await;
+    let r = app
+        .get(&format!("/v1/invite-links/{code}"), &app.user("carol"))
+        .await;
     assert_eq!((r.status, r.code()), (404, "invite_link_not_found"));
     let made_up = bson::oid::ObjectId::new().to_hex();
     for conv_id in [conv.as_str(), made_up.as_str()] {
         let r = decide(&app, conv_id, &req, &app.server(), "approve").await;
         assert_eq!((r.status, r.code()), (404, "conversation_not_found"));
         let r = app
-            .get(&format!("/v1/conversations/{conv_id}/join-requests"), &app.server())
+            .get(
+                &format!("/v1/conversations/{conv_id}/join-requests"),
+                &app.server(),
+            )
             .await;
         assert_eq!((r.status, r.code()), (404, "conversation_not_found"));
         let r = ask(&app, conv_id, &app.user("bo"), json!({})).await;
@@ -614,19 +685,32 @@ async fn another_tenant_sees_no_invitation_request_or_link() {
 async fn invitations_and_links_are_events_the_invitee_and_members_see() {
     let app = spawn_app().await;
     let conv = app.create_group("ann", &[("adam", "admin")]).await;
-    let r = invite(&app, &conv, &app.user("adam"), json!({ "user_id": "carol" })).await;
+    let r = invite(
+        &app,
+        &conv,
+        &app.user("adam"),
+        json!({ "user_id": "carol" }),
+    )
+    .await;
     let inv = id_of(&r);
     let r = answer(&app, &inv, &app.user("carol"), "accept").await;
     assert_eq!(r.status, 200);
     let r = make_link(&app, &conv, &app.user("adam"), json!({})).await;
     let code = code_of(&r);
     let r = app
-        .delete(&format!("/v1/conversations/{conv}/invite-links/{code}"), &app.user("adam"))
+        .delete(
+            &format!("/v1/conversations/{conv}/invite-links/{code}"),
+            &app.user("adam"),
+        )
         .await;
     assert_eq!(r.status, 200);
     let events = app.events_after(&app.user("ann"), 0, 6).await;
     let types = TestApp::types_of(&events);
-    let tail: Vec<&str> = types.iter().map(String::as_str).skip_while(|t| *t != "invitation.created").collect();
+    let tail: Vec<&str> = types
+        .iter()
+        .map(String::as_str)
+        .skip_while(|t| *t != "invitation.created")
+        .collect();
     assert_eq!(
         tail,
         [
@@ -639,9 +723,15 @@ async fn invitations_and_links_are_events_the_invitee_and_members_see() {
         "{types:?}"
     );
     // Links are announced without their code.
-    let created = events.iter().find(|e| e["type"] == "invite_link.created").unwrap();
+    let created = events
+        .iter()
+        .find(|e| e["type"] == "invite_link.created")
+        .unwrap();
     assert!(!created.to_string().contains(&code), "{created}");
     // The invitee saw their invitation before they were a member.
     let theirs = TestApp::types_of(&app.events_after(&app.user("carol"), 0, 2).await);
-    assert!(theirs.iter().any(|t| t == "invitation.created"), "{theirs:?}");
+    assert!(
+        theirs.iter().any(|t| t == "invitation.created"),
+        "{theirs:?}"
+    );
 }

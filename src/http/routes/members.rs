@@ -164,8 +164,8 @@ pub async fn leave(
 #[utoipa::path(post, path = "/v1/conversations/{conversation_id}/join", tag = "members",
     params(("conversation_id" = String, Path, description = "24 hex digits")),
     responses((status = 200, body = MemberView),
-              (status = 403, description = "`forbidden`: server token; `member_banned`", body = ProblemBody, content_type = "application/problem+json"),
-              (status = 404, description = "`conversation_not_found`: no such conversation, or its join policy is not `open`", body = ProblemBody, content_type = "application/problem+json"),
+              (status = 403, description = "`forbidden`: server token; `member_banned`; `approval_required`: the policy is `request` (ask with `POST …/join-requests`)", body = ProblemBody, content_type = "application/problem+json"),
+              (status = 404, description = "`conversation_not_found`: no such conversation, or its join policy is `invite` or `closed`", body = ProblemBody, content_type = "application/problem+json"),
               (status = 409, description = "`member_exists`, `conversation_full`, `role_limit_reached`", body = ProblemBody, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn join(

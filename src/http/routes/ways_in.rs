@@ -290,12 +290,7 @@ pub async fn create_invite_link(
     path: web::Path<String>,
     Body(body): Body<InviteLinkBody>,
 ) -> Result<HttpResponse, Error> {
-    Ok(HttpResponse::Created().json(
-        state
-            .roster
-            .create_invite_link(&scope, &path, body)
-            .await?,
-    ))
+    Ok(HttpResponse::Created().json(state.roster.create_invite_link(&scope, &path, body).await?))
 }
 
 /// The conversation's invite links, revoked ones too, newest first (server tokens, or

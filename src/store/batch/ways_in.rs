@@ -39,10 +39,7 @@ fn keep() -> std::time::Duration {
 }
 
 fn invitation_not_found() -> Problem {
-    Problem::new(
-        ErrorCode::InvitationNotFound,
-        "no such pending invitation",
-    )
+    Problem::new(ErrorCode::InvitationNotFound, "no such pending invitation")
 }
 
 fn join_request_not_found() -> Problem {
@@ -251,7 +248,14 @@ impl Working<'_> {
                 role: Some(inv.role.clone()),
             }];
             let outcome = self
-                .admit(s, it, &Acting::Server, inv.invited_by, &items, Some("invitation"))
+                .admit(
+                    s,
+                    it,
+                    &Acting::Server,
+                    inv.invited_by,
+                    &items,
+                    Some("invitation"),
+                )
                 .await?;
             Some(check!(only_member(outcome)))
         } else {
@@ -395,7 +399,14 @@ impl Working<'_> {
                 role: req.role.clone(),
             }];
             let outcome = self
-                .admit(s, it, &acting, me.map(|m| m.user_id), &items, Some("join_request"))
+                .admit(
+                    s,
+                    it,
+                    &acting,
+                    me.map(|m| m.user_id),
+                    &items,
+                    Some("join_request"),
+                )
                 .await?;
             Some(check!(only_member(outcome)))
         } else {
@@ -620,11 +631,21 @@ impl Working<'_> {
             role: Some(link.role.clone()),
         }];
         let outcome = self
-            .admit(s, it, &Acting::Server, link.created_by, &items, Some("invite_link"))
+            .admit(
+                s,
+                it,
+                &Acting::Server,
+                link.created_by,
+                &items,
+                Some("invite_link"),
+            )
             .await?;
         let m = check!(only_member(outcome));
         links
-            .update_one(id_filter(self.tenant, link.id), doc! { "$inc": { "uses": 1 } })
+            .update_one(
+                id_filter(self.tenant, link.id),
+                doc! { "$inc": { "uses": 1 } },
+            )
             .session(&mut *s)
             .await?;
         Ok(Ok(WriteOutput::Member(Box::new(m))))
