@@ -735,3 +735,127 @@ async fn invitations_and_links_are_events_the_invitee_and_members_see() {
         "{theirs:?}"
     );
 }
+
+#[tokio::test]
+async fn every_policy_and_caller_meets_the_ways_in_it_should() {
+    let app = spawn_app().await;
+    let conv = app
+        .create_group("ann", &[("adam", "admin"), ("mel", "member")])
+        .await;
+    let (admin, member, stranger, server) = (
+        app.user("adam"),
+        app.user("mel"),
+        app.user("stranger"),
+        app.server(),
+    );
+    let callers = [
+        ("admin", &admin),
+        ("member", &member),
+        ("stranger", &stranger),
+        ("server", &server),
+    ];
+    let mut n = 0;
+    let mut seen = Vec::new();
+    let mut made_under_invite = Vec::new();
+    for policy in ["invite", "open", "request", "closed"] {
+        let r = app
+            .patch(
+                &format!("/v1/conversations/{conv}"),
+                &app.server(),
+                json!({ "join_policy": policy }),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        for (who, token) in callers {
+            n += 1;
+            let inv = invite(&app, &conv, token, json!({ "user_id": format!("x{n}") })).await;
+            if policy == "invite" && inv.status == 201 {
+                made_under_invite.push((who, format!("x{n}"), id_of(&inv)));
+            }
+            let link = make_link(&app, &conv, token, json!({})).await;
+            let asked = ask(&app, &conv, token, json!({})).await;
+            let joined = app
+                .post(&format!("/v1/conversations/{conv}/join"), token, json!({}))
+                .await;
+            // Leave again what a join made, so the next policy starts from the same members.
+            if joined.status == 200 {
+                let r = app
+                    .post(&format!("/v1/conversations/{conv}/leave"), token, json!({}))
+                    .await;
+                assert_eq!(r.status, 200);
+            }
+            if asked.status == 201 {
+                let r = app
+                    .delete(
+                        &format!("/v1/conversations/{conv}/join-requests/{}", id_of(&asked)),
+                        token,
+                    )
+                    .await;
+                assert_eq!(r.status, 200);
+            }
+            let code = |r: &Resp| {
+                if r.status < 300 {
+                    r.status.to_string()
+                } else {
+                    r.code().to_owned()
+                }
+            };
+            seen.push(format!(
+                "{policy:7} {who:8} invite {} link {} ask {} join {}",
+                code(&inv),
+                code(&link),
+                code(&asked),
+                code(&joined)
+            ));
+        }
+    }
+    let expected = [
+        "invite  admin    invite 201 link 201 ask member_exists join member_exists",
+        "invite  member   invite missing_permission link missing_permission ask member_exists join member_exists",
+        "invite  stranger invite conversation_not_found link conversation_not_found ask conversation_not_found join conversation_not_found",
+        "invite  server   invite 201 link 201 ask forbidden join forbidden",
+        "open    admin    invite 201 link 201 ask member_exists join member_exists",
+        "open    member   invite missing_permission link missing_permission ask member_exists join member_exists",
+        "open    stranger invite conversation_not_found link conversation_not_found ask conversation_open join 200",
+        "open    server   invite 201 link 201 ask forbidden join forbidden",
+        "request admin    invite 201 link 201 ask member_exists join member_exists",
+        "request member   invite missing_permission link missing_permission ask member_exists join member_exists",
+        "request stranger invite conversation_not_found link conversation_not_found ask 201 join approval_required",
+        "request server   invite 201 link 201 ask forbidden join forbidden",
+        "closed  admin    invite conversation_closed link conversation_closed ask member_exists join member_exists",
+        "closed  member   invite missing_permission link missing_permission ask member_exists join member_exists",
+        "closed  stranger invite conversation_not_found link conversation_not_found ask conversation_not_found join conversation_not_found",
+        "closed  server   invite 201 link 201 ask forbidden join forbidden",
+    ];
+    assert_eq!(seen, expected);
+
+    // Now `closed`: a member's invitation no longer lets anyone in, the server's still does.
+    let answers: Vec<(&str, u16)> = {
+        let mut out = Vec::new();
+        for (who, invitee, id) in &made_under_invite {
+            let r = answer(&app, id, &app.user(invitee), "accept").await;
+            out.push((*who, r.status));
+            if r.status != 200 {
+                assert_eq!(r.code(), "conversation_closed");
+            }
+        }
+        out
+    };
+    assert_eq!(answers, [("admin", 403), ("server", 200)]);
+
+    // A direct conversation has no ways in.
+    let r = app
+        .post(
+            "/v1/conversations",
+            &app.user("ann"),
+            json!({ "type": "direct", "members": [{ "user_id": "bo" }] }),
+        )
+        .await;
+    let direct = r.body["conversation"]["id"].as_str().unwrap().to_owned();
+    let r = invite(&app, &direct, &app.server(), json!({ "user_id": "cy" })).await;
+    assert_eq!((r.status, r.code()), (409, "direct_conversation"));
+    let r = make_link(&app, &direct, &app.user("ann"), json!({})).await;
+    assert_eq!((r.status, r.code()), (409, "direct_conversation"));
+    let r = ask(&app, &direct, &app.user("cy"), json!({})).await;
+    assert_eq!((r.status, r.code()), (404, "conversation_not_found"));
+}
