@@ -28,6 +28,10 @@ pub struct UserExportView {
     pub audit: Vec<AuditView>,
     /// Metadata of every file the user uploaded.
     pub media: Vec<super::media::MediaView>,
+    /// Every invitation addressed to the user, any status.
+    pub invitations: Vec<super::ways_in::InvitationView>,
+    /// Every join request the user made, any status.
+    pub join_requests: Vec<super::ways_in::JoinRequestView>,
 }
 
 impl Roster {
@@ -52,7 +56,7 @@ impl Roster {
     }
 
     /// `GET /v1/users/{user_id}/export`: profile, memberships, the audit events about the
-    /// user and the metadata of their uploads, as JSON. Errors: `forbidden`, `user_not_found`.
+    /// user, the metadata of their uploads, their invitations and join requests, as JSON. Errors: `forbidden`, `user_not_found`.
     pub async fn export_user(&self, scope: &TenantScope, user: &str) -> Result<UserExportView> {
         super::server_only(scope)?;
         let user = path_user(scope, user)?;
@@ -60,7 +64,10 @@ impl Roster {
         let members = self.store.all_memberships(scope, doc.id).await?;
         let audit = self.store.audit_about(scope, user.as_str()).await?;
         let media = self.store.media_of_uploader(scope, doc.id).await?;
+        let (invitations, join_requests) = self.store.ways_in_of(scope, user.as_str()).await?;
         Ok(UserExportView {
+            invitations: self.invitation_views(scope, invitations).await?,
+            join_requests: join_requests.into_iter().map(Into::into).collect(),
             media: media.into_iter().map(Into::into).collect(),
             user: doc.into(),
             memberships: self.member_views(scope, members).await?,

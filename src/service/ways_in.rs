@@ -344,7 +344,7 @@ impl Roster {
             .collect())
     }
 
-    async fn invitation_views(
+    pub(super) async fn invitation_views(
         &self,
         scope: &TenantScope,
         items: Vec<InvitationDoc>,

@@ -325,6 +325,34 @@ impl Store {
         Ok(a.deleted_count + b.deleted_count + c.deleted_count)
     }
 
+    /// Every invitation to and join request of a user, any status (the user's export).
+    pub async fn ways_in_of(
+        &self,
+        scope: &TenantScope,
+        user: &str,
+    ) -> Result<(Vec<InvitationDoc>, Vec<JoinRequestDoc>)> {
+        use futures::TryStreamExt;
+        let mut f = tenant_filter(scope);
+        f.insert("external_user_id", user);
+        let invitations = self
+            .invitations()
+            .find(f.clone())
+            .await
+            .map_err(db_error)?
+            .try_collect()
+            .await
+            .map_err(db_error)?;
+        let requests = self
+            .join_requests()
+            .find(f)
+            .await
+            .map_err(db_error)?
+            .try_collect()
+            .await
+            .map_err(db_error)?;
+        Ok((invitations, requests))
+    }
+
     /// Deletes the invitations to and join requests of an erased user.
     pub(crate) async fn erase_ways_in_of(&self, scope: &TenantScope, user: &str) -> Result<u64> {
         let mut f = tenant_filter(scope);

@@ -859,3 +859,60 @@ async fn every_policy_and_caller_meets_the_ways_in_it_should() {
     let r = ask(&app, &direct, &app.user("cy"), json!({})).await;
     assert_eq!((r.status, r.code()), (404, "conversation_not_found"));
 }
+
+#[tokio::test]
+async fn invitations_and_requests_go_with_their_conversation_and_their_user() {
+    let app = spawn_app().await;
+    let doomed = app.create_group("ann", &[]).await;
+    let kept = app.create_group("ann", &[]).await;
+    for conv in [&doomed, &kept] {
+        let r = invite(&app, conv, &app.user("ann"), json!({ "user_id": "carol" })).await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        let r = make_link(&app, conv, &app.user("ann"), json!({})).await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+    }
+    let stored = |collection: &'static str| {
+        let db = app.store.database();
+        async move {
+            db.collection::<bson::Document>(collection)
+                .count_documents(doc! {})
+                .await
+                .unwrap()
+        }
+    };
+    let r = app
+        .delete(&format!("/v1/conversations/{doomed}"), &app.server())
+        .await;
+    assert_eq!(r.status, 204, "{:?}", r.body);
+    let mine = app.get("/v1/invitations", &app.user("carol")).await;
+    let listed: Vec<&str> = mine.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["conversation_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, [kept.as_str()]);
+    assert_eq!(
+        (stored("invitations").await, stored("invite_links").await),
+        (1, 1)
+    );
+
+    let r = app
+        .put(
+            "/v1/users/carol",
+            &app.server(),
+            json!({ "display_name": "Carol" }),
+        )
+        .await;
+    assert!(r.status < 300, "{:?}", r.body);
+    let export = app.get("/v1/users/carol/export", &app.server()).await;
+    assert_eq!(export.status, 200, "{:?}", export.body);
+    assert_eq!(
+        export.body["invitations"][0]["conversation_id"],
+        kept.as_str()
+    );
+    assert_eq!(export.body["join_requests"], json!([]));
+    let r = app.delete("/v1/users/carol", &app.server()).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(stored("invitations").await, 0);
+}
