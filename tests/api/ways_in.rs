@@ -916,3 +916,80 @@ async fn invitations_and_requests_go_with_their_conversation_and_their_user() {
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(stored("invitations").await, 0);
 }
+
+/// The commands one call sends, measured alone on a quiet conversation.
+async fn commands_of(app: &TestApp, call: impl std::future::Future<Output = Resp>) -> (u64, Resp) {
+    let before = app.store.commands_sent();
+    let r = call.await;
+    (app.store.commands_sent() - before, r)
+}
+
+#[tokio::test]
+async fn each_way_in_costs_a_few_commands_whatever_the_conversation_size() {
+    let app = spawn_app().await;
+    let conv = app.create_group("ann", &[("adam", "admin")]).await;
+    let adam = app.user("adam");
+    let r = make_link(&app, &conv, &adam, json!({})).await;
+    let code = code_of(&r);
+    let mut costs = Vec::new();
+    for round in ["small", "large"] {
+        let (who_link, who_inv, who_req) = (
+            format!("{round}-link"),
+            format!("{round}-inv"),
+            format!("{round}-req"),
+        );
+        // Warm the key cache of each token first.
+        for who in [&who_link, &who_inv, &who_req] {
+            app.get("/v1/invitations", &app.user(who)).await;
+        }
+        let (link, r) = commands_of(&app, join_link(&app, &code, &app.user(&who_link))).await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        let r = invite(&app, &conv, &adam, json!({ "user_id": who_inv })).await;
+        let (accept, r) = commands_of(
+            &app,
+            answer(&app, &id_of(&r), &app.user(&who_inv), "accept"),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        let r = app
+            .patch(
+                &format!("/v1/conversations/{conv}"),
+                &app.server(),
+                json!({ "join_policy": "request" }),
+            )
+            .await;
+        assert_eq!(r.status, 200);
+        let r = ask(&app, &conv, &app.user(&who_req), json!({})).await;
+        let (approve, r) =
+            commands_of(&app, decide(&app, &conv, &id_of(&r), &adam, "approve")).await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        costs.push((round, link, accept, approve));
+        // Grow past 1,000 members before the second round.
+        for b in 0..10 {
+            let users: Vec<String> = (0..100).map(|i| format!("bulk-{b}-{i}")).collect();
+            let r = app.add_batch(&app.server(), &conv, &users).await;
+            assert_eq!(r.status, 200, "{:?}", r.body);
+        }
+    }
+    println!("commands (round, link join, invitation accept, request approval): {costs:?}");
+    let (_, link, accept, approve) = costs[0];
+    assert_eq!(
+        (costs[1].1, costs[1].2, costs[1].3),
+        (link, accept, approve),
+        "{costs:?}"
+    );
+    assert!(link <= LINK_JOIN_COMMANDS, "{costs:?}");
+    assert!(accept <= ACCEPT_COMMANDS, "{costs:?}");
+    assert!(approve <= APPROVE_COMMANDS, "{costs:?}");
+}
+
+/// A join through a link: the link by code (1), then the writer's transaction — the
+/// conversation, the catalog, the membership, the link, the user (upsert), the new membership,
+/// the conversation's count, the audit entry, the outbox, the link's `uses`, the commit (11).
+const LINK_JOIN_COMMANDS: u64 = 12;
+/// An acceptance: the invitation for the caller (1), then the same transaction with the
+/// invitation in place of the link (11).
+const ACCEPT_COMMANDS: u64 = 12;
+/// An approval: the conversation and the approver's rights (1, the membership from the
+/// authorize cache), the request (1), then the transaction (11), and the answer's view (1).
+const APPROVE_COMMANDS: u64 = 14;
