@@ -990,6 +990,6 @@ const LINK_JOIN_COMMANDS: u64 = 12;
 /// An acceptance: the invitation for the caller (1), then the same transaction with the
 /// invitation in place of the link (11).
 const ACCEPT_COMMANDS: u64 = 12;
-/// An approval: the conversation and the approver's rights (1, the membership from the
-/// authorize cache), the request (1), then the transaction (11), and the answer's view (1).
+/// An approval: the reads before the transaction (the conversation and the approver's rights,
+/// the request; 2–3) and the transaction with the request in place of the link (11).
 const APPROVE_COMMANDS: u64 = 14;
