@@ -11,10 +11,13 @@ use serde::{Deserialize, Serialize};
 
 use super::batch::{WriteOp, WriteOutput};
 use super::docs::MemberDoc;
+use super::later;
 use super::members::unexpected;
 use super::{Query, Store, db_error, names, tenant_filter};
 use crate::auth::TenantScope;
-use crate::domain::ways_in::{InvitationStatus, JoinRequestStatus, OPEN_KEY_PENDING};
+use crate::domain::ways_in::{
+    InvitationStatus, JoinRequestStatus, KEEP_DECIDED_DAYS, OPEN_KEY_PENDING,
+};
 use crate::domain::{ConversationId, ErrorCode, ExternalUserId, RoleName};
 use crate::error::{Error, Problem, Result};
 
@@ -61,6 +64,53 @@ impl InvitationDoc {
         } else {
             self.status
         }
+    }
+}
+
+/// How long answered items and dead links are kept ([`KEEP_DECIDED_DAYS`]).
+pub(crate) fn keep() -> std::time::Duration {
+    std::time::Duration::from_secs(KEEP_DECIDED_DAYS.unsigned_abs() * 86_400)
+}
+
+/// Marks an item decided at `at`: `status`, `open_key` freed (its own `_id`), `decided_at`,
+/// `purge_at`; returns the `$set` that stores the same.
+fn decided(id: ObjectId, status: &str, at: DateTime) -> Document {
+    doc! {
+        "status": status,
+        "open_key": id.to_hex(),
+        "decided_at": at,
+        "purge_at": later(at, keep()),
+    }
+}
+
+impl InvitationDoc {
+    /// Answers, revokes or expires it at `at`; returns the `$set` that stores the change.
+    pub(crate) fn decide(&mut self, status: InvitationStatus, at: DateTime) -> Document {
+        self.status = status;
+        self.open_key = self.id.to_hex();
+        self.decided_at = Some(at);
+        self.purge_at = later(at, keep());
+        decided(self.id, status.as_str(), at)
+    }
+}
+
+impl JoinRequestDoc {
+    /// Approves, declines or withdraws it at `at` (`by`: who decided; `None` for a server
+    /// token or the user withdrawing); returns the `$set` that stores the change.
+    pub(crate) fn decide(
+        &mut self,
+        status: JoinRequestStatus,
+        by: Option<String>,
+        at: DateTime,
+    ) -> Document {
+        self.status = status;
+        self.open_key = self.id.to_hex();
+        self.decided_at = Some(at);
+        self.purge_at = Some(later(at, keep()));
+        let mut set = decided(self.id, status.as_str(), at);
+        set.insert("decided_by", by.clone());
+        self.decided_by = by;
+        set
     }
 }
 

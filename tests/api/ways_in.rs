@@ -704,7 +704,8 @@ async fn invitations_and_links_are_events_the_invitee_and_members_see() {
         )
         .await;
     assert_eq!(r.status, 200);
-    let events = app.events_after(&app.user("ann"), 0, 6).await;
+    // The group's creation (3 events: created, two members added), then the 5 below.
+    let events = app.events_after(&app.user("ann"), 0, 8).await;
     let types = TestApp::types_of(&events);
     let tail: Vec<&str> = types
         .iter()

@@ -5,7 +5,7 @@
 //! together (a link's `uses` counts exactly the members it let in).
 
 use bson::oid::ObjectId;
-use bson::{DateTime, doc};
+use bson::doc;
 use mongodb::ClientSession;
 
 use super::{
@@ -13,14 +13,14 @@ use super::{
 };
 use crate::domain::rules::{self, Acting};
 use crate::domain::ways_in::{
-    InvitationStatus, JoinRequestStatus, KEEP_DECIDED_DAYS, OPEN_KEY_PENDING, new_link_code,
+    InvitationStatus, JoinRequestStatus, OPEN_KEY_PENDING, new_link_code,
 };
 use crate::domain::{ConversationType, ErrorCode, ExternalUserId, JoinPolicy, MemberStatus};
 use crate::error::Problem;
 use crate::store::audit::{self, action};
 use crate::store::members::NewMember;
 use crate::store::ways_in::{
-    InvitationDoc, InviteLinkDoc, JoinRequestDoc, LinkJoin, NewInvitation, NewInviteLink,
+    InvitationDoc, InviteLinkDoc, JoinRequestDoc, LinkJoin, NewInvitation, NewInviteLink, keep,
 };
 use crate::store::{Store, id_filter, later};
 
@@ -32,10 +32,6 @@ macro_rules! check {
             Err(p) => return Ok(Err(Problem::from(p))),
         }
     };
-}
-
-fn keep() -> std::time::Duration {
-    std::time::Duration::from_secs(KEEP_DECIDED_DAYS as u64 * 86_400)
 }
 
 fn invitation_not_found() -> Problem {
@@ -58,16 +54,6 @@ fn only_users() -> Problem {
         ErrorCode::Forbidden,
         "only a user token answers for itself; a server token adds members",
     )
-}
-
-/// `$set` of an answered item: its status, `open_key` freed, when, and when it goes.
-fn decided(id: ObjectId, status: &str, now: DateTime) -> bson::Document {
-    doc! {
-        "status": status,
-        "open_key": id.to_hex(),
-        "decided_at": now,
-        "purge_at": later(now, keep()),
-    }
 }
 
 impl Working<'_> {
@@ -110,15 +96,14 @@ impl Working<'_> {
         }
         let invitations = self.store.invitations();
         let open = Store::pending_filter(self.tenant, self.conv_id, user);
-        if let Some(p) = invitations.find_one(open).session(&mut *s).await? {
+        if let Some(mut p) = invitations.find_one(open).session(&mut *s).await? {
             if p.status_at(self.now) == InvitationStatus::Pending {
                 return Ok(Err(Problem::new(
                     ErrorCode::InvitationExists,
                     "the user already has a pending invitation to this conversation",
                 )));
             }
-            let mut gone = decided(p.id, InvitationStatus::Expired.as_str(), self.now);
-            gone.insert("decided_at", p.expires_at);
+            let gone = p.decide(InvitationStatus::Expired, p.expires_at);
             invitations
                 .update_one(id_filter(self.tenant, p.id), doc! { "$set": gone })
                 .session(&mut *s)
@@ -180,15 +165,11 @@ impl Working<'_> {
         if inv.inviter_external_id.is_none() || inv.inviter_external_id != Self::caller(it) {
             check!(rules::check_may_add(&acting));
         }
-        let set = decided(inv.id, InvitationStatus::Revoked.as_str(), self.now);
+        let set = inv.decide(InvitationStatus::Revoked, self.now);
         invitations
             .update_one(id_filter(self.tenant, inv.id), doc! { "$set": set })
             .session(&mut *s)
             .await?;
-        inv.status = InvitationStatus::Revoked;
-        inv.open_key = inv.id.to_hex();
-        inv.decided_at = Some(self.now);
-        inv.purge_at = later(self.now, keep());
         self.event(
             it,
             audit::Event {
@@ -261,7 +242,7 @@ impl Working<'_> {
         } else {
             None
         };
-        let set = decided(inv.id, status.as_str(), self.now);
+        let set = inv.decide(status, self.now);
         invitations
             .update_one(id_filter(self.tenant, inv.id), doc! { "$set": set })
             .session(&mut *s)
@@ -282,13 +263,7 @@ impl Working<'_> {
         );
         Ok(Ok(match joined {
             Some(m) => WriteOutput::Member(Box::new(m)),
-            None => {
-                inv.status = status;
-                inv.open_key = inv.id.to_hex();
-                inv.decided_at = Some(self.now);
-                inv.purge_at = later(self.now, keep());
-                WriteOutput::Invitation(Box::new(inv))
-            }
+            None => WriteOutput::Invitation(Box::new(inv)),
         }))
     }
 
@@ -417,8 +392,7 @@ impl Working<'_> {
         } else {
             JoinRequestStatus::Declined
         };
-        let mut set = decided(req.id, status.as_str(), self.now);
-        set.insert("decided_by", Self::caller(it));
+        let set = req.decide(status, Self::caller(it), self.now);
         requests
             .update_one(id_filter(self.tenant, req.id), doc! { "$set": set })
             .session(&mut *s)
@@ -439,14 +413,7 @@ impl Working<'_> {
         );
         Ok(Ok(match joined {
             Some(m) => WriteOutput::Member(Box::new(m)),
-            None => {
-                req.status = status;
-                req.open_key = req.id.to_hex();
-                req.decided_at = Some(self.now);
-                req.decided_by = Self::caller(it);
-                req.purge_at = Some(later(self.now, keep()));
-                WriteOutput::JoinRequest(Box::new(req))
-            }
+            None => WriteOutput::JoinRequest(Box::new(req)),
         }))
     }
 
@@ -469,15 +436,11 @@ impl Working<'_> {
         let Some(mut req) = requests.find_one(f).session(&mut *s).await? else {
             return Ok(Err(join_request_not_found()));
         };
-        let set = decided(req.id, JoinRequestStatus::Cancelled.as_str(), self.now);
+        let set = req.decide(JoinRequestStatus::Cancelled, None, self.now);
         requests
             .update_one(id_filter(self.tenant, req.id), doc! { "$set": set })
             .session(&mut *s)
             .await?;
-        req.status = JoinRequestStatus::Cancelled;
-        req.open_key = req.id.to_hex();
-        req.decided_at = Some(self.now);
-        req.purge_at = Some(later(self.now, keep()));
         self.event(
             it,
             audit::Event {
