@@ -22,6 +22,7 @@ use crate::error::{Error, Problem, Result};
 use crate::store::names;
 use crate::store::ways_in::{
     Answered, InvitationDoc, InviteLinkDoc, JoinRequestDoc, LinkJoin, NewInvitation, NewInviteLink,
+    link_not_found,
 };
 use crate::store::{ConversationDoc, Store};
 
@@ -307,10 +308,7 @@ fn link_code(raw: &str) -> Result<&str> {
     if is_link_code(raw) {
         Ok(raw)
     } else {
-        Err(Error::client(
-            ErrorCode::InviteLinkNotFound,
-            "no such invite link",
-        ))
+        Err(Error::Client(link_not_found()))
     }
 }
 
@@ -718,7 +716,7 @@ impl Roster {
         code: &str,
     ) -> Result<InviteLinkPreview> {
         let code = link_code(code)?;
-        let gone = || Error::client(ErrorCode::InviteLinkNotFound, "no such invite link");
+        let gone = || Error::Client(link_not_found());
         let link = self
             .store
             .invite_link(scope, code)

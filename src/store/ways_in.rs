@@ -67,6 +67,24 @@ impl InvitationDoc {
     }
 }
 
+/// No pending invitation with this id for the caller.
+pub(crate) fn invitation_not_found() -> Problem {
+    Problem::new(ErrorCode::InvitationNotFound, "no such pending invitation")
+}
+
+/// No pending join request with this id in the conversation.
+pub(crate) fn join_request_not_found() -> Problem {
+    Problem::new(
+        ErrorCode::JoinRequestNotFound,
+        "no such pending join request",
+    )
+}
+
+/// No live invite link with this code in the tenant.
+pub(crate) fn link_not_found() -> Problem {
+    Problem::new(ErrorCode::InviteLinkNotFound, "no such invite link")
+}
+
 /// How long answered items and dead links are kept ([`KEEP_DECIDED_DAYS`]).
 pub(crate) fn keep() -> std::time::Duration {
     std::time::Duration::from_secs(KEEP_DECIDED_DAYS.unsigned_abs() * 86_400)
@@ -537,9 +555,7 @@ impl Store {
         let inv = self
             .invitation_for(scope, id, user.as_str())
             .await?
-            .ok_or_else(|| {
-                Error::client(ErrorCode::InvitationNotFound, "no such pending invitation")
-            })?;
+            .ok_or_else(|| Error::Client(invitation_not_found()))?;
         let op = WriteOp::AnswerInvitation(id, accept);
         Ok(match self.submit(scope, inv.conversation_id, op).await? {
             WriteOutput::Member(m) => Answered::Member(m),
@@ -583,12 +599,7 @@ impl Store {
             .join_request(scope, conversation.object_id(), id)
             .await?
             .filter(|r| r.status == JoinRequestStatus::Pending)
-            .ok_or_else(|| {
-                Error::client(
-                    ErrorCode::JoinRequestNotFound,
-                    "no such pending join request",
-                )
-            })?;
+            .ok_or_else(|| Error::Client(join_request_not_found()))?;
         let user = ExternalUserId::parse(&req.external_user_id)
             .map_err(|e| Error::Internal(anyhow::anyhow!("stored user id: {}", e.0)))?;
         let op = WriteOp::DecideJoinRequest(id, user, approve);
@@ -655,7 +666,7 @@ impl Store {
         let link = self
             .invite_link(scope, code)
             .await?
-            .ok_or_else(|| Error::client(ErrorCode::InviteLinkNotFound, "no such invite link"))?;
+            .ok_or_else(|| Error::Client(link_not_found()))?;
         let op = WriteOp::JoinByLink(code.to_owned());
         super::batch::link_join(self.submit(scope, link.conversation_id, op).await?)
     }

@@ -4,8 +4,8 @@
 //! document: a refusal writes nothing, and an admission and the change that allowed it commit
 //! together (a link's `uses` counts exactly the members it let in).
 
-use bson::oid::ObjectId;
 use bson::doc;
+use bson::oid::ObjectId;
 use mongodb::ClientSession;
 
 use super::{
@@ -20,7 +20,8 @@ use crate::error::Problem;
 use crate::store::audit::{self, action};
 use crate::store::members::NewMember;
 use crate::store::ways_in::{
-    InvitationDoc, InviteLinkDoc, JoinRequestDoc, LinkJoin, NewInvitation, NewInviteLink, keep,
+    InvitationDoc, InviteLinkDoc, JoinRequestDoc, LinkJoin, NewInvitation, NewInviteLink,
+    invitation_not_found, join_request_not_found, keep, link_not_found,
 };
 use crate::store::{Store, id_filter, later};
 
@@ -32,21 +33,6 @@ macro_rules! check {
             Err(p) => return Ok(Err(Problem::from(p))),
         }
     };
-}
-
-fn invitation_not_found() -> Problem {
-    Problem::new(ErrorCode::InvitationNotFound, "no such pending invitation")
-}
-
-fn join_request_not_found() -> Problem {
-    Problem::new(
-        ErrorCode::JoinRequestNotFound,
-        "no such pending join request",
-    )
-}
-
-fn link_not_found() -> Problem {
-    Problem::new(ErrorCode::InviteLinkNotFound, "no such invite link")
 }
 
 fn only_users() -> Problem {
