@@ -13,7 +13,10 @@ VENV=".venv"
 STARTED_PIDS=()
 stop_started() {
   local pid
-  for pid in "${STARTED_PIDS[@]}"; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
+  for pid in "${STARTED_PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true  # already stopped by its script
+    wait "$pid" 2>/dev/null || true
+  done
   return 0
 }
 trap stop_started EXIT
