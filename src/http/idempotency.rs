@@ -1,5 +1,6 @@
 //! `Idempotency-Key` on the creating requests (`POST /v1/conversations`,
-//! `POST /v1/conversations/{id}/members`, `POST /v1/media`): a client that retries such a
+//! `POST /v1/conversations/{id}/members`, `POST /v1/media`, `POST …/invitations`,
+//! `POST …/invite-links`): a client that retries such a
 //! request with the same key gets the first answer again (status, body, `Location`) with
 //! `Idempotent-Replayed: true`, and nothing is created twice. Keys are scoped to the tenant,
 //! the caller, the method and the path, kept 24 hours, and bound to the request they came with

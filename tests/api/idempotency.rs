@@ -161,3 +161,51 @@ async fn a_retried_upload_stores_one_file() {
     assert_eq!(again.json::<Value>().await.unwrap()["id"], first["id"]);
     assert_eq!(count(&app, "media_files").await, 1);
 }
+
+#[tokio::test]
+async fn a_retried_invitation_or_invite_link_is_made_once() {
+    let app = spawn_app().await;
+    let conv = app.create_group("ann", &[]).await;
+    let ann = app.user("ann");
+    let links = format!("/v1/conversations/{conv}/invite-links");
+    let first = post_keyed(&app, &links, &ann, "link-1", json!({ "max_uses": 3 })).await;
+    assert_eq!(first.status, 201, "{:?}", first.body);
+    let again = post_keyed(&app, &links, &ann, "link-1", json!({ "max_uses": 3 })).await;
+    assert_eq!(again.status, 201, "{:?}", again.body);
+    assert_eq!(again.body["code"], first.body["code"]);
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert_eq!(count(&app, "invite_links").await, 1);
+
+    let invitations = format!("/v1/conversations/{conv}/invitations");
+    let first = post_keyed(
+        &app,
+        &invitations,
+        &ann,
+        "inv-1",
+        json!({ "user_id": "carol" }),
+    )
+    .await;
+    assert_eq!(first.status, 201, "{:?}", first.body);
+    let again = post_keyed(
+        &app,
+        &invitations,
+        &ann,
+        "inv-1",
+        json!({ "user_id": "carol" }),
+    )
+    .await;
+    assert_eq!((again.status, &again.body["id"]), (201, &first.body["id"]));
+    let other = post_keyed(
+        &app,
+        &invitations,
+        &ann,
+        "inv-1",
+        json!({ "user_id": "dave" }),
+    )
+    .await;
+    assert_eq!(
+        (other.status, other.code()),
+        (422, "idempotency_key_reused")
+    );
+    assert_eq!(count(&app, "invitations").await, 1);
+}

@@ -1,12 +1,13 @@
 //! Ways in: invitations, join requests and invite links (see `crate::service::ways_in`).
 
-use actix_web::HttpResponse;
 use actix_web::web::{self, Data};
+use actix_web::{HttpRequest, HttpResponse};
 
 use crate::error::Error;
 use crate::http::AppState;
 use crate::http::error::ProblemBody;
 use crate::http::extract::{Body, Caller};
+use crate::http::idempotency::idempotent;
 use crate::service::views::{MemberView, Page};
 use crate::service::ways_in::{
     AnswerView, InvitationView, InviteBody, InviteLinkBody, InviteLinkPreview, InviteLinkView,
@@ -25,20 +26,24 @@ fn answered<T: serde::Serialize>(a: AnswerView<T>) -> HttpResponse {
 /// the event feed (`invitation.created`), and accepts or declines; it expires (default 7 days).
 #[utoipa::path(post, path = "/v1/conversations/{conversation_id}/invitations", tag = "ways_in",
     request_body = InviteBody,
-    params(("conversation_id" = String, Path, description = "24 hex digits")),
+    params(("conversation_id" = String, Path, description = "24 hex digits"), ("Idempotency-Key" = Option<String>, Header, description = "Up to 255 visible ASCII characters: a retry with the same key within 24 h gets the first answer (`Idempotent-Replayed: true`) and creates nothing more")),
     responses((status = 201, body = InvitationView),
               (status = 403, description = "`missing_permission`: not `can_add_members`; `insufficient_rank`; `conversation_closed`: a user in a `closed` conversation; `member_banned`: the invitee is banned", body = ProblemBody, content_type = "application/problem+json"),
               (status = 404, description = "`conversation_not_found`: no such conversation, or the caller is not a member", body = ProblemBody, content_type = "application/problem+json"),
-              (status = 409, description = "`member_exists`, `invitation_exists`, `direct_conversation`, `owner_role_locked`", body = ProblemBody, content_type = "application/problem+json"),
-              (status = 422, description = "`unknown_role`, `validation_failed`", body = ProblemBody, content_type = "application/problem+json")),
+              (status = 409, description = "`member_exists`, `invitation_exists`, `direct_conversation`, `owner_role_locked`, `idempotency_key_in_progress`", body = ProblemBody, content_type = "application/problem+json"),
+              (status = 422, description = "`unknown_role`, `validation_failed`, `idempotency_key_reused`", body = ProblemBody, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn invite(
+    req: HttpRequest,
     Caller(scope): Caller,
     state: Data<AppState>,
     path: web::Path<String>,
     Body(body): Body<InviteBody>,
 ) -> Result<HttpResponse, Error> {
-    Ok(HttpResponse::Created().json(state.roster.invite(&scope, &path, body).await?))
+    idempotent(&req, &state, &scope, async {
+        Ok(HttpResponse::Created().json(state.roster.invite(&scope, &path, body).await?))
+    })
+    .await
 }
 
 /// The conversation's invitations in one status (default `pending`), newest first (server
@@ -277,20 +282,25 @@ pub async fn my_join_requests(
 /// joining needs approval.
 #[utoipa::path(post, path = "/v1/conversations/{conversation_id}/invite-links", tag = "ways_in",
     request_body = InviteLinkBody,
-    params(("conversation_id" = String, Path, description = "24 hex digits")),
+    params(("conversation_id" = String, Path, description = "24 hex digits"), ("Idempotency-Key" = Option<String>, Header, description = "Up to 255 visible ASCII characters: a retry with the same key within 24 h gets the first answer (`Idempotent-Replayed: true`) and creates nothing more")),
     responses((status = 201, body = InviteLinkView),
               (status = 403, description = "`missing_permission`: not `can_add_members`; `insufficient_rank`; `conversation_closed`: a user in a `closed` conversation", body = ProblemBody, content_type = "application/problem+json"),
               (status = 404, description = "`conversation_not_found`", body = ProblemBody, content_type = "application/problem+json"),
-              (status = 409, description = "`direct_conversation`, `owner_role_locked`", body = ProblemBody, content_type = "application/problem+json"),
-              (status = 422, description = "`unknown_role`, `validation_failed`: `expires_at` not in the future, `max_uses` out of 1–100000 or with `requires_approval`", body = ProblemBody, content_type = "application/problem+json")),
+              (status = 409, description = "`direct_conversation`, `owner_role_locked`, `idempotency_key_in_progress`", body = ProblemBody, content_type = "application/problem+json"),
+              (status = 422, description = "`unknown_role`, `idempotency_key_reused`, `validation_failed`: `expires_at` not in the future, `max_uses` out of 1–100000 or with `requires_approval`", body = ProblemBody, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn create_invite_link(
+    req: HttpRequest,
     Caller(scope): Caller,
     state: Data<AppState>,
     path: web::Path<String>,
     Body(body): Body<InviteLinkBody>,
 ) -> Result<HttpResponse, Error> {
-    Ok(HttpResponse::Created().json(state.roster.create_invite_link(&scope, &path, body).await?))
+    idempotent(&req, &state, &scope, async {
+        let link = state.roster.create_invite_link(&scope, &path, body).await?;
+        Ok(HttpResponse::Created().json(link))
+    })
+    .await
 }
 
 /// The conversation's invite links, revoked ones too, newest first (server tokens, or
