@@ -257,6 +257,67 @@ async fn every_event_type_arrives_signed() {
     ok(&app
         .delete(&format!("/v1/media/{media}"), &app.user("alice"))
         .await);
+    // The ways in: invitations answered both ways and revoked, join requests decided both ways
+    // and withdrawn, a link made and revoked.
+    let mut invitations = Vec::new();
+    for who in ["ivan", "ines", "ida"] {
+        let r = app
+            .post(
+                &format!("{base}/invitations"),
+                &server,
+                json!({ "user_id": who }),
+            )
+            .await;
+        ok(&r);
+        invitations.push(r.body["id"].as_str().unwrap().to_owned());
+    }
+    ok(&app
+        .post(
+            &format!("/v1/invitations/{}/accept", invitations[0]),
+            &app.user("ivan"),
+            json!({}),
+        )
+        .await);
+    ok(&app
+        .post(
+            &format!("/v1/invitations/{}/decline", invitations[1]),
+            &app.user("ines"),
+            json!({}),
+        )
+        .await);
+    ok(&app
+        .delete(&format!("{base}/invitations/{}", invitations[2]), &server)
+        .await);
+    ok(&app
+        .patch(&base, &server, json!({ "join_policy": "request" }))
+        .await);
+    for (who, verdict) in [("rui", "approve"), ("rita", "decline"), ("ron", "")] {
+        let r = app
+            .post(&format!("{base}/join-requests"), &app.user(who), json!({}))
+            .await;
+        ok(&r);
+        let id = r.body["id"].as_str().unwrap();
+        let r = if verdict.is_empty() {
+            app.delete(&format!("{base}/join-requests/{id}"), &app.user(who))
+                .await
+        } else {
+            app.post(
+                &format!("{base}/join-requests/{id}/{verdict}"),
+                &server,
+                json!({}),
+            )
+            .await
+        };
+        ok(&r);
+    }
+    let link = app
+        .post(&format!("{base}/invite-links"), &server, json!({}))
+        .await;
+    ok(&link);
+    let code = link.body["code"].as_str().unwrap();
+    ok(&app
+        .delete(&format!("{base}/invite-links/{code}"), &server)
+        .await);
     ok(&app.add_member(&server, &conv, "frank", "member").await);
     ok(&app
         .post(
@@ -292,7 +353,22 @@ async fn every_event_type_arrives_signed() {
         "user.erased",
         "media.uploaded",
         "media.deleted",
+        "invitation.created",
+        "invitation.accepted",
+        "invitation.declined",
+        "invitation.revoked",
+        "join_request.created",
+        "join_request.approved",
+        "join_request.declined",
+        "join_request.cancelled",
+        "invite_link.created",
+        "invite_link.revoked",
     ];
+    assert_eq!(
+        all,
+        roster::store::events::kind::ALL,
+        "every type of the catalogue"
+    );
     let got = receiver
         .wait_for("every event type", |g| {
             let types: Vec<String> = g
