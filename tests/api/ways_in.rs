@@ -229,6 +229,20 @@ async fn invitations_are_accepted_declined_revoked_and_expire() {
     let r = answer(&app, &id_of(&r), &app.user("gus"), "accept").await;
     assert_eq!(r.status, 200, "{:?}", r.body);
 
+    // Added some other way while invited: accepting closes the invitation and keeps the
+    // membership as it is.
+    let r = invite(&app, &conv, &app.user("moe"), json!({ "user_id": "jo" })).await;
+    let jo_inv = id_of(&r);
+    let r = app.add_member(&app.server(), &conv, "jo", "guest").await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let before = app.member_count(&conv).await;
+    let r = answer(&app, &jo_inv, &app.user("jo"), "accept").await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["role"], "guest");
+    assert_eq!(app.member_count(&conv).await, before);
+    let r = answer(&app, &jo_inv, &app.user("jo"), "accept").await;
+    assert_eq!((r.status, r.code()), (404, "invitation_not_found"));
+
     // A banned user cannot be invited; a pending invitation of someone banned since cannot
     // be accepted.
     let r = invite(&app, &conv, &app.user("moe"), json!({ "user_id": "hal" })).await;
@@ -247,8 +261,8 @@ async fn invitations_are_accepted_declined_revoked_and_expire() {
     assert_eq!((r.status, r.code()), (403, "member_banned"));
     let r = answer(&app, &hal_inv, &app.user("hal"), "accept").await;
     assert_eq!((r.status, r.code()), (403, "member_banned"));
-    assert_eq!(app.member_count(&conv).await, 6);
-    assert_eq!(app.present_in_db(&conv).await, 6);
+    assert_eq!(app.member_count(&conv).await, 7);
+    assert_eq!(app.present_in_db(&conv).await, 7);
 }
 
 #[tokio::test]
@@ -368,6 +382,24 @@ async fn join_requests_are_asked_approved_declined_and_withdrawn() {
     let r = decide(&app, &conv, &bo_again, &app.user("adam"), "approve").await;
     assert_eq!((r.status, r.code()), (404, "join_request_not_found"));
     assert_eq!(app.member_count(&conv).await, 4);
+
+    // Added some other way while asking: approval closes the request, the membership stays.
+    let r = ask(&app, &conv, &app.user("dee"), json!({})).await;
+    let dee = id_of(&r);
+    let r = app.add_member(&app.server(), &conv, "dee", "guest").await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let r = decide(&app, &conv, &dee, &app.user("adam"), "approve").await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["role"], "guest");
+    let pending = app.get(&requests, &app.user("adam")).await;
+    assert_eq!(pending.body["items"], json!([]));
+    let r = app
+        .delete(
+            &format!("{}/members/dee", &format!("/v1/conversations/{conv}")),
+            &app.server(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
 
     // A banned user cannot ask; one banned after asking cannot be approved.
     let r = ask(&app, &conv, &app.user("cy"), json!({})).await;

@@ -112,7 +112,8 @@ pub async fn my_invitations(
 
 /// Accept an invitation (the invitee): the caller becomes a member in its role, with
 /// `activity.invited_by` the inviter (`member.added` reason `invitation`, then
-/// `invitation.accepted`).
+/// `invitation.accepted`). An invitee added some other way meanwhile keeps that membership, and
+/// the invitation is closed.
 #[utoipa::path(post, path = "/v1/invitations/{invitation_id}/accept", tag = "ways_in",
     params(("invitation_id" = String, Path, description = "24 hex digits")),
     responses((status = 200, body = MemberView),
@@ -214,7 +215,8 @@ pub async fn cancel_join_request(
 
 /// Approve a pending join request (server tokens, or members with `can_add_members` above the
 /// granted role): the user becomes a member, `activity.invited_by` the approver (`member.added`
-/// reason `join_request`, then `join_request.approved`). Audited.
+/// reason `join_request`, then `join_request.approved`); a user added some other way meanwhile
+/// keeps that membership, and the request is closed. Audited.
 #[utoipa::path(post, path = "/v1/conversations/{conversation_id}/join-requests/{request_id}/approve", tag = "ways_in",
     params(("conversation_id" = String, Path, description = "24 hex digits"), ("request_id" = String, Path, description = "24 hex digits")),
     responses((status = 200, body = MemberView),

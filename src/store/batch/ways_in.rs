@@ -170,7 +170,8 @@ impl Working<'_> {
     }
 
     /// The invitee accepts (joins in the invitation's role, `activity.invited_by` = the
-    /// inviter; `member.added` reason `invitation`) or declines. Errors: `forbidden` (server
+    /// inviter; `member.added` reason `invitation`; one who became a member some other way
+    /// meanwhile keeps that membership, and the invitation is accepted) or declines. Errors: `forbidden` (server
     /// token), `invitation_not_found`, `invitation_expired`, `conversation_closed` (a user's
     /// invitation after the conversation was closed), `member_exists`, `member_banned`,
     /// `conversation_full`, `role_limit_reached`, `unknown_role`.
@@ -206,7 +207,10 @@ impl Working<'_> {
         } else {
             InvitationStatus::Declined
         };
-        let joined = if accept {
+        let joined = if let Some(m) = self.present(user.as_str()).filter(|_| accept) {
+            // Added some other way meanwhile: the invitation is done, the membership stays.
+            Some(m.clone())
+        } else if accept {
             if inv.inviter_external_id.is_some() && self.closed() {
                 return Ok(Err(closed()));
             }
@@ -333,8 +337,9 @@ impl Working<'_> {
     }
 
     /// Approves (the user joins in the request's role, or the default one; `invited_by` = the
-    /// approver; `member.added` reason `join_request`) or declines the pending request of
-    /// `user`. Errors: those of [`Working::approver`], `join_request_not_found`, and on
+    /// approver; `member.added` reason `join_request`; one who became a member some other way
+    /// meanwhile keeps that membership, and the request is approved) or declines the pending
+    /// request of `user`. Errors: those of [`Working::approver`], `join_request_not_found`, and on
     /// approval those of an add (`insufficient_rank`, `member_exists`, `member_banned`,
     /// `conversation_full`, `role_limit_reached`).
     pub(super) async fn decide_join_request(
@@ -354,7 +359,10 @@ impl Working<'_> {
         let Some(mut req) = requests.find_one(f).session(&mut *s).await? else {
             return Ok(Err(join_request_not_found()));
         };
-        let joined = if approve {
+        let joined = if let Some(m) = self.present(user.as_str()).filter(|_| approve) {
+            // Added some other way meanwhile: the request is done, the membership stays.
+            Some(m.clone())
+        } else if approve {
             let items = [NewMember {
                 user: user.clone(),
                 role: req.role.clone(),
