@@ -45,6 +45,23 @@ fn hits(app: &TestApp) -> u64 {
     app.store.authz_cache().stats().hits
 }
 
+/// Asks until a second ask is answered from the cache: the earlier writes' own change events
+/// may still arrive through the stream and drop a row filled before them (under load they come
+/// late). Panics after 10 s.
+async fn until_cached(app: &TestApp, conv: &str, user: &str, action: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        app.authorize(conv, user, action).await;
+        let before = hits(app);
+        app.authorize(conv, user, action).await;
+        if hits(app) == before + 1 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{user} {action} is never cached");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Each change made through one instance, and the answer it leads to on the other.
 fn changes(conv: &str) -> Vec<(&'static str, String, Value, &'static str, &'static str)> {
     let m = format!("/v1/conversations/{conv}/members/bob");
@@ -117,6 +134,7 @@ async fn answers_come_from_memory_and_this_instances_changes_are_seen_at_once() 
     let app = spawn_app_with(cached_settings()).await;
     until_live(&app).await;
     let conv = app.create_group("alice", &[("bob", "member")]).await;
+    until_cached(&app, &conv, "bob", "send_message").await;
     assert_eq!(app.authorize(&conv, "bob", "send_message").await.1, "ok");
     let before = hits(&app);
     for _ in 0..5 {
@@ -176,14 +194,7 @@ async fn another_instances_changes_reach_the_cache_through_the_change_stream() {
     let mut seen = Vec::new();
     for (method, path, body, action, code) in changes(&conv) {
         // The second instance holds the answer from before the change...
-        second.authorize(&conv, "bob", action).await;
-        let before = hits(&second);
-        second.authorize(&conv, "bob", action).await;
-        assert_eq!(
-            hits(&second),
-            before + 1,
-            "{action} is cached before {method} {path}"
-        );
+        until_cached(&second, &conv, "bob", action).await;
         // ...and answers the new one once its stream has told it.
         apply(&first, method, &path, body).await;
         seen.push(until_code(&second, &conv, "bob", action, code).await);
@@ -313,17 +324,11 @@ async fn a_lost_stream_empties_the_cache_until_it_is_back() {
         bson::oid::ObjectId::parse_str(&conv).unwrap(),
         "bob".to_owned(),
     );
-    // The creation's own changes may still arrive through the stream and drop a row filled
-    // before them (under load they come late): ask until the row stays.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        app.authorize(&conv, "bob", "send_message").await;
-        if app.store.authz_cache().row(&key).is_some() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "bob's row is never cached");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_cached(&app, &conv, "bob", "send_message").await;
+    assert!(
+        app.store.authz_cache().row(&key).is_some(),
+        "bob's row is cached"
+    );
 
     server.kill();
     let deadline = Instant::now() + Duration::from_secs(20);
