@@ -207,6 +207,30 @@ pub struct JoinRequestView {
     pub decided_at: Option<DateTime<Utc>>,
     /// Who decided (`null`: a server token, the user withdrawing, or pending).
     pub decided_by: Option<String>,
+    /// The conversation as the asker sees it: on the asker's own list
+    /// (`GET /v1/join-requests`) only, where it is `null` once the conversation is being
+    /// deleted; absent elsewhere (the approvers' list and answers name the conversation).
+    #[serde(skip_serializing_if = "Preview::is_absent")]
+    #[schema(value_type = Option<ConversationPreview>)]
+    pub conversation: Preview,
+}
+
+/// A conversation preview on a list that carries one ([`Preview::Shown`], `null` inside when
+/// the conversation is going), or none at all ([`Preview::Absent`]: the field is left out).
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(untagged)]
+pub enum Preview {
+    /// The field is left out.
+    #[default]
+    Absent,
+    /// The conversation, or `null` where it is being deleted.
+    Shown(Option<ConversationPreview>),
+}
+
+impl Preview {
+    fn is_absent(&self) -> bool {
+        matches!(self, Preview::Absent)
+    }
 }
 
 impl From<JoinRequestDoc> for JoinRequestView {
@@ -222,6 +246,7 @@ impl From<JoinRequestDoc> for JoinRequestView {
             created_at: r.created_at.to_chrono(),
             decided_at: r.decided_at.map(bson::DateTime::to_chrono),
             decided_by: r.decided_by,
+            conversation: Preview::Absent,
         }
     }
 }
@@ -563,8 +588,8 @@ impl Roster {
     }
 
     /// `GET /v1/join-requests`: the caller's own join requests in one status (default
-    /// `pending`), newest first. User tokens. Errors: `forbidden`, `validation_failed`,
-    /// `invalid_cursor`.
+    /// `pending`), newest first, with a preview of each conversation. User tokens. Errors:
+    /// `forbidden`, `validation_failed`, `invalid_cursor`.
     pub async fn my_join_requests(
         &self,
         scope: &TenantScope,
@@ -583,12 +608,24 @@ impl Roster {
         )
         .fetch(&self.store.join_requests())
         .await?;
-        Ok(self.page(
-            rows,
-            limit,
-            |r| cursor::encode_oid(r.id),
-            JoinRequestView::from,
-        ))
+        let page = self.page(rows, limit, |r| cursor::encode_oid(r.id), |r| r);
+        let previews = self
+            .previews(scope, page.items.iter().map(|r| r.conversation_id))
+            .await?;
+        Ok(Page {
+            items: page
+                .items
+                .into_iter()
+                .map(|r| {
+                    let shown = Preview::Shown(previews.get(&r.conversation_id).cloned());
+                    JoinRequestView {
+                        conversation: shown,
+                        ..JoinRequestView::from(r)
+                    }
+                })
+                .collect(),
+            next_cursor: page.next_cursor,
+        })
     }
 
     /// `POST /v1/conversations/{id}/join-requests/{request_id}/approve` or `/decline`.

@@ -335,8 +335,17 @@ async fn join_requests_are_asked_approved_declined_and_withdrawn() {
     let r = app.get(&requests, &app.user("adam")).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.body["items"][0]["message"], "Hi!");
+    assert!(r.body["items"][0].get("conversation").is_none());
     let mine = app.get("/v1/join-requests", &app.user("stranger")).await;
     assert_eq!(mine.body["items"][0]["id"], first.as_str());
+    // The asker's own list previews the conversation they asked to join.
+    let preview = &mine.body["items"][0]["conversation"];
+    assert_eq!(preview["id"], conv.as_str());
+    assert_eq!(preview["name"], dir.body["items"][0]["name"]);
+    assert_eq!(
+        preview["member_count"],
+        dir.body["items"][0]["member_count"]
+    );
 
     // Deciding: only approvers; approval makes a member invited by the approver.
     let r = decide(&app, &conv, &first, &app.user("mel"), "approve").await;
