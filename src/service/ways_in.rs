@@ -210,27 +210,9 @@ pub struct JoinRequestView {
     /// The conversation as the asker sees it: on the asker's own list
     /// (`GET /v1/join-requests`) only, where it is `null` once the conversation is being
     /// deleted; absent elsewhere (the approvers' list and answers name the conversation).
-    #[serde(skip_serializing_if = "Preview::is_absent")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<ConversationPreview>)]
-    pub conversation: Preview,
-}
-
-/// A conversation preview on a list that carries one ([`Preview::Shown`], `null` inside when
-/// the conversation is going), or none at all ([`Preview::Absent`]: the field is left out).
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(untagged)]
-pub enum Preview {
-    /// The field is left out.
-    #[default]
-    Absent,
-    /// The conversation, or `null` where it is being deleted.
-    Shown(Option<ConversationPreview>),
-}
-
-impl Preview {
-    fn is_absent(&self) -> bool {
-        matches!(self, Preview::Absent)
-    }
+    pub conversation: Option<Option<ConversationPreview>>,
 }
 
 impl From<JoinRequestDoc> for JoinRequestView {
@@ -246,7 +228,7 @@ impl From<JoinRequestDoc> for JoinRequestView {
             created_at: r.created_at.to_chrono(),
             decided_at: r.decided_at.map(bson::DateTime::to_chrono),
             decided_by: r.decided_by,
-            conversation: Preview::Absent,
+            conversation: None,
         }
     }
 }
@@ -617,7 +599,7 @@ impl Roster {
                 .items
                 .into_iter()
                 .map(|r| {
-                    let shown = Preview::Shown(previews.get(&r.conversation_id).cloned());
+                    let shown = Some(previews.get(&r.conversation_id).cloned());
                     JoinRequestView {
                         conversation: shown,
                         ..JoinRequestView::from(r)

@@ -177,32 +177,14 @@ async fn a_retried_invitation_or_invite_link_is_made_once() {
     assert_eq!(count(&app, "invite_links").await, 1);
 
     let invitations = format!("/v1/conversations/{conv}/invitations");
-    let first = post_keyed(
-        &app,
-        &invitations,
-        &ann,
-        "inv-1",
-        json!({ "user_id": "carol" }),
-    )
-    .await;
+    let (app_, path, caller) = (&app, &invitations, &ann);
+    let invite =
+        move |user: &str| post_keyed(app_, path, caller, "inv-1", json!({ "user_id": user }));
+    let first = invite("carol").await;
     assert_eq!(first.status, 201, "{:?}", first.body);
-    let again = post_keyed(
-        &app,
-        &invitations,
-        &ann,
-        "inv-1",
-        json!({ "user_id": "carol" }),
-    )
-    .await;
+    let again = invite("carol").await;
     assert_eq!((again.status, &again.body["id"]), (201, &first.body["id"]));
-    let other = post_keyed(
-        &app,
-        &invitations,
-        &ann,
-        "inv-1",
-        json!({ "user_id": "dave" }),
-    )
-    .await;
+    let other = invite("dave").await;
     assert_eq!(
         (other.status, other.code()),
         (422, "idempotency_key_reused")

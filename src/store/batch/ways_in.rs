@@ -171,8 +171,8 @@ impl Working<'_> {
 
     /// The invitee accepts (joins in the invitation's role, `activity.invited_by` = the
     /// inviter; `member.added` reason `invitation`; one who became a member some other way
-    /// meanwhile keeps that membership, and the invitation is accepted) or declines. Errors: `forbidden` (server
-    /// token), `invitation_not_found`, `invitation_expired`, `conversation_closed` (a user's
+    /// meanwhile keeps that membership, and the invitation is accepted) or declines. Errors:
+    /// `forbidden` (server token), `invitation_not_found`, `invitation_expired`, `conversation_closed` (a user's
     /// invitation after the conversation was closed), `member_exists`, `member_banned`,
     /// `conversation_full`, `role_limit_reached`, `unknown_role`.
     pub(super) async fn answer_invitation(
