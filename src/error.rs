@@ -2,7 +2,7 @@
 //! [`ErrorCode`]) or a failure on our side, whose cause is logged and never shown.
 
 use crate::domain::rules::RuleViolation;
-use crate::domain::{ErrorCode, FieldError};
+use crate::domain::{ErrorCode, FieldError, Refusal};
 
 /// A refusal to show the client: a code from the table, a sentence, and per-field details.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +96,18 @@ impl From<Problem> for Error {
 impl From<RuleViolation> for Problem {
     fn from(v: RuleViolation) -> Self {
         Problem::new(v.code(), v.detail())
+    }
+}
+
+impl From<Refusal> for Problem {
+    fn from(r: Refusal) -> Self {
+        Problem::new(r.code, r.detail)
+    }
+}
+
+impl From<Refusal> for Error {
+    fn from(r: Refusal) -> Self {
+        Error::Client(r.into())
     }
 }
 

@@ -2,6 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::ids::DocId;
+use super::role::RoleName;
+
 /// The kind of a conversation (`conversations.type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -39,4 +42,48 @@ impl JoinPolicy {
             JoinPolicy::Closed => "closed",
         }
     }
+}
+
+impl JoinPolicy {
+    /// The policy stored as `s`; a value this version does not know reads as `invite` (nobody
+    /// joins by themself), the most closed policy that still lets members add others.
+    pub fn from_stored(s: &str) -> JoinPolicy {
+        [JoinPolicy::Open, JoinPolicy::Request, JoinPolicy::Closed]
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .unwrap_or(JoinPolicy::Invite)
+    }
+}
+
+/// What the membership rules know of a conversation (`conversations`, seed 004).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConversationState {
+    /// The conversation's id.
+    pub id: DocId,
+    /// Group or direct.
+    pub kind: ConversationType,
+    /// `settings.join_policy`.
+    pub join_policy: JoinPolicy,
+    /// `settings.max_members`: most present members.
+    pub max_members: i64,
+    /// Present (active + muted) members.
+    pub member_count: i64,
+    /// Seed 004's embedded summary of the present members, in joining order, kept while there
+    /// are at most the embed threshold of them; `None` above it.
+    pub participants: Option<Vec<Participant>>,
+}
+
+/// One entry of the embedded `participants` summary.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Participant {
+    /// `users._id`.
+    pub user_id: DocId,
+    /// The tenant's id of the user.
+    pub external_user_id: String,
+    /// Denormalized display name.
+    pub display_name: String,
+    /// Denormalized avatar URL.
+    pub avatar_url: Option<String>,
+    /// The member's role.
+    pub role: RoleName,
 }

@@ -192,6 +192,32 @@ impl FieldError {
     }
 }
 
+/// A rule's refusal: a code from the table and a sentence for the client's `detail`. The HTTP
+/// layer shows it as a problem; nothing was changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The code (and so the HTTP status).
+    pub code: ErrorCode,
+    /// A sentence for the client.
+    pub detail: String,
+}
+
+impl Refusal {
+    /// A refusal with `code` and `detail`.
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
+        Self {
+            code,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl From<super::rules::RuleViolation> for Refusal {
+    fn from(v: super::rules::RuleViolation) -> Self {
+        Refusal::new(v.code(), v.detail())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,7 +2,6 @@
 
 use std::fmt;
 
-use bson::oid::ObjectId;
 use serde::{Deserialize, Serialize};
 
 /// Why an identifier was refused; the message is shown to clients next to the field name.
@@ -109,40 +108,67 @@ impl fmt::Display for ExternalUserId {
     }
 }
 
+/// The 12 bytes of a stored document's id (an ObjectId in MongoDB: a 4-byte creation time in
+/// seconds, 5 random bytes, a 3-byte counter), written as 24 lowercase hex digits. Ids are
+/// minted where documents are written (the store); the rules only compare and copy them, and
+/// order by them (the bytes' order: creation order first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DocId([u8; 12]);
+
+impl DocId {
+    /// The id with these bytes.
+    pub const fn from_bytes(bytes: [u8; 12]) -> Self {
+        Self(bytes)
+    }
+
+    /// The id's bytes.
+    pub const fn bytes(self) -> [u8; 12] {
+        self.0
+    }
+
+    /// Parses 24 hex digits (either case). Errors: `InvalidId`.
+    pub fn parse_hex(s: &str) -> Result<Self, InvalidId> {
+        const RULE: InvalidId = InvalidId("must be 24 hex digits");
+        let mut bytes = [0u8; 12];
+        hex::decode_to_slice(s, &mut bytes).map_err(|_| RULE)?;
+        Ok(Self(bytes))
+    }
+
+    /// The 24 lowercase hex digits.
+    pub fn to_hex(self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl fmt::Display for DocId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
 /// A conversation id: the 24-hex-digit form of the `conversations._id` ObjectId (seed 004's
 /// `conversation_id`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct ConversationId(ObjectId);
+pub struct ConversationId(DocId);
 
 impl ConversationId {
     /// Parses 24 hex digits. Errors: `InvalidId`.
     pub fn parse(s: &str) -> Result<Self, InvalidId> {
-        ObjectId::parse_str(s)
+        DocId::parse_hex(s)
             .map(Self)
             .map_err(|_| InvalidId("must be a 24-hex-digit conversation id"))
     }
 
-    /// A fresh id (creation time embedded, as every ObjectId).
-    pub fn new() -> Self {
-        Self(ObjectId::new())
-    }
-
-    /// The ObjectId stored in `_id` / `conversation_id`.
-    pub fn object_id(self) -> ObjectId {
+    /// The stored id.
+    pub fn doc_id(self) -> DocId {
         self.0
     }
 }
 
-impl Default for ConversationId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl From<ObjectId> for ConversationId {
-    fn from(oid: ObjectId) -> Self {
-        Self(oid)
+impl From<DocId> for ConversationId {
+    fn from(id: DocId) -> Self {
+        Self(id)
     }
 }
 
@@ -161,7 +187,7 @@ impl From<ConversationId> for String {
 
 impl fmt::Display for ConversationId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0.to_hex())
+        fmt::Display::fmt(&self.0, f)
     }
 }
 
@@ -200,8 +226,10 @@ mod tests {
 
     #[test]
     fn conversation_ids_round_trip_through_hex() {
-        let id = ConversationId::new();
+        let id = ConversationId::from(DocId::from_bytes([0xab; 12]));
+        assert_eq!(id.to_string(), "ab".repeat(12));
         assert_eq!(ConversationId::parse(&id.to_string()), Ok(id));
+        assert_eq!(ConversationId::parse(&"AB".repeat(12)), Ok(id));
         assert!(ConversationId::parse("not-an-id").is_err());
     }
 }

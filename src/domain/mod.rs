@@ -2,6 +2,8 @@
 //! rules that govern them. Nothing here touches HTTP or the database driver, so every rule
 //! can be unit- and property-tested on its own.
 
+pub mod aggregate;
+pub mod audit;
 pub mod conversation;
 pub mod error;
 pub mod ids;
@@ -14,8 +16,13 @@ pub mod search;
 pub mod ways_in;
 
 pub use conversation::{ConversationType, JoinPolicy};
-pub use error::{ErrorCode, FieldError};
-pub use ids::{ConversationId, ExternalUserId, TenantId};
-pub use member::{MemberStatus, NotificationLevel};
+pub use error::{ErrorCode, FieldError, Refusal};
+pub use ids::{ConversationId, DocId, ExternalUserId, TenantId};
+pub use member::{
+    Activity, Departure, Member, MemberSettings, MemberStatus, Mute, NotificationLevel,
+};
 pub use moderation::{Action, Denial};
 pub use role::{Flag, Permissions, Preset, RoleCatalog, RoleDef, RoleName};
+
+/// A point in time (UTC). Stored as a BSON date, so held to the millisecond.
+pub type Timestamp = chrono::DateTime<chrono::Utc>;

@@ -22,8 +22,8 @@ pub fn name_key(name: &str) -> String {
 /// ordered by: [`name_key`] of the name, U+0001 (below every character a key holds, so
 /// `"ana"` sorts before `"ana b"`), and the document's `_id` in hex — one field, unique, so a
 /// search walks one index range and a cursor continues it with one bound.
-pub fn sort_key(name: &str, id: bson::oid::ObjectId) -> String {
-    format!("{}\u{1}{}", name_key(name), id.to_hex())
+pub fn sort_key(name: &str, id: impl std::fmt::Display) -> String {
+    format!("{}\u{1}{}", name_key(name), id)
 }
 
 /// The key a search prefix is looked up by, if it is one: 1–[`MAX_PREFIX_CHARS`] characters
@@ -68,7 +68,10 @@ mod tests {
 
     #[test]
     fn sort_keys_order_by_name_then_id_and_stay_in_their_prefix_range() {
-        let (a, b) = (bson::oid::ObjectId::new(), bson::oid::ObjectId::new());
+        let (a, b) = (
+            crate::domain::ids::DocId::from_bytes([1; 12]),
+            crate::domain::ids::DocId::from_bytes([2; 12]),
+        );
         let mut keys = [
             sort_key("Ana B", a),
             sort_key("ana", b),

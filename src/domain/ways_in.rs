@@ -4,10 +4,11 @@
 //! conversation's transaction.
 
 use chrono::{DateTime, Duration, Utc};
-use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::ErrorCode;
+use super::ids::DocId;
+use super::role::RoleName;
 
 /// How long an invitation stands unless the inviter says otherwise: 7 days (Stream Chat and
 /// Discord's default of 7 days).
@@ -82,16 +83,8 @@ impl JoinRequestStatus {
     }
 }
 
-/// A new invite-link code: [`LINK_CODE_BYTES`] from `rand`'s thread generator (a CSPRNG seeded
-/// by the operating system, as for webhook secrets), as
-/// unpadded base64url (22 characters of `A–Z a–z 0–9 - _`).
-pub fn new_link_code() -> String {
-    use base64::Engine;
-    let bytes: [u8; LINK_CODE_BYTES] = rand::rng().random();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// Whether `raw` has the shape of a code [`new_link_code`] makes (checked before any read).
+/// Whether `raw` has the shape of an invite-link code (22 base64url characters: 128 random bits,
+/// [`LINK_CODE_BYTES`]), checked before any read.
 pub fn is_link_code(raw: &str) -> bool {
     raw.len() == 22
         && raw
@@ -143,6 +136,133 @@ impl LinkState {
     }
 }
 
+/// An invitation: a member with `can_add_members` (or a server token) asks a user to join
+/// (`invitations`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Invitation {
+    /// Its id (keyset order, newest last).
+    pub id: DocId,
+    /// The invitee (the tenant's own user id).
+    pub external_user_id: String,
+    /// The role granted on accepting.
+    pub role: RoleName,
+    /// `users._id` of the inviter (`None`: a server token); the member's `invited_by`.
+    pub invited_by: Option<DocId>,
+    /// The inviter's external id (`None`: a server token).
+    pub inviter_external_id: Option<String>,
+    /// A note to the invitee.
+    pub message: Option<String>,
+    /// As stored (see [`Invitation::status_at`]).
+    pub status: InvitationStatus,
+    /// When it stops standing.
+    pub expires_at: DateTime<Utc>,
+    /// When it was sent.
+    pub created_at: DateTime<Utc>,
+    /// When it was answered, revoked or replaced.
+    pub decided_at: Option<DateTime<Utc>>,
+}
+
+impl Invitation {
+    /// The status at `now`: a pending invitation past `expires_at` is `expired`.
+    pub fn status_at(&self, now: DateTime<Utc>) -> InvitationStatus {
+        if self.status == InvitationStatus::Pending && self.expires_at <= now {
+            InvitationStatus::Expired
+        } else {
+            self.status
+        }
+    }
+
+    /// Whether it still holds its user's one pending place (answered or replaced ones do not).
+    pub fn is_open(&self) -> bool {
+        self.status == InvitationStatus::Pending
+    }
+
+    /// Answers, revokes or expires it at `at`.
+    pub fn decide(&mut self, status: InvitationStatus, at: DateTime<Utc>) {
+        self.status = status;
+        self.decided_at = Some(at);
+    }
+}
+
+/// A join request: a user asks to join a `request` group, or through an invite link that
+/// requires approval (`join_requests`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JoinRequest {
+    /// Its id (keyset order, newest last).
+    pub id: DocId,
+    /// The user asking.
+    pub external_user_id: String,
+    /// What the user says.
+    pub message: Option<String>,
+    /// The role granted on approval (`None`: the catalog's default role then).
+    pub role: Option<RoleName>,
+    /// The invite link it came through.
+    pub invite_link: Option<String>,
+    /// As stored.
+    pub status: JoinRequestStatus,
+    /// When it was made.
+    pub created_at: DateTime<Utc>,
+    /// When it was approved, declined or cancelled.
+    pub decided_at: Option<DateTime<Utc>>,
+    /// Who decided (external id; `None`: a server token, or the user cancelling).
+    pub decided_by: Option<String>,
+}
+
+impl JoinRequest {
+    /// Whether it is still pending (its user's one pending place).
+    pub fn is_open(&self) -> bool {
+        self.status == JoinRequestStatus::Pending
+    }
+
+    /// Approves, declines or withdraws it at `at` (`by`: who decided).
+    pub fn decide(&mut self, status: JoinRequestStatus, by: Option<String>, at: DateTime<Utc>) {
+        self.status = status;
+        self.decided_by = by;
+        self.decided_at = Some(at);
+    }
+}
+
+/// An invite link: a code anyone of the tenant holding it may join with (`invite_links`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InviteLink {
+    /// Its id.
+    pub id: DocId,
+    /// The code (unique per tenant).
+    pub code: String,
+    /// A label for the members managing links.
+    pub name: Option<String>,
+    /// The role granted on joining.
+    pub role: RoleName,
+    /// Most joins (`None`: unlimited).
+    pub max_uses: Option<i64>,
+    /// Joins so far (counted in the joining transaction).
+    pub uses: i64,
+    /// When it stops working (`None`: never).
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Joining makes a join request instead of a member.
+    pub requires_approval: bool,
+    /// `users._id` of its creator (`None`: a server token); the joiners' `invited_by`.
+    pub created_by: Option<DocId>,
+    /// The creator's external id.
+    pub creator_external_id: Option<String>,
+    /// When it was made.
+    pub created_at: DateTime<Utc>,
+    /// When it was revoked.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl InviteLink {
+    /// The rule's view of the link.
+    pub fn state(&self) -> LinkState {
+        LinkState {
+            revoked: self.revoked_at.is_some(),
+            expires_at: self.expires_at,
+            max_uses: self.max_uses,
+            uses: self.uses,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,16 +290,6 @@ mod tests {
         ] {
             assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
         }
-    }
-
-    #[test]
-    fn codes_are_22_url_safe_characters_and_differ() {
-        let a = new_link_code();
-        let b = new_link_code();
-        assert!(is_link_code(&a), "{a}");
-        assert_ne!(a, b);
-        assert!(!is_link_code("short"));
-        assert!(!is_link_code("aaaaaaaaaaaaaaaaaaaaa/"));
     }
 
     #[test]

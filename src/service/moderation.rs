@@ -36,7 +36,7 @@ fn restriction(body: RestrictBody) -> Result<Restriction> {
         return Err(Problem::field("until", "must be in the future (omit it for no end)").into());
     }
     Ok(Restriction {
-        until: body.until.map(bson::DateTime::from_chrono),
+        until: body.until,
         reason: body
             .reason
             .map(|r| r.trim().to_owned())

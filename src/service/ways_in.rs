@@ -404,7 +404,7 @@ impl Roster {
             user: body.user_id,
             role: body.role,
             message: body.message,
-            expires_at: expires_at.into(),
+            expires_at,
         };
         let inv = self.store.invite(scope, id, new).await?;
         self.invitation_view(scope, inv).await
@@ -684,7 +684,7 @@ impl Roster {
             name: body.name,
             role: body.role,
             max_uses: body.max_uses.map(i64::from),
-            expires_at: body.expires_at.map(bson::DateTime::from),
+            expires_at: body.expires_at,
             requires_approval: body.requires_approval,
         };
         Ok(self.store.create_invite_link(scope, id, new).await?.into())

@@ -11,63 +11,7 @@ use super::{Query, Store, names, tenant_filter};
 use crate::auth::{Principal, TenantScope};
 use crate::error::Result;
 
-/// Audit actions.
-pub mod action {
-    /// A member was added (or a former member re-activated).
-    pub const MEMBER_ADDED: &str = "member.added";
-    /// A member's role changed.
-    pub const ROLE_CHANGED: &str = "member.role_changed";
-    /// A member's permission overrides changed (before/after: resolved flags).
-    pub const PERMISSIONS_CHANGED: &str = "member.permissions_changed";
-    /// A member was removed.
-    pub const MEMBER_REMOVED: &str = "member.removed";
-    /// A member left.
-    pub const MEMBER_LEFT: &str = "member.left";
-    /// A membership was erased with its user.
-    pub const MEMBER_ERASED: &str = "member.erased";
-    /// A user was banned.
-    pub const MEMBER_BANNED: &str = "member.banned";
-    /// A ban was lifted.
-    pub const MEMBER_UNBANNED: &str = "member.unbanned";
-    /// A member was muted.
-    pub const MEMBER_MUTED: &str = "member.muted";
-    /// A mute was lifted.
-    pub const MEMBER_UNMUTED: &str = "member.unmuted";
-    /// A ban ended by itself (sweeper).
-    pub const BAN_EXPIRED: &str = "ban.expired";
-    /// A mute ended by itself (sweeper).
-    pub const MUTE_EXPIRED: &str = "mute.expired";
-    /// Ownership moved by an explicit transfer.
-    pub const OWNERSHIP_TRANSFERRED: &str = "ownership.transferred";
-    /// Ownership passed on because the owner went.
-    pub const OWNERSHIP_HANDED_ON: &str = "ownership.handed_on";
-    /// The conversation was created.
-    pub const CONVERSATION_CREATED: &str = "conversation.created";
-    /// The conversation's name, description or avatar changed.
-    pub const CONVERSATION_UPDATED: &str = "conversation.updated";
-    /// The conversation was deleted.
-    pub const CONVERSATION_DELETED: &str = "conversation.deleted";
-    /// A user was invited.
-    pub const INVITATION_CREATED: &str = "invitation.created";
-    /// An invitation was accepted (the member's `member.added` comes with it).
-    pub const INVITATION_ACCEPTED: &str = "invitation.accepted";
-    /// An invitation was declined.
-    pub const INVITATION_DECLINED: &str = "invitation.declined";
-    /// An invitation was revoked.
-    pub const INVITATION_REVOKED: &str = "invitation.revoked";
-    /// A user asked to join.
-    pub const JOIN_REQUEST_CREATED: &str = "join_request.created";
-    /// A join request was approved (the member's `member.added` comes with it).
-    pub const JOIN_REQUEST_APPROVED: &str = "join_request.approved";
-    /// A join request was declined.
-    pub const JOIN_REQUEST_DECLINED: &str = "join_request.declined";
-    /// A join request was withdrawn by its user.
-    pub const JOIN_REQUEST_CANCELLED: &str = "join_request.cancelled";
-    /// An invite link was made.
-    pub const INVITE_LINK_CREATED: &str = "invite_link.created";
-    /// An invite link was revoked.
-    pub const INVITE_LINK_REVOKED: &str = "invite_link.revoked";
-}
+pub use crate::domain::audit::action;
 
 impl AuditActor {
     /// The caller of `scope`.

@@ -13,13 +13,14 @@ use bson::oid::ObjectId;
 use bson::{DateTime, doc};
 use futures::TryStreamExt;
 
-use super::audit;
+use super::batch::WriteOutput;
 use super::docs::{AuditActor, AuditDoc, MemberDoc};
 use super::events::{EventDoc, kind};
 use super::{Query, Store, db_error, id_filter, tenant_filter};
 use crate::auth::TenantScope;
-use crate::domain::MemberStatus;
-use crate::error::Result;
+use crate::domain::aggregate::Op;
+use crate::domain::{ExternalUserId, MemberStatus};
+use crate::error::{Error, Result};
 
 /// Memberships erased per page read.
 const PAGE: u32 = 100;
@@ -134,61 +135,19 @@ impl Store {
         Ok(erased)
     }
 
-    /// Deletes one membership in a transaction: a present member leaves the count, an owner's
-    /// ownership is handed on, the erasure is audited. `false` if it was already gone.
+    /// Erases one membership through its conversation's writer ([`Op::Erase`]): a present
+    /// member leaves the count, the top role is handed on, the erasure is audited. `false` if
+    /// it was already gone.
     async fn erase_membership(&self, scope: &TenantScope, m: &MemberDoc) -> Result<bool> {
-        let turn = self.conversation_turn(scope, m.conversation_id).await;
-        self.transaction_until(turn.deadline(), async |s| {
-            let now = DateTime::now();
-            let filter = id_filter(scope, m.id);
-            let Some(current) = self
-                .members()
-                .find_one_and_delete(filter)
-                .session(&mut *s)
-                .await?
-            else {
-                return Ok(false);
-            };
-            if current.status.is_present() {
-                self.conversations()
-                    .update_one(
-                        Self::conversation_filter(scope, current.conversation_id),
-                        doc! { "$inc": { "member_count": -1_i64 }, "$set": { "updated_at": now } },
-                    )
-                    .session(&mut *s)
-                    .await?;
-            }
-            let event = audit::Event {
-                action: audit::action::MEMBER_ERASED,
-                target: Some(&current.external_user_id),
-                before: Some(audit::role_status(
-                    current.role.as_str(),
-                    current.status.as_str(),
-                )),
-                after: None,
-                reason: None,
-            };
-            self.record_in(
-                s,
-                scope,
-                &AuditActor::of(scope),
-                current.conversation_id,
-                vec![event],
-                now,
-            )
-            .await?;
-            let cat = self.role_catalog_in(s, scope).await?;
-            if cat.is_top(&current.role) && current.status.is_present() {
-                self.hand_off_ownership_in(s, scope, &cat, current.conversation_id, now)
-                    .await?;
-            }
-            if current.status.is_present() {
-                self.refresh_participants_in(s, scope, current.conversation_id)
-                    .await?;
-            }
-            Ok(true)
-        })
-        .await
+        let user = ExternalUserId::parse(&m.external_user_id)
+            .map_err(|e| Error::Internal(anyhow::anyhow!("stored user id: {}", e.0)))?;
+        match self
+            .submit(scope, m.conversation_id, Op::Erase(user))
+            .await?
+        {
+            WriteOutput::Erased(gone) => Ok(gone),
+            other => Err(super::members::unexpected(other)),
+        }
     }
 
     /// Every audit event about the user (`target_user_id`), oldest first, for export.

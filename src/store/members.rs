@@ -1,26 +1,25 @@
-//! `group_members`: reads, and the membership transitions. Each transition is one transaction
-//! that re-reads the actor, the target and the conversation, applies the domain rules, writes
-//! the member and adjusts `conversations.member_count` — so concurrent requests cannot break
-//! unique membership, exact counts or the single owner. The only other writers of
-//! `group_members` are [`super::moderation`] (bans, mutes, transfers, expiry — built the same
-//! way) and [`super::self_service`] (a member's own settings and read position, single-document
-//! updates that touch no invariant); [`Store::upsert_user`] copies profile names onto them.
+//! `group_members`: reads, and the entry points of the membership transitions. Every
+//! transition is an operation queued on the conversation's writer ([`super::writer`]), decided
+//! by the conversation aggregate ([`crate::domain::aggregate`]) and written in its
+//! transaction, so concurrent requests cannot break unique membership, exact counts or the
+//! single owner. The other writers of `group_members` are the sweeper (expiry, a guarded
+//! single-document update), [`super::self_service`] (a member's own settings and read position,
+//! single-document updates that touch no invariant) and [`Store::upsert_user`] (profile names).
 
 use bson::oid::ObjectId;
 use bson::{DateTime, Document, doc};
 use futures::TryStreamExt;
 use mongodb::{ClientSession, Collection};
 
-use super::audit;
-use super::batch::{WriteOp, WriteOutput};
-use super::docs::AuditActor;
+use super::batch::WriteOutput;
 use super::docs::{
     ActivityDoc, CompactMemberDoc, ConversationDoc, DepartureDoc, MemberDoc, MemberSettingsDoc,
     UserDoc,
 };
 use super::{Query, Store, db_error, id_filter, names, refuse, tenant_filter};
 use crate::auth::TenantScope;
-use crate::domain::rules::{self, Acting};
+use crate::domain::aggregate::Op;
+use crate::domain::rules::Acting;
 use std::collections::BTreeMap;
 
 use crate::domain::{
@@ -28,27 +27,7 @@ use crate::domain::{
 };
 use crate::error::{Error, Problem, Result};
 
-/// A member to add: who, with which role.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewMember {
-    /// The user's external id (created on the fly if unknown).
-    pub user: ExternalUserId,
-    /// The role granted (`None`: the catalog's `default_role`).
-    pub role: Option<RoleName>,
-}
-
-/// A change to one member: a new role and/or permission overrides (flag → `Some(value)` to
-/// override, `None` to return to the role's default).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MemberChange {
-    /// The new role.
-    pub role: Option<RoleName>,
-    /// Override edits.
-    pub permissions: Option<BTreeMap<String, Option<bool>>>,
-    /// Apply only to this version of the member ([`super::docs::member_tag`]; an `If-Match`):
-    /// else `precondition_failed`.
-    pub if_match: Option<String>,
-}
+pub use crate::domain::aggregate::{MemberChange, NewMember};
 
 /// What happened to one requested addition.
 #[derive(Debug, Clone, PartialEq)]
@@ -294,7 +273,7 @@ impl Store {
         items: &[NewMember],
     ) -> Result<Vec<AddOutcome>> {
         match self
-            .submit(scope, id.object_id(), WriteOp::Add(items.to_vec()))
+            .submit(scope, id.object_id(), Op::Add(items.to_vec()))
             .await?
         {
             WriteOutput::Added(outcomes) => Ok(outcomes),
@@ -316,7 +295,7 @@ impl Store {
         target: &ExternalUserId,
         change: &MemberChange,
     ) -> Result<MemberDoc> {
-        let op = WriteOp::Change(target.clone(), change.clone());
+        let op = Op::Change(target.clone(), change.clone());
         member_output(self.submit(scope, id.object_id(), op).await?)
     }
 
@@ -330,7 +309,7 @@ impl Store {
         target: &ExternalUserId,
         reason: Option<&str>,
     ) -> Result<MemberDoc> {
-        let op = WriteOp::Remove(target.clone(), reason.map(str::to_owned));
+        let op = Op::Remove(target.clone(), reason.map(str::to_owned));
         member_output(self.submit(scope, id.object_id(), op).await?)
     }
 
@@ -344,7 +323,7 @@ impl Store {
                 "only a user token can leave a conversation",
             ));
         }
-        member_output(self.submit(scope, id.object_id(), WriteOp::Leave).await?)
+        member_output(self.submit(scope, id.object_id(), Op::Leave).await?)
     }
 
     /// At boot, once per database: gives every membership and conversation written before
@@ -427,7 +406,7 @@ impl Store {
         Ok(changed)
     }
 
-    /// The caller joins an `open` group ([`WriteOp::Join`]). Errors: `forbidden` for server
+    /// The caller joins an `open` group ([`Op::Join`]). Errors: `forbidden` for server
     /// tokens, `approval_required` (policy `request`), `conversation_not_found` (also when the
     /// policy is `invite` or `closed`), `member_exists`, `member_banned`, `conversation_full`,
     /// `role_limit_reached`.
@@ -438,108 +417,35 @@ impl Store {
                 "only a user token joins; a server token adds members",
             ));
         }
-        member_output(self.submit(scope, id.object_id(), WriteOp::Join).await?)
+        member_output(self.submit(scope, id.object_id(), Op::Join).await?)
     }
 
-    /// Gives the top role to the highest-ranked, longest-standing present member, if any, and
-    /// records it (DESIGN §3). The heir's overrides are dropped: the top role holds its
-    /// defaults. Returns the new owner; `None` if someone still holds the top role or nobody is
-    /// left. Reads one `(status, role)` range at a time on the seed's
-    /// `{tenant_id, conversation_id, status, role}` index, highest rank first.
-    pub(crate) async fn hand_off_ownership_in(
+    /// In a transaction: the longest-standing present holder of `role` in `conversation` per
+    /// present status (`activity.joined_at`, then `_id`): the heir's candidates of a hand-off
+    /// ([`crate::domain::aggregate`]). One read per status on the seed's
+    /// `{tenant_id, conversation_id, status, role}` index.
+    pub(crate) async fn candidates_in(
         &self,
         s: &mut ClientSession,
         scope: &TenantScope,
-        catalog: &RoleCatalog,
         conversation: ObjectId,
-        now: DateTime,
-    ) -> mongodb::error::Result<Option<MemberDoc>> {
-        let top = catalog.top();
-        let Some((mut heir, from)) = self.heir_in(s, scope, catalog, conversation).await? else {
-            return Ok(None);
-        };
-        let perms = catalog.resolve(top, &BTreeMap::new());
-        self.members()
-            .update_one(
-                Self::member_filter(scope, conversation, &heir.external_user_id),
-                doc! {
-                    "$set": { "role": top.as_str(), "permissions": bson::to_bson(&perms)?, "updated_at": now },
-                    "$unset": { "permission_overrides": "" },
-                },
-            )
-            .session(&mut *s)
-            .await?;
-        let event = audit::Event {
-            action: audit::action::OWNERSHIP_HANDED_ON,
-            target: Some(&heir.external_user_id),
-            before: Some(doc! { "role": from.as_str() }),
-            after: Some(doc! { "role": top.as_str() }),
-            reason: None,
-        };
-        self.record_in(
-            s,
-            scope,
-            &AuditActor::of(scope),
-            conversation,
-            vec![event],
-            now,
-        )
-        .await?;
-        tracing::info!(conversation = %conversation, heir = %heir.external_user_id, from = from.as_str(), "ownership handed on");
-        heir.role = top.clone();
-        heir.permissions = perms;
-        heir.permission_overrides = None;
-        Ok(Some(heir))
-    }
-
-    /// In a transaction: who inherits the top role of `catalog` — the highest-ranked,
-    /// longest-standing present member — with the role it holds now; `None` if someone still
-    /// holds the top role or nobody is left. Reads one `(status, role)` range at a time on the
-    /// seed's `{tenant_id, conversation_id, status, role}` index, highest rank first.
-    pub(crate) async fn heir_in(
-        &self,
-        s: &mut ClientSession,
-        scope: &TenantScope,
-        catalog: &RoleCatalog,
-        conversation: ObjectId,
-    ) -> mongodb::error::Result<Option<(MemberDoc, RoleName)>> {
-        let top = catalog.top();
-        for def in &catalog.roles {
-            let role = &def.name;
-            let mut candidates = Vec::new();
-            for status in MemberStatus::PRESENT {
-                let mut filter = tenant_filter(scope);
-                filter.insert("conversation_id", conversation);
-                filter.insert("status", status.as_str());
-                filter.insert("role", role.as_str());
-                let found = self
-                    .members()
-                    .find_one(filter)
-                    .sort(doc! { "activity.joined_at": 1, "_id": 1 })
-                    .session(&mut *s)
-                    .await?;
-                candidates.extend(found);
-            }
-            if role == top {
-                if candidates.is_empty() {
-                    continue;
-                }
-                return Ok(None); // someone still holds it
-            }
-            let ranked: Vec<(i32, i64)> = candidates
-                .iter()
-                .map(|c| {
-                    (
-                        catalog.rank(&c.role),
-                        c.activity.joined_at.timestamp_millis(),
-                    )
-                })
-                .collect();
-            if let Some(i) = rules::successor(&ranked) {
-                return Ok(Some((candidates.swap_remove(i), role.clone())));
-            }
+        role: &RoleName,
+    ) -> mongodb::error::Result<Vec<MemberDoc>> {
+        let mut candidates = Vec::new();
+        for status in MemberStatus::PRESENT {
+            let mut filter = tenant_filter(scope);
+            filter.insert("conversation_id", conversation);
+            filter.insert("status", status.as_str());
+            filter.insert("role", role.as_str());
+            let found = self
+                .members()
+                .find_one(filter)
+                .sort(doc! { "activity.joined_at": 1, "_id": 1 })
+                .session(&mut *s)
+                .await?;
+            candidates.extend(found);
         }
-        Ok(None)
+        Ok(candidates)
     }
 
     /// In a transaction: a present member of `conversation` holding `role`, if any (seed

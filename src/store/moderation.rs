@@ -13,25 +13,19 @@ use futures::TryStreamExt;
 use serde::Deserialize;
 
 use super::audit;
-use super::batch::{WriteOp, WriteOutput};
+use super::batch::WriteOutput;
 use super::docs::AuditActor;
 use super::docs::MemberDoc;
 use super::members::{member_output, unexpected};
 use super::{Store, db_error, names, tenant_filter};
 use crate::auth::{PlatformCredential, TenantScope};
+use crate::domain::aggregate::Op;
 use crate::domain::{
     ConversationId, ExternalUserId, MemberStatus, Permissions, RoleName, TenantId,
 };
 use crate::error::Result;
 
-/// A ban or mute to apply.
-#[derive(Debug, Clone)]
-pub struct Restriction {
-    /// When it ends (`None` = until lifted).
-    pub until: Option<DateTime>,
-    /// The reason given.
-    pub reason: Option<String>,
-}
+pub use crate::domain::aggregate::Restriction;
 
 /// What the authorize hot path reads of a membership (a projection of `group_members`).
 #[derive(Debug, Clone, Deserialize)]
@@ -147,12 +141,8 @@ impl Store {
         r: &Restriction,
     ) -> Result<MemberDoc> {
         member_output(
-            self.submit(
-                scope,
-                id.object_id(),
-                WriteOp::Ban(target.clone(), r.clone()),
-            )
-            .await?,
+            self.submit(scope, id.object_id(), Op::Ban(target.clone(), r.clone()))
+                .await?,
         )
     }
 
@@ -165,7 +155,7 @@ impl Store {
         target: &ExternalUserId,
     ) -> Result<MemberDoc> {
         member_output(
-            self.submit(scope, id.object_id(), WriteOp::Unban(target.clone()))
+            self.submit(scope, id.object_id(), Op::Unban(target.clone()))
                 .await?,
         )
     }
@@ -181,12 +171,8 @@ impl Store {
         r: &Restriction,
     ) -> Result<MemberDoc> {
         member_output(
-            self.submit(
-                scope,
-                id.object_id(),
-                WriteOp::Mute(target.clone(), r.clone()),
-            )
-            .await?,
+            self.submit(scope, id.object_id(), Op::Mute(target.clone(), r.clone()))
+                .await?,
         )
     }
 
@@ -199,7 +185,7 @@ impl Store {
         target: &ExternalUserId,
     ) -> Result<MemberDoc> {
         member_output(
-            self.submit(scope, id.object_id(), WriteOp::Unmute(target.clone()))
+            self.submit(scope, id.object_id(), Op::Unmute(target.clone()))
                 .await?,
         )
     }
@@ -214,7 +200,7 @@ impl Store {
         id: ConversationId,
         target: &ExternalUserId,
     ) -> Result<(MemberDoc, Option<MemberDoc>)> {
-        let op = WriteOp::Transfer(target.clone());
+        let op = Op::Transfer(target.clone());
         match self.submit(scope, id.object_id(), op).await? {
             WriteOutput::Transferred(heir, previous) => Ok((*heir, previous.map(|p| *p))),
             other => Err(unexpected(other)),

@@ -9,14 +9,15 @@ use bson::{DateTime, Document, doc};
 use mongodb::Collection;
 use serde::{Deserialize, Serialize};
 
-use super::batch::{WriteOp, WriteOutput};
+use super::batch::WriteOutput;
 use super::docs::MemberDoc;
-use super::later;
+use super::ids::doc_id;
 use super::members::unexpected;
 use super::{Query, Store, db_error, names, tenant_filter};
 use crate::auth::TenantScope;
+use crate::domain::aggregate::Op;
 use crate::domain::ways_in::{
-    InvitationStatus, JoinRequestStatus, KEEP_DECIDED_DAYS, OPEN_KEY_PENDING,
+    InvitationStatus, JoinRequestStatus, KEEP_DECIDED_DAYS, LINK_CODE_BYTES, OPEN_KEY_PENDING,
 };
 use crate::domain::{ConversationId, ErrorCode, ExternalUserId, RoleName};
 use crate::error::{Error, Problem, Result};
@@ -57,79 +58,35 @@ pub struct InvitationDoc {
 }
 
 impl InvitationDoc {
-    /// The status as of `now`: a pending invitation past `expires_at` is `expired`.
+    /// The status as of `now` ([`crate::domain::ways_in::Invitation::status_at`]).
     pub fn status_at(&self, now: DateTime) -> InvitationStatus {
-        if self.status == InvitationStatus::Pending && self.expires_at <= now {
-            InvitationStatus::Expired
-        } else {
-            self.status
-        }
+        super::convert::invitation(self.clone()).status_at(now.to_chrono())
     }
 }
 
-/// No pending invitation with this id for the caller.
+/// A new invite-link code: [`LINK_CODE_BYTES`] from `rand`'s thread generator (a CSPRNG seeded
+/// by the operating system, as for webhook secrets), as unpadded base64url (22 characters of
+/// `A–Z a–z 0–9 - _`; [`crate::domain::ways_in::is_link_code`]).
+pub fn new_link_code() -> String {
+    use base64::Engine;
+    use rand::Rng;
+    let bytes: [u8; LINK_CODE_BYTES] = rand::rng().random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// [`crate::domain::aggregate::invitation_not_found`] as a problem.
 pub(crate) fn invitation_not_found() -> Problem {
-    Problem::new(ErrorCode::InvitationNotFound, "no such pending invitation")
+    crate::domain::aggregate::invitation_not_found().into()
 }
 
-/// No pending join request with this id in the conversation.
-pub(crate) fn join_request_not_found() -> Problem {
-    Problem::new(
-        ErrorCode::JoinRequestNotFound,
-        "no such pending join request",
-    )
-}
-
-/// No live invite link with this code in the tenant.
+/// [`crate::domain::aggregate::link_not_found`] as a problem.
 pub(crate) fn link_not_found() -> Problem {
-    Problem::new(ErrorCode::InviteLinkNotFound, "no such invite link")
+    crate::domain::aggregate::link_not_found().into()
 }
 
 /// How long answered items and dead links are kept ([`KEEP_DECIDED_DAYS`]).
 pub(crate) fn keep() -> std::time::Duration {
     std::time::Duration::from_secs(KEEP_DECIDED_DAYS.unsigned_abs() * 86_400)
-}
-
-/// Marks an item decided at `at`: `status`, `open_key` freed (its own `_id`), `decided_at`,
-/// `purge_at`; returns the `$set` that stores the same.
-fn decided(id: ObjectId, status: &str, at: DateTime) -> Document {
-    doc! {
-        "status": status,
-        "open_key": id.to_hex(),
-        "decided_at": at,
-        "purge_at": later(at, keep()),
-    }
-}
-
-impl InvitationDoc {
-    /// Answers, revokes or expires it at `at`; returns the `$set` that stores the change.
-    pub(crate) fn decide(&mut self, status: InvitationStatus, at: DateTime) -> Document {
-        self.status = status;
-        self.open_key = self.id.to_hex();
-        self.decided_at = Some(at);
-        self.purge_at = later(at, keep());
-        decided(self.id, status.as_str(), at)
-    }
-}
-
-impl JoinRequestDoc {
-    /// Approves, declines or withdraws it at `at` (`by`: who decided; `None` for a server
-    /// token or the user withdrawing); returns the `$set` that stores the change.
-    pub(crate) fn decide(
-        &mut self,
-        status: JoinRequestStatus,
-        by: Option<String>,
-        at: DateTime,
-    ) -> Document {
-        self.status = status;
-        self.open_key = self.id.to_hex();
-        self.decided_at = Some(at);
-        self.purge_at = Some(later(at, keep()));
-        let mut set = decided(self.id, status.as_str(), at);
-        set.insert("decided_by", by.clone());
-        self.decided_by = by;
-        set
-    }
 }
 
 /// `join_requests`: a user asks to join a `request` conversation (or through an invite link
@@ -439,33 +396,7 @@ impl Store {
     }
 }
 
-/// An invitation to make ([`super::batch::WriteOp::Invite`]).
-#[derive(Debug, Clone)]
-pub struct NewInvitation {
-    /// The invitee.
-    pub user: crate::domain::ExternalUserId,
-    /// The role granted on accepting (`None`: the catalog's default role).
-    pub role: Option<RoleName>,
-    /// A note to the invitee.
-    pub message: Option<String>,
-    /// When it stops standing (UTC).
-    pub expires_at: DateTime,
-}
-
-/// An invite link to make ([`super::batch::WriteOp::CreateInviteLink`]).
-#[derive(Debug, Clone)]
-pub struct NewInviteLink {
-    /// A label.
-    pub name: Option<String>,
-    /// The role granted on joining (`None`: the catalog's default role).
-    pub role: Option<RoleName>,
-    /// Most joins (`None`: unlimited).
-    pub max_uses: Option<i64>,
-    /// When it stops working (`None`: never).
-    pub expires_at: Option<DateTime>,
-    /// Joining makes a join request instead of a member.
-    pub requires_approval: bool,
-}
+pub use crate::domain::aggregate::{NewInvitation, NewInviteLink};
 
 /// What joining through an invite link made.
 #[derive(Debug, Clone)]
@@ -511,7 +442,7 @@ pub enum Answered<T> {
 }
 
 impl Store {
-    /// Invites a user ([`WriteOp::Invite`]). Errors: `conversation_not_found`,
+    /// Invites a user ([`Op::Invite`]). Errors: `conversation_not_found`,
     /// `direct_conversation`, `missing_permission`, `conversation_closed`, `unknown_role`,
     /// `insufficient_rank`, `owner_role_locked`, `member_exists`, `member_banned`,
     /// `invitation_exists`.
@@ -521,11 +452,11 @@ impl Store {
         conversation: ConversationId,
         new: NewInvitation,
     ) -> Result<InvitationDoc> {
-        let op = WriteOp::Invite(Box::new(new));
+        let op = Op::Invite(Box::new(new));
         invitation_output(self.submit(scope, conversation.object_id(), op).await?)
     }
 
-    /// Revokes a pending invitation ([`WriteOp::RevokeInvitation`]). Errors:
+    /// Revokes a pending invitation ([`Op::RevokeInvitation`]). Errors:
     /// `conversation_not_found`, `missing_permission`, `invitation_not_found`.
     pub async fn revoke_invitation(
         &self,
@@ -533,12 +464,12 @@ impl Store {
         conversation: ConversationId,
         id: ObjectId,
     ) -> Result<InvitationDoc> {
-        let op = WriteOp::RevokeInvitation(id);
+        let op = Op::RevokeInvitation(doc_id(id));
         invitation_output(self.submit(scope, conversation.object_id(), op).await?)
     }
 
     /// The caller (a user) accepts or declines an invitation addressed to them
-    /// ([`WriteOp::AnswerInvitation`]). Errors: `forbidden` (server token),
+    /// ([`Op::AnswerInvitation`]). Errors: `forbidden` (server token),
     /// `invitation_not_found`, `invitation_expired`, and on accepting those of a join.
     pub async fn answer_invitation(
         &self,
@@ -556,14 +487,14 @@ impl Store {
             .invitation_for(scope, id, user.as_str())
             .await?
             .ok_or_else(|| Error::Client(invitation_not_found()))?;
-        let op = WriteOp::AnswerInvitation(id, accept);
+        let op = Op::AnswerInvitation(doc_id(id), accept);
         Ok(match self.submit(scope, inv.conversation_id, op).await? {
             WriteOutput::Member(m) => Answered::Member(m),
             other => Answered::Item(Box::new(invitation_output(other)?)),
         })
     }
 
-    /// The caller asks to join a `request` group ([`WriteOp::AskToJoin`]). Errors:
+    /// The caller asks to join a `request` group ([`Op::AskToJoin`]). Errors:
     /// `forbidden`, `conversation_not_found`, `conversation_open`, `member_exists`,
     /// `member_banned`, `join_request_exists`.
     pub async fn ask_to_join(
@@ -578,14 +509,16 @@ impl Store {
                 "only a user token asks to join; a server token adds members",
             ));
         }
-        let op = WriteOp::AskToJoin(message);
+        let op = Op::AskToJoin(message);
         join_request_output(self.submit(scope, conversation.object_id(), op).await?)
     }
 
-    /// Approves or declines a pending join request ([`WriteOp::DecideJoinRequest`]). The
-    /// caller's right to decide is checked before the request is looked up, so a non-member
-    /// learns nothing about the conversation's requests. Errors: `conversation_not_found`,
-    /// `missing_permission`, `join_request_not_found`, and on approval those of an add.
+    /// Approves or declines a pending join request ([`Op::DecideJoinRequest`]). The request
+    /// is read first for the user it names (so the writer reads that membership too); the
+    /// caller's right to decide is checked in the writer before the request is looked at, so a
+    /// non-member learns nothing about the conversation's requests. Errors:
+    /// `conversation_not_found`, `missing_permission`, `join_request_not_found`, and on
+    /// approval those of an add.
     pub async fn decide_join_request(
         &self,
         scope: &TenantScope,
@@ -593,16 +526,11 @@ impl Store {
         id: ObjectId,
         approve: bool,
     ) -> Result<Answered<JoinRequestDoc>> {
-        let (_, acting) = self.visible_conversation(scope, conversation).await?;
-        crate::domain::rules::check_may_add(&acting).map_err(Problem::from)?;
-        let req = self
+        let user = self
             .join_request(scope, conversation.object_id(), id)
             .await?
-            .filter(|r| r.status == JoinRequestStatus::Pending)
-            .ok_or_else(|| Error::Client(join_request_not_found()))?;
-        let user = ExternalUserId::parse(&req.external_user_id)
-            .map_err(|e| Error::Internal(anyhow::anyhow!("stored user id: {}", e.0)))?;
-        let op = WriteOp::DecideJoinRequest(id, user, approve);
+            .and_then(|r| ExternalUserId::parse(&r.external_user_id).ok());
+        let op = Op::DecideJoinRequest(doc_id(id), user, approve);
         Ok(
             match self.submit(scope, conversation.object_id(), op).await? {
                 WriteOutput::Member(m) => Answered::Member(m),
@@ -611,7 +539,7 @@ impl Store {
         )
     }
 
-    /// The caller withdraws their pending join request ([`WriteOp::CancelJoinRequest`]).
+    /// The caller withdraws their pending join request ([`Op::CancelJoinRequest`]).
     /// Errors: `forbidden`, `conversation_not_found`, `join_request_not_found`.
     pub async fn cancel_join_request(
         &self,
@@ -625,11 +553,11 @@ impl Store {
                 "only the user who asked withdraws a join request",
             ));
         }
-        let op = WriteOp::CancelJoinRequest(id);
+        let op = Op::CancelJoinRequest(doc_id(id));
         join_request_output(self.submit(scope, conversation.object_id(), op).await?)
     }
 
-    /// Makes an invite link ([`WriteOp::CreateInviteLink`]). Errors: as [`Store::invite`]
+    /// Makes an invite link ([`Op::CreateInviteLink`]). Errors: as [`Store::invite`]
     /// without the invitee's.
     pub async fn create_invite_link(
         &self,
@@ -637,11 +565,11 @@ impl Store {
         conversation: ConversationId,
         new: NewInviteLink,
     ) -> Result<InviteLinkDoc> {
-        let op = WriteOp::CreateInviteLink(Box::new(new));
+        let op = Op::CreateInviteLink(Box::new(new));
         invite_link_output(self.submit(scope, conversation.object_id(), op).await?)
     }
 
-    /// Revokes an invite link ([`WriteOp::RevokeInviteLink`]). Errors:
+    /// Revokes an invite link ([`Op::RevokeInviteLink`]). Errors:
     /// `conversation_not_found`, `missing_permission`, `invite_link_not_found`.
     pub async fn revoke_invite_link(
         &self,
@@ -649,11 +577,11 @@ impl Store {
         conversation: ConversationId,
         code: &str,
     ) -> Result<InviteLinkDoc> {
-        let op = WriteOp::RevokeInviteLink(code.to_owned());
+        let op = Op::RevokeInviteLink(code.to_owned());
         invite_link_output(self.submit(scope, conversation.object_id(), op).await?)
     }
 
-    /// The caller joins through an invite link ([`WriteOp::JoinByLink`]). Errors:
+    /// The caller joins through an invite link ([`Op::JoinByLink`]). Errors:
     /// `forbidden`, `invite_link_not_found`, `invite_link_expired`, `invite_link_exhausted`,
     /// and those of a join or a join request.
     pub async fn join_by_link(&self, scope: &TenantScope, code: &str) -> Result<LinkJoin> {
@@ -667,7 +595,27 @@ impl Store {
             .invite_link(scope, code)
             .await?
             .ok_or_else(|| Error::Client(link_not_found()))?;
-        let op = WriteOp::JoinByLink(code.to_owned());
-        super::batch::link_join(self.submit(scope, link.conversation_id, op).await?)
+        let op = Op::JoinByLink(code.to_owned());
+        match self.submit(scope, link.conversation_id, op).await? {
+            WriteOutput::Member(m) => Ok(LinkJoin::Member(m)),
+            WriteOutput::JoinRequest(r) => Ok(LinkJoin::Request(r)),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ways_in::is_link_code;
+
+    #[test]
+    fn codes_are_22_url_safe_characters_and_differ() {
+        let a = new_link_code();
+        let b = new_link_code();
+        assert!(is_link_code(&a), "{a}");
+        assert_ne!(a, b);
+        assert!(!is_link_code("short"));
+        assert!(!is_link_code("aaaaaaaaaaaaaaaaaaaaa/"));
     }
 }

@@ -42,9 +42,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::Store;
-use super::batch::{BatchItem, WriteOp, WriteOutput};
+use super::batch::{BatchItem, WriteOutput};
 use super::txn::{Attempts, Retryable, begin, commit};
 use crate::auth::TenantScope;
+use crate::domain::aggregate::Op;
 use crate::error::{Error, Result};
 
 /// Most operations applied in one transaction.
@@ -75,8 +76,8 @@ enum Job {
 impl Job {
     fn weight(&self) -> usize {
         match self {
-            Job::Op(j) => match &j.item.op {
-                WriteOp::Add(items) => items.len().max(1),
+            Job::Op(j) => match &j.item.request.op {
+                Op::Add(items) => items.len().max(1),
                 _ => 1,
             },
             Job::Turn(_) => 1,
@@ -119,15 +120,11 @@ impl Store {
         &self,
         scope: &TenantScope,
         conv: ObjectId,
-        op: WriteOp,
+        op: Op,
     ) -> Result<WriteOutput> {
         let (reply, answer) = oneshot::channel();
         let job = Job::Op(OpJob {
-            item: BatchItem {
-                scope: scope.clone(),
-                op,
-                request_id: crate::context::request_id(),
-            },
+            item: BatchItem::new(scope, op),
             deadline: Instant::now() + self.write_timeout,
             reply,
         });

@@ -846,3 +846,58 @@ async fn memberships_written_before_name_keys_get_them_from_the_boot_backfill() 
         r.body
     );
 }
+
+#[tokio::test]
+async fn the_first_member_let_into_a_group_nobody_is_in_takes_the_top_role() {
+    let app = spawn_app().await;
+    let conv = app.create_group("alice", &[]).await;
+    let leave = format!("/v1/conversations/{conv}/leave");
+    let r = app.post(&leave, &app.user("alice"), json!({})).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(app.member_count(&conv).await, 0);
+    let r = app.add_member(&app.server(), &conv, "bob", "member").await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert_eq!(
+        r.body["role"], "owner",
+        "a group with members always has its top role held"
+    );
+    let r = app.add_member(&app.server(), &conv, "carl", "member").await;
+    assert_eq!(r.body["role"], "member", "only the first one takes it");
+    let audit = app
+        .get(&format!("/v1/conversations/{conv}/audit"), &app.server())
+        .await;
+    let handed: Vec<&Value> = audit.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "ownership.handed_on")
+        .collect();
+    assert_eq!(handed.len(), 1, "{:?}", audit.body);
+    assert_eq!(handed[0]["target_user_id"], "bob");
+}
+
+#[tokio::test]
+async fn erasing_and_adding_a_user_at_once_keeps_the_count_exact() {
+    let app = spawn_app().await;
+    let conv = app.create_group("alice", &[("bob", "member")]).await;
+    // The erasure and the add queue on the conversation's writer and may share a transaction
+    // (then the old membership is deleted before the new one is written); in every order the
+    // count is the present members.
+    let server = app.server();
+    let erase = app.delete("/v1/users/bob", &server);
+    let add = app.add_member(&server, &conv, "bob", "member");
+    let (erased, added) = futures::join!(erase, add);
+    assert!(erased.status < 300, "{:?}", erased.body);
+    assert!([201, 409].contains(&added.status), "{:?}", added.body);
+    let present = app.member_count(&conv).await;
+    let r = app
+        .get(
+            &format!("/v1/conversations/{conv}/members/bob"),
+            &app.server(),
+        )
+        .await;
+    assert_eq!(
+        present,
+        1 + i64::from(r.status == 200 && r.body["status"] == "active")
+    );
+}
