@@ -3,22 +3,13 @@
 //! non-member; a mute keeps the member but stops them sending. An ended restriction stops
 //! applying at once ([`Member::effective_status`]).
 
-use super::{Applied, ConversationAggregate, Env, Request, direct, not_a_member};
+use super::{Applied, ConversationAggregate, Env, Request, Restriction, direct, not_a_member};
 use crate::domain::audit::{Value, action, role_status};
 use crate::domain::ids::ExternalUserId;
 use crate::domain::member::{Member, MemberStatus, Mute};
 use crate::domain::role::RoleName;
 use crate::domain::rules::{self, Acting};
-use crate::domain::{ErrorCode, Refusal, Timestamp};
-
-/// A ban or mute to apply.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Restriction {
-    /// When it ends (`None`: until lifted).
-    pub until: Option<Timestamp>,
-    /// The reason given.
-    pub reason: Option<String>,
-}
+use crate::domain::{ErrorCode, Refusal};
 
 impl ConversationAggregate {
     /// May `acting` ban, mute or lift a restriction of a member whose role is `target`

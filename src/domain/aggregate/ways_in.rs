@@ -4,72 +4,19 @@
 //! [`ConversationAggregate::admit`] in the same operation: a link's `uses` counts exactly the
 //! members it let in, and one pending item per user and conversation holds.
 
-use super::members::only_member;
+use super::admission::only_member;
 use super::{
-    Answer, Applied, ConversationAggregate, Env, Need, NewMember, Request, Write, closed, direct,
-    mark, member_exists, not_found,
+    Answer, Applied, ConversationAggregate, Env, Need, NewInvitation, NewInviteLink, NewMember,
+    Request, Write, banned, closed, direct, invitation_not_found, join_request_not_found,
+    link_not_found, mark, member_exists, not_found, only_users,
 };
 use crate::domain::audit::{Value, action};
 use crate::domain::ids::{DocId, ExternalUserId};
-use crate::domain::role::RoleName;
 use crate::domain::rules::{self, Acting};
 use crate::domain::ways_in::{
     Invitation, InvitationStatus, InviteLink, JoinRequest, JoinRequestStatus,
 };
-use crate::domain::{ErrorCode, JoinPolicy, Refusal, Timestamp};
-
-/// An invitation to make.
-#[derive(Debug, Clone)]
-pub struct NewInvitation {
-    /// The invitee.
-    pub user: ExternalUserId,
-    /// The role granted on accepting (`None`: the catalog's default role).
-    pub role: Option<RoleName>,
-    /// A note to the invitee.
-    pub message: Option<String>,
-    /// When it stops standing.
-    pub expires_at: Timestamp,
-}
-
-/// An invite link to make.
-#[derive(Debug, Clone)]
-pub struct NewInviteLink {
-    /// A label.
-    pub name: Option<String>,
-    /// The role granted on joining (`None`: the catalog's default role).
-    pub role: Option<RoleName>,
-    /// Most joins (`None`: unlimited).
-    pub max_uses: Option<i64>,
-    /// When it stops working (`None`: never).
-    pub expires_at: Option<Timestamp>,
-    /// Joining makes a join request instead of a member.
-    pub requires_approval: bool,
-}
-
-/// No pending invitation with this id for the caller.
-pub fn invitation_not_found() -> Refusal {
-    Refusal::new(ErrorCode::InvitationNotFound, "no such pending invitation")
-}
-
-/// No pending join request with this id in the conversation.
-pub fn join_request_not_found() -> Refusal {
-    Refusal::new(
-        ErrorCode::JoinRequestNotFound,
-        "no such pending join request",
-    )
-}
-
-/// No live invite link with this code in the tenant.
-pub fn link_not_found() -> Refusal {
-    Refusal::new(ErrorCode::InviteLinkNotFound, "no such invite link")
-}
-
-fn only_users() -> Refusal {
-    Refusal::new(
-        ErrorCode::Forbidden,
-        "only a user token answers for itself; a server token adds members",
-    )
-}
+use crate::domain::{ErrorCode, JoinPolicy, Refusal};
 
 fn item_entry(key: &'static str, id: DocId) -> Vec<(&'static str, Value)> {
     vec![(key, Value::Str(id.to_hex()))]
@@ -352,7 +299,7 @@ impl ConversationAggregate {
             .member(user.as_str())
             .is_some_and(|m| m.banned_at(self.now))
         {
-            return Ok(Err(super::banned()));
+            return Ok(Err(banned()));
         }
         if self.pending_join_request(user.as_str())?.is_some() {
             return Ok(Err(Refusal::new(

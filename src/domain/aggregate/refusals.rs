@@ -1,0 +1,72 @@
+//! The refusals the rules answer with, each a code of the one table and a sentence.
+
+use crate::domain::role::RoleName;
+use crate::domain::{ErrorCode, Refusal};
+
+/// The answer for a conversation that does not exist, or that the caller may not see.
+pub fn not_found() -> Refusal {
+    Refusal::new(ErrorCode::ConversationNotFound, "no such conversation")
+}
+
+/// `user` has no present membership here.
+pub fn not_a_member(user: &str) -> Refusal {
+    Refusal::new(
+        ErrorCode::NotAMember,
+        format!("`{user}` is not a member of this conversation"),
+    )
+}
+
+/// `role` is already held by `limit` present members.
+pub fn role_limit(role: &RoleName, limit: u64) -> Refusal {
+    Refusal::new(
+        ErrorCode::RoleLimitReached,
+        format!("`{role}` is held by at most {limit} member(s) of a conversation"),
+    )
+}
+
+pub(super) fn member_exists() -> Refusal {
+    Refusal::new(
+        ErrorCode::MemberExists,
+        "already a member of this conversation",
+    )
+}
+
+pub(super) fn closed() -> Refusal {
+    Refusal::new(
+        ErrorCode::ConversationClosed,
+        "the conversation's join policy is `closed`: only server tokens add members",
+    )
+}
+
+pub(super) fn direct(detail: &str) -> Refusal {
+    Refusal::new(ErrorCode::DirectConversation, detail)
+}
+
+pub(super) fn banned() -> Refusal {
+    Refusal::new(ErrorCode::MemberBanned, "banned from this conversation")
+}
+
+/// No pending invitation with this id for the caller.
+pub fn invitation_not_found() -> Refusal {
+    Refusal::new(ErrorCode::InvitationNotFound, "no such pending invitation")
+}
+
+/// No pending join request with this id in the conversation.
+pub fn join_request_not_found() -> Refusal {
+    Refusal::new(
+        ErrorCode::JoinRequestNotFound,
+        "no such pending join request",
+    )
+}
+
+/// No live invite link with this code in the tenant.
+pub fn link_not_found() -> Refusal {
+    Refusal::new(ErrorCode::InviteLinkNotFound, "no such invite link")
+}
+
+pub(super) fn only_users() -> Refusal {
+    Refusal::new(
+        ErrorCode::Forbidden,
+        "only a user token answers for itself; a server token adds members",
+    )
+}
