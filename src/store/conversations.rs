@@ -10,11 +10,13 @@ use super::audit;
 use super::docs::AuditActor;
 use super::docs::{ConversationDoc, ConversationSettingsDoc, MemberDoc};
 
+use super::ids::ts;
 use super::members::{NewMember, new_member_doc};
 use super::{Query, Store, db_error, id_filter, names, refuse, tenant_filter};
 use crate::auth::TenantScope;
+use crate::domain::aggregate::first_members;
 use crate::domain::rules::{self, Acting};
-use crate::domain::{ConversationId, ConversationType, ExternalUserId, RoleName};
+use crate::domain::{ConversationId, ConversationType, ExternalUserId};
 use crate::error::Result;
 
 /// What to create.
@@ -92,44 +94,11 @@ impl Store {
         let created = self.transaction(async |s| {
             let now = DateTime::now();
             let cat = self.role_catalog_in(s, scope).await?;
-            // A user creator takes the top role of a group; everyone else the role named (the
-            // default role when none), checked like an add by the creator.
-            let mut wanted: Vec<(&ExternalUserId, RoleName)> = Vec::new();
-            if let Some(c) = &new.creator {
-                let role = if new.kind == ConversationType::Group {
-                    cat.top().clone()
-                } else {
-                    cat.default_role.clone()
-                };
-                wanted.push((c, role));
-            }
-            let mut tops = usize::from(new.creator.is_some() && new.kind == ConversationType::Group);
-            for m in &new.members {
-                let role = m.role.clone().unwrap_or_else(|| cat.default_role.clone());
-                if cat.get(&role).is_none() {
-                    return refuse(rules::RuleViolation::UnknownRole(role));
-                }
-                if new.kind == ConversationType::Direct && role != cat.default_role {
-                    return refuse(crate::error::Problem::new(
-                        crate::domain::ErrorCode::DirectConversation,
-                        format!("members of a direct conversation have the role `{}`", cat.default_role),
-                    ));
-                }
-                let limit = cat.get(&role).and_then(|r| r.limit).filter(|_| !cat.is_top(&role));
-                if let Some(limit) = limit {
-                    let holders = new.members.iter();
-                    let n = holders.filter(|x| x.role.as_ref().unwrap_or(&cat.default_role) == &role);
-                    if n.count() > limit as usize {
-                        return refuse(super::members::role_limit(&role, u64::from(limit)));
-                    }
-                }
-                tops += usize::from(cat.is_top(&role));
-                wanted.push((&m.user, role));
-            }
-            if tops > 1 || (tops == 1 && new.kind == ConversationType::Direct) {
-                return refuse(rules::RuleViolation::OwnerRoleLocked);
-            }
-            let ids: Vec<&ExternalUserId> = wanted.iter().map(|(u, _)| *u).collect();
+            let wanted = match first_members(&cat, new.kind, new.creator.as_ref(), &new.members, ts(now)) {
+                Ok(w) => w,
+                Err(r) => return refuse(r),
+            };
+            let ids: Vec<&ExternalUserId> = wanted.iter().map(|(u, _)| u).collect();
             let users = self.ensure_users_in(s, scope, &ids, now).await?;
             let creator_id = new
                 .creator
@@ -145,19 +114,6 @@ impl Store {
                 };
                 let invited_by = creator_id.filter(|c| *c != user.id);
                 members.push(new_member_doc(scope, conv_id, user, &cat, role, invited_by, now));
-            }
-            if new.kind == ConversationType::Group
-                && !members.is_empty()
-                && !members.iter().any(|m| cat.is_top(&m.role))
-            {
-                let cands: Vec<(i32, i64)> = members
-                    .iter()
-                    .map(|m| (cat.rank(&m.role), m.activity.joined_at.timestamp_millis()))
-                    .collect();
-                if let Some(i) = rules::successor(&cands) {
-                    members[i].role = cat.top().clone();
-                    members[i].permissions = cat.resolve(cat.top(), &Default::default());
-                }
             }
             let conv = ConversationDoc {
                 id: conv_id,

@@ -12,15 +12,11 @@ use futures::TryStreamExt;
 use mongodb::{ClientSession, Collection};
 
 use super::batch::WriteOutput;
-use super::docs::{
-    ActivityDoc, CompactMemberDoc, ConversationDoc, DepartureDoc, MemberDoc, MemberSettingsDoc,
-    UserDoc,
-};
+use super::docs::{CompactMemberDoc, ConversationDoc, MemberDoc, UserDoc};
 use super::{Query, Store, db_error, id_filter, names, refuse, tenant_filter};
 use crate::auth::TenantScope;
-use crate::domain::aggregate::Op;
+use crate::domain::aggregate::{Op, member_acting};
 use crate::domain::rules::Acting;
-use std::collections::BTreeMap;
 
 use crate::domain::{
     ConversationId, ErrorCode, ExternalUserId, MemberStatus, RoleCatalog, RoleName,
@@ -42,22 +38,14 @@ pub enum AddOutcome {
     Refused(Problem),
 }
 
+/// [`crate::domain::aggregate::not_found`] as a problem.
 pub(crate) fn not_found() -> Problem {
-    Problem::new(ErrorCode::ConversationNotFound, "no such conversation")
+    crate::domain::aggregate::not_found().into()
 }
 
+/// [`crate::domain::aggregate::not_a_member`] as a problem.
 pub(crate) fn not_a_member(user: &str) -> Problem {
-    Problem::new(
-        ErrorCode::NotAMember,
-        format!("`{user}` is not a member of this conversation"),
-    )
-}
-
-pub(crate) fn role_limit(role: &RoleName, limit: u64) -> Problem {
-    Problem::new(
-        ErrorCode::RoleLimitReached,
-        format!("`{role}` is held by at most {limit} member(s) of a conversation"),
-    )
+    crate::domain::aggregate::not_a_member(user).into()
 }
 
 /// The member a [`WriteOp`] answered with.
@@ -125,7 +113,7 @@ impl ChatListKey {
     }
 }
 
-/// A member document for a first-time member.
+/// A member document for a first-time member ([`crate::domain::Member::new`]).
 pub(crate) fn new_member_doc(
     scope: &TenantScope,
     conversation: ObjectId,
@@ -135,35 +123,18 @@ pub(crate) fn new_member_doc(
     invited_by: Option<ObjectId>,
     now: DateTime,
 ) -> MemberDoc {
-    let id = ObjectId::new();
-    MemberDoc {
-        id,
-        tenant_id: scope.tenant().as_str().to_owned(),
-        conversation_id: conversation,
-        user_id: user.id,
-        external_user_id: user.external_id.clone(),
-        display_name: user.display_name.clone(),
-        name_key: Some(crate::domain::search::sort_key(&user.display_name, id)),
-        avatar_url: user.avatar_url.clone(),
-        role: role.clone(),
-        permissions: catalog.resolve(role, &BTreeMap::new()),
-        permission_overrides: None,
-        status: MemberStatus::Active,
-        settings: MemberSettingsDoc::default(),
-        activity: ActivityDoc {
-            joined_at: now,
-            invited_by,
-            last_message_at: None,
-            message_count: 0,
-            last_read_message_id: None,
-            last_read_at: None,
-        },
-        departure: DepartureDoc::default(),
-        moderation: None,
-        conversation_activity_at: Some(now),
-        created_at: now,
-        updated_at: now,
-    }
+    let m = crate::domain::Member::new(
+        super::ids::new_doc_id(),
+        super::ids::doc_id(user.id),
+        &user.external_id,
+        &user.display_name,
+        user.avatar_url.as_deref(),
+        catalog,
+        role,
+        invited_by.map(super::ids::doc_id),
+        super::ids::ts(now),
+    );
+    super::convert::member_doc(scope.tenant().as_str(), conversation, &m)
 }
 
 impl Store {
@@ -207,9 +178,12 @@ impl Store {
             .find_one(Self::member_filter(scope, conversation, user.as_str()))
             .session(s)
             .await?;
-        match me {
-            Some(m) if m.status.is_present() => Ok((m.acting(), Some(m))),
-            _ => refuse(not_found()),
+        let membership = me
+            .as_ref()
+            .map(|m| (m.role.clone(), m.permissions.clone(), m.status));
+        match member_acting(membership) {
+            Ok(acting) => Ok((acting, me)),
+            Err(r) => refuse(r),
         }
     }
 
@@ -250,14 +224,10 @@ impl Store {
         // change stream, like `POST /v1/authorize`).
         let acting = match scope.user() {
             None => Acting::Server,
-            Some(u) => match self.member_row(scope, conv.id, u.as_str()).await? {
-                Some(m) if m.status.is_present() => Acting::Member {
-                    role: m.role,
-                    permissions: m.permissions,
-                    status: m.status,
-                },
-                _ => return Err(Error::Client(not_found())),
-            },
+            Some(u) => {
+                let row = self.member_row(scope, conv.id, u.as_str()).await?;
+                member_acting(row.map(|m| (m.role, m.permissions, m.status)))?
+            }
         };
         Ok((conv, acting))
     }

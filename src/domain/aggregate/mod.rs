@@ -21,6 +21,7 @@
 
 mod admission;
 mod boundary;
+mod creation;
 mod departure;
 mod moderation;
 mod ops;
@@ -43,13 +44,14 @@ use super::ways_in::{Invitation, InviteLink, JoinRequest};
 use super::{Refusal, Timestamp};
 
 pub use boundary::{Env, Fact, Finish, Need, Staged, Writes};
+pub use creation::first_members;
 pub use ops::{
     Actor, AddOutcome, Answer, MemberChange, NewInvitation, NewInviteLink, NewMember, Op, Request,
     Restriction,
 };
 pub use refusals::{
-    invitation_not_found, join_request_not_found, link_not_found, not_a_member, not_found,
-    role_limit,
+    invitation_not_found, join_request_not_found, link_not_found, member_acting, not_a_member,
+    not_found, role_limit,
 };
 pub use summary::{participant, summary_of};
 
@@ -271,13 +273,12 @@ impl ConversationAggregate {
     /// The caller as the rules see it, and its membership; a user without a present
     /// membership is refused as if the conversation did not exist.
     fn acting(&self, req: &Request) -> Result<(Acting, Option<Member>), Refusal> {
-        match req.actor.user() {
-            None => Ok((Acting::Server, None)),
-            Some(u) => match self.present(u.as_str()) {
-                Some(m) => Ok((m.acting(), Some(m.clone()))),
-                None => Err(not_found()),
-            },
-        }
+        let Some(u) = req.actor.user() else {
+            return Ok((Acting::Server, None));
+        };
+        let me = self.member(u.as_str());
+        let acting = member_acting(me.map(|m| (m.role.clone(), m.permissions.clone(), m.status)))?;
+        Ok((acting, me.cloned()))
     }
 
     fn record(&mut self, index: usize, entry: Entry) {

@@ -1,6 +1,8 @@
 //! The refusals the rules answer with, each a code of the one table and a sentence.
 
-use crate::domain::role::RoleName;
+use crate::domain::member::MemberStatus;
+use crate::domain::role::{Permissions, RoleName};
+use crate::domain::rules::Acting;
 use crate::domain::{ErrorCode, Refusal};
 
 /// The answer for a conversation that does not exist, or that the caller may not see.
@@ -69,4 +71,20 @@ pub(super) fn only_users() -> Refusal {
         ErrorCode::Forbidden,
         "only a user token answers for itself; a server token adds members",
     )
+}
+
+/// A user acting through `membership` (its role, flags and stored status; `None`: it has
+/// none): only a present member acts; anyone else is refused exactly as for a conversation that
+/// does not exist ([`not_found`]), so a stranger learns nothing of it.
+pub fn member_acting(
+    membership: Option<(RoleName, Permissions, MemberStatus)>,
+) -> Result<Acting, Refusal> {
+    match membership {
+        Some((role, permissions, status)) if status.is_present() => Ok(Acting::Member {
+            role,
+            permissions,
+            status,
+        }),
+        _ => Err(not_found()),
+    }
 }
