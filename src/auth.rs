@@ -322,6 +322,12 @@ impl PlatformCredential {
     }
 }
 
+impl From<AuthError> for crate::error::Error {
+    fn from(e: AuthError) -> Self {
+        crate::error::Error::Client(crate::error::Problem::new(e.code(), e.to_string()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

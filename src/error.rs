@@ -65,7 +65,7 @@ pub enum Error {
     /// The caller or its tenant made too many requests (429 with `Retry-After` and
     /// `RateLimit-*`).
     #[error("rate limited")]
-    RateLimited(crate::http::rate_limit::RateState),
+    RateLimited(RateState),
 }
 
 impl Error {
@@ -117,10 +117,17 @@ impl From<RuleViolation> for Error {
     }
 }
 
-impl From<crate::auth::AuthError> for Error {
-    fn from(e: crate::auth::AuthError) -> Self {
-        Error::Client(Problem::new(e.code(), e.to_string()))
-    }
+/// Where a request stands against a limit: what its answer's `RateLimit-*` headers say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateState {
+    /// `tenant` or `user`: which bucket this is.
+    pub which: &'static str,
+    /// The bucket's size (requests at once).
+    pub limit: u32,
+    /// Requests left in it now.
+    pub remaining: u32,
+    /// Seconds until it is full again; on a 429, until the next request is allowed.
+    pub reset_secs: u64,
 }
 
 /// Shorthand for use-case results.

@@ -212,12 +212,6 @@ impl Refusal {
     }
 }
 
-impl From<super::rules::RuleViolation> for Refusal {
-    fn from(v: super::rules::RuleViolation) -> Self {
-        Refusal::new(v.code(), v.detail())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

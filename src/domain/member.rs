@@ -6,9 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Timestamp;
 use super::ids::{DocId, InvalidId};
-use super::moderation::effective_status;
 use super::role::{Permissions, RoleCatalog, RoleName};
-use super::rules::Acting;
 
 /// Where a membership stands (seed 004 `status`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -220,34 +218,6 @@ impl Member {
             created_at: now,
             updated_at: now,
         }
-    }
-
-    /// The status that applies at `now`: an ended ban reads `removed`, an ended mute
-    /// `active` ([`effective_status`]).
-    pub fn effective_status(&self, now: Timestamp) -> MemberStatus {
-        effective_status(
-            self.status,
-            self.departure.banned_until.map(|t| t.timestamp_millis()),
-            self.moderation
-                .as_ref()
-                .and_then(|m| m.muted_until)
-                .map(|t| t.timestamp_millis()),
-            now.timestamp_millis(),
-        )
-    }
-
-    /// This member as the rules see an actor.
-    pub fn acting(&self) -> Acting {
-        Acting::Member {
-            role: self.role.clone(),
-            permissions: self.permissions.clone(),
-            status: self.status,
-        }
-    }
-
-    /// Whether the member is banned at `now`.
-    pub fn banned_at(&self, now: Timestamp) -> bool {
-        self.effective_status(now) == MemberStatus::Banned
     }
 }
 

@@ -7,8 +7,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::Timestamp;
 use super::ids::InvalidId;
-use super::member::MemberStatus;
+use super::member::{Member, MemberStatus};
 use super::role::{Flag, Permissions};
 
 /// The status that applies at `now_ms` (ms since the Unix epoch, UTC): a ban whose
@@ -26,6 +27,27 @@ pub fn effective_status(
         }
         MemberStatus::Muted if muted_until_ms.is_some_and(|t| t <= now_ms) => MemberStatus::Active,
         other => other,
+    }
+}
+
+impl Member {
+    /// The status that applies at `now`: an ended ban reads `removed`, an ended mute
+    /// `active` ([`effective_status`]).
+    pub fn effective_status(&self, now: Timestamp) -> MemberStatus {
+        effective_status(
+            self.status,
+            self.departure.banned_until.map(|t| t.timestamp_millis()),
+            self.moderation
+                .as_ref()
+                .and_then(|m| m.muted_until)
+                .map(|t| t.timestamp_millis()),
+            now.timestamp_millis(),
+        )
+    }
+
+    /// Whether the member is banned at `now`.
+    pub fn banned_at(&self, now: Timestamp) -> bool {
+        self.effective_status(now) == MemberStatus::Banned
     }
 }
 

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use super::error::ErrorCode;
-use super::member::MemberStatus;
+use super::member::{Member, MemberStatus};
 use super::role::{Flag, Permissions, RoleCatalog, RoleName};
 
 /// The caller as the rules see it.
@@ -26,6 +26,17 @@ pub enum Acting {
         /// The actor's status; only present statuses may act.
         status: MemberStatus,
     },
+}
+
+impl Member {
+    /// This member as the rules see an actor.
+    pub fn acting(&self) -> Acting {
+        Acting::Member {
+            role: self.role.clone(),
+            permissions: self.permissions.clone(),
+            status: self.status,
+        }
+    }
 }
 
 /// Why a rule refused; each maps to one error code.
@@ -74,6 +85,12 @@ impl RuleViolation {
                 format!("`{p}` is neither a built-in flag nor one of this tenant's capabilities")
             }
         }
+    }
+}
+
+impl From<RuleViolation> for super::Refusal {
+    fn from(v: RuleViolation) -> Self {
+        super::Refusal::new(v.code(), v.detail())
     }
 }
 

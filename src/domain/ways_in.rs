@@ -136,6 +136,20 @@ impl LinkState {
     }
 }
 
+/// The status at `now` of an invitation stored as `status` that stands until `expires_at`: a
+/// pending one past its end is `expired` (Stream Chat's and Discord's invites lapse the same way).
+pub fn invitation_status_at(
+    status: InvitationStatus,
+    expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> InvitationStatus {
+    if status == InvitationStatus::Pending && expires_at <= now {
+        InvitationStatus::Expired
+    } else {
+        status
+    }
+}
+
 /// An invitation: a member with `can_add_members` (or a server token) asks a user to join
 /// (`invitations`).
 #[derive(Debug, Clone, PartialEq)]
@@ -165,11 +179,7 @@ pub struct Invitation {
 impl Invitation {
     /// The status at `now`: a pending invitation past `expires_at` is `expired`.
     pub fn status_at(&self, now: DateTime<Utc>) -> InvitationStatus {
-        if self.status == InvitationStatus::Pending && self.expires_at <= now {
-            InvitationStatus::Expired
-        } else {
-            self.status
-        }
+        invitation_status_at(self.status, self.expires_at, now)
     }
 
     /// Whether it still holds its user's one pending place (answered or replaced ones do not).

@@ -23,25 +23,12 @@ use governor::{Quota, RateLimiter};
 
 use crate::auth::TenantScope;
 use crate::config::RateLimitSettings;
-use crate::error::{Error, Result};
+use crate::error::{Error, RateState, Result};
 
 type Limiter<K> = RateLimiter<K, DashMapStateStore<K>, DefaultClock, StateInformationMiddleware>;
 
 /// Checks between two prunings of idle keys.
 const PRUNE_EVERY: u64 = 4096;
-
-/// Where a request stands against a limit: what its answer's `RateLimit-*` headers say.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateState {
-    /// `tenant` or `user`: which bucket this is.
-    pub which: &'static str,
-    /// The bucket's size (requests at once).
-    pub limit: u32,
-    /// Requests left in it now.
-    pub remaining: u32,
-    /// Seconds until it is full again; on a 429, until the next request is allowed.
-    pub reset_secs: u64,
-}
 
 /// The limiters of one process (shared by its HTTP workers).
 pub struct RateLimits {

@@ -24,9 +24,9 @@ use mongodb::ClientSession;
 use mongodb::options::ReturnDocument;
 
 use super::docs::{AuditActor, ConversationDoc, MemberDoc, UserDoc};
+use super::docs::{InvitationDoc, InviteLinkDoc, JoinRequestDoc};
 use super::events::{self, EventDoc};
 use super::ids::{doc_id, new_doc_id, oid, ts};
-use super::ways_in::{InvitationDoc, InviteLinkDoc, JoinRequestDoc, new_link_code};
 use super::{Store, convert, id_filter, tenant_filter};
 use crate::auth::TenantScope;
 use crate::domain::aggregate::{
@@ -37,7 +37,29 @@ use crate::domain::ways_in::{Invitation, InviteLink, JoinRequest};
 use crate::domain::{DocId, ExternalUserId, Member};
 use crate::error::Problem;
 
-pub use super::members::AddOutcome;
+/// What happened to one requested addition, in stored form
+/// ([`crate::domain::aggregate::AddOutcome`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum AddOutcome {
+    /// Added (inserted, or a former member re-activated on the same document).
+    Added(Box<MemberDoc>),
+    /// Already an active or muted member; nothing changed.
+    AlreadyMember,
+    /// Banned from the conversation; nothing changed.
+    Banned,
+    /// Refused by a rule (e.g. the role is not below the actor's).
+    Refused(Problem),
+}
+
+/// A new invite-link code: [`crate::domain::ways_in::LINK_CODE_BYTES`] from `rand`'s thread generator (a CSPRNG seeded
+/// by the operating system, as for webhook secrets), as unpadded base64url (22 characters of
+/// `A–Z a–z 0–9 - _`; [`crate::domain::ways_in::is_link_code`]).
+pub fn new_link_code() -> String {
+    use base64::Engine;
+    use rand::Rng;
+    let bytes: [u8; crate::domain::ways_in::LINK_CODE_BYTES] = rand::rng().random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
 
 /// Most reads one operation may ask for before it is answered (each role of a catalog at most
 /// once for a hand-off, plus a few items): more means a defect, not a conversation.
@@ -586,4 +608,20 @@ where
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ways_in::is_link_code;
+
+    #[test]
+    fn codes_are_22_url_safe_characters_and_differ() {
+        let a = new_link_code();
+        let b = new_link_code();
+        assert!(is_link_code(&a), "{a}");
+        assert_ne!(a, b);
+        assert!(!is_link_code("short"));
+        assert!(!is_link_code("aaaaaaaaaaaaaaaaaaaaa/"));
+    }
 }

@@ -7,16 +7,23 @@ use bson::oid::ObjectId;
 use bson::{Bson, Document};
 
 use super::docs::{
-    ActivityDoc, AuditActor, AuditDoc, ConversationDoc, DepartureDoc, MemberDoc, MemberSettingsDoc,
-    ModerationDoc, ParticipantDoc,
+    ActivityDoc, AuditActor, AuditDoc, ConversationDoc, DepartureDoc, InvitationDoc, InviteLinkDoc,
+    JoinRequestDoc, MemberDoc, MemberSettingsDoc, ModerationDoc, ParticipantDoc,
 };
 use super::ids::{date, doc_id, oid, ts};
 use super::later;
-use super::ways_in::{InvitationDoc, InviteLinkDoc, JoinRequestDoc, keep};
+
 use crate::domain::audit::{Entry, Fields, Value};
 use crate::domain::conversation::{ConversationState, JoinPolicy, Participant};
 use crate::domain::member::{Activity, Departure, Member, MemberSettings, Mute};
 use crate::domain::ways_in::{Invitation, InviteLink, JoinRequest, OPEN_KEY_PENDING};
+
+/// How long answered items and dead links are kept ([`crate::domain::ways_in::KEEP_DECIDED_DAYS`]).
+pub(crate) fn keep() -> std::time::Duration {
+    std::time::Duration::from_secs(
+        crate::domain::ways_in::KEEP_DECIDED_DAYS.unsigned_abs() * 86_400,
+    )
+}
 
 /// A stored membership as the rules see it.
 pub fn member(d: MemberDoc) -> Member {

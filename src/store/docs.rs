@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeMap;
 
+use crate::domain::ways_in::{InvitationStatus, JoinRequestStatus};
 use crate::domain::{
     ConversationType, MemberStatus, NotificationLevel, Permissions, RoleCatalog, RoleName,
 };
@@ -397,6 +398,133 @@ impl TenantDoc {
     /// The newest key that is not revoked.
     pub fn current_key(&self) -> Option<&KeyDoc> {
         self.keys.iter().rev().find(|k| k.revoked_at.is_none())
+    }
+}
+
+/// `invitations`: a member with `can_add_members` (or a server token) asks a user to join.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InvitationDoc {
+    /// Document id (the invitation's id in the API; keyset order, newest last).
+    #[serde(rename = "_id")]
+    pub id: ObjectId,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// `conversations._id`.
+    pub conversation_id: ObjectId,
+    /// The invitee (the tenant's own user id).
+    pub external_user_id: String,
+    /// The role the invitee gets on accepting.
+    pub role: RoleName,
+    /// `users._id` of the inviter (`null`: a server token); becomes the member's
+    /// `activity.invited_by`.
+    pub invited_by: Option<ObjectId>,
+    /// The inviter's external id (`null`: a server token).
+    pub inviter_external_id: Option<String>,
+    /// A note to the invitee (≤ 500 characters).
+    pub message: Option<String>,
+    /// See [`InvitationStatus`].
+    pub status: InvitationStatus,
+    /// [`OPEN_KEY_PENDING`] while pending, else the `_id` in hex (the uniqueness of pending).
+    pub open_key: String,
+    /// When it stops standing (UTC).
+    pub expires_at: DateTime,
+    /// When it was sent (UTC).
+    pub created_at: DateTime,
+    /// When it was answered or revoked.
+    pub decided_at: Option<DateTime>,
+    /// When the TTL index removes it: 30 days after it expires or is answered.
+    pub purge_at: DateTime,
+}
+
+impl InvitationDoc {
+    /// The status as of `now` ([`crate::domain::ways_in::Invitation::status_at`]).
+    pub fn status_at(&self, now: DateTime) -> InvitationStatus {
+        crate::domain::ways_in::invitation_status_at(
+            self.status,
+            self.expires_at.to_chrono(),
+            now.to_chrono(),
+        )
+    }
+}
+
+/// `join_requests`: a user asks to join a `request` conversation (or through an invite link
+/// that requires approval).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JoinRequestDoc {
+    /// Document id (keyset order, newest last).
+    #[serde(rename = "_id")]
+    pub id: ObjectId,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// `conversations._id`.
+    pub conversation_id: ObjectId,
+    /// The user asking.
+    pub external_user_id: String,
+    /// What the user says (≤ 500 characters).
+    pub message: Option<String>,
+    /// The role granted on approval (`null`: the catalog's default role then).
+    pub role: Option<RoleName>,
+    /// The invite link it came through, if any.
+    pub invite_link: Option<String>,
+    /// See [`JoinRequestStatus`].
+    pub status: JoinRequestStatus,
+    /// [`OPEN_KEY_PENDING`] while pending, else the `_id` in hex.
+    pub open_key: String,
+    /// When it was made (UTC).
+    pub created_at: DateTime,
+    /// When it was approved, declined or cancelled.
+    pub decided_at: Option<DateTime>,
+    /// Who decided (external id; `null`: a server token, or the user cancelling).
+    pub decided_by: Option<String>,
+    /// When the TTL index removes it (30 days after the decision; `null` while pending).
+    pub purge_at: Option<DateTime>,
+}
+
+/// `invite_links`: a code anyone of the tenant holding it may join with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InviteLinkDoc {
+    /// Document id (keyset order).
+    #[serde(rename = "_id")]
+    pub id: ObjectId,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// `conversations._id`.
+    pub conversation_id: ObjectId,
+    /// The code (22 base64url characters, 128 random bits; unique per tenant).
+    pub code: String,
+    /// A label for the members managing links.
+    pub name: Option<String>,
+    /// The role granted on joining.
+    pub role: RoleName,
+    /// Most joins (`null`: unlimited).
+    pub max_uses: Option<i64>,
+    /// Joins so far (counted in the joining transaction).
+    pub uses: i64,
+    /// When it stops working (UTC; `null`: never).
+    pub expires_at: Option<DateTime>,
+    /// Joining makes a join request instead of a member.
+    pub requires_approval: bool,
+    /// `users._id` of its creator (`null`: a server token); the joiners' `activity.invited_by`.
+    pub created_by: Option<ObjectId>,
+    /// The creator's external id.
+    pub creator_external_id: Option<String>,
+    /// When it was made (UTC).
+    pub created_at: DateTime,
+    /// When it was revoked.
+    pub revoked_at: Option<DateTime>,
+    /// When the TTL index removes it (30 days after it expires or is revoked).
+    pub purge_at: Option<DateTime>,
+}
+
+impl InviteLinkDoc {
+    /// The rule's view of the link.
+    pub fn state(&self) -> crate::domain::ways_in::LinkState {
+        crate::domain::ways_in::LinkState {
+            revoked: self.revoked_at.is_some(),
+            expires_at: self.expires_at.map(DateTime::to_chrono),
+            max_uses: self.max_uses,
+            uses: self.uses,
+        }
     }
 }
 

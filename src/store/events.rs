@@ -34,8 +34,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 
 use super::docs::{AuditActor, AuditDoc};
-use super::{Store, audit, db_error, names};
+use super::{Store, db_error, names};
 use crate::auth::TenantScope;
+use crate::domain::audit;
 use crate::error::Result;
 
 /// Event types (the catalogue in the README and the OpenAPI document).

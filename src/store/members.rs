@@ -25,18 +25,7 @@ use crate::error::{Error, Problem, Result};
 
 pub use crate::domain::aggregate::{MemberChange, NewMember};
 
-/// What happened to one requested addition.
-#[derive(Debug, Clone, PartialEq)]
-pub enum AddOutcome {
-    /// Added (inserted, or a former member re-activated on the same document).
-    Added(Box<MemberDoc>),
-    /// Already an active or muted member; nothing changed.
-    AlreadyMember,
-    /// Banned from the conversation; nothing changed.
-    Banned,
-    /// Refused by a rule (e.g. the role is not below the actor's).
-    Refused(Problem),
-}
+pub use super::batch::AddOutcome;
 
 /// [`crate::domain::aggregate::not_found`] as a problem.
 pub(crate) fn not_found() -> Problem {

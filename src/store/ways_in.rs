@@ -5,74 +5,20 @@
 //! This module holds the documents and the reads.
 
 use bson::oid::ObjectId;
-use bson::{DateTime, Document, doc};
+use bson::{Document, doc};
 use mongodb::Collection;
-use serde::{Deserialize, Serialize};
 
 use super::batch::WriteOutput;
 use super::docs::MemberDoc;
+pub use super::docs::{InvitationDoc, InviteLinkDoc, JoinRequestDoc};
 use super::ids::doc_id;
 use super::members::unexpected;
 use super::{Query, Store, db_error, names, tenant_filter};
 use crate::auth::TenantScope;
 use crate::domain::aggregate::Op;
-use crate::domain::ways_in::{
-    InvitationStatus, JoinRequestStatus, KEEP_DECIDED_DAYS, LINK_CODE_BYTES, OPEN_KEY_PENDING,
-};
-use crate::domain::{ConversationId, ErrorCode, ExternalUserId, RoleName};
+use crate::domain::ways_in::OPEN_KEY_PENDING;
+use crate::domain::{ConversationId, ErrorCode, ExternalUserId};
 use crate::error::{Error, Problem, Result};
-
-/// `invitations`: a member with `can_add_members` (or a server token) asks a user to join.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct InvitationDoc {
-    /// Document id (the invitation's id in the API; keyset order, newest last).
-    #[serde(rename = "_id")]
-    pub id: ObjectId,
-    /// Owning tenant.
-    pub tenant_id: String,
-    /// `conversations._id`.
-    pub conversation_id: ObjectId,
-    /// The invitee (the tenant's own user id).
-    pub external_user_id: String,
-    /// The role the invitee gets on accepting.
-    pub role: RoleName,
-    /// `users._id` of the inviter (`null`: a server token); becomes the member's
-    /// `activity.invited_by`.
-    pub invited_by: Option<ObjectId>,
-    /// The inviter's external id (`null`: a server token).
-    pub inviter_external_id: Option<String>,
-    /// A note to the invitee (≤ 500 characters).
-    pub message: Option<String>,
-    /// See [`InvitationStatus`].
-    pub status: InvitationStatus,
-    /// [`OPEN_KEY_PENDING`] while pending, else the `_id` in hex (the uniqueness of pending).
-    pub open_key: String,
-    /// When it stops standing (UTC).
-    pub expires_at: DateTime,
-    /// When it was sent (UTC).
-    pub created_at: DateTime,
-    /// When it was answered or revoked.
-    pub decided_at: Option<DateTime>,
-    /// When the TTL index removes it: 30 days after it expires or is answered.
-    pub purge_at: DateTime,
-}
-
-impl InvitationDoc {
-    /// The status as of `now` ([`crate::domain::ways_in::Invitation::status_at`]).
-    pub fn status_at(&self, now: DateTime) -> InvitationStatus {
-        super::convert::invitation(self.clone()).status_at(now.to_chrono())
-    }
-}
-
-/// A new invite-link code: [`LINK_CODE_BYTES`] from `rand`'s thread generator (a CSPRNG seeded
-/// by the operating system, as for webhook secrets), as unpadded base64url (22 characters of
-/// `A–Z a–z 0–9 - _`; [`crate::domain::ways_in::is_link_code`]).
-pub fn new_link_code() -> String {
-    use base64::Engine;
-    use rand::Rng;
-    let bytes: [u8; LINK_CODE_BYTES] = rand::rng().random();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
 
 /// [`crate::domain::aggregate::invitation_not_found`] as a problem.
 pub(crate) fn invitation_not_found() -> Problem {
@@ -82,92 +28,6 @@ pub(crate) fn invitation_not_found() -> Problem {
 /// [`crate::domain::aggregate::link_not_found`] as a problem.
 pub(crate) fn link_not_found() -> Problem {
     crate::domain::aggregate::link_not_found().into()
-}
-
-/// How long answered items and dead links are kept ([`KEEP_DECIDED_DAYS`]).
-pub(crate) fn keep() -> std::time::Duration {
-    std::time::Duration::from_secs(KEEP_DECIDED_DAYS.unsigned_abs() * 86_400)
-}
-
-/// `join_requests`: a user asks to join a `request` conversation (or through an invite link
-/// that requires approval).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct JoinRequestDoc {
-    /// Document id (keyset order, newest last).
-    #[serde(rename = "_id")]
-    pub id: ObjectId,
-    /// Owning tenant.
-    pub tenant_id: String,
-    /// `conversations._id`.
-    pub conversation_id: ObjectId,
-    /// The user asking.
-    pub external_user_id: String,
-    /// What the user says (≤ 500 characters).
-    pub message: Option<String>,
-    /// The role granted on approval (`null`: the catalog's default role then).
-    pub role: Option<RoleName>,
-    /// The invite link it came through, if any.
-    pub invite_link: Option<String>,
-    /// See [`JoinRequestStatus`].
-    pub status: JoinRequestStatus,
-    /// [`OPEN_KEY_PENDING`] while pending, else the `_id` in hex.
-    pub open_key: String,
-    /// When it was made (UTC).
-    pub created_at: DateTime,
-    /// When it was approved, declined or cancelled.
-    pub decided_at: Option<DateTime>,
-    /// Who decided (external id; `null`: a server token, or the user cancelling).
-    pub decided_by: Option<String>,
-    /// When the TTL index removes it (30 days after the decision; `null` while pending).
-    pub purge_at: Option<DateTime>,
-}
-
-/// `invite_links`: a code anyone of the tenant holding it may join with.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct InviteLinkDoc {
-    /// Document id (keyset order).
-    #[serde(rename = "_id")]
-    pub id: ObjectId,
-    /// Owning tenant.
-    pub tenant_id: String,
-    /// `conversations._id`.
-    pub conversation_id: ObjectId,
-    /// The code (22 base64url characters, 128 random bits; unique per tenant).
-    pub code: String,
-    /// A label for the members managing links.
-    pub name: Option<String>,
-    /// The role granted on joining.
-    pub role: RoleName,
-    /// Most joins (`null`: unlimited).
-    pub max_uses: Option<i64>,
-    /// Joins so far (counted in the joining transaction).
-    pub uses: i64,
-    /// When it stops working (UTC; `null`: never).
-    pub expires_at: Option<DateTime>,
-    /// Joining makes a join request instead of a member.
-    pub requires_approval: bool,
-    /// `users._id` of its creator (`null`: a server token); the joiners' `activity.invited_by`.
-    pub created_by: Option<ObjectId>,
-    /// The creator's external id.
-    pub creator_external_id: Option<String>,
-    /// When it was made (UTC).
-    pub created_at: DateTime,
-    /// When it was revoked.
-    pub revoked_at: Option<DateTime>,
-    /// When the TTL index removes it (30 days after it expires or is revoked).
-    pub purge_at: Option<DateTime>,
-}
-
-impl InviteLinkDoc {
-    /// The rule's view of the link.
-    pub fn state(&self) -> crate::domain::ways_in::LinkState {
-        crate::domain::ways_in::LinkState {
-            revoked: self.revoked_at.is_some(),
-            expires_at: self.expires_at.map(DateTime::to_chrono),
-            max_uses: self.max_uses,
-            uses: self.uses,
-        }
-    }
 }
 
 /// `{tenant_id, conversation_id}` with `_id` before `after` (keyset, newest first).
@@ -601,21 +461,5 @@ impl Store {
             WriteOutput::JoinRequest(r) => Ok(LinkJoin::Request(r)),
             other => Err(unexpected(other)),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::ways_in::is_link_code;
-
-    #[test]
-    fn codes_are_22_url_safe_characters_and_differ() {
-        let a = new_link_code();
-        let b = new_link_code();
-        assert!(is_link_code(&a), "{a}");
-        assert_ne!(a, b);
-        assert!(!is_link_code("short"));
-        assert!(!is_link_code("aaaaaaaaaaaaaaaaaaaaa/"));
     }
 }
