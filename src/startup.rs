@@ -12,6 +12,8 @@ use crate::auth::PlatformCredential;
 use crate::config::Settings;
 use crate::service::{Limits, Roster};
 use crate::store::Store;
+use crate::supervisor::Supervisor;
+use std::sync::Arc;
 
 /// A bound, not yet running application.
 pub struct Application {
@@ -19,7 +21,9 @@ pub struct Application {
     admin_port: u16,
     store: Store,
     servers: crate::http::Servers,
+    /// Stops the background tasks when set (or dropped).
     sweeper: tokio::sync::watch::Sender<bool>,
+    supervisor: Arc<Supervisor>,
 }
 
 impl Application {
@@ -65,11 +69,26 @@ impl Application {
         )
         .with_event_settings(settings);
         let slots = roster.thumbnail_slots();
-        let servers = crate::http::server(listener, admin_listener, roster, settings)?;
-        let sweeper = spawn_sweeper(settings.clone(), store.hub().clone(), slots)?;
-        crate::service::relay::spawn(settings.clone(), store.hub().clone(), sweeper.subscribe())?;
+        let supervisor = Arc::new(Supervisor::default());
+        let servers = crate::http::server(
+            listener,
+            admin_listener,
+            roster,
+            supervisor.clone(),
+            settings,
+        )?;
+        let (sweeper, stop) = tokio::sync::watch::channel(false);
+        let hub = store.hub().clone();
+        spawn_sweeper(
+            settings.clone(),
+            hub.clone(),
+            slots,
+            supervisor.clone(),
+            stop.clone(),
+        )?;
+        crate::service::relay::spawn(settings.clone(), hub, supervisor.clone(), stop.clone())?;
         if cache.enabled() {
-            spawn_authz_follower(settings.clone(), cache, sweeper.subscribe())?;
+            spawn_authz_follower(settings.clone(), cache, supervisor.clone(), stop)?;
         }
         tracing::info!(%addr, port, %admin_addr, admin_port, "listening");
         Ok(Application {
@@ -78,6 +97,7 @@ impl Application {
             store,
             servers,
             sweeper,
+            supervisor,
         })
     }
 
@@ -89,6 +109,11 @@ impl Application {
     /// The bound port of the operators' listener (`http.admin_bind`).
     pub fn admin_port(&self) -> u16 {
         self.admin_port
+    }
+
+    /// The supervisor of the background tasks (their states).
+    pub fn supervisor(&self) -> &Arc<Supervisor> {
+        &self.supervisor
     }
 
     /// The store (tests read raw documents through it).
@@ -105,169 +130,177 @@ impl Application {
     }
 }
 
-/// Starts the follower of the authorize cache's change stream
-/// ([`crate::store::authz_cache::follow`]) on a thread and runtime of its own with its own
-/// connection; it stops when `stop` is set or dropped.
-fn spawn_authz_follower(
-    settings: Settings,
-    cache: std::sync::Arc<crate::store::authz_cache::AuthzCache>,
-    stop: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<()> {
+/// Runs `tasks` on a thread and current-thread runtime of their own (their transactions are
+/// not `Send`); it ends when they do. Errors: the thread cannot be started.
+fn spawn_thread<F, Fut>(name: &str, tasks: F) -> anyhow::Result<()>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    let thread = name.to_owned();
     std::thread::Builder::new()
-        .name("roster-authz".into())
+        .name(format!("roster-{thread}"))
         .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
+            match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
             {
-                Ok(r) => r,
+                Ok(runtime) => tokio::task::LocalSet::new().block_on(&runtime, tasks()),
                 Err(e) => {
-                    return tracing::error!(error = %e, "authorize cache disabled: no runtime");
+                    tracing::error!(thread, error = %e, "background thread without a runtime")
                 }
-            };
-            runtime.block_on(async move {
-                match Store::connect(&settings.database).await {
-                    Ok(store) => crate::store::authz_cache::follow(store, cache, stop).await,
-                    Err(e) => tracing::error!(
-                        error = format!("{e:#}"),
-                        "authorize cache disabled: no database"
-                    ),
-                }
-            });
+            }
         })?;
     Ok(())
 }
 
-/// Starts the sweeper: every `moderation.sweep_interval_secs` it normalizes bans and mutes that
-/// have ended ([`Store::sweep_expired`]), retries deferred thumbnails on the process's
-/// decoders (`slots`), and logs what it did; failures are logged and retried next time. It
-/// runs on a thread and runtime of its own with its own connection (its transactions are not
-/// `Send`), and stops when the returned sender is dropped or set.
+/// Starts the follower of the authorize cache's change stream
+/// ([`crate::store::authz_cache::follow`]) under `supervisor` (`authz_stream`) with its own
+/// connection; it stops when `stop` is set or dropped.
+fn spawn_authz_follower(
+    settings: Settings,
+    cache: std::sync::Arc<crate::store::authz_cache::AuthzCache>,
+    supervisor: Arc<Supervisor>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    spawn_thread("authz", move || async move {
+        let mut waiting = stop.clone();
+        let connect = || Store::connect(&settings.database);
+        let Some(store) = supervisor
+            .acquire("authz_stream", connect, &mut waiting)
+            .await
+        else {
+            return;
+        };
+        let make = || crate::store::authz_cache::follow(store.clone(), cache.clone(), stop.clone());
+        supervisor
+            .run_local("authz_stream", make, stop.clone())
+            .await;
+    })
+}
+
+/// Starts the sweeper under `supervisor` (`sweeper`): every `moderation.sweep_interval_secs`
+/// it normalizes bans and mutes that have ended ([`Store::sweep_expired`]), retries deferred
+/// thumbnails on the process's decoders (`slots`), and logs what it did; failures are logged
+/// and retried next time. It has its own connection, and stops when `stop` is set or dropped.
 fn spawn_sweeper(
     settings: Settings,
     hub: std::sync::Arc<crate::store::events::EventHub>,
     slots: std::sync::Arc<crate::service::thumbnails::ThumbnailSlots>,
-) -> anyhow::Result<tokio::sync::watch::Sender<bool>> {
-    let (stop, mut stopped) = tokio::sync::watch::channel(false);
-    std::thread::Builder::new()
-        .name("roster-sweeper".into())
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
+    supervisor: Arc<Supervisor>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    spawn_thread("sweeper", move || async move {
+        let mut waiting = stop.clone();
+        let connect = || async {
+            Store::connect(&settings.database)
+                .await?
+                .with_hub(hub.clone())
+                .with_member_settings(&settings.members)
+                .with_event_settings(&settings.events)
+                .with_media_settings(&settings.media)
+        };
+        let Some(store) = supervisor.acquire("sweeper", connect, &mut waiting).await else {
+            return;
+        };
+        let thumbnails = Roster::new(
+            store.clone(),
+            Limits::from(&settings),
+            settings.media.clone(),
+        )
+        .with_thumbnail_slots(slots);
+        // One instance sweeps a tenant per interval; the others leave it alone meanwhile.
+        let lease = crate::store::moderation::SweepLease {
+            owner: bson::oid::ObjectId::new().to_hex(),
+            lease: Duration::from_secs(settings.moderation.sweep_interval_secs),
+        };
+        let make = || {
+            sweep(
+                store.clone(),
+                thumbnails.clone(),
+                settings.clone(),
+                lease.clone(),
+            )
+        };
+        supervisor.run_local("sweeper", make, stop.clone()).await;
+    })
+}
+
+/// The sweeper's loop (see [`spawn_sweeper`]).
+async fn sweep(
+    store: Store,
+    thumbnails: Roster,
+    settings: Settings,
+    lease: crate::store::moderation::SweepLease,
+) {
+    let cred = PlatformCredential::system("sweeper");
+    let mut tick =
+        tokio::time::interval(Duration::from_secs(settings.moderation.sweep_interval_secs));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Where the walk over stored objects (orphan sweep) continues next time.
+    let mut objects_after: Option<String> = None;
+    loop {
+        tick.tick().await;
+        match store
+            .sweep_expired_leased(&cred, settings.moderation.sweep_batch, Some(&lease))
+            .await
+        {
+            Ok(r)
+                if (crate::store::moderation::SweepReport {
+                    tenants_leased_elsewhere: 0,
+                    ..r
+                }) != Default::default() =>
             {
-                Ok(r) => r,
-                Err(e) => return tracing::error!(error = %e, "sweeper disabled: no runtime"),
-            };
-            runtime.block_on(async move {
-                let cred = PlatformCredential::system("sweeper");
-                let store = match Store::connect(&settings.database).await {
-                    Ok(s) => match s
-                        .with_hub(hub)
-                        .with_member_settings(&settings.members)
-                        .with_event_settings(&settings.events)
-                        .with_media_settings(&settings.media)
-                    {
-                        Ok(s) => s,
-                        Err(e) => {
-                            return tracing::error!(
-                                error = format!("{e:#}"),
-                                "sweeper disabled: media storage"
-                            );
-                        }
-                    },
-                    Err(e) => {
-                        return tracing::error!(
-                            error = format!("{e:#}"),
-                            "sweeper disabled: no database"
-                        );
-                    }
-                };
-                let thumbnails = Roster::new(
-                    store.clone(),
-                    Limits::from(&settings),
-                    settings.media.clone(),
+                tracing::info!(
+                    bans_expired = r.bans_expired,
+                    mutes_expired = r.mutes_expired,
+                    deletions_finished = r.deletions_finished,
+                    members_re_resolved = r.members_re_resolved,
+                    activity_caught_up = r.activity_caught_up,
+                    audit_expired = r.audit_expired,
+                    media_repaired = r.media_repaired,
+                    media_expired = r.media_expired,
+                    late_memberships_erased = r.late_memberships_erased,
+                    tenants_failed = r.tenants_failed,
+                    tenants_leased_elsewhere = r.tenants_leased_elsewhere,
+                    "sweep done"
                 )
-                .with_thumbnail_slots(slots);
-                let mut tick = tokio::time::interval(Duration::from_secs(
-                    settings.moderation.sweep_interval_secs,
-                ));
-                // One instance sweeps a tenant per interval; the others leave it alone meanwhile.
-                let lease = crate::store::moderation::SweepLease {
-                    owner: bson::oid::ObjectId::new().to_hex(),
-                    lease: Duration::from_secs(settings.moderation.sweep_interval_secs),
-                };
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                // Where the walk over stored objects (orphan sweep) continues next time.
-                let mut objects_after: Option<String> = None;
-                loop {
-                    tokio::select! {
-                        _ = tick.tick() => {}
-                        _ = stopped.changed() => break,
-                    }
-                    match store
-                        .sweep_expired_leased(&cred, settings.moderation.sweep_batch, Some(&lease))
-                        .await
-                    {
-                        Ok(r)
-                            if (crate::store::moderation::SweepReport {
-                                tenants_leased_elsewhere: 0,
-                                ..r
-                            }) != Default::default() =>
-                        {
-                            tracing::info!(
-                                bans_expired = r.bans_expired,
-                                mutes_expired = r.mutes_expired,
-                                deletions_finished = r.deletions_finished,
-                                members_re_resolved = r.members_re_resolved,
-                                activity_caught_up = r.activity_caught_up,
-                                audit_expired = r.audit_expired,
-                                media_repaired = r.media_repaired,
-                                media_expired = r.media_expired,
-                                late_memberships_erased = r.late_memberships_erased,
-                                tenants_failed = r.tenants_failed,
-                                tenants_leased_elsewhere = r.tenants_leased_elsewhere,
-                                "sweep done"
-                            )
-                        }
-                        Ok(r) => tracing::debug!(
-                            tenants_leased_elsewhere = r.tenants_leased_elsewhere,
-                            "sweep found nothing to do"
-                        ),
-                        Err(e) => tracing::warn!(error = %e, "sweep failed; will retry"),
-                    }
-                    match thumbnails
-                        .retry_deferred_thumbnails(&cred, settings.moderation.sweep_batch)
-                        .await
-                    {
-                        Ok(0) => {}
-                        Ok(started) => tracing::info!(started, "deferred thumbnails retried"),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "retrying deferred thumbnails failed")
-                        }
-                    }
-                    let batch = settings.moderation.sweep_batch as usize;
-                    match store
-                        .sweep_orphan_objects(
-                            &cred,
-                            objects_after.take(),
-                            batch,
-                            crate::store::moderation::STALE_UPLOAD_MS,
-                        )
-                        .await
-                    {
-                        Ok((deleted, next)) => {
-                            objects_after = next;
-                            if deleted > 0 {
-                                tracing::info!(deleted, "orphan storage objects deleted");
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "orphan object sweep failed; will retry")
-                        }
-                    }
+            }
+            Ok(r) => tracing::debug!(
+                tenants_leased_elsewhere = r.tenants_leased_elsewhere,
+                "sweep found nothing to do"
+            ),
+            Err(e) => tracing::warn!(error = %e, "sweep failed; will retry"),
+        }
+        match thumbnails
+            .retry_deferred_thumbnails(&cred, settings.moderation.sweep_batch)
+            .await
+        {
+            Ok(0) => {}
+            Ok(started) => tracing::info!(started, "deferred thumbnails retried"),
+            Err(e) => {
+                tracing::warn!(error = %e, "retrying deferred thumbnails failed")
+            }
+        }
+        let batch = settings.moderation.sweep_batch as usize;
+        match store
+            .sweep_orphan_objects(
+                &cred,
+                objects_after.take(),
+                batch,
+                crate::store::moderation::STALE_UPLOAD_MS,
+            )
+            .await
+        {
+            Ok((deleted, next)) => {
+                objects_after = next;
+                if deleted > 0 {
+                    tracing::info!(deleted, "orphan storage objects deleted");
                 }
-            });
-        })?;
-    Ok(stop)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "orphan object sweep failed; will retry")
+            }
+        }
+    }
 }

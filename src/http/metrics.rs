@@ -143,3 +143,66 @@ impl Collector for StoreMetrics {
         m
     }
 }
+
+/// The supervisor's report at `/metrics`: `roster_task_state{task, state}` (1 for the state each
+/// background task is in) and `roster_task_restarts_total{task}`.
+pub struct TaskMetrics {
+    supervisor: std::sync::Arc<crate::supervisor::Supervisor>,
+    state: prometheus::IntGaugeVec,
+    restarts: prometheus::IntCounterVec,
+}
+
+impl TaskMetrics {
+    /// Reports `supervisor`'s tasks. Errors: an invalid metric name (a defect).
+    pub fn new(
+        supervisor: std::sync::Arc<crate::supervisor::Supervisor>,
+    ) -> prometheus::Result<Self> {
+        Ok(TaskMetrics {
+            supervisor,
+            state: prometheus::IntGaugeVec::new(
+                Opts::new(
+                    "roster_task_state",
+                    "Background tasks by state (starting, running, restarting, stopped): 1 for the state each is in",
+                ),
+                &["task", "state"],
+            )?,
+            restarts: prometheus::IntCounterVec::new(
+                Opts::new(
+                    "roster_task_restarts_total",
+                    "Times a background task was started again after it ended or failed",
+                ),
+                &["task"],
+            )?,
+        })
+    }
+}
+
+impl Collector for TaskMetrics {
+    fn desc(&self) -> Vec<&Desc> {
+        let mut d = self.state.desc();
+        d.extend(self.restarts.desc());
+        d
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        use crate::supervisor::TaskState;
+        self.state.reset();
+        for (task, r) in self.supervisor.report() {
+            for s in [
+                TaskState::Starting,
+                TaskState::Running,
+                TaskState::Restarting,
+                TaskState::Stopped,
+            ] {
+                self.state
+                    .with_label_values(&[task.as_str(), s.as_str()])
+                    .set(i64::from(r.state == s));
+            }
+            let c = self.restarts.with_label_values(&[task.as_str()]);
+            c.inc_by(r.restarts.saturating_sub(c.get()));
+        }
+        let mut m = self.state.collect();
+        m.extend(self.restarts.collect());
+        m
+    }
+}

@@ -291,6 +291,7 @@ pub fn server(
     listener: TcpListener,
     admin_listener: TcpListener,
     roster: Roster,
+    supervisor: std::sync::Arc<crate::supervisor::Supervisor>,
     settings: &Settings,
 ) -> std::io::Result<Servers> {
     let state = Data::new(AppState {
@@ -312,6 +313,12 @@ pub fn server(
                 state.roster.thumbnail_slots(),
             )
             .map_err(|e| std::io::Error::other(e.to_string()))?,
+        ))
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    registry
+        .register(Box::new(
+            metrics::TaskMetrics::new(supervisor)
+                .map_err(|e| std::io::Error::other(e.to_string()))?,
         ))
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     let metrics = actix_web_prom::PrometheusMetricsBuilder::new("roster")

@@ -3,7 +3,8 @@
 //! stream cannot, and webhook delivery ([`super::webhooks`]).
 //!
 //! They run on a thread and runtime of their own with their own connection (their
-//! transactions are not `Send`), sharing the process's [`EventHub`] with the HTTP workers: a
+//! transactions are not `Send`), each under the instance's [`Supervisor`] (restarted with
+//! backoff if it ends or panics), sharing the process's [`EventHub`] with the HTTP workers: a
 //! commit on this instance wakes the sequencer at once; a sequenced batch wakes the feed's
 //! long-polls, the streams and webhook delivery.
 
@@ -16,11 +17,15 @@ use crate::auth::PlatformCredential;
 use crate::config::Settings;
 use crate::store::Store;
 use crate::store::events::{EventHub, LogChange, log_change};
+use crate::supervisor::Supervisor;
 
-/// Starts the event tasks on a thread of their own; they stop when `stop` is set or dropped.
+/// Starts the event tasks on a thread of their own, each under `supervisor` (`event_sequencer`,
+/// `event_stream`, `webhook_delivery`; their connection under `events`); they stop when `stop`
+/// is set or dropped.
 pub fn spawn(
     settings: Settings,
     hub: Arc<EventHub>,
+    supervisor: Arc<Supervisor>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     std::thread::Builder::new()
@@ -35,29 +40,41 @@ pub fn spawn(
             };
             let local = tokio::task::LocalSet::new();
             local.block_on(&runtime, async move {
-                let store = match Store::connect(&settings.database).await {
-                    Ok(s) => s.with_hub(hub),
-                    Err(e) => {
-                        return tracing::error!(
-                            error = format!("{e:#}"),
-                            "events disabled: no database"
-                        );
-                    }
+                let mut waiting = stop.clone();
+                let connect = || Store::connect(&settings.database);
+                let Some(store) = supervisor.acquire("events", connect, &mut waiting).await else {
+                    return;
                 };
-                let mut stop = stop;
-                tokio::task::spawn_local(sequence(store.clone(), settings.clone()));
+                let store = store.with_hub(hub);
+                let mut tasks = tokio::task::JoinSet::new();
+                let (sup, st, set) = (supervisor.clone(), store.clone(), settings.clone());
+                let stopped = stop.clone();
+                tasks.spawn_local(async move {
+                    let make = || sequence(st.clone(), set.clone());
+                    sup.run_local("event_sequencer", make, stopped).await;
+                });
                 if settings.events.change_stream {
-                    tokio::task::spawn_local(follow(store.clone()));
+                    let (sup, st, stopped) = (supervisor.clone(), store.clone(), stop.clone());
+                    tasks.spawn_local(async move {
+                        sup.run_local("event_stream", || follow(st.clone()), stopped)
+                            .await;
+                    });
                 }
                 if settings.webhooks.deliver {
-                    let cred = PlatformCredential::system("webhooks");
-                    tokio::task::spawn_local(super::webhooks::deliver(store, settings, cred));
+                    let (sup, set, stopped) = (supervisor.clone(), settings.clone(), stop.clone());
+                    tasks.spawn_local(async move {
+                        let make = || {
+                            let cred = PlatformCredential::system("webhooks");
+                            super::webhooks::deliver(store.clone(), set.clone(), cred)
+                        };
+                        sup.run_local("webhook_delivery", make, stopped).await;
+                    });
                 } else {
                     tracing::info!(
                         "webhook delivery is left to other instances (webhooks.deliver = false)"
                     );
                 }
-                let _ = stop.wait_for(|s| *s).await;
+                while tasks.join_next().await.is_some() {}
             });
         })?;
     Ok(())

@@ -226,3 +226,43 @@ async fn platform_tokens_rotate_by_digest_and_every_platform_call_is_audited() {
         .await;
     assert_eq!(p2.body["items"][0]["id"], calls[0]["id"]);
 }
+
+#[tokio::test]
+async fn the_background_tasks_report_their_state_in_metrics() {
+    let app = spawn_app().await;
+    let tasks = ["event_sequencer", "sweeper", "events"];
+    let mut text = String::new();
+    // They connect on threads of their own: give them a moment.
+    for _ in 0..50 {
+        text = app
+            .client
+            .get(format!("{}/metrics", app.admin_address))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let running = |t: &str| {
+            text.contains(&format!(
+                r#"roster_task_state{{state="running",task="{t}"}} 1"#
+            ))
+        };
+        if tasks.iter().all(|t| running(t)) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    for t in tasks {
+        assert!(
+            text.contains(&format!(
+                r#"roster_task_state{{state="running",task="{t}"}} 1"#
+            )),
+            "{t} is running: {text}"
+        );
+        assert!(
+            text.contains(&format!(r#"roster_task_restarts_total{{task="{t}"}} 0"#)),
+            "{t} never restarted"
+        );
+    }
+}

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::{
     AddOutcome, Applied, ConversationAggregate, Env, MemberChange, NewMember, Request, banned,
-    closed, direct, member_exists, not_a_member, not_found, role_limit,
+    check_holders, closed, direct, member_exists, not_a_member, not_found,
 };
 use crate::domain::audit::{Value, action, role_status};
 use crate::domain::ids::DocId;
@@ -124,15 +124,15 @@ impl ConversationAggregate {
             };
             plans.push(plan);
         }
-        // Holders of limited roles so far: present holders + granted here, and the limit.
-        let mut limited: Vec<(RoleName, u64, u64)> = Vec::new();
+        // Holders of limited roles so far: present holders + granted here.
+        let mut limited: Vec<(RoleName, u64)> = Vec::new();
         for plan in &plans {
             if let Plan::Join(role) = plan
-                && let Some(limit) = self.catalog.get(role).and_then(|r| r.limit)
-                && !limited.iter().any(|(r, ..)| r == role)
+                && self.catalog.get(role).is_some_and(|r| r.limit.is_some())
+                && !limited.iter().any(|(r, _)| r == role)
             {
                 let held = self.holders(role)?;
-                limited.push((role.clone(), held, u64::from(limit)));
+                limited.push((role.clone(), held));
             }
         }
         let mut outcomes = Vec::with_capacity(items.len());
@@ -140,15 +140,15 @@ impl ConversationAggregate {
         for (n, plan) in plans.into_iter().enumerate() {
             outcomes.push(match plan {
                 Plan::Outcome(o) => o,
-                Plan::Join(role) => match limited.iter_mut().find(|(r, ..)| *r == role) {
-                    Some((_, held, limit)) if *held >= *limit => {
-                        AddOutcome::Refused(role_limit(&role, *limit))
-                    }
-                    Some((_, held, _)) => {
-                        *held += 1;
-                        to_join.push((n, role));
-                        AddOutcome::AlreadyMember // replaced below
-                    }
+                Plan::Join(role) => match limited.iter_mut().find(|(r, _)| *r == role) {
+                    Some((_, held)) => match check_holders(&self.catalog, &role, *held + 1) {
+                        Err(refusal) => AddOutcome::Refused(refusal),
+                        Ok(()) => {
+                            *held += 1;
+                            to_join.push((n, role));
+                            AddOutcome::AlreadyMember // replaced below
+                        }
+                    },
                     None => {
                         to_join.push((n, role));
                         AddOutcome::AlreadyMember // replaced below
@@ -292,9 +292,10 @@ impl ConversationAggregate {
             if let Err(v) = rules::check_change_role(&self.catalog, &acting, &m.role, &role) {
                 return Ok(Err(v.into()));
             }
-            if let Some(limit) = self.catalog.get(&role).and_then(|r| r.limit) {
-                if self.holders(&role)? >= u64::from(limit) {
-                    return Ok(Err(role_limit(&role, u64::from(limit))));
+            if self.catalog.get(&role).is_some_and(|r| r.limit.is_some()) {
+                let held = self.holders(&role)?;
+                if let Err(refusal) = check_holders(&self.catalog, &role, held + 1) {
+                    return Ok(Err(refusal));
                 }
                 touch = true;
             }

@@ -1,6 +1,6 @@
 //! Who a new conversation starts with, in which role (DESIGN §3).
 
-use super::{NewMember, direct, role_limit};
+use super::{NewMember, check_holders, direct};
 use crate::domain::conversation::ConversationType;
 use crate::domain::ids::ExternalUserId;
 use crate::domain::role::{RoleCatalog, RoleName};
@@ -47,13 +47,11 @@ pub fn first_members(
                 catalog.default_role
             )));
         }
-        if let Some(limit) = def.limit.filter(|_| !catalog.is_top(&role)) {
+        if def.limit.is_some() && !catalog.is_top(&role) {
             let named = members
                 .iter()
                 .filter(|x| x.role.as_ref().unwrap_or(&catalog.default_role) == &role);
-            if named.count() > limit as usize {
-                return Err(role_limit(&role, u64::from(limit)));
-            }
+            check_holders(catalog, &role, named.count() as u64)?;
         }
         tops += usize::from(catalog.is_top(&role));
         first.push((m.user.clone(), role));

@@ -50,8 +50,8 @@ pub use ops::{
     Restriction,
 };
 pub use refusals::{
-    invitation_not_found, join_request_not_found, link_not_found, member_acting, not_a_member,
-    not_found, role_limit,
+    check_holders, invitation_not_found, join_request_not_found, link_not_found, member_acting,
+    not_a_member, not_found, role_limit,
 };
 pub use summary::{participant, summary_of};
 

@@ -1,7 +1,7 @@
 //! The refusals the rules answer with, each a code of the one table and a sentence.
 
 use crate::domain::member::MemberStatus;
-use crate::domain::role::{Permissions, RoleName};
+use crate::domain::role::{Permissions, RoleCatalog, RoleName};
 use crate::domain::rules::Acting;
 use crate::domain::{ErrorCode, Refusal};
 
@@ -86,5 +86,14 @@ pub fn member_acting(
             status,
         }),
         _ => Err(not_found()),
+    }
+}
+
+/// May `holders` present members hold `role` at once (its catalog `limit`, DESIGN §3: one
+/// `owner`)? Errors: `role_limit_reached`.
+pub fn check_holders(catalog: &RoleCatalog, role: &RoleName, holders: u64) -> Result<(), Refusal> {
+    match catalog.get(role).and_then(|r| r.limit) {
+        Some(limit) if holders > u64::from(limit) => Err(role_limit(role, u64::from(limit))),
+        _ => Ok(()),
     }
 }
