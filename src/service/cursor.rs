@@ -8,7 +8,7 @@ use bson::oid::ObjectId;
 
 use crate::domain::ErrorCode;
 use crate::error::{Error, Result};
-use crate::store::members::ChatListKey;
+use crate::store::member_lists::ChatListKey;
 
 const OID_TAG: u8 = 1;
 const TEXT_TAG: u8 = 2;

@@ -34,7 +34,8 @@ use crate::domain::{
 use crate::error::{Error, Problem, Result};
 use crate::store::Store;
 use crate::store::conversations::{ConversationPatch, NewConversation};
-use crate::store::members::{AddOutcome, ChatListKey, MemberChange, NewMember};
+use crate::store::member_lists::ChatListKey;
+use crate::store::members::{AddOutcome, MemberChange, NewMember};
 
 use inputs::*;
 use views::*;

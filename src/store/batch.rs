@@ -26,89 +26,21 @@ use mongodb::options::ReturnDocument;
 use super::docs::{AuditActor, ConversationDoc, MemberDoc, UserDoc};
 use super::docs::{InvitationDoc, InviteLinkDoc, JoinRequestDoc};
 use super::events::{self, EventDoc};
-use super::ids::{doc_id, new_doc_id, oid, ts};
+use super::ids::{doc_id, new_doc_id, new_link_code, oid, ts};
+use super::writer::{AddOutcome, BatchItem, WriteOutput};
 use super::{Store, convert, id_filter, tenant_filter};
 use crate::auth::TenantScope;
 use crate::domain::aggregate::{
-    Actor, AddOutcome as Outcome, Answer, ConversationAggregate, Env, Fact, Need, Op, Request,
-    not_found, summary_of,
+    AddOutcome as Outcome, Answer, ConversationAggregate, Env, Fact, Need, Op, not_found,
+    summary_of,
 };
 use crate::domain::ways_in::{Invitation, InviteLink, JoinRequest};
 use crate::domain::{DocId, ExternalUserId, Member};
 use crate::error::Problem;
 
-/// What happened to one requested addition, in stored form
-/// ([`crate::domain::aggregate::AddOutcome`]).
-#[derive(Debug, Clone, PartialEq)]
-pub enum AddOutcome {
-    /// Added (inserted, or a former member re-activated on the same document).
-    Added(Box<MemberDoc>),
-    /// Already an active or muted member; nothing changed.
-    AlreadyMember,
-    /// Banned from the conversation; nothing changed.
-    Banned,
-    /// Refused by a rule (e.g. the role is not below the actor's).
-    Refused(Problem),
-}
-
-/// A new invite-link code: [`crate::domain::ways_in::LINK_CODE_BYTES`] from `rand`'s thread generator (a CSPRNG seeded
-/// by the operating system, as for webhook secrets), as unpadded base64url (22 characters of
-/// `A–Z a–z 0–9 - _`; [`crate::domain::ways_in::is_link_code`]).
-pub fn new_link_code() -> String {
-    use base64::Engine;
-    use rand::Rng;
-    let bytes: [u8; crate::domain::ways_in::LINK_CODE_BYTES] = rand::rng().random();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
 /// Most reads one operation may ask for before it is answered (each role of a catalog at most
 /// once for a hand-off, plus a few items): more means a defect, not a conversation.
 const MAX_NEEDS_PER_OP: usize = 64;
-
-/// What an operation answers, as stored documents.
-#[derive(Debug, Clone)]
-pub enum WriteOutput {
-    /// Per-item outcomes of an add.
-    Added(Vec<AddOutcome>),
-    /// The member as the operation left it.
-    Member(Box<MemberDoc>),
-    /// A transfer: the new holder of the top role and the previous one (if any).
-    Transferred(Box<MemberDoc>, Option<Box<MemberDoc>>),
-    /// An invitation as the operation left it.
-    Invitation(Box<InvitationDoc>),
-    /// A join request as the operation left it.
-    JoinRequest(Box<JoinRequestDoc>),
-    /// An invite link as the operation left it.
-    InviteLink(Box<InviteLinkDoc>),
-    /// An erasure: whether there was a membership to erase.
-    Erased(bool),
-}
-
-/// One operation of a batch: who asks, what, and the request id its audit entries carry.
-#[derive(Debug, Clone)]
-pub struct BatchItem {
-    /// The caller.
-    pub scope: TenantScope,
-    /// The operation, with the caller as the rules see it.
-    pub request: Request,
-    /// The request id (audit).
-    pub request_id: Option<String>,
-}
-
-impl BatchItem {
-    /// `op` by the caller of `scope`, for the request being handled.
-    pub fn new(scope: &TenantScope, op: Op) -> Self {
-        let actor = match scope.user() {
-            Some(u) => Actor::User(u.clone()),
-            None => Actor::Server,
-        };
-        Self {
-            scope: scope.clone(),
-            request: Request { actor, op },
-            request_id: crate::context::request_id(),
-        }
-    }
-}
 
 type Step<T> = Result<T, Problem>;
 
@@ -608,20 +540,4 @@ where
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::ways_in::is_link_code;
-
-    #[test]
-    fn codes_are_22_url_safe_characters_and_differ() {
-        let a = new_link_code();
-        let b = new_link_code();
-        assert!(is_link_code(&a), "{a}");
-        assert_ne!(a, b);
-        assert!(!is_link_code("short"));
-        assert!(!is_link_code("aaaaaaaaaaaaaaaaaaaaa/"));
-    }
 }

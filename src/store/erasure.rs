@@ -13,9 +13,9 @@ use bson::oid::ObjectId;
 use bson::{DateTime, doc};
 use futures::TryStreamExt;
 
-use super::batch::WriteOutput;
 use super::docs::{AuditActor, AuditDoc, MemberDoc};
 use super::events::{EventDoc, kind};
+use super::writer::WriteOutput;
 use super::{Query, Store, db_error, id_filter, tenant_filter};
 use crate::auth::TenantScope;
 use crate::domain::aggregate::Op;

@@ -31,6 +31,16 @@ pub fn new_doc_id() -> DocId {
     doc_id(ObjectId::new())
 }
 
+/// A new invite-link code: [`crate::domain::ways_in::LINK_CODE_BYTES`] from `rand`'s thread generator (a CSPRNG seeded
+/// by the operating system, as for webhook secrets), as unpadded base64url (22 characters of
+/// `A–Z a–z 0–9 - _`; [`crate::domain::ways_in::is_link_code`]).
+pub fn new_link_code() -> String {
+    use base64::Engine;
+    use rand::Rng;
+    let bytes: [u8; crate::domain::ways_in::LINK_CODE_BYTES] = rand::rng().random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
 impl ConversationId {
     /// The stored `_id` / `conversation_id`.
     pub fn object_id(self) -> ObjectId {
@@ -47,6 +57,17 @@ impl From<ObjectId> for ConversationId {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::ways_in::is_link_code;
+
+    #[test]
+    fn codes_are_22_url_safe_characters_and_differ() {
+        let a = new_link_code();
+        let b = new_link_code();
+        assert!(is_link_code(&a), "{a}");
+        assert_ne!(a, b);
+        assert!(!is_link_code("short"));
+        assert!(!is_link_code("aaaaaaaaaaaaaaaaaaaaa/"));
+    }
 
     #[test]
     fn ids_and_times_round_trip() {

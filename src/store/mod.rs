@@ -18,6 +18,7 @@ pub mod idempotency;
 pub mod ids;
 pub mod indexes;
 pub mod media;
+pub mod member_lists;
 pub mod members;
 pub mod moderation;
 pub mod participants;

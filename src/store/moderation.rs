@@ -13,10 +13,10 @@ use futures::TryStreamExt;
 use serde::Deserialize;
 
 use super::audit;
-use super::batch::WriteOutput;
 use super::docs::AuditActor;
 use super::docs::MemberDoc;
 use super::members::{member_output, unexpected};
+use super::writer::WriteOutput;
 use super::{Store, db_error, names, tenant_filter};
 use crate::auth::{PlatformCredential, TenantScope};
 use crate::domain::aggregate::Op;

@@ -8,11 +8,11 @@ use bson::oid::ObjectId;
 use bson::{Document, doc};
 use mongodb::Collection;
 
-use super::batch::WriteOutput;
 use super::docs::MemberDoc;
 pub use super::docs::{InvitationDoc, InviteLinkDoc, JoinRequestDoc};
 use super::ids::doc_id;
 use super::members::unexpected;
+use super::writer::WriteOutput;
 use super::{Query, Store, db_error, names, tenant_filter};
 use crate::auth::TenantScope;
 use crate::domain::aggregate::Op;

@@ -42,11 +42,72 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::Store;
-use super::batch::{BatchItem, WriteOutput};
+use super::docs::{InvitationDoc, InviteLinkDoc, JoinRequestDoc, MemberDoc};
 use super::txn::{Attempts, Retryable, begin, commit};
 use crate::auth::TenantScope;
 use crate::domain::aggregate::Op;
+use crate::domain::aggregate::{Actor, Request};
+use crate::error::Problem;
 use crate::error::{Error, Result};
+
+/// What happened to one requested addition, in stored form
+/// ([`crate::domain::aggregate::AddOutcome`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum AddOutcome {
+    /// Added (inserted, or a former member re-activated on the same document).
+    Added(Box<MemberDoc>),
+    /// Already an active or muted member; nothing changed.
+    AlreadyMember,
+    /// Banned from the conversation; nothing changed.
+    Banned,
+    /// Refused by a rule (e.g. the role is not below the actor's).
+    Refused(Problem),
+}
+
+/// What an operation answers, as stored documents.
+#[derive(Debug, Clone)]
+pub enum WriteOutput {
+    /// Per-item outcomes of an add.
+    Added(Vec<AddOutcome>),
+    /// The member as the operation left it.
+    Member(Box<MemberDoc>),
+    /// A transfer: the new holder of the top role and the previous one (if any).
+    Transferred(Box<MemberDoc>, Option<Box<MemberDoc>>),
+    /// An invitation as the operation left it.
+    Invitation(Box<InvitationDoc>),
+    /// A join request as the operation left it.
+    JoinRequest(Box<JoinRequestDoc>),
+    /// An invite link as the operation left it.
+    InviteLink(Box<InviteLinkDoc>),
+    /// An erasure: whether there was a membership to erase.
+    Erased(bool),
+}
+
+/// One operation of a batch: who asks, what, and the request id its audit entries carry.
+#[derive(Debug, Clone)]
+pub struct BatchItem {
+    /// The caller.
+    pub scope: TenantScope,
+    /// The operation, with the caller as the rules see it.
+    pub request: Request,
+    /// The request id (audit).
+    pub request_id: Option<String>,
+}
+
+impl BatchItem {
+    /// `op` by the caller of `scope`, for the request being handled.
+    pub fn new(scope: &TenantScope, op: Op) -> Self {
+        let actor = match scope.user() {
+            Some(u) => Actor::User(u.clone()),
+            None => Actor::Server,
+        };
+        Self {
+            scope: scope.clone(),
+            request: Request { actor, op },
+            request_id: crate::context::request_id(),
+        }
+    }
+}
 
 /// Most operations applied in one transaction.
 const MAX_BATCH: usize = 128;

@@ -1,7 +1,7 @@
 use bson::{Bson, Document, doc};
 use roster::auth::PlatformCredential;
 use roster::domain::{MemberStatus, RoleName, TenantId};
-use roster::store::members::ChatListKey;
+use roster::store::member_lists::ChatListKey;
 use roster::store::{Query, Store, index};
 
 use crate::helpers::spawn_app;
