@@ -2,11 +2,12 @@
 //! metadata and listings visible to the conversation's members, signed URLs, content by range,
 //! and deletion that never leaves bytes without a document or a document without bytes.
 
+mod serving;
+
 use bson::DateTime;
 use bson::oid::ObjectId;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
@@ -14,7 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::views::Page;
 use super::{Roster, cursor};
 use crate::auth::TenantScope;
-use crate::domain::media::{self, HEAD_BYTES, MediaRejection, UrlGrant};
+use crate::domain::media::{self, HEAD_BYTES, MediaRejection};
 use crate::domain::moderation::{Denial, decide};
 use crate::domain::{Action, ConversationId, ErrorCode, ExternalUserId, Flag};
 use crate::error::{Error, Problem, Result};
@@ -189,13 +190,13 @@ pub struct Content {
     pub body: ByteStream,
 }
 
-fn not_found() -> Error {
+pub(super) fn not_found() -> Error {
     Error::client(ErrorCode::MediaNotFound, "no such media file")
 }
 
 /// An upload refused by `/v1/authorize`'s rules for `send_media`; a non-member is told the
 /// conversation does not exist, as everywhere else.
-fn refusal(d: Denial) -> Error {
+pub(super) fn refusal(d: Denial) -> Error {
     match d {
         Denial::NotAMember => {
             Error::client(ErrorCode::ConversationNotFound, "no such conversation")
@@ -223,7 +224,7 @@ fn too_large(max: u64) -> Error {
 impl Roster {
     /// Whether `scope` may see `m`: a server token, its uploader, or a present member of its
     /// conversation.
-    async fn may_view(&self, scope: &TenantScope, m: &MediaDoc) -> Result<bool> {
+    pub(super) async fn may_view(&self, scope: &TenantScope, m: &MediaDoc) -> Result<bool> {
         let Some(user) = scope.user() else {
             return Ok(true);
         };
@@ -237,13 +238,13 @@ impl Roster {
         Ok(row.is_some_and(|r| r.effective_status(DateTime::now()).is_present()))
     }
 
-    async fn visible_media(&self, scope: &TenantScope, id: &str) -> Result<MediaDoc> {
+    pub(super) async fn visible_media(&self, scope: &TenantScope, id: &str) -> Result<MediaDoc> {
         self.media_for(scope, id, not_found).await
     }
 
     /// The ready media `id` if `scope` may view it; otherwise `hidden()` (or `media_not_found`
     /// when it does not exist).
-    async fn media_for(
+    pub(super) async fn media_for(
         &self,
         scope: &TenantScope,
         id: &str,
@@ -469,147 +470,6 @@ impl Roster {
             .list_media(scope, &filter, before, limit + 1)
             .await?;
         Ok(self.page(rows, limit, |m| cursor::encode_oid(m.id), MediaView::from))
-    }
-
-    /// `POST /v1/media/{id}/url`: a URL for `GET …/content` that works without a bearer token
-    /// until it expires, the media is deleted, or the caller loses access to it. Errors:
-    /// `media_not_found`, `validation_failed` (variant, ttl).
-    pub async fn sign_media_url(
-        &self,
-        scope: &TenantScope,
-        id: &str,
-        body: SignUrlBody,
-    ) -> Result<SignedUrlView> {
-        let m = self.visible_media(scope, id).await?;
-        let variant = body.variant.as_deref().unwrap_or("content");
-        let has_thumbnail = m.thumbnail.as_ref().is_some_and(|t| t.key.is_some());
-        match variant {
-            "content" => {}
-            "thumbnail" if has_thumbnail => {}
-            "thumbnail" => {
-                return Err(Error::client(
-                    ErrorCode::ThumbnailNotFound,
-                    "this file has no thumbnail (not an image, or not made yet)",
-                ));
-            }
-            _ => return Err(Problem::field("variant", "`content` or `thumbnail`").into()),
-        }
-        let ttl = body.ttl_secs.unwrap_or(self.media.url_ttl_secs);
-        if !(1..=self.media.url_max_ttl_secs).contains(&ttl) {
-            return Err(Problem::field(
-                "ttl_secs",
-                format!("between 1 and {}", self.media.url_max_ttl_secs),
-            )
-            .into());
-        }
-        let viewer = match scope.user() {
-            Some(u) => format!("u:{u}"),
-            None => "server".to_owned(),
-        };
-        let expires = chrono::Utc::now().timestamp() + ttl as i64;
-        let media_id = m.id.to_hex();
-        let grant = UrlGrant {
-            tenant: scope.tenant().as_str(),
-            media: &media_id,
-            variant,
-            viewer: &viewer,
-            expires,
-        };
-        let sig = grant.sign(self.media.url_signing_key.expose_secret().as_bytes());
-        let query = serde_urlencoded::to_string([
-            ("t", scope.tenant().as_str()),
-            ("v", &viewer),
-            ("e", &expires.to_string()),
-            ("s", &sig),
-        ])
-        .map_err(|e| Error::Internal(e.into()))?;
-        Ok(SignedUrlView {
-            url: format!("/v1/media/{media_id}/{variant}?{query}"),
-            expires_at: chrono::DateTime::from_timestamp(expires, 0).unwrap_or_default(),
-        })
-    }
-
-    /// Verifies a signed URL's query for `id`'s `variant`; returns the viewer's scope.
-    /// Errors: `signed_url_invalid`, `signed_url_expired`.
-    pub fn verify_signed(&self, id: &str, variant: &str, q: &SignedQuery) -> Result<TenantScope> {
-        let grant = UrlGrant {
-            tenant: &q.t,
-            media: id,
-            variant,
-            viewer: &q.v,
-            expires: q.e,
-        };
-        let scope = crate::auth::verify_media_url(
-            &grant,
-            &q.s,
-            self.media.url_signing_key.expose_secret().as_bytes(),
-        )?;
-        if q.e <= chrono::Utc::now().timestamp() {
-            return Err(Error::client(
-                ErrorCode::SignedUrlExpired,
-                "the signed URL has expired",
-            ));
-        }
-        Ok(scope)
-    }
-
-    /// Opens a media file's bytes `range` (`None` = all; `Some((start, end))` end exclusive,
-    /// already clamped by the caller against the size) for `scope`. Through a signed URL
-    /// (`signed`) a viewer who lost access is told so (`forbidden`, 403): the signature already
-    /// proved the file was theirs to see. Errors: `media_not_found`, `forbidden`.
-    pub async fn open_content(
-        &self,
-        scope: &TenantScope,
-        id: &str,
-        thumbnail: bool,
-        signed: bool,
-        range: impl FnOnce(u64) -> Option<(u64, u64)>,
-    ) -> Result<Content> {
-        let m = if signed {
-            self.media_for(scope, id, || {
-                Error::client(
-                    ErrorCode::Forbidden,
-                    "the viewer no longer has access to this file",
-                )
-            })
-            .await?
-        } else {
-            self.visible_media(scope, id).await?
-        };
-        let (key, size, file_type) = if thumbnail {
-            let t = m
-                .thumbnail
-                .as_ref()
-                .and_then(|t| Some((t.key.clone()?, t.size_bytes?, t.file_type.clone()?)))
-                .ok_or_else(|| {
-                    Error::client(
-                        ErrorCode::ThumbnailNotFound,
-                        "this file has no thumbnail (not an image, or not made yet)",
-                    )
-                })?;
-            (t.0, u64::try_from(t.1).unwrap_or(0), t.2)
-        } else {
-            (
-                m.storage.key.clone(),
-                u64::try_from(m.size_bytes).unwrap_or(0),
-                m.file_type.clone(),
-            )
-        };
-        let (start, end) = range(size).unwrap_or((0, size));
-        let body = self
-            .store
-            .blobs()
-            .read(&key, start, end)
-            .await?
-            .ok_or_else(not_found)?;
-        Ok(Content {
-            media: m,
-            size,
-            file_type,
-            start,
-            end,
-            body,
-        })
     }
 
     /// `DELETE /v1/media/{id}` (its uploader or a server token): marks it `deleting`, removes
