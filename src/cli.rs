@@ -101,11 +101,7 @@ pub enum DemoAction {
 }
 
 async fn connect(settings: &Settings) -> anyhow::Result<Store> {
-    let store = Store::connect(&settings.database)
-        .await?
-        .with_member_settings(&settings.members)
-        .with_event_settings(&settings.events)
-        .with_media_settings(&settings.media)?;
+    let store = Store::open(settings).await?;
     store
         .ensure_indexes()
         .await
@@ -132,7 +128,7 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         Command::Indexes {
             action: IndexAction::Ensure,
         } => {
-            let store = Store::connect(&settings.database).await?;
+            let store = Store::open(&settings).await?;
             let n = store.ensure_indexes().await?;
             println!("{n} indexes ensured");
             Ok(())
@@ -187,7 +183,7 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
                 (None, true) => Principal::Server,
                 _ => bail!("give exactly one of --user or --server"),
             };
-            let store = Store::connect(&settings.database).await?;
+            let store = Store::open(&settings).await?;
             let cred = operator(&settings)?;
             let tenant = store
                 .find_tenant(&cred, &id)

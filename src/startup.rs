@@ -11,7 +11,7 @@ use crate::auth::PlatformCredential;
 
 use crate::config::Settings;
 use crate::service::{Limits, Roster};
-use crate::store::Store;
+use crate::store::{Components, Db, Store};
 use crate::supervisor::Supervisor;
 use std::sync::Arc;
 
@@ -30,11 +30,9 @@ impl Application {
     /// Connects, applies indexes and binds. Errors: unreachable database, not a replica set,
     /// conflicting index (named), address in use.
     pub async fn build(settings: &Settings) -> anyhow::Result<Application> {
-        let store = Store::connect(&settings.database)
-            .await?
-            .with_member_settings(&settings.members)
-            .with_event_settings(&settings.events)
-            .with_media_settings(&settings.media)?;
+        let components = Components::build(settings)?;
+        let db = Db::connect(&settings.database).await?;
+        let store = Store::new(db, &components, settings);
         let ensured = store
             .ensure_indexes()
             .await
@@ -47,7 +45,8 @@ impl Application {
         Self::with_store(settings, store)
     }
 
-    /// Binds with an already connected store (indexes already applied).
+    /// Binds with an already connected store (indexes already applied); the background
+    /// tasks share its [`Components`].
     pub fn with_store(settings: &Settings, store: Store) -> anyhow::Result<Application> {
         let addr = settings.bind_addr()?;
         let listener =
@@ -57,11 +56,7 @@ impl Application {
         let admin_listener = TcpListener::bind(admin_addr)
             .with_context(|| format!("binding http.admin_bind = {admin_addr}"))?;
         let admin_port = admin_listener.local_addr()?.port();
-        let cache = std::sync::Arc::new(crate::store::authz_cache::AuthzCache::new(
-            settings.authorize.cache,
-            settings.authorize.cache_rows,
-        ));
-        let store = store.with_authz_cache(cache.clone());
+        let components = store.components().clone();
         let roster = Roster::new(
             store.clone(),
             Limits::from(settings),
@@ -78,17 +73,21 @@ impl Application {
             settings,
         )?;
         let (sweeper, stop) = tokio::sync::watch::channel(false);
-        let hub = store.hub().clone();
         spawn_sweeper(
             settings.clone(),
-            hub.clone(),
+            components.clone(),
             slots,
             supervisor.clone(),
             stop.clone(),
         )?;
-        crate::service::relay::spawn(settings.clone(), hub, supervisor.clone(), stop.clone())?;
-        if cache.enabled() {
-            spawn_authz_follower(settings.clone(), cache, supervisor.clone(), stop)?;
+        crate::service::relay::spawn(
+            settings.clone(),
+            components.clone(),
+            supervisor.clone(),
+            stop.clone(),
+        )?;
+        if components.authz.enabled() {
+            spawn_authz_follower(settings.clone(), components, supervisor.clone(), stop)?;
         }
         tracing::info!(%addr, port, %admin_addr, admin_port, "listening");
         Ok(Application {
@@ -159,19 +158,20 @@ where
 /// connection; it stops when `stop` is set or dropped.
 fn spawn_authz_follower(
     settings: Settings,
-    cache: std::sync::Arc<crate::store::authz_cache::AuthzCache>,
+    components: Components,
     supervisor: Arc<Supervisor>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     spawn_thread("authz", move || async move {
         let mut waiting = stop.clone();
-        let connect = || Store::connect(&settings.database);
+        let connect = || Store::connect(&settings, &components);
         let Some(store) = supervisor
             .acquire("authz_stream", connect, &mut waiting)
             .await
         else {
             return;
         };
+        let cache = components.authz.clone();
         let make = || crate::store::authz_cache::follow(store.clone(), cache.clone(), stop.clone());
         supervisor
             .run_local("authz_stream", make, stop.clone())
@@ -185,21 +185,14 @@ fn spawn_authz_follower(
 /// and retried next time. It has its own connection, and stops when `stop` is set or dropped.
 fn spawn_sweeper(
     settings: Settings,
-    hub: std::sync::Arc<crate::store::events::EventHub>,
+    components: Components,
     slots: std::sync::Arc<crate::service::thumbnails::ThumbnailSlots>,
     supervisor: Arc<Supervisor>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     spawn_thread("sweeper", move || async move {
         let mut waiting = stop.clone();
-        let connect = || async {
-            Store::connect(&settings.database)
-                .await?
-                .with_hub(hub.clone())
-                .with_member_settings(&settings.members)
-                .with_event_settings(&settings.events)
-                .with_media_settings(&settings.media)
-        };
+        let connect = || Store::connect(&settings, &components);
         let Some(store) = supervisor.acquire("sweeper", connect, &mut waiting).await else {
             return;
         };

@@ -15,8 +15,8 @@ use futures::StreamExt;
 
 use crate::auth::PlatformCredential;
 use crate::config::Settings;
-use crate::store::Store;
-use crate::store::events::{EventHub, LogChange, log_change};
+use crate::store::events::{LogChange, log_change};
+use crate::store::{Components, Store};
 use crate::supervisor::Supervisor;
 
 /// Starts the event tasks on a thread of their own, each under `supervisor` (`event_sequencer`,
@@ -24,7 +24,7 @@ use crate::supervisor::Supervisor;
 /// is set or dropped.
 pub fn spawn(
     settings: Settings,
-    hub: Arc<EventHub>,
+    components: Components,
     supervisor: Arc<Supervisor>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
@@ -41,11 +41,10 @@ pub fn spawn(
             let local = tokio::task::LocalSet::new();
             local.block_on(&runtime, async move {
                 let mut waiting = stop.clone();
-                let connect = || Store::connect(&settings.database);
+                let connect = || Store::connect(&settings, &components);
                 let Some(store) = supervisor.acquire("events", connect, &mut waiting).await else {
                     return;
                 };
-                let store = store.with_hub(hub);
                 let mut tasks = tokio::task::JoinSet::new();
                 let (sup, st, set) = (supervisor.clone(), store.clone(), settings.clone());
                 let stopped = stop.clone();

@@ -360,7 +360,7 @@ impl super::Store {
             { "ns.coll": { "$in": [names::GROUP_MEMBERS, names::CONVERSATIONS, names::TENANTS] } },
             { "operationType": { "$in": ["invalidate", "dropDatabase"] } },
         ] } }];
-        self.db.watch().pipeline(pipeline).await
+        self.db.database().watch().pipeline(pipeline).await
     }
 }
 

@@ -172,7 +172,7 @@ impl Store {
         })
         .await;
         // An authorize that asked about this id before it existed may be cached.
-        self.authz.touch(conv_id);
+        self.parts.authz.touch(conv_id);
         created
     }
 
@@ -410,7 +410,7 @@ impl Store {
         })
         .await?;
         drop(turn);
-        self.authz.touch(conv_id);
+        self.parts.authz.touch(conv_id);
         self.finish_deletion(scope, conv_id).await
     }
 
@@ -464,7 +464,7 @@ impl Store {
             .clone_with_type::<bson::Document>()
             .find(filter)
             .projection(doc! { "_id": 1 })
-            .limit(self.delete_batch)
+            .limit(self.settings.delete_batch)
             .await
             .map_err(db_error)?
             .try_collect()

@@ -100,7 +100,7 @@ impl Store {
             }
             for m in page {
                 let gone = self.erase_membership(scope, &m).await;
-                self.authz.touch(m.conversation_id);
+                self.parts.authz.touch(m.conversation_id);
                 erased += u64::from(gone?);
             }
             tracing::info!(erased, "erasing a user's memberships");

@@ -11,6 +11,7 @@ pub mod batch;
 pub mod blobs;
 pub mod conversations;
 pub mod convert;
+pub mod db;
 pub mod docs;
 pub mod erasure;
 pub mod events;
@@ -33,19 +34,18 @@ pub mod ways_in;
 pub mod webhooks;
 pub mod writer;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
 use bson::{DateTime, Document, doc};
 use mongodb::error::{ErrorKind, WriteFailure};
-use mongodb::options::ClientOptions;
-use mongodb::{Client, Collection, Database};
+use mongodb::{Collection, Database};
 
 use crate::auth::TenantScope;
-use crate::config::DatabaseSettings;
+use crate::config::Settings;
 use crate::error::{Error, Problem};
 
+pub use db::Db;
 pub use docs::{CompactMemberDoc, ConversationDoc, MemberDoc, TenantDoc, UserDoc};
 
 /// Collection names.
@@ -213,158 +213,142 @@ impl Query {
     }
 }
 
-/// Counts of the commands a client sends, from the driver's command monitoring.
-#[derive(Debug, Default)]
-struct CommandCounts {
-    all: AtomicU64,
-    commits: AtomicU64,
-}
-
-impl CommandCounts {
-    fn observe(&self, ev: &mongodb::event::command::CommandEvent) {
-        if let mongodb::event::command::CommandEvent::Started(started) = ev {
-            self.all.fetch_add(1, Ordering::Relaxed);
-            if started.command_name == "commitTransaction" {
-                self.commits.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
-}
-
-/// A handle on the database; cheap to clone.
+/// The in-process parts every store handle of one instance shares: built once at startup
+/// ([`Components::build`]) and handed to each connection's [`Store::new`], so the HTTP
+/// workers, the sweeper and the event tasks queue on the same writers, wake the same event
+/// readers and keep the same authorize cache current. Cheap to clone (all shared).
 #[derive(Clone)]
-pub struct Store {
-    client: Client,
-    db: Database,
-    delete_batch: i64,
-    embed_threshold: i64,
-    blobs: std::sync::Arc<dyn blobs::BlobStore>,
-    /// How long one write may take, retries included (`database.write_timeout_ms`).
-    write_timeout: Duration,
-    /// Commands this client has sent (driver command monitoring).
-    commands: std::sync::Arc<CommandCounts>,
-    /// The per-conversation writers of this instance.
-    writers: std::sync::Arc<writer::Writers>,
-    /// `(tenant, users._id)` → `external_id`: pairs that never change, kept for views.
+pub struct Components {
+    /// The write coordinator: one writer per conversation with group commit ([`writer`]).
+    pub writers: Arc<writer::Writers>,
+    /// The event log's in-process signals: wakes the sequencer after commits and the feed's
+    /// readers when a log grows ([`events::EventHub`]).
+    pub events: Arc<events::EventHub>,
+    /// The authorize cache (`authorize.cache`, `authorize.cache_rows`).
+    pub authz: Arc<authz_cache::AuthzCache>,
+    /// Media bytes outside the database (`media.storage = "s3"`); `None`: GridFS in each
+    /// connection's database.
+    pub external_blobs: Option<Arc<dyn blobs::BlobStore>>,
+    /// `(tenant, users._id)` → `external_id`: pairs that never change, kept for views
+    /// (at most 100,000 pairs).
     user_ids: moka::future::Cache<(String, bson::oid::ObjectId), String>,
-    /// Wakes the event sequencer after commits and the feed's readers when a log grows.
-    hub: std::sync::Arc<events::EventHub>,
-    /// Whether changes write events (`events.enabled`).
-    outbox_enabled: bool,
     /// One lock per (tenant, conversation, user) for a member's own updates, so that one
-    /// member's concurrent calls on this instance queue instead of conflicting.
-    own_locks: moka::sync::Cache<
-        (String, bson::oid::ObjectId, String),
-        std::sync::Arc<tokio::sync::Mutex<()>>,
-    >,
-    /// The authorize cache (one per process, shared like `hub`).
-    authz: std::sync::Arc<authz_cache::AuthzCache>,
+    /// member's concurrent calls on this instance queue instead of conflicting (idle 60 s).
+    own_locks:
+        moka::sync::Cache<(String, bson::oid::ObjectId, String), Arc<tokio::sync::Mutex<()>>>,
 }
 
-impl Store {
-    /// Connects with a bounded server-selection timeout and checks the server is a replica-set
-    /// member (transactions need one). Errors explain how to start a replica set.
-    pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<Store> {
-        let mut options = ClientOptions::parse(&settings.uri)
-            .await
-            .context("database.uri is not a valid MongoDB URI")?;
-        options.server_selection_timeout =
-            Some(Duration::from_millis(settings.server_selection_timeout_ms));
-        options
-            .connect_timeout
-            .get_or_insert(Duration::from_millis(settings.server_selection_timeout_ms));
-        options.app_name.get_or_insert_with(|| "roster".into());
-        options.write_concern = Some(txn::durable_write_concern());
-        let commands = std::sync::Arc::new(CommandCounts::default());
-        let counter = commands.clone();
-        options.command_event_handler = Some(mongodb::event::EventHandler::callback(
-            move |ev: mongodb::event::command::CommandEvent| counter.observe(&ev),
-        ));
-        let client = Client::with_options(options).context("creating the MongoDB client")?;
-        let db = client.database(&settings.name);
-        let hello = db.run_command(doc! { "hello": 1 }).await.with_context(|| {
-            format!(
-                "cannot reach MongoDB at {} (is it running?)",
-                redact(&settings.uri)
-            )
-        })?;
-        if hello.get_str("setName").is_err() {
-            bail!(
-                "MongoDB at {} is not a replica set; Roster needs transactions. Start mongod with \
-                 `--replSet rs0` and run `rs.initiate()` once, or run SecantusDB (see README)",
-                redact(&settings.uri)
-            );
-        }
-        let gridfs = blobs::GridFsBlobs::new(&db);
-        Ok(Store {
-            client,
-            db,
-            delete_batch: conversations::DELETE_BATCH,
-            embed_threshold: 100,
-            blobs: std::sync::Arc::new(gridfs),
-            write_timeout: Duration::from_millis(settings.write_timeout_ms),
-            commands,
-            writers: std::sync::Arc::new(writer::Writers::default()),
+impl Components {
+    /// Builds the components `settings` describe. Errors: an invalid S3 setup.
+    pub fn build(settings: &Settings) -> anyhow::Result<Components> {
+        let external_blobs: Option<Arc<dyn blobs::BlobStore>> = if settings.media.storage == "s3" {
+            Some(Arc::new(blobs::S3Blobs::new(&settings.media.s3)?))
+        } else {
+            None
+        };
+        Ok(Components {
+            writers: Arc::default(),
+            events: Arc::default(),
+            authz: Arc::new(authz_cache::AuthzCache::new(
+                settings.authorize.cache,
+                settings.authorize.cache_rows,
+            )),
+            external_blobs,
             user_ids: moka::future::Cache::new(100_000),
-            hub: std::sync::Arc::default(),
-            outbox_enabled: true,
             own_locks: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_idle(Duration::from_secs(60))
                 .build(),
-            authz: std::sync::Arc::default(),
         })
     }
+}
 
-    /// Applies `[members]` settings the store acts on: `delete_batch` (memberships removed per
-    /// batch when a conversation goes) and `embed_threshold` (small-conversation size).
-    pub fn with_member_settings(mut self, m: &crate::config::MemberSettings) -> Self {
-        self.delete_batch = i64::from(m.delete_batch.max(1));
-        self.embed_threshold = i64::from(m.embed_threshold);
-        self
-    }
+/// The `[members]` and `[events]` settings the repositories act on.
+#[derive(Debug, Clone, Copy)]
+struct StoreSettings {
+    /// Memberships (or audit events, media) removed per batch of a deletion
+    /// (`members.delete_batch`, at least 1).
+    delete_batch: i64,
+    /// Largest conversation whose members are embedded in it and whose chat-list positions
+    /// follow every message (`members.embed_threshold`).
+    embed_threshold: i64,
+    /// Whether changes write events (`events.enabled`).
+    outbox_enabled: bool,
+}
 
-    /// Applies `[media]` settings the store acts on: with `storage = "s3"` media bytes go to
-    /// the configured S3-compatible bucket instead of GridFS. Errors: an invalid S3 setup.
-    pub fn with_media_settings(mut self, m: &crate::config::MediaSettings) -> anyhow::Result<Self> {
-        if m.storage == "s3" {
-            self.blobs = std::sync::Arc::new(blobs::S3Blobs::new(&m.s3)?);
+/// The repositories over one connection ([`Db`]) and the instance's shared [`Components`];
+/// cheap to clone. Each `impl Store` file is the repository of one collection (or of one
+/// write path over several, like [`writer`] and [`batch`]); the membership rules live in
+/// [`crate::domain`], not here.
+#[derive(Clone)]
+pub struct Store {
+    db: Db,
+    parts: Components,
+    /// Where media bytes go: the external store of `parts`, or GridFS in `db`.
+    blobs: Arc<dyn blobs::BlobStore>,
+    settings: StoreSettings,
+}
+
+impl Store {
+    /// The repositories over `db` with the instance's `parts`, acting on `settings`
+    /// (`members.delete_batch`, `members.embed_threshold`, `events.enabled`).
+    pub fn new(db: Db, parts: &Components, settings: &Settings) -> Store {
+        let blobs = match &parts.external_blobs {
+            Some(b) => b.clone(),
+            None => Arc::new(blobs::GridFsBlobs::new(db.database())),
+        };
+        Store {
+            blobs,
+            parts: parts.clone(),
+            settings: StoreSettings {
+                delete_batch: i64::from(settings.members.delete_batch.max(1)),
+                embed_threshold: i64::from(settings.members.embed_threshold),
+                outbox_enabled: settings.events.enabled,
+            },
+            db,
         }
-        Ok(self)
     }
 
-    /// Applies `[events]` settings the store acts on: `enabled` (whether changes write events).
-    pub fn with_event_settings(mut self, e: &crate::config::EventSettings) -> Self {
-        self.outbox_enabled = e.enabled;
-        self
+    /// Connects ([`Db::connect`]) and builds the repositories over that connection with the
+    /// instance's `parts`: each thread of background tasks has one. Errors: as
+    /// [`Db::connect`].
+    pub async fn connect(settings: &Settings, parts: &Components) -> anyhow::Result<Store> {
+        let db = Db::connect(&settings.database).await?;
+        Ok(Store::new(db, parts, settings))
+    }
+
+    /// Connects ([`Db::connect`]) and builds a store with components of its own: for the CLI
+    /// and tools, which are not an instance. Errors: as [`Db::connect`] and
+    /// [`Components::build`].
+    pub async fn open(settings: &Settings) -> anyhow::Result<Store> {
+        let parts = Components::build(settings)?;
+        let db = Db::connect(&settings.database).await?;
+        Ok(Store::new(db, &parts, settings))
+    }
+
+    /// The instance's shared components.
+    pub fn components(&self) -> &Components {
+        &self.parts
+    }
+
+    /// The connection.
+    pub fn db(&self) -> &Db {
+        &self.db
     }
 
     /// Whether changes write events.
     pub fn events_enabled(&self) -> bool {
-        self.outbox_enabled
-    }
-
-    /// Shares `hub` (one per process: the HTTP workers, the sweeper and the event tasks each
-    /// have a store of their own).
-    pub fn with_hub(mut self, hub: std::sync::Arc<events::EventHub>) -> Self {
-        self.hub = hub;
-        self
-    }
-
-    /// Shares `cache` (one per process, like the hub).
-    pub fn with_authz_cache(mut self, cache: std::sync::Arc<authz_cache::AuthzCache>) -> Self {
-        self.authz = cache;
-        self
+        self.settings.outbox_enabled
     }
 
     /// The authorize cache.
-    pub fn authz_cache(&self) -> &std::sync::Arc<authz_cache::AuthzCache> {
-        &self.authz
+    pub fn authz_cache(&self) -> &Arc<authz_cache::AuthzCache> {
+        &self.parts.authz
     }
 
     /// The in-process event signals.
-    pub fn hub(&self) -> &std::sync::Arc<events::EventHub> {
-        &self.hub
+    pub fn hub(&self) -> &Arc<events::EventHub> {
+        &self.parts.events
     }
 
     /// Where media bytes go (GridFS in this database by default).
@@ -374,43 +358,37 @@ impl Store {
 
     /// Memberships (or audit events) removed per batch of a deletion.
     pub(crate) fn delete_batch_size(&self) -> u32 {
-        u32::try_from(self.delete_batch).unwrap_or(u32::MAX)
+        u32::try_from(self.settings.delete_batch).unwrap_or(u32::MAX)
     }
 
     /// Applies `indexes/*.json`; see [`indexes::ensure`].
     pub async fn ensure_indexes(&self) -> anyhow::Result<usize> {
-        indexes::ensure(&self.db, &indexes::IndexSpec::builtin()?).await
+        self.db.ensure_indexes().await
     }
 
     /// Round-trips a `ping`. Errors: `Unavailable` when the database cannot be reached.
     pub async fn ping(&self) -> Result<(), Error> {
-        self.db
-            .run_command(doc! { "ping": 1 })
-            .await
-            .map(drop)
-            .map_err(db_error)
+        self.db.ping().await
     }
 
-    /// How many commands this client has sent to the database since it connected (every
-    /// command, including `commitTransaction`, as the driver's command monitoring sees them).
-    /// Tests and benchmarks take differences of it to count commands per operation.
+    /// Commands this connection has sent ([`Db::commands_sent`]).
     pub fn commands_sent(&self) -> u64 {
-        self.commands.all.load(Ordering::Relaxed)
+        self.db.commands_sent()
     }
 
     /// Conversations with a live writer queue on this instance.
     pub fn active_writers(&self) -> usize {
-        self.writers.active()
+        self.parts.writers.active()
     }
 
-    /// How many transactions this client has committed (`commitTransaction` commands sent).
+    /// Transactions this connection has committed ([`Db::commits_sent`]).
     pub fn commits_sent(&self) -> u64 {
-        self.commands.commits.load(Ordering::Relaxed)
+        self.db.commits_sent()
     }
 
     /// The database (for tests that read raw documents and run `explain`).
     pub fn database(&self) -> &Database {
-        &self.db
+        self.db.database()
     }
 
     fn collection<T: Send + Sync>(&self, name: &str) -> Collection<T> {
@@ -477,23 +455,4 @@ pub(crate) fn tenant_filter(scope: &TenantScope) -> Document {
 /// MongoDB plans both the same.
 pub(crate) fn id_filter(scope: &TenantScope, id: impl Into<bson::Bson>) -> Document {
     doc! { "_id": id.into(), "tenant_id": scope.tenant().as_str() }
-}
-
-/// Removes credentials from a connection string before it is shown.
-fn redact(uri: &str) -> String {
-    match (uri.find("://"), uri.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &uri[..s], &uri[at + 1..]),
-        _ => uri.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn credentials_never_reach_messages() {
-        assert_eq!(redact("mongodb://u:p@h:1/?x=1"), "mongodb://***@h:1/?x=1");
-        assert_eq!(redact("mongodb://h:1"), "mongodb://h:1");
-    }
 }

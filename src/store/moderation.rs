@@ -234,7 +234,7 @@ impl Store {
         user: &str,
     ) -> Result<Option<AuthzRow>> {
         let tenant = scope.tenant().as_str();
-        let cache = self.authz.clone();
+        let cache = self.parts.authz.clone();
         let key = (tenant.to_owned(), conversation, user.to_owned());
         if let Some(row) = cache.row(&key) {
             return Ok(row);
@@ -256,7 +256,7 @@ impl Store {
     /// those the cache does not hold, by `_id`), filling the cache.
     async fn deleting_states(&self, scope: &TenantScope, convs: &[ObjectId]) -> Result<Vec<bool>> {
         let tenant = scope.tenant().as_str();
-        let cache = &self.authz;
+        let cache = &self.parts.authz;
         let mut states: Vec<Option<bool>> =
             convs.iter().map(|c| cache.deleting(tenant, *c)).collect();
         let unknown: Vec<ObjectId> = convs
@@ -315,7 +315,7 @@ impl Store {
             return Ok(Vec::new());
         }
         let tenant = scope.tenant().as_str();
-        let cache = self.authz.clone();
+        let cache = self.parts.authz.clone();
         let mut convs: Vec<ObjectId> = pairs.iter().map(|(c, _)| *c).collect();
         convs.sort();
         convs.dedup();

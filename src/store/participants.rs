@@ -32,7 +32,7 @@ pub(crate) fn summary_of<'a>(
 impl Store {
     /// The configured embed threshold (`members.embed_threshold`).
     pub(crate) fn embed_threshold(&self) -> i64 {
-        self.embed_threshold
+        self.settings.embed_threshold
     }
 
     /// In a transaction: `conversation`'s present members for its summary (at most the
@@ -52,7 +52,7 @@ impl Store {
                 .members()
                 .find(f)
                 .sort(doc! { "_id": 1 })
-                .limit(self.embed_threshold + 1)
+                .limit(self.settings.embed_threshold + 1)
                 .session(&mut *s)
                 .await?;
             while let Some(m) = cursor.next(&mut *s).await.transpose()? {

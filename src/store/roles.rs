@@ -257,11 +257,11 @@ impl Store {
                 .map(|r| &r.name)
                 .filter(|n| unfinished || old.resolve(n, &none) != catalog.resolve(n, &none))
                 .collect();
-            self.authz.clear();
+            self.parts.authz.clear();
             let members_resolved = self
                 .re_resolve(scope, catalog, &changed, token, batch)
                 .await;
-            self.authz.clear();
+            self.parts.authz.clear();
             let members_resolved = members_resolved?;
             return Ok(CatalogChange {
                 catalog: catalog.clone(),

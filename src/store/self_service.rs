@@ -61,7 +61,7 @@ impl Store {
             id.object_id(),
             user.as_str().to_owned(),
         );
-        let lock = self.own_locks.get_with(key, Default::default);
+        let lock = self.parts.own_locks.get_with(key, Default::default);
         let _mine = lock.lock().await;
         self.transaction(async |s| {
             let Some(before) = self

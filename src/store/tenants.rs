@@ -119,7 +119,7 @@ impl Store {
             .await
             .map_err(db_error)?
             .ok_or_else(|| Error::client(ErrorCode::TenantNotFound, format!("no tenant `{id}`")))?;
-        self.authz.clear();
+        self.parts.authz.clear();
         Ok((updated, key))
     }
 
@@ -139,7 +139,7 @@ impl Store {
             )
             .await
             .map_err(db_error)?;
-        self.authz.clear();
+        self.parts.authz.clear();
         let tenant = self
             .find_tenant(cred, id)
             .await?

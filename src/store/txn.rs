@@ -156,7 +156,7 @@ impl super::Store {
     where
         F: for<'s> AsyncFnMut(&'s mut ClientSession) -> mongodb::error::Result<R>,
     {
-        self.transaction_until(Instant::now() + self.write_timeout, body)
+        self.transaction_until(Instant::now() + self.db.write_timeout(), body)
             .await
     }
 
@@ -176,7 +176,7 @@ impl super::Store {
             attempts.count += 1;
             let deadline = attempts.deadline();
             let attempt = async {
-                let mut s = self.client.start_session().await?;
+                let mut s = self.db.client().start_session().await?;
                 begin(&mut s).await?;
                 match body(&mut s).await {
                     Ok(r) => commit(&mut s, deadline).await.map(|()| r),
@@ -189,7 +189,7 @@ impl super::Store {
             };
             match tokio::time::timeout_at(deadline, attempt).await {
                 Ok(Ok(r)) => {
-                    self.hub.committed();
+                    self.parts.events.committed();
                     return Ok(r);
                 }
                 Ok(Err(e)) => attempts.failed(e).await?,

@@ -232,7 +232,7 @@ impl Store {
         let mut known = HashMap::new();
         let mut missing = Vec::new();
         for id in ids {
-            match self.user_ids.get(&(tenant.to_owned(), *id)).await {
+            match self.parts.user_ids.get(&(tenant.to_owned(), *id)).await {
                 Some(ext) => {
                     known.insert(*id, ext);
                 }
@@ -261,7 +261,8 @@ impl Store {
     /// Keeps the pair `id` ↔ `external_id` of a user of `scope`'s tenant for
     /// [`Store::external_ids`].
     pub(crate) async fn remember_user(&self, scope: &TenantScope, id: ObjectId, external_id: &str) {
-        self.user_ids
+        self.parts
+            .user_ids
             .insert(
                 (scope.tenant().as_str().to_owned(), id),
                 external_id.to_owned(),
@@ -271,7 +272,8 @@ impl Store {
 
     /// Forgets a user's pair (its document is being erased).
     pub(crate) async fn forget_user(&self, scope: &TenantScope, id: ObjectId) {
-        self.user_ids
+        self.parts
+            .user_ids
             .invalidate(&(scope.tenant().as_str().to_owned(), id))
             .await;
     }

@@ -186,7 +186,7 @@ impl Store {
         let (reply, answer) = oneshot::channel();
         let job = Job::Op(OpJob {
             item: BatchItem::new(scope, op),
-            deadline: Instant::now() + self.write_timeout,
+            deadline: Instant::now() + self.db.write_timeout(),
             reply,
         });
         self.enqueue(scope, conv, job);
@@ -197,7 +197,7 @@ impl Store {
         });
         // This instance's own change is seen at once, not only when its change stream
         // reports it (an ownership hand-off may have changed other members too).
-        self.authz.touch(conv);
+        self.parts.authz.touch(conv);
         out
     }
 
@@ -207,7 +207,7 @@ impl Store {
     /// at the write budget; the caller's transaction still retries conflicts on its own.
     pub(crate) async fn conversation_turn(&self, scope: &TenantScope, conv: ObjectId) -> Turn {
         let (granted, grant) = oneshot::channel();
-        let deadline = Instant::now() + self.write_timeout;
+        let deadline = Instant::now() + self.db.write_timeout();
         self.enqueue(scope, conv, Job::Turn(TurnJob { deadline, granted }));
         match tokio::time::timeout_at(deadline, grant).await {
             Ok(Ok(done)) => Turn {
@@ -223,7 +223,7 @@ impl Store {
 
     fn enqueue(&self, scope: &TenantScope, conv: ObjectId, job: Job) {
         let key = (scope.tenant().as_str().to_owned(), conv);
-        let Ok(mut queues) = self.writers.queues.lock() else {
+        let Ok(mut queues) = self.parts.writers.queues.lock() else {
             return; // poisoned: a writer panicked; the caller's channel reports it
         };
         let job = match queues.get(&key) {
@@ -260,7 +260,7 @@ impl Store {
                 }
             }
             if jobs.is_empty() {
-                let Ok(mut queues) = self.writers.queues.lock() else {
+                let Ok(mut queues) = self.parts.writers.queues.lock() else {
                     return;
                 };
                 // Submitters send while holding this lock, so an empty queue seen here stays
@@ -372,7 +372,7 @@ impl Store {
         loop {
             attempts.count += 1;
             let attempt = async {
-                let mut s = self.client.start_session().await?;
+                let mut s = self.db.client().start_session().await?;
                 begin(&mut s).await?;
                 match self.apply_batch(&mut s, conv, items).await {
                     Ok(answers) => commit(&mut s, deadline).await.map(|()| answers),
@@ -384,7 +384,7 @@ impl Store {
             };
             match tokio::time::timeout_at(deadline, attempt).await {
                 Ok(Ok(answers)) => {
-                    self.hub.committed();
+                    self.parts.events.committed();
                     if attempts.count > 1 {
                         tracing::debug!(
                             attempts = attempts.count,

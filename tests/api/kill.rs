@@ -74,7 +74,7 @@ async fn a_large_deletion_killed_midway_finishes_after_a_restart_with_nothing_or
         settings.database.uri.clone(),
         settings.database.name.clone(),
     );
-    let store = Store::connect(&settings.database).await.unwrap();
+    let store = Store::open(&settings).await.unwrap();
     let (port, admin_port) = (free_port(), free_port());
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();

@@ -71,7 +71,7 @@ impl Store {
         conversation: Option<ObjectId>,
         mut events: Vec<EventDoc>,
     ) -> mongodb::error::Result<()> {
-        if events.is_empty() || !self.outbox_enabled {
+        if events.is_empty() || !self.settings.outbox_enabled {
             return Ok(());
         }
         if let Some(c) = conversation {
@@ -94,7 +94,7 @@ impl Store {
         s: &mut ClientSession,
         events: Vec<EventDoc>,
     ) -> mongodb::error::Result<()> {
-        if events.is_empty() || !self.outbox_enabled {
+        if events.is_empty() || !self.settings.outbox_enabled {
             return Ok(());
         }
         self.outbox()
@@ -349,7 +349,7 @@ impl Store {
             "ns.coll": { "$in": [names::EVENT_OUTBOX, names::EVENT_COUNTERS] },
             "operationType": { "$in": ["insert", "update", "replace"] },
         } }];
-        let mut watch = self.db.watch().pipeline(pipeline);
+        let mut watch = self.db.database().watch().pipeline(pipeline);
         if let Some(r) = resume {
             watch = watch.resume_after(r);
         }
