@@ -6,7 +6,9 @@ use super::{Roster, path_conversation};
 use crate::auth::TenantScope;
 use crate::domain::{ConversationId, ErrorCode, ExternalUserId, FieldError};
 use crate::error::{Error, Problem, Result};
-use crate::store::activity::ReportOutcome;
+use std::collections::HashMap;
+
+use crate::store::activity::{Report, ReportOutcome};
 
 /// Most reports in one batch.
 pub const REPORT_BATCH_MAX: usize = 500;
@@ -77,8 +79,12 @@ impl Roster {
         })
     }
 
-    /// `POST /v1/messages/batch`: each report on its own, in order; a refused or invalid one
-    /// does not stop the rest. Errors: `forbidden`, `validation_failed` (batch size).
+    /// `POST /v1/messages/batch`: each report answered on its own, in order; a refused or
+    /// invalid one does not stop the rest. The reports of one conversation are written in one
+    /// transaction ([`crate::store::Store::report_messages`]), the conversations
+    /// concurrently. Errors: `forbidden`, `validation_failed` (batch size); 503 when a
+    /// conversation's write budget ran out (reports of other conversations may have been
+    /// counted: a retry answers them `duplicate`).
     pub async fn report_messages(
         &self,
         scope: &TenantScope,
@@ -92,44 +98,59 @@ impl Roster {
             )
             .into());
         }
-        let mut results = Vec::with_capacity(body.reports.len());
+        // Valid reports grouped by conversation (in order within each); each group is one
+        // piece of work on its conversation's writer, and the groups run concurrently.
+        let mut results: Vec<Option<(MessageReportResult, Option<String>)>> =
+            vec![None; body.reports.len()];
+        let mut groups: HashMap<ConversationId, (Vec<usize>, Vec<Report>)> = HashMap::new();
         for (i, r) in body.reports.iter().enumerate() {
             let fields = check_report(&format!("reports[{i}]."), &r.message_id, r.sent_at);
-            let (result, code) = if let Some(f) = fields.first() {
-                (
-                    MessageReportResult::Refused,
-                    Some(format!(
-                        "{}: {}",
-                        ErrorCode::ValidationFailed.as_str(),
-                        f.field
-                    )),
-                )
-            } else {
-                match self
-                    .report(
-                        scope,
-                        r.conversation_id,
-                        &r.user_id,
-                        &r.message_id,
-                        r.sent_at,
-                    )
-                    .await
-                {
-                    Ok(o) => (o.into(), None),
-                    Err(Error::Client(p)) => (
-                        MessageReportResult::Refused,
-                        Some(p.code.as_str().to_owned()),
-                    ),
-                    Err(e) => return Err(e),
-                }
-            };
-            results.push(super::views::MessageReportItem {
-                conversation_id: r.conversation_id.to_string(),
+            if let Some(f) = fields.first() {
+                let code = format!("{}: {}", ErrorCode::ValidationFailed.as_str(), f.field);
+                results[i] = Some((MessageReportResult::Refused, Some(code)));
+                continue;
+            }
+            let (positions, reports) = groups.entry(r.conversation_id).or_default();
+            positions.push(i);
+            reports.push(Report {
+                user: r.user_id.clone(),
                 message_id: r.message_id.clone(),
-                result,
-                code,
+                sent_at: bson::DateTime::from_chrono(r.sent_at),
             });
         }
+        let written = futures::future::try_join_all(groups.into_iter().map(
+            |(conv, (positions, reports))| async move {
+                let answers = self.store.report_messages(scope, conv, reports).await?;
+                Ok::<_, Error>(positions.into_iter().zip(answers))
+            },
+        ))
+        .await?;
+        for (i, answer) in written.into_iter().flatten() {
+            results[i] = Some(match answer {
+                Ok(o) => (o.into(), None),
+                Err(p) => (
+                    MessageReportResult::Refused,
+                    Some(p.code.as_str().to_owned()),
+                ),
+            });
+        }
+        let results = body
+            .reports
+            .iter()
+            .zip(results)
+            .map(|(r, result)| {
+                let (result, code) = result.unwrap_or((
+                    MessageReportResult::Refused,
+                    Some(ErrorCode::Internal.as_str().to_owned()),
+                ));
+                super::views::MessageReportItem {
+                    conversation_id: r.conversation_id.to_string(),
+                    message_id: r.message_id.clone(),
+                    result,
+                    code,
+                }
+            })
+            .collect();
         Ok(MessageReportBatchView { results })
     }
 }

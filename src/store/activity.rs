@@ -4,14 +4,18 @@
 //! `(tenant, conversation, message_id)` for seven days (TTL index), and a repeat inside that
 //! window changes nothing.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
+
 use bson::oid::ObjectId;
-use bson::{DateTime, doc};
+use bson::{DateTime, Document, doc};
 use serde::{Deserialize, Serialize};
 
 use futures::TryStreamExt;
+use mongodb::ClientSession;
 use mongodb::options::ReturnDocument;
 
-use super::{Store, db_error, names, refuse};
+use super::writer::Work;
+use super::{Store, db_error, names};
 use crate::auth::TenantScope;
 use crate::domain::moderation::{Denial, decide};
 use crate::domain::{Action, ConversationId, ExternalUserId, Flag};
@@ -37,8 +41,88 @@ pub struct MessageReportDoc {
     pub reported_at: DateTime,
 }
 
-/// The conversation fields a report reads back.
+/// One message report: who sent which message when.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The sender's external id.
+    pub user: ExternalUserId,
+    /// The messaging service's message id (1-128 characters).
+    pub message_id: String,
+    /// When the message was sent (UTC).
+    pub sent_at: DateTime,
+}
+
+/// A report's answer: counted or duplicate, or the sender's refusal.
+pub type ReportAnswer = std::result::Result<ReportOutcome, Problem>;
+
+/// Reports of one conversation by one caller, queued on the conversation's writer as one
+/// piece of work.
+#[derive(Debug, Clone)]
+pub struct ReportBatch {
+    scope: TenantScope,
+    reports: Vec<Report>,
+}
+
+/// What a [`ReportBatch`] answers: one answer per report, and the conversation's activity
+/// after the transaction (when it counted anything).
+#[derive(Debug)]
+pub struct ReportAnswers {
+    outcomes: Vec<ReportAnswer>,
+    moved: Option<ActivityRow>,
+}
+
+impl Work for ReportBatch {
+    type Answer = ReportAnswers;
+
+    fn weight(&self) -> usize {
+        self.reports.len().max(1)
+    }
+
+    fn apply<'a>(
+        store: &'a Store,
+        s: &'a mut ClientSession,
+        conv: ObjectId,
+        items: &'a [Self],
+    ) -> impl Future<
+        Output = mongodb::error::Result<Vec<std::result::Result<ReportAnswers, Problem>>>,
+    > + Send
+    + 'a {
+        store.apply_reports(s, conv, items)
+    }
+
+    /// Moves the conversation up its members' chat lists once for the whole batch.
+    async fn committed(
+        store: &Store,
+        conv: ObjectId,
+        items: &[Self],
+        answers: &[std::result::Result<ReportAnswers, Problem>],
+    ) {
+        let moved = answers.iter().find_map(|a| a.as_ref().ok()?.moved.as_ref());
+        let (Some(first), Some(row)) = (items.first(), moved) else {
+            return;
+        };
+        let Some(at) = row.last_message_at else {
+            return;
+        };
+        if let Err(e) = store
+            .fan_out_activity(&first.scope, conv, row.member_count, at)
+            .await
+        {
+            // The reports are committed and the conversation stays marked: the sweeper
+            // finishes.
+            tracing::warn!(error = %e, conversation = %conv, "chat-list fan-out failed; the sweeper will repair it");
+        }
+    }
+}
+
+/// A reported message id, as the duplicate check reads it.
 #[derive(Debug, Deserialize)]
+struct SeenRow {
+    message_id: String,
+}
+
+/// The conversation fields a report reads back.
+#[derive(Debug, Clone, Deserialize)]
 struct ActivityRow {
     member_count: i64,
     #[serde(default)]
@@ -80,8 +164,10 @@ impl Store {
     }
 
     /// Records that `user` sent `message_id` at `sent_at`, once, then moves the conversation
-    /// up its members' chat lists (see [`Store::fan_out_activity`]). Errors: `not_a_member`,
-    /// `member_banned`, `member_muted`, `missing_permission` (as authorize answers).
+    /// up its members' chat lists (see [`Store::fan_out_activity`]). The report joins the
+    /// conversation's group commit ([`Store::report_messages`]). Errors: `not_a_member`,
+    /// `member_banned`, `member_muted`, `missing_permission` (as authorize answers); 503 when
+    /// the write budget ran out.
     pub async fn report_message(
         &self,
         scope: &TenantScope,
@@ -90,90 +176,176 @@ impl Store {
         message_id: &str,
         sent_at: DateTime,
     ) -> Result<ReportOutcome> {
-        let conv_id = id.object_id();
-        let turn = self.conversation_turn(scope, conv_id).await;
-        let (outcome, moved) = self
-            .transaction_until(turn.deadline(), async |s| {
-                let now = DateTime::now();
-                let mut seen = super::tenant_filter(scope);
-                seen.insert("conversation_id", conv_id);
-                seen.insert("message_id", message_id);
-                if self
-                    .message_reports()
-                    .find_one(seen)
-                    .session(&mut *s)
-                    .await?
-                    .is_some()
-                {
-                    return Ok((ReportOutcome::Duplicate, None));
-                }
-                let filter = Self::member_filter(scope, conv_id, user.as_str());
-                let member = self
-                    .members()
-                    .find_one(filter.clone())
-                    .session(&mut *s)
-                    .await?;
-                let state = member
-                    .as_ref()
-                    .map(|m| (m.effective_status(now), &m.permissions));
-                if let Some(d) = decide(state, &Action::Builtin(Flag::SendMessages)) {
-                    return refuse(sender_refusal(d, user.as_str()));
-                }
-                let report = MessageReportDoc {
-                    id: ObjectId::new(),
-                    tenant_id: scope.tenant().as_str().to_owned(),
-                    conversation_id: conv_id,
-                    message_id: message_id.to_owned(),
-                    user_id: user.as_str().to_owned(),
-                    sent_at,
-                    reported_at: now,
-                };
-                self.message_reports()
-                    .insert_one(&report)
-                    .session(&mut *s)
-                    .await?;
-                self.members()
-                    .update_one(
-                        filter,
-                        doc! {
-                            "$inc": { "activity.message_count": 1_i64 },
-                            "$max": { "activity.last_message_at": sent_at },
-                        },
-                    )
-                    .session(&mut *s)
-                    .await?;
-                let conv = self
-                    .conversations()
-                    .clone_with_type::<ActivityRow>()
-                    .find_one_and_update(
-                        Self::conversation_filter(scope, conv_id),
-                        // Marked in the same transaction, so a fan-out that never happens (a
-                        // crash, a failed write) is repaired by the sweeper.
-                        doc! {
-                            "$max": { "last_message_at": sent_at },
-                            "$set": { "activity_fanout_pending": true },
-                        },
-                    )
-                    .projection(doc! { "member_count": 1, "last_message_at": 1 })
-                    .return_document(ReturnDocument::After)
-                    .session(&mut *s)
-                    .await?;
-                Ok((ReportOutcome::Counted, conv))
-            })
-            .await?;
-        drop(turn);
-        if let Some(ActivityRow {
-            member_count,
-            last_message_at: Some(at),
-        }) = moved
-            && let Err(e) = self
-                .fan_out_activity(scope, conv_id, member_count, at)
-                .await
-        {
-            // The report is committed and the conversation stays marked: the sweeper finishes.
-            tracing::warn!(error = %e, conversation = %conv_id, "chat-list fan-out failed; the sweeper will repair it");
+        let report = Report {
+            user: user.clone(),
+            message_id: message_id.to_owned(),
+            sent_at,
+        };
+        let mut answers = self.report_messages(scope, id, vec![report]).await?;
+        match answers.pop() {
+            Some(answer) => answer.map_err(crate::error::Error::Client),
+            None => Err(crate::error::Error::Internal(anyhow::anyhow!(
+                "a report batch of one gave no answer"
+            ))),
         }
-        Ok(outcome)
+    }
+
+    /// Records `reports` (all of one conversation), each once, in order: a report whose
+    /// message id was reported before (or earlier in the same batch) is `Duplicate`; a sender
+    /// who may not post is refused with the code authorize gives. Queued on the
+    /// conversation's writer, so the reports waiting there share one transaction: one read of
+    /// the message ids, one of the senders, one insert of the reports, one update of each
+    /// sender's `activity` (all in one `update` command), one of the conversation's
+    /// `last_message_at`; then one chat-list catch-up for the whole batch. Returns one answer
+    /// per report. Errors: 503 when the write budget ran out.
+    pub async fn report_messages(
+        &self,
+        scope: &TenantScope,
+        id: ConversationId,
+        reports: Vec<Report>,
+    ) -> Result<Vec<ReportAnswer>> {
+        let batch = ReportBatch {
+            scope: scope.clone(),
+            reports,
+        };
+        Ok(self
+            .submit_reports(scope, id.object_id(), batch)
+            .await?
+            .outcomes)
+    }
+
+    /// In the writer's transaction `s`: applies `batches` (all of conversation `conv`) in
+    /// order; see [`Store::report_messages`].
+    async fn apply_reports(
+        &self,
+        s: &mut ClientSession,
+        conv: ObjectId,
+        batches: &[ReportBatch],
+    ) -> mongodb::error::Result<Vec<std::result::Result<ReportAnswers, Problem>>> {
+        let Some(first) = batches.first() else {
+            return Ok(Vec::new());
+        };
+        let scope = &first.scope;
+        let now = DateTime::now();
+        let reports: Vec<&Report> = batches.iter().flat_map(|b| &b.reports).collect();
+        let mut ids: Vec<&str> = reports.iter().map(|r| r.message_id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut reported = super::tenant_filter(scope);
+        reported.insert("conversation_id", conv);
+        reported.insert("message_id", doc! { "$in": &ids });
+        let mut seen = HashSet::new();
+        let mut cursor = self
+            .message_reports()
+            .clone_with_type::<SeenRow>()
+            .find(reported)
+            .projection(doc! { "_id": 0, "message_id": 1 })
+            .session(&mut *s)
+            .await?;
+        while let Some(r) = cursor.next(&mut *s).await.transpose()? {
+            seen.insert(r.message_id);
+        }
+        let mut users: Vec<&str> = reports.iter().map(|r| r.user.as_str()).collect();
+        users.sort_unstable();
+        users.dedup();
+        let read = Store::members_named_query(scope, conv, &users);
+        let mut senders = HashMap::new();
+        let mut cursor = self.members().find(read.filter).session(&mut *s).await?;
+        while let Some(m) = cursor.next(&mut *s).await.transpose()? {
+            senders.insert(m.external_user_id.clone(), m);
+        }
+        let mut docs = Vec::new();
+        // Per sender: messages counted and the latest `sent_at`.
+        let mut counted: BTreeMap<&str, (i64, DateTime)> = BTreeMap::new();
+        let mut answers = Vec::with_capacity(reports.len());
+        for r in &reports {
+            if seen.contains(&r.message_id) {
+                answers.push(Ok(ReportOutcome::Duplicate));
+                continue;
+            }
+            let state = senders
+                .get(r.user.as_str())
+                .map(|m| (m.effective_status(now), &m.permissions));
+            if let Some(d) = decide(state, &Action::Builtin(Flag::SendMessages)) {
+                answers.push(Err(sender_refusal(d, r.user.as_str())));
+                continue;
+            }
+            seen.insert(r.message_id.clone());
+            docs.push(MessageReportDoc {
+                id: ObjectId::new(),
+                tenant_id: scope.tenant().as_str().to_owned(),
+                conversation_id: conv,
+                message_id: r.message_id.clone(),
+                user_id: r.user.as_str().to_owned(),
+                sent_at: r.sent_at,
+                reported_at: now,
+            });
+            let sender = counted.entry(r.user.as_str()).or_insert((0, r.sent_at));
+            sender.0 += 1;
+            sender.1 = sender.1.max(r.sent_at);
+            answers.push(Ok(ReportOutcome::Counted));
+        }
+        let mut moved = None;
+        if let Some(last) = docs.iter().map(|d| d.sent_at).max() {
+            self.message_reports()
+                .insert_many(&docs)
+                .session(&mut *s)
+                .await?;
+            let updates: Vec<Document> = counted
+                .iter()
+                .map(|(user, (n, at))| {
+                    doc! {
+                        "q": Self::member_filter(scope, conv, user),
+                        "u": {
+                            "$inc": { "activity.message_count": n },
+                            "$max": { "activity.last_message_at": at },
+                        },
+                    }
+                })
+                .collect();
+            let expected = updates.len();
+            let answer = self
+                .database()
+                .run_command(doc! {
+                    "update": names::GROUP_MEMBERS,
+                    "updates": updates,
+                    "ordered": true,
+                })
+                .session(&mut *s)
+                .await?;
+            if answer.get_array("writeErrors").is_ok_and(|e| !e.is_empty()) {
+                return Err(mongodb::error::Error::custom(anyhow::anyhow!(
+                    "updating senders' activity: {answer}"
+                )));
+            }
+            tracing::trace!(senders = expected, "senders' activity counted");
+            moved = self
+                .conversations()
+                .clone_with_type::<ActivityRow>()
+                .find_one_and_update(
+                    Self::conversation_filter(scope, conv),
+                    // Marked in the same transaction, so a fan-out that never happens (a
+                    // crash, a failed write) is repaired by the sweeper.
+                    doc! {
+                        "$max": { "last_message_at": last },
+                        "$set": { "activity_fanout_pending": true },
+                    },
+                )
+                .projection(doc! { "member_count": 1, "last_message_at": 1 })
+                .return_document(ReturnDocument::After)
+                .session(&mut *s)
+                .await?;
+        }
+        let mut answers = answers.into_iter();
+        Ok(batches
+            .iter()
+            .map(|b| {
+                Ok(ReportAnswers {
+                    outcomes: answers.by_ref().take(b.reports.len()).collect(),
+                    moved: moved.clone(),
+                })
+            })
+            .collect())
     }
 
     /// Moves a conversation whose last activity is now `at` up its present members' chat

@@ -27,21 +27,27 @@
 //! `database_unavailable`. A batch that fails for any other reason is re-run one operation at
 //! a time, so one request's failure never becomes another's answer.
 //!
-//! Other writes that touch a conversation (its update, deletion, reported messages, a user's
-//! erasure) take an exclusive turn in the same queue ([`Store::conversation_turn`]) and run
+//! Message reports queue the same way ([`Store::report_messages`]): the reports waiting
+//! together share one transaction, as membership changes do (a run of one kind at a time, in
+//! arrival order).
+//!
+//! Other writes that touch a conversation (its update, deletion) take an exclusive turn in the same queue ([`Store::conversation_turn`]) and run
 //! their own transaction while the writer waits.
 //!
 //! A writer task exists only while its queue has work: an idle queue is dropped, so memory
 //! stays bounded however many conversations an instance has written to.
 
 use std::collections::HashMap;
+use std::mem::take;
 use std::sync::Mutex;
 
 use bson::oid::ObjectId;
+use mongodb::ClientSession;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::Store;
+use super::activity::ReportBatch;
 use super::docs::{InvitationDoc, InviteLinkDoc, JoinRequestDoc, MemberDoc};
 use super::txn::{Attempts, Retryable, begin, commit};
 use crate::auth::TenantScope;
@@ -115,11 +121,66 @@ const MAX_BATCH: usize = 128;
 /// Most member additions applied in one transaction (a batch add counts its items).
 const MAX_BATCH_ITEMS: usize = 1_000;
 
-/// A queued operation and where its answer goes.
-struct OpJob {
-    item: BatchItem,
+/// What a conversation's writer applies in one transaction: membership operations
+/// ([`BatchItem`]) or message reports ([`ReportBatch`]). Arrivals of one kind queued together
+/// share a transaction.
+pub(crate) trait Work: Clone + Send + Sync + 'static {
+    /// What one piece answers when it commits.
+    type Answer: Send + 'static;
+
+    /// How much of a transaction's capacity this piece takes ([`MAX_BATCH_ITEMS`]).
+    fn weight(&self) -> usize;
+
+    /// Applies `items`, in order, inside the open transaction `s`: each answered on its own
+    /// (a refusal is an answer, not an error). Errors: the driver's (the batch is retried).
+    fn apply<'a>(
+        store: &'a Store,
+        s: &'a mut ClientSession,
+        conv: ObjectId,
+        items: &'a [Self],
+    ) -> impl Future<
+        Output = mongodb::error::Result<Vec<std::result::Result<Self::Answer, Problem>>>,
+    > + Send
+    + 'a;
+
+    /// Runs after the batch committed and before its answers go out (at most once per batch).
+    fn committed<'a>(
+        _store: &'a Store,
+        _conv: ObjectId,
+        _items: &'a [Self],
+        _answers: &'a [std::result::Result<Self::Answer, Problem>],
+    ) -> impl Future<Output = ()> + Send + 'a {
+        async {}
+    }
+}
+
+impl Work for BatchItem {
+    type Answer = WriteOutput;
+
+    fn weight(&self) -> usize {
+        match &self.request.op {
+            Op::Add(items) => items.len().max(1),
+            _ => 1,
+        }
+    }
+
+    fn apply<'a>(
+        store: &'a Store,
+        s: &'a mut ClientSession,
+        conv: ObjectId,
+        items: &'a [Self],
+    ) -> impl Future<Output = mongodb::error::Result<Vec<std::result::Result<WriteOutput, Problem>>>>
+    + Send
+    + 'a {
+        store.apply_batch(s, conv, items)
+    }
+}
+
+/// A queued piece of work and where its answer goes.
+struct Pending<W: Work> {
+    work: W,
     deadline: Instant,
-    reply: oneshot::Sender<Result<WriteOutput>>,
+    reply: oneshot::Sender<Result<W::Answer>>,
 }
 
 /// A request for an exclusive turn: the writer hands over a token and waits until it is
@@ -130,17 +191,16 @@ struct TurnJob {
 }
 
 enum Job {
-    Op(OpJob),
+    Op(Pending<BatchItem>),
+    Reports(Pending<ReportBatch>),
     Turn(TurnJob),
 }
 
 impl Job {
     fn weight(&self) -> usize {
         match self {
-            Job::Op(j) => match &j.item.request.op {
-                Op::Add(items) => items.len().max(1),
-                _ => 1,
-            },
+            Job::Op(j) => j.work.weight(),
+            Job::Reports(j) => j.work.weight(),
             Job::Turn(_) => 1,
         }
     }
@@ -183,22 +243,45 @@ impl Store {
         conv: ObjectId,
         op: Op,
     ) -> Result<WriteOutput> {
-        let (reply, answer) = oneshot::channel();
-        let job = Job::Op(OpJob {
-            item: BatchItem::new(scope, op),
-            deadline: Instant::now() + self.db.write_timeout(),
-            reply,
-        });
-        self.enqueue(scope, conv, job);
-        let out = answer.await.unwrap_or_else(|_| {
-            Err(Error::Internal(anyhow::anyhow!(
-                "the conversation's writer stopped without answering"
-            )))
-        });
+        let out = self
+            .submit_work(scope, conv, BatchItem::new(scope, op), Job::Op)
+            .await;
         // This instance's own change is seen at once, not only when its change stream
         // reports it (an ownership hand-off may have changed other members too).
         self.parts.authz.touch(conv);
         out
+    }
+
+    /// Queues `reports` on conversation `conv` and waits for their answers, one per report
+    /// in order. Errors: 503 when the write budget ran out.
+    pub(crate) async fn submit_reports(
+        &self,
+        scope: &TenantScope,
+        conv: ObjectId,
+        reports: ReportBatch,
+    ) -> Result<super::activity::ReportAnswers> {
+        self.submit_work(scope, conv, reports, Job::Reports).await
+    }
+
+    async fn submit_work<W: Work>(
+        &self,
+        scope: &TenantScope,
+        conv: ObjectId,
+        work: W,
+        job: fn(Pending<W>) -> Job,
+    ) -> Result<W::Answer> {
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            work,
+            deadline: Instant::now() + self.db.write_timeout(),
+            reply,
+        };
+        self.enqueue(scope, conv, job(pending));
+        answer.await.unwrap_or_else(|_| {
+            Err(Error::Internal(anyhow::anyhow!(
+                "the conversation's writer stopped without answering"
+            )))
+        })
     }
 
     /// Waits for an exclusive turn on conversation `conv`'s queue: batches of membership
@@ -271,14 +354,22 @@ impl Store {
                 }
                 continue;
             }
-            let mut ops = Vec::new();
+            // In arrival order: a run of one kind shares a transaction.
+            let (mut ops, mut reports) = (Vec::new(), Vec::new());
+            let conv = key.1;
             for job in jobs {
                 match job {
-                    Job::Op(j) => ops.push(j),
+                    Job::Op(j) => {
+                        last_failure = self.run_jobs(conv, take(&mut reports), last_failure).await;
+                        ops.push(j);
+                    }
+                    Job::Reports(j) => {
+                        last_failure = self.run_jobs(conv, take(&mut ops), last_failure).await;
+                        reports.push(j);
+                    }
                     Job::Turn(t) => {
-                        last_failure = self
-                            .run_ops(key.1, std::mem::take(&mut ops), last_failure)
-                            .await;
+                        last_failure = self.run_jobs(conv, take(&mut ops), last_failure).await;
+                        last_failure = self.run_jobs(conv, take(&mut reports), last_failure).await;
                         let (done, finished) = oneshot::channel();
                         if t.granted.send(done).is_ok() {
                             let _ = tokio::time::timeout_at(t.deadline, finished).await;
@@ -286,19 +377,23 @@ impl Store {
                     }
                 }
             }
-            last_failure = self.run_ops(key.1, ops, last_failure).await;
+            last_failure = self.run_jobs(conv, ops, last_failure).await;
+            last_failure = self.run_jobs(conv, reports, last_failure).await;
         }
     }
 
     /// Answers jobs whose budget ran out while they waited, and applies the rest as one batch.
-    async fn run_ops(
+    async fn run_jobs<W: Work>(
         &self,
         conv: ObjectId,
-        ops: Vec<OpJob>,
+        ops: Vec<Pending<W>>,
         last_failure: Option<Retryable>,
     ) -> Option<Retryable> {
+        if ops.is_empty() {
+            return last_failure;
+        }
         let now = Instant::now();
-        let (live, expired): (Vec<OpJob>, Vec<OpJob>) =
+        let (live, expired): (Vec<Pending<W>>, Vec<Pending<W>>) =
             ops.into_iter().partition(|j| j.deadline > now);
         for j in expired {
             let _ = j.reply.send(Err(expired_error(last_failure)));
@@ -306,7 +401,7 @@ impl Store {
         if live.is_empty() {
             return last_failure;
         }
-        let items: Vec<BatchItem> = live.iter().map(|j| j.item.clone()).collect();
+        let items: Vec<W> = live.iter().map(|j| j.work.clone()).collect();
         let deadline = live.iter().map(|j| j.deadline).min().unwrap_or(now);
         let (answers, failure) = match self.run_batch(conv, &items, deadline).await {
             Ok(answers) => (
@@ -362,19 +457,19 @@ impl Store {
     /// takes an async closure, whose future rustc cannot prove `Send` for every borrow
     /// lifetime, and this runs on a spawned task. The retry policy itself is shared
     /// ([`Attempts`], [`begin`], [`commit`]).
-    async fn run_batch(
+    async fn run_batch<W: Work>(
         &self,
         conv: ObjectId,
-        items: &[BatchItem],
+        items: &[W],
         deadline: Instant,
-    ) -> Result<Vec<std::result::Result<WriteOutput, crate::error::Problem>>> {
+    ) -> Result<Vec<std::result::Result<W::Answer, Problem>>> {
         let mut attempts = Attempts::until(deadline);
         loop {
             attempts.count += 1;
             let attempt = async {
                 let mut s = self.db.client().start_session().await?;
                 begin(&mut s).await?;
-                match self.apply_batch(&mut s, conv, items).await {
+                match W::apply(self, &mut s, conv, items).await {
                     Ok(answers) => commit(&mut s, deadline).await.map(|()| answers),
                     Err(e) => {
                         let _ = s.abort_transaction().await;
@@ -385,6 +480,7 @@ impl Store {
             match tokio::time::timeout_at(deadline, attempt).await {
                 Ok(Ok(answers)) => {
                     self.parts.events.committed();
+                    W::committed(self, conv, items, &answers).await;
                     if attempts.count > 1 {
                         tracing::debug!(
                             attempts = attempts.count,

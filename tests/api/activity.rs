@@ -196,3 +196,119 @@ async fn a_batch_reports_each_message_in_order() {
         .await;
     assert_eq!((r.status, r.code()), (422, "validation_failed"));
 }
+
+#[tokio::test]
+async fn concurrent_reports_into_one_conversation_share_transactions_and_count_exactly() {
+    let app = spawn_app().await;
+    let users: Vec<String> = (0..8).map(|i| format!("u{i}")).collect();
+    let members: Vec<(&str, &str)> = users.iter().map(|u| (u.as_str(), "member")).collect();
+    let conv = app.create_group("alice", &members).await;
+    let path = format!("/v1/conversations/{conv}/messages");
+    // 48 distinct messages, 6 per sender, 16 of them reported twice, all at once.
+    let report = |i: usize| {
+        let m = i % 48;
+        json!({
+            "user_id": users[m % 8],
+            "message_id": format!("m{m}"),
+            "sent_at": format!("2026-03-01T10:00:{m:02}Z"),
+        })
+    };
+    let commits = app.store.commits_sent();
+    let server = app.server();
+    let answers = join_all((0..64).map(|i| app.post(&path, &server, report(i)))).await;
+    let commits = app.store.commits_sent() - commits;
+    let count = |what: &str| answers.iter().filter(|r| r.body["result"] == what).count();
+    assert_eq!(
+        (count("counted"), count("duplicate")),
+        (48, 16),
+        "{:?}",
+        answers.iter().map(|r| r.body.clone()).collect::<Vec<_>>()
+    );
+    assert!(
+        commits <= 64 / 4,
+        "{commits} transactions for 64 reports: the writer did not group them"
+    );
+    for u in &users {
+        let m = app
+            .get(&format!("/v1/conversations/{conv}/members/{u}"), &server)
+            .await;
+        assert_eq!(m.body["activity"]["message_count"], 6, "{u}: {:?}", m.body);
+    }
+    let u7 = app
+        .get(&format!("/v1/conversations/{conv}/members/u7"), &server)
+        .await;
+    assert_eq!(
+        u7.body["activity"]["last_message_at"],
+        "2026-03-01T10:00:47Z"
+    );
+    assert_eq!(
+        app.conversation(&conv).await["last_message_at"],
+        "2026-03-01T10:00:47Z"
+    );
+}
+
+#[tokio::test]
+async fn a_batch_writes_each_conversations_reports_in_one_transaction() {
+    let app = spawn_app().await;
+    let mut convs = Vec::new();
+    for _ in 0..5 {
+        convs.push(app.create_group("alice", &[("bob", "member")]).await);
+    }
+    // 100 reports over 5 conversations: each message reported twice within the batch, and
+    // carol (a member of none) once per conversation.
+    let mut reports = Vec::new();
+    for i in 0..90 {
+        let conv = &convs[i % 5];
+        let m = i % 45;
+        reports.push(json!({
+            "conversation_id": conv, "user_id": if m % 2 == 0 { "alice" } else { "bob" },
+            "message_id": format!("m{m}"), "sent_at": "2026-03-01T10:00:00Z"
+        }));
+    }
+    for (i, conv) in convs.iter().enumerate() {
+        reports.push(json!({
+            "conversation_id": conv, "user_id": "carol",
+            "message_id": format!("c{i}"), "sent_at": "2026-03-01T10:00:00Z"
+        }));
+    }
+    let commits = app.store.commits_sent();
+    let r = app
+        .post(
+            "/v1/messages/batch",
+            &app.server(),
+            json!({ "reports": reports }),
+        )
+        .await;
+    let commits = app.store.commits_sent() - commits;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let results = r.body["results"].as_array().unwrap();
+    // i and i + 45 name the same conversation (45 % 5 == 0) and the same message id.
+    for (i, x) in results.iter().enumerate() {
+        let want = match i {
+            0..45 => ("counted", None),
+            45..90 => ("duplicate", None),
+            _ => ("refused", Some("not_a_member")),
+        };
+        assert_eq!(
+            (x["result"].as_str().unwrap(), x["code"].as_str()),
+            want,
+            "report {i}"
+        );
+        assert_eq!(x["conversation_id"], reports[i]["conversation_id"]);
+        assert_eq!(x["message_id"], reports[i]["message_id"]);
+    }
+    assert_eq!(commits, 5, "one transaction per conversation");
+    let mut total = 0;
+    for conv in &convs {
+        for u in ["alice", "bob"] {
+            let m = app
+                .get(
+                    &format!("/v1/conversations/{conv}/members/{u}"),
+                    &app.server(),
+                )
+                .await;
+            total += m.body["activity"]["message_count"].as_i64().unwrap();
+        }
+    }
+    assert_eq!(total, 45);
+}
