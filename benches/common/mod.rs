@@ -205,7 +205,10 @@ impl Service {
     ) -> anyhow::Result<(Service, TenantKey)> {
         let port = free_port();
         let admin_port = free_port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_roster"));
+        // `ROSTER_BIN`: another build of the service (an earlier one, for comparison).
+        let bin =
+            std::env::var("ROSTER_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_roster").to_owned());
+        let mut cmd = Command::new(bin);
         cmd.arg("serve")
             .env("ROSTER_ENV", "development")
             .env("MONGODB_URI", uri)
