@@ -36,6 +36,8 @@ pub struct Settings {
     pub webhooks: WebhookSettings,
     /// The authorize cache.
     pub authorize: AuthorizeSettings,
+    /// The roster cache.
+    pub cache: CacheSettings,
     /// Request rate limits.
     pub rate_limits: RateLimitSettings,
     /// Logging.
@@ -235,6 +237,19 @@ pub struct AuthorizeSettings {
     pub cache: bool,
     /// Most membership rows (and, separately, conversations) the cache holds.
     pub cache_rows: u64,
+}
+
+/// `[cache]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSettings {
+    /// Whether member lists, name search and member lookups answer from an in-process cache
+    /// of whole conversations, kept exact by the authorize cache's change stream (off: every
+    /// read goes to the database). See `store::roster_cache`.
+    pub roster: bool,
+    /// The roster cache's memory budget, MiB; a conversation that would take more than a
+    /// quarter of it is never cached.
+    pub roster_mib: u64,
 }
 
 /// `[webhooks]`
@@ -585,6 +600,11 @@ impl Settings {
             (1..=10_000_000).contains(&self.authorize.cache_rows),
             "authorize.cache_rows",
             "must be between 1 and 10000000",
+        )?;
+        check(
+            (1..=1_048_576).contains(&self.cache.roster_mib),
+            "cache.roster_mib",
+            "must be between 1 and 1048576",
         )?;
         check(
             (1..=3600).contains(&self.events.stream_slow_client_secs),

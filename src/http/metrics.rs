@@ -7,6 +7,8 @@
 //! instance reading the change, of the last change), and the thumbnail decoders'
 //! `roster_thumbnails_decoding`, `roster_thumbnails_waiting` and
 //! `roster_thumbnails_deferred_total`. Read from the store and the decoders when scraped.
+//! The roster cache's figures are [`RosterCacheMetrics`]; the background tasks',
+//! [`TaskMetrics`].
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
@@ -140,6 +142,88 @@ impl Collector for StoreMetrics {
         ] {
             m.extend(g.collect());
         }
+        m
+    }
+}
+
+/// The roster cache at `/metrics` ([`crate::store::roster_cache`]):
+/// `roster_members_cache_hits_total`, `roster_members_cache_misses_total` (member reads
+/// answered from memory, and from the database while the cache is on),
+/// `roster_members_cache_loads_total`, `roster_members_cache_loads_spoiled_total` (loads
+/// dropped because a change they may have missed arrived meanwhile),
+/// `roster_members_cache_evictions_total` (conversations evicted for room),
+/// `roster_members_cache_conversations` and `roster_members_cache_bytes` (held now,
+/// estimated). Its stream is the authorize cache's: `roster_authz_cache_live`,
+/// `roster_authz_stream_lag_ms`.
+pub struct RosterCacheMetrics {
+    cache: std::sync::Arc<crate::store::roster_cache::RosterCache>,
+    counters: [IntCounter; 5],
+    gauges: [IntGauge; 2],
+}
+
+impl RosterCacheMetrics {
+    /// Reports `cache`. Errors: an invalid metric name (a defect).
+    pub fn new(
+        cache: std::sync::Arc<crate::store::roster_cache::RosterCache>,
+    ) -> prometheus::Result<Self> {
+        let counter = |name: &str, help: &str| IntCounter::with_opts(Opts::new(name, help));
+        let gauge = |name: &str, help: &str| IntGauge::with_opts(Opts::new(name, help));
+        Ok(RosterCacheMetrics {
+            cache,
+            counters: [
+                counter(
+                    "roster_members_cache_hits_total",
+                    "Member reads answered from the roster cache",
+                )?,
+                counter(
+                    "roster_members_cache_misses_total",
+                    "Member reads that went to the database (cache on)",
+                )?,
+                counter(
+                    "roster_members_cache_loads_total",
+                    "Conversations loaded into the roster cache",
+                )?,
+                counter(
+                    "roster_members_cache_loads_spoiled_total",
+                    "Roster loads dropped because a change may have been missed meanwhile",
+                )?,
+                counter(
+                    "roster_members_cache_evictions_total",
+                    "Conversations evicted from the roster cache for room",
+                )?,
+            ],
+            gauges: [
+                gauge(
+                    "roster_members_cache_conversations",
+                    "Conversations held by the roster cache",
+                )?,
+                gauge(
+                    "roster_members_cache_bytes",
+                    "Bytes held by the roster cache (estimated)",
+                )?,
+            ],
+        })
+    }
+}
+
+impl Collector for RosterCacheMetrics {
+    fn desc(&self) -> Vec<&Desc> {
+        let mut d: Vec<&Desc> = self.counters.iter().flat_map(|c| c.desc()).collect();
+        d.extend(self.gauges.iter().flat_map(|g| g.desc()));
+        d
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let s = self.cache.stats();
+        let values = [s.hits, s.misses, s.loads, s.loads_spoiled, s.evictions];
+        for (c, v) in self.counters.iter().zip(values) {
+            c.inc_by(v.saturating_sub(c.get()));
+        }
+        for (g, v) in self.gauges.iter().zip([s.conversations, s.bytes]) {
+            g.set(i64::try_from(v).unwrap_or(i64::MAX));
+        }
+        let mut m: Vec<MetricFamily> = self.counters.iter().flat_map(|c| c.collect()).collect();
+        m.extend(self.gauges.iter().flat_map(|g| g.collect()));
         m
     }
 }

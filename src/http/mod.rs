@@ -317,6 +317,12 @@ pub fn server(
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     registry
         .register(Box::new(
+            metrics::RosterCacheMetrics::new(state.roster.store().components().rosters.clone())
+                .map_err(|e| std::io::Error::other(e.to_string()))?,
+        ))
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    registry
+        .register(Box::new(
             metrics::TaskMetrics::new(supervisor)
                 .map_err(|e| std::io::Error::other(e.to_string()))?,
         ))

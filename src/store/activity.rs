@@ -97,6 +97,8 @@ impl Work for ReportBatch {
         items: &[Self],
         answers: &[std::result::Result<ReportAnswers, Problem>],
     ) {
+        // The senders' activity changed: seen at once by this instance's caches.
+        store.parts.authz.touch(conv);
         let moved = answers.iter().find_map(|a| a.as_ref().ok()?.moved.as_ref());
         let (Some(first), Some(row)) = (items.first(), moved) else {
             return;
@@ -382,6 +384,8 @@ impl Store {
         if let Some(at) = at {
             self.catch_up_members(scope, conversation, at).await?;
         }
+        // The members' documents changed (`conversation_activity_at`).
+        self.parts.authz.touch(conversation);
         let mut guard = super::id_filter(scope, conversation);
         guard.insert("last_message_at", at);
         self.conversations()

@@ -58,6 +58,13 @@ pub struct Ticket {
     unknown: u64,
 }
 
+impl Ticket {
+    /// The change counter value the read started at.
+    pub(crate) fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
 /// Hit, miss and stream figures for `/metrics`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AuthzCacheStats {
@@ -79,6 +86,9 @@ pub struct AuthzCacheStats {
 /// The cache; one per process, shared by the HTTP workers' stores and the follower.
 pub struct AuthzCache {
     enabled: bool,
+    /// Whether membership rows are served (`authorize.cache`); off, the change stream may
+    /// still be followed for the roster cache ([`super::roster_cache`]).
+    serve_rows: bool,
     rows: moka::sync::Cache<RowKey, Arc<RowEntry>>,
     convs: moka::sync::Cache<(String, ObjectId), ConvEntry>,
     /// Member `_id` → (conversation, rows holding it): how an update or delete, which names
@@ -148,6 +158,7 @@ impl AuthzCache {
             .build();
         AuthzCache {
             enabled,
+            serve_rows: enabled,
             rows,
             convs: moka::sync::Cache::new(capacity),
             by_id,
@@ -164,9 +175,65 @@ impl AuthzCache {
         }
     }
 
-    /// Whether the cache is configured on (`authorize.cache`).
+    /// Follows the change stream (so that the roster cache can be served) but serves no
+    /// membership rows unless `rows` (`authorize.cache`).
+    pub fn serving_rows(mut self, rows: bool) -> Self {
+        self.serve_rows = self.enabled && rows;
+        self
+    }
+
+    /// Whether the change stream is to be followed (the authorize cache or the roster cache
+    /// is on).
     pub fn enabled(&self) -> bool {
         self.enabled
+    }
+
+    /// Whether membership rows are served.
+    fn rows_live(&self) -> bool {
+        self.serve_rows && self.is_live()
+    }
+
+    /// Whether an entry of conversation `conv` filled at counter value `filled_at` may be
+    /// served: the stream is open and nothing has changed the conversation since.
+    pub(crate) fn fresh(&self, conv: &ObjectId, filled_at: u64) -> bool {
+        self.is_live() && filled_at >= self.mark_of(conv)
+    }
+
+    /// Taken before a read of a whole conversation ([`super::roster_cache`]); `None` when
+    /// the stream is down.
+    pub(crate) fn tracking_ticket(&self) -> Option<Ticket> {
+        self.is_live().then(|| Ticket {
+            seq: self.seq.load(Ordering::SeqCst),
+            unknown: self.unknown.load(Ordering::SeqCst),
+        })
+    }
+
+    /// Whether what a read started at `ticket` found may have missed a change: the stream
+    /// reported a change to a membership nobody held, or went down.
+    pub(crate) fn spoiled(&self, ticket: Ticket) -> bool {
+        self.unknown.load(Ordering::SeqCst) != ticket.unknown || !self.is_live()
+    }
+
+    /// Registers memberships `ids` of conversation `conv` as held, so that the stream's
+    /// updates and deletes of them (which name only the `_id`) mark the conversation.
+    pub(crate) fn hold(&self, conv: ObjectId, ids: impl Iterator<Item = ObjectId>) {
+        let mut held = self.by_id.lock().unwrap_or_else(|p| p.into_inner());
+        for id in ids {
+            held.entry(id).or_insert((conv, 0)).1 += 1;
+        }
+    }
+
+    /// Undoes [`AuthzCache::hold`] for `ids`.
+    pub(crate) fn release(&self, ids: impl Iterator<Item = ObjectId>) {
+        let mut held = self.by_id.lock().unwrap_or_else(|p| p.into_inner());
+        for id in ids {
+            if let Some((_, n)) = held.get_mut(&id) {
+                *n -= 1;
+                if *n == 0 {
+                    held.remove(&id);
+                }
+            }
+        }
     }
 
     /// Whether entries are being served (enabled and the change stream is open).
@@ -188,8 +255,8 @@ impl AuthzCache {
     /// A cached row for `key`: `Some(None)` = cached "no membership", `None` = not cached (or
     /// not served now).
     pub fn row(&self, key: &RowKey) -> Option<Option<AuthzRow>> {
-        if !self.is_live() {
-            if self.enabled {
+        if !self.rows_live() {
+            if self.serve_rows {
                 self.count(false);
             }
             return None;
@@ -205,7 +272,7 @@ impl AuthzCache {
 
     /// Whether the conversation is being deleted (or does not exist in the tenant), if cached.
     pub fn deleting(&self, tenant: &str, conv: ObjectId) -> Option<bool> {
-        if !self.is_live() {
+        if !self.rows_live() {
             return None;
         }
         self.convs
@@ -222,7 +289,7 @@ impl AuthzCache {
     /// Taken before a database read whose answer may be stored; `None` when nothing is stored
     /// now (cache off or stream down).
     pub fn ticket(&self) -> Option<Ticket> {
-        if !self.is_live() {
+        if !self.rows_live() {
             return None;
         }
         Some(Ticket {

@@ -168,6 +168,13 @@ impl Store {
         id: ConversationId,
         target: &ExternalUserId,
     ) -> Result<MemberDoc> {
+        if let Some(roster) = self.cached_roster(scope, id.object_id()) {
+            roster.acting(scope)?;
+            return roster
+                .member(target.as_str())
+                .cloned()
+                .ok_or_else(|| Error::Client(not_a_member(target.as_str())));
+        }
         self.visible_conversation(scope, id).await?;
         self.members()
             .find_one(Self::member_filter(scope, id.object_id(), target.as_str()))
@@ -193,6 +200,11 @@ impl Store {
             after,
             limit,
         };
+        if let Some(roster) = self.cached_roster(scope, id.object_id()) {
+            roster.acting(scope)?;
+            let page = roster.page(status, role, after, limit);
+            return Ok(page.into_iter().cloned().collect());
+        }
         self.member_page(scope, id, page, None, |m: &MemberDoc| m.id)
             .await
     }
@@ -210,6 +222,11 @@ impl Store {
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<MemberDoc>> {
+        if let Some(roster) = self.cached_roster(scope, id.object_id()) {
+            roster.acting(scope)?;
+            let page = roster.search(prefix, status, after, limit);
+            return Ok(page.into_iter().cloned().collect());
+        }
         self.visible_conversation(scope, id).await?;
         let queries =
             Self::member_search_queries(scope, id.object_id(), prefix, status, after, limit);
@@ -277,6 +294,11 @@ impl Store {
             after,
             limit,
         };
+        if let Some(roster) = self.cached_roster(scope, id.object_id()) {
+            roster.acting(scope)?;
+            let page = roster.page(status, role, after, limit);
+            return Ok(page.into_iter().map(super::roster_cache::compact).collect());
+        }
         self.member_page(scope, id, page, Some(projection), |m: &CompactMemberDoc| {
             m.id
         })

@@ -150,6 +150,10 @@ impl Store {
         scope: &TenantScope,
         id: ConversationId,
     ) -> Result<(ConversationDoc, Acting)> {
+        if let Some(roster) = self.peek_roster(scope, id.object_id()) {
+            let acting = roster.acting(scope)?;
+            return Ok((roster.conversation.clone(), acting));
+        }
         let conv = self
             .conversations()
             .find_one(Self::conversation_filter(scope, id.object_id()))

@@ -25,6 +25,7 @@ pub mod moderation;
 pub mod participants;
 pub mod platform_audit;
 pub mod roles;
+pub mod roster_cache;
 pub mod self_service;
 pub mod settings;
 pub mod tenants;
@@ -224,8 +225,11 @@ pub struct Components {
     /// The event log's in-process signals: wakes the sequencer after commits and the feed's
     /// readers when a log grows ([`events::EventHub`]).
     pub events: Arc<events::EventHub>,
-    /// The authorize cache (`authorize.cache`, `authorize.cache_rows`).
+    /// The authorize cache (`authorize.cache`, `authorize.cache_rows`); its change tracking
+    /// also keeps the roster cache exact.
     pub authz: Arc<authz_cache::AuthzCache>,
+    /// The roster cache (`cache.roster`, `cache.roster_mib`).
+    pub rosters: Arc<roster_cache::RosterCache>,
     /// Media bytes outside the database (`media.storage = "s3"`); `None`: GridFS in each
     /// connection's database.
     pub external_blobs: Option<Arc<dyn blobs::BlobStore>>,
@@ -246,13 +250,24 @@ impl Components {
         } else {
             None
         };
+        // The change stream is followed when either cache is on.
+        let authz = Arc::new(
+            authz_cache::AuthzCache::new(
+                settings.authorize.cache || settings.cache.roster,
+                settings.authorize.cache_rows,
+            )
+            .serving_rows(settings.authorize.cache),
+        );
+        let rosters = Arc::new(roster_cache::RosterCache::new(
+            settings.cache.roster,
+            settings.cache.roster_mib,
+            authz.clone(),
+        ));
         Ok(Components {
             writers: Arc::default(),
             events: Arc::default(),
-            authz: Arc::new(authz_cache::AuthzCache::new(
-                settings.authorize.cache,
-                settings.authorize.cache_rows,
-            )),
+            authz,
+            rosters,
             external_blobs,
             user_ids: moka::future::Cache::new(100_000),
             own_locks: moka::sync::Cache::builder()

@@ -524,6 +524,9 @@ impl Store {
                     Ok(true)
                 })
                 .await?;
+            if swept {
+                self.parts.authz.touch(m.conversation_id);
+            }
             done += u64::from(swept);
         }
         Ok(done)

@@ -394,6 +394,8 @@ impl Store {
         let catalog = f.roles.unwrap_or_default();
         let roles: Vec<&RoleName> = catalog.roles.iter().map(|r| &r.name).collect();
         tracing::info!(tenant = %scope.tenant(), "finishing an interrupted role re-resolution");
-        self.re_resolve(scope, &catalog, &roles, token, batch).await
+        let done = self.re_resolve(scope, &catalog, &roles, token, batch).await;
+        self.parts.authz.clear();
+        done
     }
 }

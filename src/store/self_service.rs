@@ -63,7 +63,7 @@ impl Store {
         );
         let lock = self.parts.own_locks.get_with(key, Default::default);
         let _mine = lock.lock().await;
-        self.transaction(async |s| {
+        let after = self.transaction(async |s| {
             let Some(before) = self
                 .members()
                 .find_one_and_update(Self::own_member_filter(scope, id, user), update.clone())
@@ -90,7 +90,10 @@ impl Store {
             }
             Ok(after)
         })
-        .await
+        .await;
+        // Seen at once by this instance's caches (the roster shows settings and activity).
+        self.parts.authz.touch(id.object_id());
+        after
     }
 
     /// Applies `patch` to the caller's settings in one atomic update; a change emits the

@@ -119,13 +119,17 @@ impl Store {
                 .members()
                 .clone_with_type::<bson::Document>()
                 .find(stale.clone())
-                .projection(doc! { "_id": 1 })
+                .projection(doc! { "_id": 1, "conversation_id": 1 })
                 .limit(i64::from(batch))
                 .await
                 .map_err(db_error)?
                 .try_collect()
                 .await
                 .map_err(db_error)?;
+            let convs: Vec<ObjectId> = ids
+                .iter()
+                .filter_map(|d| d.get_object_id("conversation_id").ok())
+                .collect();
             let ids: Vec<ObjectId> = ids
                 .iter()
                 .filter_map(|d| d.get_object_id("_id").ok())
@@ -150,6 +154,9 @@ impl Store {
                 .await
                 .map_err(db_error)?
                 .modified_count;
+            for conv in convs {
+                self.parts.authz.touch(conv);
+            }
         }
     }
 

@@ -56,9 +56,11 @@ pub fn test_settings() -> Settings {
     // application that load would swamp a parallel test run. The poll carries events between
     // instances here; `tests/api/events.rs` tests the change stream itself.
     settings.events.change_stream = false;
-    // The same holds for the authorize cache's change stream: `tests/api/authz_cache.rs` turns
-    // it on; elsewhere every check reads the database.
+    // The same holds for the change stream of the authorize and roster caches:
+    // `tests/api/authz_cache.rs` and `tests/api/roster_cache.rs` turn them on; elsewhere every
+    // check and every member read goes to the database.
     settings.authorize.cache = false;
+    settings.cache.roster = false;
     // Every test shares one SecantusDB server, a single Python process that the parallel run
     // keeps busy: the production budget (5 s) would turn its pauses into 503s. The tests check
     // that nothing is lost and no 5xx is answered; the tests of the budget itself set theirs.
@@ -121,7 +123,13 @@ pub async fn spawn_app_with_operator(settings: Settings, operator: &str) -> Test
 /// A second instance of `first`'s application: same settings and database, its own port,
 /// writers and connection pool, the same tenant and key.
 pub async fn spawn_second_instance(first: &TestApp) -> TestApp {
-    let app = Application::build(&first.settings)
+    spawn_instance_with(first, first.settings.clone()).await
+}
+
+/// Another instance on `first`'s database and tenant, with `settings` (which should name the
+/// same database).
+pub async fn spawn_instance_with(first: &TestApp, settings: Settings) -> TestApp {
+    let app = Application::build(&settings)
         .await
         .expect("second instance starts");
     let address = format!("http://127.0.0.1:{}", app.port());
@@ -136,7 +144,7 @@ pub async fn spawn_second_instance(first: &TestApp) -> TestApp {
             .build()
             .expect("client"),
         store,
-        settings: first.settings.clone(),
+        settings,
         tenant: first.tenant.clone(),
         key: first.key.clone(),
         operator: first.operator.clone(),

@@ -26,6 +26,7 @@ mod rate_limits;
 mod reads;
 mod retention;
 mod roles;
+mod roster_cache;
 mod schema;
 mod self_service;
 mod tenancy;
