@@ -2,7 +2,7 @@
 //! (release build) so that its CPU time and memory are measured alone:
 //!
 //! 1. 1,000 adds from 16 clients into one conversation (and the first vs the last 10 %);
-//! 2. a full walk of its 1,000 members, page by page;
+//! 2. full walks of its 1,000 members, page by page, and the compact list of them;
 //! 3. single-member lookups from 16 clients for `LOOKUP_SECONDS` (default 20);
 //! 4. 200 removals from 8 clients;
 //! 5. 2,000 mixed operations (add, remove, leave, ban, unban, role change, transfer, mute)
@@ -11,7 +11,9 @@
 //! For each: throughput, p50/p99/max latency, 5xx answers, database commands per operation
 //! (the service's `roster_db_commands_total`), the service's CPU ms per operation; then its
 //! peak RSS over the whole run. In the same run, the baseline: the bare driver adding members
-//! one transaction at a time (what one add costs without HTTP, queueing or grouping).
+//! one transaction at a time (what one add costs without HTTP, queueing or grouping); and
+//! for the reads of 2 and 3, a second instance without the roster cache
+//! (`ROSTER__CACHE__ROSTER=false`) on the same database.
 //!
 //! Run with `scripts/bench.sh`, or `MONGODB_URI=… cargo bench --bench membership_load`.
 
@@ -27,7 +29,7 @@ use roster::auth::{self, Principal};
 use roster::config::Settings;
 use serde_json::{Value, json};
 
-use common::{Outcome, Req, Service, header, row, run};
+use common::{Outcome, Req, Service, header, row, run, until_rosters_loaded};
 
 /// Throughput of the completions between fractions `from` and `to` of the run.
 fn slice_rate(done_at: &[f64], from: f64, to: f64) -> f64 {
@@ -93,6 +95,113 @@ async fn bare_driver_adds(uri: &str, db: &str, n: usize) -> anyhow::Result<(f64,
         hist.record(t.elapsed().as_micros().max(1) as u64)?;
     }
     Ok((n as f64 / started.elapsed().as_secs_f64(), hist))
+}
+
+/// The database commands `svc` sends for one request. Errors: the request failed.
+async fn solo(
+    svc: &Service,
+    method: reqwest::Method,
+    path: String,
+    token: Arc<String>,
+    body: Option<Value>,
+) -> anyhow::Result<f64> {
+    let before = svc.commands().await;
+    let (s, b) = svc.call(method, &path, &token, body).await;
+    anyhow::ensure!(s < 300, "{path}: {s} {b}");
+    // The scrape itself sends nothing to the database.
+    Ok(svc.commands().await - before)
+}
+
+/// Figures of repeated full walks of a conversation's members, 200 a page.
+struct Walks {
+    members: usize,
+    pages: usize,
+    bytes: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+    cmds_per_page: f64,
+    cpu_ms_per_page: f64,
+}
+
+/// Walks all members of `conv` `n` times on `svc`.
+async fn walks_of(svc: &Service, conv: &str, token: &str, n: usize) -> anyhow::Result<Walks> {
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+    let (cmd0, cpu0) = (svc.commands().await, svc.cpu_ms());
+    let (mut pages, mut bytes, mut walked) = (0, 0, 0);
+    for _ in 0..n {
+        let t = Instant::now();
+        let mut cursor = None::<String>;
+        (pages, bytes, walked) = (0, 0, 0);
+        loop {
+            let path = match &cursor {
+                Some(c) => format!("/v1/conversations/{conv}/members?limit=200&cursor={c}"),
+                None => format!("/v1/conversations/{conv}/members?limit=200"),
+            };
+            let (s, b) = svc.call(reqwest::Method::GET, &path, token, None).await;
+            anyhow::ensure!(s == 200, "walk: {s} {b}");
+            pages += 1;
+            bytes += b.to_string().len();
+            walked += b["items"].as_array().map_or(0, Vec::len);
+            match b["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => break,
+            }
+        }
+        hist.record(t.elapsed().as_micros().max(1) as u64)?;
+    }
+    let all_pages = (pages * n) as f64;
+    Ok(Walks {
+        members: walked,
+        pages,
+        bytes,
+        p50_ms: hist.value_at_quantile(0.5) as f64 / 1000.0,
+        p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
+        cmds_per_page: (svc.commands().await - cmd0) / all_pages,
+        cpu_ms_per_page: (svc.cpu_ms() - cpu0) / all_pages,
+    })
+}
+
+/// Lookups of random members `u0000`…`u0999` of `conv` from 16 clients for `seconds`.
+async fn lookups(svc: &Service, conv: &str, token: &Arc<String>, seconds: u64) -> Outcome {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let (cmd0, cpu0) = (svc.commands().await, svc.cpu_ms());
+    let started = Instant::now();
+    let workers = (0..16).map(|w| {
+        let token = token.clone();
+        async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(w);
+            let mut h = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram");
+            let mut errors = 0;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let path = format!(
+                    "/v1/conversations/{conv}/members/u{:04}",
+                    rng.random_range(0..1000)
+                );
+                let (s, _) = svc.call(reqwest::Method::GET, &path, &token, None).await;
+                errors += u64::from(s >= 500);
+                h.record(t.elapsed().as_micros().max(1) as u64)
+                    .expect("record");
+            }
+            (h, errors)
+        }
+    });
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram");
+    let mut server_errors = 0;
+    for (h, e) in futures::future::join_all(workers).await {
+        hist.add(h).expect("merge");
+        server_errors += e;
+    }
+    Outcome {
+        ops: hist.len(),
+        seconds: started.elapsed().as_secs_f64(),
+        hist,
+        server_errors,
+        client_errors: 0,
+        commands: svc.commands().await - cmd0,
+        cpu_ms: svc.cpu_ms() - cpu0,
+        done_at: Vec::new(),
+    }
 }
 
 const ROLES: [&str; 3] = ["admin", "moderator", "member"];
@@ -170,79 +279,68 @@ async fn main() -> anyhow::Result<()> {
     );
     let adds_rate = o.ops as f64 / o.seconds;
 
-    // 2. A full walk of the members.
-    let t = Instant::now();
-    let (mut pages, mut bytes, mut cursor, mut walked) = (0, 0usize, None::<String>, 0usize);
-    let (cmd0, cpu0) = (svc.commands().await, svc.cpu_ms());
-    loop {
-        let path = match &cursor {
-            Some(c) => format!("/v1/conversations/{conv}/members?limit=200&cursor={c}"),
-            None => format!("/v1/conversations/{conv}/members?limit=200"),
-        };
-        let (s, b) = svc.call(reqwest::Method::GET, &path, &server, None).await;
-        anyhow::ensure!(s == 200, "walk: {s} {b}");
-        pages += 1;
-        bytes += b.to_string().len();
-        walked += b["items"].as_array().map_or(0, Vec::len);
-        match b["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => break,
-        }
+    // 2. Full walks of the members (200 a page) and the compact list of the present members,
+    //    on this service (roster cache on, loaded first) and on a second instance without it.
+    let uncached = Service::spawn(&uri, &db_name, &[("ROSTER__CACHE__ROSTER", "false")]).await?;
+    let loads = svc.metric("roster_members_cache_loads_total").await;
+    svc.call(
+        reqwest::Method::GET,
+        &format!("/v1/conversations/{conv}/members?limit=1"),
+        &server,
+        None,
+    )
+    .await;
+    let loaded = until_rosters_loaded(&svc, loads + 1.0, 60).await;
+    println!(
+        "roster cache: the conversation {}",
+        if loaded { "loaded" } else { "NOT loaded" }
+    );
+    let mut walks = Vec::new();
+    for (name, s) in [("cached", &svc), ("uncached", &uncached)] {
+        let w = walks_of(s, &conv, &server, 20).await?;
+        println!(
+            "walks of {} members ({name}): {} pages, {:.0} KB, p50 {:.1} ms, p99 {:.1} ms, {:.1} cmds/page, {:.2} cpu ms/page",
+            w.members,
+            w.pages,
+            w.bytes as f64 / 1000.0,
+            w.p50_ms,
+            w.p99_ms,
+            w.cmds_per_page,
+            w.cpu_ms_per_page,
+        );
+        walks.push(w.p50_ms);
     }
     println!(
-        "walk of {walked} members: {pages} pages, {:.0} KB, {:.2} s, {:.1} cmds/page, {:.1} cpu ms/page",
-        bytes as f64 / 1000.0,
-        t.elapsed().as_secs_f64(),
-        (svc.commands().await - cmd0) / f64::from(pages),
-        (svc.cpu_ms() - cpu0) / f64::from(pages),
+        "  walk p50 uncached / cached: {:.1}x",
+        walks[1] / walks[0].max(1e-9)
+    );
+    let compact_path = format!("/v1/conversations/{conv}/members?view=compact&limit=1000");
+    let compact_reqs: Vec<Req> = (0..50)
+        .map(|_| req(reqwest::Method::GET, compact_path.clone(), &server, None))
+        .collect();
+    let c = run(&svc, 1, compact_reqs.clone()).await;
+    let u = run(&uncached, 1, compact_reqs).await;
+    row("compact present list (cached)", &c);
+    row("compact present list (uncached)", &u);
+    println!(
+        "  compact p50 uncached / cached: {:.1}x",
+        u.hist.value_at_quantile(0.5) as f64 / c.hist.value_at_quantile(0.5).max(1) as f64
     );
 
-    // 3. Single-member lookups from 16 clients for a fixed time.
-    let deadline = Instant::now() + Duration::from_secs(lookup_seconds);
-    let o = {
-        let svc = &svc;
-        let (cmd0, cpu0) = (svc.commands().await, svc.cpu_ms());
-        let started = Instant::now();
-        let workers = (0..16).map(|w| {
-            let server = server.clone();
-            let conv = conv.clone();
-            async move {
-                let mut rng = rand::rngs::StdRng::seed_from_u64(w);
-                let mut h =
-                    Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram");
-                let mut errors = 0;
-                while Instant::now() < deadline {
-                    let t = Instant::now();
-                    let path = format!(
-                        "/v1/conversations/{conv}/members/u{:04}",
-                        rng.random_range(0..1000)
-                    );
-                    let (s, _) = svc.call(reqwest::Method::GET, &path, &server, None).await;
-                    errors += u64::from(s >= 500);
-                    h.record(t.elapsed().as_micros().max(1) as u64)
-                        .expect("record");
-                }
-                (h, errors)
-            }
-        });
-        let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram");
-        let mut server_errors = 0;
-        for (h, e) in futures::future::join_all(workers).await {
-            hist.add(h).expect("merge");
-            server_errors += e;
-        }
-        Outcome {
-            ops: hist.len(),
-            seconds: started.elapsed().as_secs_f64(),
-            hist,
-            server_errors,
-            client_errors: 0,
-            commands: svc.commands().await - cmd0,
-            cpu_ms: svc.cpu_ms() - cpu0,
-            done_at: Vec::new(),
-        }
-    };
-    row(&format!("lookups, 16 clients, {lookup_seconds} s"), &o);
+    // 3. Single-member lookups from 16 clients for a fixed time, cached then uncached.
+    let mut lookup_rates = Vec::new();
+    for (name, s) in [("cached", &svc), ("uncached", &uncached)] {
+        let o = lookups(s, &conv, &server, lookup_seconds).await;
+        row(
+            &format!("lookups {name}, 16 clients, {lookup_seconds} s"),
+            &o,
+        );
+        lookup_rates.push(o.ops as f64 / o.seconds);
+    }
+    println!(
+        "  lookups cached / uncached: {:.1}x",
+        lookup_rates[0] / lookup_rates[1].max(1e-9)
+    );
 
     // 4. 200 removals from 8 clients.
     let removals: Vec<Req> = (0..200)
@@ -351,29 +449,22 @@ async fn main() -> anyhow::Result<()> {
         "commands per operation (alone, on a conversation of {} members):",
         c["member_count"]
     );
-    let solo = |method: reqwest::Method, path: String, token: Arc<String>, body: Option<Value>| {
-        let svc = &svc;
-        async move {
-            let before = svc.commands().await;
-            let (s, b) = svc.call(method, &path, &token, body).await;
-            anyhow::ensure!(s < 300, "{path}: {s} {b}");
-            // The scrape itself sends nothing to the database.
-            Ok::<f64, anyhow::Error>(svc.commands().await - before)
-        }
-    };
+    // Reads on the instance without the roster cache: the cached instance may be loading the
+    // conversation in the background (its commands would count here), and a warm cache sends
+    // none at all.
     let base = format!("/v1/conversations/{conv}");
     let batch: Vec<Value> = (0..100)
         .map(|i| json!({ "user_id": format!("batch{i:03}") }))
         .collect();
     let table = [
-        ("add (new user)", solo(reqwest::Method::POST, format!("{base}/members"), server.clone(), Some(json!({ "user_id": "solo-add" }))).await?),
-        ("batch add of 100", solo(reqwest::Method::POST, format!("{base}/members"), server.clone(), Some(json!({ "members": batch }))).await?),
-        ("remove", solo(reqwest::Method::DELETE, format!("{base}/members/solo-add"), server.clone(), None).await?),
-        ("role change", solo(reqwest::Method::PATCH, format!("{base}/members/u0001"), server.clone(), Some(json!({ "role": "moderator" }))).await?),
-        ("ban", solo(reqwest::Method::POST, format!("{base}/members/u0002/ban"), server.clone(), Some(json!({}))).await?),
-        ("lookup (GET one member)", solo(reqwest::Method::GET, format!("{base}/members/u0003"), server.clone(), None).await?),
-        ("authorize", solo(reqwest::Method::POST, "/v1/authorize".into(), server.clone(), Some(json!({ "conversation_id": conv, "user_id": "u0003", "action": "send_message" }))).await?),
-        ("list page (limit 50)", solo(reqwest::Method::GET, format!("{base}/members?limit=50"), server.clone(), None).await?),
+        ("add (new user)", solo(&svc, reqwest::Method::POST, format!("{base}/members"), server.clone(), Some(json!({ "user_id": "solo-add" }))).await?),
+        ("batch add of 100", solo(&svc, reqwest::Method::POST, format!("{base}/members"), server.clone(), Some(json!({ "members": batch }))).await?),
+        ("remove", solo(&svc, reqwest::Method::DELETE, format!("{base}/members/solo-add"), server.clone(), None).await?),
+        ("role change", solo(&svc, reqwest::Method::PATCH, format!("{base}/members/u0001"), server.clone(), Some(json!({ "role": "moderator" }))).await?),
+        ("ban", solo(&svc, reqwest::Method::POST, format!("{base}/members/u0002/ban"), server.clone(), Some(json!({}))).await?),
+        ("lookup (GET one member)", solo(&uncached, reqwest::Method::GET, format!("{base}/members/u0003"), server.clone(), None).await?),
+        ("authorize", solo(&uncached, reqwest::Method::POST, "/v1/authorize".into(), server.clone(), Some(json!({ "conversation_id": conv, "user_id": "u0003", "action": "send_message" }))).await?),
+        ("list page (limit 50)", solo(&uncached, reqwest::Method::GET, format!("{base}/members?limit=50"), server.clone(), None).await?),
     ];
     for (name, n) in table {
         println!("  {name:<26} {n:>3}");

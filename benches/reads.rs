@@ -6,7 +6,10 @@
 //! (`name_prefix`: the first three letters of a member's name, and a whole name upper-cased;
 //! the goal is a p50 of at most 50 ms) and a compact list of 1,000 rows (`view=compact`).
 //! Prints ops/s, p50/p99, database commands and the service's CPU ms per
-//! request, and each read's p50 as a ratio of the baseline's.
+//! request, and each read's p50 as a ratio of the baseline's. Each read runs twice: on the
+//! service with its roster cache (`cache.roster`, the default; loaded before the reads) and
+//! on a second instance of it without (`ROSTER__CACHE__ROSTER=false`), whose figures are
+//! the uncached baseline of the same run.
 //!
 //! Run with `scripts/bench.sh` (its database is `scripts/secantusd`; see the README), or
 //! `MONGODB_URI=… cargo bench --bench reads`. `BENCH_LARGEST` and `BENCH_READS` (requests per
@@ -16,7 +19,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{Outcome, Req, Service, header, row, run};
+use common::{Outcome, Req, Service, header, row, run, until_rosters_loaded};
 use roster::auth::{self, Principal};
 use roster::config::Settings;
 
@@ -165,14 +168,26 @@ async fn main() -> anyhow::Result<()> {
             server.clone(),
         ),
     ];
+    let uncached = Service::spawn(&uri, &db_name, &[("ROSTER__CACHE__ROSTER", "false")]).await?;
+    // The cached service loads the conversation on the first read that misses.
+    let t = std::time::Instant::now();
+    svc.call(reqwest::Method::GET, &members, &server, None)
+        .await;
+    let loaded = until_rosters_loaded(&svc, 1.0, 300).await;
     println!(
-        "\nreads: a {largest}-member conversation, {reads} requests per scenario at 1 client, limit=200 pages"
+        "\nroster cache: the {largest}-member conversation {} in {:.1} s; held {:.1} MiB",
+        if loaded { "loaded" } else { "NOT loaded" },
+        t.elapsed().as_secs_f64(),
+        svc.metric("roster_members_cache_bytes").await / f64::from(1 << 20),
+    );
+    println!(
+        "reads: a {largest}-member conversation, {reads} requests per scenario at 1 client, limit=200 pages"
     );
     header();
     let mut baseline = None;
     let mut results: Vec<(&str, Outcome)> = Vec::new();
     for (name, path, token) in scenarios {
-        let reqs = (0..reads)
+        let reqs: Vec<Req> = (0..reads)
             .map(|_| Req {
                 method: reqwest::Method::GET,
                 path: path.clone(),
@@ -180,11 +195,18 @@ async fn main() -> anyhow::Result<()> {
                 body: None,
             })
             .collect();
-        let o = run(&svc, 1, reqs).await;
+        let o = run(&svc, 1, reqs.clone()).await;
         row(name, &o);
+        let u = run(&uncached, 1, reqs).await;
+        row("  uncached", &u);
         anyhow::ensure!(
-            o.server_errors == 0 && o.client_errors == 0,
+            o.server_errors + o.client_errors + u.server_errors + u.client_errors == 0,
             "{name}: errors"
+        );
+        println!(
+            "  cached p50 / uncached p50: {:.3} ({:.1}x faster)",
+            o.hist.value_at_quantile(0.5) as f64 / u.hist.value_at_quantile(0.5).max(1) as f64,
+            u.hist.value_at_quantile(0.5) as f64 / o.hist.value_at_quantile(0.5).max(1) as f64,
         );
         baseline.get_or_insert(o.hist.value_at_quantile(0.5) as f64);
         results.push((name, o));

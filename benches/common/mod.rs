@@ -62,7 +62,13 @@ impl Service {
             .map_or(0.0, |kb| kb / 1024.0)
     }
 
+    /// `roster_db_commands_total` now.
     pub async fn commands(&self) -> f64 {
+        self.metric("roster_db_commands_total").await
+    }
+
+    /// The value of the unlabelled metric `name` at `/metrics` now (0 when absent).
+    pub async fn metric(&self, name: &str) -> f64 {
         let text = match self
             .http
             .get(format!("{}/metrics", self.admin))
@@ -73,7 +79,10 @@ impl Service {
             Err(_) => String::new(),
         };
         text.lines()
-            .find(|l| l.starts_with("roster_db_commands_total "))
+            .find(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(' '))
+            })
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.0)
@@ -144,6 +153,19 @@ pub fn row(name: &str, o: &Outcome) {
     );
 }
 
+/// Waits until `svc`'s roster cache has loaded `n` conversations (at most `secs` seconds);
+/// returns whether it did.
+pub async fn until_rosters_loaded(svc: &Service, n: f64, secs: u64) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if svc.metric("roster_members_cache_loads_total").await >= n {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
 /// Runs `reqs` with `clients` in flight at once.
 pub async fn run(svc: &Service, clients: usize, reqs: Vec<Req>) -> Outcome {
     let (cmd0, cpu0) = (svc.commands().await, svc.cpu_ms());
@@ -203,6 +225,29 @@ impl Service {
         settings: &Settings,
         env: &[(&str, &str)],
     ) -> anyhow::Result<(Service, TenantKey)> {
+        let svc = Service::spawn(uri, db, env).await?;
+        let (status, body) = svc
+            .call(
+                reqwest::Method::POST,
+                "/admin/v1/tenants",
+                secrecy::ExposeSecret::expose_secret(&settings.auth.platform_token),
+                Some(json!({ "id": "load" })),
+            )
+            .await;
+        anyhow::ensure!(status == 201, "tenant: {status} {body}");
+        let key = TenantKey {
+            tenant: TenantId::parse("load").map_err(|e| anyhow::anyhow!(e.0))?,
+            kid: body["key"]["kid"].as_str().unwrap_or_default().into(),
+            secret: body["key"]["secret"].as_str().unwrap_or_default().into(),
+            revoked: false,
+            tenant_active: true,
+        };
+        Ok((svc, key))
+    }
+
+    /// Starts another `roster serve` on `uri`/`db` with `env` on top (a second instance of a
+    /// started service: same tenant and keys) and waits for it to be ready.
+    pub async fn spawn(uri: &str, db: &str, env: &[(&str, &str)]) -> anyhow::Result<Service> {
         let port = free_port();
         let admin_port = free_port();
         // `ROSTER_BIN`: another build of the service (an earlier one, for comparison).
@@ -253,23 +298,7 @@ impl Service {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let (status, body) = svc
-            .call(
-                reqwest::Method::POST,
-                "/admin/v1/tenants",
-                secrecy::ExposeSecret::expose_secret(&settings.auth.platform_token),
-                Some(json!({ "id": "load" })),
-            )
-            .await;
-        anyhow::ensure!(status == 201, "tenant: {status} {body}");
-        let key = TenantKey {
-            tenant: TenantId::parse("load").map_err(|e| anyhow::anyhow!(e.0))?,
-            kid: body["key"]["kid"].as_str().unwrap_or_default().into(),
-            secret: body["key"]["secret"].as_str().unwrap_or_default().into(),
-            revoked: false,
-            tenant_active: true,
-        };
-        Ok((svc, key))
+        Ok(svc)
     }
 }
 

@@ -63,34 +63,35 @@ impl Store {
         );
         let lock = self.parts.own_locks.get_with(key, Default::default);
         let _mine = lock.lock().await;
-        let after = self.transaction(async |s| {
-            let Some(before) = self
-                .members()
-                .find_one_and_update(Self::own_member_filter(scope, id, user), update.clone())
-                .return_document(ReturnDocument::Before)
-                .session(&mut *s)
-                .await?
-            else {
-                return refuse(Problem::new(
-                    ErrorCode::NotAMember,
-                    "the caller is not a member of this conversation",
-                ));
-            };
-            let mut after = before.clone();
-            apply(&mut after);
-            let (was, now) = (fields(&before)?, fields(&after)?);
-            if was != now {
-                let event =
-                    EventDoc::new(scope, event_kind, AuditActor::of(scope), after.updated_at)
-                        .in_conversation(id.object_id())
-                        .about(user.as_str())
-                        .change(Some(was), Some(now))
-                        .private();
-                self.put_outbox_in(s, vec![event]).await?;
-            }
-            Ok(after)
-        })
-        .await;
+        let after = self
+            .transaction(async |s| {
+                let Some(before) = self
+                    .members()
+                    .find_one_and_update(Self::own_member_filter(scope, id, user), update.clone())
+                    .return_document(ReturnDocument::Before)
+                    .session(&mut *s)
+                    .await?
+                else {
+                    return refuse(Problem::new(
+                        ErrorCode::NotAMember,
+                        "the caller is not a member of this conversation",
+                    ));
+                };
+                let mut after = before.clone();
+                apply(&mut after);
+                let (was, now) = (fields(&before)?, fields(&after)?);
+                if was != now {
+                    let event =
+                        EventDoc::new(scope, event_kind, AuditActor::of(scope), after.updated_at)
+                            .in_conversation(id.object_id())
+                            .about(user.as_str())
+                            .change(Some(was), Some(now))
+                            .private();
+                    self.put_outbox_in(s, vec![event]).await?;
+                }
+                Ok(after)
+            })
+            .await;
         // Seen at once by this instance's caches (the roster shows settings and activity).
         self.parts.authz.touch(id.object_id());
         after
