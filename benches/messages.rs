@@ -62,7 +62,7 @@ async fn conversation(
         .to_owned();
     let mut members = vec![owner.to_owned()];
     let others: Vec<String> = (1..size).map(|i| format!("{owner}-m{i:04}")).collect();
-    for chunk in others.chunks(500) {
+    for chunk in others.chunks(100) {
         let body: Vec<Value> = chunk.iter().map(|u| json!({ "user_id": u })).collect();
         let (s, b) = svc
             .call(
