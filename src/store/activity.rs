@@ -14,7 +14,7 @@ use futures::TryStreamExt;
 use mongodb::ClientSession;
 use mongodb::options::ReturnDocument;
 
-use super::writer::Work;
+use super::work::Work;
 use super::{Store, db_error, names};
 use crate::auth::TenantScope;
 use crate::domain::moderation::{Denial, decide};

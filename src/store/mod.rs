@@ -33,6 +33,7 @@ pub mod txn;
 pub mod users;
 pub mod ways_in;
 pub mod webhooks;
+pub mod work;
 pub mod writer;
 
 use std::sync::Arc;

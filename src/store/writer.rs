@@ -50,6 +50,7 @@ use super::Store;
 use super::activity::ReportBatch;
 use super::docs::{InvitationDoc, InviteLinkDoc, JoinRequestDoc, MemberDoc};
 use super::txn::{Attempts, Retryable, begin, commit};
+use super::work::Work;
 use crate::auth::TenantScope;
 use crate::domain::aggregate::Op;
 use crate::domain::aggregate::{Actor, Request};
@@ -120,39 +121,6 @@ const MAX_BATCH: usize = 128;
 
 /// Most member additions applied in one transaction (a batch add counts its items).
 const MAX_BATCH_ITEMS: usize = 1_000;
-
-/// What a conversation's writer applies in one transaction: membership operations
-/// ([`BatchItem`]) or message reports ([`ReportBatch`]). Arrivals of one kind queued together
-/// share a transaction.
-pub(crate) trait Work: Clone + Send + Sync + 'static {
-    /// What one piece answers when it commits.
-    type Answer: Send + 'static;
-
-    /// How much of a transaction's capacity this piece takes ([`MAX_BATCH_ITEMS`]).
-    fn weight(&self) -> usize;
-
-    /// Applies `items`, in order, inside the open transaction `s`: each answered on its own
-    /// (a refusal is an answer, not an error). Errors: the driver's (the batch is retried).
-    fn apply<'a>(
-        store: &'a Store,
-        s: &'a mut ClientSession,
-        conv: ObjectId,
-        items: &'a [Self],
-    ) -> impl Future<
-        Output = mongodb::error::Result<Vec<std::result::Result<Self::Answer, Problem>>>,
-    > + Send
-    + 'a;
-
-    /// Runs after the batch committed and before its answers go out (at most once per batch).
-    fn committed<'a>(
-        _store: &'a Store,
-        _conv: ObjectId,
-        _items: &'a [Self],
-        _answers: &'a [std::result::Result<Self::Answer, Problem>],
-    ) -> impl Future<Output = ()> + Send + 'a {
-        async {}
-    }
-}
 
 impl Work for BatchItem {
     type Answer = WriteOutput;
