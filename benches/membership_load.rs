@@ -171,33 +171,36 @@ async fn lookups(svc: &Service, conv: &str, token: &Arc<String>, seconds: u64) -
         async move {
             let mut rng = rand::rngs::StdRng::seed_from_u64(w);
             let mut h = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram");
-            let mut errors = 0;
+            let (mut errors, mut refused) = (0, 0);
             while Instant::now() < deadline {
                 let t = Instant::now();
                 let path = format!(
                     "/v1/conversations/{conv}/members/u{:04}",
                     rng.random_range(0..1000)
                 );
-                let (s, _) = svc.call(reqwest::Method::GET, &path, &token, None).await;
+                let (s, b) = svc.call(reqwest::Method::GET, &path, &token, None).await;
                 errors += u64::from(s >= 500);
+                // Every lookup names a member: anything but 200 with the member is an error.
+                refused += u64::from(s < 500 && (s != 200 || b["user_id"].is_null()));
                 h.record(t.elapsed().as_micros().max(1) as u64)
                     .expect("record");
             }
-            (h, errors)
+            (h, errors, refused)
         }
     });
     let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram");
-    let mut server_errors = 0;
-    for (h, e) in futures::future::join_all(workers).await {
+    let (mut server_errors, mut client_errors) = (0, 0);
+    for (h, e, r) in futures::future::join_all(workers).await {
         hist.add(h).expect("merge");
         server_errors += e;
+        client_errors += r;
     }
     Outcome {
         ops: hist.len(),
         seconds: started.elapsed().as_secs_f64(),
         hist,
         server_errors,
-        client_errors: 0,
+        client_errors,
         commands: svc.commands().await - cmd0,
         cpu_ms: svc.cpu_ms() - cpu0,
         done_at: Vec::new(),

@@ -15,8 +15,9 @@
 //! - A load during which the stream reported a change to a membership nobody held is dropped.
 //!
 //! A read that misses answers from the database as before and starts one load of the whole
-//! conversation in the background (one at a time per conversation; two reads: the
-//! conversation, then its memberships in `_id` order), so a miss costs no more than before.
+//! conversation in the background (one at a time per conversation, and not again before as
+//! long as the last one took has passed; two reads: the conversation, then its memberships in
+//! `_id` order), so a miss costs no more than before.
 //! Memory is bounded by `cache.roster_mib` (a byte weigher over the memberships' strings; cold
 //! conversations are evicted first); a conversation whose roster would take more than a
 //! quarter of the budget is never cached and is always read from the database.
@@ -24,6 +25,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bson::doc;
 use bson::oid::ObjectId;
@@ -196,6 +198,10 @@ pub struct RosterCache {
     rosters: moka::sync::Cache<Key, Arc<Roster>>,
     /// Conversations being loaded now.
     loading: Mutex<HashSet<Key>>,
+    /// When each recently loaded conversation may be loaded again: a load waits as long as
+    /// the previous one took, so a conversation that changes faster than it loads spends at
+    /// most half the time loading (entries expire after 60 s).
+    cooldown: moka::sync::Cache<Key, Instant>,
     hits: AtomicU64,
     misses: AtomicU64,
     loads: AtomicU64,
@@ -240,6 +246,10 @@ impl RosterCache {
             tracker,
             rosters,
             loading: Mutex::default(),
+            cooldown: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(60))
+                .build(),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             loads: AtomicU64::new(0),
@@ -298,14 +308,19 @@ impl RosterCache {
 impl Store {
     /// The fresh snapshot of conversation `conv` for `scope`'s tenant when the roster cache
     /// holds it; otherwise `None`, and a load of it starts in the background (when the cache
-    /// is on, its stream is open, the conversation fits and no load of it is running).
+    /// is on, its stream is open, the conversation fits, no load of it is running and the
+    /// last one ended at least as long ago as it took).
     pub(crate) fn cached_roster(&self, scope: &TenantScope, conv: ObjectId) -> Option<Arc<Roster>> {
         let cache = &self.parts.rosters;
         let key = (scope.tenant().as_str().to_owned(), conv);
         if let Some(r) = cache.get(&key, true) {
             return Some(r);
         }
-        if cache.enabled && self.parts.authz.is_live() {
+        let cooling = cache
+            .cooldown
+            .get(&key)
+            .is_some_and(|until| until > Instant::now());
+        if cache.enabled && self.parts.authz.is_live() && !cooling {
             let fresh_load = cache
                 .loading
                 .lock()
@@ -314,10 +329,15 @@ impl Store {
             if fresh_load {
                 let (store, scope) = (self.clone(), scope.clone());
                 tokio::spawn(async move {
+                    let started = Instant::now();
                     if let Err(e) = store.load_roster(&scope, &key).await {
                         tracing::debug!(error = %e, conversation = %key.1, "roster load failed");
                     }
-                    if let Ok(mut l) = store.parts.rosters.loading.lock() {
+                    let rosters = &store.parts.rosters;
+                    rosters
+                        .cooldown
+                        .insert(key.clone(), Instant::now() + started.elapsed());
+                    if let Ok(mut l) = rosters.loading.lock() {
                         l.remove(&key);
                     }
                 });
