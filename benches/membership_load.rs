@@ -449,7 +449,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .await;
     println!(
-        "commands per operation (alone, on a conversation of {} members):",
+        "commands per operation (alone, on a conversation of {} members; reads on the instance without the roster cache):",
         c["member_count"]
     );
     // Reads on the instance without the roster cache: the cached instance may be loading the
