@@ -94,6 +94,9 @@ pub struct DatabaseSettings {
     /// Budget of one write, retries and queueing included, ms: past it a write answers 503
     /// (`write_contention` or `database_unavailable`) with `Retry-After`.
     pub write_timeout_ms: u64,
+    /// Most writes waiting in one conversation's queue on one instance: past it a write
+    /// answers 503 `write_contention` with `Retry-After` at once instead of queueing.
+    pub max_queued_writes: usize,
 }
 
 /// `[auth]`
@@ -459,6 +462,11 @@ impl Settings {
             (100..=120_000).contains(&self.database.write_timeout_ms),
             "database.write_timeout_ms",
             "must be between 100 and 120000",
+        )?;
+        check(
+            (1..=1_000_000).contains(&self.database.max_queued_writes),
+            "database.max_queued_writes",
+            "must be between 1 and 1000000",
         )?;
         check(
             matches!(self.media.storage.as_str(), "gridfs" | "s3"),

@@ -265,7 +265,7 @@ impl Components {
             authz.clone(),
         ));
         Ok(Components {
-            writers: Arc::default(),
+            writers: Arc::new(writer::Writers::new(settings.database.max_queued_writes)),
             events: Arc::default(),
             authz,
             rosters,

@@ -176,13 +176,28 @@ impl Job {
 
 type Key = (String, ObjectId);
 
-/// The queues of this instance, one per conversation with work.
-#[derive(Default)]
+/// The queues of this instance, one per conversation with work, each holding at most
+/// `limit` writes (`database.max_queued_writes`).
 pub struct Writers {
-    queues: Mutex<HashMap<Key, mpsc::UnboundedSender<Job>>>,
+    queues: Mutex<HashMap<Key, mpsc::Sender<Job>>>,
+    limit: usize,
+}
+
+impl Default for Writers {
+    fn default() -> Self {
+        Writers::new(1000)
+    }
 }
 
 impl Writers {
+    /// Queues of at most `limit` waiting writes each (at least 1).
+    pub fn new(limit: usize) -> Self {
+        Writers {
+            queues: Mutex::default(),
+            limit: limit.max(1),
+        }
+    }
+
     /// Conversations with a live writer right now.
     pub fn active(&self) -> usize {
         self.queues.lock().map(|q| q.len()).unwrap_or(0)
@@ -272,22 +287,29 @@ impl Store {
         }
     }
 
+    /// Queues `job` on conversation `conv`'s writer (starting one when none runs). A full
+    /// queue answers the job at once: 503 `write_contention` (a turn goes without its token).
     fn enqueue(&self, scope: &TenantScope, conv: ObjectId, job: Job) {
         let key = (scope.tenant().as_str().to_owned(), conv);
-        let Ok(mut queues) = self.parts.writers.queues.lock() else {
+        let writers = &self.parts.writers;
+        let Ok(mut queues) = writers.queues.lock() else {
             return; // poisoned: a writer panicked; the caller's channel reports it
         };
         let job = match queues.get(&key) {
-            Some(tx) => match tx.send(job) {
+            Some(tx) => match tx.try_send(job) {
                 Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full(job)) => {
+                    drop(queues);
+                    return refuse_full(job, writers.limit);
+                }
                 // The writer has just left: start another.
-                Err(mpsc::error::SendError(job)) => job,
+                Err(mpsc::error::TrySendError::Closed(job)) => job,
             },
             None => job,
         };
-        let (tx, rx) = mpsc::unbounded_channel();
-        // A fresh channel with its receiver alive cannot refuse.
-        let _ = tx.send(job);
+        let (tx, rx) = mpsc::channel(writers.limit);
+        // A fresh channel with its receiver alive and room for one cannot refuse.
+        let _ = tx.try_send(job);
         queues.insert(key.clone(), tx);
         drop(queues);
         let store = self.clone();
@@ -296,7 +318,7 @@ impl Store {
 
     /// The writer task of one conversation: takes whatever is queued, applies it, repeats;
     /// leaves when the queue is empty.
-    async fn run_writer(self, key: Key, mut rx: mpsc::UnboundedReceiver<Job>) {
+    async fn run_writer(self, key: Key, mut rx: mpsc::Receiver<Job>) {
         let mut last_failure: Option<Retryable> = None;
         loop {
             let mut jobs = Vec::new();
@@ -361,6 +383,8 @@ impl Store {
             return last_failure;
         }
         let now = Instant::now();
+        // A job whose caller has gone (disconnected, its request dropped) is not applied.
+        let ops: Vec<Pending<W>> = ops.into_iter().filter(|j| !j.reply.is_closed()).collect();
         let (live, expired): (Vec<Pending<W>>, Vec<Pending<W>>) =
             ops.into_iter().partition(|j| j.deadline > now);
         for j in expired {
@@ -462,6 +486,21 @@ impl Store {
                 Err(_) => return Err(attempts.exhausted()),
             }
         }
+    }
+}
+
+/// Answers a job that found its conversation's queue full (`limit` waiting).
+fn refuse_full(job: Job, limit: usize) {
+    let full = || {
+        Error::Contention(anyhow::anyhow!(
+            "the conversation's write queue is full ({limit} writes waiting on this instance)"
+        ))
+    };
+    match job {
+        Job::Op(j) => drop(j.reply.send(Err(full()))),
+        Job::Reports(j) => drop(j.reply.send(Err(full()))),
+        // The turn's holder goes on without it (its own transaction still retries conflicts).
+        Job::Turn(_) => {}
     }
 }
 

@@ -431,3 +431,43 @@ async fn two_instances_adding_to_one_conversation_at_once_lose_nothing_and_answe
     assert_eq!(first.member_count(&conv).await, 121);
     assert_invariants(&first, &conv).await;
 }
+
+#[tokio::test]
+async fn a_full_conversation_queue_answers_write_contention_at_once_and_loses_nothing() {
+    let mut settings = test_settings();
+    settings.database.max_queued_writes = 2;
+    let app = spawn_app_with(settings).await;
+    let conv = app.create_group("alice", &[]).await;
+    let path = format!("/v1/conversations/{conv}/members");
+    let token = app.server();
+    let answers = futures::future::join_all((0..60).map(|i| {
+        let (app, path, token) = (&app, &path, &token);
+        async move {
+            let t = Instant::now();
+            let r = app
+                .post(path, token, json!({ "user_id": format!("q{i:02}") }))
+                .await;
+            (r, t.elapsed())
+        }
+    }))
+    .await;
+    let added = answers.iter().filter(|(r, _)| r.status == 201).count();
+    let refused: Vec<_> = answers.iter().filter(|(r, _)| r.status == 503).collect();
+    assert_eq!(
+        added + refused.len(),
+        60,
+        "only 201 or 503: {:?}",
+        answers.iter().map(|(r, _)| r.status).collect::<Vec<_>>()
+    );
+    assert!(!refused.is_empty(), "60 adds at once never found 2 waiting");
+    for (r, waited) in &refused {
+        assert_eq!(r.code(), "write_contention", "{:?}", r.body);
+        assert!(r.headers.contains_key("retry-after"), "{:?}", r.headers);
+        assert!(
+            *waited < Duration::from_secs(5),
+            "a full queue answers at once, not after the write budget ({waited:?})"
+        );
+    }
+    assert_eq!(app.member_count(&conv).await, 1 + added as i64);
+    assert_invariants(&app, &conv).await;
+}
