@@ -53,7 +53,8 @@ pub enum Error {
     /// The database could not be reached (503 with `Retry-After`).
     #[error("database unavailable")]
     Unavailable(#[source] anyhow::Error),
-    /// Writes kept conflicting until the write budget ran out (503 with `Retry-After`).
+    /// Writes kept conflicting until the write budget ran out, or the conversation's queue was
+    /// full (503 with `Retry-After`).
     #[error("write contention")]
     Contention(#[source] anyhow::Error),
     /// Media object storage could not be reached (503 with `Retry-After`).

@@ -168,8 +168,9 @@ error_codes! {
     StorageUnavailable => (503, "storage_unavailable", "Storage unavailable"),
     /// The database cannot be reached; retry after the `Retry-After` seconds.
     DatabaseUnavailable => (503, "database_unavailable", "Database unavailable"),
-    /// Concurrent writes to the same conversation kept conflicting for `database.write_timeout_ms`;
-    /// nothing was changed; retry after the `Retry-After` seconds.
+    /// Concurrent writes to the same conversation kept conflicting for `database.write_timeout_ms`,
+    /// or its queue was full (`database.max_queued_writes`); nothing was changed; retry after
+    /// the `Retry-After` seconds.
     WriteContention => (503, "write_contention", "Write contention"),
 }
 

@@ -87,7 +87,7 @@ impl ResponseError for Error {
                 tracing::warn!(error = format!("{cause:#}"), "write contention");
                 problem_response(
                     ErrorCode::WriteContention,
-                    "concurrent changes to this conversation kept conflicting; nothing was changed, retry shortly".into(),
+                    "too many concurrent changes to this conversation; nothing was changed, retry shortly".into(),
                     Vec::new(),
                 )
             }
