@@ -69,7 +69,26 @@ impl RootSpanBuilder for RosterRootSpan {
         )
     }
 
+    /// Records the status on the span and logs one line per request: a server error (5xx) at
+    /// ERROR with its problem code (its cause is logged where the answer is made), everything
+    /// else at DEBUG with its status and code — a flood of refusals (401, 429, …) is not a
+    /// flood of log lines at the default level; `/metrics` counts them.
     fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, Error>) {
+        let (status, error) = match outcome {
+            Ok(r) => (r.status(), r.response().error()),
+            Err(e) => (e.as_response_error().status_code(), Some(e)),
+        };
+        let code = error
+            .and_then(|e| e.as_error::<crate::error::Error>())
+            .map(|e| e.code().as_str());
+        span.in_scope(|| {
+            if status.is_server_error() {
+                // The cause chain is logged where the answer is made (`http::error`).
+                tracing::error!(status = status.as_u16(), code, "request failed");
+            } else {
+                tracing::debug!(status = status.as_u16(), code, "request");
+            }
+        });
         DefaultRootSpanBuilder::on_request_end(span, outcome);
     }
 }
