@@ -10,8 +10,8 @@ use super::docs::{AuditActor, MemberDoc};
 use super::events::{EventDoc, kind};
 use super::{Store, refuse};
 use crate::auth::TenantScope;
-use crate::domain::{ConversationId, ErrorCode, ExternalUserId, MemberStatus, NotificationLevel};
-use crate::error::{Error, Problem, Result};
+use crate::domain::{ConversationId, ExternalUserId, MemberStatus, NotificationLevel};
+use crate::error::{Error, Result};
 
 /// Settings to change; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default)]
@@ -43,7 +43,8 @@ impl Store {
     /// In one transaction: applies `update` to the caller's present membership, derives the
     /// new state with `apply` (the same change, in memory), and, when `fields` of the two
     /// differ, puts the private event `event_kind` with those fields into the outbox.
-    /// Returns the membership after. Errors: `not_a_member`.
+    /// Returns the membership after. Errors: `conversation_not_found` (also for a caller who is
+    /// not a present member).
     async fn own_update(
         &self,
         scope: &TenantScope,
@@ -72,10 +73,8 @@ impl Store {
                     .session(&mut *s)
                     .await?
                 else {
-                    return refuse(Problem::new(
-                        ErrorCode::NotAMember,
-                        "the caller is not a member of this conversation",
-                    ));
+                    // As every route answers a conversation the caller is not in: missing.
+                    return refuse(crate::domain::aggregate::not_found());
                 };
                 let mut after = before.clone();
                 apply(&mut after);
@@ -98,7 +97,7 @@ impl Store {
     }
 
     /// Applies `patch` to the caller's settings in one atomic update; a change emits the
-    /// private event `member.settings_updated`. Errors: `not_a_member`.
+    /// private event `member.settings_updated`. Errors: `conversation_not_found`.
     pub async fn update_settings(
         &self,
         scope: &TenantScope,
@@ -152,7 +151,7 @@ impl Store {
 
     /// Moves the caller's read position forward to `message_id` at `read_at`; an older message
     /// id or time is ignored (`$max` on each: never backwards, under concurrency too). A move
-    /// emits the private event `member.read`. Errors: `not_a_member`.
+    /// emits the private event `member.read`. Errors: `conversation_not_found`.
     pub async fn mark_read(
         &self,
         scope: &TenantScope,

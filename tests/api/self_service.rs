@@ -104,7 +104,7 @@ async fn bad_settings_name_the_field_and_change_nothing() {
     let r = app
         .patch(&path, &app.user("stranger"), json!({ "pinned": true }))
         .await;
-    assert_eq!((r.status, r.code()), (404, "not_a_member"));
+    assert_eq!((r.status, r.code()), (404, "conversation_not_found"));
 }
 
 #[tokio::test]
@@ -178,7 +178,7 @@ async fn the_read_position_never_moves_backwards_even_under_fifty_concurrent_cal
             json!({ "message_id": highest.to_hex() }),
         )
         .await;
-    assert_eq!((r.status, r.code()), (404, "not_a_member"));
+    assert_eq!((r.status, r.code()), (404, "conversation_not_found"));
     let r = app
         .post(
             &path,

@@ -183,7 +183,7 @@ pub async fn join(
     params(("conversation_id" = String, Path, description = "24 hex digits")),
     responses((status = 200, body = MemberView),
               (status = 403, description = "`forbidden`: server token", body = ProblemBody, content_type = "application/problem+json"),
-              (status = 404, description = "`not_a_member`", body = ProblemBody, content_type = "application/problem+json"),
+              (status = 404, description = "`conversation_not_found`: no such conversation, or the caller is not a present member", body = ProblemBody, content_type = "application/problem+json"),
               (status = 422, description = "`validation_failed`", body = ProblemBody, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn settings(
@@ -202,7 +202,7 @@ pub async fn settings(
     params(("conversation_id" = String, Path, description = "24 hex digits")),
     responses((status = 200, body = MemberView),
               (status = 403, description = "`forbidden`: server token", body = ProblemBody, content_type = "application/problem+json"),
-              (status = 404, description = "`not_a_member`", body = ProblemBody, content_type = "application/problem+json")),
+              (status = 404, description = "`conversation_not_found`: no such conversation, or the caller is not a present member", body = ProblemBody, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn read(
     Caller(scope): Caller,
