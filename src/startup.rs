@@ -205,7 +205,8 @@ fn spawn_sweeper(
         // One instance sweeps a tenant per interval; the others leave it alone meanwhile.
         let lease = crate::store::moderation::SweepLease {
             owner: bson::oid::ObjectId::new().to_hex(),
-            lease: Duration::from_secs(settings.moderation.sweep_interval_secs),
+            interval: Duration::from_secs(settings.moderation.sweep_interval_secs),
+            hold: crate::store::moderation::SWEEP_HOLD,
         };
         let make = || {
             sweep(

@@ -109,17 +109,26 @@ pub struct SweepReport {
     pub tenants_leased_elsewhere: u64,
 }
 
-/// A sweeper's claim on tenants: tenants are swept by one instance at a time, each claim
-/// lasting `lease` from the moment it is taken (`sweep_leases`: `{_id: tenant, owner, until}`;
-/// not in `tenants`, whose every change empties the authorize caches), so that a fleet sweeps
-/// each tenant about once per lease.
+/// A sweeper's claim on tenants (`sweep_leases`: `{_id: tenant, owner, until, swept_at}`; not
+/// in `tenants`, whose every change empties the authorize caches). An instance claims a tenant
+/// right before sweeping it, for `hold` (renewed by each sweep of it, released when the sweep
+/// ends), and only when no other instance's claim is live and nobody swept the tenant within
+/// half of this instance's own `interval` — so a fleet sweeps each tenant about once per
+/// interval, and an instance that dies (or sweeps rarely) holds nobody else up for longer
+/// than `hold`.
 #[derive(Debug, Clone)]
 pub struct SweepLease {
     /// This instance (stable for the process's life).
     pub owner: String,
-    /// How long a claim lasts (the sweep interval).
-    pub lease: std::time::Duration,
+    /// This instance's sweep interval (`moderation.sweep_interval_secs`).
+    pub interval: std::time::Duration,
+    /// How long a claim lasts while its sweep runs ([`SWEEP_HOLD`] in production).
+    pub hold: std::time::Duration,
 }
+
+/// How long a running sweep's claim on a tenant lasts: longer than one tenant's sweep takes
+/// (each kind of work is batched by `moderation.sweep_batch`).
+pub const SWEEP_HOLD: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// How long an upload may stay `uploading` before the sweeper treats it as abandoned (ms).
 pub const STALE_UPLOAD_MS: i64 = 3_600_000;
@@ -398,8 +407,15 @@ impl Store {
                     report.tenants_leased_elsewhere += 1;
                     continue;
                 }
-                let scope = cred.tenant_scope(id);
-                match self.sweep_tenant(&scope, now, batch, &mut report).await {
+                let scope = cred.tenant_scope(id.clone());
+                let swept = self.sweep_tenant(&scope, now, batch, &mut report).await;
+                if let Some(l) = lease
+                    && let Err(e) = self.release_sweep_lease(&id, l).await
+                {
+                    // The claim runs out by itself (`hold`).
+                    tracing::warn!(tenant = %t.id, error = %e, "releasing a sweep lease failed");
+                }
+                match swept {
                     Ok(()) => {}
                     // The database is away: every later tenant would fail the same way.
                     Err(e @ crate::error::Error::Unavailable(_)) => return Err(e),
@@ -415,8 +431,9 @@ impl Store {
         Ok(report)
     }
 
-    /// Takes (or renews) `tenant`'s sweep lease for `lease.owner` until `now + lease.lease`;
-    /// `false` if another owner's claim has not run out.
+    /// Takes (or renews) `tenant`'s sweep lease for `lease.owner` until `now + lease.hold`;
+    /// `false` if another owner's claim is live or the tenant was swept within half of
+    /// `lease.interval` (see [`SweepLease`]).
     async fn take_sweep_lease(
         &self,
         _: &PlatformCredential,
@@ -424,17 +441,25 @@ impl Store {
         lease: &SweepLease,
         now: DateTime,
     ) -> Result<bool> {
-        let until = super::later(now, lease.lease);
-        // Matches a lease that has run out or is ours; with none, the upsert creates it; with
-        // another owner's live one, the upsert's insert collides on `_id`.
+        let until = super::later(now, lease.hold);
+        let recent = now.timestamp_millis()
+            - i64::try_from(lease.interval.as_millis() / 2).unwrap_or(i64::MAX);
+        // Matches our own claim, or a run-out one on a tenant not swept lately; with none,
+        // the upsert creates it; otherwise the upsert's insert collides on `_id`.
         let taken = self
             .collection::<Document>(names::SWEEP_LEASES)
             .update_one(
                 doc! {
                     "_id": tenant.as_str(),
                     "$or": [
-                        { "until": { "$lte": now } },
                         { "owner": &lease.owner },
+                        { "$and": [
+                            { "until": { "$lte": now } },
+                            { "$or": [
+                                { "swept_at": { "$lte": DateTime::from_millis(recent) } },
+                                { "swept_at": { "$exists": false } },
+                            ] },
+                        ] },
                     ],
                 },
                 doc! { "$set": { "owner": &lease.owner, "until": until } },
@@ -446,6 +471,19 @@ impl Store {
             Err(e) if super::is_duplicate_key(&e) => Ok(false),
             Err(e) => Err(db_error(e)),
         }
+    }
+
+    /// Ends `lease.owner`'s claim on `tenant` and records when it was swept.
+    async fn release_sweep_lease(&self, tenant: &TenantId, lease: &SweepLease) -> Result<()> {
+        let now = DateTime::now();
+        self.collection::<Document>(names::SWEEP_LEASES)
+            .update_one(
+                doc! { "_id": tenant.as_str(), "owner": &lease.owner },
+                doc! { "$set": { "until": now, "swept_at": now } },
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(())
     }
 
     /// One tenant's share of [`Store::sweep_expired`], added to `report`.

@@ -471,7 +471,10 @@ async fn one_instance_sweeps_a_tenant_at_a_time_and_takes_over_when_the_lease_ru
         leases
             .update_many(
                 bson::doc! {},
-                bson::doc! { "$set": { "until": bson::DateTime::from_millis(0) } },
+                bson::doc! { "$set": {
+                    "until": bson::DateTime::from_millis(0),
+                    "swept_at": bson::DateTime::from_millis(0),
+                } },
             )
             .await
             .unwrap();
@@ -498,7 +501,8 @@ async fn one_instance_sweeps_a_tenant_at_a_time_and_takes_over_when_the_lease_ru
     let cred = roster::auth::PlatformCredential::system("test");
     let lease = |owner: &str| SweepLease {
         owner: owner.into(),
-        lease: std::time::Duration::from_secs(3600),
+        interval: std::time::Duration::from_secs(3600),
+        hold: std::time::Duration::from_secs(3600),
     };
     let (a, b) = (lease("instance-a"), lease("instance-b"));
 
@@ -524,7 +528,7 @@ async fn one_instance_sweeps_a_tenant_at_a_time_and_takes_over_when_the_lease_ru
         .await
         .unwrap();
     assert_eq!((r.bans_expired, r.tenants_leased_elsewhere), (1, 0));
-    // a stops (its claim runs out): b takes the tenant over.
+    // a stops (its claim runs out, and the tenant was swept long ago): b takes it over.
     app.post(
         &format!("/v1/conversations/{conv}/members"),
         &app.server(),
@@ -545,4 +549,71 @@ async fn one_instance_sweeps_a_tenant_at_a_time_and_takes_over_when_the_lease_ru
         .await
         .unwrap();
     assert_eq!(r.tenants_leased_elsewhere, 1);
+}
+
+#[tokio::test]
+async fn an_instance_that_stops_or_sweeps_rarely_holds_the_others_up_for_its_hold_only() {
+    use roster::store::moderation::SweepLease;
+    use std::time::Duration;
+    let mut settings = crate::helpers::test_settings();
+    settings.moderation.sweep_interval_secs = 3600;
+    let app = crate::helpers::spawn_app_with(settings).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let leases = app
+        .store
+        .database()
+        .collection::<bson::Document>("sweep_leases");
+    leases.delete_many(bson::doc! {}).await.unwrap();
+    let cred = roster::auth::PlatformCredential::system("test");
+    let rare = SweepLease {
+        owner: "sweeps-hourly".into(),
+        interval: Duration::from_secs(3600),
+        hold: Duration::from_secs(3600),
+    };
+    let frequent = SweepLease {
+        owner: "sweeps-every-2-s".into(),
+        interval: Duration::from_secs(2),
+        hold: Duration::from_millis(800),
+    };
+    let sweep = |l: &SweepLease| {
+        let (app, cred, l) = (&app, &cred, l.clone());
+        async move {
+            app.store
+                .sweep_expired_leased(cred, 100, Some(&l))
+                .await
+                .unwrap()
+                .tenants_leased_elsewhere
+        }
+    };
+    assert_eq!(sweep(&rare).await, 0, "the hourly instance sweeps");
+    assert_eq!(sweep(&frequent).await, 1, "swept just now: left alone");
+    // Half of the frequent instance's interval later it sweeps, though the hourly instance's
+    // interval is far from over.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        sweep(&frequent).await,
+        0,
+        "taken over after 1 s, not after an hour"
+    );
+
+    // An instance that dies while sweeping holds the tenant for its hold only.
+    let tenant = app.tenant.clone();
+    leases
+        .update_one(
+            bson::doc! { "_id": &tenant },
+            bson::doc! { "$set": {
+                "owner": "died-mid-sweep",
+                "until": bson::DateTime::from_millis(bson::DateTime::now().timestamp_millis() + 800),
+                "swept_at": bson::DateTime::from_millis(0),
+            } },
+        )
+        .await
+        .unwrap();
+    assert_eq!(sweep(&frequent).await, 1, "a live claim is left alone");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        sweep(&frequent).await,
+        0,
+        "a dead instance's claim runs out"
+    );
 }
