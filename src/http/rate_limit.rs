@@ -34,6 +34,9 @@ const PRUNE_EVERY: u64 = 4096;
 pub struct RateLimits {
     tenant: Limiter<String>,
     user: Limiter<(String, String)>,
+    /// Downloads through signed URLs, per `(tenant, media id)` at a user's rate: a URL that
+    /// travels (forwarded, leaked) cannot drain its tenant's or its signer's bucket.
+    signed: Limiter<(String, String)>,
     settings: RateLimitSettings,
     checks: AtomicU64,
 }
@@ -54,6 +57,8 @@ impl RateLimits {
                 .with_middleware::<StateInformationMiddleware>(),
             user: RateLimiter::dashmap(quota(settings.user_per_sec, settings.user_burst))
                 .with_middleware::<StateInformationMiddleware>(),
+            signed: RateLimiter::dashmap(quota(settings.user_per_sec, settings.user_burst))
+                .with_middleware::<StateInformationMiddleware>(),
             settings: settings.clone(),
             checks: AtomicU64::new(0),
         })
@@ -65,6 +70,7 @@ impl RateLimits {
         if self.checks.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
             self.tenant.retain_recent();
             self.user.retain_recent();
+            self.signed.retain_recent();
         }
         let tenant = scope.tenant().as_str();
         let s = &self.settings;
@@ -89,6 +95,19 @@ impl RateLimits {
             Some(u) if u.remaining <= tenant.remaining => u,
             _ => tenant,
         })
+    }
+
+    /// Spends one download of media `media` through a signed URL of `tenant` (its own bucket,
+    /// at `rate_limits.user_per_sec` / `user_burst`). Errors: [`Error::RateLimited`].
+    pub fn check_signed(&self, tenant: &str, media: &str) -> Result<RateState> {
+        let s = &self.settings;
+        Self::spend(
+            &self.signed,
+            &(tenant.to_owned(), media.to_owned()),
+            "signed_url",
+            s.user_per_sec,
+            s.user_burst,
+        )
     }
 
     fn spend<K: std::hash::Hash + Eq + Clone>(

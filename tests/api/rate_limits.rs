@@ -224,3 +224,78 @@ async fn without_configured_origins_a_preflight_is_refused() {
     assert_eq!(r.status(), 405);
     assert!(r.headers().get("access-control-allow-origin").is_none());
 }
+
+#[tokio::test]
+async fn media_downloads_spend_the_callers_bucket_and_a_signed_url_its_own() {
+    let mut settings = test_settings();
+    settings.rate_limits.enabled = true;
+    settings.rate_limits.user_per_sec = 1;
+    settings.rate_limits.user_burst = 3;
+    settings.rate_limits.tenant_per_sec = 100;
+    settings.rate_limits.tenant_burst = 1000;
+    let app = spawn_app_with(settings).await;
+    let conv = app
+        .create_group("alice", &[("bob", "member"), ("carol", "member")])
+        .await;
+    // Carol has made no call yet: her bucket is full.
+    let carol = app.user("carol");
+    let up = crate::media::upload(
+        &app,
+        &carol,
+        Some(&conv),
+        crate::media::png(16, 16, 100),
+        "p.png",
+        "image/png",
+    )
+    .await;
+    assert_eq!(up.status, 201, "{:?}", up.body);
+    let id = up.body["id"].as_str().unwrap().to_owned();
+    let download = |url: String, token: Option<String>| {
+        let app = &app;
+        async move {
+            let mut req = app.client.get(format!("{}{url}", app.address));
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            req.send().await.unwrap()
+        }
+    };
+    // Carol's bucket of 3: the upload, then two downloads; the third download is refused.
+    let content = format!("/v1/media/{id}/content");
+    for _ in 0..2 {
+        let r = download(content.clone(), Some(carol.clone())).await;
+        assert_eq!(r.status(), 200);
+        assert!(r.headers().contains_key("ratelimit-remaining"));
+    }
+    let r = download(content.clone(), Some(carol.clone())).await;
+    assert_eq!(
+        r.status(),
+        429,
+        "downloads by token spend the caller's bucket"
+    );
+    assert!(r.headers().contains_key("retry-after"));
+
+    // A signed URL (bob signs: one of his 3) has a bucket of its own, per media.
+    let bob = app.user("bob");
+    let signed = app
+        .post(&format!("/v1/media/{id}/url"), &bob, serde_json::json!({}))
+        .await;
+    assert_eq!(signed.status, 200, "{:?}", signed.body);
+    let url = signed.body["url"].as_str().unwrap().to_owned();
+    for _ in 0..3 {
+        assert_eq!(download(url.clone(), None).await.status(), 200);
+    }
+    let r = download(url.clone(), None).await;
+    assert_eq!(
+        r.status(),
+        429,
+        "a signed URL cannot be fetched without limit"
+    );
+    assert!(r.headers().contains_key("retry-after"));
+    // …and the URL's downloads spent nothing of its signer's bucket.
+    let r = me(&app, &bob).await;
+    assert_eq!(
+        (r.status, header(&r, "ratelimit-remaining")),
+        (200, Some(1))
+    );
+}

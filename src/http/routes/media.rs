@@ -238,12 +238,23 @@ async fn serve(
                 "a signed URL needs t, v, e and s",
             )
         })?;
-        state.roster.verify_signed(&id, variant, &q)?
+        let scope = state.roster.verify_signed(&id, variant, &q)?;
+        if let Some(limits) = &state.rate_limits {
+            let standing = limits.check_signed(scope.tenant().as_str(), &id)?;
+            req.extensions_mut().insert(standing);
+        }
+        scope
     } else {
-        state
+        let scope = state
             .roster
             .authenticate(&bearer(&req)?, &state.auth)
-            .await?
+            .await?;
+        // The same buckets as every other call with this token.
+        if let Some(limits) = &state.rate_limits {
+            let standing = limits.check(&scope)?;
+            req.extensions_mut().insert(standing);
+        }
+        scope
     };
     let range = req.get_header::<header::Range>();
     let mut unsatisfiable = None;
