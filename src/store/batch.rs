@@ -277,6 +277,11 @@ impl Shell<'_> {
                 let found = store.invite_links().find_one(f).session(&mut *s).await?;
                 Fact::InviteLink(code, found.map(convert::invite_link))
             }
+            Need::Member(user) => {
+                let f = Store::member_filter(tenant, conv, &user);
+                let found = store.members().find_one(f).session(&mut *s).await?;
+                Fact::Member(user, found.map(|m| Box::new(convert::member(m))))
+            }
         };
         agg.learn(fact);
         Ok(())

@@ -1026,12 +1026,82 @@ async fn each_way_in_costs_a_few_commands_whatever_the_conversation_size() {
 }
 
 /// A join through a link: the link by code (1), then the writer's transaction — the
-/// conversation, the catalog, the membership, the link, the user (upsert), the new membership,
-/// the conversation's count, the audit entry, the outbox, the link's `uses`, the commit (11).
-const LINK_JOIN_COMMANDS: u64 = 12;
+/// conversation, the catalog, the membership, the link, its creator's membership (the creator
+/// must still be able to grant the link's role), the user (upsert), the new membership, the
+/// conversation's count, the audit entry, the outbox, the link's `uses`, the commit (12).
+const LINK_JOIN_COMMANDS: u64 = 13;
 /// An acceptance: the invitation for the caller (1), then the same transaction with the
-/// invitation in place of the link (11).
-const ACCEPT_COMMANDS: u64 = 12;
+/// invitation in place of the link (12).
+const ACCEPT_COMMANDS: u64 = 13;
 /// An approval: the reads before the transaction (the conversation and the approver's rights,
 /// the request; 2–3) and the transaction with the request in place of the link (11).
 const APPROVE_COMMANDS: u64 = 14;
+
+#[tokio::test]
+async fn a_link_or_invitation_lapses_when_its_creator_may_no_longer_grant_it() {
+    let app = spawn_app().await;
+    let conv = app.create_group("ann", &[("adam", "admin")]).await;
+    let adam = app.user("adam");
+    let link = code_of(&make_link(&app, &conv, &adam, json!({ "role": "moderator" })).await);
+    let r = invite(
+        &app,
+        &conv,
+        &adam,
+        json!({ "user_id": "ivy", "role": "moderator" }),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let invitation = id_of(&r);
+    let server_link = code_of(&make_link(&app, &conv, &app.server(), json!({})).await);
+
+    // Adam is removed: what he made no longer lets anyone in.
+    let r = app
+        .delete(
+            &format!("/v1/conversations/{conv}/members/adam"),
+            &app.server(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let r = join_link(&app, &link, &app.user("luke")).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (404, "invite_link_not_found"),
+        "{:?}",
+        r.body
+    );
+    let r = answer(&app, &invitation, &app.user("ivy"), "accept").await;
+    assert_eq!(
+        (r.status, r.code()),
+        (404, "invitation_not_found"),
+        "{:?}",
+        r.body
+    );
+    for who in ["luke", "ivy"] {
+        let r = app
+            .get(
+                &format!("/v1/conversations/{conv}/members/{who}"),
+                &app.server(),
+            )
+            .await;
+        assert_eq!(r.status, 404, "{who} was let in: {:?}", r.body);
+    }
+    // Back as a plain member he still may not grant `moderator`: the link stays lapsed.
+    let r = app
+        .post(
+            &format!("/v1/conversations/{conv}/members"),
+            &app.server(),
+            json!({ "user_id": "adam" }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let r = join_link(&app, &link, &app.user("luke")).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (404, "invite_link_not_found"),
+        "{:?}",
+        r.body
+    );
+    // A server's link is nobody's right: it still works.
+    let r = join_link(&app, &server_link, &app.user("luke")).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+}

@@ -34,6 +34,9 @@ pub enum Need {
     PendingJoinRequest(String),
     /// The invite link with this code in this conversation.
     InviteLink(String),
+    /// The membership of this user (external id) in this conversation, whatever its status
+    /// (e.g. who made an invitation or link, to check they may still grant it).
+    Member(String),
 }
 
 impl Need {
@@ -68,6 +71,8 @@ pub enum Fact {
     PendingJoinRequest(String, Option<JoinRequest>),
     /// [`Need::InviteLink`].
     InviteLink(String, Option<InviteLink>),
+    /// [`Need::Member`]: the user and their membership, if any.
+    Member(String, Option<Box<Member>>),
 }
 
 /// What the aggregate cannot make by itself.
@@ -195,6 +200,9 @@ impl ConversationAggregate {
             }
             Fact::InviteLink(code, found) => {
                 self.links.entry(code).or_insert(found);
+            }
+            Fact::Member(user, found) => {
+                self.members.entry(user).or_insert(found.map(|m| *m));
             }
         }
     }

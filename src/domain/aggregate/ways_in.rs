@@ -5,6 +5,7 @@
 //! members it let in, and one pending item per user and conversation holds.
 
 use super::admission::only_member;
+use super::refusals::member_acting;
 use super::{
     Answer, Applied, ConversationAggregate, Env, Need, NewInvitation, NewInviteLink, NewMember,
     Request, Write, banned, closed, direct, invitation_not_found, join_request_not_found,
@@ -69,6 +70,31 @@ impl ConversationAggregate {
             Some(l) => Ok(l.clone()),
             None => Err(Need::InviteLink(code.to_owned())),
         }
+    }
+
+    /// Whether `creator` (a user's external id; `None`: a server made it) may still grant
+    /// `role` by the rule that let them make the invitation or link
+    /// ([`rules::check_add`]: present, `can_add_members`, a rank above the role). A right
+    /// that has ended — the creator left, was removed or banned, or lost the flag or the
+    /// rank — ends what it granted.
+    fn grantor_may_still_grant(
+        &self,
+        creator: Option<&str>,
+        role: &crate::domain::RoleName,
+    ) -> Result<bool, Need> {
+        let Some(creator) = creator else {
+            return Ok(true);
+        };
+        let m = match self.members.get(creator) {
+            Some(m) => m.as_ref(),
+            None => return Err(Need::Member(creator.to_owned())),
+        };
+        let Ok(acting) =
+            member_acting(m.map(|m| (m.role.clone(), m.permissions.clone(), m.status)))
+        else {
+            return Ok(false);
+        };
+        Ok(rules::check_add(&self.catalog, &acting, role).is_ok())
     }
 
     fn put_invitation(&mut self, inv: Invitation, w: Write) {
@@ -233,6 +259,12 @@ impl ConversationAggregate {
         } else if accept {
             if inv.inviter_external_id.is_some() && self.is_closed() {
                 return Ok(Err(closed()));
+            }
+            if !self.grantor_may_still_grant(inv.inviter_external_id.as_deref(), &inv.role)? {
+                return Ok(Err(Refusal::new(
+                    ErrorCode::InvitationNotFound,
+                    "the invitation lapsed: its inviter may no longer grant its role",
+                )));
             }
             let items = [NewMember {
                 user: user.clone(),
@@ -541,6 +573,12 @@ impl ConversationAggregate {
             return Ok(self
                 .ask_to_join(i, req, None, Some(&link), env)?
                 .map(|r| Answer::JoinRequest(Box::new(r))));
+        }
+        if !self.grantor_may_still_grant(link.creator_external_id.as_deref(), &link.role)? {
+            return Ok(Err(Refusal::new(
+                ErrorCode::InviteLinkNotFound,
+                "the link lapsed: its creator may no longer grant its role",
+            )));
         }
         let items = [NewMember {
             user,

@@ -107,6 +107,7 @@ impl Db {
                     .cloned(),
             ),
             Need::InviteLink(code) => Fact::InviteLink(code.clone(), self.links.get(code).cloned()),
+            Need::Member(u) => Fact::Member(u.clone(), self.members.get(u).cloned().map(Box::new)),
         }
     }
 
