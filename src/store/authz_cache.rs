@@ -135,15 +135,7 @@ impl AuthzCache {
         let rows = moka::sync::Cache::builder()
             .max_capacity(capacity)
             .eviction_listener(move |_k, v: Arc<RowEntry>, _cause| {
-                if let Some(id) = v.row.as_ref().map(|r| r.id) {
-                    let mut held = held.lock().unwrap_or_else(|p| p.into_inner());
-                    if let Some((_, n)) = held.get_mut(&id) {
-                        *n -= 1;
-                        if *n == 0 {
-                            held.remove(&id);
-                        }
-                    }
-                }
+                release_held(&held, v.row.as_ref().map(|r| r.id).into_iter());
             })
             .build();
         let floor = Arc::new(AtomicU64::new(0));
@@ -225,15 +217,7 @@ impl AuthzCache {
 
     /// Undoes [`AuthzCache::hold`] for `ids`.
     pub(crate) fn release(&self, ids: impl Iterator<Item = ObjectId>) {
-        let mut held = self.by_id.lock().unwrap_or_else(|p| p.into_inner());
-        for id in ids {
-            if let Some((_, n)) = held.get_mut(&id) {
-                *n -= 1;
-                if *n == 0 {
-                    held.remove(&id);
-                }
-            }
-        }
+        release_held(&self.by_id, ids);
     }
 
     /// Whether entries are being served (enabled and the change stream is open).
@@ -292,25 +276,19 @@ impl AuthzCache {
         if !self.rows_live() {
             return None;
         }
-        Some(Ticket {
-            seq: self.seq.load(Ordering::SeqCst),
-            unknown: self.unknown.load(Ordering::SeqCst),
-        })
+        self.tracking_ticket()
     }
 
     /// Stores what a read started at `ticket` found for `key`, unless a change it may have
     /// missed arrived meanwhile.
     pub fn fill_row(&self, ticket: Ticket, key: RowKey, row: Option<AuthzRow>) {
-        if let Some(r) = &row {
-            let mut held = self.by_id.lock().unwrap_or_else(|p| p.into_inner());
-            held.entry(r.id).or_insert((key.1, 0)).1 += 1;
-        }
+        self.hold(key.1, row.as_ref().map(|r| r.id).into_iter());
         let entry = Arc::new(RowEntry {
             row,
             filled_at: ticket.seq,
         });
         self.rows.insert(key.clone(), entry);
-        if self.unknown.load(Ordering::SeqCst) != ticket.unknown || !self.is_live() {
+        if self.spoiled(ticket) {
             self.rows.invalidate(&key);
         }
     }
@@ -413,6 +391,22 @@ impl AuthzCache {
             self.clear();
         }
         self.live.store(live, Ordering::SeqCst);
+    }
+}
+
+/// Drops one hold of each of `ids` from `held` (member `_id` → conversation and holders).
+fn release_held(
+    held: &Mutex<HashMap<ObjectId, (ObjectId, u32)>>,
+    ids: impl Iterator<Item = ObjectId>,
+) {
+    let mut held = held.lock().unwrap_or_else(|p| p.into_inner());
+    for id in ids {
+        if let Some((_, n)) = held.get_mut(&id) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&id);
+            }
+        }
     }
 }
 
