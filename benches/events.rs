@@ -66,19 +66,7 @@ async fn adds(
     owner: &Arc<String>,
     tag: &str,
 ) -> anyhow::Result<Outcome> {
-    let (s, b) = svc
-        .call(
-            reqwest::Method::POST,
-            "/v1/conversations",
-            owner,
-            Some(json!({ "name": "Load", "max_members": 100000 })),
-        )
-        .await;
-    anyhow::ensure!(s == 201, "conversation: {s} {b}");
-    let conv = b["conversation"]["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let conv = svc.create_conversation(owner).await?;
     let reqs: Vec<Req> = (0..1000)
         .map(|i| Req {
             method: reqwest::Method::POST,

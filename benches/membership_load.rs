@@ -229,26 +229,6 @@ async fn main() -> anyhow::Result<()> {
         let id = roster::domain::ExternalUserId::parse(id).map_err(|e| anyhow::anyhow!(e.0))?;
         mint(Principal::User(id))
     };
-    let create = |owner: Arc<String>| {
-        let svc = &svc;
-        async move {
-            let (s, b) = svc
-                .call(
-                    reqwest::Method::POST,
-                    "/v1/conversations",
-                    &owner,
-                    Some(json!({ "name": "Load", "max_members": 100000 })),
-                )
-                .await;
-            anyhow::ensure!(s == 201, "conversation: {s} {b}");
-            Ok::<String, anyhow::Error>(
-                b["conversation"]["id"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-            )
-        }
-    };
     let req =
         |method: reqwest::Method, path: String, token: &Arc<String>, body: Option<Value>| Req {
             method,
@@ -263,7 +243,7 @@ async fn main() -> anyhow::Result<()> {
     header();
 
     // 1. 1,000 adds from 16 clients.
-    let conv = create(user("owner")?).await?;
+    let conv = svc.create_conversation(&user("owner")?).await?;
     let adds: Vec<Req> = (0..1000)
         .map(|i| {
             req(
@@ -363,7 +343,7 @@ async fn main() -> anyhow::Result<()> {
     let mut convs = Vec::new();
     for c in 0..5 {
         let owner = format!("owner{c}");
-        let id = create(user(&owner)?).await?;
+        let id = svc.create_conversation(&user(&owner)?).await?;
         let members: Vec<Value> = (0..49)
             .map(|i| json!({ "user_id": format!("c{c}m{i:02}") }))
             .collect();

@@ -47,19 +47,7 @@ async fn conversation(
     owner: &str,
     size: usize,
 ) -> anyhow::Result<Conv> {
-    let (s, b) = svc
-        .call(
-            reqwest::Method::POST,
-            "/v1/conversations",
-            owner_token,
-            Some(json!({ "name": "Messages", "max_members": 100000 })),
-        )
-        .await;
-    anyhow::ensure!(s == 201, "conversation: {s} {b}");
-    let id = b["conversation"]["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let id = svc.create_conversation(owner_token).await?;
     let mut members = vec![owner.to_owned()];
     let others: Vec<String> = (1..size).map(|i| format!("{owner}-m{i:04}")).collect();
     for chunk in others.chunks(100) {

@@ -88,6 +88,24 @@ impl Service {
             .unwrap_or(0.0)
     }
 
+    /// Creates a conversation as `owner` (a token) that may grow to 100,000 members; returns
+    /// its id. Errors: any answer but 201.
+    pub async fn create_conversation(&self, owner: &str) -> anyhow::Result<String> {
+        let (s, b) = self
+            .call(
+                reqwest::Method::POST,
+                "/v1/conversations",
+                owner,
+                Some(json!({ "name": "Load", "max_members": 100000 })),
+            )
+            .await;
+        anyhow::ensure!(s == 201, "conversation: {s} {b}");
+        Ok(b["conversation"]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned())
+    }
+
     pub async fn call(
         &self,
         method: reqwest::Method,
