@@ -249,7 +249,7 @@ impl ConversationAggregate {
     }
 
     /// How many present members hold `role` now (read once per operation).
-    fn holders(&self, role: &RoleName) -> Result<u64, super::Need> {
+    pub(super) fn holders(&self, role: &RoleName) -> Result<u64, super::Need> {
         self.facts
             .holders
             .get(role)

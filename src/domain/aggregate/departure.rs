@@ -206,6 +206,14 @@ impl ConversationAggregate {
         let Some(holder) = self.facts.top_holder.clone() else {
             return Err(super::Need::TopHolder);
         };
+        // The previous holder steps down to the runner-up role: its holder limit holds too
+        // (the heir leaving it makes room).
+        if holder.is_some() && self.catalog.get(&second).is_some_and(|r| r.limit.is_some()) {
+            let held = self.holders(&second)? + 1 - u64::from(heir.role == second);
+            if let Err(refusal) = super::check_holders(&self.catalog, &second, held) {
+                return Ok(Err(refusal));
+            }
+        }
         let none = BTreeMap::new();
         let previous = holder.map(|p| {
             let mut p = self.member(&p.external_user_id).cloned().unwrap_or(p);

@@ -184,10 +184,12 @@ proptest! {
                 .filter(|m| m.banned_at(now))
                 .map(|m| m.external_user_id.clone())
                 .collect();
+            // A ban holds until an unban, or the user's erasure (which deletes the membership
+            // and its ban with the rest of the user's data).
             let unbanned: Vec<String> = reqs
                 .iter()
                 .filter_map(|r| match &r.op {
-                    Op::Unban(u) => Some(u.as_str().to_owned()),
+                    Op::Unban(u) | Op::Erase(u) => Some(u.as_str().to_owned()),
                     _ => None,
                 })
                 .collect();
