@@ -83,7 +83,7 @@ pub async fn unmute(
     responses((status = 200, body = TransferView),
               (status = 403, description = "`insufficient_rank`: not the owner", body = ProblemBody, content_type = "application/problem+json"),
               (status = 404, description = "`conversation_not_found`, `not_a_member`", body = ProblemBody, content_type = "application/problem+json"),
-              (status = 409, description = "`direct_conversation`: a direct conversation has no owner", body = ProblemBody, content_type = "application/problem+json")),
+              (status = 409, description = "`direct_conversation`: a direct conversation has no owner; `role_limit_reached`: the previous owner would step down into a role that is full", body = ProblemBody, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn transfer(
     Caller(scope): Caller,
