@@ -5,8 +5,7 @@ use super::views::{MessageReportBatchView, MessageReportResult, MessageReportVie
 use super::{Roster, path_conversation};
 use crate::auth::TenantScope;
 use crate::domain::{ConversationId, ErrorCode, ExternalUserId, FieldError};
-use crate::error::{Error, Problem, Result};
-use std::collections::HashMap;
+use crate::error::{Problem, Result};
 
 use crate::store::activity::{Report, ReportOutcome};
 
@@ -80,11 +79,11 @@ impl Roster {
     }
 
     /// `POST /v1/messages/batch`: each report answered on its own, in order; a refused or
-    /// invalid one does not stop the rest. The reports of one conversation are written in one
-    /// transaction ([`crate::store::Store::report_messages`]), the conversations
-    /// concurrently. Errors: `forbidden`, `validation_failed` (batch size); 503 when a
-    /// conversation's write budget ran out (reports of other conversations may have been
-    /// counted: a retry answers them `duplicate`).
+    /// invalid one does not stop the rest. The valid reports, whatever their conversations,
+    /// are one piece of work on the tenant's report writer: one transaction
+    /// ([`crate::store::Store::report_messages`]). Errors: `forbidden`, `validation_failed`
+    /// (batch size); 503 when the write budget ran out (nothing was counted: a retry counts
+    /// them).
     pub async fn report_messages(
         &self,
         scope: &TenantScope,
@@ -98,11 +97,9 @@ impl Roster {
             )
             .into());
         }
-        // Valid reports grouped by conversation (in order within each); each group is one
-        // piece of work on its conversation's writer, and the groups run concurrently.
         let mut results: Vec<Option<(MessageReportResult, Option<String>)>> =
             vec![None; body.reports.len()];
-        let mut groups: HashMap<ConversationId, (Vec<usize>, Vec<Report>)> = HashMap::new();
+        let (mut positions, mut reports) = (Vec::new(), Vec::new());
         for (i, r) in body.reports.iter().enumerate() {
             let fields = check_report(&format!("reports[{i}]."), &r.message_id, r.sent_at);
             if let Some(f) = fields.first() {
@@ -110,22 +107,20 @@ impl Roster {
                 results[i] = Some((MessageReportResult::Refused, Some(code)));
                 continue;
             }
-            let (positions, reports) = groups.entry(r.conversation_id).or_default();
             positions.push(i);
             reports.push(Report {
+                conversation: r.conversation_id,
                 user: r.user_id.clone(),
                 message_id: r.message_id.clone(),
                 sent_at: bson::DateTime::from_chrono(r.sent_at),
             });
         }
-        let written = futures::future::try_join_all(groups.into_iter().map(
-            |(conv, (positions, reports))| async move {
-                let answers = self.store.report_messages(scope, conv, reports).await?;
-                Ok::<_, Error>(positions.into_iter().zip(answers))
-            },
-        ))
-        .await?;
-        for (i, answer) in written.into_iter().flatten() {
+        let written = if reports.is_empty() {
+            Vec::new()
+        } else {
+            self.store.report_messages(scope, reports).await?
+        };
+        for (i, answer) in positions.into_iter().zip(written) {
             results[i] = Some(match answer {
                 Ok(o) => (o.into(), None),
                 Err(p) => (

@@ -4,7 +4,7 @@
 //! `(tenant, conversation, message_id)` for seven days (TTL index), and a repeat inside that
 //! window changes nothing.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use bson::oid::ObjectId;
 use bson::{DateTime, Document, doc};
@@ -12,7 +12,6 @@ use serde::{Deserialize, Serialize};
 
 use futures::TryStreamExt;
 use mongodb::ClientSession;
-use mongodb::options::ReturnDocument;
 
 use super::work::Work;
 use super::{Store, db_error, names};
@@ -41,9 +40,11 @@ pub struct MessageReportDoc {
     pub reported_at: DateTime,
 }
 
-/// One message report: who sent which message when.
+/// One message report: who sent which message when, in which conversation.
 #[derive(Debug, Clone)]
 pub struct Report {
+    /// The conversation.
+    pub conversation: ConversationId,
     /// The sender's external id.
     pub user: ExternalUserId,
     /// The messaging service's message id (1-128 characters).
@@ -55,20 +56,20 @@ pub struct Report {
 /// A report's answer: counted or duplicate, or the sender's refusal.
 pub type ReportAnswer = std::result::Result<ReportOutcome, Problem>;
 
-/// Reports of one conversation by one caller, queued on the conversation's writer as one
-/// piece of work.
+/// Reports by one caller (of any of the tenant's conversations), queued on the tenant's
+/// report writer as one piece of work.
 #[derive(Debug, Clone)]
 pub struct ReportBatch {
     scope: TenantScope,
     reports: Vec<Report>,
 }
 
-/// What a [`ReportBatch`] answers: one answer per report, and the conversation's activity
-/// after the transaction (when it counted anything).
+/// What a [`ReportBatch`] answers: one answer per report, and the conversations it counted
+/// reports in.
 #[derive(Debug)]
 pub struct ReportAnswers {
     outcomes: Vec<ReportAnswer>,
-    moved: Option<ActivityRow>,
+    moved: Vec<ObjectId>,
 }
 
 impl Work for ReportBatch {
@@ -81,38 +82,28 @@ impl Work for ReportBatch {
     fn apply<'a>(
         store: &'a Store,
         s: &'a mut ClientSession,
-        conv: ObjectId,
         items: &'a [Self],
     ) -> impl Future<
         Output = mongodb::error::Result<Vec<std::result::Result<ReportAnswers, Problem>>>,
     > + Send
     + 'a {
-        store.apply_reports(s, conv, items)
+        store.apply_reports(s, items)
     }
 
-    /// Moves the conversation up its members' chat lists once for the whole batch.
+    /// The senders' activity and the chat lists changed: seen at once by this instance's
+    /// caches.
     async fn committed(
         store: &Store,
-        conv: ObjectId,
-        items: &[Self],
+        _items: &[Self],
         answers: &[std::result::Result<ReportAnswers, Problem>],
     ) {
-        // The senders' activity changed: seen at once by this instance's caches.
-        store.parts.authz.touch(conv);
-        let moved = answers.iter().find_map(|a| a.as_ref().ok()?.moved.as_ref());
-        let (Some(first), Some(row)) = (items.first(), moved) else {
-            return;
-        };
-        let Some(at) = row.last_message_at else {
-            return;
-        };
-        if let Err(e) = store
-            .fan_out_activity(&first.scope, conv, row.member_count, at)
-            .await
-        {
-            // The reports are committed and the conversation stays marked: the sweeper
-            // finishes.
-            tracing::warn!(error = %e, conversation = %conv, "chat-list fan-out failed; the sweeper will repair it");
+        let moved: BTreeSet<ObjectId> = answers
+            .iter()
+            .filter_map(|a| a.as_ref().ok())
+            .flat_map(|a| a.moved.iter().copied())
+            .collect();
+        for conv in moved {
+            store.parts.authz.touch(conv);
         }
     }
 }
@@ -120,12 +111,15 @@ impl Work for ReportBatch {
 /// A reported message id, as the duplicate check reads it.
 #[derive(Debug, Deserialize)]
 struct SeenRow {
+    conversation_id: ObjectId,
     message_id: String,
 }
 
 /// The conversation fields a report reads back.
 #[derive(Debug, Clone, Deserialize)]
 struct ActivityRow {
+    #[serde(rename = "_id")]
+    id: ObjectId,
     member_count: i64,
     #[serde(default)]
     last_message_at: Option<DateTime>,
@@ -165,9 +159,9 @@ impl Store {
         self.collection(names::MESSAGE_REPORTS)
     }
 
-    /// Records that `user` sent `message_id` at `sent_at`, once, then moves the conversation
-    /// up its members' chat lists (see [`Store::fan_out_activity`]). The report joins the
-    /// conversation's group commit ([`Store::report_messages`]). Errors: `not_a_member`,
+    /// Records that `user` sent `message_id` at `sent_at`, once, and moves the conversation
+    /// up its members' chat lists (see [`Store::report_messages`]). The report joins the
+    /// tenant's group commit ([`Store::report_messages`]). Errors: `not_a_member`,
     /// `member_banned`, `member_muted`, `missing_permission` (as authorize answers); 503 when
     /// the write budget ran out.
     pub async fn report_message(
@@ -179,11 +173,12 @@ impl Store {
         sent_at: DateTime,
     ) -> Result<ReportOutcome> {
         let report = Report {
+            conversation: id,
             user: user.clone(),
             message_id: message_id.to_owned(),
             sent_at,
         };
-        let mut answers = self.report_messages(scope, id, vec![report]).await?;
+        let mut answers = self.report_messages(scope, vec![report]).await?;
         match answers.pop() {
             Some(answer) => answer.map_err(crate::error::Error::Client),
             None => Err(crate::error::Error::Internal(anyhow::anyhow!(
@@ -192,36 +187,32 @@ impl Store {
         }
     }
 
-    /// Records `reports` (all of one conversation), each once, in order: a report whose
-    /// message id was reported before (or earlier in the same batch) is `Duplicate`; a sender
-    /// who may not post is refused with the code authorize gives. Queued on the
-    /// conversation's writer, so the reports waiting there share one transaction: one read of
-    /// the message ids, one of the senders, one insert of the reports, one update of each
-    /// sender's `activity` (all in one `update` command), one of the conversation's
-    /// `last_message_at`; then one chat-list catch-up for the whole batch. Returns one answer
-    /// per report. Errors: 503 when the write budget ran out.
+    /// Records `reports` (of any of the tenant's conversations), each once, in order: a
+    /// report whose message id was reported before in its conversation (or earlier in the
+    /// same batch) is `Duplicate`; a sender who may not post is refused with the code
+    /// authorize gives. Queued on the tenant's report writer, so all reports waiting there
+    /// share one transaction whatever their conversations: one read of the message ids, one
+    /// of the senders, one of the conversations, one insert of the reports, one `update`
+    /// command for every sender's `activity`, one for every conversation's `last_message_at`
+    /// and one for the chat lists of the small ones, the commit: eight commands. Returns one
+    /// answer per report. Errors: 503 when the write budget ran out.
     pub async fn report_messages(
         &self,
         scope: &TenantScope,
-        id: ConversationId,
         reports: Vec<Report>,
     ) -> Result<Vec<ReportAnswer>> {
         let batch = ReportBatch {
             scope: scope.clone(),
             reports,
         };
-        Ok(self
-            .submit_reports(scope, id.object_id(), batch)
-            .await?
-            .outcomes)
+        Ok(self.submit_reports(scope, batch).await?.outcomes)
     }
 
-    /// In the writer's transaction `s`: applies `batches` (all of conversation `conv`) in
-    /// order; see [`Store::report_messages`].
+    /// In the writer's transaction `s`: applies `batches` (all of one tenant) in order; see
+    /// [`Store::report_messages`].
     async fn apply_reports(
         &self,
         s: &mut ClientSession,
-        conv: ObjectId,
         batches: &[ReportBatch],
     ) -> mongodb::error::Result<Vec<std::result::Result<ReportAnswers, Problem>>> {
         let Some(first) = batches.first() else {
@@ -230,49 +221,77 @@ impl Store {
         let scope = &first.scope;
         let now = DateTime::now();
         let reports: Vec<&Report> = batches.iter().flat_map(|b| &b.reports).collect();
-        let mut ids: Vec<&str> = reports.iter().map(|r| r.message_id.as_str()).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        let mut reported = super::tenant_filter(scope);
-        reported.insert("conversation_id", conv);
-        reported.insert("message_id", doc! { "$in": &ids });
-        let mut seen = HashSet::new();
+        // Per conversation: its message ids and its senders, each sorted and once.
+        let mut wanted: BTreeMap<ObjectId, (Vec<&str>, Vec<&str>)> = BTreeMap::new();
+        for r in &reports {
+            let (ids, users) = wanted.entry(r.conversation.object_id()).or_default();
+            ids.push(r.message_id.as_str());
+            users.push(r.user.as_str());
+        }
+        for (ids, users) in wanted.values_mut() {
+            for v in [ids, users] {
+                v.sort_unstable();
+                v.dedup();
+            }
+        }
+        // `{tenant_id, $or: [{conversation_id, message_id: {$in}}, …]}`: one index lookup per
+        // conversation on both MongoDB and SecantusDB (the launcher's OR of prefixes).
+        let per_conv = |field: &str, senders: bool| {
+            let mut f = super::tenant_filter(scope);
+            let branches: Vec<Document> = wanted
+                .iter()
+                .map(|(c, (ids, users))| {
+                    let values = if senders { users } else { ids };
+                    doc! { "conversation_id": c, field: { "$in": values } }
+                })
+                .collect();
+            if let [only] = branches.as_slice() {
+                f.extend(only.clone());
+            } else {
+                f.insert("$or", branches);
+            }
+            f
+        };
+        let mut seen: HashSet<(ObjectId, String)> = HashSet::new();
         let mut cursor = self
             .message_reports()
             .clone_with_type::<SeenRow>()
-            .find(reported)
-            .projection(doc! { "_id": 0, "message_id": 1 })
+            .find(per_conv("message_id", false))
+            .projection(doc! { "_id": 0, "conversation_id": 1, "message_id": 1 })
             .session(&mut *s)
             .await?;
         while let Some(r) = cursor.next(&mut *s).await.transpose()? {
-            seen.insert(r.message_id);
+            seen.insert((r.conversation_id, r.message_id));
         }
-        let mut users: Vec<&str> = reports.iter().map(|r| r.user.as_str()).collect();
-        users.sort_unstable();
-        users.dedup();
-        let read = Store::members_named_query(scope, conv, &users);
         let mut senders = HashMap::new();
-        let mut cursor = self.members().find(read.filter).session(&mut *s).await?;
+        let mut cursor = self
+            .members()
+            .find(per_conv("external_user_id", true))
+            .session(&mut *s)
+            .await?;
         while let Some(m) = cursor.next(&mut *s).await.transpose()? {
-            senders.insert(m.external_user_id.clone(), m);
+            senders.insert((m.conversation_id, m.external_user_id.clone()), m);
         }
         let mut docs = Vec::new();
-        // Per sender: messages counted and the latest `sent_at`.
-        let mut counted: BTreeMap<&str, (i64, DateTime)> = BTreeMap::new();
+        // Per sender: messages counted and the latest `sent_at`; per conversation the latest.
+        let mut counted: BTreeMap<(ObjectId, &str), (i64, DateTime)> = BTreeMap::new();
+        let mut latest: BTreeMap<ObjectId, DateTime> = BTreeMap::new();
         let mut answers = Vec::with_capacity(reports.len());
         for r in &reports {
-            if seen.contains(&r.message_id) {
+            let conv = r.conversation.object_id();
+            let key = (conv, r.message_id.clone());
+            if seen.contains(&key) {
                 answers.push(Ok(ReportOutcome::Duplicate));
                 continue;
             }
             let state = senders
-                .get(r.user.as_str())
+                .get(&(conv, r.user.as_str().to_owned()))
                 .map(|m| (m.effective_status(now), &m.permissions));
             if let Some(d) = decide(state, &Action::Builtin(Flag::SendMessages)) {
                 answers.push(Err(sender_refusal(d, r.user.as_str())));
                 continue;
             }
-            seen.insert(r.message_id.clone());
+            seen.insert(key);
             docs.push(MessageReportDoc {
                 id: ObjectId::new(),
                 tenant_id: scope.tenant().as_str().to_owned(),
@@ -282,130 +301,176 @@ impl Store {
                 sent_at: r.sent_at,
                 reported_at: now,
             });
-            let sender = counted.entry(r.user.as_str()).or_insert((0, r.sent_at));
+            let sender = counted
+                .entry((conv, r.user.as_str()))
+                .or_insert((0, r.sent_at));
             sender.0 += 1;
             sender.1 = sender.1.max(r.sent_at);
+            let last = latest.entry(conv).or_insert(r.sent_at);
+            *last = (*last).max(r.sent_at);
             answers.push(Ok(ReportOutcome::Counted));
         }
-        let mut moved = None;
-        if let Some(last) = docs.iter().map(|d| d.sent_at).max() {
-            self.message_reports()
-                .insert_many(&docs)
-                .session(&mut *s)
-                .await?;
-            let updates: Vec<Document> = counted
-                .iter()
-                .map(|(user, (n, at))| {
-                    doc! {
-                        "q": Self::member_filter(scope, conv, user),
-                        "u": {
-                            "$inc": { "activity.message_count": n },
-                            "$max": { "activity.last_message_at": at },
-                        },
-                    }
-                })
-                .collect();
-            let expected = updates.len();
-            let answer = self
-                .database()
-                .run_command(doc! {
-                    "update": names::GROUP_MEMBERS,
-                    "updates": updates,
-                    "ordered": true,
-                })
-                .session(&mut *s)
-                .await?;
-            if answer.get_array("writeErrors").is_ok_and(|e| !e.is_empty()) {
-                return Err(mongodb::error::Error::custom(anyhow::anyhow!(
-                    "updating senders' activity: {answer}"
-                )));
-            }
-            tracing::trace!(senders = expected, "senders' activity counted");
-            moved = self
-                .conversations()
-                .clone_with_type::<ActivityRow>()
-                .find_one_and_update(
-                    Self::conversation_filter(scope, conv),
-                    // Marked in the same transaction, so a fan-out that never happens (a
-                    // crash, a failed write) is repaired by the sweeper.
-                    doc! {
-                        "$max": { "last_message_at": last },
-                        "$set": { "activity_fanout_pending": true },
-                    },
-                )
-                .projection(doc! { "member_count": 1, "last_message_at": 1 })
-                .return_document(ReturnDocument::After)
-                .session(&mut *s)
+        if !docs.is_empty() {
+            self.count_reports(s, scope, &docs, &counted, &latest)
                 .await?;
         }
         let mut answers = answers.into_iter();
         Ok(batches
             .iter()
             .map(|b| {
+                let mine: HashSet<ObjectId> = b
+                    .reports
+                    .iter()
+                    .map(|r| r.conversation.object_id())
+                    .collect();
                 Ok(ReportAnswers {
                     outcomes: answers.by_ref().take(b.reports.len()).collect(),
-                    moved: moved.clone(),
+                    moved: mine
+                        .into_iter()
+                        .filter(|c| latest.contains_key(c))
+                        .collect(),
                 })
             })
             .collect())
     }
 
-    /// Moves a conversation whose last activity is now `at` up its present members' chat
-    /// lists (`conversation_activity_at`, never backwards). The report's transaction has
-    /// marked it `activity_fanout_pending`. A conversation of at most `members.embed_threshold`
-    /// members is caught up at once (one multi-document update on
-    /// `{tenant_id, conversation_id, status}`) and its mark cleared; a larger one keeps the
-    /// mark, and the sweeper catches its members up once per sweep — so a busy conversation of
-    /// 20,000 members costs one write per message, not 20,000. A fan-out that fails or never
-    /// runs leaves the mark, and the sweeper repairs it.
-    pub(crate) async fn fan_out_activity(
+    /// In the report transaction `s`: inserts the counted reports `docs`, adds each sender's
+    /// `counted` messages and latest `sent_at` to their `activity`, moves each conversation's
+    /// `last_message_at` up to its `latest`, and catches up the chat lists of the small ones
+    /// (at most `members.embed_threshold` members: their present members'
+    /// `conversation_activity_at`). A larger conversation is marked `activity_fanout_pending`
+    /// instead, and the sweeper catches its members up once per sweep — so a busy
+    /// conversation of 20,000 members costs one write per message, not 20,000. Six commands
+    /// however many reports and conversations: one read of the conversations, one insert,
+    /// four `update`s.
+    async fn count_reports(
         &self,
+        s: &mut ClientSession,
         scope: &TenantScope,
-        conversation: ObjectId,
-        member_count: i64,
-        at: DateTime,
-    ) -> Result<()> {
-        if member_count <= self.embed_threshold() {
-            self.catch_up_and_clear(scope, conversation, Some(at))
-                .await?;
+        docs: &[MessageReportDoc],
+        counted: &BTreeMap<(ObjectId, &str), (i64, DateTime)>,
+        latest: &BTreeMap<ObjectId, DateTime>,
+    ) -> mongodb::error::Result<()> {
+        let ids: Vec<ObjectId> = latest.keys().copied().collect();
+        let mut cursor = self
+            .conversations()
+            .clone_with_type::<ActivityRow>()
+            .find(super::id_filter(scope, doc! { "$in": ids }))
+            .projection(doc! { "_id": 1, "member_count": 1, "last_message_at": 1 })
+            .session(&mut *s)
+            .await?;
+        let mut small = BTreeMap::new();
+        while let Some(row) = cursor.next(&mut *s).await.transpose()? {
+            if row.member_count <= self.embed_threshold() {
+                small.insert(row.id, row.last_message_at);
+            }
+        }
+        self.message_reports()
+            .insert_many(docs)
+            .session(&mut *s)
+            .await?;
+        let senders = counted.iter().map(|((conv, user), (n, at))| {
+            doc! {
+                "q": Self::member_filter(scope, *conv, user),
+                "u": {
+                    "$inc": { "activity.message_count": n },
+                    "$max": { "activity.last_message_at": at },
+                },
+            }
+        });
+        self.update_each(s, names::GROUP_MEMBERS, senders.collect(), false)
+            .await?;
+        let convs = latest.iter().map(|(conv, last)| {
+            let u = if small.contains_key(conv) {
+                doc! { "$max": { "last_message_at": last } }
+            } else {
+                doc! {
+                    "$max": { "last_message_at": last },
+                    "$set": { "activity_fanout_pending": true },
+                }
+            };
+            doc! { "q": Self::conversation_filter(scope, *conv), "u": u }
+        });
+        self.update_each(s, names::CONVERSATIONS, convs.collect(), false)
+            .await?;
+        let catch_up = small.iter().filter_map(|(conv, before)| {
+            let last = latest.get(conv)?;
+            let at = before.map_or(*last, |b| b.max(*last));
+            Some(Self::catch_up_statement(scope, *conv, at))
+        });
+        self.update_each(s, names::GROUP_MEMBERS, catch_up.collect(), true)
+            .await
+    }
+
+    /// The `update` statement that moves a conversation's present members'
+    /// `conversation_activity_at` up to `at` (never backwards): one multi-document update on
+    /// `{tenant_id, conversation_id, status}`.
+    fn catch_up_statement(scope: &TenantScope, conv: ObjectId, at: DateTime) -> Document {
+        let mut q = super::tenant_filter(scope);
+        q.insert("conversation_id", conv);
+        q.insert("status", doc! { "$in": ["active", "muted"] });
+        doc! { "q": q, "u": { "$max": { "conversation_activity_at": at } }, "multi": true }
+    }
+
+    /// Runs `statements` (`{q, u}` each) as one `update` command of `collection` in the
+    /// transaction `s`; `multi` when a statement may match many documents. Errors: the
+    /// driver's, and any write error.
+    async fn update_each(
+        &self,
+        s: &mut ClientSession,
+        collection: &str,
+        statements: Vec<Document>,
+        multi: bool,
+    ) -> mongodb::error::Result<()> {
+        if statements.is_empty() {
+            return Ok(());
+        }
+        let answer = self
+            .database()
+            .run_command(doc! {
+                "update": collection,
+                "updates": statements,
+                "ordered": !multi,
+            })
+            .session(&mut *s)
+            .await?;
+        if answer.get_array("writeErrors").is_ok_and(|e| !e.is_empty()) {
+            return Err(mongodb::error::Error::custom(anyhow::anyhow!(
+                "updating {collection}: {answer}"
+            )));
         }
         Ok(())
     }
 
-    /// Catches the present members up to `at` (when known) and clears the conversation's
-    /// `activity_fanout_pending` mark unless a newer message arrived meanwhile (it moved
-    /// `last_message_at`, and keeps the mark for its own fan-out).
+    /// Sweeper: moves conversation `conv`, whose last activity is `at`, up its present
+    /// members' chat lists and clears its `activity_fanout_pending` mark unless a newer
+    /// message arrived meanwhile (it moved `last_message_at`, and the mark stays for the
+    /// next sweep). Two commands.
     async fn catch_up_and_clear(
         &self,
         scope: &TenantScope,
-        conversation: ObjectId,
+        conv: ObjectId,
         at: Option<DateTime>,
     ) -> Result<()> {
         if let Some(at) = at {
-            self.catch_up_members(scope, conversation, at).await?;
+            let catch_up = Self::catch_up_statement(scope, conv, at);
+            let answer = self
+                .database()
+                .run_command(doc! { "update": names::GROUP_MEMBERS, "updates": [catch_up] })
+                .await
+                .map_err(db_error)?;
+            if answer.get_array("writeErrors").is_ok_and(|e| !e.is_empty()) {
+                return Err(crate::error::Error::Internal(anyhow::anyhow!(
+                    "catching up chat lists: {answer}"
+                )));
+            }
+            // The members' documents changed (`conversation_activity_at`).
+            self.parts.authz.touch(conv);
         }
-        // The members' documents changed (`conversation_activity_at`).
-        self.parts.authz.touch(conversation);
-        let mut guard = super::id_filter(scope, conversation);
+        let mut guard = super::id_filter(scope, conv);
         guard.insert("last_message_at", at);
         self.conversations()
             .update_one(guard, doc! { "$unset": { "activity_fanout_pending": "" } })
-            .await
-            .map_err(db_error)?;
-        Ok(())
-    }
-
-    async fn catch_up_members(
-        &self,
-        scope: &TenantScope,
-        conversation: ObjectId,
-        at: DateTime,
-    ) -> Result<()> {
-        let mut f = super::tenant_filter(scope);
-        f.insert("conversation_id", conversation);
-        f.insert("status", doc! { "$in": ["active", "muted"] });
-        self.members()
-            .update_many(f, doc! { "$max": { "conversation_activity_at": at } })
             .await
             .map_err(db_error)?;
         Ok(())

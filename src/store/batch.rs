@@ -74,18 +74,18 @@ struct Shell<'a> {
 }
 
 impl Store {
-    /// Applies `items` (all on `conv_id`, all of the same tenant) inside the open transaction
-    /// of `s`: one answer per item, in order; a refusal stages nothing. Errors: database
-    /// errors only (the whole batch is then retried or failed by the caller).
+    /// Applies `items` (all on one conversation, all of the same tenant) inside the open
+    /// transaction of `s`: one answer per item, in order; a refusal stages nothing. Errors:
+    /// database errors only (the whole batch is then retried or failed by the caller).
     pub(crate) async fn apply_batch(
         &self,
         s: &mut ClientSession,
-        conv_id: ObjectId,
         items: &[BatchItem],
     ) -> mongodb::error::Result<Vec<Step<WriteOutput>>> {
         let Some(first) = items.first() else {
             return Ok(Vec::new());
         };
+        let conv_id = first.conv;
         let shell = Shell {
             store: self,
             tenant: &first.scope,

@@ -1,13 +1,12 @@
-//! What a conversation's writer applies: the one trait its kinds of work share
+//! What a writer applies: the one trait its kinds of work share
 //! ([`super::writer`] queues them; membership operations and message reports implement it).
 
-use bson::oid::ObjectId;
 use mongodb::ClientSession;
 
 use super::Store;
 use crate::error::Problem;
 
-/// What a conversation's writer applies in one transaction: membership operations
+/// What a writer applies in one transaction: membership operations
 /// ([`super::writer::BatchItem`]) or message reports ([`super::activity::ReportBatch`]).
 /// Arrivals of one kind queued together share a transaction.
 pub(crate) trait Work: Clone + Send + Sync + 'static {
@@ -23,7 +22,6 @@ pub(crate) trait Work: Clone + Send + Sync + 'static {
     fn apply<'a>(
         store: &'a Store,
         s: &'a mut ClientSession,
-        conv: ObjectId,
         items: &'a [Self],
     ) -> impl Future<
         Output = mongodb::error::Result<Vec<std::result::Result<Self::Answer, Problem>>>,
@@ -33,7 +31,6 @@ pub(crate) trait Work: Clone + Send + Sync + 'static {
     /// Runs after the batch committed and before its answers go out (at most once per batch).
     fn committed<'a>(
         _store: &'a Store,
-        _conv: ObjectId,
         _items: &'a [Self],
         _answers: &'a [std::result::Result<Self::Answer, Problem>],
     ) -> impl Future<Output = ()> + Send + 'a {

@@ -27,9 +27,11 @@
 //! `database_unavailable`. A batch that fails for any other reason is re-run one operation at
 //! a time, so one request's failure never becomes another's answer.
 //!
-//! Message reports queue the same way ([`Store::report_messages`]): the reports waiting
-//! together share one transaction, as membership changes do (a run of one kind at a time, in
-//! arrival order).
+//! Message reports queue the same way ([`Store::report_messages`]), but on one queue per
+//! tenant rather than per conversation: a report touches its sender's counters and its
+//! conversation's `last_message_at`, never the membership rules' state, so the reports waiting
+//! for all of a tenant's conversations share one transaction — a service reporting into a
+//! thousand two-member conversations pays one transaction per batch, not one per message.
 //!
 //! Other writes that touch a conversation (its update, deletion) take an exclusive turn in the same queue ([`Store::conversation_turn`]) and run
 //! their own transaction while the writer waits.
@@ -90,11 +92,13 @@ pub enum WriteOutput {
     Erased(bool),
 }
 
-/// One operation of a batch: who asks, what, and the request id its audit entries carry.
+/// One operation of a batch: who asks, what, where, and the request id its audit entries carry.
 #[derive(Debug, Clone)]
 pub struct BatchItem {
     /// The caller.
     pub scope: TenantScope,
+    /// The conversation.
+    pub conv: ObjectId,
     /// The operation, with the caller as the rules see it.
     pub request: Request,
     /// The request id (audit).
@@ -102,14 +106,15 @@ pub struct BatchItem {
 }
 
 impl BatchItem {
-    /// `op` by the caller of `scope`, for the request being handled.
-    pub fn new(scope: &TenantScope, op: Op) -> Self {
+    /// `op` by the caller of `scope` on conversation `conv`, for the request being handled.
+    pub fn new(scope: &TenantScope, conv: ObjectId, op: Op) -> Self {
         let actor = match scope.user() {
             Some(u) => Actor::User(u.clone()),
             None => Actor::Server,
         };
         Self {
             scope: scope.clone(),
+            conv,
             request: Request { actor, op },
             request_id: crate::context::request_id(),
         }
@@ -135,12 +140,11 @@ impl Work for BatchItem {
     fn apply<'a>(
         store: &'a Store,
         s: &'a mut ClientSession,
-        conv: ObjectId,
         items: &'a [Self],
     ) -> impl Future<Output = mongodb::error::Result<Vec<std::result::Result<WriteOutput, Problem>>>>
     + Send
     + 'a {
-        store.apply_batch(s, conv, items)
+        store.apply_batch(s, items)
     }
 }
 
@@ -174,10 +178,19 @@ impl Job {
     }
 }
 
-type Key = (String, ObjectId);
+/// What a queue serializes within a tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Lane {
+    /// One conversation's membership changes and exclusive turns.
+    Conversation(ObjectId),
+    /// All of the tenant's message reports.
+    Reports,
+}
 
-/// The queues of this instance, one per conversation with work, each holding at most
-/// `limit` writes (`database.max_queued_writes`).
+type Key = (String, Lane);
+
+/// The queues of this instance, one per conversation with work (and one per tenant for
+/// message reports), each holding at most `limit` writes (`database.max_queued_writes`).
 pub struct Writers {
     queues: Mutex<HashMap<Key, mpsc::Sender<Job>>>,
     limit: usize,
@@ -227,7 +240,12 @@ impl Store {
         op: Op,
     ) -> Result<WriteOutput> {
         let out = self
-            .submit_work(scope, conv, BatchItem::new(scope, op), Job::Op)
+            .submit_work(
+                scope,
+                Lane::Conversation(conv),
+                BatchItem::new(scope, conv, op),
+                Job::Op,
+            )
             .await;
         // This instance's own change is seen at once, not only when its change stream
         // reports it (an ownership hand-off may have changed other members too).
@@ -235,21 +253,21 @@ impl Store {
         out
     }
 
-    /// Queues `reports` on conversation `conv` and waits for their answers, one per report
-    /// in order. Errors: 503 when the write budget ran out.
+    /// Queues `reports` on the tenant's report queue and waits for their answers, one per
+    /// report in order. Errors: 503 when the write budget ran out.
     pub(crate) async fn submit_reports(
         &self,
         scope: &TenantScope,
-        conv: ObjectId,
         reports: ReportBatch,
     ) -> Result<super::activity::ReportAnswers> {
-        self.submit_work(scope, conv, reports, Job::Reports).await
+        self.submit_work(scope, Lane::Reports, reports, Job::Reports)
+            .await
     }
 
     async fn submit_work<W: Work>(
         &self,
         scope: &TenantScope,
-        conv: ObjectId,
+        lane: Lane,
         work: W,
         job: fn(Pending<W>) -> Job,
     ) -> Result<W::Answer> {
@@ -259,7 +277,7 @@ impl Store {
             deadline: Instant::now() + self.db.write_timeout(),
             reply,
         };
-        self.enqueue(scope, conv, job(pending));
+        self.enqueue(scope, lane, job(pending));
         answer.await.unwrap_or_else(|_| {
             Err(Error::Internal(anyhow::anyhow!(
                 "the conversation's writer stopped without answering"
@@ -274,7 +292,11 @@ impl Store {
     pub(crate) async fn conversation_turn(&self, scope: &TenantScope, conv: ObjectId) -> Turn {
         let (granted, grant) = oneshot::channel();
         let deadline = Instant::now() + self.db.write_timeout();
-        self.enqueue(scope, conv, Job::Turn(TurnJob { deadline, granted }));
+        self.enqueue(
+            scope,
+            Lane::Conversation(conv),
+            Job::Turn(TurnJob { deadline, granted }),
+        );
         match tokio::time::timeout_at(deadline, grant).await {
             Ok(Ok(done)) => Turn {
                 _done: Some(done),
@@ -287,10 +309,10 @@ impl Store {
         }
     }
 
-    /// Queues `job` on conversation `conv`'s writer (starting one when none runs). A full
-    /// queue answers the job at once: 503 `write_contention` (a turn goes without its token).
-    fn enqueue(&self, scope: &TenantScope, conv: ObjectId, job: Job) {
-        let key = (scope.tenant().as_str().to_owned(), conv);
+    /// Queues `job` on `lane`'s writer (starting one when none runs). A full queue answers
+    /// the job at once: 503 `write_contention` (a turn goes without its token).
+    fn enqueue(&self, scope: &TenantScope, lane: Lane, job: Job) {
+        let key = (scope.tenant().as_str().to_owned(), lane);
         let writers = &self.parts.writers;
         let Ok(mut queues) = writers.queues.lock() else {
             return; // poisoned: a writer panicked; the caller's channel reports it
@@ -316,7 +338,7 @@ impl Store {
         tokio::spawn(async move { store.run_writer(key, rx).await });
     }
 
-    /// The writer task of one conversation: takes whatever is queued, applies it, repeats;
+    /// The writer task of one lane: takes whatever is queued, applies it, repeats;
     /// leaves when the queue is empty.
     async fn run_writer(self, key: Key, mut rx: mpsc::Receiver<Job>) {
         let mut last_failure: Option<Retryable> = None;
@@ -345,21 +367,22 @@ impl Store {
                 continue;
             }
             // In arrival order: a run of one kind shares a transaction.
+            // (A conversation's lane holds operations and turns, a tenant's report lane
+            // reports.)
             let (mut ops, mut reports) = (Vec::new(), Vec::new());
-            let conv = key.1;
             for job in jobs {
                 match job {
                     Job::Op(j) => {
-                        last_failure = self.run_jobs(conv, take(&mut reports), last_failure).await;
+                        last_failure = self.run_jobs(take(&mut reports), last_failure).await;
                         ops.push(j);
                     }
                     Job::Reports(j) => {
-                        last_failure = self.run_jobs(conv, take(&mut ops), last_failure).await;
+                        last_failure = self.run_jobs(take(&mut ops), last_failure).await;
                         reports.push(j);
                     }
                     Job::Turn(t) => {
-                        last_failure = self.run_jobs(conv, take(&mut ops), last_failure).await;
-                        last_failure = self.run_jobs(conv, take(&mut reports), last_failure).await;
+                        last_failure = self.run_jobs(take(&mut ops), last_failure).await;
+                        last_failure = self.run_jobs(take(&mut reports), last_failure).await;
                         let (done, finished) = oneshot::channel();
                         if t.granted.send(done).is_ok() {
                             let _ = tokio::time::timeout_at(t.deadline, finished).await;
@@ -367,15 +390,14 @@ impl Store {
                     }
                 }
             }
-            last_failure = self.run_jobs(conv, ops, last_failure).await;
-            last_failure = self.run_jobs(conv, reports, last_failure).await;
+            last_failure = self.run_jobs(ops, last_failure).await;
+            last_failure = self.run_jobs(reports, last_failure).await;
         }
     }
 
     /// Answers jobs whose budget ran out while they waited, and applies the rest as one batch.
     async fn run_jobs<W: Work>(
         &self,
-        conv: ObjectId,
         ops: Vec<Pending<W>>,
         last_failure: Option<Retryable>,
     ) -> Option<Retryable> {
@@ -395,7 +417,7 @@ impl Store {
         }
         let items: Vec<W> = live.iter().map(|j| j.work.clone()).collect();
         let deadline = live.iter().map(|j| j.deadline).min().unwrap_or(now);
-        let (answers, failure) = match self.run_batch(conv, &items, deadline).await {
+        let (answers, failure) = match self.run_batch(&items, deadline).await {
             Ok(answers) => (
                 answers
                     .into_iter()
@@ -413,7 +435,7 @@ impl Store {
                 let mut answers = Vec::with_capacity(items.len());
                 for (item, job) in items.iter().zip(&live) {
                     let one = self
-                        .run_batch(conv, std::slice::from_ref(item), job.deadline)
+                        .run_batch(std::slice::from_ref(item), job.deadline)
                         .await;
                     answers.push(match one.map(|mut a| a.pop()) {
                         Ok(Some(answer)) => answer.map_err(Error::Client),
@@ -451,7 +473,6 @@ impl Store {
     /// ([`Attempts`], [`begin`], [`commit`]).
     async fn run_batch<W: Work>(
         &self,
-        conv: ObjectId,
         items: &[W],
         deadline: Instant,
     ) -> Result<Vec<std::result::Result<W::Answer, Problem>>> {
@@ -461,7 +482,7 @@ impl Store {
             let attempt = async {
                 let mut s = self.db.client().start_session().await?;
                 begin(&mut s).await?;
-                match W::apply(self, &mut s, conv, items).await {
+                match W::apply(self, &mut s, items).await {
                     Ok(answers) => commit(&mut s, deadline).await.map(|()| answers),
                     Err(e) => {
                         let _ = s.abort_transaction().await;
@@ -472,7 +493,7 @@ impl Store {
             match tokio::time::timeout_at(deadline, attempt).await {
                 Ok(Ok(answers)) => {
                     self.parts.events.committed();
-                    W::committed(self, conv, items, &answers).await;
+                    W::committed(self, items, &answers).await;
                     if attempts.count > 1 {
                         tracing::debug!(
                             attempts = attempts.count,

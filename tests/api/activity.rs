@@ -248,7 +248,69 @@ async fn concurrent_reports_into_one_conversation_share_transactions_and_count_e
 }
 
 #[tokio::test]
-async fn a_batch_writes_each_conversations_reports_in_one_transaction() {
+async fn concurrent_reports_into_many_conversations_share_transactions_and_order_chat_lists() {
+    let app = spawn_app().await;
+    // 12 two-member conversations, alice in all of them; one report into each at once, the
+    // later the conversation the later its message.
+    let mut convs = Vec::new();
+    for i in 0..12 {
+        convs.push(
+            app.create_group("alice", &[(&format!("b{i}"), "member")])
+                .await,
+        );
+    }
+    let server = app.server();
+    let commits = app.store.commits_sent();
+    let answers = join_all(convs.iter().enumerate().map(|(i, conv)| {
+        let body = json!({
+            "user_id": format!("b{i}"),
+            "message_id": "hello",
+            "sent_at": format!("2026-03-01T10:00:{i:02}Z"),
+        });
+        let path = format!("/v1/conversations/{conv}/messages");
+        let server = server.clone();
+        let app = &app;
+        async move { app.post(&path, &server, body).await }
+    }))
+    .await;
+    let commits = app.store.commits_sent() - commits;
+    for (i, r) in answers.iter().enumerate() {
+        assert_eq!(
+            (r.status, r.body["result"].as_str()),
+            (200, Some("counted")),
+            "{i}: {:?}",
+            r.body
+        );
+    }
+    assert!(
+        commits < 12,
+        "{commits} transactions for 12 reports into 12 conversations: not grouped"
+    );
+    for (i, conv) in convs.iter().enumerate() {
+        let c = app.conversation(conv).await;
+        assert_eq!(c["last_message_at"], format!("2026-03-01T10:00:{i:02}Z"));
+        let m = app
+            .get(&format!("/v1/conversations/{conv}/members/b{i}"), &server)
+            .await;
+        assert_eq!(m.body["activity"]["message_count"], 1, "b{i}: {:?}", m.body);
+    }
+    // Alice's chat list: most recent activity first, at once (no sweep needed).
+    let list = app
+        .get("/v1/users/alice/conversations?limit=12", &app.user("alice"))
+        .await;
+    assert_eq!(list.status, 200, "{:?}", list.body);
+    let order: Vec<&str> = list.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["conversation"]["id"].as_str().unwrap())
+        .collect();
+    let want: Vec<&str> = convs.iter().rev().map(String::as_str).collect();
+    assert_eq!(order, want);
+}
+
+#[tokio::test]
+async fn a_batch_over_many_conversations_is_one_transaction_of_a_fixed_number_of_commands() {
     let app = spawn_app().await;
     let mut convs = Vec::new();
     for _ in 0..5 {
@@ -271,7 +333,7 @@ async fn a_batch_writes_each_conversations_reports_in_one_transaction() {
             "message_id": format!("c{i}"), "sent_at": "2026-03-01T10:00:00Z"
         }));
     }
-    let commits = app.store.commits_sent();
+    let (commits, commands) = (app.store.commits_sent(), app.store.commands_sent());
     let r = app
         .post(
             "/v1/messages/batch",
@@ -280,6 +342,7 @@ async fn a_batch_writes_each_conversations_reports_in_one_transaction() {
         )
         .await;
     let commits = app.store.commits_sent() - commits;
+    let commands = app.store.commands_sent() - commands;
     assert_eq!(r.status, 200, "{:?}", r.body);
     let results = r.body["results"].as_array().unwrap();
     // i and i + 45 name the same conversation (45 % 5 == 0) and the same message id.
@@ -297,7 +360,10 @@ async fn a_batch_writes_each_conversations_reports_in_one_transaction() {
         assert_eq!(x["conversation_id"], reports[i]["conversation_id"]);
         assert_eq!(x["message_id"], reports[i]["message_id"]);
     }
-    assert_eq!(commits, 5, "one transaction per conversation");
+    assert_eq!(commits, 1, "one transaction for the five conversations");
+    // Read the ids, the senders and the conversations, insert, update the senders, the
+    // conversations and the chat lists, commit: 8, whatever the number of conversations.
+    assert_eq!(commands, 8, "commands for a batch over five conversations");
     let mut total = 0;
     for conv in &convs {
         for u in ["alice", "bob"] {
