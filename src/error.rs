@@ -57,6 +57,11 @@ pub enum Error {
     /// full (503 with `Retry-After`).
     #[error("write contention")]
     Contention(#[source] anyhow::Error),
+    /// A commit was sent but not confirmed within the write budget and the commit grace: the
+    /// change may or may not have been applied (503 `write_outcome_unknown` with
+    /// `Retry-After`).
+    #[error("write outcome unknown")]
+    OutcomeUnknown(#[source] anyhow::Error),
     /// Media object storage could not be reached (503 with `Retry-After`).
     #[error("object storage unavailable")]
     StorageUnavailable(#[source] anyhow::Error),
@@ -81,6 +86,7 @@ impl Error {
             Error::Client(p) => p.code,
             Error::Unavailable(_) => ErrorCode::DatabaseUnavailable,
             Error::Contention(_) => ErrorCode::WriteContention,
+            Error::OutcomeUnknown(_) => ErrorCode::WriteOutcomeUnknown,
             Error::StorageUnavailable(_) => ErrorCode::StorageUnavailable,
             Error::Internal(_) => ErrorCode::Internal,
             Error::RateLimited(_) => ErrorCode::RateLimited,

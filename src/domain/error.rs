@@ -133,6 +133,10 @@ error_codes! {
     PreconditionFailed => (412, "precondition_failed", "Precondition failed"),
     /// A request with this `Idempotency-Key` is still running; retry after it.
     IdempotencyKeyInProgress => (409, "idempotency_key_in_progress", "Idempotency key in progress"),
+    /// The first request with this `Idempotency-Key` answered `write_outcome_unknown`: its
+    /// change may have been applied, so the key is not run again (for 24 hours). Read the
+    /// resource back and, if the change is missing, send it with a new key.
+    IdempotencyKeyOutcomeUnknown => (409, "idempotency_key_outcome_unknown", "Idempotency key outcome unknown"),
     /// The upload is larger than the tenant's media size limit.
     MediaTooLarge => (413, "media_too_large", "Media too large"),
     /// The request body is larger than the configured limit.
@@ -172,6 +176,12 @@ error_codes! {
     /// or its queue was full (`database.max_queued_writes`); nothing was changed; retry after
     /// the `Retry-After` seconds.
     WriteContention => (503, "write_contention", "Write contention"),
+    /// The change was sent to the database but its commit was not confirmed within the write
+    /// budget and the commit grace (the connection broke or the database stalled mid-commit):
+    /// it may or may not have been applied. Read the resource back, or retry with the same
+    /// `Idempotency-Key` (which answers `idempotency_key_outcome_unknown` rather than apply it
+    /// twice); retry after the `Retry-After` seconds.
+    WriteOutcomeUnknown => (503, "write_outcome_unknown", "Write outcome unknown"),
 }
 
 /// One invalid field in a `validation_failed` answer: `{ "field": "role", "message": "…" }`.

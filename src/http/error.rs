@@ -56,7 +56,8 @@ pub fn problem_response(code: ErrorCode, detail: String, errors: Vec<FieldError>
     match code {
         ErrorCode::DatabaseUnavailable
         | ErrorCode::StorageUnavailable
-        | ErrorCode::WriteContention => {
+        | ErrorCode::WriteContention
+        | ErrorCode::WriteOutcomeUnknown => {
             res.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS.to_string()));
         }
         c if c.status() == 401 => {
@@ -88,6 +89,14 @@ impl ResponseError for Error {
                 problem_response(
                     ErrorCode::WriteContention,
                     "too many concurrent changes to this conversation; nothing was changed, retry shortly".into(),
+                    Vec::new(),
+                )
+            }
+            Error::OutcomeUnknown(cause) => {
+                tracing::error!(error = format!("{cause:#}"), "commit outcome unknown");
+                problem_response(
+                    ErrorCode::WriteOutcomeUnknown,
+                    "the change was sent but its commit was not confirmed: it may or may not have been applied; read it back, or retry with the same Idempotency-Key".into(),
                     Vec::new(),
                 )
             }

@@ -7,7 +7,9 @@
 //! (its JSON body, or an upload's media type, `Content-Length` and query): the same key
 //! with another request answers 422 `idempotency_key_reused`; while the first request runs,
 //! a repeat answers 409 `idempotency_key_in_progress`. Answers of 5xx are not kept (a retry
-//! runs anew). Storage: [`crate::store::idempotency`].
+//! runs anew), except 503 `write_outcome_unknown`: the change may have been applied, so the
+//! key is kept and its repeats answer 409 `idempotency_key_outcome_unknown` (read back, then
+//! use a new key) — a key has at most one effect. Storage: [`crate::store::idempotency`].
 
 use actix_web::body::{BoxBody, to_bytes};
 use actix_web::http::header::{self, HeaderValue};
@@ -125,6 +127,13 @@ pub async fn idempotent(
                 "a request with this Idempotency-Key is still running; retry shortly",
             ));
         }
+        Claim::OutcomeUnknown => {
+            return Err(Error::client(
+                ErrorCode::IdempotencyKeyOutcomeUnknown,
+                "the first request with this Idempotency-Key may or may not have been applied \
+                 (write_outcome_unknown); read the resource back and send a missing change with a new key",
+            ));
+        }
         Claim::Reused => {
             return Err(Error::client(
                 ErrorCode::IdempotencyKeyReused,
@@ -132,10 +141,16 @@ pub async fn idempotent(
             ));
         }
     }
-    let res = match run.await {
-        Ok(res) => res,
-        Err(e) => e.error_response(),
+    let (res, unknown) = match run.await {
+        Ok(res) => (res, false),
+        Err(e) => (e.error_response(), matches!(e, Error::OutcomeUnknown(_))),
     };
+    if unknown {
+        if let Err(e) = store.mark_idempotency_outcome_unknown(&id).await {
+            tracing::error!(error = %e, "an Idempotency-Key whose outcome is unknown stays pending until it is taken over");
+        }
+        return Ok(res);
+    }
     if res.status().is_server_error() {
         if let Err(e) = store.release_idempotency_key(&id).await {
             tracing::warn!(error = %e, "an Idempotency-Key stays pending until it is taken over");

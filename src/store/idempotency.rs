@@ -37,6 +37,10 @@ pub struct IdempotencyDoc {
     pub location: Option<String>,
     /// The answer's body.
     pub body: Option<Binary>,
+    /// Set when the first request answered `write_outcome_unknown`: its change may have been
+    /// applied, so the key is never run again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome_unknown: Option<bool>,
     /// When the first request began (UTC).
     pub created_at: DateTime,
     /// When the TTL index removes the record (UTC).
@@ -54,6 +58,9 @@ pub enum Claim {
     InProgress,
     /// The key was used for another request (422 `idempotency_key_reused`).
     Reused,
+    /// The first request answered `write_outcome_unknown` (409
+    /// `idempotency_key_outcome_unknown`).
+    OutcomeUnknown,
 }
 
 /// A stored answer.
@@ -90,6 +97,7 @@ impl Store {
             content_type: None,
             location: None,
             body: None,
+            outcome_unknown: None,
             created_at: now,
             expires_at: DateTime::from_millis(
                 now.timestamp_millis() + IDEMPOTENCY_TTL_HOURS * 3_600_000,
@@ -113,6 +121,9 @@ impl Store {
         if found.fingerprint != fingerprint {
             return Ok(Claim::Reused);
         }
+        if found.outcome_unknown == Some(true) {
+            return Ok(Claim::OutcomeUnknown);
+        }
         if found.status.is_some() {
             return Ok(Claim::Replay(found));
         }
@@ -122,6 +133,7 @@ impl Store {
         // Left pending by a process that died: take it over, once.
         let mut stale = filter;
         stale.insert("status", bson::Bson::Null);
+        stale.insert("outcome_unknown", doc! { "$ne": true });
         stale.insert("created_at", found.created_at);
         let taken = self
             .idempotency_keys()
@@ -146,6 +158,20 @@ impl Store {
                     "location": answer.location.as_deref(),
                     "body": Binary { subtype: BinarySubtype::Generic, bytes: answer.body.clone() },
                 } },
+            )
+            .await
+            .map(drop)
+            .map_err(db_error)
+    }
+
+    /// Marks key `id` as held by a request whose change may or may not have been applied
+    /// (`write_outcome_unknown`): repeats answer 409 `idempotency_key_outcome_unknown` until
+    /// the record expires, and never run again.
+    pub async fn mark_idempotency_outcome_unknown(&self, id: &str) -> Result<()> {
+        self.idempotency_keys()
+            .update_one(
+                doc! { "_id": id, "status": bson::Bson::Null },
+                doc! { "$set": { "outcome_unknown": true } },
             )
             .await
             .map(drop)

@@ -6,10 +6,17 @@
 //! (`database.write_timeout_ms`, default 5,000): a `TransientTransactionError` (write
 //! conflict, lost primary), a duplicate key raised by a concurrent insert, or an unreachable
 //! server re-runs the whole body after an exponential backoff with jitter (`backon`, 5 ms
-//! doubling to 250 ms); an `UnknownTransactionCommitResult` re-sends only the commit. When the
-//! budget runs out the caller gets [`Error::Contention`] (503 `write_contention`) if conflicts
-//! persisted, or [`Error::Unavailable`] (503 `database_unavailable`) if the server could not be
-//! reached — both with `Retry-After`, never a 500.
+//! doubling to 250 ms). When the budget runs out before the commit is sent the caller gets
+//! [`Error::Contention`] (503 `write_contention`) if conflicts persisted, or
+//! [`Error::Unavailable`] (503 `database_unavailable`) if the server could not be reached —
+//! both with `Retry-After`, never a 500, and both mean nothing was applied.
+//!
+//! A commit, once sent, is never abandoned half-known: it runs past the budget for up to
+//! [`COMMIT_GRACE`], and an `UnknownTransactionCommitResult` (a broken connection, a stalled
+//! server) re-sends only the commit, as the transactions specification allows — a commit is
+//! idempotent. A commit still unconfirmed at the end of the grace answers
+//! [`Error::OutcomeUnknown`] (503 `write_outcome_unknown`): the change may have been applied,
+//! and nothing that may have committed is run again.
 //!
 //! Pinned in code: every transaction reads at `snapshot` and commits with `w: majority,
 //! j: true` (the client's write concern for writes outside transactions is the same).
@@ -17,6 +24,7 @@
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use bson::doc;
 use mongodb::ClientSession;
 use mongodb::error::{ErrorKind, TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT};
 use mongodb::options::{Acknowledgment, ReadConcern, WriteConcern};
@@ -122,6 +130,51 @@ impl Attempts {
     }
 }
 
+/// How long past the write budget a sent commit is awaited and re-sent while its outcome is
+/// unknown, before the caller is told `write_outcome_unknown`.
+pub(crate) const COMMIT_GRACE: Duration = Duration::from_secs(3);
+
+/// Why a sent commit did not succeed.
+pub(crate) enum CommitFailure {
+    /// It certainly did not apply (a transient error: a conflict, an aborted transaction):
+    /// the whole transaction may run again.
+    Retry(mongodb::error::Error),
+    /// It may have applied: answer [`Error::OutcomeUnknown`], never run it again.
+    Unknown(Error),
+}
+
+/// Commits `s` (whose body ran within the budget ending at `deadline`), waiting up to
+/// [`COMMIT_GRACE`] past it and re-sending the commit while its outcome is unknown.
+pub(crate) async fn finish(s: &mut ClientSession, deadline: Instant) -> Result<(), CommitFailure> {
+    let grace = deadline.max(Instant::now()) + COMMIT_GRACE;
+    let unknown = match tokio::time::timeout_at(grace, commit(s, grace)).await {
+        Ok(Ok(())) => return Ok(()),
+        Ok(Err(e))
+            if e.contains_label(TRANSIENT_TRANSACTION_ERROR)
+                && !e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT) =>
+        {
+            return Err(CommitFailure::Retry(e));
+        }
+        // Unknown, unreachable before the server answered, or refused for another reason:
+        // the outcome is not known either way.
+        Ok(Err(e)) => Error::OutcomeUnknown(e.into()),
+        Err(_) => Error::OutcomeUnknown(anyhow::anyhow!(
+            "the commit was not confirmed within the write budget and {} s more",
+            COMMIT_GRACE.as_secs()
+        )),
+    };
+    // A transaction whose commit never reached the server stays open there, holding its
+    // writes until the server's transaction lifetime (60 s on MongoDB) and making every later
+    // write to the same documents conflict: end it (best effort; a committed one is kept).
+    let kill = doc! { "killSessions": [s.id().clone()] };
+    let admin = s.client().database("admin");
+    if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(1), admin.run_command(kill)).await
+    {
+        tracing::warn!(error = %e, "could not end a session whose commit outcome is unknown");
+    }
+    Err(CommitFailure::Unknown(unknown))
+}
+
 /// Starts a transaction on `s` with the pinned read and write concerns.
 pub(crate) async fn begin(s: &mut ClientSession) -> mongodb::error::Result<()> {
     s.start_transaction()
@@ -132,7 +185,7 @@ pub(crate) async fn begin(s: &mut ClientSession) -> mongodb::error::Result<()> {
 
 /// Commits `s`, re-sending the commit while its outcome is unknown (the spec allows it: a
 /// commit is idempotent), until `deadline`.
-pub(crate) async fn commit(s: &mut ClientSession, deadline: Instant) -> mongodb::error::Result<()> {
+async fn commit(s: &mut ClientSession, deadline: Instant) -> mongodb::error::Result<()> {
     loop {
         match s.commit_transaction().await {
             Err(e)
@@ -151,7 +204,8 @@ impl super::Store {
     /// until `database.write_timeout_ms` is spent. The body must be safe to run more than
     /// once. A [`Problem`] returned through [`super::refuse`] aborts and reaches the caller.
     /// Errors: the body's refusal; 503 `write_contention` or `database_unavailable` when the
-    /// budget runs out; anything else unexpected is `Internal`.
+    /// budget runs out; 503 `write_outcome_unknown` when the commit was sent but not confirmed
+    /// (see [`finish`]); anything else unexpected is `Internal`.
     pub(crate) async fn transaction<R, F>(&self, body: F) -> Result<R, Error>
     where
         F: for<'s> AsyncFnMut(&'s mut ClientSession) -> mongodb::error::Result<R>,
@@ -179,7 +233,7 @@ impl super::Store {
                 let mut s = self.db.client().start_session().await?;
                 begin(&mut s).await?;
                 match body(&mut s).await {
-                    Ok(r) => commit(&mut s, deadline).await.map(|()| r),
+                    Ok(r) => Ok((s, r)),
                     Err(e) => {
                         // Best effort: the server aborts an abandoned transaction anyway.
                         let _ = s.abort_transaction().await;
@@ -187,13 +241,22 @@ impl super::Store {
                     }
                 }
             };
-            match tokio::time::timeout_at(deadline, attempt).await {
-                Ok(Ok(r)) => {
+            // The body within the budget; a body cut short never committed.
+            let (mut s, r) = match tokio::time::timeout_at(deadline, attempt).await {
+                Ok(Ok(done)) => done,
+                Ok(Err(e)) => {
+                    attempts.failed(e).await?;
+                    continue;
+                }
+                Err(_) => return Err(attempts.exhausted()),
+            };
+            match finish(&mut s, deadline).await {
+                Ok(()) => {
                     self.parts.events.committed();
                     return Ok(r);
                 }
-                Ok(Err(e)) => attempts.failed(e).await?,
-                Err(_) => return Err(attempts.exhausted()),
+                Err(CommitFailure::Retry(e)) => attempts.failed(e).await?,
+                Err(CommitFailure::Unknown(e)) => return Err(e),
             }
         }
     }

@@ -24,8 +24,10 @@
 //! Across instances two writers of the same conversation can still collide in the database;
 //! the loser's whole batch is retried with backoff ([`super::txn`]) inside the budget of its
 //! earliest request (`database.write_timeout_ms`), then answered 503 `write_contention` or
-//! `database_unavailable`. A batch that fails for any other reason is re-run one operation at
-//! a time, so one request's failure never becomes another's answer.
+//! `database_unavailable`. A batch whose commit was sent but not confirmed is never run again:
+//! each of its requests answers 503 `write_outcome_unknown`. A batch that fails for any other
+//! reason before its commit is re-run one operation at a time, so one request's failure never
+//! becomes another's answer.
 //!
 //! Message reports queue the same way ([`Store::report_messages`]), but on one queue per
 //! tenant rather than per conversation: a report touches its sender's counters and its
@@ -51,7 +53,7 @@ use tokio::time::Instant;
 use super::Store;
 use super::activity::ReportBatch;
 use super::docs::{InvitationDoc, InviteLinkDoc, JoinRequestDoc, MemberDoc};
-use super::txn::{Attempts, Retryable, begin, commit};
+use super::txn::{Attempts, CommitFailure, Retryable, begin, finish};
 use super::work::Work;
 use crate::auth::TenantScope;
 use crate::domain::aggregate::Op;
@@ -447,6 +449,14 @@ impl Store {
                 }
                 (answers, None)
             }
+            Err(Error::OutcomeUnknown(cause)) => {
+                // Each operation of the batch may have applied: each is told so.
+                let detail = format!("{cause:#}");
+                let answers = (0..items.len())
+                    .map(|_| Err(Error::OutcomeUnknown(anyhow::anyhow!("{detail}"))))
+                    .collect();
+                (answers, Some(Retryable::Unavailable))
+            }
             Err(e) => {
                 let failure = match &e {
                     Error::Contention(_) => Some(Retryable::Contention),
@@ -483,15 +493,24 @@ impl Store {
                 let mut s = self.db.client().start_session().await?;
                 begin(&mut s).await?;
                 match W::apply(self, &mut s, items).await {
-                    Ok(answers) => commit(&mut s, deadline).await.map(|()| answers),
+                    Ok(answers) => Ok((s, answers)),
                     Err(e) => {
                         let _ = s.abort_transaction().await;
                         Err(e)
                     }
                 }
             };
-            match tokio::time::timeout_at(deadline, attempt).await {
-                Ok(Ok(answers)) => {
+            // The batch within the budget; one cut short never committed.
+            let (mut s, answers) = match tokio::time::timeout_at(deadline, attempt).await {
+                Ok(Ok(done)) => done,
+                Ok(Err(e)) => {
+                    attempts.failed(e).await?;
+                    continue;
+                }
+                Err(_) => return Err(attempts.exhausted()),
+            };
+            match finish(&mut s, deadline).await {
+                Ok(()) => {
                     self.parts.events.committed();
                     W::committed(self, items, &answers).await;
                     if attempts.count > 1 {
@@ -503,8 +522,9 @@ impl Store {
                     }
                     return Ok(answers);
                 }
-                Ok(Err(e)) => attempts.failed(e).await?,
-                Err(_) => return Err(attempts.exhausted()),
+                Err(CommitFailure::Retry(e)) => attempts.failed(e).await?,
+                // Every operation of the batch may have applied: none runs again.
+                Err(CommitFailure::Unknown(e)) => return Err(e),
             }
         }
     }

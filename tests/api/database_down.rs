@@ -92,68 +92,99 @@ async fn an_upload_cut_off_by_a_database_outage_answers_503_not_500() {
     assert!(retry_after.is_some(), "503 carries Retry-After");
 }
 
-#[tokio::test]
-async fn a_chat_list_fan_out_that_fails_after_the_report_commits_is_repaired_by_the_sweeper() {
+/// An application on a private database whose writes have a one-second budget and no events
+/// (nothing else of it commits), with a conversation of alice's, after its first sweep.
+async fn one_second_budget() -> (PrivateDb, crate::helpers::TestApp, String, mongodb::Client) {
     let server = PrivateDb::start(":memory:").await;
     let mut settings = test_settings();
     settings.database.uri = server.uri();
+    settings.database.write_timeout_ms = 1_000;
+    settings.events.enabled = false;
     settings.moderation.sweep_interval_secs = 3600;
     let app = spawn_app_with(settings).await;
-    let conv = app
-        .create_group("alice", &[("bob", "member"), ("cy", "member")])
-        .await;
-    // The sweeper's first run at start is over; nothing else of the application sends
-    // `update` commands now but the report below.
+    let conv = app.create_group("alice", &[]).await;
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     let admin = mongodb::Client::with_uri_str(server.uri()).await.unwrap();
-    // The report's transaction sends one `update` (the sender's activity); the next one is the
-    // chat-list fan-out, which fails.
+    (server, app, conv, admin)
+}
+
+async fn fail_commits(admin: &mongodb::Client, mode: bson::Bson, data: bson::Document) {
+    let mut data = data;
+    data.insert("failCommands", vec!["commitTransaction"]);
     admin
         .database("admin")
-        .run_command(bson::doc! {
-            "configureFailPoint": "failCommand",
-            "mode": { "skip": 1, "times": 1 },
-            "data": { "failCommands": ["update"], "errorCode": 2 },
-        })
+        .run_command(bson::doc! { "configureFailPoint": "failCommand", "mode": mode, "data": data })
         .await
         .unwrap();
-    // Later than the members' joining (their chat-list position starts there).
-    let sent_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+}
+
+#[tokio::test]
+async fn a_commit_slower_than_the_write_budget_is_awaited_not_answered_as_nothing_changed() {
+    let (_server, app, conv, admin) = one_second_budget().await;
+    // The next commit takes 1.8 s, past the 1 s budget, and then applies.
+    fail_commits(
+        &admin,
+        bson::bson!({ "times": 1 }),
+        bson::doc! { "blockConnection": true, "blockTimeMS": 1800 },
+    )
+    .await;
     let r = app
         .post(
-            &format!("/v1/conversations/{conv}/messages"),
-            &app.server(),
-            serde_json::json!({ "message_id": "m1", "user_id": "alice", "sent_at": sent_at }),
+            &format!("/v1/conversations/{conv}/members"),
+            &app.user("alice"),
+            serde_json::json!({ "user_id": "bob" }),
         )
         .await;
+    assert_eq!(r.status, 201, "the commit applied: {:?}", r.body);
+    let c = app.conversation(&conv).await;
+    assert_eq!(c["member_count"], 2);
+}
+
+#[tokio::test]
+async fn an_unconfirmed_commit_answers_write_outcome_unknown_and_its_key_never_runs_again() {
+    let (_server, app, conv, admin) = one_second_budget().await;
+    // Every commit loses its connection before an answer: the outcome stays unknown.
+    fail_commits(
+        &admin,
+        bson::Bson::String("alwaysOn".into()),
+        bson::doc! { "closeConnection": true },
+    )
+    .await;
+    let path = format!("/v1/conversations/{conv}/members");
+    let token = app.user("alice");
+    let body = serde_json::json!({ "user_id": "bob" });
+    let started = std::time::Instant::now();
+    let r = crate::idempotency::post_keyed(&app, &path, &token, "add-bob", body.clone()).await;
+    let took = started.elapsed();
+    assert_eq!(
+        (r.status, r.code()),
+        (503, "write_outcome_unknown"),
+        "{:?}",
+        r.body
+    );
+    assert!(r.headers.contains_key("retry-after"));
+    // The budget, then the commit grace (3 s) re-sending the commit; not abandoned at 1 s.
+    assert!(
+        took >= std::time::Duration::from_secs(3),
+        "gave up after {took:?}"
+    );
     admin
         .database("admin")
         .run_command(bson::doc! { "configureFailPoint": "failCommand", "mode": "off" })
         .await
         .unwrap();
-    assert_eq!(r.status, 200, "the report committed: {:?}", r.body);
-    let activity = |docs: &[bson::Document]| -> Vec<Option<bson::DateTime>> {
-        ["bob", "cy"]
-            .iter()
-            .map(|u| {
-                crate::helpers::member_in(docs, u)
-                    .get_datetime("conversation_activity_at")
-                    .ok()
-                    .copied()
-            })
-            .collect()
-    };
-    let want = Some(bson::DateTime::parse_rfc3339_str(&sent_at).unwrap());
-    assert_ne!(
-        activity(&app.raw_members(&conv).await),
-        vec![want, want],
-        "the fan-out failed"
+    // A retry with the same key does not run the change a second time.
+    let again = crate::idempotency::post_keyed(&app, &path, &token, "add-bob", body.clone()).await;
+    assert_eq!(
+        (again.status, again.code()),
+        (409, "idempotency_key_outcome_unknown"),
+        "{:?}",
+        again.body
     );
-    let cred = roster::auth::PlatformCredential::system("test");
-    let report = app.store.sweep_expired(&cred, 100).await.unwrap();
-    assert_eq!(report.activity_caught_up, 1);
-    assert_eq!(activity(&app.raw_members(&conv).await), vec![want, want]);
-    // Caught up and unmarked: the next sweep has nothing to do.
-    let again = app.store.sweep_expired(&cred, 100).await.unwrap();
-    assert_eq!(again.activity_caught_up, 0);
+    // The client reads back (the commit never reached the server here) and sends it anew.
+    let bob = app.get(&format!("{path}/bob"), &app.server()).await;
+    assert_eq!(bob.status, 404, "{:?}", bob.body);
+    let fresh = crate::idempotency::post_keyed(&app, &path, &token, "add-bob-2", body).await;
+    assert_eq!(fresh.status, 201, "{:?}", fresh.body);
+    assert_eq!(app.conversation(&conv).await["member_count"], 2);
 }

@@ -6,7 +6,13 @@ use serde_json::{Value, json};
 
 use crate::helpers::{Resp, TestApp, spawn_app};
 
-async fn post_keyed(app: &TestApp, path: &str, token: &str, key: &str, body: Value) -> Resp {
+pub(crate) async fn post_keyed(
+    app: &TestApp,
+    path: &str,
+    token: &str,
+    key: &str,
+    body: Value,
+) -> Resp {
     let r = app
         .client
         .post(format!("{}{path}", app.address))
