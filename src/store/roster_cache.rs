@@ -44,6 +44,9 @@ use crate::error::Result;
 /// before its strings).
 const MEMBER_BYTES: usize = 480;
 
+/// Memberships read by one command of a load.
+const LOAD_PAGE: i64 = 2_000;
+
 /// `(tenant, conversation)`.
 type Key = (String, ObjectId);
 
@@ -372,17 +375,34 @@ impl Store {
         if !cache.fits(conversation.member_count) {
             return Ok(());
         }
-        let mut all = tenant_filter(scope);
-        all.insert("conversation_id", conv);
-        let members: Vec<MemberDoc> = self
-            .members()
-            .find(all)
-            .sort(doc! { "_id": 1 })
-            .await
-            .map_err(db_error)?
-            .try_collect()
-            .await
-            .map_err(db_error)?;
+        // In pages of the unique index `{tenant_id, conversation_id, user_id}`, each a bounded
+        // walk (on SecantusDB too: it would read and sort a whole 100,000-member conversation
+        // in one command, stalling every other request meanwhile); a change during the load
+        // spoils it below.
+        let mut members: Vec<MemberDoc> = Vec::new();
+        loop {
+            let mut page = tenant_filter(scope);
+            page.insert("conversation_id", conv);
+            if let Some(last) = members.last() {
+                page.insert("user_id", doc! { "$gt": last.user_id });
+            }
+            let got: Vec<MemberDoc> = self
+                .members()
+                .find(page)
+                .sort(doc! { "user_id": 1 })
+                .limit(LOAD_PAGE)
+                .await
+                .map_err(db_error)?
+                .try_collect()
+                .await
+                .map_err(db_error)?;
+            let full = got.len() == LOAD_PAGE as usize;
+            members.extend(got);
+            if !full {
+                break;
+            }
+        }
+        members.sort_unstable_by_key(|m| m.id);
         let roster = Arc::new(Roster::new(ticket.seq(), conversation, members));
         // Held before the check, so that a change reported from here on marks the
         // conversation; one reported before it is caught by the check.
