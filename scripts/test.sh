@@ -16,6 +16,8 @@ export SECANTUSD="$PWD/scripts/secantusd"
 ensure_python_test_deps
 log "differential test of the SecantusDB launcher's index walk"
 "$VENV/bin/python" scripts/test_secantusd.py
+log "differential test of the launcher on concurrent writes (patched against unpatched)"
+"$VENV/bin/python" scripts/test_secantusd_writes.py
 if [ -z "${S3_TEST_ENDPOINT:-}" ]; then
   start_moto "$(free_port)" roster-test
 fi

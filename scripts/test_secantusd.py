@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import os
 import sys
+import threading
 
 import bson
 from hypothesis import HealthCheck, given, settings
@@ -274,7 +275,36 @@ def test_the_served_shapes_take_the_walk():
         store.close()
 
 
+def test_the_catalog_copy_follows_every_change():
+    """The index catalog a command reads is never older than the last change to it, whether
+    the change came from this thread or another (an index created, dropped, turned
+    multikey)."""
+    store = Storage(":memory:", enable_oplog=False)
+    try:
+        f = {"tenant_id": "c", "count": 1}
+        store.create_index(DB, COLL, "by_count", {"tenant_id": 1, "count": 1}, None)
+        store.insert(DB, COLL, [{"_id": 1, "tenant_id": "c", "count": 1}])
+        assert [d["_id"] for d in store.find_matching(DB, COLL, dict(f))] == [1]
+        # Dropped: a lookup through the stale index would find nothing.
+        store.drop_index(DB, COLL, "by_count")
+        assert [d["_id"] for d in store.find_matching(DB, COLL, dict(f))] == [1]
+        # Created again by another thread: this thread's writes maintain it.
+        t = threading.Thread(target=store.create_index,
+                             args=(DB, COLL, "by_count", {"tenant_id": 1, "count": 1}, None))
+        t.start()
+        t.join()
+        store.insert(DB, COLL, [{"_id": 2, "tenant_id": "c", "count": 1}])
+        assert [d["_id"] for d in store.find_matching(DB, COLL, dict(f))] == [1, 2]
+        # An array turns the index multikey: the flag is seen at once.
+        store.insert(DB, COLL, [{"_id": 3, "tenant_id": "c", "count": [1, 2]}])
+        assert "by_count" in store._multikey_index_names(DB, COLL)
+        assert [d["_id"] for d in store.find_matching(DB, COLL, dict(f))] == [1, 2, 3]
+    finally:
+        store.close()
+
+
 if __name__ == "__main__":
+    test_the_catalog_copy_follows_every_change()
     test_the_served_shapes_take_the_walk()
     test_the_walk_answers_what_the_original_answers()
     print("scripts/test_secantusd.py: the walk answered every query as the reference did")
