@@ -57,6 +57,11 @@ impl TenantScope {
     pub fn is_server(&self) -> bool {
         self.principal == Principal::Server
     }
+    /// A scope for unit tests of code that takes one (tokens make them everywhere else).
+    #[cfg(test)]
+    pub(crate) fn for_test(tenant: TenantId, principal: Principal) -> Self {
+        TenantScope { tenant, principal }
+    }
 }
 
 /// Verifies a signed media URL (see [`crate::domain::media::UrlGrant`]) and scopes the request

@@ -97,6 +97,10 @@ pub struct DatabaseSettings {
     /// Most writes waiting in one conversation's queue on one instance: past it a write
     /// answers 503 `write_contention` with `Retry-After` at once instead of queueing.
     pub max_queued_writes: usize,
+    /// How long a request's `Idempotency-Key` stays held without being renewed before a
+    /// retry with the key may take it over (its holder died), ms. A running request renews
+    /// its key every quarter of this, however long its body takes to arrive.
+    pub idempotency_takeover_ms: u64,
 }
 
 /// `[auth]`
@@ -229,6 +233,11 @@ pub struct EventSettings {
     pub stream_buffer: usize,
     /// Seconds a full stream buffer is tolerated.
     pub stream_slow_client_secs: u64,
+    /// Most event streams (`GET /v1/events/stream`) one user token holds open on one
+    /// instance at once; past it, 429 `stream_limit_reached`.
+    pub max_streams_per_user: usize,
+    /// Most event streams one tenant's tokens hold open on one instance at once.
+    pub max_streams_per_tenant: usize,
 }
 
 /// `[authorize]`
@@ -469,6 +478,11 @@ impl Settings {
             "must be between 1 and 1000000",
         )?;
         check(
+            (400..=3_600_000).contains(&self.database.idempotency_takeover_ms),
+            "database.idempotency_takeover_ms",
+            "must be between 400 and 3600000",
+        )?;
+        check(
             matches!(self.media.storage.as_str(), "gridfs" | "s3"),
             "media.storage",
             "must be `gridfs` or `s3`",
@@ -613,6 +627,16 @@ impl Settings {
             (1..=1_048_576).contains(&self.cache.roster_mib),
             "cache.roster_mib",
             "must be between 1 and 1048576",
+        )?;
+        check(
+            (1..=10_000).contains(&self.events.max_streams_per_user),
+            "events.max_streams_per_user",
+            "must be between 1 and 10000",
+        )?;
+        check(
+            (1..=1_000_000).contains(&self.events.max_streams_per_tenant),
+            "events.max_streams_per_tenant",
+            "must be between 1 and 1000000",
         )?;
         check(
             (1..=3600).contains(&self.events.stream_slow_client_secs),

@@ -171,15 +171,23 @@ pub fn row(name: &str, o: &Outcome) {
     );
 }
 
-/// Waits until `svc`'s roster cache has loaded `n` conversations (at most `secs` seconds);
-/// returns whether it did.
-pub async fn until_rosters_loaded(svc: &Service, n: f64, secs: u64) -> bool {
+/// Waits until `svc` answers `GET path` (as `token`) from its roster cache: asks again every
+/// 200 ms (each miss starts a load, at most one at a time) until the cache counts a hit, at most
+/// `secs` seconds; returns whether it did.
+pub async fn until_served_from_cache(
+    svc: &Service,
+    path: &str,
+    token: &Arc<String>,
+    secs: u64,
+) -> bool {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while Instant::now() < deadline {
-        if svc.metric("roster_members_cache_loads_total").await >= n {
+        let before = svc.metric("roster_members_cache_hits_total").await;
+        svc.call(reqwest::Method::GET, path, token, None).await;
+        if svc.metric("roster_members_cache_hits_total").await > before {
             return true;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     false
 }

@@ -166,6 +166,10 @@ error_codes! {
     /// seconds. `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` describe the
     /// limit that was hit (`[rate_limits]`).
     RateLimited => (429, "rate_limited", "Rate limited"),
+    /// The caller (`events.max_streams_per_user`) or its tenant
+    /// (`events.max_streams_per_tenant`) already holds as many event streams open on this
+    /// instance as allowed; close one, or retry after the `Retry-After` seconds.
+    StreamLimitReached => (429, "stream_limit_reached", "Stream limit reached"),
     /// An unexpected failure; the cause is in the log under the request id.
     Internal => (500, "internal", "Internal error"),
     /// The media object storage cannot be reached; retry after the `Retry-After` seconds.

@@ -57,7 +57,8 @@ pub fn problem_response(code: ErrorCode, detail: String, errors: Vec<FieldError>
         ErrorCode::DatabaseUnavailable
         | ErrorCode::StorageUnavailable
         | ErrorCode::WriteContention
-        | ErrorCode::WriteOutcomeUnknown => {
+        | ErrorCode::WriteOutcomeUnknown
+        | ErrorCode::StreamLimitReached => {
             res.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS.to_string()));
         }
         c if c.status() == 401 => {

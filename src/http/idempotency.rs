@@ -101,11 +101,11 @@ pub async fn idempotent(
     }
     let id = hex::encode(h.finalize());
     let store = state.roster.store();
-    match store
+    let hold = match store
         .claim_idempotency_key(scope, &id, &fingerprint(req))
         .await?
     {
-        Claim::Run => {}
+        Claim::Run(hold) => hold,
         Claim::Replay(first) => {
             let status = u16::try_from(first.status.unwrap_or(200))
                 .ok()
@@ -140,19 +140,38 @@ pub async fn idempotent(
                 "this Idempotency-Key was used with another request in the last 24 hours",
             ));
         }
-    }
-    let (res, unknown) = match run.await {
+    };
+    // The key stays held while the request runs, however long its body takes to arrive.
+    let renew = async {
+        let mut every = tokio::time::interval(store.idempotency_renewal());
+        every.tick().await;
+        loop {
+            every.tick().await;
+            match store.renew_idempotency_key(&id, &hold).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!("an Idempotency-Key was taken over while its request ran")
+                }
+                Err(e) => tracing::warn!(error = %e, "renewing an Idempotency-Key failed"),
+            }
+        }
+    };
+    let outcome = tokio::select! {
+        outcome = run => outcome,
+        () = renew => Err(Error::Internal(anyhow::anyhow!("the key's renewal ended"))),
+    };
+    let (res, unknown) = match outcome {
         Ok(res) => (res, false),
         Err(e) => (e.error_response(), matches!(e, Error::OutcomeUnknown(_))),
     };
     if unknown {
-        if let Err(e) = store.mark_idempotency_outcome_unknown(&id).await {
+        if let Err(e) = store.mark_idempotency_outcome_unknown(&id, &hold).await {
             tracing::error!(error = %e, "an Idempotency-Key whose outcome is unknown stays pending until it is taken over");
         }
         return Ok(res);
     }
     if res.status().is_server_error() {
-        if let Err(e) = store.release_idempotency_key(&id).await {
+        if let Err(e) = store.release_idempotency_key(&id, &hold).await {
             tracing::warn!(error = %e, "an Idempotency-Key stays pending until it is taken over");
         }
         return Ok(res);
@@ -174,8 +193,16 @@ pub async fn idempotent(
         body: bytes.to_vec(),
     };
     // The change is made: a failure to keep its answer must not turn it into an error.
-    if let Err(e) = store.finish_idempotency_key(&id, &answer).await {
-        tracing::warn!(error = %e, "the answer of an Idempotency-Key request was not kept");
+    match store.finish_idempotency_key(&id, &hold, &answer).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(
+                "an Idempotency-Key was taken over while its request ran; its answer was not kept"
+            );
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the answer of an Idempotency-Key request was not kept")
+        }
     }
     Ok(head.set_body(BoxBody::new(bytes)))
 }

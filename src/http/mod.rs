@@ -10,6 +10,7 @@ pub mod platform_audit;
 pub mod rate_limit;
 pub mod request_id;
 pub mod routes;
+pub mod stream_slots;
 
 use std::net::TcpListener;
 use std::time::Duration;
@@ -33,6 +34,8 @@ pub struct AppState {
     pub auth: AuthSettings,
     /// Request rate limits (`None` when `rate_limits.enabled` is off).
     pub rate_limits: Option<rate_limit::RateLimits>,
+    /// Open event streams per user and per tenant.
+    pub streams: stream_slots::StreamSlots,
 }
 
 fn resource(path: &str) -> actix_web::Resource {
@@ -298,6 +301,10 @@ pub fn server(
         roster,
         auth: settings.auth.clone(),
         rate_limits: rate_limit::RateLimits::new(&settings.rate_limits),
+        streams: stream_slots::StreamSlots::new(
+            settings.events.max_streams_per_user,
+            settings.events.max_streams_per_tenant,
+        ),
     });
     let cors_origins = settings.http.cors_allowed_origins.clone();
     let json_limit = settings.http.json_limit_bytes;

@@ -43,6 +43,8 @@ pub struct Db {
     commands: Arc<CommandCounts>,
     /// How long one write may take, retries included (`database.write_timeout_ms`).
     write_timeout: Duration,
+    /// How long an unrenewed `Idempotency-Key` stays held (`database.idempotency_takeover_ms`).
+    idempotency_takeover: Duration,
 }
 
 impl Db {
@@ -85,6 +87,7 @@ impl Db {
             db,
             commands,
             write_timeout: Duration::from_millis(settings.write_timeout_ms),
+            idempotency_takeover: Duration::from_millis(settings.idempotency_takeover_ms),
         })
     }
 
@@ -127,6 +130,12 @@ impl Db {
     /// The budget of one write, retries included (`database.write_timeout_ms`).
     pub(crate) fn write_timeout(&self) -> Duration {
         self.write_timeout
+    }
+
+    /// How long an unrenewed `Idempotency-Key` stays held
+    /// (`database.idempotency_takeover_ms`).
+    pub(crate) fn idempotency_takeover(&self) -> Duration {
+        self.idempotency_takeover
     }
 
     /// The collection `name`, typed.

@@ -2,8 +2,11 @@
 //! header, replayed to repeats of that request for [`IDEMPOTENCY_TTL_HOURS`] (TTL index on
 //! `expires_at`). A key is scoped to its tenant, caller, method and path; its record holds a
 //! SHA-256 of the request, so the same key with another request is refused rather than
-//! answered with an unrelated reply. While the first request runs, the record is `pending`;
-//! one left pending by a process that died is taken over after [`PENDING_TAKEOVER_MS`].
+//! answered with an unrelated reply. While the first request runs, the record is `pending`
+//! and held by that request (`holder`, renewed every quarter of
+//! `database.idempotency_takeover_ms` while it runs, however long its body takes to arrive);
+//! one left unrenewed for that long (its process died) is taken over by the next request
+//! with the key. Only the current holder may store the answer.
 
 use bson::{Binary, DateTime, doc, spec::BinarySubtype};
 use serde::{Deserialize, Serialize};
@@ -14,10 +17,6 @@ use crate::error::Result;
 
 /// How long an answer is replayed, hours.
 pub const IDEMPOTENCY_TTL_HOURS: i64 = 24;
-
-/// How long a `pending` record may stay before another request with the key takes it over (a
-/// request runs within the write budget, seconds; this is well past it), ms.
-pub const PENDING_TAKEOVER_MS: i64 = 60_000;
 
 /// One key's record.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -43,15 +42,32 @@ pub struct IdempotencyDoc {
     pub outcome_unknown: Option<bool>,
     /// When the first request began (UTC).
     pub created_at: DateTime,
+    /// The request holding the key while it runs (a random token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<String>,
+    /// When the holder last renewed its hold (UTC; `created_at` until then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewed_at: Option<DateTime>,
     /// When the TTL index removes the record (UTC).
     pub expires_at: DateTime,
+}
+
+/// A request's hold on an `Idempotency-Key`: renewed while it runs, and required to store
+/// its answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold(String);
+
+impl Hold {
+    fn new() -> Self {
+        Hold(uuid::Uuid::new_v4().simple().to_string())
+    }
 }
 
 /// What a request holding an `Idempotency-Key` is to do.
 #[derive(Debug)]
 pub enum Claim {
     /// Run: this request holds the key.
-    Run,
+    Run(Hold),
     /// Answer with the stored answer of the first request.
     Replay(IdempotencyDoc),
     /// The first request is still running (409 `idempotency_key_in_progress`).
@@ -89,6 +105,7 @@ impl Store {
         fingerprint: &str,
     ) -> Result<Claim> {
         let now = DateTime::now();
+        let hold = Hold::new();
         let fresh = IdempotencyDoc {
             id: id.to_owned(),
             tenant_id: scope.tenant().as_str().to_owned(),
@@ -98,13 +115,15 @@ impl Store {
             location: None,
             body: None,
             outcome_unknown: None,
+            holder: Some(hold.0.clone()),
+            renewed_at: None,
             created_at: now,
             expires_at: DateTime::from_millis(
                 now.timestamp_millis() + IDEMPOTENCY_TTL_HOURS * 3_600_000,
             ),
         };
         match self.idempotency_keys().insert_one(&fresh).await {
-            Ok(_) => return Ok(Claim::Run),
+            Ok(_) => return Ok(Claim::Run(hold)),
             Err(e) if is_duplicate_key(&e) => {}
             Err(e) => return Err(db_error(e)),
         }
@@ -127,31 +146,64 @@ impl Store {
         if found.status.is_some() {
             return Ok(Claim::Replay(found));
         }
-        if now.timestamp_millis() - found.created_at.timestamp_millis() < PENDING_TAKEOVER_MS {
+        let held_since = found.renewed_at.unwrap_or(found.created_at);
+        let takeover =
+            i64::try_from(self.db.idempotency_takeover().as_millis()).unwrap_or(i64::MAX);
+        if now.timestamp_millis() - held_since.timestamp_millis() < takeover {
             return Ok(Claim::InProgress);
         }
-        // Left pending by a process that died: take it over, once.
+        // Left unrenewed by a process that died: take it over, once.
         let mut stale = filter;
         stale.insert("status", bson::Bson::Null);
         stale.insert("outcome_unknown", doc! { "$ne": true });
-        stale.insert("created_at", found.created_at);
+        stale.insert("holder", found.holder.as_deref());
+        stale.insert("renewed_at", found.renewed_at);
         let taken = self
             .idempotency_keys()
-            .update_one(stale, doc! { "$set": { "created_at": now } })
+            .update_one(
+                stale,
+                doc! { "$set": { "holder": &hold.0, "renewed_at": now } },
+            )
             .await
             .map_err(db_error)?;
         Ok(if taken.modified_count == 1 {
-            Claim::Run
+            Claim::Run(hold)
         } else {
             Claim::InProgress
         })
     }
 
-    /// Stores the answer of the request that holds key `id`.
-    pub async fn finish_idempotency_key(&self, id: &str, answer: &StoredAnswer) -> Result<()> {
+    /// Renews `hold` on key `id` (see [`Store::claim_idempotency_key`]). Returns whether it
+    /// is still held by `hold`.
+    pub async fn renew_idempotency_key(&self, id: &str, hold: &Hold) -> Result<bool> {
+        let renewed = self
+            .idempotency_keys()
+            .update_one(
+                doc! { "_id": id, "holder": &hold.0, "status": bson::Bson::Null },
+                doc! { "$set": { "renewed_at": DateTime::now() } },
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(renewed.matched_count == 1)
+    }
+
+    /// How often a running request renews its key: a quarter of
+    /// `database.idempotency_takeover_ms`.
+    pub fn idempotency_renewal(&self) -> std::time::Duration {
+        self.db.idempotency_takeover() / 4
+    }
+
+    /// Stores the answer of the request that holds key `id` with `hold` (a request that lost
+    /// its hold stores nothing: the key's current holder answers). Returns whether it stored.
+    pub async fn finish_idempotency_key(
+        &self,
+        id: &str,
+        hold: &Hold,
+        answer: &StoredAnswer,
+    ) -> Result<bool> {
         self.idempotency_keys()
             .update_one(
-                doc! { "_id": id },
+                doc! { "_id": id, "holder": &hold.0, "status": bson::Bson::Null },
                 doc! { "$set": {
                     "status": i32::from(answer.status),
                     "content_type": answer.content_type.as_deref(),
@@ -160,17 +212,17 @@ impl Store {
                 } },
             )
             .await
-            .map(drop)
+            .map(|r| r.matched_count == 1)
             .map_err(db_error)
     }
 
     /// Marks key `id` as held by a request whose change may or may not have been applied
     /// (`write_outcome_unknown`): repeats answer 409 `idempotency_key_outcome_unknown` until
     /// the record expires, and never run again.
-    pub async fn mark_idempotency_outcome_unknown(&self, id: &str) -> Result<()> {
+    pub async fn mark_idempotency_outcome_unknown(&self, id: &str, hold: &Hold) -> Result<()> {
         self.idempotency_keys()
             .update_one(
-                doc! { "_id": id, "status": bson::Bson::Null },
+                doc! { "_id": id, "holder": &hold.0, "status": bson::Bson::Null },
                 doc! { "$set": { "outcome_unknown": true } },
             )
             .await
@@ -180,9 +232,9 @@ impl Store {
 
     /// Lets key `id` go (the request failed in a way a retry may not: 5xx), so that a retry
     /// runs anew.
-    pub async fn release_idempotency_key(&self, id: &str) -> Result<()> {
+    pub async fn release_idempotency_key(&self, id: &str, hold: &Hold) -> Result<()> {
         self.idempotency_keys()
-            .delete_one(doc! { "_id": id, "status": bson::Bson::Null })
+            .delete_one(doc! { "_id": id, "holder": &hold.0, "status": bson::Bson::Null })
             .await
             .map(drop)
             .map_err(db_error)

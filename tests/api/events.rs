@@ -840,3 +840,50 @@ async fn a_client_that_stops_reading_is_closed_with_a_bounded_buffer_and_resumes
         .expect("the stream ends when its client goes")
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_user_holds_at_most_its_stream_limit_open_and_gets_a_place_back_when_one_closes() {
+    let mut settings = test_settings();
+    settings.events.max_streams_per_user = 2;
+    settings.events.stream_heartbeat_secs = 1;
+    let app = spawn_app_with(settings).await;
+    let open = || {
+        app.client
+            .get(format!("{}/v1/events/stream", app.address))
+            .bearer_auth(app.user("ann"))
+            .send()
+    };
+    let first = open().await.unwrap();
+    let second = open().await.unwrap();
+    assert_eq!((first.status().as_u16(), second.status().as_u16()), (200, 200));
+    let third = open().await.unwrap();
+    assert_eq!(third.status(), 429);
+    assert!(third.headers().contains_key("retry-after"));
+    let body: Value = third.json().await.unwrap();
+    assert_eq!(body["code"], "stream_limit_reached");
+    // Another user of the tenant is not held back by ann's streams.
+    let bob = app
+        .client
+        .get(format!("{}/v1/events/stream", app.address))
+        .bearer_auth(app.user("bob"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bob.status(), 200);
+    // Ann closes one: its place comes back once the server notices (at the next heartbeat).
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let again = open().await.unwrap();
+        if again.status() == 200 {
+            break;
+        }
+        assert_eq!(again.status(), 429);
+        assert!(
+            Instant::now() < deadline,
+            "the closed stream's place never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    drop(second);
+}

@@ -1,6 +1,7 @@
 //! `Idempotency-Key` on creating requests: a retry gets the first answer and creates nothing
 //! more, even when the retries race; the key is bound to its request and its caller.
 
+use futures::StreamExt;
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
@@ -165,6 +166,58 @@ async fn a_retried_upload_stores_one_file() {
     assert_eq!(again.status(), 201);
     assert_eq!(again.headers()["idempotent-replayed"], "true");
     assert_eq!(again.json::<Value>().await.unwrap()["id"], first["id"]);
+    assert_eq!(count(&app, "media_files").await, 1);
+}
+
+#[tokio::test]
+async fn a_slow_upload_keeps_its_key_past_the_takeover_and_a_retry_meanwhile_answers_409() {
+    let mut settings = crate::helpers::test_settings();
+    // An unrenewed key may be taken over after 1 s; the running request renews every 250 ms.
+    settings.database.idempotency_takeover_ms = 1_000;
+    let app = crate::helpers::spawn_app_with(settings).await;
+    let conv = app.create_group("alice", &[]).await;
+    let png = crate::media::png(4, 4, 512);
+    let len = png.len() as u64;
+    // The first upload's file arrives over 3 s: half at once, the rest 3 s later.
+    let (head, tail) = png.split_at(png.len() / 2);
+    let (head, tail) = (head.to_vec(), tail.to_vec());
+    let slow = futures::stream::iter([(0, head), (1, tail)]).then(|(i, chunk)| async move {
+        if i == 1 {
+            tokio::time::sleep(std::time::Duration::from_millis(3_000)).await;
+        }
+        Ok::<_, std::io::Error>(chunk)
+    });
+    let send = |file: Part| {
+        let form = Form::new().text("conversation_id", conv.clone()).part(
+            "file",
+            file.file_name("a.png").mime_str("image/png").unwrap(),
+        );
+        app.client
+            .post(format!("{}/v1/media", app.address))
+            .bearer_auth(app.user("alice"))
+            .header("Idempotency-Key", "slow-upload")
+            .multipart(form)
+            .send()
+    };
+    let first = send(Part::stream_with_length(
+        reqwest::Body::wrap_stream(slow),
+        len,
+    ));
+    let retry = async {
+        // Past the takeover time, while the first one's body is still arriving.
+        tokio::time::sleep(std::time::Duration::from_millis(2_000)).await;
+        send(Part::bytes(png.clone())).await
+    };
+    let (first, retry) = futures::join!(first, retry);
+    let (first, retry) = (first.unwrap(), retry.unwrap());
+    assert_eq!(first.status(), 201);
+    let retry_status = retry.status();
+    let retry: Value = retry.json().await.unwrap();
+    assert_eq!(
+        (retry_status.as_u16(), retry["code"].as_str()),
+        (409, Some("idempotency_key_in_progress")),
+        "{retry:?}"
+    );
     assert_eq!(count(&app, "media_files").await, 1);
 }
 

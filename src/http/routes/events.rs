@@ -74,11 +74,14 @@ pub async fn feed(
 /// `data:` line with the event's JSON and `id:` its position. Reconnect with `Last-Event-ID`
 /// (browsers do it by themselves) to resume without a gap. Idle streams carry a comment every
 /// `events.stream_heartbeat_secs`; a client that stops reading is disconnected (and resumes).
+/// A user token holds at most `events.max_streams_per_user` streams open on one instance, a
+/// tenant `events.max_streams_per_tenant` (429 `stream_limit_reached` past either).
 #[utoipa::path(get, path = "/v1/events/stream", tag = "events",
     params(EventsQuery, ("Last-Event-ID" = Option<String>, Header, description = "The last position received")),
     responses((status = 200, description = "`text/event-stream` of events", body = EventView, content_type = "text/event-stream"),
               (status = 401, description = "`missing_token`, `invalid_token`, `token_expired`", body = ProblemBody, content_type = "application/problem+json"),
-              (status = 422, description = "`validation_failed`", body = ProblemBody, content_type = "application/problem+json")),
+              (status = 422, description = "`validation_failed`", body = ProblemBody, content_type = "application/problem+json"),
+              (status = 429, description = "`stream_limit_reached` (with `Retry-After`), `rate_limited`", body = ProblemBody, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn stream(
     Caller(scope): Caller,
@@ -93,6 +96,8 @@ pub async fn stream(
         .map(str::to_owned);
     let mut query = feed_query(&state, &q, last.as_deref().or(q.after.as_deref()))?;
     query.wait = Duration::ZERO;
+    // Held until the stream ends (the client leaves, or is dropped as too slow).
+    let slot = state.streams.acquire(&scope)?;
     let settings = state.roster.event_settings().clone();
     let (tx, rx) = tokio::sync::mpsc::channel::<EventView>(settings.stream_buffer);
     let roster = state.roster.clone();
@@ -107,14 +112,14 @@ pub async fn stream(
             )
             .await;
     });
-    let events = futures::stream::unfold(rx, |mut rx| async move {
+    let events = futures::stream::unfold((rx, slot), |(mut rx, slot)| async move {
         let view = rx.recv().await?;
         let id = view.position.to_string();
         let data = match sse::Data::new_json(&view) {
             Ok(d) => d,
             Err(e) => sse::Data::new(format!("{{\"error\":\"{e}\"}}")),
         };
-        Some((sse::Event::Data(data.id(id)), rx))
+        Some((sse::Event::Data(data.id(id)), (rx, slot)))
     });
     Ok(sse::Sse::from_infallible_stream(events)
         .with_keep_alive(Duration::from_secs(settings.stream_heartbeat_secs))
