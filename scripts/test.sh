@@ -27,7 +27,12 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --lib --bins --tests --no-fail-fast "$@"
 fi
-# The whole suite (no filter given): the API must also answer as its OpenAPI document says.
+# The whole suite (no filter given): the API must also answer as its OpenAPI document says,
+# and hold its invariants through a short fault-injection run (scripts/faults.sh runs longer).
 if [ "$#" -eq 0 ]; then
   scripts/api_conformance.sh
+  log "fault-injection run (30 s; scripts/faults.sh for the full 120 s)"
+  cargo build --quiet --bin roster
+  "$VENV/bin/python" scripts/faults.py --roster target/debug/roster \
+    --secantusd "$PWD/scripts/secantusd" --seconds 30 --every 5
 fi
