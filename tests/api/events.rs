@@ -855,7 +855,10 @@ async fn a_user_holds_at_most_its_stream_limit_open_and_gets_a_place_back_when_o
     };
     let first = open().await.unwrap();
     let second = open().await.unwrap();
-    assert_eq!((first.status().as_u16(), second.status().as_u16()), (200, 200));
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
     let third = open().await.unwrap();
     assert_eq!(third.status(), 429);
     assert!(third.headers().contains_key("retry-after"));
