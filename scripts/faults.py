@@ -155,6 +155,8 @@ class Instance:
         self.env = {
             **os.environ,
             "ROSTER_ENV": "development",
+            # (MONGODB_URI, when the caller has one, would replace database.uri.)
+            "MONGODB_URI": db_uri,
             "ROSTER__DATABASE__URI": db_uri,
             "ROSTER__DATABASE__NAME": DB_NAME,
             "ROSTER__DATABASE__SERVER_SELECTION_TIMEOUT_MS": "2000",
@@ -352,7 +354,8 @@ def main() -> int:
         db.start()
         proxy = Proxy(db.port)
         proxied = f"mongodb://127.0.0.1:{proxy.port}/?directConnection=true"
-        env = {**os.environ, "ROSTER_ENV": "development", "ROSTER__DATABASE__URI": db.uri(),
+        env = {**os.environ, "ROSTER_ENV": "development", "MONGODB_URI": db.uri(),
+               "ROSTER__DATABASE__URI": db.uri(),
                "ROSTER__DATABASE__NAME": DB_NAME, "RUST_LOG": "error"}
         subprocess.run([args.roster, "tenant", "create", TENANT, "--name", "Faults",
                         "--if-missing"], env=env, check=True, stdout=subprocess.DEVNULL)
