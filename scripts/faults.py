@@ -7,7 +7,8 @@ Layout: SecantusDB on disk with ``--sync-on-commit`` ← a TCP proxy (this proce
 every connection or stall them) ← two ``roster serve`` instances ← client threads (each request
 to either instance). Faults, in turn, every ``--every`` seconds: ``kill -9`` of instance A, of
 instance B, of the database (restarted on the same storage), a cut of every database connection,
-a stall of every database connection for 3 s.
+a stall of every database connection for 3 s, and for 9 s (past the write budget and the commit
+grace, so commits in flight end ``write_outcome_unknown``).
 
 Checks: every acknowledged creation exists once (its key's name appears on exactly one
 conversation); every acknowledged add is present unless an acknowledged removal followed, and
@@ -163,7 +164,7 @@ class Instance:
             "ROSTER__HTTP__BIND": f"127.0.0.1:{self.port}",
             "ROSTER__HTTP__ADMIN_BIND": f"127.0.0.1:{self.admin}",
             "ROSTER__RATE_LIMITS__ENABLED": "false",
-            # A key held by a killed instance is taken over by a retry after 4 s, not a minute.
+            # A key held by a killed instance answers "outcome unknown" after 4 s, not a minute.
             "ROSTER__DATABASE__IDEMPOTENCY_TAKEOVER_MS": "4000",
             "RUST_LOG": "error",
         }
@@ -343,7 +344,7 @@ def main() -> int:
     ap.add_argument("--roster", required=True)
     ap.add_argument("--secantusd", required=True)
     ap.add_argument("--seconds", type=float, default=120)
-    ap.add_argument("--every", type=float, default=8)
+    ap.add_argument("--every", type=float, default=5)
     ap.add_argument("--clients", type=int, default=8)
     args = ap.parse_args()
 
@@ -376,8 +377,10 @@ def main() -> int:
         for c in clients:
             c.start()
         injected: Counter = Counter()
+        # The 9 s stall outlasts the write budget (5 s) and the commit grace (3 s): a commit in
+        # flight then is answered write_outcome_unknown, and its key never runs again.
         faults = ["kill instance A", "kill database", "cut connections", "kill instance B",
-                  "stall connections 3 s"]
+                  "stall connections 3 s", "stall connections 9 s"]
         started = time.time()
         turn = 0
         while time.time() - started < args.seconds:
@@ -398,7 +401,7 @@ def main() -> int:
             elif fault == "cut connections":
                 proxy.cut()
             else:
-                proxy.stall(3)
+                proxy.stall(float(fault.split()[-2]))
             injected[fault] += 1
         stop.set()
         log("faults over; waiting for the clients' last requests")

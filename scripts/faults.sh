@@ -3,7 +3,7 @@
 # with --sync-on-commit behind a proxy, clients adding and removing members with Idempotency-Key
 # retries, while instances and the database are killed (kill -9) and connections are cut and
 # stalled; then a check of the database against what the clients were told.
-# Usage: scripts/faults.sh [SECONDS] (default 120; one fault every 8 s). Extra arguments go to
+# Usage: scripts/faults.sh [SECONDS] (default 120; one fault every 5 s). Extra arguments go to
 # scripts/faults.py (--every, --clients).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -34,5 +34,5 @@ if [ "$#" -eq 0 ]; then
   log "fault-injection run (30 s; scripts/faults.sh for the full 120 s)"
   cargo build --quiet --bin roster
   "$VENV/bin/python" scripts/faults.py --roster target/debug/roster \
-    --secantusd "$PWD/scripts/secantusd" --seconds 30 --every 5
+    --secantusd "$PWD/scripts/secantusd" --seconds 30 --every 4
 fi

@@ -133,8 +133,9 @@ error_codes! {
     PreconditionFailed => (412, "precondition_failed", "Precondition failed"),
     /// A request with this `Idempotency-Key` is still running; retry after it.
     IdempotencyKeyInProgress => (409, "idempotency_key_in_progress", "Idempotency key in progress"),
-    /// The first request with this `Idempotency-Key` answered `write_outcome_unknown`: its
-    /// change may have been applied, so the key is not run again (for 24 hours). Read the
+    /// The first request with this `Idempotency-Key` answered `write_outcome_unknown`, or its
+    /// process stopped while it ran: its change may have been applied, so the key is not run
+    /// again (for 24 hours). Read the
     /// resource back and, if the change is missing, send it with a new key.
     IdempotencyKeyOutcomeUnknown => (409, "idempotency_key_outcome_unknown", "Idempotency key outcome unknown"),
     /// The upload is larger than the tenant's media size limit.

@@ -150,7 +150,9 @@ pub async fn idempotent(
             match store.renew_idempotency_key(&id, &hold).await {
                 Ok(true) => {}
                 Ok(false) => {
-                    tracing::warn!("an Idempotency-Key was taken over while its request ran")
+                    tracing::warn!(
+                        "an Idempotency-Key went unrenewed for longer than the takeover time while its request ran"
+                    )
                 }
                 Err(e) => tracing::warn!(error = %e, "renewing an Idempotency-Key failed"),
             }
@@ -166,13 +168,13 @@ pub async fn idempotent(
     };
     if unknown {
         if let Err(e) = store.mark_idempotency_outcome_unknown(&id, &hold).await {
-            tracing::error!(error = %e, "an Idempotency-Key whose outcome is unknown stays pending until it is taken over");
+            tracing::error!(error = %e, "an Idempotency-Key whose outcome is unknown stays pending; once unrenewed past the takeover time it answers outcome unknown all the same");
         }
         return Ok(res);
     }
     if res.status().is_server_error() {
         if let Err(e) = store.release_idempotency_key(&id, &hold).await {
-            tracing::warn!(error = %e, "an Idempotency-Key stays pending until it is taken over");
+            tracing::warn!(error = %e, "an Idempotency-Key stays pending; once unrenewed past the takeover time its repeats answer outcome unknown");
         }
         return Ok(res);
     }
@@ -197,7 +199,7 @@ pub async fn idempotent(
         Ok(true) => {}
         Ok(false) => {
             tracing::warn!(
-                "an Idempotency-Key was taken over while its request ran; its answer was not kept"
+                "an Idempotency-Key was no longer held by its request; its answer was not kept"
             );
         }
         Err(e) => {

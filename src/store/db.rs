@@ -43,7 +43,8 @@ pub struct Db {
     commands: Arc<CommandCounts>,
     /// How long one write may take, retries included (`database.write_timeout_ms`).
     write_timeout: Duration,
-    /// How long an unrenewed `Idempotency-Key` stays held (`database.idempotency_takeover_ms`).
+    /// How long an unrenewed `Idempotency-Key` stays held before its holder counts as dead
+    /// (`database.idempotency_takeover_ms`).
     idempotency_takeover: Duration,
 }
 

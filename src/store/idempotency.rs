@@ -5,8 +5,9 @@
 //! answered with an unrelated reply. While the first request runs, the record is `pending`
 //! and held by that request (`holder`, renewed every quarter of
 //! `database.idempotency_takeover_ms` while it runs, however long its body takes to arrive);
-//! one left unrenewed for that long (its process died) is taken over by the next request
-//! with the key. Only the current holder may store the answer.
+//! one left unrenewed for that long (its process died, perhaps after committing) is never
+//! run again: repeats answer `idempotency_key_outcome_unknown`. Only the holder may store
+//! the answer.
 
 use bson::{Binary, DateTime, doc, spec::BinarySubtype};
 use serde::{Deserialize, Serialize};
@@ -152,25 +153,18 @@ impl Store {
         if now.timestamp_millis() - held_since.timestamp_millis() < takeover {
             return Ok(Claim::InProgress);
         }
-        // Left unrenewed by a process that died: take it over, once.
+        // Left unrenewed by a process that died, which may have committed the change before
+        // it did: never run it again (a second conversation, a second upload). Marked once;
+        // the caller reads back and sends what is missing with a new key.
         let mut stale = filter;
         stale.insert("status", bson::Bson::Null);
-        stale.insert("outcome_unknown", doc! { "$ne": true });
         stale.insert("holder", found.holder.as_deref());
         stale.insert("renewed_at", found.renewed_at);
-        let taken = self
-            .idempotency_keys()
-            .update_one(
-                stale,
-                doc! { "$set": { "holder": &hold.0, "renewed_at": now } },
-            )
+        self.idempotency_keys()
+            .update_one(stale, doc! { "$set": { "outcome_unknown": true } })
             .await
             .map_err(db_error)?;
-        Ok(if taken.modified_count == 1 {
-            Claim::Run(hold)
-        } else {
-            Claim::InProgress
-        })
+        Ok(Claim::OutcomeUnknown)
     }
 
     /// Renews `hold` on key `id` (see [`Store::claim_idempotency_key`]). Returns whether it

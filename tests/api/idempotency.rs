@@ -6,6 +6,7 @@ use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
 use crate::helpers::{Resp, TestApp, spawn_app};
+use roster::store::idempotency::Claim;
 
 pub(crate) async fn post_keyed(
     app: &TestApp,
@@ -249,4 +250,28 @@ async fn a_retried_invitation_or_invite_link_is_made_once() {
         (422, "idempotency_key_reused")
     );
     assert_eq!(count(&app, "invitations").await, 1);
+}
+
+#[tokio::test]
+async fn a_key_whose_holder_stopped_renewing_is_never_run_again() {
+    let mut settings = crate::helpers::test_settings();
+    settings.database.idempotency_takeover_ms = 400;
+    let app = crate::helpers::spawn_app_with(settings).await;
+    let scope = roster::auth::PlatformCredential::system("test")
+        .tenant_scope(roster::domain::TenantId::parse(&app.tenant).unwrap());
+    let store = &app.store;
+    let claim = store.claim_idempotency_key(&scope, "k", "f").await.unwrap();
+    assert!(matches!(claim, Claim::Run(_)), "{claim:?}");
+    // Its holder keeps it while it renews …
+    assert!(matches!(
+        store.claim_idempotency_key(&scope, "k", "f").await.unwrap(),
+        Claim::InProgress
+    ));
+    // … and, gone without renewing (a process killed mid-request, perhaps after its commit),
+    // leaves a key that answers "outcome unknown" from then on instead of running again.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    for _ in 0..2 {
+        let again = store.claim_idempotency_key(&scope, "k", "f").await.unwrap();
+        assert!(matches!(again, Claim::OutcomeUnknown), "{again:?}");
+    }
 }
