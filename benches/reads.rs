@@ -221,5 +221,12 @@ async fn main() -> anyhow::Result<()> {
             o.hist.value_at_quantile(0.5) as f64 / base
         );
     }
+    println!(
+        "\nservice memory: cached instance peak RSS {:.1} MiB with {:.1} MiB of rosters held \
+         (cache.roster_mib 256); uncached instance peak RSS {:.1} MiB",
+        svc.mem_mib("VmHWM:"),
+        svc.metric("roster_members_cache_bytes").await / f64::from(1 << 20),
+        uncached.mem_mib("VmHWM:"),
+    );
     Ok(())
 }
