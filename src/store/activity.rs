@@ -396,20 +396,21 @@ impl Store {
         let catch_up = small.iter().filter_map(|(conv, before)| {
             let last = latest.get(conv)?;
             let at = before.map_or(*last, |b| b.max(*last));
-            Some(Self::catch_up_statement(scope, *conv, at))
+            let (q, u) = Self::catch_up(scope, *conv, at);
+            Some(doc! { "q": q, "u": u, "multi": true })
         });
         self.update_each(s, names::GROUP_MEMBERS, catch_up.collect(), true)
             .await
     }
 
-    /// The `update` statement that moves a conversation's present members'
-    /// `conversation_activity_at` up to `at` (never backwards): one multi-document update on
+    /// The update that moves a conversation's present members' `conversation_activity_at` up
+    /// to `at` (never backwards): `(filter, update)`, one multi-document update on
     /// `{tenant_id, conversation_id, status}`.
-    fn catch_up_statement(scope: &TenantScope, conv: ObjectId, at: DateTime) -> Document {
+    fn catch_up(scope: &TenantScope, conv: ObjectId, at: DateTime) -> (Document, Document) {
         let mut q = super::tenant_filter(scope);
         q.insert("conversation_id", conv);
         q.insert("status", doc! { "$in": ["active", "muted"] });
-        doc! { "q": q, "u": { "$max": { "conversation_activity_at": at } }, "multi": true }
+        (q, doc! { "$max": { "conversation_activity_at": at } })
     }
 
     /// Runs `statements` (`{q, u}` each) as one `update` command of `collection` in the
@@ -453,17 +454,8 @@ impl Store {
         at: Option<DateTime>,
     ) -> Result<()> {
         if let Some(at) = at {
-            let catch_up = Self::catch_up_statement(scope, conv, at);
-            let answer = self
-                .database()
-                .run_command(doc! { "update": names::GROUP_MEMBERS, "updates": [catch_up] })
-                .await
-                .map_err(db_error)?;
-            if answer.get_array("writeErrors").is_ok_and(|e| !e.is_empty()) {
-                return Err(crate::error::Error::Internal(anyhow::anyhow!(
-                    "catching up chat lists: {answer}"
-                )));
-            }
+            let (q, u) = Self::catch_up(scope, conv, at);
+            self.members().update_many(q, u).await.map_err(db_error)?;
             // The members' documents changed (`conversation_activity_at`).
             self.parts.authz.touch(conv);
         }

@@ -118,6 +118,33 @@ impl Attempts {
         Ok(())
     }
 
+    /// Settles one attempt whose body ran under `timeout_at(self.deadline(), …)`: a body that
+    /// failed or was cut short never committed (retried after a backoff, or the budget's
+    /// error); one that finished is committed ([`finish`]). `Ok(Some(r))` when it committed,
+    /// `Ok(None)` to run the body again. Errors: 503 when the budget is spent, 503
+    /// `write_outcome_unknown`, the body's non-retryable error.
+    pub(crate) async fn settle<R>(
+        &mut self,
+        ran: Result<mongodb::error::Result<(ClientSession, R)>, tokio::time::error::Elapsed>,
+    ) -> Result<Option<R>, Error> {
+        let (mut s, r) = match ran {
+            Ok(Ok(done)) => done,
+            Ok(Err(e)) => {
+                self.failed(e).await?;
+                return Ok(None);
+            }
+            Err(_) => return Err(self.exhausted()),
+        };
+        match finish(&mut s, self.deadline).await {
+            Ok(()) => Ok(Some(r)),
+            Err(CommitFailure::Retry(e)) => {
+                self.failed(e).await?;
+                Ok(None)
+            }
+            Err(CommitFailure::Unknown(e)) => Err(e),
+        }
+    }
+
     /// The error once the budget is spent: by the last retryable failure seen.
     pub(crate) fn exhausted(&mut self) -> Error {
         match self.last.take() {
@@ -135,7 +162,7 @@ impl Attempts {
 pub(crate) const COMMIT_GRACE: Duration = Duration::from_secs(3);
 
 /// Why a sent commit did not succeed.
-pub(crate) enum CommitFailure {
+enum CommitFailure {
     /// It certainly did not apply (a transient error: a conflict, an aborted transaction):
     /// the whole transaction may run again.
     Retry(mongodb::error::Error),
@@ -145,7 +172,7 @@ pub(crate) enum CommitFailure {
 
 /// Commits `s` (whose body ran within the budget ending at `deadline`), waiting up to
 /// [`COMMIT_GRACE`] past it and re-sending the commit while its outcome is unknown.
-pub(crate) async fn finish(s: &mut ClientSession, deadline: Instant) -> Result<(), CommitFailure> {
+async fn finish(s: &mut ClientSession, deadline: Instant) -> Result<(), CommitFailure> {
     let grace = deadline.max(Instant::now()) + COMMIT_GRACE;
     let unknown = match tokio::time::timeout_at(grace, commit(s, grace)).await {
         Ok(Ok(())) => return Ok(()),
@@ -241,22 +268,10 @@ impl super::Store {
                     }
                 }
             };
-            // The body within the budget; a body cut short never committed.
-            let (mut s, r) = match tokio::time::timeout_at(deadline, attempt).await {
-                Ok(Ok(done)) => done,
-                Ok(Err(e)) => {
-                    attempts.failed(e).await?;
-                    continue;
-                }
-                Err(_) => return Err(attempts.exhausted()),
-            };
-            match finish(&mut s, deadline).await {
-                Ok(()) => {
-                    self.parts.events.committed();
-                    return Ok(r);
-                }
-                Err(CommitFailure::Retry(e)) => attempts.failed(e).await?,
-                Err(CommitFailure::Unknown(e)) => return Err(e),
+            let ran = tokio::time::timeout_at(deadline, attempt).await;
+            if let Some(r) = attempts.settle(ran).await? {
+                self.parts.events.committed();
+                return Ok(r);
             }
         }
     }

@@ -53,7 +53,7 @@ use tokio::time::Instant;
 use super::Store;
 use super::activity::ReportBatch;
 use super::docs::{InvitationDoc, InviteLinkDoc, JoinRequestDoc, MemberDoc};
-use super::txn::{Attempts, CommitFailure, Retryable, begin, finish};
+use super::txn::{Attempts, Retryable, begin};
 use super::work::Work;
 use crate::auth::TenantScope;
 use crate::domain::aggregate::Op;
@@ -480,7 +480,7 @@ impl Store {
     /// The same loop as [`Store::transaction_until`] with the body written out: that helper
     /// takes an async closure, whose future rustc cannot prove `Send` for every borrow
     /// lifetime, and this runs on a spawned task. The retry policy itself is shared
-    /// ([`Attempts`], [`begin`], [`commit`]).
+    /// ([`Attempts`], [`begin`], [`Attempts::settle`]).
     async fn run_batch<W: Work>(
         &self,
         items: &[W],
@@ -500,31 +500,19 @@ impl Store {
                     }
                 }
             };
-            // The batch within the budget; one cut short never committed.
-            let (mut s, answers) = match tokio::time::timeout_at(deadline, attempt).await {
-                Ok(Ok(done)) => done,
-                Ok(Err(e)) => {
-                    attempts.failed(e).await?;
-                    continue;
+            // A batch that may have committed is never run again (`settle`).
+            let ran = tokio::time::timeout_at(deadline, attempt).await;
+            if let Some(answers) = attempts.settle(ran).await? {
+                self.parts.events.committed();
+                W::committed(self, items, &answers).await;
+                if attempts.count > 1 {
+                    tracing::debug!(
+                        attempts = attempts.count,
+                        ops = items.len(),
+                        "batch committed after retries"
+                    );
                 }
-                Err(_) => return Err(attempts.exhausted()),
-            };
-            match finish(&mut s, deadline).await {
-                Ok(()) => {
-                    self.parts.events.committed();
-                    W::committed(self, items, &answers).await;
-                    if attempts.count > 1 {
-                        tracing::debug!(
-                            attempts = attempts.count,
-                            ops = items.len(),
-                            "batch committed after retries"
-                        );
-                    }
-                    return Ok(answers);
-                }
-                Err(CommitFailure::Retry(e)) => attempts.failed(e).await?,
-                // Every operation of the batch may have applied: none runs again.
-                Err(CommitFailure::Unknown(e)) => return Err(e),
+                return Ok(answers);
             }
         }
     }
