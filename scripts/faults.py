@@ -8,7 +8,9 @@ every connection or stall them) ← two ``roster serve`` instances ← client th
 to either instance). Faults, in turn, every ``--every`` seconds: ``kill -9`` of instance A, of
 instance B, of the database (restarted on the same storage), a cut of every database connection,
 a stall of every database connection for 3 s, and for 9 s (past the write budget and the commit
-grace, so commits in flight end ``write_outcome_unknown``).
+grace, so commits in flight end ``write_outcome_unknown``). A client retries the same key after
+``409 idempotency_key_outcome_unknown`` (after its ``Retry-After``) until the key answers: from
+the committed effect if the first try's commit landed, or by running anew if it did not.
 
 Checks: every acknowledged creation exists once (its key's name appears on exactly one
 conversation); every acknowledged add is present unless an acknowledged removal followed, and
@@ -46,8 +48,7 @@ DB_NAME = "roster_faults"
 # 4xx codes a retrying client may see here, each with its reason.
 EXPECTED_4XX = {
     "idempotency_key_in_progress",  # a retry while the first attempt still runs
-    "idempotency_key_outcome_unknown",  # the first attempt's commit was never confirmed
-    "member_exists",  # an add retried without its key's answer (after an unknown outcome)
+    "idempotency_key_outcome_unknown",  # the first attempt's commit may still land; retried
     "not_a_member",  # a removal retried after it applied
 }
 
@@ -164,7 +165,7 @@ class Instance:
             "ROSTER__HTTP__BIND": f"127.0.0.1:{self.port}",
             "ROSTER__HTTP__ADMIN_BIND": f"127.0.0.1:{self.admin}",
             "ROSTER__RATE_LIMITS__ENABLED": "false",
-            # A key held by a killed instance answers "outcome unknown" after 4 s, not a minute.
+            # A key held by a killed instance is taken over after 4 s, not a minute.
             "ROSTER__DATABASE__IDEMPOTENCY_TAKEOVER_MS": "4000",
             "RUST_LOG": "error",
         }
@@ -199,7 +200,8 @@ class Answers:
         self.created: dict[str, str] = {}  # creation key → conversation id
         self.added: dict[tuple[str, str], float] = {}  # (conv, user) → when acknowledged
         self.removed: dict[tuple[str, str], float] = {}
-        self.unknown = 0
+        self.unknown = 0  # answers 409 idempotency_key_outcome_unknown (then retried)
+        self.replayed = 0  # keyed answers replayed (Idempotent-Replayed)
         self.retries = 0
 
 
@@ -254,15 +256,28 @@ def work(n: int, instances: list[Instance], tokens: dict[str, str], answers: Ans
                     answers.violations.append(f"503 without Retry-After on {method} {path}")
                 if status and 400 <= status < 500 and status not in (404,) and code not in EXPECTED_4XX:
                     answers.violations.append(f"{status} {code} on {method} {path}")
-            retry = status == 409 and code == "idempotency_key_in_progress"
+            unknown = status == 409 and code == "idempotency_key_outcome_unknown"
+            retry = unknown or status == 409 and code == "idempotency_key_in_progress"
             if status in ok or status is not None and 400 <= status < 500 and not retry:
+                if key and status in ok and any(
+                        h.lower() == "idempotent-replayed" for h in headers):
+                    with answers.lock:
+                        answers.replayed += 1
                 return status, payload
             if time.time() > deadline:
                 answers.violations.append(f"no answer within 120 s: {method} {path}")
                 return None, None
+            wait = 0.3
             with answers.lock:
                 answers.retries += 1
-            time.sleep(0.3)
+                if unknown:
+                    answers.unknown += 1
+                    after = next((v for h, v in headers.items() if h.lower() == "retry-after"), None)
+                    if after is None:
+                        answers.violations.append(f"409 outcome unknown without Retry-After on {path}")
+                    else:
+                        wait = min(float(after), 10.0)
+            time.sleep(wait)
 
     conv_n = 0
     while not stop.is_set():
@@ -270,10 +285,6 @@ def work(n: int, instances: list[Instance], tokens: dict[str, str], answers: Ans
         key = f"conv-{n}-{conv_n}"
         status, body = send("POST", "/v1/conversations", tokens[owner],
                             {"type": "group", "name": key}, key=key)
-        if status == 409 and body and body.get("code") == "idempotency_key_outcome_unknown":
-            with answers.lock:
-                answers.unknown += 1
-            continue  # the checker counts conversations named `key`: at most one
         if status != 201:
             continue
         conv = body["conversation"]["id"]
@@ -290,9 +301,6 @@ def work(n: int, instances: list[Instance], tokens: dict[str, str], answers: Ans
                 with answers.lock:
                     answers.added[(conv, user)] = time.time()
                 present.append(user)
-            elif status == 409 and body and body.get("code") == "idempotency_key_outcome_unknown":
-                with answers.lock:
-                    answers.unknown += 1
             if present and rnd.random() < 0.25:
                 gone = present.pop(rnd.randrange(len(present)))
                 status, _ = send("DELETE", f"/v1/conversations/{conv}/members/{gone}",
@@ -378,7 +386,7 @@ def main() -> int:
             c.start()
         injected: Counter = Counter()
         # The 9 s stall outlasts the write budget (5 s) and the commit grace (3 s): a commit in
-        # flight then is answered write_outcome_unknown, and its key never runs again.
+        # flight then is answered write_outcome_unknown; its key answers once the outcome is known.
         faults = ["kill instance A", "kill database", "cut connections", "kill instance B",
                   "stall connections 3 s", "stall connections 9 s"]
         started = time.time()
@@ -413,7 +421,8 @@ def main() -> int:
         total = sum(answers.statuses.values())
         log("injected: " + ", ".join(f"{k} ×{v}" for k, v in sorted(injected.items())))
         log(f"requests: {total} ({', '.join(f'{k}: {v}' for k, v in sorted(answers.statuses.items(), key=str))}); "
-            f"retries {answers.retries}; outcomes unknown {answers.unknown}")
+            f"retries {answers.retries}; outcome-unknown answers {answers.unknown}; "
+            f"replayed {answers.replayed}")
         log(f"acknowledged: {len(answers.created)} conversations, {len(answers.added)} adds, "
             f"{len(answers.removed)} removals")
         if found:

@@ -97,9 +97,10 @@ pub struct DatabaseSettings {
     /// Most writes waiting in one conversation's queue on one instance: past it a write
     /// answers 503 `write_contention` with `Retry-After` at once instead of queueing.
     pub max_queued_writes: usize,
-    /// How long a request's `Idempotency-Key` stays held without being renewed before its
-    /// holder counts as dead, ms: repeats then answer 409 `idempotency_key_outcome_unknown`
-    /// (the holder may have committed). A running request renews its key every quarter of
+    /// How long a request's `Idempotency-Key` stays held without being renewed (or after its
+    /// request answered `write_outcome_unknown`) before a retry takes it over, ms: the retry
+    /// answers from the change's committed effect, or runs it anew if nothing committed
+    /// ([`crate::store::idempotency`]). A running request renews its key every quarter of
     /// this, however long its body takes to arrive.
     pub idempotency_takeover_ms: u64,
 }

@@ -5,7 +5,7 @@ use crate::domain::rules::RuleViolation;
 use crate::domain::{ErrorCode, FieldError, Refusal};
 
 /// A refusal to show the client: a code from the table, a sentence, and per-field details.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Problem {
     /// The stable code (and so the HTTP status).
     pub code: ErrorCode,

@@ -2,7 +2,7 @@
 //! a stable snake_case `code` (clients switch on it, never on message text), an HTTP status
 //! and a short title. The HTTP layer renders them as `application/problem+json`.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 macro_rules! error_codes {
     ($( $(#[doc = $doc:literal])* $variant:ident => ($status:literal, $code:literal, $title:literal), )*) => {
@@ -29,6 +29,11 @@ macro_rules! error_codes {
             /// A short human title (the problem+json `title`).
             pub const fn title(self) -> &'static str {
                 match self { $(ErrorCode::$variant => $title,)* }
+            }
+
+            /// The code whose [`as_str`](Self::as_str) is `code`, if any.
+            pub fn parse(code: &str) -> Option<Self> {
+                match code { $($code => Some(ErrorCode::$variant),)* _ => None }
             }
         }
     };
@@ -190,7 +195,7 @@ error_codes! {
 }
 
 /// One invalid field in a `validation_failed` answer: `{ "field": "role", "message": "…" }`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FieldError {
     /// The field's path in the request, e.g. `members[3].user_id` or `limit`.
     pub field: String,
@@ -225,6 +230,21 @@ impl Refusal {
             code,
             detail: detail.into(),
         }
+    }
+}
+
+/// As its snake_case code (kept with an `Idempotency-Key`'s committed effect).
+impl Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ErrorCode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let code = String::deserialize(d)?;
+        ErrorCode::parse(&code)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown error code {code}")))
     }
 }
 

@@ -7,9 +7,12 @@
 //! (its JSON body, or an upload's media type, `Content-Length` and query): the same key
 //! with another request answers 422 `idempotency_key_reused`; while the first request runs,
 //! a repeat answers 409 `idempotency_key_in_progress`. Answers of 5xx are not kept (a retry
-//! runs anew), except 503 `write_outcome_unknown`: the change may have been applied, so the
-//! key is kept and its repeats answer 409 `idempotency_key_outcome_unknown` (read back, then
-//! use a new key) — a key has at most one effect. Storage: [`crate::store::idempotency`].
+//! runs anew) unless the change committed. The change and its effect commit together, so a
+//! repeat after a request that died or answered 503 `write_outcome_unknown` gets the
+//! committed change's answer, or runs anew if nothing committed — once the takeover time
+//! (`database.idempotency_takeover_ms`) shows no commit can land any more; until then it
+//! answers 409 `idempotency_key_outcome_unknown` with `Retry-After`. A key has at most one
+//! effect. Storage: [`crate::store::idempotency`].
 
 use actix_web::body::{BoxBody, to_bytes};
 use actix_web::http::header::{self, HeaderValue};
@@ -20,7 +23,7 @@ use super::AppState;
 use crate::auth::{Principal, TenantScope};
 use crate::domain::ErrorCode;
 use crate::error::{Error, Problem};
-use crate::store::idempotency::{Claim, StoredAnswer};
+use crate::store::idempotency::{Claim, StoredAnswer, with_key};
 
 /// The request header.
 pub const HEADER: &str = "idempotency-key";
@@ -101,11 +104,11 @@ pub async fn idempotent(
     }
     let id = hex::encode(h.finalize());
     let store = state.roster.store();
-    let hold = match store
+    let key = match store
         .claim_idempotency_key(scope, &id, &fingerprint(req))
         .await?
     {
-        Claim::Run(hold) => hold,
+        Claim::Run(key) => key,
         Claim::Replay(first) => {
             let status = u16::try_from(first.status.unwrap_or(200))
                 .ok()
@@ -127,12 +130,19 @@ pub async fn idempotent(
                 "a request with this Idempotency-Key is still running; retry shortly",
             ));
         }
-        Claim::OutcomeUnknown => {
-            return Err(Error::client(
+        Claim::OutcomeUnknown(left) => {
+            let mut res = Error::client(
                 ErrorCode::IdempotencyKeyOutcomeUnknown,
-                "the first request with this Idempotency-Key may or may not have been applied \
-                 (write_outcome_unknown); read the resource back and send a missing change with a new key",
-            ));
+                "the first request with this Idempotency-Key may still be applied \
+                 (write_outcome_unknown); retry with the same key after Retry-After seconds \
+                 to get its answer, or to run it if it was not applied",
+            )
+            .error_response();
+            res.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(left.as_secs_f64().ceil().max(1.0) as u64),
+            );
+            return Ok(res);
         }
         Claim::Reused => {
             return Err(Error::client(
@@ -141,6 +151,8 @@ pub async fn idempotent(
             ));
         }
     };
+    let hold = key.hold().clone();
+    let replays = key.replays();
     // The key stays held while the request runs, however long its body takes to arrive.
     let renew = async {
         let mut every = tokio::time::interval(store.idempotency_renewal());
@@ -159,7 +171,7 @@ pub async fn idempotent(
         }
     };
     let outcome = tokio::select! {
-        outcome = run => outcome,
+        outcome = with_key(key, run) => outcome,
         () = renew => Err(Error::Internal(anyhow::anyhow!("the key's renewal ended"))),
     };
     let (res, unknown) = match outcome {
@@ -206,5 +218,12 @@ pub async fn idempotent(
             tracing::warn!(error = %e, "the answer of an Idempotency-Key request was not kept")
         }
     }
-    Ok(head.set_body(BoxBody::new(bytes)))
+    let mut res = head.set_body(BoxBody::new(bytes));
+    if replays {
+        res.headers_mut().insert(
+            header::HeaderName::from_static(REPLAYED),
+            HeaderValue::from_static("true"),
+        );
+    }
+    Ok(res)
 }

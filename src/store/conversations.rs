@@ -10,6 +10,7 @@ use super::audit;
 use super::docs::AuditActor;
 use super::docs::{ConversationDoc, ConversationSettingsDoc, MemberDoc};
 
+use super::idempotency;
 use super::ids::ts;
 use super::members::{NewMember, new_member_doc};
 use super::{Query, Store, db_error, id_filter, names, refuse, tenant_filter};
@@ -90,6 +91,11 @@ impl Store {
         scope: &TenantScope,
         new: &NewConversation,
     ) -> Result<(ConversationDoc, Vec<MemberDoc>)> {
+        // A retry of a keyed request whose creation committed: its answer, not a second one.
+        if let Some(done) = idempotency::replayed()? {
+            return Ok(done);
+        }
+        let effect_key = idempotency::effect_key();
         let conv_id = ObjectId::new();
         let created = self.transaction(async |s| {
             let now = DateTime::now();
@@ -168,7 +174,11 @@ impl Store {
                 reason: None,
             }));
             self.record_in(s, scope, &AuditActor::of(scope), conv_id, events, now).await?;
-            Ok((conv, members))
+            let created = (conv, members);
+            if let Some(key) = &effect_key {
+                self.record_effect_in(s, key, &created).await?;
+            }
+            Ok(created)
         })
         .await;
         // An authorize that asked about this id before it existed may be cached.

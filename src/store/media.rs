@@ -148,7 +148,8 @@ impl Store {
     }
 
     /// Marks an upload complete with what was measured while streaming it (and its pending
-    /// thumbnail record, if any).
+    /// thumbnail record, if any); a keyed upload records `m` as its effect in the same
+    /// transaction.
     pub async fn complete_media(&self, scope: &TenantScope, m: &MediaDoc) -> Result<()> {
         let f = id_filter(scope, m.id);
         let mut set = doc! {
@@ -165,11 +166,15 @@ impl Store {
         }
         let update = doc! { "$set": set };
         let event = media_event(scope, kind::MEDIA_UPLOADED, m, None, Some(media_fields(m)));
+        let effect_key = super::idempotency::effect_key();
         self.transaction(async |s| {
             self.media()
                 .update_one(f.clone(), update.clone())
                 .session(&mut *s)
                 .await?;
+            if let Some(key) = &effect_key {
+                self.record_effect_in(s, key, m).await?;
+            }
             self.emit_in(s, scope, m.conversation_id, vec![event.clone()])
                 .await
         })

@@ -47,12 +47,14 @@ use std::sync::Mutex;
 
 use bson::oid::ObjectId;
 use mongodb::ClientSession;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::Store;
 use super::activity::ReportBatch;
 use super::docs::{InvitationDoc, InviteLinkDoc, JoinRequestDoc, MemberDoc};
+use super::idempotency::{self, EffectKey};
 use super::txn::{Attempts, Retryable, begin};
 use super::work::Work;
 use crate::auth::TenantScope;
@@ -63,7 +65,7 @@ use crate::error::{Error, Result};
 
 /// What happened to one requested addition, in stored form
 /// ([`crate::domain::aggregate::AddOutcome`]).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum AddOutcome {
     /// Added (inserted, or a former member re-activated on the same document).
     Added(Box<MemberDoc>),
@@ -75,8 +77,9 @@ pub enum AddOutcome {
     Refused(Problem),
 }
 
-/// What an operation answers, as stored documents.
-#[derive(Debug, Clone)]
+/// What an operation answers, as stored documents (and, for a request with an
+/// `Idempotency-Key`, its recorded effect).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum WriteOutput {
     /// Per-item outcomes of an add.
     Added(Vec<AddOutcome>),
@@ -105,6 +108,8 @@ pub struct BatchItem {
     pub request: Request,
     /// The request id (audit).
     pub request_id: Option<String>,
+    /// Where the request's `Idempotency-Key` records the operation's effect, if it has one.
+    pub effect_key: Option<EffectKey>,
 }
 
 impl BatchItem {
@@ -119,6 +124,7 @@ impl BatchItem {
             conv,
             request: Request { actor, op },
             request_id: crate::context::request_id(),
+            effect_key: idempotency::effect_key(),
         }
     }
 }
@@ -139,14 +145,32 @@ impl Work for BatchItem {
         }
     }
 
-    fn apply<'a>(
-        store: &'a Store,
-        s: &'a mut ClientSession,
-        items: &'a [Self],
-    ) -> impl Future<Output = mongodb::error::Result<Vec<std::result::Result<WriteOutput, Problem>>>>
-    + Send
-    + 'a {
-        store.apply_batch(s, items)
+    async fn apply(
+        store: &Store,
+        s: &mut ClientSession,
+        items: &[Self],
+    ) -> mongodb::error::Result<Vec<std::result::Result<WriteOutput, Problem>>> {
+        // A request whose key a retry took over is not applied: the retry answers for it.
+        let keys: Vec<&EffectKey> = items.iter().filter_map(|i| i.effect_key.as_ref()).collect();
+        let lost = store.lost_holds_in(s, &keys).await?;
+        let is_lost = |i: &BatchItem| i.effect_key.as_ref().is_some_and(|k| lost.contains(k));
+        let kept: Vec<BatchItem> = items.iter().filter(|i| !is_lost(i)).cloned().collect();
+        let mut applied = store.apply_batch(s, &kept).await?.into_iter();
+        let mut answers = Vec::with_capacity(items.len());
+        for it in items {
+            if is_lost(it) {
+                answers.push(Err(idempotency::key_taken_over()));
+                continue;
+            }
+            let answer = applied.next().ok_or_else(|| {
+                mongodb::error::Error::custom("a batch answered fewer operations than it had")
+            })?;
+            if let (Some(key), Ok(out)) = (&it.effect_key, &answer) {
+                store.record_effect_in(s, key, out).await?;
+            }
+            answers.push(answer);
+        }
+        Ok(answers)
     }
 }
 
@@ -241,6 +265,10 @@ impl Store {
         conv: ObjectId,
         op: Op,
     ) -> Result<WriteOutput> {
+        // A retry of a keyed request whose change committed: its answer, not the change again.
+        if let Some(done) = idempotency::replayed::<WriteOutput>()? {
+            return Ok(done);
+        }
         let out = self
             .submit_work(
                 scope,

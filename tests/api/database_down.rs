@@ -94,11 +94,13 @@ async fn an_upload_cut_off_by_a_database_outage_answers_503_not_500() {
 
 /// An application on a private database whose writes have a one-second budget and no events
 /// (nothing else of it commits), with a conversation of alice's, after its first sweep.
+/// Keys of requests whose outcome was unknown are taken over after 2 s.
 async fn one_second_budget() -> (PrivateDb, crate::helpers::TestApp, String, mongodb::Client) {
     let server = PrivateDb::start(":memory:").await;
     let mut settings = test_settings();
     settings.database.uri = server.uri();
     settings.database.write_timeout_ms = 1_000;
+    settings.database.idempotency_takeover_ms = 2_000;
     settings.events.enabled = false;
     settings.moderation.sweep_interval_secs = 3600;
     let app = spawn_app_with(settings).await;
@@ -141,7 +143,8 @@ async fn a_commit_slower_than_the_write_budget_is_awaited_not_answered_as_nothin
 }
 
 #[tokio::test]
-async fn an_unconfirmed_commit_answers_write_outcome_unknown_and_its_key_never_runs_again() {
+async fn an_unconfirmed_commit_answers_write_outcome_unknown_and_its_key_runs_anew_once_nothing_can_commit()
+ {
     let (_server, app, conv, admin) = one_second_budget().await;
     // Every commit loses its connection before an answer: the outcome stays unknown.
     fail_commits(
@@ -173,7 +176,7 @@ async fn an_unconfirmed_commit_answers_write_outcome_unknown_and_its_key_never_r
         .run_command(bson::doc! { "configureFailPoint": "failCommand", "mode": "off" })
         .await
         .unwrap();
-    // A retry with the same key does not run the change a second time.
+    // A retry with the same key at once: the first commit might still land; not run again.
     let again = crate::idempotency::post_keyed(&app, &path, &token, "add-bob", body.clone()).await;
     assert_eq!(
         (again.status, again.code()),
@@ -181,10 +184,91 @@ async fn an_unconfirmed_commit_answers_write_outcome_unknown_and_its_key_never_r
         "{:?}",
         again.body
     );
-    // The client reads back (the commit never reached the server here) and sends it anew.
-    let bob = app.get(&format!("{path}/bob"), &app.server()).await;
-    assert_eq!(bob.status, 404, "{:?}", bob.body);
-    let fresh = crate::idempotency::post_keyed(&app, &path, &token, "add-bob-2", body).await;
-    assert_eq!(fresh.status, 201, "{:?}", fresh.body);
+    let wait: u64 = again.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&wait), "Retry-After {wait}");
+    // Past the takeover time nothing of the first try can commit, and it recorded no effect
+    // (its commit never reached the server): the same key runs the change, once.
+    tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+    let ran = crate::idempotency::post_keyed(&app, &path, &token, "add-bob", body.clone()).await;
+    assert_eq!(ran.status, 201, "{:?}", ran.body);
+    assert!(!ran.headers.contains_key("idempotent-replayed"));
+    let replay = crate::idempotency::post_keyed(&app, &path, &token, "add-bob", body).await;
+    assert_eq!(replay.status, 201, "{:?}", replay.body);
+    assert_eq!(replay.headers["idempotent-replayed"], "true");
+    assert_eq!(replay.body, ran.body);
     assert_eq!(app.conversation(&conv).await["member_count"], 2);
+}
+
+#[tokio::test]
+async fn a_commit_that_lands_after_write_outcome_unknown_is_answered_from_its_effect_not_run_again()
+{
+    let (_server, app, conv, admin) = one_second_budget().await;
+    hold_next_commit(&admin).await;
+    let path = "/v1/conversations";
+    let token = app.user("alice");
+    let body = serde_json::json!({ "type": "group", "name": "late commit" });
+    let r = crate::idempotency::post_keyed(&app, path, &token, "create-1", body.clone()).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (503, "write_outcome_unknown"),
+        "{:?}",
+        r.body
+    );
+    // Once the held commit has landed, the same key answers with what it created — the
+    // conversation and its answer recorded in the same transaction — and creates nothing.
+    tokio::time::sleep(std::time::Duration::from_millis(4000)).await;
+    let again = crate::idempotency::post_keyed(&app, path, &token, "create-1", body.clone()).await;
+    assert_eq!(again.status, 201, "{:?}", again.body);
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    let id = again.body["conversation"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let made = admin
+        .database(&app.settings.database.name)
+        .collection::<bson::Document>("conversations")
+        .count_documents(bson::doc! { "name": "late commit" })
+        .await
+        .unwrap();
+    assert_eq!(made, 1, "one conversation");
+    let got = app.conversation(&id).await;
+    assert_eq!(got["name"], "late commit");
+    assert_ne!(id, conv);
+    let third = crate::idempotency::post_keyed(&app, path, &token, "create-1", body).await;
+    assert_eq!(third.body, again.body);
+
+    // The same through a conversation's writer: an add whose commit lands late.
+    hold_next_commit(&admin).await;
+    let members = format!("/v1/conversations/{id}/members");
+    let bob = serde_json::json!({ "user_id": "bob" });
+    let r = crate::idempotency::post_keyed(&app, &members, &token, "add-bob", bob.clone()).await;
+    assert_eq!(r.code(), "write_outcome_unknown", "{:?}", r.body);
+    tokio::time::sleep(std::time::Duration::from_millis(4000)).await;
+    let again = crate::idempotency::post_keyed(&app, &members, &token, "add-bob", bob).await;
+    assert_eq!(again.status, 201, "not member_exists: {:?}", again.body);
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert_eq!(again.body["user_id"], "bob");
+    assert_eq!(app.conversation(&id).await["member_count"], 2);
+}
+
+/// Holds the next commit 6 s (past a 1 s budget and the commit grace), then lets it apply;
+/// the `killSessions` that would end it is held as long, so it comes too late.
+async fn hold_next_commit(admin: &mongodb::Client) {
+    admin
+        .database("admin")
+        .run_command(bson::doc! {
+            "configureFailPoint": "failCommand",
+            "mode": { "times": 2 },
+            "data": {
+                "failCommands": ["commitTransaction", "killSessions"],
+                "blockConnection": true,
+                "blockTimeMS": 6000,
+            },
+        })
+        .await
+        .unwrap();
 }

@@ -253,7 +253,7 @@ async fn a_retried_invitation_or_invite_link_is_made_once() {
 }
 
 #[tokio::test]
-async fn a_key_whose_holder_stopped_renewing_is_never_run_again() {
+async fn a_key_whose_holder_stopped_renewing_without_a_committed_effect_runs_anew_once() {
     let mut settings = crate::helpers::test_settings();
     settings.database.idempotency_takeover_ms = 400;
     let app = crate::helpers::spawn_app_with(settings).await;
@@ -267,11 +267,15 @@ async fn a_key_whose_holder_stopped_renewing_is_never_run_again() {
         store.claim_idempotency_key(&scope, "k", "f").await.unwrap(),
         Claim::InProgress
     ));
-    // … and, gone without renewing (a process killed mid-request, perhaps after its commit),
-    // leaves a key that answers "outcome unknown" from then on instead of running again.
+    // … and, gone without renewing and without a committed effect (a process killed before
+    // its commit), leaves a key that one retry takes over and runs anew (nothing to replay).
     tokio::time::sleep(std::time::Duration::from_millis(600)).await;
-    for _ in 0..2 {
-        let again = store.claim_idempotency_key(&scope, "k", "f").await.unwrap();
-        assert!(matches!(again, Claim::OutcomeUnknown), "{again:?}");
-    }
+    let again = store.claim_idempotency_key(&scope, "k", "f").await.unwrap();
+    let Claim::Run(key) = again else {
+        panic!("not taken over: {again:?}");
+    };
+    assert!(!key.replays());
+    // The new holder holds it: a second retry waits.
+    let third = store.claim_idempotency_key(&scope, "k", "f").await.unwrap();
+    assert!(matches!(third, Claim::InProgress), "{third:?}");
 }

@@ -279,6 +279,10 @@ impl Roster {
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
+        // A retry of a keyed upload that completed: its answer, not a second upload.
+        if let Some(done) = crate::store::idempotency::replayed::<MediaDoc>()? {
+            return Ok(done.into());
+        }
         let Some(user) = scope.user() else {
             return Err(Error::client(
                 ErrorCode::Forbidden,
