@@ -282,6 +282,28 @@ impl Shell<'_> {
                 let found = store.members().find_one(f).session(&mut *s).await?;
                 Fact::Member(user, found.map(|m| Box::new(convert::member(m))))
             }
+            Need::Grants(user) => {
+                let [links_read, invitations_read] = Store::grants_queries(tenant, conv, &user);
+                let mut links = Vec::new();
+                let mut cursor = store
+                    .invite_links()
+                    .find(links_read.filter)
+                    .session(&mut *s)
+                    .await?;
+                while let Some(l) = cursor.next(&mut *s).await.transpose()? {
+                    links.push(convert::invite_link(l));
+                }
+                let mut invitations = Vec::new();
+                let mut cursor = store
+                    .invitations()
+                    .find(invitations_read.filter)
+                    .session(&mut *s)
+                    .await?;
+                while let Some(x) = cursor.next(&mut *s).await.transpose()? {
+                    invitations.push(convert::invitation(x));
+                }
+                Fact::Grants(user, links, invitations)
+            }
         };
         agg.learn(fact);
         Ok(())

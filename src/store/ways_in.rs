@@ -114,6 +114,36 @@ impl Store {
         }
     }
 
+    /// The reads of what `user` (external id) granted in a conversation and is still open:
+    /// their unrevoked invite links (index
+    /// `tenant_id_1_conversation_id_1_creator_external_id_1_revoked_at_1`) and their pending
+    /// invitations (index `tenant_id_1_conversation_id_1_inviter_external_id_1_status_1`).
+    /// Read when they leave, are removed or are banned, to revoke them.
+    pub fn grants_queries(scope: &TenantScope, conversation: ObjectId, user: &str) -> [Query; 2] {
+        let mut links = tenant_filter(scope);
+        links.insert("conversation_id", conversation);
+        links.insert("creator_external_id", user);
+        links.insert("revoked_at", bson::Bson::Null);
+        let mut invitations = tenant_filter(scope);
+        invitations.insert("conversation_id", conversation);
+        invitations.insert("inviter_external_id", user);
+        invitations.insert("status", "pending");
+        [
+            Query {
+                collection: names::INVITE_LINKS,
+                filter: links,
+                sort: None,
+                limit: None,
+            },
+            Query {
+                collection: names::INVITATIONS,
+                filter: invitations,
+                sort: None,
+                limit: None,
+            },
+        ]
+    }
+
     /// One invitation of the tenant addressed to `user`.
     pub async fn invitation_for(
         &self,

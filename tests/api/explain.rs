@@ -430,6 +430,17 @@ async fn the_ways_in_queries_are_index_scans() {
         &plan,
         &["tenant_id_1_conversation_id_1__id_-1"],
     );
+    let [links, invitations] = Store::grants_queries(&scope, conv, "bob");
+    assert_index_scan(
+        "a departing member's open links",
+        &winning_plan(&app, &links).await,
+        &["tenant_id_1_conversation_id_1_creator_external_id_1_revoked_at_1"],
+    );
+    assert_index_scan(
+        "a departing member's pending invitations",
+        &winning_plan(&app, &invitations).await,
+        &["tenant_id_1_conversation_id_1_inviter_external_id_1_status_1"],
+    );
     let by_code = Query {
         collection: "invite_links",
         filter: Store::invite_link_filter(&scope, "AAAAAAAAAAAAAAAAAAAAAA"),

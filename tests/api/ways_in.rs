@@ -1105,3 +1105,160 @@ async fn a_link_or_invitation_lapses_when_its_creator_may_no_longer_grant_it() {
     let r = join_link(&app, &server_link, &app.user("luke")).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
 }
+
+#[tokio::test]
+async fn a_creator_who_leaves_is_removed_or_is_banned_has_their_open_links_and_invitations_revoked_with_the_departure()
+ {
+    let app = spawn_app().await;
+    let conv = app
+        .create_group(
+            "ann",
+            &[("adam", "admin"), ("ben", "admin"), ("cid", "admin")],
+        )
+        .await;
+    let mut links = Vec::new();
+    for (maker, invitee) in [("adam", "ivy"), ("ben", "jo"), ("cid", "kim")] {
+        let token = app.user(maker);
+        links.push(code_of(&make_link(&app, &conv, &token, json!({})).await));
+        let r = invite(&app, &conv, &token, json!({ "user_id": invitee })).await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+    }
+    let server_link = code_of(&make_link(&app, &conv, &app.server(), json!({})).await);
+    let r = invite(&app, &conv, &app.server(), json!({ "user_id": "lee" })).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    // Ann's own link is untouched by the others going.
+    let ann_link = code_of(&make_link(&app, &conv, &app.user("ann"), json!({})).await);
+
+    // Adam leaves, ben is removed, cid is banned.
+    let r = app
+        .post(
+            &format!("/v1/conversations/{conv}/leave"),
+            &app.user("adam"),
+            json!({}),
+        )
+        .await;
+    assert!(r.status < 300, "{:?}", r.body);
+    let r = app
+        .delete(
+            &format!("/v1/conversations/{conv}/members/ben"),
+            &app.server(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let r = app
+        .post(
+            &format!("/v1/conversations/{conv}/members/cid/ban"),
+            &app.user("ann"),
+            json!({ "reason": "spam" }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+
+    // Their links and pending invitations are revoked, as the list shows right after.
+    let r = app
+        .get(
+            &format!("/v1/conversations/{conv}/invite-links"),
+            &app.server(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let revoked: std::collections::BTreeMap<String, bool> = r.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["code"].as_str().unwrap().to_owned(),
+                !l["revoked_at"].is_null(),
+            )
+        })
+        .collect();
+    for code in &links {
+        assert_eq!(revoked.get(code), Some(&true), "{code}: {:?}", r.body);
+    }
+    assert_eq!(revoked.get(&server_link), Some(&false));
+    assert_eq!(revoked.get(&ann_link), Some(&false));
+    let invitations = |status: &'static str| {
+        let app = &app;
+        let conv = conv.clone();
+        async move {
+            let r = app
+                .get(
+                    &format!("/v1/conversations/{conv}/invitations?status={status}"),
+                    &app.server(),
+                )
+                .await;
+            assert_eq!(r.status, 200, "{:?}", r.body);
+            let mut users: Vec<String> = r.body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x["user_id"].as_str().unwrap().to_owned())
+                .collect();
+            users.sort();
+            users
+        }
+    };
+    assert_eq!(invitations("revoked").await, ["ivy", "jo", "kim"]);
+    assert_eq!(invitations("pending").await, ["lee"]);
+    let r = answer(
+        &app,
+        &id_of_revoked_invitation(&app, &conv, "ivy").await,
+        &app.user("ivy"),
+        "accept",
+    )
+    .await;
+    assert_eq!(r.code(), "invitation_not_found", "{:?}", r.body);
+
+    // Audited with the departure's reason, and sent as events.
+    let r = app
+        .get(
+            &format!("/v1/conversations/{conv}/audit?action=invite_link.revoked"),
+            &app.server(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let items = r.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 3, "{:?}", r.body);
+    assert!(
+        items.iter().all(|e| e["reason"] == "creator_departed"),
+        "{:?}",
+        r.body
+    );
+    let r = app
+        .get(
+            &format!("/v1/conversations/{conv}/audit?action=invitation.revoked"),
+            &app.server(),
+        )
+        .await;
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 3, "{:?}", r.body);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let events = app.get("/v1/events?after=0&limit=200", &app.server()).await;
+        let types = crate::helpers::TestApp::types_of(events.body["events"].as_array().unwrap());
+        let n = |t: &str| types.iter().filter(|x| *x == t).count();
+        if n("invite_link.revoked") == 3 && n("invitation.revoked") == 3 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "events: {types:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// The id of `user`'s revoked invitation in `conv`.
+async fn id_of_revoked_invitation(app: &TestApp, conv: &str, user: &str) -> String {
+    let r = app
+        .get(
+            &format!("/v1/conversations/{conv}/invitations?status=revoked"),
+            &app.server(),
+        )
+        .await;
+    r.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["user_id"] == user)
+        .and_then(|x| x["id"].as_str())
+        .expect("an invitation")
+        .to_owned()
+}

@@ -37,6 +37,9 @@ pub enum Need {
     /// The membership of this user (external id) in this conversation, whatever its status
     /// (e.g. who made an invitation or link, to check they may still grant it).
     Member(String),
+    /// What this user (external id) granted in this conversation and is still open: the
+    /// invite links they made that are not revoked, and their pending invitations.
+    Grants(String),
 }
 
 impl Need {
@@ -73,6 +76,8 @@ pub enum Fact {
     InviteLink(String, Option<InviteLink>),
     /// [`Need::Member`]: the user and their membership, if any.
     Member(String, Option<Box<Member>>),
+    /// [`Need::Grants`]: the user, their open links and their pending invitations.
+    Grants(String, Vec<InviteLink>, Vec<Invitation>),
 }
 
 /// What the aggregate cannot make by itself.
@@ -203,6 +208,16 @@ impl ConversationAggregate {
             }
             Fact::Member(user, found) => {
                 self.members.entry(user).or_insert(found.map(|m| *m));
+            }
+            Fact::Grants(user, links, invitations) => {
+                for link in links {
+                    self.links.entry(link.code.clone()).or_insert(Some(link));
+                }
+                for inv in invitations {
+                    self.invitations_read.insert(inv.id);
+                    self.invitations.entry(inv.id).or_insert(inv);
+                }
+                self.grants_read.insert(user);
             }
         }
     }

@@ -75,8 +75,9 @@ impl ConversationAggregate {
     }
 
     /// Erases the membership of `target` (its user is being erased): the document goes; a
-    /// present member leaves the count and the summary, a holder of the top role hands it on;
-    /// `member.erased` records the role and status it had. `false` if there was none.
+    /// present member leaves the count and the summary, a holder of the top role hands it on,
+    /// what they granted is revoked; `member.erased` records the role and status it had.
+    /// `false` if there was none.
     pub(super) fn erase(&mut self, i: usize, target: &ExternalUserId) -> bool {
         let key = target.as_str();
         let Some(m) = self.member(key).cloned() else {
@@ -106,13 +107,18 @@ impl ConversationAggregate {
         if present && self.catalog.is_top(&m.role) {
             self.handoff = Some(i);
         }
+        if present {
+            self.revoking.push((i, key.to_owned()));
+        }
         true
     }
 
     /// Stages a departure (`m` already carries its new status and departure fields): count
     /// −1, summary, `entry`, and the top role handed on if its holder went. A departed holder
     /// of the top role keeps the catalog's default role instead (flags re-resolved, overrides
-    /// gone), so only present members ever hold it. Returns the membership as staged.
+    /// gone), so only present members ever hold it. What the member granted and is still open
+    /// (links, pending invitations) is revoked before the next operation. Returns the
+    /// membership as staged.
     pub(super) fn depart(&mut self, i: usize, mut m: Member, entry: Entry) -> Member {
         let was_top = self.catalog.is_top(&m.role);
         if was_top {
@@ -131,6 +137,7 @@ impl ConversationAggregate {
         if was_top {
             self.handoff = Some(i);
         }
+        self.revoking.push((i, user));
         m
     }
 

@@ -102,6 +102,11 @@ pub struct ConversationAggregate {
     handoff: Option<usize>,
     /// Heir candidates read for the pending hand-off, by role.
     candidates: HashMap<RoleName, Vec<Member>>,
+    /// Departed members whose open links and pending invitations are still to be revoked,
+    /// with the operation that made them go.
+    revoking: Vec<(usize, String)>,
+    /// Users whose open grants were read ([`Need::Grants`]).
+    grants_read: BTreeSet<String>,
     summary: Option<Vec<Participant>>,
     facts: OpFacts,
 }
@@ -146,6 +151,8 @@ impl ConversationAggregate {
             audit: Vec::new(),
             handoff: None,
             candidates: HashMap::new(),
+            revoking: Vec::new(),
+            grants_read: BTreeSet::new(),
             summary: None,
             facts: OpFacts::default(),
         }
@@ -188,16 +195,21 @@ impl ConversationAggregate {
     }
 
     /// Completes what an earlier operation left pending — the hand-off of the top role its
-    /// departure freed — so that the state the next operation sees is settled. [`apply`] and
-    /// [`finish`] call it first; the writer need not.
+    /// departure freed, the revocation of what a departed member granted — so that the state
+    /// the next operation sees is settled. [`apply`] and [`finish`] call it first; the writer
+    /// need not.
     ///
     /// [`apply`]: Self::apply
     /// [`finish`]: Self::finish
     pub fn prepare(&mut self) -> Result<(), Need> {
-        match self.handoff {
-            Some(from) => self.hand_off(from),
-            None => Ok(()),
+        if let Some(from) = self.handoff {
+            self.hand_off(from)?;
         }
+        while let Some((i, user)) = self.revoking.first().cloned() {
+            self.revoke_grants_of(i, &user)?;
+            self.revoking.remove(0);
+        }
+        Ok(())
     }
 
     fn dispatch(&mut self, i: usize, req: &Request, env: &mut dyn Env) -> Applied<Answer> {

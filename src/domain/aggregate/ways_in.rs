@@ -19,6 +19,10 @@ use crate::domain::ways_in::{
 };
 use crate::domain::{ErrorCode, JoinPolicy, Refusal};
 
+/// The audit reason of a link or invitation revoked because its creator left, was removed or
+/// was banned.
+pub const CREATOR_DEPARTED: &str = "creator_departed";
+
 fn item_entry(key: &'static str, id: DocId) -> Vec<(&'static str, Value)> {
     vec![(key, Value::Str(id.to_hex()))]
 }
@@ -110,6 +114,59 @@ impl ConversationAggregate {
     fn put_link(&mut self, link: InviteLink, w: Write) {
         mark(&mut self.link_writes, link.code.clone(), w);
         self.links.insert(link.code.clone(), Some(link));
+    }
+
+    /// Revokes what `user`, who left, was removed or was banned by operation `i`, granted and
+    /// is still open: their invite links and their pending invitations, each audited (with
+    /// its event) as `invite_link.revoked` / `invitation.revoked`, reason
+    /// [`CREATOR_DEPARTED`]. A right that ended ends what it granted; server-made links and
+    /// invitations have no creator and stay. Reads them first ([`Need::Grants`]).
+    pub(super) fn revoke_grants_of(&mut self, i: usize, user: &str) -> Result<(), Need> {
+        if !self.grants_read.contains(user) {
+            return Err(Need::Grants(user.to_owned()));
+        }
+        let links: Vec<InviteLink> = self
+            .links
+            .values()
+            .flatten()
+            .filter(|l| l.creator_external_id.as_deref() == Some(user) && l.revoked_at.is_none())
+            .cloned()
+            .collect();
+        for mut link in links {
+            link.revoked_at = Some(self.now);
+            let after = item_entry("invite_link_id", link.id);
+            self.put_link(link, Write::Replace);
+            let entry = Self::entry(
+                action::INVITE_LINK_REVOKED,
+                None,
+                None,
+                Some(after),
+                Some(CREATOR_DEPARTED),
+            );
+            self.record(i, entry);
+        }
+        let invitations: Vec<Invitation> = self
+            .invitations
+            .values()
+            .filter(|x| {
+                x.inviter_external_id.as_deref() == Some(user)
+                    && x.status_at(self.now) == InvitationStatus::Pending
+            })
+            .cloned()
+            .collect();
+        for mut inv in invitations {
+            inv.decide(InvitationStatus::Revoked, self.now);
+            let entry = Self::entry(
+                action::INVITATION_REVOKED,
+                Some(&inv.external_user_id),
+                None,
+                Some(item_entry("invitation_id", inv.id)),
+                Some(CREATOR_DEPARTED),
+            );
+            self.put_invitation(inv, Write::Replace);
+            self.record(i, entry);
+        }
+        Ok(())
     }
 
     /// Invites a user who is neither present nor banned, in a role below the inviter's; an

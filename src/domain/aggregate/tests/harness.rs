@@ -108,6 +108,22 @@ impl Db {
             ),
             Need::InviteLink(code) => Fact::InviteLink(code.clone(), self.links.get(code).cloned()),
             Need::Member(u) => Fact::Member(u.clone(), self.members.get(u).cloned().map(Box::new)),
+            Need::Grants(u) => Fact::Grants(
+                u.clone(),
+                self.links
+                    .values()
+                    .filter(|l| l.creator_external_id.as_ref() == Some(u) && l.revoked_at.is_none())
+                    .cloned()
+                    .collect(),
+                self.invitations
+                    .values()
+                    .filter(|x| {
+                        x.inviter_external_id.as_ref() == Some(u)
+                            && x.status == crate::domain::ways_in::InvitationStatus::Pending
+                    })
+                    .cloned()
+                    .collect(),
+            ),
         }
     }
 

@@ -90,7 +90,13 @@ fn check_ranks(
 }
 
 /// The invariants of DESIGN §1 and §3 on what is stored.
-fn check_invariants(db: &Db, cat: &RoleCatalog, banned_before: &[String], unbanned: &[String]) {
+fn check_invariants(
+    db: &Db,
+    cat: &RoleCatalog,
+    banned_before: &[String],
+    unbanned: &[String],
+    now: Timestamp,
+) {
     let present: Vec<&Member> = db.present().collect();
     assert_eq!(
         db.conv.member_count,
@@ -139,6 +145,27 @@ fn check_invariants(db: &Db, cat: &RoleCatalog, banned_before: &[String], unbann
     for l in db.links.values() {
         if let Some(max) = l.max_uses {
             assert!(l.uses <= max, "a link used past max_uses");
+        }
+    }
+    // A right that ended ends what it granted: a creator who is not present has no open
+    // link and no pending invitation (server-made ones have no creator; expired ones stay
+    // as they are).
+    let is_present = |u: &str| present.iter().any(|m| m.external_user_id == u);
+    for l in db.links.values() {
+        if let Some(c) = &l.creator_external_id {
+            assert!(
+                l.revoked_at.is_some() || is_present(c.as_str()),
+                "{c} is gone and their link is open"
+            );
+        }
+    }
+    for x in db.invitations.values() {
+        if let Some(c) = &x.inviter_external_id {
+            assert!(
+                x.status_at(now) != crate::domain::ways_in::InvitationStatus::Pending
+                    || is_present(c.as_str()),
+                "{c} is gone and their invitation is pending"
+            );
         }
     }
     match &db.conv.participants {
@@ -197,7 +224,7 @@ proptest! {
             for (req, (before, answer)) in reqs.iter().zip(&answers) {
                 check_ranks(&cat, req, before, answer);
             }
-            check_invariants(&db, &cat, &banned_before, &unbanned);
+            check_invariants(&db, &cat, &banned_before, &unbanned, now);
         }
     }
 
