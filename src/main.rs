@@ -14,7 +14,13 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    roster::telemetry::init(&settings.log);
+    // The one-shot commands print what they made (tokens, keys) on stdout; their progress
+    // logs stay quiet unless something goes wrong (`RUST_LOG` still overrides).
+    let mut log = settings.log.clone();
+    if !matches!(cli.command, roster::cli::Command::Serve) {
+        log.level = "warn".into();
+    }
+    roster::telemetry::init(&log);
     match roster::cli::run(cli, settings).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
