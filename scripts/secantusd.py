@@ -33,6 +33,14 @@ the same command; any change to the catalog (an index created, dropped or change
 turning multikey, a collection dropped or renamed) empties every thread's copy, before and
 after it runs.
 
+A fifth change: an update rewrites only the index entries that change. SecantusDB removes every
+entry the old document contributed to every index of the collection and writes every entry of
+the new one (releasing and claiming again each unique key), even when an update touched one
+field that two of twelve indexes cover. In its two update paths (``_update_chunk``,
+``_update_matching_single_txn``), each index whose entries are the same for the old and the new
+document (same keys by SecantusDB's own ``_index_key_variants``, same partial-filter membership,
+not geo) is left as it is; the others are removed and written as before (``_same_entries``).
+
 A fourth change adds measurements only: SecantusDB's profiler (``{profile: 2}``) records each
 command without what mongod's profiler says about its cost, so every profile entry gets
 mongod's ``docsExamined`` (documents read from the collection to answer it), ``nreturned`` /
@@ -613,6 +621,60 @@ def _record_profile(ctx, name, doc, result, start_ns):
         _profile_extra.fields = None
 
 
+_original_delete_index_entries = st.Storage._delete_index_entries
+_original_write_index_entries = st.Storage._write_index_entries
+# SecantusDB's update paths: each removes the old document's entries, writes the document and
+# writes the new one's, with the documents in the locals ``doc`` and ``new``.
+_UPDATE_PATHS = frozenset({"_update_chunk", "_update_matching_single_txn"})
+
+
+class _Unchanged(threading.local):
+    """The indexes the update this thread is applying leaves as they are:
+    ``(storage, db, collection, recordid, names)``, set when the old entries go and used once
+    when the new ones are written."""
+
+    pending = None
+
+
+_unchanged = _Unchanged()
+
+
+def _same_entries(self, db, coll, old, new, index, partials, options) -> bool:
+    name, key_spec, sparse, _unique = index
+    if st._geo_type_of(key_spec) is not None:
+        return False
+    pf = partials.get(name)
+    if pf is not None and matches(old, pf) != matches(new, pf):
+        return False
+    coll_opt = st._parse_index_collation(options.get(name, {}).get("collation"))
+    keys = lambda d: list(st._index_key_variants(d, key_spec, sparse=sparse, collation=coll_opt))
+    return keys(old) == keys(new)
+
+
+def _delete_index_entries(self, db, coll, doc, indexes, partials=None, *, recordid):
+    _unchanged.pending = None
+    caller = sys._getframe(1)
+    new = caller.f_locals.get("new") if caller.f_code.co_name in _UPDATE_PATHS else None
+    if not isinstance(new, dict) or caller.f_locals.get("doc") is not doc or not indexes:
+        return _original_delete_index_entries(
+            self, db, coll, doc, indexes, partials, recordid=recordid
+        )
+    if partials is None:
+        partials = self._partial_filters(db, coll)
+    options = self._index_options_map(db, coll)
+    same = {ix[0] for ix in indexes if _same_entries(self, db, coll, doc, new, ix, partials, options)}
+    _unchanged.pending = (id(self), db, coll, recordid, same)
+    changed = [ix for ix in indexes if ix[0] not in same]
+    return _original_delete_index_entries(self, db, coll, doc, changed, partials, recordid=recordid)
+
+
+def _write_index_entries(self, db, coll, doc, indexes, partials=None, *, recordid):
+    pending, _unchanged.pending = _unchanged.pending, None
+    if pending is not None and pending[:4] == (id(self), db, coll, recordid):
+        indexes = [ix for ix in indexes if ix[0] not in pending[4]]
+    return _original_write_index_entries(self, db, coll, doc, indexes, partials, recordid=recordid)
+
+
 def _insert(self, db, coll, docs, *args, **kwargs):
     fields = getattr(_profile_extra, "fields", None)
     if fields and coll == "system.profile":
@@ -634,6 +696,8 @@ def install() -> None:
     st.Storage._candidates_iter = _candidates_iter
     st.Storage.insert = _insert
     st.Storage._iter_indexes = _iter_indexes
+    st.Storage._delete_index_entries = _delete_index_entries
+    st.Storage._write_index_entries = _write_index_entries
     for name in _CATALOG_WRITERS:
         setattr(st.Storage, name, _catalog_writer(getattr(st.Storage, name)))
     _commands.dispatch = _dispatch

@@ -4,8 +4,9 @@ launcher) and an unpatched one (``secantusd-py``), must give the same answers an
 collections.
 
 The launcher changes which index entries a filter is looked up by (in updates, deletes and
-findAndModify as in finds) and caches the index catalog for the length of a command; this test
-drives both under concurrency, with a thread that creates and drops an index meanwhile and
+findAndModify as in finds), caches the index catalog for the length of a command and leaves
+unchanged index entries alone in updates (every document is looked up through every index by its
+own values at the end); this test drives both under concurrency, with a thread that creates and drops an index meanwhile and
 writes that turn an index multikey (so a stale catalog copy would look up a scalar under an
 index that no longer holds every match). Each thread writes its own tenant, so its answers and
 its documents do not depend on how the threads interleave; all threads share the collection,
@@ -200,10 +201,29 @@ def run(client: MongoClient, plans: list[list[tuple]]) -> tuple[list, list]:
     for w in workers:
         w.join()
     churn.join()
+    check_index_entries(coll)
     docs = sorted(({k: v for k, v in d.items() if k != "_id"}
                    for name in ("members", "churn") for d in client[DB][name].find({})),
                   key=lambda d: bson.encode(d))
     return answers, docs
+
+
+def check_index_entries(coll) -> None:
+    """Every document is found through every index by its own values (an update that skipped
+    writing an entry it changed would lose it there)."""
+    docs = list(coll.find({}))
+    for keys, opts in INDEXES:
+        for d in docs:
+            if "tags" in keys and isinstance(d.get("tags"), list):
+                continue  # an array: looked up by each element below
+            filter = {k: d.get(k) for k in keys}
+            found = [x["_id"] for x in coll.find(filter, hint=opts["name"])]
+            assert d["_id"] in found, f"{d} is missing from index {opts['name']}"
+        for d in docs:
+            for tag in d.get("tags") or [] if isinstance(d.get("tags"), list) else []:
+                found = [x["_id"] for x in coll.find({"tenant_id": d["tenant_id"], "tags": tag},
+                                                     hint="tags")]
+                assert d["_id"] in found, f"{d} is missing from index tags under {tag}"
 
 
 def main() -> None:
