@@ -340,9 +340,11 @@ impl Store {
     /// (at most `members.embed_threshold` members: their present members'
     /// `conversation_activity_at`). A larger conversation is marked `activity_fanout_pending`
     /// instead, and the sweeper catches its members up once per sweep — so a busy
-    /// conversation of 20,000 members costs one write per message, not 20,000. Six commands
-    /// however many reports and conversations: one read of the conversations, one insert,
-    /// four `update`s.
+    /// conversation of 20,000 members costs one write per message, not 20,000. A small
+    /// conversation's senders are counted by its catch-up (one pipeline update of each present
+    /// member), a large one's by an update of the sender. At most five commands however many
+    /// reports and conversations: one read of the conversations, one insert, at most three
+    /// `update`s.
     async fn count_reports(
         &self,
         s: &mut ClientSession,
@@ -369,15 +371,20 @@ impl Store {
             .insert_many(docs)
             .session(&mut *s)
             .await?;
-        let senders = counted.iter().map(|((conv, user), (n, at))| {
-            doc! {
-                "q": Self::member_filter(scope, *conv, user),
-                "u": {
-                    "$inc": { "activity.message_count": n },
-                    "$max": { "activity.last_message_at": at },
-                },
-            }
-        });
+        // Senders of small conversations are counted by their conversation's catch-up below
+        // (one write of each present member instead of two of the sender).
+        let senders = counted
+            .iter()
+            .filter(|((conv, _), _)| !small.contains_key(conv))
+            .map(|((conv, user), (n, at))| {
+                doc! {
+                    "q": Self::member_filter(scope, *conv, user),
+                    "u": {
+                        "$inc": { "activity.message_count": n },
+                        "$max": { "activity.last_message_at": at },
+                    },
+                }
+            });
         self.update_each(s, names::GROUP_MEMBERS, senders.collect(), false)
             .await?;
         let convs = latest.iter().map(|(conv, last)| {
@@ -396,7 +403,13 @@ impl Store {
         let catch_up = small.iter().filter_map(|(conv, before)| {
             let last = latest.get(conv)?;
             let at = before.map_or(*last, |b| b.max(*last));
-            let (q, u) = Self::catch_up(scope, *conv, at);
+            let (q, _) = Self::catch_up(scope, *conv, at);
+            let mine: Vec<(&str, i64, DateTime)> = counted
+                .range((*conv, "")..)
+                .take_while(|((c, _), _)| c == conv)
+                .map(|((_, user), (n, sent))| (*user, *n, *sent))
+                .collect();
+            let u = Self::catch_up_counting(at, &mine);
             Some(doc! { "q": q, "u": u, "multi": true })
         });
         self.update_each(s, names::GROUP_MEMBERS, catch_up.collect(), true)
@@ -411,6 +424,40 @@ impl Store {
         q.insert("conversation_id", conv);
         q.insert("status", doc! { "$in": ["active", "muted"] });
         (q, doc! { "$max": { "conversation_activity_at": at } })
+    }
+
+    /// The catch-up of a small conversation's present members (see [`Store::catch_up`]) that
+    /// also counts its `senders` (`(external user id, messages, latest sent_at)`): one
+    /// pipeline update, so a sender's membership is written once per batch, not twice.
+    fn catch_up_counting(at: DateTime, senders: &[(&str, i64, DateTime)]) -> Vec<Document> {
+        let is = |user: &str| doc! { "$eq": ["$external_user_id", user] };
+        let counts: Vec<Document> = senders
+            .iter()
+            .map(|(user, n, _)| doc! { "case": is(user), "then": n })
+            .collect();
+        let lasts: Vec<Document> = senders
+            .iter()
+            .map(|(user, _, sent)| {
+                doc! { "case": is(user), "then": { "$max": ["$activity.last_message_at", sent] } }
+            })
+            .collect();
+        let mut set = doc! {
+            "conversation_activity_at": { "$max": ["$conversation_activity_at", at] },
+        };
+        if !senders.is_empty() {
+            set.insert(
+                "activity.message_count",
+                doc! { "$add": [
+                    { "$ifNull": ["$activity.message_count", 0_i64] },
+                    { "$switch": { "branches": counts, "default": 0_i64 } },
+                ] },
+            );
+            set.insert(
+                "activity.last_message_at",
+                doc! { "$switch": { "branches": lasts, "default": "$activity.last_message_at" } },
+            );
+        }
+        vec![doc! { "$set": set }]
     }
 
     /// Runs `statements` (`{q, u}` each) as one `update` command of `collection` in the
