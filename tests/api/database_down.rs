@@ -288,3 +288,39 @@ async fn hold_next_commit(admin: &mongodb::Client) {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_commit_answered_no_such_transaction_is_an_unknown_outcome_not_run_again() {
+    let (_server, app, conv, admin) = one_second_budget().await;
+    // The answer a re-sent commit gets from a server that restarted after committing (and
+    // forgot it): NoSuchTransaction, labeled transient. Re-running the batch would apply a
+    // committed change twice; the answer is write_outcome_unknown.
+    fail_commits(
+        &admin,
+        bson::bson!({ "times": 1 }),
+        bson::doc! { "errorCode": 251, "errorLabels": ["TransientTransactionError"] },
+    )
+    .await;
+    let path = format!("/v1/conversations/{conv}/members");
+    let token = app.user("alice");
+    let body = serde_json::json!({ "user_id": "bob" });
+    let r = crate::idempotency::post_keyed(&app, &path, &token, "add-bob", body.clone()).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (503, "write_outcome_unknown"),
+        "{:?}",
+        r.body
+    );
+    // Here the commit never ran: once the key is taken over, the same key adds bob, once.
+    let wait = loop {
+        let again =
+            crate::idempotency::post_keyed(&app, &path, &token, "add-bob", body.clone()).await;
+        if again.status == 201 {
+            break again;
+        }
+        assert_eq!(again.code(), "idempotency_key_outcome_unknown", "{:?}", again.body);
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
+    assert_eq!(wait.body["user_id"], "bob");
+    assert_eq!(app.conversation(&conv).await["member_count"], 2);
+}
