@@ -318,7 +318,12 @@ async fn a_commit_answered_no_such_transaction_is_an_unknown_outcome_not_run_aga
         if again.status == 201 {
             break again;
         }
-        assert_eq!(again.code(), "idempotency_key_outcome_unknown", "{:?}", again.body);
+        assert_eq!(
+            again.code(),
+            "idempotency_key_outcome_unknown",
+            "{:?}",
+            again.body
+        );
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     };
     assert_eq!(wait.body["user_id"], "bob");
