@@ -20,6 +20,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use bson::oid::ObjectId;
 use bson::{DateTime, doc};
+use futures::TryStreamExt;
 use mongodb::ClientSession;
 use mongodb::options::ReturnDocument;
 
@@ -284,24 +285,20 @@ impl Shell<'_> {
             }
             Need::Grants(user) => {
                 let [links_read, invitations_read] = Store::grants_queries(tenant, conv, &user);
-                let mut links = Vec::new();
                 let mut cursor = store
                     .invite_links()
                     .find(links_read.filter)
                     .session(&mut *s)
                     .await?;
-                while let Some(l) = cursor.next(&mut *s).await.transpose()? {
-                    links.push(convert::invite_link(l));
-                }
-                let mut invitations = Vec::new();
+                let links: Vec<InviteLinkDoc> = cursor.stream(&mut *s).try_collect().await?;
                 let mut cursor = store
                     .invitations()
                     .find(invitations_read.filter)
                     .session(&mut *s)
                     .await?;
-                while let Some(x) = cursor.next(&mut *s).await.transpose()? {
-                    invitations.push(convert::invitation(x));
-                }
+                let invitations: Vec<InvitationDoc> = cursor.stream(&mut *s).try_collect().await?;
+                let links = links.into_iter().map(convert::invite_link).collect();
+                let invitations = invitations.into_iter().map(convert::invitation).collect();
                 Fact::Grants(user, links, invitations)
             }
         };
