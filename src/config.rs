@@ -285,6 +285,12 @@ pub struct WebhookSettings {
     pub lease_secs: u64,
     /// Endpoints delivered to at once by one instance.
     pub concurrency: usize,
+    /// An HTTP(S) proxy for deliveries (`http://host:port`), or none (the default): deliveries
+    /// then ignore `HTTPS_PROXY`/`HTTP_PROXY`, so no proxy resolves a target's name past the
+    /// address check. With a proxy, each target is resolved and checked before it is handed
+    /// to the proxy.
+    #[serde(default)]
+    pub proxy: Option<String>,
 }
 
 /// `[log]`
@@ -417,6 +423,13 @@ impl Settings {
             }),
             "http.cors_allowed_origins",
             "must list origins such as https://admin.example.com (scheme, host, optional port)",
+        )?;
+        check(
+            self.webhooks.proxy.as_deref().is_none_or(|p| {
+                reqwest::Url::parse(p).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+            }),
+            "webhooks.proxy",
+            "must be an http:// or https:// URL such as http://proxy.internal:3128",
         )?;
         check(
             self.media.thumbnail_concurrency <= 64,

@@ -30,8 +30,8 @@ pub struct LeaseDoc {
     pub until: DateTime,
 }
 
-/// One webhook endpoint.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One webhook endpoint. Its `Debug` shows the signing secret as `"whsec_…"`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct WebhookDoc {
     /// Endpoint id.
     #[serde(rename = "_id")]
@@ -70,6 +70,43 @@ pub struct WebhookDoc {
     /// the only one a delivery's progress write yields to.
     #[serde(default)]
     pub replayed_at: Option<DateTime>,
+    /// Which of the tenant's [`MAX_WEBHOOKS`] places the endpoint takes (0-based; unique per
+    /// tenant, so concurrent creates cannot pass the limit). Set by
+    /// [`Store::create_webhook`]; absent on endpoints stored before places existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<u32>,
+}
+
+impl std::fmt::Debug for WebhookDoc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookDoc")
+            .field("id", &self.id)
+            .field("tenant_id", &self.tenant_id)
+            .field("url", &self.url)
+            .field("event_types", &self.event_types)
+            .field("enabled", &self.enabled)
+            .field("disabled_reason", &self.disabled_reason)
+            .field("secret", &"whsec_…")
+            .field("description", &self.description)
+            .field("cursor", &self.cursor)
+            .field("attempt", &self.attempt)
+            .field("next_attempt_at", &self.next_attempt_at)
+            .field("failing_since", &self.failing_since)
+            .field("lease", &self.lease)
+            .field("last_success_at", &self.last_success_at)
+            .field("created_at", &self.created_at)
+            .field("updated_at", &self.updated_at)
+            .field("replayed_at", &self.replayed_at)
+            .field("slot", &self.slot)
+            .finish()
+    }
+}
+
+/// An endpoint's place, as [`Store::create_webhook`] reads them.
+#[derive(Debug, Deserialize)]
+struct SlotRow {
+    #[serde(default)]
+    slot: Option<u32>,
 }
 
 /// Which caller changes a delivery write yields to; see [`Store::update_claimed_webhook`].
@@ -144,21 +181,48 @@ impl Store {
         id_filter(scope, id)
     }
 
-    /// Stores a new endpoint. Errors: `webhook_limit` past [`MAX_WEBHOOKS`].
+    /// Stores a new endpoint in the lowest free of the tenant's [`MAX_WEBHOOKS`] places
+    /// (`slot`, unique per tenant by the partial index `tenant_id_1_slot_1`): of concurrent creates that
+    /// pick the same place one is stored and the others look again, so the limit holds
+    /// without a transaction. At most [`MAX_WEBHOOKS`] + 1 reads and as many inserts.
+    /// Errors: `webhook_limit` when every place is taken.
     pub async fn create_webhook(&self, scope: &TenantScope, w: &WebhookDoc) -> Result<()> {
-        let count = self
-            .webhooks()
-            .count_documents(tenant_filter(scope))
-            .await
-            .map_err(db_error)?;
-        if count >= MAX_WEBHOOKS {
-            return Err(Error::client(
+        let limit = || {
+            Error::client(
                 ErrorCode::WebhookLimit,
                 format!("a tenant has at most {MAX_WEBHOOKS} webhooks"),
-            ));
+            )
+        };
+        // Each lost race means another create took a place, so the loop ends.
+        for _ in 0..=MAX_WEBHOOKS {
+            let rows: Vec<SlotRow> = self
+                .webhooks()
+                .clone_with_type::<SlotRow>()
+                .find(tenant_filter(scope))
+                .projection(doc! { "_id": 0, "slot": 1 })
+                .await
+                .map_err(db_error)?
+                .try_collect()
+                .await
+                .map_err(db_error)?;
+            let held = rows.len() as u64;
+            let taken: std::collections::HashSet<u32> =
+                rows.into_iter().filter_map(|r| r.slot).collect();
+            let free = (0..MAX_WEBHOOKS as u32).find(|s| !taken.contains(s));
+            let Some(slot) = free.filter(|_| held < MAX_WEBHOOKS) else {
+                return Err(limit());
+            };
+            let placed = WebhookDoc {
+                slot: Some(slot),
+                ..w.clone()
+            };
+            match self.webhooks().insert_one(&placed).await {
+                Ok(_) => return Ok(()),
+                Err(e) if super::is_duplicate_key(&e) => continue,
+                Err(e) => return Err(db_error(e)),
+            }
         }
-        self.webhooks().insert_one(w).await.map_err(db_error)?;
-        Ok(())
+        Err(limit())
     }
 
     /// The tenant's endpoints, oldest first.

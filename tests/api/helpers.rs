@@ -96,6 +96,7 @@ pub async fn spawn_app_with_operator(settings: Settings, operator: &str) -> Test
     tokio::spawn(app.run_until_stopped());
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
+        .no_proxy()
         .build()
         .expect("client");
     let mut test = TestApp {
@@ -141,6 +142,7 @@ pub async fn spawn_instance_with(first: &TestApp, settings: Settings) -> TestApp
         admin_address,
         client: reqwest::Client::builder()
             .pool_max_idle_per_host(64)
+            .no_proxy()
             .build()
             .expect("client"),
         store,

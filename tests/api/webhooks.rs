@@ -566,6 +566,74 @@ async fn targets_on_private_addresses_are_refused_unless_allowed() {
 }
 
 #[tokio::test]
+async fn thirty_concurrent_creates_store_exactly_the_twenty_a_tenant_may_have() {
+    let app = Arc::new(spawn_app().await);
+    let receiver = Receiver::start(free_port(), Arc::default()).await;
+    let url = receiver.url();
+    let creates = (0..30).map(|i| {
+        let (app, url) = (app.clone(), url.clone());
+        tokio::spawn(async move {
+            let r = app
+                .post(
+                    "/v1/webhooks",
+                    &app.server(),
+                    json!({ "url": format!("{url}?n={i}") }),
+                )
+                .await;
+            (r.status, r.code().to_owned())
+        })
+    });
+    let mut answers: HashMap<(u16, String), usize> = HashMap::new();
+    for c in futures::future::join_all(creates).await {
+        *answers.entry(c.unwrap()).or_default() += 1;
+    }
+    assert_eq!(
+        answers,
+        HashMap::from([
+            ((201, "<no code>".to_owned()), 20),
+            ((409, "webhook_limit".to_owned()), 10)
+        ]),
+    );
+    let listed = app.get("/v1/webhooks", &app.server()).await;
+    assert_eq!(listed.body["items"].as_array().unwrap().len(), 20);
+    // A deleted endpoint's place is free again.
+    let first = listed.body["items"][0]["id"].as_str().unwrap().to_owned();
+    let r = app
+        .delete(&format!("/v1/webhooks/{first}"), &app.server())
+        .await;
+    assert_eq!(r.status, 204, "{:?}", r.body);
+    create_webhook(&app, &url, json!([])).await;
+    let r = app
+        .post("/v1/webhooks", &app.server(), json!({ "url": url }))
+        .await;
+    assert_eq!((r.status, r.code()), (409, "webhook_limit"));
+}
+
+#[tokio::test]
+async fn deliveries_ignore_the_environment_proxy() {
+    // A proxy that does not exist: a client that honoured it would never reach the receiver.
+    // (Each test runs in a process of its own, so the variables reach no other test.)
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    unsafe {
+        std::env::set_var("HTTP_PROXY", &dead);
+        std::env::set_var("http_proxy", &dead);
+        std::env::set_var("ALL_PROXY", &dead);
+        std::env::remove_var("NO_PROXY");
+        std::env::remove_var("no_proxy");
+    }
+    let app = spawn_app().await;
+    let receiver = Receiver::start(free_port(), Arc::default()).await;
+    let (_, secret) = create_webhook(&app, &receiver.url(), json!([])).await;
+    app.create_group("alice", &[("bob", "member")]).await;
+    let got = receiver
+        .wait_for("conversation.created", |g| {
+            g.iter().any(|g| g.json()["type"] == "conversation.created")
+        })
+        .await;
+    verify(&secret, &got[0]);
+}
+
+#[tokio::test]
 async fn webhooks_are_managed_by_server_tokens_of_their_own_tenant() {
     let app = spawn_app().await;
     let state = Arc::new(ReceiverState::default());

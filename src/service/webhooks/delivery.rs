@@ -55,13 +55,16 @@ impl Attempt {
     }
 }
 
-/// Sends one event to one endpoint, signed.
+/// Sends one event to one endpoint, signed. Unless `cfg.allow_private_targets`, a target
+/// that is (or, through a proxy, resolves to) a refused address fails the attempt unsent;
+/// without a proxy the client's resolver ([`PublicOnly`]) drops refused addresses itself.
 async fn send(
     client: &reqwest::Client,
     w: &WebhookDoc,
     e: &EventDoc,
-    allow_private: bool,
+    cfg: &WebhookSettings,
 ) -> Attempt {
+    let allow_private = cfg.allow_private_targets;
     let started = std::time::Instant::now();
     let elapsed = |started: std::time::Instant| started.elapsed().as_millis() as i64;
     let fail = |msg: String, status: Option<i32>| Attempt {
@@ -76,9 +79,15 @@ async fn send(
     });
     if !allow_private && literal.is_some_and(is_private) {
         return fail(
-            "the target is a loopback, private or link-local address".into(),
+            "the target is an address outside the public internet".into(),
             None,
         );
+    }
+    if !allow_private
+        && cfg.proxy.is_some()
+        && let Err(err) = check_target(&w.url, false).await
+    {
+        return fail(err.to_string(), None);
     }
     let body = match serde_json::to_vec(&EventView::from(e.clone())) {
         Ok(b) => b,
@@ -141,8 +150,19 @@ pub async fn deliver(store: Store, settings: Settings, cred: PlatformCredential)
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_millis(cfg.timeout_ms))
         .user_agent(concat!("Roster-Webhooks/", env!("CARGO_PKG_VERSION")));
-    if !cfg.allow_private_targets {
-        builder = builder.dns_resolver(Arc::new(PublicOnly));
+    // The environment's proxy is never used: a proxy resolves the target's name itself,
+    // past the address check. A configured one gets each target checked before it is sent.
+    match &cfg.proxy {
+        None => {
+            builder = builder.no_proxy();
+            if !cfg.allow_private_targets {
+                builder = builder.dns_resolver(Arc::new(PublicOnly));
+            }
+        }
+        Some(proxy) => match reqwest::Proxy::all(proxy) {
+            Ok(p) => builder = builder.proxy(p),
+            Err(e) => return tracing::error!(error = %e, "webhooks disabled: bad webhooks.proxy"),
+        },
     }
     let client = match builder.build() {
         Ok(c) => c,
@@ -348,7 +368,7 @@ async fn run_endpoint(
         let mut progress = Progress::new();
         for e in &events {
             let position = e.position.unwrap_or_default();
-            let result = send(client, &w, e, cfg.allow_private_targets).await;
+            let result = send(client, &w, e, &cfg).await;
             let attempt = w.attempt + 1;
             let now = DateTime::now();
             let retry = if result.ok() {

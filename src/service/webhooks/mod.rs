@@ -218,8 +218,12 @@ fn refused(detail: impl Into<String>) -> Error {
 }
 
 /// Whether an address is one a webhook may not reach without `allow_private_targets`:
-/// loopback, private (RFC 1918, unique-local), link-local, shared (RFC 6598), unspecified,
-/// multicast, broadcast, documentation, or an IPv4-mapped form of those.
+/// loopback, private (RFC 1918, unique-local), link-local, shared (RFC 6598, `100.64.0.0/10`),
+/// unspecified, multicast, broadcast, documentation, benchmarking, reserved (`240.0.0.0/4`),
+/// IETF protocol assignments (`192.0.0.0/24`), discard-only (`100::/64`), and every IPv6 form
+/// that carries an IPv4 address a gateway may turn into an internal one: IPv4-mapped and
+/// IPv4-compatible (`::a.b.c.d`), NAT64 (`64:ff9b::/96`, `64:ff9b:1::/48`), 6to4
+/// (`2002::/16`) and Teredo (`2001::/32`). (IANA's special-purpose address registries.)
 pub fn is_private(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
@@ -232,8 +236,10 @@ pub fn is_private(ip: IpAddr) -> bool {
                 || v4.is_broadcast()
                 || v4.is_documentation()
                 || o[0] == 0
+                || o[0] >= 240
                 || (o[0] == 100 && (64..128).contains(&o[1]))
                 || (o[0] == 198 && (o[1] == 18 || o[1] == 19))
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0)
         }
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
@@ -245,7 +251,16 @@ pub fn is_private(ip: IpAddr) -> bool {
                 || v6.is_multicast()
                 || (seg[0] & 0xfe00) == 0xfc00
                 || (seg[0] & 0xffc0) == 0xfe80
-                || seg[0] == 0x2001 && seg[1] == 0x0db8
+                || (seg[0] == 0x2001 && seg[1] == 0x0db8)
+                // IPv4-compatible `::a.b.c.d` (deprecated, RFC 4291 2.5.5.1).
+                || seg[..6] == [0; 6]
+                // NAT64: `64:ff9b::/96` (RFC 6052) and `64:ff9b:1::/48` (RFC 8215).
+                || (seg[0] == 0x64 && seg[1] == 0xff9b && (seg[2] == 1 || seg[2..6] == [0; 4]))
+                // 6to4 (RFC 3056) and Teredo (RFC 4380).
+                || seg[0] == 0x2002
+                || (seg[0] == 0x2001 && seg[1] == 0)
+                // Discard-only (RFC 6666).
+                || seg[..4] == [0x100, 0, 0, 0]
         }
     }
 }
@@ -283,7 +298,7 @@ pub async fn check_target(raw: &str, allow_private: bool) -> Result<reqwest::Url
     }
     if let Some(bad) = addrs.iter().find(|a| is_private(a.ip())) {
         return Err(refused(format!(
-            "`{host}` resolves to {}, a loopback, private or link-local address",
+            "`{host}` resolves to {}, an address outside the public internet",
             bad.ip()
         )));
     }
@@ -334,6 +349,7 @@ impl Roster {
             created_at: now,
             updated_at: now,
             replayed_at: None,
+            slot: None,
         };
         self.store.create_webhook(scope, &w).await?;
         tracing::info!(webhook = %w.id, url = %w.url, "webhook created");
@@ -481,10 +497,30 @@ mod tests {
             "fd00::1",
             "::ffff:127.0.0.1",
             "::ffff:169.254.169.254",
+            "100.127.255.254",
+            "240.0.0.1",
+            "255.255.255.254",
+            "192.0.0.8",
+            "::127.0.0.1",
+            "::a9fe:a9fe",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b::8.8.8.8",
+            "64:ff9b:1::a00:1",
+            "2002:a9fe:a9fe::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "100::1",
         ] {
             assert!(is_private(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["93.184.216.34", "8.8.8.8", "2606:4700::1111"] {
+        for ip in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "100.128.0.1",
+            "192.0.1.1",
+            "2606:4700::1111",
+            "2001:4860:4860::8888",
+            "64:ff9c::1",
+        ] {
             assert!(!is_private(ip.parse().unwrap()), "{ip}");
         }
     }
