@@ -368,7 +368,7 @@ async fn run_endpoint(
         let mut progress = Progress::new();
         for e in &events {
             let position = e.position.unwrap_or_default();
-            let result = send(client, &w, e, &cfg).await;
+            let result = send(client, &w, e, cfg).await;
             let attempt = w.attempt + 1;
             let now = DateTime::now();
             let retry = if result.ok() {
