@@ -281,7 +281,9 @@ pub struct WebhookSettings {
     pub retry_schedule_secs: Vec<u64>,
     /// An endpoint failing for this long is disabled, hours.
     pub disable_after_hours: u64,
-    /// How long an instance's claim on an endpoint lasts unless renewed, seconds.
+    /// How long an instance's claim on an endpoint lasts unless renewed, seconds (at least 3,
+    /// and at least three times `timeout_ms`: the holder renews a third of a lease after the
+    /// last renewal, between two sends).
     pub lease_secs: u64,
     /// Endpoints delivered to at once by one instance.
     pub concurrency: usize,
@@ -679,9 +681,15 @@ impl Settings {
             "must be at least 1",
         )?;
         check(
-            (1..=3600).contains(&self.webhooks.lease_secs),
+            (3..=3600).contains(&self.webhooks.lease_secs),
             "webhooks.lease_secs",
-            "must be between 1 and 3600",
+            "must be between 3 and 3600",
+        )?;
+        check(
+            self.webhooks.timeout_ms <= self.webhooks.lease_secs * 1000 / 3,
+            "webhooks.timeout_ms",
+            "must be at most a third of webhooks.lease_secs, so that a lease is renewed before \
+             it can lapse during a send",
         )?;
         check(
             (1..=256).contains(&self.webhooks.concurrency),
@@ -739,6 +747,16 @@ mod tests {
         s.moderation.sweep_interval_secs = 0;
         let err = s.validate().unwrap_err().to_string();
         assert!(err.contains("moderation.sweep_interval_secs"), "{err}");
+        // A send that can outlast what is left of a lease (another instance would take the
+        // endpoint over mid-send), and a proxy that is not a URL.
+        let mut s = defaults();
+        s.webhooks.timeout_ms = 15_000;
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("webhooks.timeout_ms"), "{err}");
+        let mut s = defaults();
+        s.webhooks.proxy = Some("proxy.internal:3128".into());
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("webhooks.proxy"), "{err}");
         let mut s = defaults();
         s.auth.platform_token = "short".into();
         assert!(

@@ -52,6 +52,7 @@ pub fn test_settings() -> Settings {
     settings.webhooks.allow_private_targets = true;
     settings.webhooks.retry_schedule_secs = vec![1, 1, 1, 1];
     settings.webhooks.lease_secs = 3;
+    settings.webhooks.timeout_ms = 1000;
     // On SecantusDB every write wakes every change stream on the server: with one per test
     // application that load would swamp a parallel test run. The poll carries events between
     // instances here; `tests/api/events.rs` tests the change stream itself.

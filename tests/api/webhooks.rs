@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, settle, spawn_app, spawn_app_with, test_settings};
+use crate::helpers::{
+    TestApp, settle, spawn_app, spawn_app_with, spawn_second_instance, test_settings,
+};
 
 /// One request a receiver got.
 #[derive(Debug, Clone)]
@@ -37,6 +39,9 @@ struct ReceiverState {
     fail_first: AtomicUsize,
     /// Hold each request this long before answering (ms).
     hold_ms: AtomicUsize,
+    /// Requests being answered now, and the most at once.
+    in_flight: AtomicUsize,
+    most_in_flight: AtomicUsize,
 }
 
 /// A receiver listening on `port`.
@@ -64,10 +69,13 @@ impl Receiver {
                 headers,
                 body: body.to_vec(),
             });
+            let now = s.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            s.most_in_flight.fetch_max(now, Ordering::SeqCst);
             let hold = s.hold_ms.load(Ordering::SeqCst);
             if hold > 0 {
                 tokio::time::sleep(Duration::from_millis(hold as u64)).await;
             }
+            s.in_flight.fetch_sub(1, Ordering::SeqCst);
             let failing = s
                 .fail_first
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -634,6 +642,39 @@ async fn deliveries_ignore_the_environment_proxy() {
 }
 
 #[tokio::test]
+async fn a_window_longer_than_the_lease_is_sent_by_one_instance_once_in_order() {
+    // 13 events to a receiver that takes 600 ms each: 8 s of sending against a 3 s lease,
+    // with a second instance looking for endpoints whose lease lapsed.
+    let first = spawn_app().await;
+    let state = Arc::new(ReceiverState::default());
+    state.hold_ms.store(600, Ordering::SeqCst);
+    let receiver = Receiver::start(free_port(), state.clone()).await;
+    create_webhook(&first, &receiver.url(), json!(["member.added"])).await;
+    let _second = spawn_second_instance(&first).await;
+    let members: Vec<(String, &str)> = (0..12).map(|i| (format!("m{i:02}"), "member")).collect();
+    let members: Vec<(&str, &str)> = members.iter().map(|(u, r)| (u.as_str(), *r)).collect();
+    first.create_group("alice", &members).await;
+    // `member.added` for the owner and the 12 others.
+    receiver
+        .wait_for("13 member.added", |g| g.len() >= 13)
+        .await;
+    // Long enough for a second sender, had there been one, to send its copies.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let got = receiver.got();
+    let positions: Vec<i64> = got
+        .iter()
+        .map(|g| g.json()["position"].as_i64().unwrap())
+        .collect();
+    let mut sorted = positions.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(positions, sorted, "each event once, in position order");
+    assert_eq!(positions.len(), 13);
+    assert_eq!(state.most_in_flight.load(Ordering::SeqCst), 1);
+    receiver.handle.stop(false).await;
+}
+
+#[tokio::test]
 async fn webhooks_are_managed_by_server_tokens_of_their_own_tenant() {
     let app = spawn_app().await;
     let state = Arc::new(ReceiverState::default());
@@ -703,7 +744,7 @@ async fn webhooks_are_managed_by_server_tokens_of_their_own_tenant() {
     assert_ne!(new_secret, secret);
     // The receiver holds its answer to "Two" while the endpoint is disabled below: a delivery
     // answered after a caller's change still counts, so "Two" is not sent again on enabling.
-    receiver.state.hold_ms.store(1000, Ordering::SeqCst);
+    receiver.state.hold_ms.store(700, Ordering::SeqCst);
     app.patch(
         &format!("/v1/conversations/{conv}"),
         &app.server(),
@@ -847,6 +888,7 @@ async fn serve(app: &TestApp, port: u16) -> Serve {
         .env("ROSTER__HTTP__ADMIN_BIND", "127.0.0.1:0")
         .env("ROSTER__WEBHOOKS__ALLOW_PRIVATE_TARGETS", "true")
         .env("ROSTER__WEBHOOKS__LEASE_SECS", "3")
+        .env("ROSTER__WEBHOOKS__TIMEOUT_MS", "1000")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -307,7 +307,8 @@ impl Progress {
 /// Sends what waits for one claimed endpoint, in order, and keeps the endpoint (renewing its
 /// lease) while events keep coming; returns when an attempt fails (the retry is scheduled),
 /// the lease is lost, or the endpoint was idle for [`IDLE_HOLD`]. Progress is written once per
-/// window of events, not per event.
+/// window of events, not per event; a window is at most 500 events and ends a third of a lease
+/// after the last renewal, so the lease cannot lapse while the holder sends.
 async fn run_endpoint(
     store: &Store,
     client: &reqwest::Client,
@@ -366,7 +367,15 @@ async fn run_endpoint(
             .events_between(&scope, w.cursor, upto, types.as_deref(), None)
             .await?;
         let mut progress = Progress::new();
+        // A window ends a third of a lease after the last renewal, so the lease is renewed
+        // (at the top of the loop) long before it could lapse: a send started by then ends
+        // within `timeout_ms`, at most another third (checked by the configuration).
+        let mut cut = false;
         for e in &events {
+            if renewed.elapsed() > lease / 3 {
+                cut = true;
+                break;
+            }
             let position = e.position.unwrap_or_default();
             let result = send(client, &w, e, cfg).await;
             let attempt = w.attempt + 1;
@@ -440,7 +449,7 @@ async fn run_endpoint(
             progress.flush(store, &w, owner, set).await?;
             return Ok(());
         }
-        if w.cursor < upto {
+        if !cut && w.cursor < upto {
             // The rest of the window held nothing for this endpoint.
             progress.cursor = Some(upto);
             w.cursor = upto;
