@@ -890,3 +890,89 @@ async fn a_user_holds_at_most_its_stream_limit_open_and_gets_a_place_back_when_o
     }
     drop(second);
 }
+
+/// Reads a stream to its end (30 s at most): everything it sent, and how long it stayed open.
+async fn read_to_end(resp: reqwest::Response) -> (String, Duration) {
+    let started = Instant::now();
+    let mut body = resp.bytes_stream();
+    let mut text = String::new();
+    let deadline = started + Duration::from_secs(30);
+    while let Some(chunk) = tokio::time::timeout_at(deadline.into(), body.next())
+        .await
+        .expect("the stream ends within 30 s")
+    {
+        text.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+    }
+    (text, started.elapsed())
+}
+
+/// The data of the stream's `event: error` frame.
+fn error_frame(text: &str) -> Value {
+    let frame = text
+        .split("\n\n")
+        .find(|f| f.lines().any(|l| l == "event: error"))
+        .unwrap_or_else(|| panic!("no error event in {text:?}"));
+    let data = frame
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .expect("the error event has data");
+    serde_json::from_str(data).unwrap()
+}
+
+#[tokio::test]
+async fn a_stream_ends_with_an_error_event_when_its_token_expires_or_its_key_is_revoked() {
+    let app = spawn_app().await;
+    let open = |token: String| {
+        app.client
+            .get(format!("{}/v1/events/stream", app.address))
+            .bearer_auth(token)
+            .send()
+    };
+    // A token that expires 3 s from now.
+    let short = roster::auth::mint(
+        &app.key,
+        &roster::auth::Principal::Server,
+        3,
+        &app.settings.auth,
+    )
+    .unwrap();
+    let resp = open(short).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let (text, open_for) = read_to_end(resp).await;
+    assert_eq!(error_frame(&text)["code"], "token_expired", "{text}");
+    // Expired past the clock-skew leeway every request allows, found at the next 2 s check.
+    let bound = Duration::from_secs(3 + app.settings.auth.leeway_secs + 2 + 1);
+    assert!(open_for < bound, "closed {open_for:?} after opening");
+
+    // A key revoked while its token's stream is open.
+    let r = app
+        .post(
+            "/admin/v1/tenants/acme/keys",
+            &app.platform_token(),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let second = roster::auth::TenantKey {
+        kid: r.body["key"]["kid"].as_str().unwrap().into(),
+        secret: r.body["key"]["secret"].as_str().unwrap().into(),
+        ..app.key.clone()
+    };
+    let resp = open(app.token_for(&second, roster::auth::Principal::Server))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let reading = tokio::spawn(read_to_end(resp));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = app
+        .delete(
+            &format!("/admin/v1/tenants/acme/keys/{}", second.kid),
+            &app.platform_token(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let (text, _) = reading.await.unwrap();
+    assert_eq!(error_frame(&text)["code"], "key_revoked", "{text}");
+    // The tenant's other key still streams.
+    assert_eq!(open(app.server()).await.unwrap().status(), 200);
+}

@@ -76,6 +76,9 @@ pub async fn feed(
 /// `events.stream_heartbeat_secs`; a client that stops reading is disconnected (and resumes).
 /// A user token holds at most `events.max_streams_per_user` streams open on one instance, a
 /// tenant `events.max_streams_per_tenant` (429 `stream_limit_reached` past either).
+/// An open stream re-checks its token every 2 s: once it has expired (`token_expired`), its key
+/// was revoked (`invalid_token`) or its tenant suspended (`tenant_suspended`), the stream sends
+/// a last `event: error` whose data is `{"code", "detail"}` and closes.
 #[utoipa::path(get, path = "/v1/events/stream", tag = "events",
     params(EventsQuery, ("Last-Event-ID" = Option<String>, Header, description = "The last position received")),
     responses((status = 200, description = "`text/event-stream` of events", body = EventView, content_type = "text/event-stream"),
@@ -112,16 +115,81 @@ pub async fn stream(
             )
             .await;
     });
-    let events = futures::stream::unfold((rx, slot), |(mut rx, slot)| async move {
-        let view = rx.recv().await?;
-        let id = view.position.to_string();
-        let data = match sse::Data::new_json(&view) {
-            Ok(d) => d,
-            Err(e) => sse::Data::new(format!("{{\"error\":\"{e}\"}}")),
-        };
-        Some((sse::Event::Data(data.id(id)), (rx, slot)))
+    let open = OpenStream {
+        rx,
+        _slot: slot,
+        token: super::super::extract::bearer(&req)?,
+        roster: state.roster.clone(),
+        auth: state.auth.clone(),
+        recheck: tokio::time::interval_at(
+            tokio::time::Instant::now() + STREAM_RECHECK,
+            STREAM_RECHECK,
+        ),
+    };
+    let events = futures::stream::unfold(Some(open), |open| async move {
+        let mut open = open?;
+        loop {
+            tokio::select! {
+                view = open.rx.recv() => {
+                    let view = view?;
+                    let id = view.position.to_string();
+                    let data = match sse::Data::new_json(&view) {
+                        Ok(d) => d,
+                        Err(e) => sse::Data::new(format!("{{\"error\":\"{e}\"}}")),
+                    };
+                    return Some((sse::Event::Data(data.id(id)), Some(open)));
+                }
+                _ = open.recheck.tick() => {
+                    if let Some(end) = open.ended().await {
+                        return Some((end, None));
+                    }
+                }
+            }
+        }
     });
     Ok(sse::Sse::from_infallible_stream(events)
         .with_keep_alive(Duration::from_secs(settings.stream_heartbeat_secs))
         .with_retry_duration(Duration::from_secs(2)))
+}
+
+/// How often an open stream re-checks its token (expiry, a revoked key, a suspended tenant).
+const STREAM_RECHECK: Duration = Duration::from_secs(2);
+
+/// An open event stream: what it sends, the slot it holds, and what it re-checks.
+struct OpenStream {
+    rx: tokio::sync::mpsc::Receiver<crate::service::events::EventView>,
+    _slot: crate::http::stream_slots::StreamSlot,
+    token: String,
+    roster: crate::service::Roster,
+    auth: crate::config::AuthSettings,
+    recheck: tokio::time::Interval,
+}
+
+impl OpenStream {
+    /// The stream's last event if its token no longer authenticates: `event: error` with
+    /// `{"code", "detail"}`. A database that cannot be reached ends nothing (the key is
+    /// checked again at the next tick).
+    async fn ended(&self) -> Option<sse::Event> {
+        let e = self
+            .roster
+            .authenticate(&self.token, &self.auth)
+            .await
+            .err()?;
+        let code = e.code();
+        if code.status() >= 500 {
+            return None;
+        }
+        let detail = match &e {
+            Error::Client(p) => p.detail.clone(),
+            other => other.to_string(),
+        };
+        tracing::info!(
+            code = code.as_str(),
+            "event stream closed: its token no longer holds"
+        );
+        let body = serde_json::json!({ "code": code.as_str(), "detail": detail });
+        Some(sse::Event::Data(
+            sse::Data::new(body.to_string()).event("error"),
+        ))
+    }
 }
