@@ -373,15 +373,51 @@ impl Store {
             .map_err(db_error)
     }
 
-    /// Enabled endpoints of every tenant whose next attempt is due.
-    pub async fn due_webhooks(&self, now: DateTime) -> Result<Vec<WebhookDoc>> {
-        self.webhooks()
-            .find(doc! { "enabled": true, "next_attempt_at": { "$lte": now } })
-            .await
-            .map_err(db_error)?
-            .try_collect()
-            .await
-            .map_err(db_error)
+    /// Enabled endpoints of every tenant whose next attempt is due, longest due first: at most
+    /// `limit`, after `after` (the `(next_attempt_at, _id)` of the last one of the previous
+    /// page), so a caller that pages through them visits every due endpoint in turn however
+    /// many there are. Bounded walks of `enabled_1_next_attempt_at_1__id_1`: one, or two after
+    /// `after` (the rest of its time, then later times).
+    pub async fn due_webhooks(
+        &self,
+        now: DateTime,
+        after: Option<(DateTime, ObjectId)>,
+        limit: i64,
+    ) -> Result<Vec<WebhookDoc>> {
+        let page = |filter: Document, limit: i64| async move {
+            self.webhooks()
+                .find(filter)
+                .sort(doc! { "next_attempt_at": 1, "_id": 1 })
+                .limit(limit)
+                .await
+                .map_err(db_error)?
+                .try_collect::<Vec<WebhookDoc>>()
+                .await
+                .map_err(db_error)
+        };
+        let Some((at, id)) = after.filter(|(at, _)| *at <= now) else {
+            return page(
+                doc! { "enabled": true, "next_attempt_at": { "$lte": now } },
+                limit,
+            )
+            .await;
+        };
+        let mut due = page(
+            doc! { "enabled": true, "next_attempt_at": at, "_id": { "$gt": id } },
+            limit,
+        )
+        .await?;
+        let rest = limit - due.len() as i64;
+        if rest > 0 {
+            due.extend(
+                page(
+                    doc! { "enabled": true, "next_attempt_at": { "$gt": at, "$lte": now } },
+                    rest,
+                )
+                .await?,
+            );
+        }
+        Ok(due)
     }
 
     /// Takes (or renews) the lease on an endpoint for `owner` until `until`; `None` if another

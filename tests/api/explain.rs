@@ -340,15 +340,33 @@ async fn the_event_and_webhook_queries_are_index_scans() {
         &winning_plan(&app, &q).await,
         &["tenant_id_1__id_1"],
     );
-    let q = raw(
-        "webhooks",
-        doc! { "enabled": true, "next_attempt_at": { "$lte": bson::DateTime::now() } },
-    );
-    assert_index_scan(
-        "due webhooks",
-        &winning_plan(&app, &q).await,
-        &["enabled_1_next_attempt_at_1"],
-    );
+    let now = bson::DateTime::now();
+    for (what, filter) in [
+        (
+            "due webhooks, first page",
+            doc! { "enabled": true, "next_attempt_at": { "$lte": now } },
+        ),
+        (
+            "due webhooks, a later page: the rest of a time",
+            doc! { "enabled": true, "next_attempt_at": now, "_id": { "$gt": conv } },
+        ),
+        (
+            "due webhooks, a later page: later times",
+            doc! { "enabled": true, "next_attempt_at": { "$gt": now, "$lte": now } },
+        ),
+    ] {
+        let q = Query {
+            collection: "webhooks",
+            filter,
+            sort: Some(doc! { "next_attempt_at": 1, "_id": 1 }),
+            limit: Some(256),
+        };
+        assert_index_scan(
+            what,
+            &winning_plan(&app, &q).await,
+            &["enabled_1_next_attempt_at_1__id_1"],
+        );
+    }
     let q = Query {
         collection: "webhook_deliveries",
         filter: doc! { "tenant_id": "acme", "webhook_id": conv },

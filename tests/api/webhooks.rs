@@ -675,6 +675,86 @@ async fn a_window_longer_than_the_lease_is_sent_by_one_instance_once_in_order() 
 }
 
 #[tokio::test]
+async fn a_slow_endpoint_with_a_backlog_shares_the_only_slot_with_another() {
+    // One delivery slot. A receiver answering in 600 ms gets 13 events (8 s of sending); a
+    // second endpoint, of another tenant, needs the slot meanwhile.
+    let mut settings = test_settings();
+    settings.webhooks.concurrency = 1;
+    let mut app = spawn_app_with(settings).await;
+    let slow_state = Arc::new(ReceiverState::default());
+    slow_state.hold_ms.store(600, Ordering::SeqCst);
+    let slow = Receiver::start(free_port(), slow_state).await;
+    create_webhook(&app, &slow.url(), json!(["member.added"])).await;
+    let members: Vec<(String, &str)> = (0..12).map(|i| (format!("m{i:02}"), "member")).collect();
+    let members: Vec<(&str, &str)> = members.iter().map(|(u, r)| (u.as_str(), *r)).collect();
+    app.create_group("alice", &members).await;
+    slow.wait_for("the first event", |g| !g.is_empty()).await;
+
+    app.switch_to_tenant_with_preset("globex", "chat").await;
+    let quick = Receiver::start(free_port(), Arc::default()).await;
+    create_webhook(&app, &quick.url(), json!(["conversation.created"])).await;
+    let asked = Instant::now();
+    app.create_group("gina", &[]).await;
+    quick.wait_for("globex's event", |g| !g.is_empty()).await;
+    let waited = asked.elapsed();
+    let slow_sent = slow.got().len();
+    assert!(
+        slow_sent < 13,
+        "the second endpoint waited for the whole backlog ({waited:?})"
+    );
+    assert!(waited < Duration::from_secs(5), "waited {waited:?}");
+    // The slow endpoint still gets everything, once, in order.
+    let got = slow.wait_for("13 member.added", |g| g.len() >= 13).await;
+    let positions: Vec<i64> = got
+        .iter()
+        .map(|g| g.json()["position"].as_i64().unwrap())
+        .collect();
+    assert!(positions.windows(2).all(|p| p[0] < p[1]), "{positions:?}");
+    slow.handle.stop(false).await;
+    quick.handle.stop(false).await;
+}
+
+#[tokio::test]
+async fn due_endpoints_are_read_in_pages_that_go_round_all_of_them() {
+    let app = spawn_app().await;
+    let receiver = Receiver::start(free_port(), Arc::default()).await;
+    let mut made = Vec::new();
+    for i in 0..5 {
+        let (id, _) = create_webhook(&app, &format!("{}?n={i}", receiver.url()), json!([])).await;
+        made.push(id);
+    }
+    // Two share one due time, as endpoints created in the same millisecond would.
+    let at = bson::DateTime::from_millis(bson::DateTime::now().timestamp_millis() - 60_000);
+    app.store
+        .database()
+        .collection::<bson::Document>("webhooks")
+        .update_many(
+            bson::doc! { "_id": { "$in": made[..2].iter()
+            .map(|i| bson::oid::ObjectId::parse_str(i).unwrap()).collect::<Vec<_>>() } },
+            bson::doc! { "$set": { "next_attempt_at": at } },
+        )
+        .await
+        .unwrap();
+    let now = bson::DateTime::now();
+    let mut seen = Vec::new();
+    let mut after = None;
+    for _ in 0..10 {
+        let page = app.store.due_webhooks(now, after, 2).await.unwrap();
+        assert!(page.len() <= 2);
+        seen.extend(page.iter().map(|w| w.id.to_hex()));
+        if page.len() < 2 {
+            break;
+        }
+        after = page.last().map(|w| (w.next_attempt_at, w.id));
+    }
+    assert_eq!(seen.len(), 5, "{seen:?}");
+    assert_eq!(&seen[..2], &made[..2], "longest due first");
+    seen.sort();
+    made.sort();
+    assert_eq!(seen, made, "each once");
+}
+
+#[tokio::test]
 async fn webhooks_are_managed_by_server_tokens_of_their_own_tenant() {
     let app = spawn_app().await;
     let state = Arc::new(ReceiverState::default());

@@ -1,6 +1,7 @@
 //! Webhook delivery: each instance leases due endpoints, signs (Standard Webhooks) and sends
 //! their events in order, with retries and a delivery log.
 
+use std::cell::Cell;
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
@@ -171,6 +172,12 @@ pub async fn deliver(store: Store, settings: Settings, cred: PlatformCredential)
     let retention = Duration::from_secs(settings.events.retention_hours * 3600);
     let busy: Rc<std::cell::RefCell<HashSet<ObjectId>>> = Rc::default();
     let slots = Arc::new(tokio::sync::Semaphore::new(cfg.concurrency));
+    // Set while an endpoint with something to send found every slot taken: the endpoints
+    // being delivered then give their slots back after their current window (at once when
+    // idle), so slots go round all busy endpoints instead of staying with the first ones.
+    let waiting = Rc::new(Cell::new(false));
+    // Where the next look at the due endpoints starts: pages go round all of them.
+    let mut resume: Option<(DateTime, ObjectId)> = None;
     let hub = store.hub().clone();
     loop {
         tokio::select! {
@@ -180,20 +187,38 @@ pub async fn deliver(store: Store, settings: Settings, cred: PlatformCredential)
         // Endpoints being delivered keep going by themselves; this only finds the others, so
         // it need not look more than a few times a second.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let due = match store.due_webhooks(DateTime::now()).await {
+        // Where this page starts: the next look starts here again if the first one waits.
+        let start = resume;
+        let due = match store.due_webhooks(DateTime::now(), start, DUE_PAGE).await {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(error = %e, "listing due webhooks failed; will retry");
                 continue;
             }
         };
+        resume = if due.len() < DUE_PAGE as usize {
+            None
+        } else {
+            due.last().map(|w| (w.next_attempt_at, w.id))
+        };
+        let mut starved = false;
+        let mut before = start;
         for w in due {
-            if busy.borrow().contains(&w.id) {
-                continue;
+            let here = (w.next_attempt_at, w.id);
+            if busy.borrow().contains(&w.id)
+                || hub.known_head(&w.tenant_id).is_some_and(|h| w.cursor >= h)
+            {
+                before = Some(here);
+                continue; // being delivered here, or nothing new for it
             }
-            if hub.known_head(&w.tenant_id).is_some_and(|h| w.cursor >= h) {
-                continue; // nothing new for it
-            }
+            // A slot first, then the lease: no endpoint is held while it waits for a slot.
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                // The next look starts with this endpoint.
+                starved = true;
+                resume = before;
+                break;
+            };
+            before = Some(here);
             let lease_until = DateTime::from_millis(
                 DateTime::now().timestamp_millis() + (cfg.lease_secs * 1000) as i64,
             );
@@ -205,32 +230,47 @@ pub async fn deliver(store: Store, settings: Settings, cred: PlatformCredential)
                     continue;
                 }
             };
-            let Ok(permit) = slots.clone().acquire_owned().await else {
-                return;
-            };
             busy.borrow_mut().insert(w.id);
-            let (store, client, owner, cfg, busy, cred) = (
-                store.clone(),
-                client.clone(),
-                owner.clone(),
-                cfg.clone(),
-                busy.clone(),
-                cred.clone(),
-            );
+            let busy = busy.clone();
+            let shared = Shared {
+                store: store.clone(),
+                client: client.clone(),
+                owner: owner.clone(),
+                cfg: cfg.clone(),
+                retention,
+                cred: cred.clone(),
+                waiting: waiting.clone(),
+            };
             tokio::task::spawn_local(async move {
                 let id = claimed.id;
-                if let Err(e) =
-                    run_endpoint(&store, &client, &owner, &cfg, retention, &cred, claimed).await
-                {
+                if let Err(e) = run_endpoint(&shared, claimed).await {
                     tracing::warn!(webhook = %id, error = %e, "webhook delivery interrupted");
                 }
-                let _ = store.release_webhook(id, &owner).await;
+                let _ = shared.store.release_webhook(id, &shared.owner).await;
                 busy.borrow_mut().remove(&id);
                 drop(permit);
             });
         }
+        waiting.set(starved);
     }
 }
+
+/// What the endpoint tasks of one instance share.
+struct Shared {
+    store: Store,
+    client: reqwest::Client,
+    /// This instance's lease owner name.
+    owner: String,
+    cfg: WebhookSettings,
+    /// How long delivery attempts are kept.
+    retention: Duration,
+    cred: PlatformCredential,
+    /// Whether an endpoint with something to send waits for a slot.
+    waiting: Rc<Cell<bool>>,
+}
+
+/// Due endpoints read by one look (the next look goes on after the last).
+const DUE_PAGE: i64 = 256;
 
 /// How long an endpoint task keeps an idle endpoint before giving it back.
 const IDLE_HOLD: Duration = Duration::from_secs(30);
@@ -308,16 +348,19 @@ impl Progress {
 /// lease) while events keep coming; returns when an attempt fails (the retry is scheduled),
 /// the lease is lost, or the endpoint was idle for [`IDLE_HOLD`]. Progress is written once per
 /// window of events, not per event; a window is at most 500 events and ends a third of a lease
-/// after the last renewal, so the lease cannot lapse while the holder sends.
-async fn run_endpoint(
-    store: &Store,
-    client: &reqwest::Client,
-    owner: &str,
-    cfg: &WebhookSettings,
-    retention: Duration,
-    cred: &PlatformCredential,
-    mut w: WebhookDoc,
-) -> Result<()> {
+/// after the last renewal, so the lease cannot lapse while the holder sends. While another
+/// endpoint waits for a slot (`waiting`), it returns after its current window, or at once when
+/// it has nothing to send.
+async fn run_endpoint(shared: &Shared, mut w: WebhookDoc) -> Result<()> {
+    let Shared {
+        store,
+        client,
+        owner,
+        cfg,
+        retention,
+        cred,
+        waiting,
+    } = shared;
     let tenant = TenantId::parse(&w.tenant_id)
         .map_err(|e| Error::Internal(anyhow::anyhow!("stored tenant id: {}", e.0)))?;
     let scope = cred.tenant_scope(tenant);
@@ -343,7 +386,7 @@ async fn run_endpoint(
         }
         head = head.max(*heads.borrow_and_update());
         if w.cursor >= head {
-            if idle_since.elapsed() > IDLE_HOLD {
+            if waiting.get() || idle_since.elapsed() > IDLE_HOLD {
                 return Ok(());
             }
             let _ = tokio::time::timeout(lease / 3, heads.changed()).await;
@@ -357,7 +400,7 @@ async fn run_endpoint(
             c.updated_at == w.updated_at
                 && c.cursor == w.cursor
                 && c.enabled
-                && c.lease.is_some_and(|l| l.owner == owner)
+                && c.lease.is_some_and(|l| &l.owner == owner)
         });
         if !unchanged {
             return Ok(());
@@ -457,6 +500,10 @@ async fn run_endpoint(
         if !progress.flush(store, &w, owner, bson::doc! {}).await? {
             // The lease was lost (the new holder goes on) or a caller changed the endpoint
             // (the next claim reads it afresh).
+            return Ok(());
+        }
+        if waiting.get() {
+            // Another endpoint waits for a slot: this one takes its turn again later.
             return Ok(());
         }
     }
