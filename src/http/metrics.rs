@@ -6,7 +6,8 @@
 //! (1 while its change stream is open) and `roster_authz_stream_lag_ms` (commit to this
 //! instance reading the change, of the last change), and the thumbnail decoders'
 //! `roster_thumbnails_decoding`, `roster_thumbnails_waiting` and
-//! `roster_thumbnails_deferred_total`. Read from the store and the decoders when scraped.
+//! `roster_thumbnails_deferred_total`, and `roster_events_set_aside_total` (outbox events the
+//! sequencer could not read and set aside). Read from the store and the decoders when scraped.
 //! The roster cache's figures are [`RosterCacheMetrics`]; the background tasks',
 //! [`TaskMetrics`].
 
@@ -24,6 +25,7 @@ pub struct StoreMetrics {
     decoding: IntGauge,
     waiting: IntGauge,
     deferred: IntCounter,
+    set_aside: IntCounter,
     commands: IntCounter,
     commits: IntCounter,
     writers: IntGauge,
@@ -53,6 +55,10 @@ impl StoreMetrics {
             deferred: counter(
                 "roster_thumbnails_deferred_total",
                 "Thumbnails deferred for the sweeper to retry (decoders saturated)",
+            )?,
+            set_aside: counter(
+                "roster_events_set_aside_total",
+                "Outbox events this instance could not read and moved to event_outbox_set_aside",
             )?,
             commands: counter(
                 "roster_db_commands_total",
@@ -105,6 +111,7 @@ impl Collector for StoreMetrics {
             d.extend(g.desc());
         }
         d.extend(self.deferred.desc());
+        d.extend(self.set_aside.desc());
         d.extend(self.hits.desc());
         d.extend(self.misses.desc());
         d
@@ -128,8 +135,15 @@ impl Collector for StoreMetrics {
         self.waiting
             .set(i64::try_from(thumbnails.waiting).unwrap_or(i64::MAX));
         set(&self.deferred, thumbnails.deferred);
+        set(&self.set_aside, self.store.hub().set_aside());
         let mut m = self.commands.collect();
-        for c in [&self.commits, &self.hits, &self.misses, &self.deferred] {
+        for c in [
+            &self.commits,
+            &self.hits,
+            &self.misses,
+            &self.deferred,
+            &self.set_aside,
+        ] {
             m.extend(c.collect());
         }
         for g in [

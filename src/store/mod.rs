@@ -68,6 +68,8 @@ pub mod names {
     pub const MEDIA_FILES: &str = "media_files";
     /// Events written by committed changes, waiting for a position.
     pub const EVENT_OUTBOX: &str = "event_outbox";
+    /// Outbox documents the sequencer could not read, kept for operators.
+    pub const EVENT_OUTBOX_SET_ASIDE: &str = "event_outbox_set_aside";
     /// The event log (feed, stream, webhooks), by tenant-wide position.
     pub const EVENTS: &str = "events";
     /// Each tenant's latest event position.

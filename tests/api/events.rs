@@ -12,7 +12,7 @@ use proptest::test_runner::{Config, TestRunner};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    TestApp, settle, spawn_app, spawn_app_with, spawn_second_instance, test_settings,
+    TestApp, metric, settle, spawn_app, spawn_app_with, spawn_second_instance, test_settings,
 };
 
 /// Everything `token` sees now, page by page, without waiting.
@@ -975,4 +975,44 @@ async fn a_stream_ends_with_an_error_event_when_its_token_expires_or_its_key_is_
     assert_eq!(error_frame(&text)["code"], "key_revoked", "{text}");
     // The tenant's other key still streams.
     assert_eq!(open(app.server()).await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn an_outbox_event_that_cannot_be_read_is_set_aside_and_the_rest_flow() {
+    let app = spawn_app().await;
+    let bad = bson::oid::ObjectId::new();
+    app.store
+        .database()
+        .collection::<bson::Document>("event_outbox")
+        .insert_one(bson::doc! { "_id": bad, "tenant_id": "acme", "type": 42 })
+        .await
+        .unwrap();
+    let conv = app.create_group("alice", &[("bob", "member")]).await;
+    settle(&app).await;
+    let feed = whole_feed(&app, &app.server()).await;
+    assert!(
+        feed.iter()
+            .any(|e| e["type"] == "conversation.created" && e["conversation_id"] == conv),
+        "{feed:?}"
+    );
+    let db = app.store.database();
+    let kept = db
+        .collection::<bson::Document>("event_outbox_set_aside")
+        .find_one(bson::doc! { "_id": bad })
+        .await
+        .unwrap()
+        .expect("set aside");
+    assert_eq!(kept.get_str("tenant_id").unwrap(), "acme");
+    assert_eq!(
+        kept.get_document("document").unwrap().get_i32("type"),
+        Ok(42)
+    );
+    assert!(!kept.get_str("error").unwrap().is_empty());
+    let left = db
+        .collection::<bson::Document>("event_outbox")
+        .count_documents(bson::doc! {})
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+    assert_eq!(metric(&app, "roster_events_set_aside_total").await, 1.0);
 }

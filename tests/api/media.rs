@@ -7,7 +7,7 @@ use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::helpers::{Resp, TestApp, spawn_app};
+use crate::helpers::{Resp, TestApp, metric, spawn_app};
 
 /// A PNG header (signature + IHDR) claiming `w`×`h`, then `filler` bytes.
 pub(crate) fn png(w: u32, h: u32, filler: usize) -> Vec<u8> {
@@ -1483,22 +1483,6 @@ fn real_png(w: u32, h: u32) -> Vec<u8> {
         .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
         .unwrap();
     out
-}
-
-/// A gauge or counter of `/metrics` (0 when absent).
-async fn metric(app: &TestApp, name: &str) -> f64 {
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.admin_address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// An application with one thumbnail decoder (and `settings`' other choices), held by a large

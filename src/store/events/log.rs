@@ -118,8 +118,8 @@ impl Store {
         // What was read is moved only if it is all still there: the transaction deletes it by
         // id and gives up when fewer were deleted (another sequencer moved them first); the
         // same ids in `events` make the slower of two racing moves fail as well.
-        let pending: Vec<EventDoc> = self
-            .outbox()
+        let read: Vec<Document> = self
+            .collection::<Document>(names::EVENT_OUTBOX)
             .find(doc! {})
             .sort(doc! { "_id": 1 })
             .limit(max)
@@ -128,6 +128,13 @@ impl Store {
             .try_collect()
             .await
             .map_err(db_error)?;
+        let mut pending: Vec<EventDoc> = Vec::with_capacity(read.len());
+        for raw in read {
+            match bson::from_document::<EventDoc>(raw.clone()) {
+                Ok(e) => pending.push(e),
+                Err(e) => self.set_aside(raw, &e.to_string()).await?,
+            }
+        }
         if pending.is_empty() {
             return Ok((0, Vec::new()));
         }
@@ -187,6 +194,39 @@ impl Store {
             }
             other => other,
         }
+    }
+
+    /// Moves an outbox document the sequencer cannot read (`why`) to
+    /// `event_outbox_set_aside` (`{_id, tenant_id?, document, error, at}`), so that one bad
+    /// document does not stop the events of every tenant; logged at `error` and counted
+    /// (`roster_events_set_aside_total`). Idempotent: a second sequencer that read the same
+    /// document finds it set aside already.
+    async fn set_aside(&self, raw: Document, why: &str) -> Result<()> {
+        let id = raw.get("_id").cloned().unwrap_or(bson::Bson::Null);
+        let tenant = raw.get_str("tenant_id").ok().map(str::to_owned);
+        tracing::error!(outbox_id = %id, tenant = ?tenant, error = why,
+            "an outbox event cannot be read; set aside in event_outbox_set_aside");
+        let kept = self
+            .collection::<Document>(names::EVENT_OUTBOX_SET_ASIDE)
+            .insert_one(doc! {
+                "_id": id.clone(),
+                "tenant_id": tenant,
+                "document": raw,
+                "error": why,
+                "at": DateTime::now(),
+            })
+            .await;
+        match kept {
+            Ok(_) => {}
+            Err(e) if super::super::is_duplicate_key(&e) => {}
+            Err(e) => return Err(db_error(e)),
+        }
+        self.collection::<Document>(names::EVENT_OUTBOX)
+            .delete_one(doc! { "_id": id })
+            .await
+            .map_err(db_error)?;
+        self.hub().note_set_aside();
+        Ok(())
     }
 
     /// Every tenant's head (`event_counters`, one small document per tenant).

@@ -309,9 +309,22 @@ pub struct EventHub {
     advanced: Notify,
     /// The last known position of each tenant's log.
     heads: Mutex<HashMap<String, watch::Sender<i64>>>,
+    /// Outbox documents this instance's sequencer could not read and set aside.
+    set_aside: std::sync::atomic::AtomicU64,
 }
 
 impl EventHub {
+    /// Counts an outbox document set aside (see [`Store::sequence_outbox`]).
+    pub fn note_set_aside(&self) {
+        self.set_aside
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Outbox documents this instance's sequencer set aside since it started.
+    pub fn set_aside(&self) -> u64 {
+        self.set_aside.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Called after every commit.
     pub fn committed(&self) {
         self.outbox.notify_one();
