@@ -36,6 +36,8 @@ pub struct AppState {
     pub rate_limits: Option<rate_limit::RateLimits>,
     /// Open event streams per user and per tenant.
     pub streams: stream_slots::StreamSlots,
+    /// The background tasks' supervisor (`GET /admin/v1/tasks`).
+    pub supervisor: std::sync::Arc<crate::supervisor::Supervisor>,
 }
 
 fn resource(path: &str) -> actix_web::Resource {
@@ -53,6 +55,7 @@ fn probes(cfg: &mut web::ServiceConfig) {
 pub fn admin_routes(cfg: &mut web::ServiceConfig) {
     use routes::*;
     cfg.service(resource("/admin/v1/audit").route(web::get().to(tenants::audit)))
+        .service(resource("/admin/v1/tasks").route(web::get().to(health::tasks)))
         .service(
             resource("/admin/v1/tenants")
                 .route(web::get().to(tenants::list))
@@ -305,6 +308,7 @@ pub fn server(
             settings.events.max_streams_per_user,
             settings.events.max_streams_per_tenant,
         ),
+        supervisor: supervisor.clone(),
     });
     let cors_origins = settings.http.cors_allowed_origins.clone();
     let json_limit = settings.http.json_limit_bytes;

@@ -16,7 +16,7 @@ use super::routes::*;
                        with a stable `code`.",
     ),
     paths(
-        health::healthz, health::readyz,
+        health::healthz, health::readyz, health::tasks,
         tenants::audit, tenants::create, tenants::list, tenants::get, tenants::add_key, tenants::revoke_key,
         users::put, users::get, users::conversations, users::delete, users::export,
         conversations::list, conversations::create, conversations::get, conversations::update, conversations::delete,

@@ -175,6 +175,7 @@ async fn every_command_of_every_operation_reads_about_what_it_answers() {
 
     s.get("/admin/v1/audit", "/admin/v1/audit?limit=5", &platform)
         .await;
+    s.get("/admin/v1/tasks", "/admin/v1/tasks", &platform).await;
 
     // Users, the catalog and the tenant's settings.
     for u in ["alice", "bob", "carol", "dave", "erin", "frank"] {

@@ -266,3 +266,34 @@ async fn the_background_tasks_report_their_state_in_metrics() {
         );
     }
 }
+
+#[tokio::test]
+async fn operators_see_each_background_task_and_tenants_do_not() {
+    let app = spawn_app().await;
+    let op = app.platform_token();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let tasks = loop {
+        let r = app.get("/admin/v1/tasks", &op).await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        let running: Vec<String> = r
+            .body
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["state"] == "running")
+            .map(|t| t["name"].as_str().unwrap().to_owned())
+            .collect();
+        if running.iter().any(|n| n == "event_sequencer")
+            && running.iter().any(|n| n == "webhook_delivery")
+        {
+            break r.body;
+        }
+        assert!(std::time::Instant::now() < deadline, "{:?}", r.body);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    for t in tasks.as_array().unwrap() {
+        assert!(t["restarts"].is_u64() && t["since"].is_string(), "{t}");
+    }
+    let r = app.get("/admin/v1/tasks", &app.server()).await;
+    assert_eq!((r.status, r.code()), (401, "invalid_token"));
+}
