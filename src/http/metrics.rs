@@ -9,7 +9,7 @@
 //! `roster_thumbnails_deferred_total`, and `roster_events_set_aside_total` (outbox events the
 //! sequencer could not read and set aside). Read from the store and the decoders when scraped.
 //! The roster cache's figures are [`RosterCacheMetrics`]; the background tasks',
-//! [`TaskMetrics`].
+//! [`TaskMetrics`]; webhook delivery's backlog and lag, [`WebhookMetrics`].
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
@@ -302,5 +302,97 @@ impl Collector for TaskMetrics {
         let mut m = self.state.collect();
         m.extend(self.restarts.collect());
         m
+    }
+}
+
+/// Webhook delivery as this instance sees it (endpoints it looked at or sent to within the
+/// last minute): `roster_webhook_backlog_events{tenant, webhook}` (events of the tenant's log
+/// after the endpoint's cursor), `roster_webhook_lag_ms{tenant, webhook}` (commit to send of
+/// the last event sent), and per tenant `roster_webhook_tenant_backlog_events{tenant}` (their
+/// sum) and `roster_webhook_tenant_lag_ms{tenant}` (the largest). An endpoint that is caught up
+/// and has sent nothing is absent.
+pub struct WebhookMetrics {
+    store: Store,
+    backlog: prometheus::IntGaugeVec,
+    lag: prometheus::IntGaugeVec,
+    tenant_backlog: prometheus::IntGaugeVec,
+    tenant_lag: prometheus::IntGaugeVec,
+}
+
+impl WebhookMetrics {
+    /// Reports the standings held by `store`'s event hub. Errors: an invalid metric name (a
+    /// defect).
+    pub fn new(store: Store) -> prometheus::Result<Self> {
+        let vec = |name: &str, help: &str, labels: &[&str]| {
+            prometheus::IntGaugeVec::new(Opts::new(name, help), labels)
+        };
+        Ok(WebhookMetrics {
+            store,
+            backlog: vec(
+                "roster_webhook_backlog_events",
+                "Events of the tenant's log after the endpoint's cursor",
+                &["tenant", "webhook"],
+            )?,
+            lag: vec(
+                "roster_webhook_lag_ms",
+                "Commit to send of the last event sent to the endpoint (ms)",
+                &["tenant", "webhook"],
+            )?,
+            tenant_backlog: vec(
+                "roster_webhook_tenant_backlog_events",
+                "Events waiting for the tenant's endpoints, summed",
+                &["tenant"],
+            )?,
+            tenant_lag: vec(
+                "roster_webhook_tenant_lag_ms",
+                "Largest commit-to-send time of the last event sent to each of the tenant's endpoints (ms)",
+                &["tenant"],
+            )?,
+        })
+    }
+}
+
+impl Collector for WebhookMetrics {
+    fn desc(&self) -> Vec<&Desc> {
+        [
+            &self.backlog,
+            &self.lag,
+            &self.tenant_backlog,
+            &self.tenant_lag,
+        ]
+        .into_iter()
+        .flat_map(|v| v.desc())
+        .collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let all = [
+            &self.backlog,
+            &self.lag,
+            &self.tenant_backlog,
+            &self.tenant_lag,
+        ];
+        for v in all {
+            v.reset();
+        }
+        let mut tenants: std::collections::BTreeMap<String, (i64, i64)> = Default::default();
+        for (id, w) in self.store.hub().webhook_standings() {
+            let hex = id.to_hex();
+            let labels = [w.tenant.as_str(), hex.as_str()];
+            self.backlog.with_label_values(&labels).set(w.backlog);
+            self.lag.with_label_values(&labels).set(w.lag_ms);
+            let t = tenants.entry(w.tenant.clone()).or_default();
+            t.0 += w.backlog;
+            t.1 = t.1.max(w.lag_ms);
+        }
+        for (tenant, (backlog, lag)) in tenants {
+            self.tenant_backlog
+                .with_label_values(&[tenant.as_str()])
+                .set(backlog);
+            self.tenant_lag
+                .with_label_values(&[tenant.as_str()])
+                .set(lag);
+        }
+        all.into_iter().flat_map(|v| v.collect()).collect()
     }
 }

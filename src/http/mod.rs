@@ -334,6 +334,12 @@ pub fn server(
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     registry
         .register(Box::new(
+            metrics::WebhookMetrics::new(state.roster.store().clone())
+                .map_err(|e| std::io::Error::other(e.to_string()))?,
+        ))
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    registry
+        .register(Box::new(
             metrics::TaskMetrics::new(supervisor)
                 .map_err(|e| std::io::Error::other(e.to_string()))?,
         ))

@@ -13,7 +13,7 @@ use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    TestApp, settle, spawn_app, spawn_app_with, spawn_second_instance, test_settings,
+    TestApp, metric, settle, spawn_app, spawn_app_with, spawn_second_instance, test_settings,
 };
 
 /// One request a receiver got.
@@ -703,6 +703,21 @@ async fn a_slow_endpoint_with_a_backlog_shares_the_only_slot_with_another() {
         "the second endpoint waited for the whole backlog ({waited:?})"
     );
     assert!(waited < Duration::from_secs(5), "waited {waited:?}");
+    // Operators see the slow endpoint's backlog and both tenants' lag.
+    let backlog = metric(
+        &app,
+        r#"roster_webhook_tenant_backlog_events{tenant="acme"}"#,
+    )
+    .await;
+    assert!(backlog >= 1.0, "acme's backlog {backlog}");
+    for tenant in ["acme", "globex"] {
+        let lag = metric(
+            &app,
+            &format!(r#"roster_webhook_tenant_lag_ms{{tenant="{tenant}"}}"#),
+        )
+        .await;
+        assert!(lag > 0.0, "{tenant}'s lag {lag}");
+    }
     // The slow endpoint still gets everything, once, in order.
     let got = slow.wait_for("13 member.added", |g| g.len() >= 13).await;
     let positions: Vec<i64> = got

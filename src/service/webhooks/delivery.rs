@@ -205,6 +205,9 @@ pub async fn deliver(store: Store, settings: Settings, cred: PlatformCredential)
         let mut before = start;
         for w in due {
             let here = (w.next_attempt_at, w.id);
+            if let Some(h) = hub.known_head(&w.tenant_id) {
+                hub.webhook_standing(w.id, &w.tenant_id, h - w.cursor, None);
+            }
             if busy.borrow().contains(&w.id)
                 || hub.known_head(&w.tenant_id).is_some_and(|h| w.cursor >= h)
             {
@@ -451,6 +454,10 @@ async fn run_endpoint(shared: &Shared, mut w: WebhookDoc) -> Result<()> {
                 ),
             });
             if result.ok() {
+                let lag = now.timestamp_millis() - e.at.timestamp_millis();
+                store
+                    .hub()
+                    .webhook_standing(w.id, &w.tenant_id, head - position, Some(lag));
                 progress.cursor = Some(position);
                 progress.last_success_at = Some(now);
                 w.cursor = position;

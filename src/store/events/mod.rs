@@ -311,13 +311,62 @@ pub struct EventHub {
     heads: Mutex<HashMap<String, watch::Sender<i64>>>,
     /// Outbox documents this instance's sequencer could not read and set aside.
     set_aside: std::sync::atomic::AtomicU64,
+    /// Webhook endpoints this instance last saw behind, by id.
+    webhooks: Mutex<HashMap<ObjectId, WebhookStanding>>,
 }
+
+/// How far one webhook endpoint is behind, as this instance last saw it (see
+/// [`EventHub::webhook_standing`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookStanding {
+    /// The endpoint's tenant.
+    pub tenant: String,
+    /// Events of its tenant's log after its cursor (some may be filtered out by its types).
+    pub backlog: i64,
+    /// Commit to send of the last event sent to it, ms (0 before the first).
+    pub lag_ms: i64,
+    /// When this was seen.
+    seen: std::time::Instant,
+}
+
+/// How long a standing is reported without being seen again (the endpoint went, or another
+/// instance delivers it now).
+const STANDING_KEPT: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl EventHub {
     /// Counts an outbox document set aside (see [`Store::sequence_outbox`]).
     pub fn note_set_aside(&self) {
         self.set_aside
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Records that webhook `id` of `tenant` is `backlog` events behind and, if an event was
+    /// just sent to it, that it was sent `lag_ms` after its commit. A standing of 0 events
+    /// with no lag is dropped (nothing to report).
+    pub fn webhook_standing(&self, id: ObjectId, tenant: &str, backlog: i64, lag_ms: Option<i64>) {
+        let mut all = self.webhooks.lock().unwrap_or_else(|p| p.into_inner());
+        let before = all.get(&id).map_or(0, |w| w.lag_ms);
+        let lag_ms = lag_ms.unwrap_or(before);
+        if backlog <= 0 && lag_ms == 0 {
+            all.remove(&id);
+            return;
+        }
+        all.insert(
+            id,
+            WebhookStanding {
+                tenant: tenant.to_owned(),
+                backlog: backlog.max(0),
+                lag_ms,
+                seen: std::time::Instant::now(),
+            },
+        );
+    }
+
+    /// The webhook endpoints this instance saw within the last minute, by id.
+    pub fn webhook_standings(&self) -> Vec<(ObjectId, WebhookStanding)> {
+        let mut all = self.webhooks.lock().unwrap_or_else(|p| p.into_inner());
+        all.retain(|_, w| w.seen.elapsed() < STANDING_KEPT);
+        all.iter().map(|(id, w)| (*id, w.clone())).collect()
     }
 
     /// Outbox documents this instance's sequencer set aside since it started.
