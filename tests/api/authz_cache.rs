@@ -388,11 +388,12 @@ async fn a_members_reads_check_its_membership_in_memory_and_see_another_instance
         assert_eq!(r.status, 200, "{:?}", r.body);
     }
     // Each read is the conversation (and the page) only: the membership check is in memory.
-    // Key lookups are cached too. Without the cache each would be one command more.
+    // Key lookups are cached too. Without the cache each would be one command more (3); the
+    // bound sits halfway, as the count includes the instance's background polls.
     let per_read = (app.store.commands_sent() - before) as f64 / 10.0;
     println!("commands per read with the membership from memory: {per_read:.1}");
     assert!(
-        per_read <= 2.0,
+        per_read < 2.5,
         "{per_read} commands per read: the membership was read from the database"
     );
 

@@ -272,13 +272,16 @@ async fn a_commit_that_lands_after_write_outcome_unknown_is_answered_from_its_ef
 }
 
 /// Holds the next commit 6 s (past a 1 s budget and the commit grace), then lets it apply;
-/// the `killSessions` that would end it is held as long, so it comes too late.
+/// the `killSessions` that would end it is held as long, so it comes too late. Three holds:
+/// the commit, the driver's re-send of it (when the first send times out on a loaded machine)
+/// and the `killSessions` — with two, a re-sent commit took the second and the `killSessions`
+/// ran at once and ended the transaction before it could land.
 async fn hold_next_commit(admin: &mongodb::Client) {
     admin
         .database("admin")
         .run_command(bson::doc! {
             "configureFailPoint": "failCommand",
-            "mode": { "times": 2 },
+            "mode": { "times": 3 },
             "data": {
                 "failCommands": ["commitTransaction", "killSessions"],
                 "blockConnection": true,
