@@ -116,14 +116,15 @@ pub struct Claims {
 /// The value of `scope` in a server token.
 pub const SERVER_SCOPE: &str = "server";
 
-/// A tenant signing key as the verifier needs it.
-#[derive(Debug, Clone)]
+/// A tenant signing key as the verifier needs it (`Debug` shows the secret as `"…"`).
+#[derive(derive_more::Debug, Clone)]
 pub struct TenantKey {
     /// The tenant that owns the key.
     pub tenant: TenantId,
     /// Key id (`kid` header).
     pub kid: String,
     /// The shared secret (its UTF-8 bytes are the HS256 key).
+    #[debug("…")]
     pub secret: String,
     /// Whether the key has been revoked.
     pub revoked: bool,
@@ -360,6 +361,24 @@ mod tests {
             revoked: false,
             tenant_active: true,
         }
+    }
+
+    #[test]
+    fn signing_secrets_never_show_in_debug_output() {
+        let shown = format!("{:?}", key());
+        assert!(!shown.contains(&"s".repeat(43)), "{shown}");
+        assert!(shown.contains("acme-1"), "{shown}");
+        let stored = crate::store::docs::KeyDoc {
+            kid: "acme-1".into(),
+            secret: "t".repeat(43),
+            created_at: bson::DateTime::now(),
+            revoked_at: None,
+        };
+        let shown = format!("{stored:?}");
+        assert!(!shown.contains(&"t".repeat(43)), "{shown}");
+        let view = crate::service::views::KeySecretView::from(&stored);
+        let shown = format!("{view:?}");
+        assert!(!shown.contains(&"t".repeat(43)), "{shown}");
     }
 
     #[test]

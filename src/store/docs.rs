@@ -376,12 +376,13 @@ pub struct TenantDoc {
     pub updated_at: DateTime,
 }
 
-/// One HS256 signing key of a tenant.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One HS256 signing key of a tenant (`Debug` shows the secret as `"…"`).
+#[derive(derive_more::Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KeyDoc {
     /// Key id (JWT `kid`), unique across tenants.
     pub kid: String,
     /// Shared secret (its UTF-8 bytes are the HMAC key).
+    #[debug("…")]
     pub secret: String,
     /// Creation time.
     pub created_at: DateTime,

@@ -31,7 +31,7 @@ pub struct LeaseDoc {
 }
 
 /// One webhook endpoint. Its `Debug` shows the signing secret as `"whsec_…"`.
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[derive(derive_more::Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WebhookDoc {
     /// Endpoint id.
     #[serde(rename = "_id")]
@@ -47,6 +47,7 @@ pub struct WebhookDoc {
     /// Why it was disabled automatically (absent when enabled or disabled by a caller).
     pub disabled_reason: Option<String>,
     /// The signing secret (`whsec_` + base64 of 32 random bytes).
+    #[debug("whsec_…")]
     pub secret: String,
     /// Free text.
     pub description: Option<String>,
@@ -75,31 +76,6 @@ pub struct WebhookDoc {
     /// [`Store::create_webhook`]; absent on endpoints stored before places existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slot: Option<u32>,
-}
-
-impl std::fmt::Debug for WebhookDoc {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WebhookDoc")
-            .field("id", &self.id)
-            .field("tenant_id", &self.tenant_id)
-            .field("url", &self.url)
-            .field("event_types", &self.event_types)
-            .field("enabled", &self.enabled)
-            .field("disabled_reason", &self.disabled_reason)
-            .field("secret", &"whsec_…")
-            .field("description", &self.description)
-            .field("cursor", &self.cursor)
-            .field("attempt", &self.attempt)
-            .field("next_attempt_at", &self.next_attempt_at)
-            .field("failing_since", &self.failing_since)
-            .field("lease", &self.lease)
-            .field("last_success_at", &self.last_success_at)
-            .field("created_at", &self.created_at)
-            .field("updated_at", &self.updated_at)
-            .field("replayed_at", &self.replayed_at)
-            .field("slot", &self.slot)
-            .finish()
-    }
 }
 
 /// An endpoint's place, as [`Store::create_webhook`] reads them.

@@ -28,12 +28,14 @@ impl From<&KeyDoc> for KeyView {
     }
 }
 
-/// A signing key with its secret — shown once, when made.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+/// A signing key with its secret — shown once, when made (`Debug` shows the secret as
+/// `"…"`).
+#[derive(derive_more::Debug, Clone, Serialize, ToSchema)]
 pub struct KeySecretView {
     /// Key id (`kid`).
     pub kid: String,
     /// The shared secret; its UTF-8 bytes are the HS256 key.
+    #[debug("…")]
     pub secret: String,
 }
 

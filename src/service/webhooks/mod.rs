@@ -138,14 +138,16 @@ impl From<WebhookDoc> for WebhookView {
     }
 }
 
-/// An endpoint with its signing secret (creation and rotation only).
-#[derive(Debug, Clone, Serialize, ToSchema)]
+/// An endpoint with its signing secret (creation and rotation only; `Debug` shows the secret
+/// as `"whsec_…"`).
+#[derive(derive_more::Debug, Clone, Serialize, ToSchema)]
 pub struct WebhookSecretView {
     /// The endpoint.
     #[serde(flatten)]
     pub webhook: WebhookView,
     /// `whsec_` + base64 of 32 random bytes; verify deliveries with it (any Standard Webhooks
     /// library). Shown only now.
+    #[debug("whsec_…")]
     pub secret: String,
 }
 
@@ -523,6 +525,41 @@ mod tests {
         ] {
             assert!(!is_private(ip.parse().unwrap()), "{ip}");
         }
+    }
+
+    #[test]
+    fn webhook_secrets_never_show_in_debug_output() {
+        let now = bson::DateTime::now();
+        let secret = new_secret();
+        let w = WebhookDoc {
+            id: ObjectId::new(),
+            tenant_id: "acme".into(),
+            url: "https://example.com/hook".into(),
+            event_types: Vec::new(),
+            enabled: true,
+            disabled_reason: None,
+            secret: secret.clone(),
+            description: None,
+            cursor: 0,
+            attempt: 0,
+            next_attempt_at: now,
+            failing_since: None,
+            lease: None,
+            last_success_at: None,
+            created_at: now,
+            updated_at: now,
+            replayed_at: None,
+            slot: Some(0),
+        };
+        let shown = format!("{w:?}");
+        assert!(!shown.contains(&secret), "{shown}");
+        assert!(shown.contains("https://example.com/hook"), "{shown}");
+        let view = WebhookSecretView {
+            webhook: w.into(),
+            secret: secret.clone(),
+        };
+        let shown = format!("{view:?}");
+        assert!(!shown.contains(&secret), "{shown}");
     }
 
     #[test]
