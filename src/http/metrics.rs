@@ -6,8 +6,9 @@
 //! (1 while its change stream is open) and `roster_authz_stream_lag_ms` (commit to this
 //! instance reading the change, of the last change), and the thumbnail decoders'
 //! `roster_thumbnails_decoding`, `roster_thumbnails_waiting` and
-//! `roster_thumbnails_deferred_total`, and `roster_events_set_aside_total` (outbox events the
-//! sequencer could not read and set aside). Read from the store and the decoders when scraped.
+//! `roster_thumbnails_deferred_total`, `roster_events_set_aside_total` (outbox events the
+//! sequencer could not read and set aside) and `roster_events_unreadable_total` (log events a
+//! reader skipped). Read from the store and the decoders when scraped.
 //! The roster cache's figures are [`RosterCacheMetrics`]; the background tasks',
 //! [`TaskMetrics`]; webhook delivery's backlog and lag, [`WebhookMetrics`].
 
@@ -26,6 +27,7 @@ pub struct StoreMetrics {
     waiting: IntGauge,
     deferred: IntCounter,
     set_aside: IntCounter,
+    unreadable: IntCounter,
     commands: IntCounter,
     commits: IntCounter,
     writers: IntGauge,
@@ -59,6 +61,10 @@ impl StoreMetrics {
             set_aside: counter(
                 "roster_events_set_aside_total",
                 "Outbox events this instance could not read and moved to event_outbox_set_aside",
+            )?,
+            unreadable: counter(
+                "roster_events_unreadable_total",
+                "Log events a reader on this instance could not read and skipped (each read)",
             )?,
             commands: counter(
                 "roster_db_commands_total",
@@ -112,6 +118,7 @@ impl Collector for StoreMetrics {
         }
         d.extend(self.deferred.desc());
         d.extend(self.set_aside.desc());
+        d.extend(self.unreadable.desc());
         d.extend(self.hits.desc());
         d.extend(self.misses.desc());
         d
@@ -136,6 +143,7 @@ impl Collector for StoreMetrics {
             .set(i64::try_from(thumbnails.waiting).unwrap_or(i64::MAX));
         set(&self.deferred, thumbnails.deferred);
         set(&self.set_aside, self.store.hub().set_aside());
+        set(&self.unreadable, self.store.hub().unreadable());
         let mut m = self.commands.collect();
         for c in [
             &self.commits,
@@ -143,6 +151,7 @@ impl Collector for StoreMetrics {
             &self.misses,
             &self.deferred,
             &self.set_aside,
+            &self.unreadable,
         ] {
             m.extend(c.collect());
         }

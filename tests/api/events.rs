@@ -1016,3 +1016,28 @@ async fn an_outbox_event_that_cannot_be_read_is_set_aside_and_the_rest_flow() {
     assert_eq!(left, 0);
     assert_eq!(metric(&app, "roster_events_set_aside_total").await, 1.0);
 }
+
+#[tokio::test]
+async fn an_event_of_the_log_that_cannot_be_read_is_skipped_not_a_stop() {
+    let app = spawn_app().await;
+    app.create_group("alice", &[("bob", "member"), ("carol", "member")])
+        .await;
+    settle(&app).await;
+    let before = whole_feed(&app, &app.server()).await;
+    assert!(before.len() >= 3, "{before:?}");
+    app.store
+        .database()
+        .collection::<bson::Document>("events")
+        .update_one(
+            bson::doc! { "tenant_id": "acme", "position": 2_i64 },
+            bson::doc! { "$set": { "type": 42 } },
+        )
+        .await
+        .unwrap();
+    let after = whole_feed(&app, &app.server()).await;
+    let positions =
+        |f: &[Value]| -> Vec<i64> { f.iter().map(|e| e["position"].as_i64().unwrap()).collect() };
+    let expected: Vec<i64> = positions(&before).into_iter().filter(|p| *p != 2).collect();
+    assert_eq!(positions(&after), expected);
+    assert!(metric(&app, "roster_events_unreadable_total").await >= 1.0);
+}

@@ -277,9 +277,22 @@ impl Store {
         types: Option<&[String]>,
         conversation: Option<ObjectId>,
     ) -> Result<Vec<EventDoc>> {
-        let mut events = Self::events_query(scope, after, upto)
-            .fetch(&self.events())
+        let raw = Self::events_query(scope, after, upto)
+            .fetch(&self.collection::<bson::RawDocumentBuf>(names::EVENTS))
             .await?;
+        let mut events = Vec::with_capacity(raw.len());
+        for r in raw {
+            match bson::from_slice::<EventDoc>(r.as_bytes()) {
+                Ok(e) => events.push(e),
+                // One unreadable event must not stop the tenant's feed, streams and webhooks
+                // at its position for good: it is skipped, logged and counted.
+                Err(err) => {
+                    let id = r.get("_id").ok().flatten().map(|v| format!("{v:?}"));
+                    tracing::error!(event = ?id, error = %err, "an event cannot be read; skipped");
+                    self.hub().note_unreadable();
+                }
+            }
+        }
         events.retain(|e| {
             types.is_none_or(|t| t.contains(&e.kind))
                 && conversation.is_none_or(|c| e.conversation_id == Some(c))

@@ -311,6 +311,8 @@ pub struct EventHub {
     heads: Mutex<HashMap<String, watch::Sender<i64>>>,
     /// Outbox documents this instance's sequencer could not read and set aside.
     set_aside: std::sync::atomic::AtomicU64,
+    /// Log events this instance's readers could not read and skipped.
+    unreadable: std::sync::atomic::AtomicU64,
     /// Webhook endpoints this instance last saw behind, by id.
     webhooks: Mutex<HashMap<ObjectId, WebhookStanding>>,
 }
@@ -367,6 +369,17 @@ impl EventHub {
         let mut all = self.webhooks.lock().unwrap_or_else(|p| p.into_inner());
         all.retain(|_, w| w.seen.elapsed() < STANDING_KEPT);
         all.iter().map(|(id, w)| (*id, w.clone())).collect()
+    }
+
+    /// Counts a log event a reader skipped because it cannot be read.
+    pub fn note_unreadable(&self) {
+        self.unreadable
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Log events this instance's readers skipped since it started (each time one was read).
+    pub fn unreadable(&self) -> u64 {
+        self.unreadable.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Outbox documents this instance's sequencer set aside since it started.
