@@ -28,8 +28,8 @@ impl From<&KeyDoc> for KeyView {
     }
 }
 
-/// A signing key with its secret — shown once, when made (`Debug` shows the secret as
-/// `"…"`).
+/// A signing key with its secret — shown once, when made.
+// `Debug` shows the secret as "…".
 #[derive(derive_more::Debug, Clone, Serialize, ToSchema)]
 pub struct KeySecretView {
     /// Key id (`kid`).

@@ -138,8 +138,8 @@ impl From<WebhookDoc> for WebhookView {
     }
 }
 
-/// An endpoint with its signing secret (creation and rotation only; `Debug` shows the secret
-/// as `"whsec_…"`).
+/// An endpoint with its signing secret (creation and rotation only).
+// `Debug` shows the secret as "whsec_…".
 #[derive(derive_more::Debug, Clone, Serialize, ToSchema)]
 pub struct WebhookSecretView {
     /// The endpoint.
