@@ -528,18 +528,23 @@ pub async fn settle(app: &TestApp) {
     }
 }
 
-/// A gauge or counter of `/metrics` (0 when absent).
-pub async fn metric(app: &TestApp, name: &str) -> f64 {
-    let text = app
-        .client
+/// The operators' `/metrics` page.
+pub async fn metrics_text(app: &TestApp) -> String {
+    app.client
         .get(format!("{}/metrics", app.admin_address))
         .send()
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
-    text.lines()
+        .unwrap()
+}
+
+/// A gauge or counter of `/metrics` (0 when absent).
+pub async fn metric(app: &TestApp, name: &str) -> f64 {
+    metrics_text(app)
+        .await
+        .lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or(0.0)
 }

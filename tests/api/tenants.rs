@@ -100,15 +100,7 @@ async fn prometheus_metrics_count_requests_by_route_pattern_not_raw_path() {
     let conv = app.create_group("alice", &[]).await;
     app.get(&format!("/v1/conversations/{conv}"), &app.user("alice"))
         .await;
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.admin_address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = crate::helpers::metrics_text(&app).await;
     assert!(text.contains("roster_http_requests_total"), "{text}");
     assert!(
         text.contains(r#"endpoint="/v1/conversations/{conversation_id}""#),
@@ -234,15 +226,7 @@ async fn the_background_tasks_report_their_state_in_metrics() {
     let mut text = String::new();
     // They connect on threads of their own: give them a moment.
     for _ in 0..50 {
-        text = app
-            .client
-            .get(format!("{}/metrics", app.admin_address))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        text = crate::helpers::metrics_text(&app).await;
         let running = |t: &str| {
             text.contains(&format!(
                 r#"roster_task_state{{state="running",task="{t}"}} 1"#

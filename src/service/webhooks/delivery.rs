@@ -169,13 +169,18 @@ pub async fn deliver(store: Store, settings: Settings, cred: PlatformCredential)
         Ok(c) => c,
         Err(e) => return tracing::error!(error = %e, "webhooks disabled: no HTTP client"),
     };
-    let retention = Duration::from_secs(settings.events.retention_hours * 3600);
+    // What every endpoint task shares, made once.
+    let shared = Rc::new(Shared {
+        store: store.clone(),
+        client,
+        owner: owner.clone(),
+        cfg: cfg.clone(),
+        retention: Duration::from_secs(settings.events.retention_hours * 3600),
+        cred,
+        waiting: Cell::new(false),
+    });
     let busy: Rc<std::cell::RefCell<HashSet<ObjectId>>> = Rc::default();
     let slots = Arc::new(tokio::sync::Semaphore::new(cfg.concurrency));
-    // Set while an endpoint with something to send found every slot taken: the endpoints
-    // being delivered then give their slots back after their current window (at once when
-    // idle), so slots go round all busy endpoints instead of staying with the first ones.
-    let waiting = Rc::new(Cell::new(false));
     // Where the next look at the due endpoints starts: pages go round all of them.
     let mut resume: Option<(DateTime, ObjectId)> = None;
     let hub = store.hub().clone();
@@ -205,12 +210,11 @@ pub async fn deliver(store: Store, settings: Settings, cred: PlatformCredential)
         let mut before = start;
         for w in due {
             let here = (w.next_attempt_at, w.id);
-            if let Some(h) = hub.known_head(&w.tenant_id) {
+            let head = hub.known_head(&w.tenant_id);
+            if let Some(h) = head {
                 hub.webhook_standing(w.id, &w.tenant_id, h - w.cursor, None);
             }
-            if busy.borrow().contains(&w.id)
-                || hub.known_head(&w.tenant_id).is_some_and(|h| w.cursor >= h)
-            {
+            if busy.borrow().contains(&w.id) || head.is_some_and(|h| w.cursor >= h) {
                 before = Some(here);
                 continue; // being delivered here, or nothing new for it
             }
@@ -234,16 +238,7 @@ pub async fn deliver(store: Store, settings: Settings, cred: PlatformCredential)
                 }
             };
             busy.borrow_mut().insert(w.id);
-            let busy = busy.clone();
-            let shared = Shared {
-                store: store.clone(),
-                client: client.clone(),
-                owner: owner.clone(),
-                cfg: cfg.clone(),
-                retention,
-                cred: cred.clone(),
-                waiting: waiting.clone(),
-            };
+            let (busy, shared) = (busy.clone(), shared.clone());
             tokio::task::spawn_local(async move {
                 let id = claimed.id;
                 if let Err(e) = run_endpoint(&shared, claimed).await {
@@ -254,7 +249,7 @@ pub async fn deliver(store: Store, settings: Settings, cred: PlatformCredential)
                 drop(permit);
             });
         }
-        waiting.set(starved);
+        shared.waiting.set(starved);
     }
 }
 
@@ -268,8 +263,10 @@ struct Shared {
     /// How long delivery attempts are kept.
     retention: Duration,
     cred: PlatformCredential,
-    /// Whether an endpoint with something to send waits for a slot.
-    waiting: Rc<Cell<bool>>,
+    /// Set while an endpoint with something to send found every slot taken: the endpoints
+    /// being delivered then give their slots back after their current window (at once when
+    /// idle), so slots go round all busy endpoints instead of staying with the first ones.
+    waiting: Cell<bool>,
 }
 
 /// Due endpoints read by one look (the next look goes on after the last).
