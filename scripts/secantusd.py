@@ -45,7 +45,11 @@ A fourth change adds measurements only: SecantusDB's profiler (``{profile: 2}``)
 command without what mongod's profiler says about its cost, so every profile entry gets
 mongod's ``docsExamined`` (documents read from the collection to answer it), ``nreturned`` /
 ``nMatched`` / ``ndeleted``, and ``planSummary`` (``COLLSCAN`` when the collection was scanned,
-``IXSCAN`` otherwise). ``tests/api/explain.rs`` reads them the same way on MongoDB.
+``IXSCAN`` otherwise). ``tests/api/explain.rs`` reads them the same way on MongoDB. A write
+that SecantusDB retries because it met another transaction's uncommitted write (it backs off and
+runs the statement again, for as long as that transaction stays open) counts the reads of the
+attempt that completed, not of every attempt: one update by ``_id`` that waited out a deleting
+transaction read one document, not fifty.
 
 Every document the walk yields is still checked with SecantusDB's own ``matches`` against the
 whole filter, and projection is applied by SecantusDB's own code, so the walk decides only
@@ -575,6 +579,30 @@ def _candidates_iter(self, db, coll, filter):
     return out
 
 
+# SecantusDB's write bodies that its ``_retry_write_conflicts`` runs again after a conflict.
+_RETRIED_WRITES = (
+    "_update_chunk",
+    "_update_matching_single_txn",
+    "_delete_chunk",
+    "_delete_matching_single_txn",
+)
+
+
+def _attempt_counted(body):
+    """A retried write body whose reads count only if it completes: an attempt rolled back
+    on a write conflict leaves ``_reads`` as it found it."""
+
+    def attempt(self, *args, **kwargs):
+        before, scanned = _reads.docs, _reads.scanned
+        try:
+            return body(self, *args, **kwargs)
+        except BaseException:
+            _reads.docs, _reads.scanned = before, scanned
+            raise
+
+    return attempt
+
+
 def _dispatch(doc, ctx):
     _catalog.rows = {}  # each command reads the catalog afresh
     outer = (_reads.docs, _reads.scanned, _reads.found)
@@ -700,6 +728,9 @@ def install() -> None:
     st.Storage._write_index_entries = _write_index_entries
     for name in _CATALOG_WRITERS:
         setattr(st.Storage, name, _catalog_writer(getattr(st.Storage, name)))
+    for name in _RETRIED_WRITES:
+        body = getattr(st.Storage, name).__wrapped__
+        setattr(st.Storage, name, st._retry_write_conflicts(_attempt_counted(body)))
     _commands.dispatch = _dispatch
     _server.dispatch = _dispatch
     _commands._maybe_record_profile = _record_profile

@@ -303,7 +303,36 @@ def test_the_catalog_copy_follows_every_change():
         store.close()
 
 
+def test_a_write_retried_on_a_conflict_counts_the_reads_of_the_attempt_that_completed():
+    """An update that SecantusDB runs again after a write conflict reports the documents its
+    last attempt read (one, by `_id`), not the sum over every attempt."""
+    from secantus.storage import WriteConflictError
+
+    store = Storage(":memory:", enable_oplog=False)
+    try:
+        store.insert(DB, COLL, [{"_id": 1, "tenant_id": "c", "status": "ready"}])
+        conflicts = [3]
+        original = store._candidates_iter
+
+        def conflicting(db, coll, filter):
+            out = original(db, coll, filter)
+            if conflicts[0]:
+                conflicts[0] -= 1
+                raise WriteConflictError("another transaction holds the document")
+            return out
+
+        store._candidates_iter = conflicting
+        secantusd._reads.docs = 0
+        f = {"_id": 1, "tenant_id": "c", "status": "ready"}
+        r = store.update_matching(DB, COLL, f, {"$set": {"thumbnail": 1}})
+        assert conflicts == [0] and r["matched"] == 1, (conflicts, r)
+        assert secantusd._reads.docs == 1, secantusd._reads.docs
+    finally:
+        store.close()
+
+
 if __name__ == "__main__":
+    test_a_write_retried_on_a_conflict_counts_the_reads_of_the_attempt_that_completed()
     test_the_catalog_copy_follows_every_change()
     test_the_served_shapes_take_the_walk()
     test_the_walk_answers_what_the_original_answers()
