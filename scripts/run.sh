@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs Roster on a working local database: starts SecantusDB (data kept in .data/secantus and
 # reused next time) unless MONGODB_URI is set, creates the `demo` tenant if missing, prints a
-# server token, a user token and curl lines to try, then serves until Ctrl-C.
+# server token, a user token, a dashboard link and curl lines to try, then serves until Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -17,10 +17,14 @@ bin=target/debug/roster
 server_token=$("$bin" token --tenant demo --server --ttl 24h)
 user_token=$("$bin" token --tenant demo --user alice --ttl 24h)
 frank_token=$("$bin" token --tenant demo --user frank --ttl 24h)
+dashboard_link=$("$bin" dashboard-link --tenant demo)
 bind="${ROSTER__HTTP__BIND:-127.0.0.1:8080}"
 cat <<TXT
 
 Roster on http://$bind  (API document: http://$bind/docs/)
+
+  Tenant admin dashboard (open within 10 minutes, once; \`$bin dashboard-link --tenant demo\` for another):
+  $dashboard_link
 
   export SERVER_TOKEN=$server_token
   export USER_TOKEN=$user_token

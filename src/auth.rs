@@ -1,7 +1,8 @@
 //! Tenant tokens and the tenant scope.
 //!
 //! A [`TenantScope`] is the first argument of every store call, and it can only be made here:
-//! from a JWT verified against the tenant's key ([`verify`]) or by the platform operator
+//! from a JWT verified against the tenant's key ([`verify`]), from a dashboard session whose
+//! key is still good ([`dashboard_scope`]), or by the platform operator
 //! ([`PlatformCredential::tenant_scope`]), whose credential in turn only comes from checking the
 //! configured platform token. So no query can be built without a verified tenant.
 //!
@@ -228,6 +229,23 @@ pub fn verify(
     Ok(TenantScope {
         tenant: key.tenant.clone(),
         principal,
+    })
+}
+
+/// The scope of a dashboard session ([`crate::store::dashboard`]) opened through a link that a
+/// server token of `key`'s tenant asked for: the tenant's server, as long as `key` is not revoked
+/// and the tenant not suspended. The session itself was checked by the caller (its cookie's
+/// digest found, not expired). Errors: `Revoked`, `TenantSuspended`.
+pub fn dashboard_scope(key: &TenantKey) -> Result<TenantScope, AuthError> {
+    if key.revoked {
+        return Err(AuthError::Revoked);
+    }
+    if !key.tenant_active {
+        return Err(AuthError::TenantSuspended);
+    }
+    Ok(TenantScope {
+        tenant: key.tenant.clone(),
+        principal: Principal::Server,
     })
 }
 

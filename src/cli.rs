@@ -41,6 +41,8 @@ pub enum Command {
     },
     /// Mint a signed token for local use.
     Token(TokenArgs),
+    /// Print a one-time sign-in link to a tenant's admin dashboard.
+    DashboardLink(DashboardLinkArgs),
     /// Demo data.
     Demo {
         /// What to do with demo data.
@@ -91,6 +93,20 @@ pub struct TokenArgs {
     /// Lifetime, e.g. `15m`, `1h`, `1day` (at most auth.max_token_ttl_secs).
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     pub ttl: Duration,
+}
+
+/// `roster dashboard-link …`
+#[derive(Debug, Args)]
+pub struct DashboardLinkArgs {
+    /// Tenant slug.
+    #[arg(long)]
+    pub tenant: String,
+    /// A read-only session (looks, changes nothing).
+    #[arg(long)]
+    pub read: bool,
+    /// The external user id of the person the link is for.
+    #[arg(long)]
+    pub user: Option<String>,
 }
 
 /// `roster demo …`
@@ -203,6 +219,44 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
                 "{}",
                 auth::mint(&key, &principal, args.ttl.as_secs(), &settings.auth)?
             );
+            Ok(())
+        }
+        Command::DashboardLink(args) => {
+            let id = TenantId::parse(&args.tenant).map_err(|e| anyhow::anyhow!("--tenant: {e}"))?;
+            let store = connect(&settings).await?;
+            let cred = operator(&settings)?;
+            let tenant = store
+                .find_tenant(&cred, &id)
+                .await?
+                .with_context(|| format!("no tenant `{id}`"))?;
+            let key = tenant
+                .current_key()
+                .with_context(|| format!("tenant `{id}` has no active key"))?;
+            let roster = crate::service::Roster::new(
+                store.clone(),
+                crate::service::Limits::from(&settings),
+                settings.media.clone(),
+            )
+            .with_settings(&settings);
+            let body = crate::service::dashboard::DashboardLinkBody {
+                scope: Some(if args.read {
+                    crate::service::dashboard::DashboardScope::Read
+                } else {
+                    crate::service::dashboard::DashboardScope::Admin
+                }),
+                user_id: args.user,
+                ..Default::default()
+            };
+            let link = roster
+                .create_dashboard_link(
+                    &cred.tenant_scope(id),
+                    &key.kid,
+                    body,
+                    &format!("http://{}", settings.http.bind),
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{}", link.url);
             Ok(())
         }
         Command::Demo {

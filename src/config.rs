@@ -40,6 +40,8 @@ pub struct Settings {
     pub cache: CacheSettings,
     /// Request rate limits.
     pub rate_limits: RateLimitSettings,
+    /// The tenant admin dashboard (`/dashboard/`).
+    pub dashboard: DashboardSettings,
     /// Logging.
     pub log: LogSettings,
 }
@@ -264,6 +266,26 @@ pub struct CacheSettings {
     /// The roster cache's memory budget, MiB; a conversation that would take more than a
     /// quarter of it is never cached.
     pub roster_mib: u64,
+}
+
+/// `[dashboard]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DashboardSettings {
+    /// Whether `/dashboard/` and `/v1/dashboard/links` are served (off: both answer 404).
+    pub enabled: bool,
+    /// How long a dashboard link may wait to be opened, seconds (the default when a request
+    /// names none, and the longest it may name).
+    pub link_open_secs: u64,
+    /// How long a dashboard session lasts, seconds (the default and the longest; 8 h).
+    pub session_secs: u64,
+    /// The `frame-ancestors` of the dashboard's `Content-Security-Policy`: `'none'` (no page
+    /// may frame it) or a space-separated list of sources.
+    pub frame_ancestors: String,
+    /// The dashboard's public address (`https://roster.example.com`), which links start with;
+    /// empty: the address the link request came to (the CLI: `http://` and `http.bind`).
+    #[serde(default)]
+    pub public_url: String,
 }
 
 /// `[webhooks]`
@@ -679,6 +701,34 @@ impl Settings {
             self.webhooks.disable_after_hours >= 1,
             "webhooks.disable_after_hours",
             "must be at least 1",
+        )?;
+        check(
+            (60..=3600).contains(&self.dashboard.link_open_secs),
+            "dashboard.link_open_secs",
+            "must be between 60 and 3600",
+        )?;
+        check(
+            (300..=28_800).contains(&self.dashboard.session_secs),
+            "dashboard.session_secs",
+            "must be between 300 and 28800 (8 h)",
+        )?;
+        check(
+            !self.dashboard.frame_ancestors.trim().is_empty()
+                && self
+                    .dashboard
+                    .frame_ancestors
+                    .chars()
+                    .all(|c| c.is_ascii_graphic() || c == ' ')
+                && !self.dashboard.frame_ancestors.contains([';', ',']),
+            "dashboard.frame_ancestors",
+            "must be `'none'` or space-separated sources (no `;` or `,`)",
+        )?;
+        check(
+            self.dashboard.public_url.is_empty()
+                || reqwest::Url::parse(&self.dashboard.public_url)
+                    .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host()),
+            "dashboard.public_url",
+            "must be empty or an http(s) URL",
         )?;
         check(
             (3..=3600).contains(&self.webhooks.lease_secs),

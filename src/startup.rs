@@ -62,7 +62,7 @@ impl Application {
             Limits::from(settings),
             settings.media.clone(),
         )
-        .with_event_settings(settings);
+        .with_settings(settings);
         let slots = roster.thumbnail_slots();
         let supervisor = Arc::new(Supervisor::default());
         let servers = crate::http::server(

@@ -52,8 +52,16 @@ error_codes! {
     TokenExpired => (401, "token_expired", "Token expired"),
     /// The key named by the token's `kid` has been revoked.
     KeyRevoked => (401, "key_revoked", "Signing key revoked"),
+    /// A dashboard link that is unknown, was opened already, or waited past its time.
+    DashboardLinkInvalid => (401, "dashboard_link_invalid", "Dashboard link invalid"),
+    /// A dashboard session cookie that is unknown, expired or signed out.
+    SessionInvalid => (401, "session_invalid", "Dashboard session invalid"),
     /// The caller is authenticated but this kind of caller may not do this.
     Forbidden => (403, "forbidden", "Forbidden"),
+    /// A change asked for by a read-only dashboard session.
+    ReadOnly => (403, "read_only", "Read-only session"),
+    /// A change asked for with a dashboard session cookie from a page of another origin.
+    OriginMismatch => (403, "origin_mismatch", "Cross-origin request refused"),
     /// The tenant is suspended.
     TenantSuspended => (403, "tenant_suspended", "Tenant suspended"),
     /// A signed media URL whose signature does not match its fields.

@@ -14,6 +14,7 @@ use super::AppState;
 use crate::auth::{AuthError, PlatformCredential, TenantScope};
 use crate::domain::ErrorCode;
 use crate::error::{Error, Problem};
+use crate::service::dashboard::DashboardScope;
 
 type LocalFuture<T> = Pin<Box<dyn Future<Output = Result<T, Error>>>>;
 
@@ -49,8 +50,65 @@ fn state(req: &HttpRequest) -> Result<Data<AppState>, Error> {
         .ok_or_else(|| Error::Internal(anyhow::anyhow!("application state missing")))
 }
 
-/// A caller with a verified tenant token (user or server). Errors: 401 codes, 403
-/// `tenant_suspended`, 503 when the key cannot be looked up.
+/// The name of the dashboard session cookie ([`crate::service::dashboard`]).
+pub const SESSION_COOKIE: &str = "roster_dashboard";
+
+/// What a caller presented: a bearer token, or (with no `Authorization` header) the dashboard
+/// session cookie. Kept in the request's extensions, for checks made later (an open event
+/// stream checks it again every few seconds).
+#[derive(Clone)]
+pub enum Presented {
+    /// A tenant token.
+    Token(String),
+    /// A dashboard session cookie's value.
+    Session(String),
+}
+
+impl Presented {
+    /// The scope it grants now. Errors: as [`Caller`]'s.
+    pub async fn check(&self, state: &AppState) -> Result<TenantScope, Error> {
+        match self {
+            Presented::Token(t) => state.roster.authenticate(t, &state.auth).await,
+            Presented::Session(c) => Ok(state.roster.dashboard_caller(c).await?.0),
+        }
+    }
+}
+
+/// Whether a request with a dashboard session may change things: only from a page of this
+/// service's own origin (`Origin` equal to the request's scheme and host, or to
+/// `dashboard.public_url`'s), and only for an `admin` session. Safe methods always may.
+/// Errors: 403 `origin_mismatch`, 403 `read_only`.
+fn session_may(req: &HttpRequest, state: &AppState, scope: DashboardScope) -> Result<(), Error> {
+    if req.method().is_safe() {
+        return Ok(());
+    }
+    let origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let info = req.connection_info();
+    let own = format!("{}://{}", info.scheme(), info.host());
+    let public = state.roster.dashboard_origin();
+    if origin.is_empty() || (origin != own && Some(origin) != public.as_deref()) {
+        return Err(Error::client(
+            ErrorCode::OriginMismatch,
+            "a change with a dashboard session must come from the dashboard's own pages",
+        ));
+    }
+    if scope == DashboardScope::Read {
+        return Err(Error::client(
+            ErrorCode::ReadOnly,
+            "this dashboard session may look but not change anything",
+        ));
+    }
+    Ok(())
+}
+
+/// A caller with a verified tenant token (user or server), or with no `Authorization` header
+/// and a dashboard session cookie (acting as the tenant's server; see [`session_may`]).
+/// Errors: 401 codes, 403 `tenant_suspended`, `origin_mismatch`, `read_only`, 503 when the key
+/// cannot be looked up.
 pub struct Caller(pub TenantScope);
 
 impl FromRequest for Caller {
@@ -58,16 +116,31 @@ impl FromRequest for Caller {
     type Future = LocalFuture<Self>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let token = bearer(req);
+        let presented = match bearer(req) {
+            Err(AuthError::Missing) => req
+                .cookie(SESSION_COOKIE)
+                .map(|c| Presented::Session(c.value().to_owned()))
+                .ok_or(AuthError::Missing),
+            other => other.map(Presented::Token),
+        };
         let state = state(req);
         let req = req.clone();
         Box::pin(async move {
             let state = state?;
-            let scope = state.roster.authenticate(&token?, &state.auth).await?;
+            let presented = presented?;
+            let scope = match &presented {
+                Presented::Token(t) => state.roster.authenticate(t, &state.auth).await?,
+                Presented::Session(c) => {
+                    let (scope, session) = state.roster.dashboard_caller(c).await?;
+                    session_may(&req, &state, session.scope)?;
+                    scope
+                }
+            };
             if let Some(limits) = &state.rate_limits {
                 let standing = limits.check(&scope)?;
                 req.extensions_mut().insert(standing);
             }
+            req.extensions_mut().insert(presented);
             Ok(Caller(scope))
         })
     }

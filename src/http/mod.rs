@@ -71,6 +71,22 @@ pub fn admin_routes(cfg: &mut web::ServiceConfig) {
         );
 }
 
+/// Registers the tenant admin dashboard (`dashboard.enabled`): its page, assets, sign-in and
+/// `POST /v1/dashboard/links`.
+pub fn dashboard_routes(cfg: &mut web::ServiceConfig) {
+    use routes::*;
+    cfg.service(resource("/v1/dashboard/links").route(web::post().to(dashboard::create_link)))
+        .service(resource("/dashboard").route(web::get().to(dashboard::redirect)))
+        .service(resource("/dashboard/").route(web::get().to(dashboard::index)))
+        .service(resource("/dashboard/assets/{name}").route(web::get().to(dashboard::asset)))
+        .service(
+            resource("/dashboard/session")
+                .route(web::get().to(dashboard::current))
+                .route(web::post().to(dashboard::open))
+                .route(web::delete().to(dashboard::sign_out)),
+        );
+}
+
 /// Registers the public API: every tenant route (the listener at `http.bind`).
 pub fn routes(cfg: &mut web::ServiceConfig) {
     use routes::*;
@@ -311,6 +327,7 @@ pub fn server(
         supervisor: supervisor.clone(),
     });
     let cors_origins = settings.http.cors_allowed_origins.clone();
+    let dashboard = settings.dashboard.enabled;
     let json_limit = settings.http.json_limit_bytes;
     let openapi = openapi::ApiDoc::openapi();
     let io = |e: Box<dyn std::error::Error + Send + Sync>| std::io::Error::other(e.to_string());
@@ -369,6 +386,11 @@ pub fn server(
             .app_data(web::PathConfig::default().error_handler(extract::path_error))
             .configure(probes)
             .configure(routes)
+            .configure(|cfg| {
+                if dashboard {
+                    dashboard_routes(cfg);
+                }
+            })
             .service(web::resource("/docs").route(web::get().to(docs_redirect)))
             .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi.clone()))
             .default_service(web::to(error::not_found))

@@ -39,6 +39,7 @@ use super::routes::*;
         events::feed, events::stream,
         webhooks::create, webhooks::list, webhooks::get, webhooks::update, webhooks::delete,
         webhooks::rotate_secret, webhooks::replay, webhooks::deliveries,
+        dashboard::create_link,
     ),
     components(schemas(crate::service::inputs::MemberListView)),
     modifiers(&ResponseShapes, &Security, &UniqueOperationIds, &Webhooks, &CommonAnswers, &ParameterShapes, &ClientErrors),
@@ -57,6 +58,7 @@ use super::routes::*;
         (name = "authorize", description = "May user U do action A in conversation C? (the hot path)"),
         (name = "events", description = "Membership events: the feed (long-poll) and the live stream (SSE)"),
         (name = "webhooks", description = "Signed webhook endpoints (Standard Webhooks), delivery log, replay"),
+        (name = "dashboard", description = "One-time sign-in links to the tenant admin dashboard served at `/dashboard/`"),
     )
 )]
 pub struct ApiDoc;

@@ -4,6 +4,7 @@
 pub mod activity;
 mod conversations;
 pub mod cursor;
+pub mod dashboard;
 pub mod erasure;
 pub mod events;
 pub mod inputs;
@@ -98,6 +99,8 @@ pub struct Roster {
     events: crate::config::EventSettings,
     /// Webhook settings (target checks).
     webhooks: crate::config::WebhookSettings,
+    /// Dashboard link and session lifetimes.
+    dashboard: crate::config::DashboardSettings,
     /// Thumbnail decoders and their memory budget (shared by every clone).
     thumbnails: std::sync::Arc<thumbnails::ThumbnailSlots>,
 }
@@ -188,13 +191,15 @@ impl Roster {
             media,
             events: defaults.events,
             webhooks: defaults.webhooks,
+            dashboard: defaults.dashboard,
         }
     }
 
-    /// Applies `[events]` and `[webhooks]`.
-    pub fn with_event_settings(mut self, settings: &Settings) -> Self {
+    /// Applies `[events]`, `[webhooks]` and `[dashboard]`.
+    pub fn with_settings(mut self, settings: &Settings) -> Self {
         self.events = settings.events.clone();
         self.webhooks = settings.webhooks.clone();
+        self.dashboard = settings.dashboard.clone();
         self
     }
 
@@ -211,21 +216,26 @@ impl Roster {
     /// Verifies a tenant token: reads its `kid`, looks the key up, checks signature and
     /// claims. Errors: 401 codes, 403 `tenant_suspended`, 503.
     pub async fn authenticate(&self, token: &str, settings: &AuthSettings) -> Result<TenantScope> {
-        let kid = auth::key_id(token)?;
-        let epoch = self.store.authz_cache().tenant_epoch();
-        let key = match self.keys.get(&kid).await {
-            Some((key, read_under)) if read_under == epoch => key,
-            _ => {
-                let key = self.store.find_key(&kid).await?;
-                self.keys.insert(kid, (key.clone(), epoch)).await;
-                key
-            }
-        };
+        let key = self.tenant_key(&auth::key_id(token)?).await?;
         Ok(auth::verify(
             token,
             &key.ok_or(AuthError::Invalid)?,
             settings,
         )?)
+    }
+
+    /// The signing key `kid` (`None`: unknown), from the key cache while the authorize
+    /// cache's tenant epoch has not moved since it was read.
+    async fn tenant_key(&self, kid: &str) -> Result<Option<TenantKey>> {
+        let epoch = self.store.authz_cache().tenant_epoch();
+        Ok(match self.keys.get(kid).await {
+            Some((key, read_under)) if read_under == epoch => key,
+            _ => {
+                let key = self.store.find_key(kid).await?;
+                self.keys.insert(kid.to_owned(), (key.clone(), epoch)).await;
+                key
+            }
+        })
     }
 
     /// A page size from a query: the default when absent, else 1..=`pagination.max_limit`.

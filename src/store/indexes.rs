@@ -75,6 +75,14 @@ pub const SPEC_FILES: &[(&str, &str)] = &[
         "media.files.json",
         include_str!("../../indexes/media.files.json"),
     ),
+    (
+        "dashboard_links.json",
+        include_str!("../../indexes/dashboard_links.json"),
+    ),
+    (
+        "dashboard_sessions.json",
+        include_str!("../../indexes/dashboard_sessions.json"),
+    ),
 ];
 
 /// Collections read only by `_id` (no index file), created at boot so that transactions

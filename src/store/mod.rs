@@ -11,6 +11,7 @@ pub mod batch;
 pub mod blobs;
 pub mod conversations;
 pub mod convert;
+pub mod dashboard;
 pub mod db;
 pub mod docs;
 pub mod erasure;
@@ -94,6 +95,10 @@ pub mod names {
     pub const JOIN_REQUESTS: &str = "join_requests";
     /// Invite links.
     pub const INVITE_LINKS: &str = "invite_links";
+    /// Dashboard links waiting to be opened (`store::dashboard`).
+    pub const DASHBOARD_LINKS: &str = "dashboard_links";
+    /// Signed-in dashboards (`store::dashboard`).
+    pub const DASHBOARD_SESSIONS: &str = "dashboard_sessions";
 }
 
 /// Names of the indexes the keyset reads walk (defined in `indexes/*.json`; the explain test

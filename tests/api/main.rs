@@ -8,6 +8,7 @@ mod authz_cache;
 mod chat_list;
 mod concurrency;
 mod conversations;
+mod dashboard;
 mod database_down;
 mod erasure;
 mod events;

@@ -494,6 +494,15 @@ async fn every_command_of_every_operation_reads_about_what_it_answers() {
     let first = tokio::time::timeout(Duration::from_secs(5), chunks.try_next()).await;
     assert!(matches!(first, Ok(Ok(Some(_)))), "{first:?}");
     drop(chunks);
+    s.call(
+        Method::POST,
+        "/v1/dashboard/links",
+        "/v1/dashboard/links",
+        &server,
+        Some(json!({ "scope": "read" })),
+        201,
+    )
+    .await;
     let hook = s
         .call(
             Method::POST,

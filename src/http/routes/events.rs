@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use actix_web::web::{self, Data};
-use actix_web::{HttpRequest, HttpResponse, Responder};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, Responder};
 use actix_web_lab::sse;
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -11,7 +11,7 @@ use utoipa::IntoParams;
 use crate::error::{Error, Problem};
 use crate::http::AppState;
 use crate::http::error::ProblemBody;
-use crate::http::extract::Caller;
+use crate::http::extract::{Caller, Presented};
 use crate::service::events::{EventPageView, EventView, FeedQuery, parse_after, parse_types};
 
 /// `GET /v1/events` and `GET /v1/events/stream` query.
@@ -118,9 +118,12 @@ pub async fn stream(
     let open = OpenStream {
         rx,
         _slot: slot,
-        token: super::super::extract::bearer(&req)?,
-        roster: state.roster.clone(),
-        auth: state.auth.clone(),
+        presented: req
+            .extensions()
+            .get::<Presented>()
+            .cloned()
+            .ok_or_else(|| Error::Internal(anyhow::anyhow!("the caller's credential missing")))?,
+        state: state.clone(),
         recheck: tokio::time::interval_at(
             tokio::time::Instant::now() + STREAM_RECHECK,
             STREAM_RECHECK,
@@ -159,22 +162,17 @@ const STREAM_RECHECK: Duration = Duration::from_secs(2);
 struct OpenStream {
     rx: tokio::sync::mpsc::Receiver<crate::service::events::EventView>,
     _slot: crate::http::stream_slots::StreamSlot,
-    token: String,
-    roster: crate::service::Roster,
-    auth: crate::config::AuthSettings,
+    presented: Presented,
+    state: Data<AppState>,
     recheck: tokio::time::Interval,
 }
 
 impl OpenStream {
-    /// The stream's last event if its token no longer authenticates: `event: error` with
-    /// `{"code", "detail"}`. A database that cannot be reached ends nothing (the key is
-    /// checked again at the next tick).
+    /// The stream's last event if its token (or dashboard session) no longer authenticates:
+    /// `event: error` with `{"code", "detail"}`. A database that cannot be reached ends
+    /// nothing (the key is checked again at the next tick).
     async fn ended(&self) -> Option<sse::Event> {
-        let e = self
-            .roster
-            .authenticate(&self.token, &self.auth)
-            .await
-            .err()?;
+        let e = self.presented.check(&self.state).await.err()?;
         let code = e.code();
         if code.status() >= 500 {
             return None;

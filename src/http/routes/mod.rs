@@ -4,6 +4,7 @@
 pub mod activity;
 pub mod authorize;
 pub mod conversations;
+pub mod dashboard;
 pub mod events;
 pub mod health;
 pub mod media;
