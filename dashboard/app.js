@@ -327,7 +327,7 @@
       el('dt', {}, 'Last message'), el('dd', {}, when(m.activity && m.activity.last_message_at)),
       el('dt', {}, 'Permissions'), el('dd', {}, flags.length ? flags.join(', ') : 'none'),
       m.status === 'banned' ? [el('dt', {}, 'Banned until'), el('dd', {}, gone.banned_until ? when(gone.banned_until) : 'lifted by hand')] : null,
-      gone.removal_reason ? [el('dt', {}, 'Removal reason'), el('dd', {}, gone.removal_reason)] : null,
+      gone.removal_reason ? [el('dt', {}, m.status === 'banned' ? 'Ban reason' : 'Removal reason'), el('dd', {}, gone.removal_reason)] : null,
       m.status === 'muted' ? [el('dt', {}, 'Muted until'), el('dd', {}, mod.muted_until ? when(mod.muted_until) : 'lifted by hand')] : null,
       mod.reason ? [el('dt', {}, 'Mute reason'), el('dd', {}, mod.reason)] : null));
     if (!canWrite()) {
@@ -392,12 +392,7 @@
       el('p', {}, 'Ask your service for a new dashboard link (POST /v1/dashboard/links with a server token) and open it here.'));
   }
 
-  async function start() {
-    document.getElementById('skip').addEventListener('click', e => { e.preventDefault(); main.focus(); });
-    document.getElementById('signout').addEventListener('click', async () => {
-      try { await api('DELETE', '/dashboard/session'); } catch (_) { /* signed out either way */ }
-      signedOut(null);
-    });
+  async function signIn() {
     const m = location.hash.match(/code=([A-Za-z0-9_-]+)/);
     try {
       if (m) {
@@ -415,9 +410,18 @@
     document.getElementById('signout').hidden = false;
     document.getElementById('who').textContent =
       `${session.tenant_id}${session.user_id ? ` · ${session.user_id}` : ''}${session.scope === 'read' ? ' · read only' : ''}`;
-    window.addEventListener('hashchange', render);
     await render();
   }
 
-  start();
+  document.getElementById('skip').addEventListener('click', e => { e.preventDefault(); main.focus(); });
+  document.getElementById('signout').addEventListener('click', async () => {
+    try { await api('DELETE', '/dashboard/session'); } catch (_) { /* signed out either way */ }
+    signedOut(null);
+  });
+  // A link opened in a tab that shows the dashboard already changes only the fragment.
+  window.addEventListener('hashchange', () => {
+    if (location.hash.includes('code=')) signIn();
+    else if (session) render();
+  });
+  signIn();
 })();

@@ -50,6 +50,19 @@ ensure_schemathesis() {
   fi
 }
 
+# ensure_chromium: Debian's headless Chromium and its WebDriver, for the dashboard's browser
+# tests (tests/api/browser.rs). Installed with apt-get when missing (as root, or through sudo).
+ensure_chromium() {
+  if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then
+    return
+  fi
+  local sudo=""
+  if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+  log "installing chromium and chromium-driver with apt-get (once)"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver >/dev/null
+}
+
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite against a real MongoDB-compatible server: a throwaway in-memory
 # SecantusDB unless MONGODB_URI is set (each test then makes its own database there), and a
-# real S3-compatible server (moto) for the S3 media backend unless S3_TEST_ENDPOINT is set.
+# real S3-compatible server (moto) for the S3 media backend unless S3_TEST_ENDPOINT is set, and
+# headless Chromium for the dashboard's browser journeys (Debian's chromium and chromium-driver,
+# installed with apt-get when missing; screenshots go to target/dashboard/).
 # Extra arguments go to the test runner; without any, scripts/api_conformance.sh follows (the
 # API checked against its OpenAPI document with schemathesis, about 2.5 minutes).
 set -euo pipefail
@@ -14,6 +16,7 @@ fi
 ensure_secantus
 export SECANTUSD="$PWD/scripts/secantusd"
 ensure_python_test_deps
+ensure_chromium
 log "differential test of the SecantusDB launcher's index walk"
 "$VENV/bin/python" scripts/test_secantusd.py
 log "differential test of the launcher on concurrent writes (patched against unpatched)"

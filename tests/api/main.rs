@@ -5,6 +5,7 @@ mod activity;
 mod auth;
 mod authorize;
 mod authz_cache;
+mod browser;
 mod chat_list;
 mod concurrency;
 mod conversations;

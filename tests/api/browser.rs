@@ -1,0 +1,444 @@
+//! The dashboard in a real browser: headless Chromium (Debian's `chromium`), driven over
+//! WebDriver (`chromedriver`, from `chromium-driver`; `scripts/test.sh` installs both when
+//! missing). Each journey saves screenshots under `target/dashboard/`.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// One browser: its driver process, a fresh profile, and the WebDriver session.
+struct Browser {
+    client: Client,
+    driver: Child,
+    profile: std::path::PathBuf,
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        assert!(
+            std::path::Path::new(CHROMEDRIVER).exists() && std::path::Path::new(CHROMIUM).exists(),
+            "{CHROMEDRIVER} and {CHROMIUM} are needed: scripts/test.sh installs Debian's \
+             chromium and chromium-driver"
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let profile =
+            std::env::temp_dir().join(format!("roster-chromium-{}", uuid::Uuid::new_v4()));
+        // The flags that keep Chromium off the network this machine does not have.
+        let caps = json!({
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+                    "--window-size=1280,900",
+                    format!("--user-data-dir={}", profile.display()),
+                ]
+            }
+        });
+        let serde_json::Value::Object(caps) = caps else {
+            unreachable!()
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let client = loop {
+            let connected =
+                ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                    .capabilities(caps.clone())
+                    .connect(&format!("http://127.0.0.1:{port}"))
+                    .await;
+            match connected {
+                Ok(c) => break c,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("no WebDriver session: {e}"),
+            }
+        };
+        Browser {
+            client,
+            driver,
+            profile,
+        }
+    }
+
+    /// Runs `script` (a function body; `return` its value) in the page.
+    async fn js(&self, script: &str) -> Value {
+        self.client.execute(script, vec![]).await.unwrap()
+    }
+
+    /// Polls `script` until it returns something truthy (10 s at most); returns it.
+    async fn until(&self, what: &str, script: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let v = self
+                .client
+                .execute(script, vec![])
+                .await
+                .unwrap_or(Value::Null);
+            let truthy =
+                !matches!(&v, Value::Null | Value::Bool(false)) && v != json!("") && v != json!(0);
+            if truthy {
+                return v;
+            }
+            if Instant::now() > deadline {
+                let main = self
+                    .js("return document.querySelector('main').innerText")
+                    .await;
+                panic!("waited 10 s for {what}; the page shows: {main}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The heading of the view shown, once it is `title`.
+    async fn view(&self, title: &str) {
+        let script = format!(
+            "const h = document.querySelector('main h1'); return h && h.textContent === {};",
+            json!(title)
+        );
+        self.until(&format!("the view `{title}`"), &script).await;
+    }
+
+    /// Saves a screenshot as `target/dashboard/<name>.png`.
+    async fn shot(&self, name: &str) {
+        let png = self.client.screenshot().await.unwrap();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dashboard");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+    }
+
+    /// Sets a form control's value as typing would (and fires `input`).
+    async fn type_into(&self, css: &str, text: &str) {
+        let e = self.client.find(Locator::Css(css)).await.unwrap();
+        e.clear().await.unwrap();
+        e.send_keys(text).await.unwrap();
+    }
+
+    async fn click(&self, css: &str) {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+    }
+
+    /// Clicks the button or link of `main` whose text is `text`.
+    async fn click_text(&self, text: &str) {
+        let xpath = format!(
+            "//main//*[(self::button or self::a) and normalize-space(.)={}]",
+            json!(text)
+        );
+        self.client
+            .find(Locator::XPath(&xpath))
+            .await
+            .unwrap_or_else(|e| panic!("no `{text}` to click: {e}"))
+            .click()
+            .await
+            .unwrap();
+    }
+
+    async fn close(mut self) {
+        let _ = self.client.clone().close().await;
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+/// A one-time link of the test tenant's (`body` as for `POST /v1/dashboard/links`).
+async fn link(app: &TestApp, body: Value) -> String {
+    let r = app.post("/v1/dashboard/links", &app.server(), body).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    r.body["url"].as_str().unwrap().to_owned()
+}
+
+async fn name_user(app: &TestApp, user: &str, name: &str) {
+    let r = app
+        .put(
+            &format!("/v1/users/{user}"),
+            &app.server(),
+            json!({ "display_name": name }),
+        )
+        .await;
+    assert!(r.status == 200 || r.status == 201, "{:?}", r.body);
+}
+
+#[tokio::test]
+async fn a_link_opens_the_overview_and_an_admin_finds_a_member_by_name_changes_its_role_and_bans_it()
+ {
+    let app = spawn_app().await;
+    let conv = app.create_group("alice", &[]).await;
+    let users: Vec<String> = (0..250).map(|i| format!("m{i:03}")).collect();
+    for chunk in users.chunks(100) {
+        let r = app.add_batch(&app.server(), &conv, chunk).await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+    }
+    name_user(&app, "zelda", "Zelda Quist").await;
+    let r = app
+        .add_member(&app.server(), &conv, "zelda", "member")
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+
+    let b = Browser::start().await;
+    let url = link(&app, json!({ "user_id": "ops-anna" })).await;
+    b.client.goto(&url).await.unwrap();
+    b.view("Overview").await;
+    // The code left the address bar at once.
+    let here = b.client.current_url().await.unwrap();
+    assert!(!here.as_str().contains("code="), "{here}");
+    b.until(
+        "the session card",
+        "return document.querySelector('main').innerText.includes('ops-anna')",
+    )
+    .await;
+    b.until(
+        "the conversation list",
+        "return document.querySelectorAll('main table a').length === 1",
+    )
+    .await;
+    b.shot("overview").await;
+
+    b.click("#nav a[href='#/conversations']").await;
+    b.view("Conversations").await;
+    b.click_text("Group").await;
+    b.view("Group").await;
+    b.until(
+        "the first page of members",
+        "return document.querySelectorAll('main tbody tr').length === 50",
+    )
+    .await;
+    b.type_into("main input[name=q]", "zel").await;
+    b.click_text("Find").await;
+    b.until(
+        "Zelda alone in the list",
+        "const rows = document.querySelectorAll('main tbody tr'); \
+         return rows.length === 1 && rows[0].innerText.includes('Zelda Quist');",
+    )
+    .await;
+    b.shot("member-search").await;
+
+    b.click_text("Zelda Quist").await;
+    b.view("Zelda Quist").await;
+    b.until(
+        "the role list",
+        "return document.querySelector('main select[name=role]')",
+    )
+    .await;
+    b.js("const s = document.querySelector('main select[name=role]'); s.value = 'moderator'; return true;")
+        .await;
+    b.click_text("Change role").await;
+    b.until(
+        "the new role shown",
+        "return [...document.querySelectorAll('main dd')].some(d => d.textContent === 'moderator')",
+    )
+    .await;
+    let m = app
+        .get(
+            &format!("/v1/conversations/{conv}/members/zelda"),
+            &app.server(),
+        )
+        .await;
+    assert_eq!(m.body["role"], "moderator", "{:?}", m.body);
+
+    // A ban until tomorrow, with a reason.
+    b.js(
+        "const t = new Date(Date.now() + 86400000); const p = n => String(n).padStart(2, '0'); \
+         const v = `${t.getFullYear()}-${p(t.getMonth() + 1)}-${p(t.getDate())}T${p(t.getHours())}:${p(t.getMinutes())}`; \
+         document.querySelector('main input[name=until]').value = v; return v;",
+    )
+    .await;
+    b.type_into("main input[name=reason]", "spam").await;
+    b.click_text("Ban").await;
+    b.until(
+        "the ban shown",
+        "return document.querySelector('main').innerText.includes('Banned until')",
+    )
+    .await;
+    b.shot("member-banned").await;
+    let m = app
+        .get(
+            &format!("/v1/conversations/{conv}/members/zelda"),
+            &app.server(),
+        )
+        .await;
+    assert_eq!(m.body["status"], "banned", "{:?}", m.body);
+    let until = m.body["departure"]["banned_until"]
+        .as_str()
+        .expect("an expiry");
+    let until = chrono::DateTime::parse_from_rfc3339(until).unwrap();
+    let ahead = until
+        .signed_duration_since(chrono::Utc::now())
+        .num_minutes();
+    assert!((23 * 60..=24 * 60 + 1).contains(&ahead), "{ahead} min");
+    b.close().await;
+}
+
+#[tokio::test]
+async fn a_read_session_shows_no_write_controls_and_a_forged_write_from_it_answers_403() {
+    let app = spawn_app().await;
+    let conv = app.create_group("alice", &[("bob", "member")]).await;
+    let b = Browser::start().await;
+    b.client
+        .goto(&link(&app, json!({ "scope": "read" })).await)
+        .await
+        .unwrap();
+    b.view("Overview").await;
+    b.until(
+        "read only shown",
+        "return document.getElementById('who').textContent.includes('read only')",
+    )
+    .await;
+    for path in [
+        format!("#/conversations/{conv}"),
+        format!("#/conversations/{conv}/members/bob"),
+    ] {
+        b.js(&format!("location.hash = {}; return true;", json!(path)))
+            .await;
+        b.until(
+            "the view rendered",
+            "return document.querySelector('main h1') && !document.querySelector('main .loading')",
+        )
+        .await;
+        let writes = b
+            .js(
+                "return [...document.querySelectorAll('main button, main details')]
+                   .map(e => e.textContent).filter(t => !['Find', 'Search'].includes(t))",
+            )
+            .await;
+        assert_eq!(writes, json!([]), "{path}: write controls shown");
+    }
+    b.until(
+        "the look-only note",
+        "return document.querySelector('main').innerText.includes('may look only')",
+    )
+    .await;
+    b.shot("read-only-member").await;
+    // The server refuses a write made from the page all the same.
+    let answer = b
+        .client
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             fetch('/v1/conversations/' + arguments[0], {method: 'PATCH', credentials: 'same-origin',
+               headers: {'Content-Type': 'application/json'}, body: JSON.stringify({name: 'Forged'})})
+               .then(async r => done([r.status, (await r.json()).code]));",
+            vec![json!(conv)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer, json!([403, "read_only"]));
+    assert_eq!(app.conversation(&conv).await["name"], "Group");
+    b.close().await;
+}
+
+#[tokio::test]
+async fn hostile_and_long_names_render_as_text_run_nothing_and_fit_a_phone() {
+    let app = spawn_app().await;
+    let conv = app.create_group("alice", &[]).await;
+    let hostile = "<img src=x onerror=\"window.pwned=1\">";
+    let rtl = "مرحبا بالعالم";
+    let long = "W".repeat(100);
+    for (u, name) in [("h1", hostile), ("h2", rtl), ("h3", long.as_str())] {
+        name_user(&app, u, name).await;
+        let r = app.add_member(&app.server(), &conv, u, "member").await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+    }
+    let b = Browser::start().await;
+    b.client.set_window_size(390, 844).await.unwrap();
+    b.client.goto(&link(&app, json!({})).await).await.unwrap();
+    b.view("Overview").await;
+    b.js(&format!(
+        "location.hash = '#/conversations/{conv}'; return true;"
+    ))
+    .await;
+    b.until(
+        "the members",
+        "return document.querySelectorAll('main tbody tr').length === 4",
+    )
+    .await;
+    let names = b
+        .js("return [...document.querySelectorAll('main tbody tr td:first-child')].map(td => td.textContent)")
+        .await;
+    for n in [hostile, rtl, long.as_str()] {
+        assert!(
+            names.as_array().unwrap().contains(&json!(n)),
+            "{n} not shown as text: {names}"
+        );
+    }
+    let executed = b
+        .js("return [window.pwned === undefined, document.querySelectorAll('main img').length]")
+        .await;
+    assert_eq!(executed, json!([true, 0]));
+    // 390 px: the page itself never scrolls sideways (a wide table scrolls in its own box).
+    let widths = b
+        .js("return [document.documentElement.scrollWidth, window.innerWidth]")
+        .await;
+    assert!(widths[0].as_i64() <= widths[1].as_i64(), "{widths}");
+    b.shot("phone-members").await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn a_reused_or_expired_link_is_refused_and_sign_out_ends_the_session() {
+    let app = spawn_app().await;
+    let b = Browser::start().await;
+    let url = link(&app, json!({})).await;
+    b.client.goto(&url).await.unwrap();
+    b.view("Overview").await;
+    b.click("#signout").await;
+    b.view("Signed out").await;
+    // Signed out on the server: a reload finds no session.
+    b.client.refresh().await.unwrap();
+    b.view("Signed out").await;
+    // The same link again.
+    b.client.goto(&url).await.unwrap();
+    b.view("Signed out").await;
+    b.until(
+        "the reason",
+        "return document.querySelector('main [role=alert]').innerText.includes('dashboard_link_invalid')",
+    )
+    .await;
+    b.shot("link-reused").await;
+    // An expired one.
+    let expired = link(&app, json!({})).await;
+    let code = expired.split_once("#code=").unwrap().1;
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(code.as_bytes()));
+    app.store
+        .database()
+        .collection::<bson::Document>("dashboard_links")
+        .update_one(
+            bson::doc! { "_id": digest },
+            bson::doc! { "$set": { "expires_at": bson::DateTime::from_millis(
+                bson::DateTime::now().timestamp_millis() - 1_000
+            ) } },
+        )
+        .await
+        .unwrap();
+    b.client.goto(&expired).await.unwrap();
+    b.view("Signed out").await;
+    b.until(
+        "the reason",
+        "return document.querySelector('main [role=alert]').innerText.includes('dashboard_link_invalid')",
+    )
+    .await;
+    b.close().await;
+}
