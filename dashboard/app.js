@@ -126,9 +126,20 @@
     [/^#?\/?$/, overview, '#/'],
     [/^#\/conversations$/, conversations, '#/conversations'],
     [/^#\/conversations\/([0-9a-f]{24})$/, conversation, '#/conversations'],
+    [/^#\/conversations\/([0-9a-f]{24})\/ways-in$/, waysIn, '#/conversations'],
+    [/^#\/conversations\/([0-9a-f]{24})\/media$/, media, '#/conversations'],
+    [/^#\/conversations\/([0-9a-f]{24})\/audit$/, audit, '#/conversations'],
+    [/^#\/conversations\/([0-9a-f]{24})\/events$/, liveEvents, '#/conversations'],
     [/^#\/conversations\/([0-9a-f]{24})\/members\/([^/?]+)$/, member, '#/conversations'],
+    [/^#\/roles$/, roles, '#/roles'],
     [/^#\/webhooks$/, webhooks, '#/webhooks'],
+    [/^#\/webhooks\/([0-9a-f]{24})$/, webhook, '#/webhooks'],
+    [/^#\/users$/, users, '#/users'],
+    [/^#\/users\/([^/?]+)$/, user, '#/users'],
   ];
+
+  // Work a view leaves running (an event stream), stopped when another view is shown.
+  let cleanups = [];
 
   let rendering = 0;
 
@@ -136,6 +147,8 @@
     const [path, qs] = location.hash.split('?');
     const params = new URLSearchParams(qs || '');
     const ticket = ++rendering;
+    for (const stop of cleanups) stop();
+    cleanups = [];
     const view = el('div', {});
     main.replaceChildren(loading());
     let found = null;
@@ -241,12 +254,143 @@
     return nav;
   }
 
-  async function conversation(view, params, id) {
-    const { data: c, etag } = await api('GET', `/v1/conversations/${id}`);
+  /** The heading of a conversation's views, with the links between them. */
+  async function conversationHead(view, id, current) {
+    const got = await api('GET', `/v1/conversations/${id}`);
+    const c = got.data;
+    const tabs = [['', 'About and members'], ['/ways-in', 'Ways in'], ['/media', 'Media'], ['/audit', 'Audit trail'], ['/events', 'Live events']];
     view.append(el('p', { class: 'crumbs' }, el('a', { href: '#/conversations' }, 'Conversations'), ' / '),
-      el('h1', {}, c.name || '(no name)'));
+      el('h1', {}, c.name || '(no name)'),
+      el('nav', { class: 'tabs', 'aria-label': 'This conversation' }, tabs.map(([sub, label]) =>
+        el('a', { href: `#/conversations/${id}${sub}`, 'aria-current': sub === current ? 'page' : null }, label))));
+    return got;
+  }
+
+  async function conversation(view, params, id) {
+    const { data: c, etag } = await conversationHead(view, id, '');
     view.append(conversationInfo(c, etag));
     view.append(await memberSection(c, params));
+  }
+
+  /** A button that runs `fn`, shows its outcome in `status` and renders the view again. */
+  function action(label, status, fn, attrs) {
+    return el('button', { type: 'button', ...(attrs || {}), onclick: async () => {
+      status.replaceChildren(loading(label.toLowerCase()));
+      try { await fn(); await render(); } catch (err) { status.replaceChildren(problemBox(err)); }
+    } }, label);
+  }
+
+  async function waysIn(view, params, id) {
+    const { data: c } = await conversationHead(view, id, '/ways-in');
+    const status = el('div', { 'aria-live': 'polite' });
+    view.append(status);
+    const [requests, links, invitations] = await Promise.all([
+      api('GET', `/v1/conversations/${id}/join-requests?status=pending&limit=50`),
+      api('GET', `/v1/conversations/${id}/invite-links?limit=50`),
+      api('GET', `/v1/conversations/${id}/invitations?status=pending&limit=50`),
+    ]);
+    view.append(el('h2', {}, 'Join requests waiting'), table('Pending join requests',
+      ['User', 'Message', 'Asked', ''], requests.data.items.map(r => [
+        el('a', { href: `#/users/${enc(r.user_id)}` }, r.user_id), r.message || '', when(r.created_at),
+        canWrite() ? el('span', { class: 'buttons' },
+          action('Approve', status, () => api('POST', `/v1/conversations/${id}/join-requests/${r.id}/approve`)),
+          action('Decline', status, () => api('POST', `/v1/conversations/${id}/join-requests/${r.id}/decline`), { class: 'secondary' })) : '',
+      ]), 'No join requests are waiting.'));
+    view.append(el('h2', {}, 'Invite links'), table('Invite links', ['Name', 'Code', 'Role', 'Uses', 'Expires', 'State', ''],
+      links.data.items.map(l => [
+        l.name || '', el('code', {}, l.code), l.role, `${l.uses}${l.max_uses ? ` of ${l.max_uses}` : ''}`,
+        when(l.expires_at), l.revoked_at ? 'revoked' : (l.requires_approval ? 'needs approval' : 'joins at once'),
+        canWrite() && !l.revoked_at ? action('Revoke', status, () => api('DELETE', `/v1/conversations/${id}/invite-links/${enc(l.code)}`), { class: 'secondary' }) : '',
+      ]), 'No invite links.'));
+    if (canWrite() && c.type === 'group') {
+      const name = el('input', { name: 'link_name', maxlength: 100 });
+      const uses = el('input', { name: 'max_uses', type: 'number', min: 1, max: 100000 });
+      const approval = el('input', { name: 'requires_approval', type: 'checkbox' });
+      view.append(el('form', { class: 'inline', onsubmit: async e => {
+        e.preventDefault();
+        status.replaceChildren(loading('making the link'));
+        try {
+          const { data } = await api('POST', `/v1/conversations/${id}/invite-links`, {
+            body: { name: name.value || null, max_uses: uses.value ? Number(uses.value) : null, requires_approval: approval.checked },
+          });
+          await render();
+          main.querySelector('[aria-live]').replaceChildren(notice(`Invite link made: ${data.code}`));
+        } catch (err) { status.replaceChildren(problemBox(err)); }
+      } }, field('Name', name), field('Most uses', uses), el('label', { class: 'check' }, approval, ' Needs approval'),
+      el('button', { type: 'submit' }, 'Make an invite link')));
+    }
+    view.append(el('h2', {}, 'Pending invitations'), table('Pending invitations', ['User', 'Role', 'Invited by', 'Expires', ''],
+      invitations.data.items.map(i => [
+        el('a', { href: `#/users/${enc(i.user_id)}` }, i.user_id), i.role, i.invited_by || 'server', when(i.expires_at),
+        canWrite() ? action('Revoke', status, () => api('DELETE', `/v1/conversations/${id}/invitations/${i.id}`), { class: 'secondary' }) : '',
+      ]), 'No invitations are waiting.'));
+  }
+
+  async function media(view, params, id) {
+    await conversationHead(view, id, '/media');
+    const q = new URLSearchParams({ conversation_id: id, limit: '24' });
+    if (params.get('cursor')) q.set('cursor', params.get('cursor'));
+    const { data } = await api('GET', `/v1/media?${q}`);
+    if (!data.items.length) { view.append(el('p', { class: 'empty' }, 'No media in this conversation.')); return; }
+    const grid = el('ul', { class: 'media' });
+    for (const m of data.items) {
+      const item = el('li', {}, el('div', { class: 'thumb' }, m.thumbnail ? loading('preview') : el('span', { class: 'muted' }, m.file_type)),
+        el('strong', {}, m.filename), el('small', {}, `${Math.ceil(m.size_bytes / 1024)} KB · `, when(m.uploaded_at), ` · ${m.uploader_id}`));
+      grid.append(item);
+      if (m.thumbnail) {
+        api('POST', `/v1/media/${m.id}/url`, { body: { variant: 'thumbnail' } }).then(({ data: u }) => {
+          item.querySelector('.thumb').replaceChildren(el('img', { src: u.url, alt: `Preview of ${m.filename}`, loading: 'lazy' }));
+        }, () => item.querySelector('.thumb').replaceChildren(el('span', { class: 'muted' }, 'no preview')));
+      }
+    }
+    view.append(grid, pager(params, data.next_cursor, `#/conversations/${id}/media`));
+  }
+
+  function auditTable(items, caption) {
+    return table(caption, ['When', 'Action', 'By', 'About', 'Reason'], items.map(a => [
+      when(a.at), a.action, a.actor.user_id || a.actor.type, a.target_user_id || '', a.reason || '',
+    ]), 'Nothing recorded.');
+  }
+
+  async function audit(view, params, id) {
+    await conversationHead(view, id, '/audit');
+    const target = el('input', { type: 'search', name: 'target', value: params.get('target') || '', autocomplete: 'off' });
+    view.append(el('form', { class: 'filters', role: 'search', onsubmit: e => {
+      e.preventDefault();
+      go(`#/conversations/${id}/audit`, { target: target.value.trim() });
+    } }, field('About user id', target), el('button', { type: 'submit' }, 'Filter')));
+    const q = new URLSearchParams({ limit: '50' });
+    for (const k of ['target', 'cursor']) if (params.get(k)) q.set(k, params.get(k));
+    const { data } = await api('GET', `/v1/conversations/${id}/audit?${q}`);
+    view.append(auditTable(data.items, 'Audit trail, newest first'), pager(params, data.next_cursor, `#/conversations/${id}/audit`));
+  }
+
+  async function liveEvents(view, params, id) {
+    await conversationHead(view, id, '/events');
+    // Start at the tenant's head: what happens from now on.
+    const { data: head } = await api('GET', `/v1/events?conversation_id=${id}&limit=1&after=0`);
+    const state = el('p', { class: 'muted', role: 'status' }, 'Connecting…');
+    const rows = el('tbody', {});
+    view.append(state, el('div', { class: 'table-wrap' }, el('table', {},
+      el('caption', {}, 'Events of this conversation as they happen, newest first'),
+      el('thead', {}, el('tr', {}, ['When', 'Event', 'By', 'About'].map(h => el('th', { scope: 'col' }, h)))),
+      rows)));
+    const stream = new EventSource(`/v1/events/stream?conversation_id=${id}&after=${head.head}`);
+    stream.onopen = () => { state.textContent = 'Live: waiting for events.'; };
+    stream.onmessage = e => {
+      const ev = JSON.parse(e.data);
+      state.textContent = 'Live.';
+      rows.prepend(el('tr', {}, [when(ev.at), ev.type, ev.actor.user_id || ev.actor.type, ev.target_user_id || ''].map(c => el('td', {}, c))));
+      while (rows.children.length > 200) rows.lastChild.remove();
+    };
+    stream.addEventListener('error', e => {
+      if (e.data) {
+        const p = JSON.parse(e.data);
+        stream.close();
+        state.replaceChildren(problemBox({ problem: { title: 'The stream ended', detail: p.detail, code: p.code } }));
+      } else state.textContent = 'Reconnecting…';
+    });
+    cleanups.push(() => stream.close());
   }
 
   function conversationInfo(c, etag) {
@@ -330,8 +474,12 @@
       gone.removal_reason ? [el('dt', {}, m.status === 'banned' ? 'Ban reason' : 'Removal reason'), el('dd', {}, gone.removal_reason)] : null,
       m.status === 'muted' ? [el('dt', {}, 'Muted until'), el('dd', {}, mod.muted_until ? when(mod.muted_until) : 'lifted by hand')] : null,
       mod.reason ? [el('dt', {}, 'Mute reason'), el('dd', {}, mod.reason)] : null));
+    const trail = await api('GET', `/v1/conversations/${id}/audit?target=${enc(user)}&limit=20`);
+    const about = el('section', { 'aria-labelledby': 'm-audit' }, el('h2', { id: 'm-audit' }, 'Audit entries about them'),
+      auditTable(trail.data.items, 'The latest 20, newest first'),
+      el('a', { href: `#/conversations/${id}/audit?target=${enc(user)}` }, 'All of them'));
     if (!canWrite()) {
-      view.append(el('p', { class: 'muted' }, 'This session may look only.'));
+      view.append(el('p', { class: 'muted' }, 'This session may look only.'), about);
       return;
     }
     const status = el('div', { 'aria-live': 'polite' });
@@ -363,21 +511,154 @@
         await api('DELETE', base);
       }) }, 'Remove from conversation'));
     }
-    view.append(actions);
+    if (m.status === 'active' && roles && roles.roles && m.role !== roles.roles[0].name) {
+      actions.append(el('button', { type: 'button', class: 'secondary', onclick: act('Ownership transfer', async () => {
+        if (!window.confirm(`Make ${m.display_name || m.user_id} the owner of ${c.name}?`)) throw new Error('Not transferred.');
+        await api('POST', `/v1/conversations/${id}/transfer-ownership`, { body: { user_id: m.user_id } });
+      }) }, 'Make owner'));
+    }
+    view.append(actions, about);
+  }
+
+  /** A secret shown once, with a button that copies it. */
+  function secretBox(what, secret) {
+    const out = el('code', { class: 'secret' }, secret);
+    return el('div', { class: 'notice', role: 'status' }, `${what} Its signing secret is shown only now: `, out, ' ',
+      el('button', { type: 'button', class: 'secondary', onclick: () => navigator.clipboard && navigator.clipboard.writeText(secret) }, 'Copy'));
   }
 
   async function webhooks(view) {
     view.append(el('h1', {}, 'Webhooks'));
     const { data } = await api('GET', '/v1/webhooks');
     const status = el('div', { 'aria-live': 'polite' });
+    if (canWrite()) {
+      const url = el('input', { name: 'url', type: 'url', required: true, placeholder: 'https://example.com/roster-events' });
+      const description = el('input', { name: 'description', maxlength: 500 });
+      view.append(el('form', { class: 'inline', onsubmit: async e => {
+        e.preventDefault();
+        status.replaceChildren(loading('saving'));
+        try {
+          const { data: w } = await api('POST', '/v1/webhooks', { body: { url: url.value, description: description.value || null } });
+          await render();
+          main.querySelector('[aria-live]').replaceChildren(secretBox('Endpoint added.', w.secret));
+        } catch (err) { status.replaceChildren(problemBox(err)); }
+      } }, field('Endpoint URL', url), field('Description', description), el('button', { type: 'submit' }, 'Add endpoint')));
+    }
     view.append(status, table('Webhook endpoints', ['URL', 'State', 'Last success', 'Failing since', ''], data.items.map(w => [
-      el('code', {}, w.url),
+      el('a', { href: `#/webhooks/${w.id}` }, w.url),
       w.enabled ? 'enabled' : `disabled${w.disabled_reason ? `: ${w.disabled_reason}` : ''}`,
       when(w.last_success_at), when(w.failing_since),
       canWrite() ? el('button', { type: 'button', onclick: async () => {
         try { await api('PATCH', `/v1/webhooks/${w.id}`, { body: { enabled: !w.enabled } }); await render(); } catch (err) { status.replaceChildren(problemBox(err)); }
       } }, w.enabled ? 'Disable' : 'Enable') : '',
     ]), 'No webhook endpoints.'));
+  }
+
+  async function webhook(view, params, id) {
+    const [{ data: w }, { data: deliveries }] = await Promise.all([
+      api('GET', `/v1/webhooks/${id}`),
+      api('GET', `/v1/webhooks/${id}/deliveries?limit=50${params.get('cursor') ? `&cursor=${enc(params.get('cursor'))}` : ''}`),
+    ]);
+    view.append(el('p', { class: 'crumbs' }, el('a', { href: '#/webhooks' }, 'Webhooks'), ' / '), el('h1', {}, w.url));
+    const status = el('div', { 'aria-live': 'polite' });
+    view.append(el('dl', { class: 'facts' },
+      el('dt', {}, 'State'), el('dd', {}, w.enabled ? 'enabled' : `disabled${w.disabled_reason ? `: ${w.disabled_reason}` : ''}`),
+      el('dt', {}, 'Events'), el('dd', {}, w.event_types.length ? w.event_types.join(', ') : 'every type'),
+      el('dt', {}, 'Position'), el('dd', {}, String(w.cursor)),
+      el('dt', {}, 'Last success'), el('dd', {}, when(w.last_success_at)),
+      el('dt', {}, 'Failing since'), el('dd', {}, when(w.failing_since))), status);
+    if (canWrite()) {
+      const from = el('input', { name: 'after', type: 'number', min: 0, value: 0 });
+      view.append(el('div', { class: 'buttons' },
+        el('button', { type: 'button', class: 'secondary', onclick: async () => {
+          try {
+            const { data: r } = await api('POST', `/v1/webhooks/${id}/rotate-secret`);
+            status.replaceChildren(secretBox('Secret rotated.', r.secret));
+          } catch (err) { status.replaceChildren(problemBox(err)); }
+        } }, 'Rotate secret')),
+      el('form', { class: 'inline', onsubmit: async e => {
+        e.preventDefault();
+        try { await api('POST', `/v1/webhooks/${id}/replay`, { body: { after: Number(from.value) } }); await render(); } catch (err) { status.replaceChildren(problemBox(err)); }
+      } }, field('Send again every event after position', from), el('button', { type: 'submit' }, 'Replay')));
+    }
+    view.append(el('h2', {}, 'Deliveries'), table('Deliveries, newest first', ['When', 'Event', 'Position', 'Outcome', 'Status', 'Latency', 'Attempt', 'Error'],
+      deliveries.items.map(d => [when(d.at), d.type, String(d.position), d.outcome, d.status_code === null ? '—' : String(d.status_code),
+        `${d.latency_ms} ms`, String(d.attempt), d.error || '']), 'Nothing delivered yet.'),
+    pager(params, deliveries.next_cursor, `#/webhooks/${id}`));
+  }
+
+  async function roles(view) {
+    view.append(el('h1', {}, 'Roles'));
+    const { data, etag } = await api('GET', '/v1/roles');
+    const flags = r => Object.entries(r.permissions || {}).filter(([, v]) => v === true).map(([k]) => k).join(', ');
+    view.append(table('Roles, highest rank first (the first is the owner)', ['Rank', 'Role', 'Most per conversation', 'Permissions'],
+      data.roles.map((r, i) => [String(i + 1), r.name + (r.name === data.default_role ? ' (default)' : ''),
+        r.limit === null || r.limit === undefined ? 'any number' : String(r.limit), flags(r)]), 'No roles.'));
+    if (data.capabilities && data.capabilities.length) view.append(el('p', {}, `Custom capabilities: ${data.capabilities.join(', ')}`));
+    if (!canWrite()) return;
+    const catalog = { roles: data.roles, default_role: data.default_role, capabilities: data.capabilities || [] };
+    const text = el('textarea', { name: 'catalog', rows: 18, spellcheck: 'false', class: 'code' }, JSON.stringify(catalog, null, 2));
+    const status = el('div', { 'aria-live': 'polite' });
+    view.append(el('details', {}, el('summary', {}, 'Edit the catalog'), el('form', { class: 'edit', onsubmit: async e => {
+      e.preventDefault();
+      let body;
+      try { body = JSON.parse(text.value); } catch (err) { status.replaceChildren(problemBox({ problem: { title: 'Not JSON', detail: err.message } })); return; }
+      try {
+        const { data: r } = await api('PUT', '/v1/roles', { headers: { 'If-Match': etag }, body });
+        await render();
+        main.querySelector('h1').after(notice(`Saved; ${r.members_resolved} members re-resolved.`));
+      } catch (err) {
+        if (err.status === 412) {
+          status.replaceChildren(el('div', { class: 'error', role: 'alert' }, 'Someone changed the catalog since you opened it; nothing was saved. ',
+            el('button', { type: 'button', onclick: () => render() }, 'Load the current catalog')));
+        } else status.replaceChildren(problemBox(err));
+      }
+    } }, field('Catalog (roles highest first, with limits and permissions; the API checks every rule)', text),
+    el('button', { type: 'submit' }, 'Save the catalog'), status)));
+  }
+
+  async function users(view) {
+    view.append(el('h1', {}, 'Users'));
+    const id = el('input', { name: 'user_id', required: true, autocomplete: 'off' });
+    view.append(el('form', { class: 'filters', role: 'search', onsubmit: e => {
+      e.preventDefault();
+      location.hash = `#/users/${enc(id.value.trim())}`;
+    } }, field('User id', id), el('button', { type: 'submit' }, 'Open')));
+  }
+
+  async function user(view, params, id) {
+    const [{ data: u }, { data: convs }] = await Promise.all([
+      api('GET', `/v1/users/${enc(id)}`),
+      api('GET', `/v1/users/${enc(id)}/conversations?limit=50`),
+    ]);
+    view.append(el('p', { class: 'crumbs' }, el('a', { href: '#/users' }, 'Users'), ' / '), el('h1', {}, u.display_name),
+      el('dl', { class: 'facts' }, el('dt', {}, 'User id'), el('dd', {}, el('code', {}, u.user_id)),
+        el('dt', {}, 'Since'), el('dd', {}, when(u.created_at)), el('dt', {}, 'Changed'), el('dd', {}, when(u.updated_at))));
+    view.append(el('h2', {}, 'Conversations'), table('Their conversations', ['Name', 'Role', 'Status', 'Joined'], convs.items.map(m => [
+      el('a', { href: `#/conversations/${m.conversation.id}/members/${enc(u.user_id)}` }, m.conversation.name || '(no name)'),
+      m.role, m.status, when(m.joined_at)]), 'In no conversation.'));
+    const status = el('div', { 'aria-live': 'polite' });
+    view.append(el('h2', {}, 'Data'), status, el('button', { type: 'button', class: 'secondary', onclick: async () => {
+      try {
+        const { data } = await api('GET', `/v1/users/${enc(id)}/export`);
+        const href = URL.createObjectURL(new Blob([JSON.stringify(data, null, 2)], { type: 'application/json' }));
+        const a = el('a', { href, download: `${id}-export.json` }, 'download');
+        status.replaceChildren(notice('Export ready: '), a);
+        a.click();
+      } catch (err) { status.replaceChildren(problemBox(err)); }
+    } }, 'Export their data'));
+    if (!canWrite()) return;
+    const confirmId = el('input', { name: 'confirm', autocomplete: 'off' });
+    const erase = el('button', { type: 'submit', class: 'danger', disabled: true }, 'Erase this user');
+    confirmId.addEventListener('input', () => { erase.disabled = confirmId.value !== u.user_id; });
+    view.append(el('form', { class: 'edit', onsubmit: async e => {
+      e.preventDefault();
+      if (confirmId.value !== u.user_id) return;
+      try {
+        const { data: r } = await api('DELETE', `/v1/users/${enc(id)}`);
+        view.replaceChildren(el('h1', {}, 'User erased'), notice(`${r.user_id} erased; ${r.memberships_removed} memberships removed.`));
+      } catch (err) { status.replaceChildren(problemBox(err)); }
+    } }, field(`Type ${u.user_id} to erase their profile and every membership (this cannot be undone)`, confirmId), erase));
   }
 
   // ---- signing in and out ----------------------------------------------------------------

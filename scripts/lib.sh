@@ -63,6 +63,19 @@ ensure_chromium() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver >/dev/null
 }
 
+# ensure_axe: axe-core (pinned, from the npm registry) for the accessibility checks of the
+# browser tests, in target/axe/. Tests only: nothing Roster ships needs npm.
+AXE_CORE_VERSION=4.14.1
+ensure_axe() {
+  local js=target/axe/node_modules/axe-core/axe.min.js
+  if [ -f "$js" ] && grep -q "axe v$AXE_CORE_VERSION" "$js"; then
+    return
+  fi
+  log "installing axe-core $AXE_CORE_VERSION into target/axe (once)"
+  mkdir -p target/axe
+  npm install --prefix target/axe --no-audit --no-fund --silent "axe-core@$AXE_CORE_VERSION" >/dev/null
+}
+
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }

@@ -17,6 +17,7 @@ ensure_secantus
 export SECANTUSD="$PWD/scripts/secantusd"
 ensure_python_test_deps
 ensure_chromium
+ensure_axe
 log "differential test of the SecantusDB launcher's index walk"
 "$VENV/bin/python" scripts/test_secantusd.py
 log "differential test of the launcher on concurrent writes (patched against unpatched)"

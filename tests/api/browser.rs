@@ -1,6 +1,9 @@
 //! The dashboard in a real browser: headless Chromium (Debian's `chromium`), driven over
 //! WebDriver (`chromedriver`, from `chromium-driver`; `scripts/test.sh` installs both when
-//! missing). Each journey saves screenshots under `target/dashboard/`.
+//! missing). Each journey saves screenshots under `target/dashboard/`, and every view it shows
+//! is checked with axe-core (`scripts/test.sh` installs the pinned version from the npm
+//! registry into `target/axe/`; the product itself never needs npm): no serious or critical
+//! violation.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -117,6 +120,32 @@ impl Browser {
         self.until(&format!("the view `{title}`"), &script).await;
     }
 
+    /// Runs axe-core on the page as it is: panics on any serious or critical violation.
+    async fn accessible(&self, view: &str) {
+        let source = std::fs::read_to_string(axe_path()).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; scripts/test.sh installs axe-core there (npm install --prefix target/axe axe-core@{AXE_VERSION})",
+                axe_path().display()
+            )
+        });
+        self.client
+            .execute(&format!("{source}\n;return typeof axe;"), vec![])
+            .await
+            .unwrap();
+        let found = self
+            .client
+            .execute_async(
+                "const done = arguments[arguments.length - 1];
+                 axe.run(document, { resultTypes: ['violations'] }).then(r => done(
+                   r.violations.filter(v => v.impact === 'serious' || v.impact === 'critical')
+                     .map(v => `${v.id} (${v.impact}): ${v.help} at ${v.nodes.map(n => n.target.join(' ')).join(', ')}`)));",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(found, json!([]), "axe-core on the view `{view}`");
+    }
+
     /// Saves a screenshot as `target/dashboard/<name>.png`.
     async fn shot(&self, name: &str) {
         let png = self.client.screenshot().await.unwrap();
@@ -163,6 +192,14 @@ impl Browser {
         let _ = self.driver.wait();
         let _ = std::fs::remove_dir_all(&self.profile);
     }
+}
+
+/// The axe-core version `scripts/test.sh` installs.
+const AXE_VERSION: &str = "4.14.1";
+
+fn axe_path() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/axe/node_modules/axe-core/axe.min.js")
 }
 
 /// A one-time link of the test tenant's (`body` as for `POST /v1/dashboard/links`).
@@ -217,9 +254,16 @@ async fn a_link_opens_the_overview_and_an_admin_finds_a_member_by_name_changes_i
     )
     .await;
     b.shot("overview").await;
+    b.accessible("overview").await;
 
     b.click("#nav a[href='#/conversations']").await;
     b.view("Conversations").await;
+    b.until(
+        "the directory",
+        "return document.querySelectorAll('main tbody tr').length === 1",
+    )
+    .await;
+    b.accessible("conversations").await;
     b.click_text("Group").await;
     b.view("Group").await;
     b.until(
@@ -236,6 +280,7 @@ async fn a_link_opens_the_overview_and_an_admin_finds_a_member_by_name_changes_i
     )
     .await;
     b.shot("member-search").await;
+    b.accessible("conversation").await;
 
     b.click_text("Zelda Quist").await;
     b.view("Zelda Quist").await;
@@ -274,7 +319,13 @@ async fn a_link_opens_the_overview_and_an_admin_finds_a_member_by_name_changes_i
         "return document.querySelector('main').innerText.includes('Banned until')",
     )
     .await;
+    b.until(
+        "the ban in the member's audit",
+        "return [...document.querySelectorAll('main td')].some(td => td.textContent === 'member.banned')",
+    )
+    .await;
     b.shot("member-banned").await;
+    b.accessible("member").await;
     let m = app
         .get(
             &format!("/v1/conversations/{conv}/members/zelda"),
@@ -333,6 +384,7 @@ async fn a_read_session_shows_no_write_controls_and_a_forged_write_from_it_answe
     )
     .await;
     b.shot("read-only-member").await;
+    b.accessible("member, read only").await;
     // The server refuses a write made from the page all the same.
     let answer = b
         .client
@@ -394,6 +446,7 @@ async fn hostile_and_long_names_render_as_text_run_nothing_and_fit_a_phone() {
         .await;
     assert!(widths[0].as_i64() <= widths[1].as_i64(), "{widths}");
     b.shot("phone-members").await;
+    b.accessible("conversation at 390 px").await;
     b.close().await;
 }
 
@@ -418,6 +471,7 @@ async fn a_reused_or_expired_link_is_refused_and_sign_out_ends_the_session() {
     )
     .await;
     b.shot("link-reused").await;
+    b.accessible("signed out").await;
     // An expired one.
     let expired = link(&app, json!({})).await;
     let code = expired.split_once("#code=").unwrap().1;
@@ -440,5 +494,238 @@ async fn a_reused_or_expired_link_is_refused_and_sign_out_ends_the_session() {
         "return document.querySelector('main [role=alert]').innerText.includes('dashboard_link_invalid')",
     )
     .await;
+    b.close().await;
+}
+
+/// A webhook receiver answering 200 to every `POST /hook`; returns its URL and how many arrived.
+async fn receiver() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use actix_web::{App, HttpResponse, HttpServer, web};
+    let got = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = got.clone();
+    let server = HttpServer::new(move || {
+        let counted = counted.clone();
+        App::new().route(
+            "/hook",
+            web::post().to(move || {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async { HttpResponse::Ok().finish() }
+            }),
+        )
+    })
+    .workers(1)
+    .bind(("127.0.0.1", 0))
+    .unwrap();
+    let port = server.addrs()[0].port();
+    tokio::spawn(server.run());
+    (format!("http://127.0.0.1:{port}/hook"), got)
+}
+
+#[tokio::test]
+async fn an_admin_approves_a_join_request_adds_a_webhook_sees_its_delivery_and_edits_roles() {
+    let app = spawn_app().await;
+    let conv = app.create_group("alice", &[]).await;
+    let r = app
+        .patch(
+            &format!("/v1/conversations/{conv}"),
+            &app.server(),
+            json!({ "join_policy": "request" }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let r = app
+        .post(
+            &format!("/v1/conversations/{conv}/join-requests"),
+            &app.user("rita"),
+            json!({ "message": "Hi, may I join?" }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+
+    let b = Browser::start().await;
+    b.client.goto(&link(&app, json!({})).await).await.unwrap();
+    b.view("Overview").await;
+    b.js(&format!(
+        "location.hash = '#/conversations/{conv}/ways-in'; return true;"
+    ))
+    .await;
+    b.until(
+        "rita's request",
+        "return [...document.querySelectorAll('main td')].some(td => td.textContent === 'Hi, may I join?')",
+    )
+    .await;
+    b.accessible("ways in").await;
+    b.click_text("Approve").await;
+    b.until(
+        "no request waiting",
+        "return document.querySelector('main').innerText.includes('No join requests are waiting.')",
+    )
+    .await;
+    let m = app
+        .get(
+            &format!("/v1/conversations/{conv}/members/rita"),
+            &app.server(),
+        )
+        .await;
+    assert_eq!(
+        (m.status, m.body["status"].as_str()),
+        (200, Some("active")),
+        "{:?}",
+        m.body
+    );
+    // An invite link made from the page.
+    b.type_into("main input[name=link_name]", "Newsletter")
+        .await;
+    b.click_text("Make an invite link").await;
+    b.until(
+        "the new link listed",
+        "return [...document.querySelectorAll('main td')].some(td => td.textContent === 'Newsletter')",
+    )
+    .await;
+    b.shot("ways-in").await;
+
+    // A webhook added from the page; its secret is shown once; a delivery shows up.
+    let (hook, arrived) = receiver().await;
+    b.click("#nav a[href='#/webhooks']").await;
+    b.view("Webhooks").await;
+    b.type_into("main input[name=url]", &hook).await;
+    b.click_text("Add endpoint").await;
+    b.until(
+        "the secret shown once",
+        "const s = document.querySelector('main .secret'); return s && s.textContent.startsWith('whsec_');",
+    )
+    .await;
+    b.accessible("webhooks").await;
+    let r = app.add_member(&app.server(), &conv, "sam", "member").await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while arrived.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "no delivery in 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let hooks = app.get("/v1/webhooks", &app.server()).await;
+    let id = hooks.body["items"][0]["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        b.js(&format!(
+            "location.hash = '#/webhooks/{id}?t=' + Date.now(); return true;"
+        ))
+        .await;
+        let shown = b
+            .until(
+                "the deliveries",
+                "return document.querySelector('main h2') && document.querySelector('main').innerText",
+            )
+            .await;
+        if shown.as_str().unwrap().contains("delivered") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no delivery shown: {shown}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    b.shot("webhook-deliveries").await;
+    b.accessible("webhook").await;
+
+    // The role catalog: shown, and a stale edit is refused with the reason.
+    b.click("#nav a[href='#/roles']").await;
+    b.view("Roles").await;
+    b.accessible("roles").await;
+    b.click("main details summary").await;
+    let catalog = app.get("/v1/roles", &app.server()).await;
+    let mut changed = catalog.body.clone();
+    changed.as_object_mut().unwrap().remove("members_resolved");
+    changed["capabilities"] = json!(["pin_polls"]);
+    let r = app
+        .client
+        .put(format!("{}/v1/roles", app.address))
+        .bearer_auth(app.server())
+        .json(&changed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "changed elsewhere");
+    b.click_text("Save the catalog").await;
+    b.until(
+        "the 412 explained",
+        "return document.querySelector('main').innerText.includes('Someone changed the catalog')",
+    )
+    .await;
+    b.click_text("Load the current catalog").await;
+    b.until(
+        "the current catalog",
+        "return document.querySelector('main').innerText.includes('pin_polls')",
+    )
+    .await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn a_member_added_elsewhere_appears_in_the_live_tail_and_a_user_is_exported_and_erased() {
+    let mut settings = test_settings();
+    // The stream hears of other instances' events through the change stream, as in production.
+    settings.events.change_stream = true;
+    let app = spawn_app_with(settings).await;
+    let conv = app.create_group("alice", &[("bob", "member")]).await;
+    let b = Browser::start().await;
+    b.client.goto(&link(&app, json!({})).await).await.unwrap();
+    b.view("Overview").await;
+    b.js(&format!(
+        "location.hash = '#/conversations/{conv}/events'; return true;"
+    ))
+    .await;
+    b.until(
+        "the stream open",
+        "return document.querySelector('main [role=status]').textContent.startsWith('Live')",
+    )
+    .await;
+    b.accessible("live events").await;
+    let other = spawn_second_instance(&app).await;
+    let added = Instant::now();
+    let r = other
+        .add_member(&other.server(), &conv, "carol", "member")
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    b.until(
+        "carol's arrival in the tail",
+        "return [...document.querySelectorAll('main td')].some(td => td.textContent === 'carol')",
+    )
+    .await;
+    println!(
+        "live tail: a member added through another instance shown after {:?}",
+        added.elapsed()
+    );
+    b.shot("live-events").await;
+
+    b.click("#nav a[href='#/users']").await;
+    b.view("Users").await;
+    b.type_into("main input[name=user_id]", "bob").await;
+    b.click_text("Open").await;
+    b.until(
+        "bob's page",
+        "return document.querySelector('main h1').textContent === 'bob'",
+    )
+    .await;
+    b.accessible("user").await;
+    b.click_text("Export their data").await;
+    b.until(
+        "the export",
+        "return document.querySelector('main a[download]') !== null",
+    )
+    .await;
+    // Erasure waits for the user id typed in full.
+    let disabled = b
+        .js("return document.querySelector('main button.danger').disabled")
+        .await;
+    assert_eq!(disabled, json!(true));
+    b.type_into("main input[name=confirm]", "bo").await;
+    assert_eq!(
+        b.js("return document.querySelector('main button.danger').disabled")
+            .await,
+        json!(true)
+    );
+    b.type_into("main input[name=confirm]", "bob").await;
+    b.click_text("Erase this user").await;
+    b.view("User erased").await;
+    let r = app.get("/v1/users/bob", &app.server()).await;
+    assert_eq!(r.status, 404, "{:?}", r.body);
     b.close().await;
 }
