@@ -5,6 +5,10 @@
 
 (() => {
   const main = document.getElementById('main');
+  // One script, two consoles: a tenant's dashboard (/dashboard/) and the operators' console
+  // (/admin/ on the operators' listener).
+  const platform = document.body.dataset.console === 'platform';
+  const sessionPath = platform ? '/admin/session' : '/dashboard/session';
   let session = null;
 
   // ---- DOM -------------------------------------------------------------------------------
@@ -79,7 +83,7 @@
       el('option', { value: v, selected: v === value }, label)));
   }
 
-  const canWrite = () => session && session.scope === 'admin';
+  const canWrite = () => session && (session.scope === 'admin' || session.scope === 'platform');
 
   // ---- API -------------------------------------------------------------------------------
 
@@ -122,7 +126,7 @@
     location.hash = s ? `${path}?${s}` : path;
   }
 
-  const routes = [
+  const tenantRoutes = [
     [/^#?\/?$/, overview, '#/'],
     [/^#\/conversations$/, conversations, '#/conversations'],
     [/^#\/conversations\/([0-9a-f]{24})$/, conversation, '#/conversations'],
@@ -137,6 +141,16 @@
     [/^#\/users$/, users, '#/users'],
     [/^#\/users\/([^/?]+)$/, user, '#/users'],
   ];
+  const platformRoutes = [
+    [/^#?\/?$/, tenants, '#/'],
+    [/^#\/tenants\/([^/?]+)$/, tenant, '#/'],
+    [/^#\/audit$/, platformAudit, '#/audit'],
+  ];
+  const routes = platform ? platformRoutes : tenantRoutes;
+  const sections = platform
+    ? [['#/', 'Tenants'], ['#/audit', 'Platform audit']]
+    : [['#/', 'Overview'], ['#/conversations', 'Conversations'], ['#/roles', 'Roles'], ['#/webhooks', 'Webhooks'], ['#/users', 'Users']];
+  document.getElementById('nav').replaceChildren(...sections.map(([href, label]) => el('a', { href }, label)));
 
   // Work a view leaves running (an event stream), stopped when another view is shown.
   let cleanups = [];
@@ -180,9 +194,12 @@
 
   async function overview(view) {
     view.append(el('h1', {}, 'Overview'));
-    const [convs, hooks] = await Promise.allSettled([
+    const [convs, hooks, trail, requests, oldest] = await Promise.allSettled([
       api('GET', '/v1/conversations?limit=10'),
       api('GET', '/v1/webhooks'),
+      api('GET', '/v1/audit?limit=10'),
+      api('GET', '/v1/join-requests?limit=50'),
+      api('GET', '/v1/events?after=0&limit=1'),
     ]);
     const cards = el('div', { class: 'cards' });
     cards.append(el('section', { class: 'card', 'aria-labelledby': 'ov-session' },
@@ -192,6 +209,20 @@
         el('dt', {}, 'Access'), el('dd', {}, session.scope === 'admin' ? 'Administer' : 'Read only'),
         session.user_id ? [el('dt', {}, 'Signed in as'), el('dd', {}, session.user_id)] : null,
         el('dt', {}, 'Ends'), el('dd', {}, when(session.expires_at)))));
+    const activity = el('section', { class: 'card', 'aria-labelledby': 'ov-activity' },
+      el('h2', { id: 'ov-activity' }, 'Activity'));
+    if (oldest.status === 'fulfilled') {
+      // The tenant's positions are consecutive: the last 200 tell the last minute's rate.
+      const head = oldest.value.data.head;
+      try {
+        const { data } = await api('GET', `/v1/events?after=${Math.max(0, head - 200)}&limit=200`);
+        const since = Date.now() - 60000;
+        const recent = data.events.filter(e => new Date(e.at).getTime() >= since).length;
+        activity.append(el('p', { class: 'figure' }, recent >= 200 ? '200+' : String(recent)),
+          el('p', {}, 'membership events in the last minute'));
+      } catch (err) { activity.append(problemBox(err)); }
+    } else activity.append(problemBox(oldest.reason));
+    cards.append(activity);
     const hookCard = el('section', { class: 'card', 'aria-labelledby': 'ov-hooks' },
       el('h2', { id: 'ov-hooks' }, 'Webhooks'));
     if (hooks.status === 'fulfilled') {
@@ -203,7 +234,25 @@
         el('a', { href: '#/webhooks' }, 'See webhooks'));
     } else hookCard.append(problemBox(hooks.reason));
     cards.append(hookCard);
+    const waiting = el('section', { class: 'card', 'aria-labelledby': 'ov-requests' },
+      el('h2', { id: 'ov-requests' }, 'Join requests waiting'));
+    if (requests.status === 'fulfilled') {
+      const items = requests.value.data.items;
+      const byConv = new Map();
+      for (const r of items) byConv.set(r.conversation_id, [r.conversation && r.conversation.name, (byConv.get(r.conversation_id) || [null, 0])[1] + 1]);
+      waiting.append(el('p', { class: 'figure' }, items.length >= 50 ? '50+' : String(items.length)),
+        byConv.size ? el('ul', {}, [...byConv].map(([id, [name, n]]) =>
+          el('li', {}, el('a', { href: `#/conversations/${id}/ways-in` }, name || id), ` (${n})`))) : el('p', { class: 'muted' }, 'None.'));
+    } else waiting.append(problemBox(requests.reason));
+    cards.append(waiting);
     view.append(cards);
+    const recentAudit = el('section', { 'aria-labelledby': 'ov-audit' }, el('h2', { id: 'ov-audit' }, 'Recent audit entries'));
+    if (trail.status === 'fulfilled') {
+      recentAudit.append(table('The latest changes across conversations, newest first', ['When', 'Action', 'By', 'About', 'Conversation'],
+        trail.value.data.items.map(a => [when(a.at), a.action, actorName(a.actor), a.target_user_id || '',
+          el('a', { href: `#/conversations/${a.conversation_id}/audit` }, 'trail')]), 'Nothing recorded yet.'));
+    } else recentAudit.append(problemBox(trail.reason));
+    view.append(recentAudit);
     const recent = el('section', { 'aria-labelledby': 'ov-convs' }, el('h2', { id: 'ov-convs' }, 'Conversations'));
     if (convs.status === 'fulfilled') {
       recent.append(conversationTable(convs.value.data.items, 'The first conversations of the directory'),
@@ -346,9 +395,15 @@
     view.append(grid, pager(params, data.next_cursor, `#/conversations/${id}/media`));
   }
 
+  /** Who acted: a user, the server (through the dashboard for a named person), the sweeper. */
+  function actorName(actor) {
+    if (actor.type === 'server' && actor.user_id) return `${actor.user_id} (dashboard)`;
+    return actor.user_id || actor.type;
+  }
+
   function auditTable(items, caption) {
     return table(caption, ['When', 'Action', 'By', 'About', 'Reason'], items.map(a => [
-      when(a.at), a.action, a.actor.user_id || a.actor.type, a.target_user_id || '', a.reason || '',
+      when(a.at), a.action, actorName(a.actor), a.target_user_id || '', a.reason || '',
     ]), 'Nothing recorded.');
   }
 
@@ -380,7 +435,7 @@
     stream.onmessage = e => {
       const ev = JSON.parse(e.data);
       state.textContent = 'Live.';
-      rows.prepend(el('tr', {}, [when(ev.at), ev.type, ev.actor.user_id || ev.actor.type, ev.target_user_id || ''].map(c => el('td', {}, c))));
+      rows.prepend(el('tr', {}, [when(ev.at), ev.type, actorName(ev.actor), ev.target_user_id || ''].map(c => el('td', {}, c))));
       while (rows.children.length > 200) rows.lastChild.remove();
     };
     stream.addEventListener('error', e => {
@@ -661,6 +716,76 @@
     } }, field(`Type ${u.user_id} to erase their profile and every membership (this cannot be undone)`, confirmId), erase));
   }
 
+  // ---- the operators' console ------------------------------------------------------------
+
+  async function tenants(view, params) {
+    view.append(el('h1', {}, 'Tenants'));
+    const status = el('div', { 'aria-live': 'polite' });
+    const id = el('input', { name: 'tenant_id', required: true, pattern: '[a-z0-9][a-z0-9-]{0,61}[a-z0-9]', autocomplete: 'off' });
+    const name = el('input', { name: 'tenant_name', maxlength: 200 });
+    view.append(el('form', { class: 'inline', onsubmit: async e => {
+      e.preventDefault();
+      status.replaceChildren(loading('creating'));
+      try {
+        const { data } = await api('POST', '/admin/v1/tenants', { body: { id: id.value, name: name.value || null } });
+        await render();
+        main.querySelector('[aria-live]').replaceChildren(keyBox(`Tenant ${data.tenant.id} created with key ${data.key.kid}.`, data.key.secret));
+      } catch (err) { status.replaceChildren(problemBox(err)); }
+    } }, field('Tenant id', id, 'a-z, 0-9 and inner hyphens'), field('Name', name), el('button', { type: 'submit' }, 'Create tenant')), status);
+    const q = new URLSearchParams({ limit: '50' });
+    if (params.get('cursor')) q.set('cursor', params.get('cursor'));
+    const { data } = await api('GET', `/admin/v1/tenants?${q}`);
+    view.append(table('Tenants', ['Tenant', 'Name', 'Status', 'Keys in use', 'Created'], data.items.map(t => [
+      el('a', { href: `#/tenants/${enc(t.id)}` }, t.id), t.name, t.status,
+      String(t.keys.filter(k => !k.revoked_at).length), when(t.created_at),
+    ]), 'No tenants.'), pager(params, data.next_cursor, '#/'));
+  }
+
+  /** A tenant key's secret, shown once. */
+  function keyBox(what, secret) {
+    return el('div', { class: 'notice', role: 'status' }, `${what} Its secret is shown only now: `,
+      el('code', { class: 'secret' }, secret));
+  }
+
+  async function tenant(view, params, id) {
+    const { data: t } = await api('GET', `/admin/v1/tenants/${enc(id)}`);
+    const status = el('div', { 'aria-live': 'polite' });
+    view.append(el('p', { class: 'crumbs' }, el('a', { href: '#/' }, 'Tenants'), ' / '), el('h1', {}, t.name),
+      el('dl', { class: 'facts' }, el('dt', {}, 'Id'), el('dd', {}, el('code', {}, t.id)),
+        el('dt', {}, 'Status'), el('dd', {}, t.status), el('dt', {}, 'Created'), el('dd', {}, when(t.created_at))), status);
+    const suspended = t.status === 'suspended';
+    view.append(el('div', { class: 'buttons' },
+      el('button', { type: 'button', class: suspended ? null : 'danger', onclick: async () => {
+        if (!suspended && !window.confirm(`Suspend ${t.id}? Every token and dashboard session of it stops working.`)) return;
+        status.replaceChildren(loading('saving'));
+        try { await api('PATCH', `/admin/v1/tenants/${enc(t.id)}`, { body: { status: suspended ? 'active' : 'suspended' } }); await render(); } catch (err) { status.replaceChildren(problemBox(err)); }
+      } }, suspended ? 'Make active again' : 'Suspend tenant'),
+      el('button', { type: 'button', class: 'secondary', onclick: async () => {
+        try {
+          const { data } = await api('POST', `/admin/v1/tenants/${enc(t.id)}/keys`);
+          await render();
+          main.querySelector('[aria-live]').replaceChildren(keyBox(`Key ${data.key.kid} added.`, data.key.secret));
+        } catch (err) { status.replaceChildren(problemBox(err)); }
+      } }, 'Add a key')));
+    view.append(el('h2', {}, 'Signing keys'), table('Signing keys, oldest first', ['Key id', 'Added', 'Revoked', ''], t.keys.map(k => [
+      el('code', {}, k.kid), when(k.created_at), k.revoked_at ? when(k.revoked_at) : 'in use',
+      k.revoked_at ? '' : action('Revoke', status, async () => {
+        if (!window.confirm(`Revoke ${k.kid}? Tokens it signed stop working at once.`)) throw new Error('Not revoked.');
+        await api('DELETE', `/admin/v1/tenants/${enc(t.id)}/keys/${enc(k.kid)}`);
+      }, { class: 'secondary' }),
+    ]), 'No keys.'));
+  }
+
+  async function platformAudit(view, params) {
+    view.append(el('h1', {}, 'Platform audit'));
+    const q = new URLSearchParams({ limit: '50' });
+    if (params.get('cursor')) q.set('cursor', params.get('cursor'));
+    const { data } = await api('GET', `/admin/v1/audit?${q}`);
+    view.append(table('Every call of the platform API, newest first', ['When', 'Call', 'Tenant', 'Status', 'Latency', 'By'], data.items.map(c => [
+      when(c.at), `${c.method} ${c.route}`, c.tenant_id || '', String(c.status), `${c.latency_ms} ms`, el('code', {}, c.token_id || '—'),
+    ]), 'No calls recorded.'), pager(params, data.next_cursor, '#/audit'));
+  }
+
   // ---- signing in and out ----------------------------------------------------------------
 
   function signedOut(err) {
@@ -670,7 +795,9 @@
     document.getElementById('who').textContent = '';
     main.replaceChildren(el('h1', {}, 'Signed out'),
       err ? problemBox(err) : null,
-      el('p', {}, 'Ask your service for a new dashboard link (POST /v1/dashboard/links with a server token) and open it here.'));
+      el('p', {}, platform
+        ? 'Run `roster admin-link` on a machine with the service’s configuration and open the link it prints.'
+        : 'Ask your service for a new dashboard link (POST /v1/dashboard/links with a server token) and open it here.'));
   }
 
   async function signIn() {
@@ -679,9 +806,9 @@
       if (m) {
         // The code works once: take it out of the address bar (and history) at once.
         history.replaceState(null, '', `${location.pathname}#/`);
-        session = (await api('POST', '/dashboard/session', { body: { code: m[1] } })).data;
+        session = (await api('POST', sessionPath, { body: { code: m[1] } })).data;
       } else {
-        session = (await api('GET', '/dashboard/session')).data;
+        session = (await api('GET', sessionPath)).data;
       }
     } catch (err) {
       signedOut(err);
@@ -689,7 +816,7 @@
     }
     document.getElementById('nav').hidden = false;
     document.getElementById('signout').hidden = false;
-    document.getElementById('who').textContent =
+    document.getElementById('who').textContent = platform ? 'Operators’ console' :
       `${session.tenant_id}${session.user_id ? ` · ${session.user_id}` : ''}${session.scope === 'read' ? ' · read only' : ''}`;
     await render();
   }

@@ -18,6 +18,7 @@ server_token=$("$bin" token --tenant demo --server --ttl 24h)
 user_token=$("$bin" token --tenant demo --user alice --ttl 24h)
 frank_token=$("$bin" token --tenant demo --user frank --ttl 24h)
 dashboard_link=$("$bin" dashboard-link --tenant demo)
+console_link=$("$bin" admin-link)
 bind="${ROSTER__HTTP__BIND:-127.0.0.1:8080}"
 cat <<TXT
 
@@ -25,6 +26,9 @@ Roster on http://$bind  (API document: http://$bind/docs/)
 
   Tenant admin dashboard (open within 10 minutes, once; \`$bin dashboard-link --tenant demo\` for another):
   $dashboard_link
+
+  Operators' console (the same; \`$bin admin-link\` for another):
+  $console_link
 
   export SERVER_TOKEN=$server_token
   export USER_TOKEN=$user_token

@@ -33,6 +33,9 @@ pub enum Principal {
 pub struct TenantScope {
     tenant: TenantId,
     principal: Principal,
+    /// For a server scope opened through a dashboard link that named a person: that person
+    /// (recorded as the actor of what they do, beside `server`).
+    on_behalf_of: Option<ExternalUserId>,
 }
 
 impl TenantScope {
@@ -58,10 +61,19 @@ impl TenantScope {
     pub fn is_server(&self) -> bool {
         self.principal == Principal::Server
     }
+
+    /// The person a server scope acts for (a dashboard session whose link named one).
+    pub fn on_behalf_of(&self) -> Option<&ExternalUserId> {
+        self.on_behalf_of.as_ref()
+    }
     /// A scope for unit tests of code that takes one (tokens make them everywhere else).
     #[cfg(test)]
     pub(crate) fn for_test(tenant: TenantId, principal: Principal) -> Self {
-        TenantScope { tenant, principal }
+        TenantScope {
+            tenant,
+            principal,
+            on_behalf_of: None,
+        }
     }
 }
 
@@ -92,7 +104,11 @@ pub fn verify_media_url(
             None => return Err(invalid()),
         },
     };
-    Ok(TenantScope { tenant, principal })
+    Ok(TenantScope {
+        tenant,
+        principal,
+        on_behalf_of: None,
+    })
 }
 
 /// The claims of a Roster tenant token.
@@ -229,14 +245,19 @@ pub fn verify(
     Ok(TenantScope {
         tenant: key.tenant.clone(),
         principal,
+        on_behalf_of: None,
     })
 }
 
 /// The scope of a dashboard session ([`crate::store::dashboard`]) opened through a link that a
 /// server token of `key`'s tenant asked for: the tenant's server, as long as `key` is not revoked
 /// and the tenant not suspended. The session itself was checked by the caller (its cookie's
-/// digest found, not expired). Errors: `Revoked`, `TenantSuspended`.
-pub fn dashboard_scope(key: &TenantKey) -> Result<TenantScope, AuthError> {
+/// digest found, not expired). `person` is the one the link named, if any (the actor of what the
+/// session does). Errors: `Revoked`, `TenantSuspended`.
+pub fn dashboard_scope(
+    key: &TenantKey,
+    person: Option<ExternalUserId>,
+) -> Result<TenantScope, AuthError> {
     if key.revoked {
         return Err(AuthError::Revoked);
     }
@@ -246,6 +267,7 @@ pub fn dashboard_scope(key: &TenantKey) -> Result<TenantScope, AuthError> {
     Ok(TenantScope {
         tenant: key.tenant.clone(),
         principal: Principal::Server,
+        on_behalf_of: person,
     })
 }
 
@@ -331,6 +353,19 @@ impl PlatformCredential {
         }
     }
 
+    /// An operator signed in to the console (the session whose cookie digest is
+    /// `session_digest`): the session came from a link only `roster admin-link` makes, which
+    /// reads the configuration that holds the platform tokens. Its id in the platform audit is
+    /// `console:` and the digest's first 12 hex digits.
+    pub fn console(session_digest: &str) -> Self {
+        Self {
+            token: format!(
+                "console:{}",
+                &session_digest[..12.min(session_digest.len())]
+            ),
+        }
+    }
+
     /// Which credential acted: the first 12 hex digits of the presented token's SHA-256 (what
     /// an operator compares with `printf %s TOKEN | sha256sum`), or `system:<component>`.
     pub fn token_id(&self) -> &str {
@@ -342,6 +377,7 @@ impl PlatformCredential {
         TenantScope {
             tenant,
             principal: Principal::Server,
+            on_behalf_of: None,
         }
     }
 }

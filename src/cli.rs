@@ -1,4 +1,5 @@
-//! The command line: `serve`, `indexes ensure`, `tenant create`, `token`, `demo load`.
+//! The command line: `serve`, `indexes ensure`, `tenant create`, `token`, `dashboard-link`,
+//! `admin-link`, `demo load`.
 //! Each command exits non-zero with a one-line reason on failure.
 
 use std::time::Duration;
@@ -43,6 +44,8 @@ pub enum Command {
     Token(TokenArgs),
     /// Print a one-time sign-in link to a tenant's admin dashboard.
     DashboardLink(DashboardLinkArgs),
+    /// Print a one-time sign-in link to the operators' console (on `http.admin_bind`).
+    AdminLink,
     /// Demo data.
     Demo {
         /// What to do with demo data.
@@ -257,6 +260,24 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("{}", link.url);
+            Ok(())
+        }
+        Command::AdminLink => {
+            let store = connect(&settings).await?;
+            let roster = crate::service::Roster::new(
+                store,
+                crate::service::Limits::from(&settings),
+                settings.media.clone(),
+            )
+            .with_settings(&settings);
+            let url = roster
+                .create_platform_link(
+                    &operator(&settings)?,
+                    &format!("http://{}", settings.http.admin_bind),
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{url}");
             Ok(())
         }
         Command::Demo {

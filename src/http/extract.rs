@@ -14,7 +14,7 @@ use super::AppState;
 use crate::auth::{AuthError, PlatformCredential, TenantScope};
 use crate::domain::ErrorCode;
 use crate::error::{Error, Problem};
-use crate::service::dashboard::DashboardScope;
+use crate::store::dashboard::SessionScope;
 
 type LocalFuture<T> = Pin<Box<dyn Future<Output = Result<T, Error>>>>;
 
@@ -76,12 +76,25 @@ impl Presented {
 
 /// Whether a request with a dashboard session may change things: only from a page of this
 /// service's own origin (`Origin` equal to the request's scheme and host, or to
-/// `dashboard.public_url`'s), and only for an `admin` session. Safe methods always may.
+/// `dashboard.public_url`'s), and not in a `read` session. Safe methods always may.
 /// Errors: 403 `origin_mismatch`, 403 `read_only`.
-fn session_may(req: &HttpRequest, state: &AppState, scope: DashboardScope) -> Result<(), Error> {
+fn session_may(req: &HttpRequest, state: &AppState, scope: SessionScope) -> Result<(), Error> {
     if req.method().is_safe() {
         return Ok(());
     }
+    same_origin(req, state)?;
+    if scope == SessionScope::Read {
+        return Err(Error::client(
+            ErrorCode::ReadOnly,
+            "this dashboard session may look but not change anything",
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a request from a page of another origin (403 `origin_mismatch`): its `Origin` must
+/// be the request's own scheme and host, or `dashboard.public_url`'s.
+pub(crate) fn same_origin(req: &HttpRequest, state: &AppState) -> Result<(), Error> {
     let origin = req
         .headers()
         .get(header::ORIGIN)
@@ -93,13 +106,7 @@ fn session_may(req: &HttpRequest, state: &AppState, scope: DashboardScope) -> Re
     if origin.is_empty() || (origin != own && Some(origin) != public.as_deref()) {
         return Err(Error::client(
             ErrorCode::OriginMismatch,
-            "a change with a dashboard session must come from the dashboard's own pages",
-        ));
-    }
-    if scope == DashboardScope::Read {
-        return Err(Error::client(
-            ErrorCode::ReadOnly,
-            "this dashboard session may look but not change anything",
+            "a change with a session cookie must come from the dashboard's own pages",
         ));
     }
     Ok(())
@@ -146,22 +153,43 @@ impl FromRequest for Caller {
     }
 }
 
-/// The platform operator (bearer = `auth.platform_token` or a token whose SHA-256 is in
-/// `auth.platform_token_sha256`). Errors: 401 codes.
+/// The name of the operators' console session cookie.
+pub const CONSOLE_COOKIE: &str = "roster_console";
+
+/// The platform operator: bearer = `auth.platform_token` or a token whose SHA-256 is in
+/// `auth.platform_token_sha256`; or, with no `Authorization` header, an operators' console
+/// session cookie (changes only from the console's own origin). Errors: 401 codes, 403
+/// `origin_mismatch`, 503.
 pub struct Platform(pub PlatformCredential);
 
 impl FromRequest for Platform {
     type Error = Error;
-    type Future = std::future::Ready<Result<Self, Error>>;
+    type Future = LocalFuture<Self>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        std::future::ready((|| {
-            let token = bearer(req)?;
-            let cred = PlatformCredential::verify(&token, &state(req)?.auth)?;
+        let token = bearer(req);
+        let cookie = match &token {
+            Err(AuthError::Missing) => req.cookie(CONSOLE_COOKIE).map(|c| c.value().to_owned()),
+            _ => None,
+        };
+        let state = state(req);
+        let req = req.clone();
+        Box::pin(async move {
+            let state = state?;
+            let cred = match cookie {
+                Some(c) => {
+                    let (cred, _) = state.roster.platform_caller(&c).await?;
+                    if !req.method().is_safe() {
+                        same_origin(&req, &state)?;
+                    }
+                    cred
+                }
+                None => PlatformCredential::verify(&token?, &state.auth)?,
+            };
             // Read back by the platform audit once the call is answered.
             req.extensions_mut().insert(cred.clone());
             Ok(Platform(cred))
-        })())
+        })
     }
 }
 

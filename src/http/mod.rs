@@ -61,7 +61,11 @@ pub fn admin_routes(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(tenants::list))
                 .route(web::post().to(tenants::create)),
         )
-        .service(resource("/admin/v1/tenants/{tenant_id}").route(web::get().to(tenants::get)))
+        .service(
+            resource("/admin/v1/tenants/{tenant_id}")
+                .route(web::get().to(tenants::get))
+                .route(web::patch().to(tenants::update)),
+        )
         .service(
             resource("/admin/v1/tenants/{tenant_id}/keys").route(web::post().to(tenants::add_key)),
         )
@@ -84,6 +88,21 @@ pub fn dashboard_routes(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(dashboard::current))
                 .route(web::post().to(dashboard::open))
                 .route(web::delete().to(dashboard::sign_out)),
+        );
+}
+
+/// Registers the operators' console on the operators' listener (`dashboard.enabled`): its
+/// page, assets and sign-in.
+pub fn console_routes(cfg: &mut web::ServiceConfig) {
+    use routes::*;
+    cfg.service(resource("/admin").route(web::get().to(dashboard::console_redirect)))
+        .service(resource("/admin/").route(web::get().to(dashboard::console)))
+        .service(resource("/admin/assets/{name}").route(web::get().to(dashboard::asset)))
+        .service(
+            resource("/admin/session")
+                .route(web::get().to(dashboard::console_current))
+                .route(web::post().to(dashboard::console_open))
+                .route(web::delete().to(dashboard::console_sign_out)),
         );
 }
 
@@ -163,6 +182,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         resource("/v1/conversations/{conversation_id}/join-requests/{request_id}/decline")
             .route(web::post().to(ways_in::decline_join_request)),
     )
+    .service(resource("/v1/audit").route(web::get().to(moderation::tenant_audit)))
     .service(resource("/v1/join-requests").route(web::get().to(ways_in::my_join_requests)))
     .service(
         resource("/v1/conversations/{conversation_id}/invite-links")
@@ -412,6 +432,11 @@ pub fn server(
             .app_data(web::PathConfig::default().error_handler(extract::path_error))
             .configure(probes)
             .configure(admin_routes)
+            .configure(|cfg| {
+                if dashboard {
+                    console_routes(cfg);
+                }
+            })
             .default_service(web::to(error::not_found))
     })
     .shutdown_timeout(settings.http.shutdown_timeout_secs)

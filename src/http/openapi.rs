@@ -17,7 +17,7 @@ use super::routes::*;
     ),
     paths(
         health::healthz, health::readyz, health::tasks,
-        tenants::audit, tenants::create, tenants::list, tenants::get, tenants::add_key, tenants::revoke_key,
+        tenants::audit, tenants::create, tenants::list, tenants::get, tenants::update, tenants::add_key, tenants::revoke_key,
         users::put, users::get, users::conversations, users::delete, users::export,
         conversations::list, conversations::create, conversations::get, conversations::update, conversations::delete,
         members::add, members::list, members::get, members::update, members::remove, members::leave, members::join,
@@ -29,7 +29,7 @@ use super::routes::*;
         ways_in::create_invite_link, ways_in::invite_links, ways_in::revoke_invite_link,
         ways_in::preview_invite_link, ways_in::join_by_link,
         moderation::ban, moderation::unban, moderation::mute, moderation::unmute, moderation::transfer,
-        moderation::permissions, moderation::audit,
+        moderation::permissions, moderation::audit, moderation::tenant_audit,
         authorize::one, authorize::batch,
         roles::get, roles::put,
         settings::get, settings::patch,

@@ -18,13 +18,14 @@ use super::request_id::RequestId;
 use crate::auth::PlatformCredential;
 use crate::store::platform_audit::PlatformCallDoc;
 
-/// Records the call after its answer (see the module docs). Probes and `/metrics` are not
-/// platform calls and are not recorded.
+/// Records the call after its answer (see the module docs). Probes, `/metrics` and the
+/// operators' console pages and sign-in (`/admin/`, `/admin/assets/*`, `/admin/session`) are
+/// not platform calls and are not recorded (what the console does through the API is).
 pub async fn record(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    if !req.path().starts_with("/admin/") {
+    if !req.path().starts_with("/admin/v1/") {
         return next.call(req).await;
     }
     let started = Instant::now();

@@ -16,11 +16,40 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use super::Roster;
-use crate::auth::{self, AuthError, TenantScope};
+use crate::auth::{self, AuthError, PlatformCredential, TenantScope};
 use crate::domain::{ErrorCode, ExternalUserId, FieldError};
 use crate::error::{Error, Problem, Result};
-pub use crate::store::dashboard::DashboardScope;
-use crate::store::dashboard::{DashboardLinkDoc, DashboardSessionDoc};
+use crate::store::dashboard::{DashboardLinkDoc, DashboardSessionDoc, SessionScope};
+
+/// What a tenant's dashboard session may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DashboardScope {
+    /// Everything a server token of the tenant may do.
+    Admin,
+    /// Look only: every write is refused with 403 `read_only`.
+    Read,
+}
+
+impl From<DashboardScope> for SessionScope {
+    fn from(s: DashboardScope) -> Self {
+        match s {
+            DashboardScope::Admin => SessionScope::Admin,
+            DashboardScope::Read => SessionScope::Read,
+        }
+    }
+}
+
+impl DashboardScope {
+    /// The dashboard scope of a stored session (a platform session has none).
+    fn of(s: SessionScope) -> Option<Self> {
+        match s {
+            SessionScope::Admin => Some(DashboardScope::Admin),
+            SessionScope::Read => Some(DashboardScope::Read),
+            SessionScope::Platform => None,
+        }
+    }
+}
 
 /// The shortest time a link may be given to be opened, seconds.
 pub const MIN_OPEN_SECS: u64 = 60;
@@ -76,11 +105,21 @@ impl From<&DashboardSessionDoc> for DashboardSessionView {
     fn from(s: &DashboardSessionDoc) -> Self {
         DashboardSessionView {
             tenant_id: s.tenant_id.clone(),
-            scope: s.scope,
+            // Tenant sessions only (platform sessions are never looked up as one).
+            scope: DashboardScope::of(s.scope).unwrap_or(DashboardScope::Read),
             user_id: s.user_id.clone(),
             expires_at: s.expires_at.to_chrono(),
         }
     }
+}
+
+/// A signed-in operators' console.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlatformSessionView {
+    /// Always `platform`.
+    pub scope: &'static str,
+    /// When the session ends (UTC).
+    pub expires_at: chrono::DateTime<Utc>,
 }
 
 /// A new secret: 32 random bytes, base64url without padding (43 characters).
@@ -173,7 +212,7 @@ impl Roster {
         let link = DashboardLinkDoc {
             id: digest(&code),
             tenant_id: scope.tenant().as_str().to_owned(),
-            scope: body.scope.unwrap_or(DashboardScope::Admin),
+            scope: body.scope.unwrap_or(DashboardScope::Admin).into(),
             user_id,
             kid: kid.to_owned(),
             created_at: now,
@@ -188,7 +227,7 @@ impl Roster {
         };
         Ok(DashboardLinkView {
             url: format!("{}/dashboard/#code={code}", base.trim_end_matches('/')),
-            scope: link.scope,
+            scope: body.scope.unwrap_or(DashboardScope::Admin),
             user_id: link.user_id,
             expires_at: expires_at.to_chrono(),
             session_secs: session,
@@ -212,7 +251,7 @@ impl Roster {
         let cookie = new_secret();
         let session = self
             .store
-            .open_dashboard_link(&digest(code), digest(&cookie), DateTime::now())
+            .open_dashboard_link(&digest(code), false, digest(&cookie), DateTime::now())
             .await?
             .ok_or_else(invalid)?;
         // A link asked for before its key was revoked (or its tenant suspended) opens nothing
@@ -242,10 +281,92 @@ impl Roster {
         }
         let session = self
             .store
-            .dashboard_session(&digest(cookie), DateTime::now())
+            .dashboard_session(&digest(cookie), false, DateTime::now())
             .await?
             .ok_or_else(invalid)?;
         Ok((self.session_scope(&session).await?, session))
+    }
+
+    /// `roster admin-link`: a one-time link to the operators' console at `base` (`http://` and
+    /// `http.admin_bind`), open for `dashboard.link_open_secs`, its session lasting
+    /// `dashboard.session_secs`. Errors: 503.
+    pub async fn create_platform_link(
+        &self,
+        operator: &PlatformCredential,
+        base: &str,
+    ) -> Result<String> {
+        let code = new_secret();
+        let now = DateTime::now();
+        let open = i64::try_from(self.dashboard.link_open_secs).unwrap_or(600);
+        let link = DashboardLinkDoc {
+            id: digest(&code),
+            tenant_id: String::new(),
+            scope: SessionScope::Platform,
+            user_id: None,
+            kid: String::new(),
+            created_at: now,
+            expires_at: DateTime::from_millis(now.timestamp_millis() + open * 1000),
+            session_secs: i64::try_from(self.dashboard.session_secs).unwrap_or(28_800),
+        };
+        self.store.create_platform_link(operator, &link).await?;
+        Ok(format!("{}/admin/#code={code}", base.trim_end_matches('/')))
+    }
+
+    /// Opens a link to the operators' console: the cookie's value and the session. Errors: 401
+    /// `dashboard_link_invalid` (unknown, opened, expired, or a tenant's link), 503.
+    pub async fn open_platform(&self, code: &str) -> Result<(String, PlatformSessionView)> {
+        let invalid = || {
+            Error::client(
+                ErrorCode::DashboardLinkInvalid,
+                "this console link is unknown, was opened already or has expired: run `roster admin-link` for a new one",
+            )
+        };
+        if !well_formed(code) {
+            return Err(invalid());
+        }
+        let cookie = new_secret();
+        let session = self
+            .store
+            .open_dashboard_link(&digest(code), true, digest(&cookie), DateTime::now())
+            .await?
+            .ok_or_else(invalid)?;
+        Ok((
+            cookie,
+            PlatformSessionView {
+                scope: "platform",
+                expires_at: session.expires_at.to_chrono(),
+            },
+        ))
+    }
+
+    /// The operator of a console session cookie's value, and the session. Errors: 401
+    /// `session_invalid`, 503.
+    pub async fn platform_caller(
+        &self,
+        cookie: &str,
+    ) -> Result<(PlatformCredential, PlatformSessionView)> {
+        let invalid = || {
+            Error::client(
+                ErrorCode::SessionInvalid,
+                "the console session has ended: run `roster admin-link` for a new link",
+            )
+        };
+        if !well_formed(cookie) {
+            return Err(invalid());
+        }
+        let id = digest(cookie);
+        let session = self
+            .store
+            .dashboard_session(&id, true, DateTime::now())
+            .await?
+            .ok_or_else(invalid)?;
+        Ok((
+            PlatformCredential::console(&id),
+            PlatformSessionView {
+                scope: "platform",
+                expires_at: session.expires_at.to_chrono(),
+            },
+        ))
     }
 
     async fn session_scope(&self, session: &DashboardSessionDoc) -> Result<TenantScope> {
@@ -254,7 +375,11 @@ impl Roster {
             .await?
             .filter(|k| k.tenant.as_str() == session.tenant_id)
             .ok_or(AuthError::Invalid)?;
-        Ok(auth::dashboard_scope(&key)?)
+        let person = session
+            .user_id
+            .as_deref()
+            .and_then(|u| ExternalUserId::parse(u).ok());
+        Ok(auth::dashboard_scope(&key, person)?)
     }
 
     /// The origin (`scheme://host[:port]`) of `dashboard.public_url`, if one is set.

@@ -39,7 +39,8 @@ pub struct EventActorView {
     /// `server`, `user` or `system`.
     #[serde(rename = "type")]
     pub kind: String,
-    /// The acting user's external id.
+    /// The acting user's external id; with `server`, the person a dashboard session acts for
+    /// (when the link that opened it named one).
     pub user_id: Option<String>,
 }
 

@@ -292,6 +292,25 @@ pub struct CreateTenantBody {
     pub role_preset: Option<Preset>,
 }
 
+/// A tenant's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TenantStatus {
+    /// Its tokens work.
+    Active,
+    /// Every token and dashboard session of it is refused (403 `tenant_suspended`); its data
+    /// stays.
+    Suspended,
+}
+
+/// `PATCH /admin/v1/tenants/{id}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchTenantBody {
+    /// `active` or `suspended`.
+    pub status: TenantStatus,
+}
+
 /// `POST …/members/{user_id}/ban` and `…/mute`.
 #[derive(Debug, Default, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -284,7 +284,41 @@ impl Roster {
             .store
             .list_audit(
                 scope,
-                id.object_id(),
+                Some(id.object_id()),
+                q.action.as_deref(),
+                target.as_ref().map(|t| t.as_str()),
+                before,
+                limit + 1,
+            )
+            .await?;
+        Ok(self.page(rows, limit, |a| cursor::encode_oid(a.id), AuditView::from))
+    }
+
+    /// `GET /v1/audit`: the tenant's audit trail across its conversations, newest first
+    /// (server tokens). Errors: 403 `forbidden` for user tokens, `invalid_cursor`,
+    /// `validation_failed`.
+    pub async fn tenant_audit(
+        &self,
+        scope: &TenantScope,
+        q: AuditQuery,
+    ) -> Result<Page<AuditView>> {
+        if !scope.is_server() {
+            return Err(Error::client(
+                ErrorCode::Forbidden,
+                "the tenant's audit trail is read with a server token",
+            ));
+        }
+        let limit = self.page_limit(q.limit)?;
+        let before = q.cursor.as_deref().map(cursor::decode_oid).transpose()?;
+        let target = match q.target.as_deref() {
+            Some(t) => Some(ExternalUserId::parse(t).map_err(|e| Problem::field("target", e.0))?),
+            None => None,
+        };
+        let rows = self
+            .store
+            .list_audit(
+                scope,
+                None,
                 q.action.as_deref(),
                 target.as_ref().map(|t| t.as_str()),
                 before,

@@ -102,6 +102,26 @@ impl Roster {
         })
     }
 
+    /// `PATCH /admin/v1/tenants/{id}`: suspends the tenant (every token and dashboard session
+    /// of it answers 403 `tenant_suspended`, on this instance at once, on others when their
+    /// change stream reports it) or makes it active again. Errors: `tenant_not_found`.
+    pub async fn set_tenant_status(
+        &self,
+        cred: &PlatformCredential,
+        id: &str,
+        body: crate::service::inputs::PatchTenantBody,
+    ) -> Result<TenantView> {
+        let active = body.status == crate::service::inputs::TenantStatus::Active;
+        let t = self
+            .store
+            .set_tenant_status(cred, &path_tenant(id)?, active)
+            .await?;
+        for k in &t.keys {
+            self.keys.invalidate(&k.kid).await;
+        }
+        Ok((&t).into())
+    }
+
     /// `DELETE /admin/v1/tenants/{id}/keys/{kid}`. Errors: `tenant_not_found`, `key_not_found`.
     pub async fn revoke_tenant_key(
         &self,

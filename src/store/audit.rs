@@ -14,12 +14,13 @@ use crate::error::Result;
 pub use crate::domain::audit::action;
 
 impl AuditActor {
-    /// The caller of `scope`.
+    /// The caller of `scope`: a server (with the person a dashboard session acts for, if its
+    /// link named one) or a user.
     pub fn of(scope: &TenantScope) -> Self {
         match scope.principal() {
             Principal::Server => AuditActor {
                 kind: "server".into(),
-                user_id: None,
+                user_id: scope.on_behalf_of().map(|u| u.as_str().to_owned()),
             },
             Principal::User(u) => AuditActor {
                 kind: "user".into(),
@@ -115,16 +116,21 @@ impl Store {
     }
 
     /// The read of [`Store::list_audit`]: newest first, keyset on `_id`, optional filters.
+    /// Indexes: a conversation's `tenant_id_1_conversation_id_1[_action_1|_target_user_id_1]__id_-1`;
+    /// the tenant's `tenant_id_1__id_-1`, `tenant_id_1_action_1__id_-1`,
+    /// `tenant_id_1_target_user_id_1__id_1` (walked backwards).
     pub fn audit_query(
         scope: &TenantScope,
-        conversation: ObjectId,
+        conversation: Option<ObjectId>,
         action: Option<&str>,
         target: Option<&str>,
         before: Option<ObjectId>,
         limit: u32,
     ) -> Query {
         let mut f = tenant_filter(scope);
-        f.insert("conversation_id", conversation);
+        if let Some(c) = conversation {
+            f.insert("conversation_id", c);
+        }
         if let Some(a) = action {
             f.insert("action", a);
         }
@@ -142,11 +148,12 @@ impl Store {
         }
     }
 
-    /// A page of a conversation's audit trail, newest first.
+    /// A page of a conversation's audit trail (or, with `conversation` `None`, the tenant's),
+    /// newest first.
     pub async fn list_audit(
         &self,
         scope: &TenantScope,
-        conversation: ObjectId,
+        conversation: Option<ObjectId>,
         action: Option<&str>,
         target: Option<&str>,
         before: Option<ObjectId>,

@@ -166,7 +166,8 @@ pub struct AuditActor {
     /// `server` (a server token), `user` (a user token) or `system` (the expiry sweeper).
     #[serde(rename = "type")]
     pub kind: String,
-    /// The acting user's external id (user actors only).
+    /// The acting user's external id: a user actor's, or for a server the person a dashboard
+    /// session acts for (when its link named one).
     pub user_id: Option<String>,
 }
 

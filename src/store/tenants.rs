@@ -153,6 +153,30 @@ impl Store {
         Ok(tenant)
     }
 
+    /// Sets the tenant's `status` (`active` or `suspended`). Errors: `tenant_not_found`.
+    pub async fn set_tenant_status(
+        &self,
+        cred: &PlatformCredential,
+        id: &TenantId,
+        active: bool,
+    ) -> Result<TenantDoc> {
+        let status = if active { "active" } else { "suspended" };
+        let changed = self
+            .tenants()
+            .update_one(
+                doc! { "_id": id.as_str(), "status": { "$ne": status } },
+                doc! { "$set": { "status": status, "updated_at": DateTime::now() } },
+            )
+            .await
+            .map_err(db_error)?;
+        if changed.modified_count > 0 {
+            self.parts.authz.clear();
+        }
+        self.find_tenant(cred, id)
+            .await?
+            .ok_or_else(|| Error::client(ErrorCode::TenantNotFound, format!("no tenant `{id}`")))
+    }
+
     /// The key named `kid` with its tenant's state, for token verification (index `keys.kid_1`).
     pub async fn find_key(&self, kid: &str) -> Result<Option<TenantKey>> {
         let Some(tenant) = self

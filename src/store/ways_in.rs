@@ -95,6 +95,25 @@ impl Store {
         }
     }
 
+    /// The read of the tenant's join requests in `status` across its conversations, newest
+    /// first (index `tenant_id_1_status_1__id_-1`).
+    pub fn tenant_join_requests_query(
+        scope: &TenantScope,
+        status: &str,
+        before: Option<ObjectId>,
+        limit: i64,
+    ) -> Query {
+        let mut f = tenant_filter(scope);
+        f.insert("status", status);
+        let (filter, limit) = newest_first(f, before, limit);
+        Query {
+            collection: names::JOIN_REQUESTS,
+            filter,
+            sort: Some(doc! { "_id": -1 }),
+            limit: Some(limit),
+        }
+    }
+
     /// The read of a conversation's invite links, newest first (index
     /// `tenant_id_1_conversation_id_1__id_1`).
     pub fn invite_links_query(

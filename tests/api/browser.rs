@@ -250,7 +250,12 @@ async fn a_link_opens_the_overview_and_an_admin_finds_a_member_by_name_changes_i
     .await;
     b.until(
         "the conversation list",
-        "return document.querySelectorAll('main table a').length === 1",
+        "return document.querySelectorAll('[aria-labelledby=ov-convs] table a').length === 1",
+    )
+    .await;
+    b.until(
+        "the recent audit entries",
+        "return [...document.querySelectorAll('[aria-labelledby=ov-audit] td')].some(td => td.textContent === 'member.added')",
     )
     .await;
     b.shot("overview").await;
@@ -321,7 +326,8 @@ async fn a_link_opens_the_overview_and_an_admin_finds_a_member_by_name_changes_i
     .await;
     b.until(
         "the ban in the member's audit",
-        "return [...document.querySelectorAll('main td')].some(td => td.textContent === 'member.banned')",
+        "const rows = [...document.querySelectorAll('main tbody tr')].map(r => r.innerText); \
+         return rows.some(r => r.includes('member.banned') && r.includes('ops-anna (dashboard)'));",
     )
     .await;
     b.shot("member-banned").await;
@@ -544,10 +550,15 @@ async fn an_admin_approves_a_join_request_adds_a_webhook_sees_its_delivery_and_e
     let b = Browser::start().await;
     b.client.goto(&link(&app, json!({})).await).await.unwrap();
     b.view("Overview").await;
-    b.js(&format!(
-        "location.hash = '#/conversations/{conv}/ways-in'; return true;"
-    ))
+    // The overview counts the request and links to where it is answered.
+    b.until(
+        "the waiting request",
+        "const c = document.querySelector('[aria-labelledby=ov-requests]'); \
+         return c && c.querySelector('.figure').textContent === '1' && c.querySelector('a');",
+    )
     .await;
+    b.accessible("overview with a request").await;
+    b.click("[aria-labelledby=ov-requests] a").await;
     b.until(
         "rita's request",
         "return [...document.querySelectorAll('main td')].some(td => td.textContent === 'Hi, may I join?')",
@@ -727,5 +738,73 @@ async fn a_member_added_elsewhere_appears_in_the_live_tail_and_a_user_is_exporte
     b.view("User erased").await;
     let r = app.get("/v1/users/bob", &app.server()).await;
     assert_eq!(r.status, 404, "{:?}", r.body);
+    b.close().await;
+}
+
+#[tokio::test]
+async fn an_operator_suspends_a_tenant_adds_a_key_and_reads_the_platform_audit_in_the_console() {
+    let mut settings = test_settings();
+    settings.auth.key_cache_ttl_secs = 0;
+    let app = spawn_app_with(settings).await;
+    let roster = roster::service::Roster::new(
+        app.store.clone(),
+        roster::service::Limits::from(&app.settings),
+        app.settings.media.clone(),
+    )
+    .with_settings(&app.settings);
+    let url = roster
+        .create_platform_link(
+            &roster::auth::PlatformCredential::system("test"),
+            &app.admin_address,
+        )
+        .await
+        .unwrap();
+    let b = Browser::start().await;
+    b.client.goto(&url).await.unwrap();
+    b.view("Tenants").await;
+    b.until(
+        "acme listed",
+        "return [...document.querySelectorAll('main td a')].some(a => a.textContent === 'acme')",
+    )
+    .await;
+    b.accessible("tenants").await;
+    b.shot("console-tenants").await;
+    b.click_text("acme").await;
+    b.view("acme").await;
+    b.accessible("tenant").await;
+    b.js("window.confirm = () => true; return true;").await;
+    b.click_text("Suspend tenant").await;
+    b.until(
+        "suspended",
+        "return [...document.querySelectorAll('main dd')].some(d => d.textContent === 'suspended')",
+    )
+    .await;
+    let r = app.get("/v1/conversations", &app.server()).await;
+    assert_eq!((r.status, r.code()), (403, "tenant_suspended"));
+    b.click_text("Make active again").await;
+    b.until(
+        "active",
+        "return [...document.querySelectorAll('main dd')].some(d => d.textContent === 'active')",
+    )
+    .await;
+    assert_eq!(
+        app.get("/v1/conversations", &app.server()).await.status,
+        200
+    );
+    b.click_text("Add a key").await;
+    b.until(
+        "the new key's secret, once",
+        "const s = document.querySelector('main .secret'); return s && s.textContent.length >= 32;",
+    )
+    .await;
+    b.shot("console-tenant").await;
+    b.click("#nav a[href='#/audit']").await;
+    b.view("Platform audit").await;
+    b.until(
+        "the console's calls",
+        "return [...document.querySelectorAll('main td')].some(td => td.textContent.startsWith('PATCH'))",
+    )
+    .await;
+    b.accessible("platform audit").await;
     b.close().await;
 }

@@ -156,6 +156,34 @@ async fn a_link_opens_once_into_a_cookie_session_that_acts_as_the_tenants_server
     .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["items"].as_array().unwrap().len(), 1);
+    // What the session does is recorded as the server's, for the person the link named.
+    let (status, body) = with_cookie(
+        &app,
+        reqwest::Method::POST,
+        &format!("/v1/conversations/{conv}/members/bob/ban"),
+        &cookie,
+        Some(&app.address),
+        Some(json!({ "reason": "spam" })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let trail = app
+        .get(
+            &format!("/v1/conversations/{conv}/audit?target=bob"),
+            &app.server(),
+        )
+        .await;
+    let ban = trail.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["action"] == "member.banned")
+        .cloned()
+        .unwrap_or_else(|| panic!("{:?}", trail.body));
+    assert_eq!(
+        ban["actor"],
+        json!({ "type": "server", "user_id": "ops-anna" })
+    );
     // A change from another origin, or with no Origin at all, is refused and changes nothing.
     for origin in [Some("https://evil.example"), None] {
         let (status, body) = with_cookie(
@@ -579,4 +607,212 @@ async fn a_dashboard_that_is_switched_off_answers_404_everywhere() {
             .unwrap();
         assert_eq!(r.status(), 404, "{path}");
     }
+}
+
+/// A console link made as `roster admin-link` makes it.
+async fn console_link(app: &TestApp) -> String {
+    let roster = roster::service::Roster::new(
+        app.store.clone(),
+        roster::service::Limits::from(&app.settings),
+        app.settings.media.clone(),
+    )
+    .with_settings(&app.settings);
+    roster
+        .create_platform_link(
+            &roster::auth::PlatformCredential::system("test"),
+            &app.admin_address,
+        )
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_operator_signs_in_to_the_console_with_a_link_and_suspends_a_tenant() {
+    let mut settings = test_settings();
+    settings.auth.key_cache_ttl_secs = 0;
+    let app = spawn_app_with(settings).await;
+    let url = console_link(&app).await;
+    assert!(
+        url.starts_with(&format!("{}/admin/#code=", app.admin_address)),
+        "{url}"
+    );
+    let code = url.split_once("#code=").unwrap().1.to_owned();
+    // A console code is not a dashboard code, nor the other way round.
+    let (status, body, _) = open(&app, &code).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("dashboard_link_invalid"))
+    );
+    let tenant_code = code_of(&link(&app, json!({})).await);
+    let open_console = |code: String| {
+        let app = &app;
+        async move {
+            let r = app
+                .client
+                .post(format!("{}/admin/session", app.admin_address))
+                .header(header::ORIGIN, &app.admin_address)
+                .json(&json!({ "code": code }))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let cookie = r
+                .headers()
+                .get(header::SET_COOKIE)
+                .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned());
+            (
+                status,
+                r.json::<Value>().await.unwrap_or(Value::Null),
+                cookie,
+            )
+        }
+    };
+    let (status, body, _) = open_console(tenant_code).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("dashboard_link_invalid"))
+    );
+    let (status, body, cookie) = open_console(code.clone()).await;
+    assert_eq!(
+        (status, body["scope"].as_str()),
+        (200, Some("platform")),
+        "{body}"
+    );
+    let cookie = cookie.unwrap();
+    assert!(cookie.starts_with("roster_console="), "{cookie}");
+    let (status, body, _) = open_console(code).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("dashboard_link_invalid"))
+    );
+
+    let admin = |method: reqwest::Method, path: &str, origin: Option<&str>, body: Option<Value>| {
+        let (app, cookie, path) = (&app, cookie.clone(), path.to_owned());
+        let origin = origin.map(str::to_owned);
+        async move {
+            let mut req = app
+                .client
+                .request(method, format!("{}{path}", app.admin_address))
+                .header(header::COOKIE, cookie);
+            if let Some(o) = origin {
+                req = req.header(header::ORIGIN, o);
+            }
+            if let Some(b) = body {
+                req = req.json(&b);
+            }
+            let r = req.send().await.unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (status, body) = admin(reqwest::Method::GET, "/admin/v1/tenants", None, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["id"] == "acme")
+    );
+    // Changes only from the console's origin.
+    let suspend = json!({ "status": "suspended" });
+    let (status, body) = admin(
+        reqwest::Method::PATCH,
+        "/admin/v1/tenants/acme",
+        None,
+        Some(suspend.clone()),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("origin_mismatch"))
+    );
+    let (status, body) = admin(
+        reqwest::Method::PATCH,
+        "/admin/v1/tenants/acme",
+        Some(&app.admin_address),
+        Some(suspend),
+    )
+    .await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("suspended")),
+        "{body}"
+    );
+    // The tenant's tokens are refused at once, and again accepted once it is active.
+    let r = app.get("/v1/conversations", &app.server()).await;
+    assert_eq!((r.status, r.code()), (403, "tenant_suspended"));
+    let (status, body) = admin(
+        reqwest::Method::PATCH,
+        "/admin/v1/tenants/acme",
+        Some(&app.admin_address),
+        Some(json!({ "status": "active" })),
+    )
+    .await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("active")),
+        "{body}"
+    );
+    let r = app.get("/v1/conversations", &app.server()).await;
+    assert_eq!(r.status, 200);
+    let (status, body) = admin(
+        reqwest::Method::PATCH,
+        "/admin/v1/tenants/nobody",
+        Some(&app.admin_address),
+        Some(json!({ "status": "active" })),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("tenant_not_found"))
+    );
+    // The platform audit names the console session as the caller.
+    let r = app
+        .client
+        .get(format!("{}/admin/v1/audit?limit=20", app.admin_address))
+        .bearer_auth(app.platform_token())
+        .send()
+        .await
+        .unwrap();
+    let calls: Value = r.json().await.unwrap();
+    let patches: Vec<&Value> = calls["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["method"] == "PATCH" && c["status"] == 200)
+        .collect();
+    assert_eq!(patches.len(), 2, "{calls}");
+    assert!(
+        patches
+            .iter()
+            .all(|c| c["token_id"].as_str().unwrap().starts_with("console:"))
+    );
+    // The console cookie is nothing on the public listener.
+    let (status, _) = with_cookie(
+        &app,
+        reqwest::Method::GET,
+        "/v1/conversations",
+        &cookie,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 401);
+    // Signed out, the cookie opens nothing.
+    let (status, _) = admin(
+        reqwest::Method::DELETE,
+        "/admin/session",
+        Some(&app.admin_address),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (status, body) = admin(reqwest::Method::GET, "/admin/v1/tenants", None, None).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("session_invalid"))
+    );
 }

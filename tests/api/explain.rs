@@ -195,7 +195,7 @@ async fn the_member_queries_the_service_issues_are_index_scans() {
 
     let plan = winning_plan(
         &app,
-        &Store::audit_query(&scope, conv, None, None, None, 51),
+        &Store::audit_query(&scope, Some(conv), None, None, None, 51),
     )
     .await;
     assert_index_scan(
@@ -205,7 +205,7 @@ async fn the_member_queries_the_service_issues_are_index_scans() {
     );
     let plan = winning_plan(
         &app,
-        &Store::audit_query(&scope, conv, Some("member.added"), None, after, 51),
+        &Store::audit_query(&scope, Some(conv), Some("member.added"), None, after, 51),
     )
     .await;
     assert_index_scan(
@@ -215,7 +215,7 @@ async fn the_member_queries_the_service_issues_are_index_scans() {
     );
     let plan = winning_plan(
         &app,
-        &Store::audit_query(&scope, conv, None, Some("bob"), after, 51),
+        &Store::audit_query(&scope, Some(conv), None, Some("bob"), after, 51),
     )
     .await;
     assert_index_scan(
@@ -223,6 +223,29 @@ async fn the_member_queries_the_service_issues_are_index_scans() {
         &plan,
         &["tenant_id_1_conversation_id_1_target_user_id_1__id_-1"],
     );
+    // The tenant's trail (`GET /v1/audit`).
+    for (what, action, target, index) in [
+        ("tenant audit", None, None, "tenant_id_1__id_-1"),
+        (
+            "tenant audit by action",
+            Some("member.added"),
+            None,
+            "tenant_id_1_action_1__id_-1",
+        ),
+        (
+            "tenant audit by target",
+            None,
+            Some("bob"),
+            "tenant_id_1_target_user_id_1__id_1",
+        ),
+    ] {
+        let plan = winning_plan(
+            &app,
+            &Store::audit_query(&scope, None, action, target, after, 51),
+        )
+        .await;
+        assert_index_scan(what, &plan, &[index]);
+    }
 
     let plan = winning_plan(&app, &Store::member_lookup_query(&scope, conv, "bob")).await;
     assert_index_scan("single member", &plan, &[index::MEMBER_BY_EXTERNAL_ID]);
@@ -442,6 +465,16 @@ async fn the_ways_in_queries_are_index_scans() {
             &["tenant_id_1_conversation_id_1_external_user_id_1_open_key_1"],
         );
     }
+    let plan = winning_plan(
+        &app,
+        &Store::tenant_join_requests_query(&scope, "pending", before, 51),
+    )
+    .await;
+    assert_index_scan(
+        "the tenant's join requests",
+        &plan,
+        &["tenant_id_1_status_1__id_-1"],
+    );
     let plan = winning_plan(&app, &Store::invite_links_query(&scope, conv, before, 51)).await;
     assert_index_scan(
         "invite links of a conversation",

@@ -617,3 +617,140 @@ async fn an_instance_that_stops_or_sweeps_rarely_holds_the_others_up_for_its_hol
         "a dead instance's claim runs out"
     );
 }
+
+#[tokio::test]
+async fn the_tenants_audit_trail_and_join_requests_span_its_conversations_and_no_other_tenants() {
+    use roster::auth::Principal;
+    let app = spawn_app().await;
+    let first = app.create_group("alice", &[("bob", "member")]).await;
+    let second = app.create_group("carol", &[("dave", "member")]).await;
+    for (conv, user) in [(&first, "bob"), (&second, "dave")] {
+        let r = app
+            .post(
+                &format!("/v1/conversations/{conv}/members/{user}/ban"),
+                &app.server(),
+                json!({ "reason": "spam" }),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+    }
+    // Another tenant's trail and requests stay its own.
+    let globex = app.create_tenant("globex").await;
+    let server_b = app.token_for(&globex, Principal::Server);
+    let r = app
+        .post(
+            "/v1/conversations",
+            &server_b,
+            json!({ "name": "Elsewhere", "members": [{ "user_id": "erin" }] }),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let elsewhere = r.body["conversation"]["id"].as_str().unwrap().to_owned();
+    let r = app
+        .post(
+            &format!("/v1/conversations/{elsewhere}/members/erin/ban"),
+            &server_b,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+
+    let bans = app
+        .get("/v1/audit?action=member.banned", &app.server())
+        .await;
+    assert_eq!(bans.status, 200, "{:?}", bans.body);
+    let seen: Vec<(String, String)> = bans.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["conversation_id"].as_str().unwrap().to_owned(),
+                a["target_user_id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (second.clone(), "dave".to_owned()),
+            (first.clone(), "bob".to_owned())
+        ],
+        "newest first, both conversations, not the other tenant's"
+    );
+    // Paged by cursor, filtered by target.
+    let page = app.get("/v1/audit?limit=1", &app.server()).await;
+    let next = page.body["next_cursor"].as_str().unwrap().to_owned();
+    let rest = app
+        .get(&format!("/v1/audit?limit=200&cursor={next}"), &app.server())
+        .await;
+    let all = app.get("/v1/audit?limit=200", &app.server()).await;
+    assert_eq!(
+        1 + rest.body["items"].as_array().unwrap().len(),
+        all.body["items"].as_array().unwrap().len()
+    );
+    let about_bob = app.get("/v1/audit?target=bob", &app.server()).await;
+    assert!(
+        about_bob.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["target_user_id"] == "bob"),
+        "{:?}",
+        about_bob.body
+    );
+    let r = app.get("/v1/audit", &app.user("alice")).await;
+    assert_eq!((r.status, r.code()), (403, "forbidden"));
+
+    // Join requests: a server sees the tenant's pending ones across conversations.
+    for conv in [&first, &second] {
+        let r = app
+            .patch(
+                &format!("/v1/conversations/{conv}"),
+                &app.server(),
+                json!({ "join_policy": "request" }),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        let r = app
+            .post(
+                &format!("/v1/conversations/{conv}/join-requests"),
+                &app.user("rita"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+    }
+    let r = app
+        .patch(
+            &format!("/v1/conversations/{elsewhere}"),
+            &server_b,
+            json!({ "join_policy": "request" }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let rita_b = app.token_for(
+        &globex,
+        Principal::User(roster::domain::ExternalUserId::parse("rita").unwrap()),
+    );
+    let r = app
+        .post(
+            &format!("/v1/conversations/{elsewhere}/join-requests"),
+            &rita_b,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let waiting = app.get("/v1/join-requests", &app.server()).await;
+    assert_eq!(waiting.status, 200, "{:?}", waiting.body);
+    let convs: Vec<&str> = waiting.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["conversation_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(convs, vec![second.as_str(), first.as_str()]);
+    // A user still sees only their own.
+    let mine = app.get("/v1/join-requests", &app.user("carol")).await;
+    assert_eq!(mine.body["items"].as_array().unwrap().len(), 0);
+}

@@ -152,6 +152,17 @@ async fn every_command_of_every_operation_reads_about_what_it_answers() {
         &platform,
     )
     .await;
+    for status in ["suspended", "active"] {
+        s.call(
+            Method::PATCH,
+            "/admin/v1/tenants/{tenant_id}",
+            "/admin/v1/tenants/globex",
+            &platform,
+            Some(json!({ "status": status })),
+            200,
+        )
+        .await;
+    }
     let key = s
         .call(
             Method::POST,
@@ -391,6 +402,14 @@ async fn every_command_of_every_operation_reads_about_what_it_answers() {
     s.get(ta, &format!("{c}/audit?action=member.added"), &server)
         .await;
     s.get(ta, &format!("{c}/audit?target=bob"), &server).await;
+    s.get("/v1/audit", "/v1/audit?limit=3", &server).await;
+    s.get(
+        "/v1/audit",
+        "/v1/audit?action=member.added&limit=5",
+        &server,
+    )
+    .await;
+    s.get("/v1/audit", "/v1/audit?target=bob", &server).await;
 
     // Media.
     let up = crate::media::upload(
@@ -624,6 +643,8 @@ async fn every_command_of_every_operation_reads_about_what_it_answers() {
         match round {
             0 => {
                 s.get(jr, &format!("{c}/join-requests"), &alice).await;
+                s.get("/v1/join-requests", "/v1/join-requests?limit=5", &server)
+                    .await;
                 s.get("/v1/join-requests", "/v1/join-requests", &frank)
                     .await;
                 s.post(

@@ -21,7 +21,9 @@ use crate::domain::ErrorCode;
 use crate::error::Error;
 use crate::http::AppState;
 use crate::http::error::ProblemBody;
-use crate::http::extract::{Body, Caller, Presented, SESSION_COOKIE, bearer};
+use crate::http::extract::{
+    Body, CONSOLE_COOKIE, Caller, Presented, SESSION_COOKIE, bearer, same_origin,
+};
 use crate::service::dashboard::{DashboardLinkBody, DashboardLinkView};
 
 /// One compiled-in file, served at `/dashboard/assets/<name>`.
@@ -43,9 +45,11 @@ impl Asset {
     }
 }
 
-/// The page and its assets.
+/// The pages (the tenant's dashboard and the operators' console: one script, two consoles)
+/// and their assets.
 struct Files {
     index: String,
+    console: String,
     assets: Vec<Asset>,
 }
 
@@ -62,11 +66,12 @@ static FILES: LazyLock<Files> = LazyLock::new(|| {
         "text/css; charset=utf-8",
         include_str!("../../../dashboard/app.css"),
     );
-    let index = include_str!("../../../dashboard/index.html")
+    let page = include_str!("../../../dashboard/index.html")
         .replace("{{app.js}}", &js.name)
         .replace("{{app.css}}", &css.name);
     Files {
-        index,
+        index: page.replace("{{console}}", "tenant"),
+        console: page.replace("{{console}}", "platform"),
         assets: vec![js, css],
     }
 });
@@ -107,7 +112,24 @@ pub async fn index(state: Data<AppState>) -> HttpResponse {
         .body(FILES.index.clone())
 }
 
-/// `GET /dashboard/assets/{name}`: a script or style sheet by its hashed name; 404 otherwise.
+/// `GET /admin/` on the operators' listener: the operators' console (tenants, keys,
+/// suspension, the platform audit).
+pub async fn console(state: Data<AppState>) -> HttpResponse {
+    secured(&state, HttpResponse::Ok())
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .content_type("text/html; charset=utf-8")
+        .body(FILES.console.clone())
+}
+
+/// `GET /admin` → `/admin/`.
+pub async fn console_redirect() -> HttpResponse {
+    HttpResponse::PermanentRedirect()
+        .insert_header((header::LOCATION, "/admin/"))
+        .finish()
+}
+
+/// `GET /dashboard/assets/{name}` (and `/admin/assets/{name}`): a script or style sheet by
+/// its hashed name; 404 otherwise.
 pub async fn asset(state: Data<AppState>, name: web::Path<String>) -> Result<HttpResponse, Error> {
     let asset = FILES
         .assets
@@ -134,29 +156,27 @@ fn own_origin(req: &HttpRequest) -> String {
     format!("{}://{}", info.scheme(), info.host())
 }
 
-/// Refuses a sign-in or sign-out that did not come from a dashboard page (403
-/// `origin_mismatch`): another site could otherwise sign a browser in to its own tenant.
-fn same_origin(req: &HttpRequest, state: &AppState) -> Result<(), Error> {
-    let origin = req
-        .headers()
-        .get(header::ORIGIN)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    if !origin.is_empty()
-        && (origin == own_origin(req) || Some(origin) == state.roster.dashboard_origin().as_deref())
-    {
-        return Ok(());
-    }
-    Err(Error::client(
-        ErrorCode::OriginMismatch,
-        "sign-in and sign-out come from the dashboard's own pages",
-    ))
+/// A session cookie `name` = `value` for `until` (`HttpOnly`, `SameSite=Strict`, `Path=/`,
+/// `Secure` behind https).
+fn session_cookie(
+    req: &HttpRequest,
+    name: &'static str,
+    value: String,
+    until: chrono::DateTime<chrono::Utc>,
+) -> Cookie<'static> {
+    let secs = (until - chrono::Utc::now()).num_seconds().max(0);
+    Cookie::build(name, value)
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .secure(req.connection_info().scheme() == "https")
+        .max_age(time::Duration::seconds(secs))
+        .finish()
 }
 
 /// `POST /dashboard/session` `{code}`: opens a link once → 200 with the session and its
-/// cookie (`HttpOnly`, `SameSite=Strict`, `Secure` behind https, `Path=/`, for the session's
-/// lifetime). Errors: 401 `dashboard_link_invalid`, `key_revoked`; 403 `tenant_suspended`,
-/// `origin_mismatch`.
+/// cookie ([`session_cookie`], for the session's lifetime). Errors: 401
+/// `dashboard_link_invalid`, `key_revoked`; 403 `tenant_suspended`, `origin_mismatch`.
 pub async fn open(
     req: HttpRequest,
     state: Data<AppState>,
@@ -164,20 +184,61 @@ pub async fn open(
 ) -> Result<HttpResponse, Error> {
     same_origin(&req, &state)?;
     let (cookie, session) = state.roster.open_dashboard(&body.code).await?;
-    let secs = (session.expires_at - chrono::Utc::now())
-        .num_seconds()
-        .max(0);
-    let cookie = Cookie::build(SESSION_COOKIE, cookie)
-        .path("/")
-        .http_only(true)
-        .same_site(SameSite::Strict)
-        .secure(req.connection_info().scheme() == "https")
-        .max_age(time::Duration::seconds(secs))
-        .finish();
+    let cookie = session_cookie(&req, SESSION_COOKIE, cookie, session.expires_at);
     Ok(secured(&state, HttpResponse::Ok())
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .cookie(cookie)
         .json(session))
+}
+
+/// `POST /admin/session` `{code}` on the operators' listener: opens a console link once → 200
+/// `{scope: "platform", expires_at}` and its cookie. Errors: 401 `dashboard_link_invalid`,
+/// 403 `origin_mismatch`.
+pub async fn console_open(
+    req: HttpRequest,
+    state: Data<AppState>,
+    Body(body): Body<OpenBody>,
+) -> Result<HttpResponse, Error> {
+    same_origin(&req, &state)?;
+    let (cookie, session) = state.roster.open_platform(&body.code).await?;
+    let cookie = session_cookie(&req, CONSOLE_COOKIE, cookie, session.expires_at);
+    Ok(secured(&state, HttpResponse::Ok())
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .cookie(cookie)
+        .json(session))
+}
+
+/// `GET /admin/session`: the console session of the request's cookie. Errors: 401
+/// `session_invalid`.
+pub async fn console_current(
+    req: HttpRequest,
+    state: Data<AppState>,
+) -> Result<HttpResponse, Error> {
+    let cookie = req.cookie(CONSOLE_COOKIE).map(|c| c.value().to_owned());
+    let (_, session) = state
+        .roster
+        .platform_caller(cookie.as_deref().unwrap_or_default())
+        .await?;
+    Ok(secured(&state, HttpResponse::Ok())
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(session))
+}
+
+/// `DELETE /admin/session`: signs the console out (the session ends on the server) → 204.
+/// Errors: 403 `origin_mismatch`.
+pub async fn console_sign_out(
+    req: HttpRequest,
+    state: Data<AppState>,
+) -> Result<HttpResponse, Error> {
+    same_origin(&req, &state)?;
+    if let Some(c) = req.cookie(CONSOLE_COOKIE) {
+        state.roster.end_dashboard(c.value()).await?;
+    }
+    let mut gone = Cookie::build(CONSOLE_COOKIE, "").path("/").finish();
+    gone.make_removal();
+    Ok(secured(&state, HttpResponse::NoContent())
+        .cookie(gone)
+        .finish())
 }
 
 /// `GET /dashboard/session`: the session of the request's cookie. Errors: 401

@@ -129,3 +129,18 @@ pub async fn audit(
 ) -> Result<HttpResponse, Error> {
     Ok(HttpResponse::Ok().json(state.roster.audit(&scope, &path, q.into_inner()).await?))
 }
+
+/// The tenant's audit trail across its conversations, newest first (server tokens): every
+/// role, permission and status change, removal, ban, mute, transfer and expiry.
+#[utoipa::path(get, path = "/v1/audit", tag = "moderation",
+    params(AuditQuery),
+    responses((status = 200, body = Page<AuditView>),
+              (status = 403, description = "`forbidden`: not a server token", body = ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn tenant_audit(
+    Caller(scope): Caller,
+    state: Data<AppState>,
+    q: web::Query<AuditQuery>,
+) -> Result<HttpResponse, Error> {
+    Ok(HttpResponse::Ok().json(state.roster.tenant_audit(&scope, q.into_inner()).await?))
+}

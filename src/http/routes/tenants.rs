@@ -7,7 +7,7 @@ use crate::error::Error;
 use crate::http::AppState;
 use crate::http::error::ProblemBody;
 use crate::http::extract::{Body, Platform};
-use crate::service::inputs::{CreateTenantBody, PageQuery};
+use crate::service::inputs::{CreateTenantBody, PageQuery, PatchTenantBody};
 use crate::service::views::{Page, PlatformCallView, TenantView, TenantWithKeyView};
 
 /// Calls of the platform API, newest first: which token (SHA-256 prefix), route, tenant,
@@ -71,6 +71,23 @@ pub async fn get(
     path: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
     Ok(HttpResponse::Ok().json(state.roster.get_tenant(&cred, &path).await?))
+}
+
+/// Suspend a tenant (`{"status": "suspended"}`: every token and dashboard session of it is
+/// refused with 403 `tenant_suspended`; nothing is deleted) or make it active again.
+#[utoipa::path(patch, path = "/admin/v1/tenants/{tenant_id}", tag = "platform", request_body = PatchTenantBody,
+    params(("tenant_id" = String, Path, description = "Tenant slug")),
+    responses((status = 200, body = TenantView),
+              (status = 404, description = "`tenant_not_found`", body = ProblemBody, content_type = "application/problem+json"),
+              (status = 422, description = "`validation_failed`", body = ProblemBody, content_type = "application/problem+json")),
+    security(("platform" = [])))]
+pub async fn update(
+    Platform(cred): Platform,
+    state: Data<AppState>,
+    path: web::Path<String>,
+    Body(body): Body<PatchTenantBody>,
+) -> Result<HttpResponse, Error> {
+    Ok(HttpResponse::Ok().json(state.roster.set_tenant_status(&cred, &path, body).await?))
 }
 
 /// Add a signing key (for rotation: add, move signers over, then revoke the old key).

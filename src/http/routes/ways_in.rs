@@ -260,11 +260,11 @@ pub async fn decline_join_request(
     ))
 }
 
-/// The caller's join requests in one status (default `pending`), newest first (user tokens).
+/// The caller's join requests (user tokens), or every join request of the tenant (server
+/// tokens), in one status (default `pending`), newest first.
 #[utoipa::path(get, path = "/v1/join-requests", tag = "ways_in",
     params(WaysInQuery),
-    responses((status = 200, body = Page<JoinRequestView>),
-              (status = 403, description = "`forbidden`: a server token", body = ProblemBody, content_type = "application/problem+json")),
+    responses((status = 200, body = Page<JoinRequestView>)),
     security(("bearer" = [])))]
 pub async fn my_join_requests(
     Caller(scope): Caller,

@@ -93,7 +93,8 @@ pub struct AuditActorView {
     /// `server`, `user` or `system`.
     #[serde(rename = "type")]
     pub kind: String,
-    /// The acting user's external id.
+    /// The acting user's external id; with `server`, the person a dashboard session acts for
+    /// (when the link that opened it named one).
     pub user_id: Option<String>,
 }
 
@@ -102,6 +103,8 @@ pub struct AuditActorView {
 pub struct AuditView {
     /// Event id.
     pub id: String,
+    /// The conversation it happened in.
+    pub conversation_id: String,
     /// What happened, e.g. `member.banned`.
     pub action: String,
     /// Who did it.
@@ -127,6 +130,7 @@ impl From<crate::store::docs::AuditDoc> for AuditView {
         let json = |d: bson::Document| bson::Bson::Document(d).into_relaxed_extjson();
         Self {
             id: a.id.to_hex(),
+            conversation_id: a.conversation_id.to_hex(),
             action: a.action,
             actor: AuditActorView {
                 kind: a.actor.kind,

@@ -284,27 +284,34 @@ impl Roster {
         ))
     }
 
-    /// `GET /v1/join-requests`: the caller's own join requests in one status (default
-    /// `pending`), newest first, with a preview of each conversation. User tokens. Errors:
-    /// `forbidden`, `validation_failed`, `invalid_cursor`.
+    /// `GET /v1/join-requests`: the caller's own join requests (user tokens) — or, for a
+    /// server token, every join request of the tenant — in one status (default `pending`),
+    /// newest first, with a preview of each conversation. Errors: `validation_failed`,
+    /// `invalid_cursor`.
     pub async fn my_join_requests(
         &self,
         scope: &TenantScope,
         q: WaysInQuery,
     ) -> Result<Page<JoinRequestView>> {
-        let user = user_only(scope)?;
         let status = join_request_status(q.status.as_deref())?;
         let (limit, before) = self.page_args(q.limit, q.cursor.as_deref())?;
-        let rows = Store::user_items_query(
-            names::JOIN_REQUESTS,
-            scope,
-            user.as_str(),
-            status.as_str(),
-            before,
-            i64::from(limit) + 1,
-        )
-        .fetch(&self.store.join_requests())
-        .await?;
+        let query = match scope.user() {
+            Some(user) => Store::user_items_query(
+                names::JOIN_REQUESTS,
+                scope,
+                user.as_str(),
+                status.as_str(),
+                before,
+                i64::from(limit) + 1,
+            ),
+            None => Store::tenant_join_requests_query(
+                scope,
+                status.as_str(),
+                before,
+                i64::from(limit) + 1,
+            ),
+        };
+        let rows = query.fetch(&self.store.join_requests()).await?;
         let page = self.page(rows, limit, |r| cursor::encode_oid(r.id), |r| r);
         let previews = self
             .previews(scope, page.items.iter().map(|r| r.conversation_id))
