@@ -35,5 +35,6 @@ mod tenancy;
 mod tenants;
 mod users;
 mod ways_in;
+mod webdriver;
 mod webhooks;
 mod write_path;
