@@ -100,29 +100,7 @@ async fn main() -> anyhow::Result<()> {
     let (svc, key) = Service::start(&uri, &db_name, &settings, &[]).await?;
     let server = auth::mint(&key, &Principal::Server, 3600, &settings.auth)?;
 
-    eprintln!("loading {largest} users and a {largest}-member conversation (roster demo load)");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_roster"))
-        .args(["demo", "load", "--tenant", "load", "--conversations", "50"])
-        .args([
-            "--users",
-            &largest.to_string(),
-            "--largest",
-            &largest.to_string(),
-        ])
-        .env("MONGODB_URI", &uri)
-        .env("ROSTER__DATABASE__NAME", &db_name)
-        .env("ROSTER__LOG__LEVEL", "warn")
-        .stderr(std::process::Stdio::inherit())
-        .output()?;
-    let summary_line = String::from_utf8_lossy(&out.stdout).into_owned();
-    anyhow::ensure!(out.status.success(), "demo load failed: {summary_line}");
-    eprintln!("{}", summary_line.trim());
-    let big = summary_line
-        .split("largest conversation ")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .ok_or_else(|| anyhow::anyhow!("no conversation id in {summary_line}"))?
-        .to_owned();
+    let big = common::load_demo(&uri, &db_name, largest, 50, largest)?;
     let (s, first) = svc
         .call(
             reqwest::Method::GET,

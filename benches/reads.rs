@@ -44,29 +44,7 @@ async fn main() -> anyhow::Result<()> {
     let (svc, key) = Service::start(&uri, &db_name, &settings, &[]).await?;
     let server = Arc::new(auth::mint(&key, &Principal::Server, 3600, &settings.auth)?);
 
-    eprintln!("loading {largest} users and a {largest}-member conversation (roster demo load)");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_roster"))
-        .args(["demo", "load", "--tenant", "load", "--conversations", "20"])
-        .args([
-            "--users",
-            &largest.to_string(),
-            "--largest",
-            &largest.to_string(),
-        ])
-        .env("MONGODB_URI", &uri)
-        .env("ROSTER__DATABASE__NAME", &db_name)
-        .env("ROSTER__LOG__LEVEL", "warn")
-        .stderr(std::process::Stdio::inherit())
-        .output()?;
-    let summary = String::from_utf8_lossy(&out.stdout).into_owned();
-    anyhow::ensure!(out.status.success(), "demo load failed: {summary}");
-    eprintln!("{}", summary.trim());
-    let big = summary
-        .split("largest conversation ")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .ok_or_else(|| anyhow::anyhow!("no conversation id in {summary}"))?
-        .to_owned();
+    let big = common::load_demo(&uri, &db_name, largest, 20, largest)?;
 
     // Walk to page 100 once to know its cursor (and a member to look up).
     let members = format!("/v1/conversations/{big}/members?limit=200");

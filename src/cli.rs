@@ -134,6 +134,29 @@ fn operator(_: &Settings) -> anyhow::Result<PlatformCredential> {
     Ok(PlatformCredential::system("cli"))
 }
 
+/// The newest signing key of tenant `id` that is not revoked, with the tenant's state.
+/// Errors: no such tenant, or no key in use.
+async fn current_key(
+    store: &Store,
+    settings: &Settings,
+    id: TenantId,
+) -> anyhow::Result<TenantKey> {
+    let tenant = store
+        .find_tenant(&operator(settings)?, &id)
+        .await?
+        .with_context(|| format!("no tenant `{id}`"))?;
+    let key = tenant
+        .current_key()
+        .with_context(|| format!("tenant `{id}` has no active key"))?;
+    Ok(TenantKey {
+        tenant: id,
+        kid: key.kid.clone(),
+        secret: key.secret.clone(),
+        revoked: false,
+        tenant_active: tenant.is_active(),
+    })
+}
+
 /// Runs a parsed command.
 pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
     match cli.command {
@@ -203,21 +226,7 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
                 _ => bail!("give exactly one of --user or --server"),
             };
             let store = Store::open(&settings).await?;
-            let cred = operator(&settings)?;
-            let tenant = store
-                .find_tenant(&cred, &id)
-                .await?
-                .with_context(|| format!("no tenant `{id}`"))?;
-            let key = tenant
-                .current_key()
-                .with_context(|| format!("tenant `{id}` has no active key"))?;
-            let key = TenantKey {
-                tenant: id,
-                kid: key.kid.clone(),
-                secret: key.secret.clone(),
-                revoked: false,
-                tenant_active: tenant.is_active(),
-            };
+            let key = current_key(&store, &settings, id).await?;
             println!(
                 "{}",
                 auth::mint(&key, &principal, args.ttl.as_secs(), &settings.auth)?
@@ -227,14 +236,8 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         Command::DashboardLink(args) => {
             let id = TenantId::parse(&args.tenant).map_err(|e| anyhow::anyhow!("--tenant: {e}"))?;
             let store = connect(&settings).await?;
+            let key = current_key(&store, &settings, id.clone()).await?;
             let cred = operator(&settings)?;
-            let tenant = store
-                .find_tenant(&cred, &id)
-                .await?
-                .with_context(|| format!("no tenant `{id}`"))?;
-            let key = tenant
-                .current_key()
-                .with_context(|| format!("tenant `{id}` has no active key"))?;
             let roster = crate::service::Roster::new(
                 store.clone(),
                 crate::service::Limits::from(&settings),

@@ -328,6 +328,42 @@ impl Service {
     }
 }
 
+/// Fills tenant `load` of `db` at `uri` with `roster demo load`: `users` users and
+/// `conversations` conversations, the largest of `largest` members. Returns the largest
+/// conversation's id.
+pub fn load_demo(
+    uri: &str,
+    db: &str,
+    users: usize,
+    conversations: usize,
+    largest: usize,
+) -> anyhow::Result<String> {
+    eprintln!("loading {users} users and a {largest}-member conversation (roster demo load)");
+    let out = Command::new(env!("CARGO_BIN_EXE_roster"))
+        .args(["demo", "load", "--tenant", "load"])
+        .args(["--conversations", &conversations.to_string()])
+        .args([
+            "--users",
+            &users.to_string(),
+            "--largest",
+            &largest.to_string(),
+        ])
+        .env("MONGODB_URI", uri)
+        .env("ROSTER__DATABASE__NAME", db)
+        .env("ROSTER__LOG__LEVEL", "warn")
+        .stderr(Stdio::inherit())
+        .output()?;
+    let summary = String::from_utf8_lossy(&out.stdout).into_owned();
+    anyhow::ensure!(out.status.success(), "demo load failed: {summary}");
+    eprintln!("{}", summary.trim());
+    summary
+        .split("largest conversation ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("no conversation id in {summary}"))
+}
+
 /// The header line of [`row`].
 pub fn header() {
     println!(

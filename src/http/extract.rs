@@ -74,16 +74,28 @@ impl Presented {
     }
 }
 
+/// Routes that take `POST` but change nothing (they sign or answer): a `read` session may call
+/// them.
+const CHANGES_NOTHING: &[&str] = &[
+    "/v1/media/{media_id}/url",
+    "/v1/authorize",
+    "/v1/authorize/batch",
+];
+
 /// Whether a request with a dashboard session may change things: only from a page of this
 /// service's own origin (`Origin` equal to the request's scheme and host, or to
-/// `dashboard.public_url`'s), and not in a `read` session. Safe methods always may.
+/// `dashboard.public_url`'s), and not in a `read` session (but for [`CHANGES_NOTHING`]). Safe
+/// methods always may.
 /// Errors: 403 `origin_mismatch`, 403 `read_only`.
 fn session_may(req: &HttpRequest, state: &AppState, scope: SessionScope) -> Result<(), Error> {
     if req.method().is_safe() {
         return Ok(());
     }
     same_origin(req, state)?;
-    if scope == SessionScope::Read {
+    let reads = req
+        .match_pattern()
+        .is_some_and(|p| CHANGES_NOTHING.contains(&p.as_str()));
+    if scope == SessionScope::Read && !reads {
         return Err(Error::client(
             ErrorCode::ReadOnly,
             "this dashboard session may look but not change anything",

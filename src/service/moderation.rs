@@ -274,24 +274,7 @@ impl Roster {
         let id = path_conversation(id)?;
         let (_, acting) = self.store.visible_conversation(scope, id).await?;
         rules::check_read_audit(&acting)?;
-        let limit = self.page_limit(q.limit)?;
-        let before = q.cursor.as_deref().map(cursor::decode_oid).transpose()?;
-        let target = match q.target.as_deref() {
-            Some(t) => Some(ExternalUserId::parse(t).map_err(|e| Problem::field("target", e.0))?),
-            None => None,
-        };
-        let rows = self
-            .store
-            .list_audit(
-                scope,
-                Some(id.object_id()),
-                q.action.as_deref(),
-                target.as_ref().map(|t| t.as_str()),
-                before,
-                limit + 1,
-            )
-            .await?;
-        Ok(self.page(rows, limit, |a| cursor::encode_oid(a.id), AuditView::from))
+        self.audit_page(scope, Some(id.object_id()), q).await
     }
 
     /// `GET /v1/audit`: the tenant's audit trail across its conversations, newest first
@@ -308,6 +291,16 @@ impl Roster {
                 "the tenant's audit trail is read with a server token",
             ));
         }
+        self.audit_page(scope, None, q).await
+    }
+
+    /// A page of the audit trail of `conversation` (or of the tenant), as `q` asks.
+    async fn audit_page(
+        &self,
+        scope: &TenantScope,
+        conversation: Option<bson::oid::ObjectId>,
+        q: AuditQuery,
+    ) -> Result<Page<AuditView>> {
         let limit = self.page_limit(q.limit)?;
         let before = q.cursor.as_deref().map(cursor::decode_oid).transpose()?;
         let target = match q.target.as_deref() {
@@ -318,7 +311,7 @@ impl Roster {
             .store
             .list_audit(
                 scope,
-                None,
+                conversation,
                 q.action.as_deref(),
                 target.as_ref().map(|t| t.as_str()),
                 before,

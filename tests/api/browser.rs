@@ -215,6 +215,39 @@ async fn a_read_session_shows_no_write_controls_and_a_forged_write_from_it_answe
         .unwrap();
     assert_eq!(answer, json!([403, "read_only"]));
     assert_eq!(app.conversation(&conv).await["name"], "Group");
+    // Media previews load through signed URLs under the page's policy.
+    let r = crate::media::upload(
+        &app,
+        &app.user("bob"),
+        Some(&conv),
+        crate::media::photo_with_exif(),
+        "trip.jpg",
+        "image/jpeg",
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !app
+        .get(&format!("/v1/media/{id}"), &app.server())
+        .await
+        .body["thumbnail"]
+        .is_object()
+    {
+        assert!(Instant::now() < deadline, "no thumbnail in 10 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    b.js(&format!(
+        "location.hash = '#/conversations/{conv}/media'; return true;"
+    ))
+    .await;
+    b.until(
+        "the preview drawn",
+        "const i = document.querySelector('main ul.media img'); return i && i.complete && i.naturalWidth === 320;",
+    )
+    .await;
+    b.accessible("media").await;
+    b.shot("media").await;
     b.close().await;
 }
 
@@ -287,22 +320,43 @@ async fn a_reused_or_expired_link_is_refused_and_sign_out_ends_the_session() {
     )
     .await;
     b.shot("link-reused").await;
+    // From the keyboard alone: the first Tab reaches the skip link, Enter moves the focus to
+    // the content; focus is drawn (an outline) wherever it lands.
+    b.client.goto(&link(&app, json!({})).await).await.unwrap();
+    b.view("Overview").await;
+    b.js("document.activeElement.blur(); return true;").await;
+    b.press(fantoccini::key::Key::Tab).await;
+    assert_eq!(b.focused().await, "a#skip Skip to content");
+    b.press(fantoccini::key::Key::Enter).await;
+    assert!(
+        b.focused().await.starts_with("main#main"),
+        "{}",
+        b.focused().await
+    );
+    let mut seen = Vec::new();
+    for _ in 0..8 {
+        b.press(fantoccini::key::Key::Tab).await;
+        let now = b.focused().await;
+        if now.starts_with("body") {
+            break; // past the last control of the page
+        }
+        let outline = b
+            .js("return getComputedStyle(document.activeElement).outlineStyle")
+            .await;
+        assert_ne!(outline, json!("none"), "no focus ring on {now}");
+        seen.push(now);
+    }
+    assert!(
+        seen.iter().any(|f| f == "a See webhooks"),
+        "Tab reaches the overview's links: {seen:?}"
+    );
+    b.click("#signout").await;
+    b.view("Signed out").await;
     b.accessible("signed out").await;
     // An expired one.
     let expired = link(&app, json!({})).await;
     let code = expired.split_once("#code=").unwrap().1;
-    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(code.as_bytes()));
-    app.store
-        .database()
-        .collection::<bson::Document>("dashboard_links")
-        .update_one(
-            bson::doc! { "_id": digest },
-            bson::doc! { "$set": { "expires_at": bson::DateTime::from_millis(
-                bson::DateTime::now().timestamp_millis() - 1_000
-            ) } },
-        )
-        .await
-        .unwrap();
+    expire_dashboard_link(&app, code).await;
     b.client.goto(&expired).await.unwrap();
     b.view("Signed out").await;
     b.until(

@@ -14,10 +14,20 @@ fn code_of(link: &Value) -> String {
 /// Opens a link's code from the app's own origin: the status, the body and the session
 /// cookie's `name=value` (if one was set) with the whole `Set-Cookie` line.
 async fn open(app: &TestApp, code: &str) -> (u16, Value, Option<(String, String)>) {
+    open_at(app, &app.address, "/dashboard/session", code).await
+}
+
+/// [`open`] on the listener at `base`, by `path`.
+async fn open_at(
+    app: &TestApp,
+    base: &str,
+    path: &str,
+    code: &str,
+) -> (u16, Value, Option<(String, String)>) {
     let r = app
         .client
-        .post(format!("{}/dashboard/session", app.address))
-        .header(header::ORIGIN, &app.address)
+        .post(format!("{base}{path}"))
+        .header(header::ORIGIN, base)
         .json(&json!({ "code": code }))
         .send()
         .await
@@ -40,9 +50,22 @@ async fn with_cookie(
     origin: Option<&str>,
     body: Option<Value>,
 ) -> (u16, Value) {
+    with_cookie_at(app, &app.address, method, path, cookie, origin, body).await
+}
+
+/// [`with_cookie`] on the listener at `base`.
+async fn with_cookie_at(
+    app: &TestApp,
+    base: &str,
+    method: reqwest::Method,
+    path: &str,
+    cookie: &str,
+    origin: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
     let mut req = app
         .client
-        .request(method, format!("{}{path}", app.address))
+        .request(method, format!("{base}{path}"))
         .header(header::COOKIE, cookie);
     if let Some(o) = origin {
         req = req.header(header::ORIGIN, o);
@@ -358,6 +381,21 @@ async fn a_read_session_looks_and_the_server_refuses_its_every_write() {
             "{method} {path}"
         );
     }
+    // Asking (authorize) is no change, though it is a POST.
+    let (status, got) = with_cookie(
+        &app,
+        reqwest::Method::POST,
+        "/v1/authorize",
+        &cookie,
+        Some(&app.address),
+        Some(json!({ "conversation_id": conv, "user_id": "bob", "action": "send_message" })),
+    )
+    .await;
+    assert_eq!(
+        (status, got["allowed"].as_bool()),
+        (200, Some(true)),
+        "{got}"
+    );
     let c = app.conversation(&conv).await;
     assert_eq!(
         (c["name"].as_str(), c["member_count"].as_i64()),
@@ -383,21 +421,7 @@ async fn a_revoked_key_a_suspended_tenant_or_an_expired_link_ends_or_opens_nothi
 
     // An expired link opens nothing (the TTL monitor may not have removed it yet).
     let db = app.store.database();
-    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(expired.as_bytes()));
-    let r = db
-        .collection::<bson::Document>("dashboard_links")
-        .update_one(
-            bson::doc! { "_id": digest },
-            bson::doc! { "$set": { "expires_at": bson::DateTime::from_millis(
-                bson::DateTime::now().timestamp_millis() - 1_000
-            ) } },
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        r.matched_count, 1,
-        "links are stored by their code's digest"
-    );
+    expire_dashboard_link(&app, &expired).await;
     let (status, body, _) = open(&app, &expired).await;
     assert_eq!(
         (status, body["code"].as_str()),
@@ -644,67 +668,40 @@ async fn an_operator_signs_in_to_the_console_with_a_link_and_suspends_a_tenant()
         (401, Some("dashboard_link_invalid"))
     );
     let tenant_code = code_of(&link(&app, json!({})).await);
-    let open_console = |code: String| {
-        let app = &app;
-        async move {
-            let r = app
-                .client
-                .post(format!("{}/admin/session", app.admin_address))
-                .header(header::ORIGIN, &app.admin_address)
-                .json(&json!({ "code": code }))
-                .send()
-                .await
-                .unwrap();
-            let status = r.status().as_u16();
-            let cookie = r
-                .headers()
-                .get(header::SET_COOKIE)
-                .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned());
-            (
-                status,
-                r.json::<Value>().await.unwrap_or(Value::Null),
-                cookie,
-            )
-        }
-    };
-    let (status, body, _) = open_console(tenant_code).await;
+    let console = app.admin_address.clone();
+    let (status, body, _) = open_at(&app, &console, "/admin/session", &tenant_code).await;
     assert_eq!(
         (status, body["code"].as_str()),
         (401, Some("dashboard_link_invalid"))
     );
-    let (status, body, cookie) = open_console(code.clone()).await;
+    let (status, body, cookie) = open_at(&app, &console, "/admin/session", &code).await;
     assert_eq!(
         (status, body["scope"].as_str()),
         (200, Some("platform")),
         "{body}"
     );
-    let cookie = cookie.unwrap();
+    let cookie = cookie.unwrap().0;
     assert!(cookie.starts_with("roster_console="), "{cookie}");
-    let (status, body, _) = open_console(code).await;
+    let (status, body, _) = open_at(&app, &console, "/admin/session", &code).await;
     assert_eq!(
         (status, body["code"].as_str()),
         (401, Some("dashboard_link_invalid"))
     );
 
-    let admin = |method: reqwest::Method, path: &str, origin: Option<&str>, body: Option<Value>| {
-        let (app, cookie, path) = (&app, cookie.clone(), path.to_owned());
+    let admin = |method: reqwest::Method, path: &'static str, origin: Option<&str>, body| {
+        let (app, console, cookie) = (&app, console.clone(), cookie.clone());
         let origin = origin.map(str::to_owned);
         async move {
-            let mut req = app
-                .client
-                .request(method, format!("{}{path}", app.admin_address))
-                .header(header::COOKIE, cookie);
-            if let Some(o) = origin {
-                req = req.header(header::ORIGIN, o);
-            }
-            if let Some(b) = body {
-                req = req.json(&b);
-            }
-            let r = req.send().await.unwrap();
-            (
-                r.status().as_u16(),
-                r.json::<Value>().await.unwrap_or(Value::Null),
+            with_cookie_at(
+                app,
+                &console,
+                method,
+                path,
+                &cookie,
+                origin.as_deref(),
+                body,
             )
+            .await
         }
     };
     let (status, body) = admin(reqwest::Method::GET, "/admin/v1/tenants", None, None).await;

@@ -548,3 +548,26 @@ pub async fn metric(app: &TestApp, name: &str) -> f64 {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or(0.0)
 }
+
+/// Moves the dashboard link of one-time `code` (what follows `#code=` in its URL) a second
+/// into the past, as if it had waited too long; links are stored by their code's SHA-256.
+/// Panics unless exactly that link was found.
+pub async fn expire_dashboard_link(app: &TestApp, code: &str) {
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(code.as_bytes()));
+    let r = app
+        .store
+        .database()
+        .collection::<bson::Document>("dashboard_links")
+        .update_one(
+            bson::doc! { "_id": digest },
+            bson::doc! { "$set": { "expires_at": bson::DateTime::from_millis(
+                bson::DateTime::now().timestamp_millis() - 1_000
+            ) } },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r.matched_count, 1,
+        "links are stored by their code's digest"
+    );
+}

@@ -158,6 +158,28 @@ impl Browser {
         e.send_keys(text).await.unwrap();
     }
 
+    /// Presses and releases `key` on whatever has the focus.
+    pub async fn press(&self, key: fantoccini::key::Key) {
+        use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+        let k: char = key.into();
+        let actions = KeyActions::new("keyboard".into())
+            .then(KeyAction::Down { value: k })
+            .then(KeyAction::Up { value: k });
+        self.client.perform_actions(actions).await.unwrap();
+    }
+
+    /// The focused element as `tag#id.class "text"` (for assertions on keyboard use).
+    pub async fn focused(&self) -> String {
+        self.js(
+            "const e = document.activeElement; \
+             return `${e.tagName.toLowerCase()}${e.id ? '#' + e.id : ''} ${(e.textContent || '').trim().slice(0, 40)}`;",
+        )
+        .await
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+    }
+
     pub async fn click(&self, css: &str) {
         self.client
             .find(Locator::Css(css))

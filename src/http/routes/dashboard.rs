@@ -230,15 +230,7 @@ pub async fn console_sign_out(
     req: HttpRequest,
     state: Data<AppState>,
 ) -> Result<HttpResponse, Error> {
-    same_origin(&req, &state)?;
-    if let Some(c) = req.cookie(CONSOLE_COOKIE) {
-        state.roster.end_dashboard(c.value()).await?;
-    }
-    let mut gone = Cookie::build(CONSOLE_COOKIE, "").path("/").finish();
-    gone.make_removal();
-    Ok(secured(&state, HttpResponse::NoContent())
-        .cookie(gone)
-        .finish())
+    signed_out(&req, &state, CONSOLE_COOKIE).await
 }
 
 /// `GET /dashboard/session`: the session of the request's cookie. Errors: 401
@@ -259,13 +251,22 @@ pub async fn current(req: HttpRequest, state: Data<AppState>) -> Result<HttpResp
 /// `DELETE /dashboard/session`: signs out (the session ends on the server; the cookie is
 /// cleared) → 204, with or without a session. Errors: 403 `origin_mismatch`.
 pub async fn sign_out(req: HttpRequest, state: Data<AppState>) -> Result<HttpResponse, Error> {
-    same_origin(&req, &state)?;
-    if let Some(c) = req.cookie(SESSION_COOKIE) {
+    signed_out(&req, &state, SESSION_COOKIE).await
+}
+
+/// Ends the session of the request's cookie `name` (if any) and clears the cookie → 204.
+async fn signed_out(
+    req: &HttpRequest,
+    state: &AppState,
+    name: &'static str,
+) -> Result<HttpResponse, Error> {
+    same_origin(req, state)?;
+    if let Some(c) = req.cookie(name) {
         state.roster.end_dashboard(c.value()).await?;
     }
-    let mut gone = Cookie::build(SESSION_COOKIE, "").path("/").finish();
+    let mut gone = Cookie::build(name, "").path("/").finish();
     gone.make_removal();
-    Ok(secured(&state, HttpResponse::NoContent())
+    Ok(secured(state, HttpResponse::NoContent())
         .cookie(gone)
         .finish())
 }
