@@ -349,7 +349,11 @@
       links.data.items.map(l => [
         l.name || '', el('code', {}, l.code), l.role, `${l.uses}${l.max_uses ? ` of ${l.max_uses}` : ''}`,
         when(l.expires_at), l.revoked_at ? 'revoked' : (l.requires_approval ? 'needs approval' : 'joins at once'),
-        canWrite() && !l.revoked_at ? action('Revoke', status, () => api('DELETE', `/v1/conversations/${id}/invite-links/${enc(l.code)}`), { class: 'secondary' }) : '',
+        l.revoked_at ? '' : el('span', { class: 'buttons' },
+          el('button', { type: 'button', class: 'secondary', onclick: async () => {
+            try { await navigator.clipboard.writeText(l.code); status.replaceChildren(notice(`Copied ${l.code}.`)); } catch (_) { status.replaceChildren(notice(`Copy it by hand: ${l.code}`)); }
+          } }, 'Copy'),
+          canWrite() ? action('Revoke', status, () => api('DELETE', `/v1/conversations/${id}/invite-links/${enc(l.code)}`), { class: 'secondary' }) : null),
       ]), 'No invite links.'));
     if (canWrite() && c.type === 'group') {
       const name = el('input', { name: 'link_name', maxlength: 100 });
@@ -548,6 +552,26 @@
       const role = select('role', roles.roles.map(r => [r.name, r.name]), m.role);
       actions.append(el('form', { class: 'inline', onsubmit: act('Role change', () => api('PATCH', base, { body: { role: role.value } })) },
         field('Role', role, 'Only roles below your own, as the API enforces'), el('button', { type: 'submit' }, 'Change role')));
+    }
+    // Permission overrides: each flag at the role's default, or allowed or denied for this
+    // member alone (the API allows only flags the caller holds, on members ranked below it).
+    const overrides = m.permission_overrides || {};
+    const roleDef = roles && roles.roles ? roles.roles.find(r => r.name === m.role) : null;
+    const flagNames = Object.keys(m.permissions || {}).filter(k => typeof m.permissions[k] === 'boolean');
+    if (flagNames.length) {
+      const stateOf = f => (f in overrides ? (overrides[f] ? 'allow' : 'deny') : 'default');
+      const controls = flagNames.map(f => {
+        const byRole = roleDef && roleDef.permissions ? roleDef.permissions[f] === true : m.permissions[f];
+        return [f, select(`perm-${f}`, [['default', `Role default (${byRole ? 'allowed' : 'denied'})`], ['allow', 'Allow'], ['deny', 'Deny']], stateOf(f))];
+      });
+      actions.append(el('form', { class: 'perms', onsubmit: act('Permission change', () => {
+        const permissions = {};
+        for (const [f, control] of controls) {
+          if (control.value !== stateOf(f)) permissions[f] = control.value === 'default' ? null : control.value === 'allow';
+        }
+        return api('PATCH', base, { body: { permissions } });
+      }) }, el('fieldset', {}, el('legend', {}, 'Permission overrides'), controls.map(([f, control]) => field(f, control))),
+      el('button', { type: 'submit' }, 'Save permissions')));
     }
     const until = el('input', { type: 'datetime-local', name: 'until' });
     const reason = el('input', { name: 'reason', maxlength: 500 });

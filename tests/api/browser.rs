@@ -119,6 +119,57 @@ async fn a_link_opens_the_overview_and_an_admin_finds_a_member_by_name_changes_i
         )
         .await;
     assert_eq!(m.body["role"], "moderator", "{:?}", m.body);
+    // A permission denied to this member alone, then back to the role's default.
+    let pin = |state: &'static str| {
+        let b = &b;
+        async move {
+            b.js(&format!(
+                "window.before = document.querySelector('main select[name=\"perm-can_pin_messages\"]'); \
+                 window.before.value = '{state}'; return true;"
+            ))
+            .await;
+            b.click_text("Save permissions").await;
+            // Saved and drawn again from the answer: a new control in place of the old.
+            b.until(
+                "the member drawn again",
+                "const s = document.querySelector('main select[name=\"perm-can_pin_messages\"]'); \
+                 return s && s !== window.before && !document.querySelector('main .loading');",
+            )
+            .await;
+        }
+    };
+    let member_now = |want: Value| {
+        let (app, conv) = (&app, conv.clone());
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let m = app
+                    .get(
+                        &format!("/v1/conversations/{conv}/members/zelda"),
+                        &app.server(),
+                    )
+                    .await;
+                let got = json!([
+                    m.body["permission_overrides"]["can_pin_messages"],
+                    m.body["permissions"]["can_pin_messages"]
+                ]);
+                if got == want {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "{got} is not {want}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    pin("deny").await;
+    member_now(json!([false, false])).await;
+    assert_eq!(
+        b.js("return document.querySelector('main select[name=\"perm-can_pin_messages\"]').value")
+            .await,
+        json!("deny")
+    );
+    pin("default").await;
+    member_now(json!([null, true])).await;
 
     // A ban until tomorrow, with a reason.
     b.js(
