@@ -18,19 +18,31 @@ export SECANTUSD="$PWD/scripts/secantusd"
 ensure_python_test_deps
 ensure_chromium
 ensure_axe
+# The tests compile while the launcher's differential tests run (the compiler's single-threaded
+# stretches leave a core to them); the build's output is shown if it fails.
+if cargo nextest --version >/dev/null 2>&1; then
+  runner=(cargo nextest run --lib --bins --tests)
+else
+  runner=(cargo test --lib --bins --tests)
+fi
+mkdir -p target
+log "building the tests (beside the next two steps; output in target/test-build.log)"
+"${runner[@]}" --no-run "$@" >target/test-build.log 2>&1 &
+build_pid=$!
 log "differential test of the SecantusDB launcher's index walk"
 "$VENV/bin/python" scripts/test_secantusd.py
 log "differential test of the launcher on concurrent writes (patched against unpatched)"
 "$VENV/bin/python" scripts/test_secantusd_writes.py
+log "waiting for the test build"
+if ! wait "$build_pid"; then
+  cat target/test-build.log
+  exit 1
+fi
 if [ -z "${S3_TEST_ENDPOINT:-}" ]; then
   start_moto "$(free_port)" roster-test
 fi
 log "testing against $MONGODB_URI"
-if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --lib --bins --tests --no-fail-fast "$@"
-else
-  cargo test --lib --bins --tests --no-fail-fast "$@"
-fi
+"${runner[@]}" --no-fail-fast "$@"
 # The whole suite (no filter given): the API must also answer as its OpenAPI document says,
 # and hold its invariants through a short fault-injection run (scripts/faults.sh runs longer).
 if [ "$#" -eq 0 ]; then
