@@ -3,6 +3,7 @@
 //! includes this file): start, run scripts, wait, click, type, screenshots, and axe-core.
 #![allow(dead_code)]
 
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -32,7 +33,10 @@ impl Browser {
             .local_addr()
             .unwrap()
             .port();
+        // Its own process group, which the browser it starts joins: dropping the `Browser`
+        // (a journey that panics included) ends them all.
         let driver = Command::new(CHROMEDRIVER)
+            .process_group(0)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -205,9 +209,18 @@ impl Browser {
             .unwrap();
     }
 
-    pub async fn close(mut self) {
+    /// Ends the WebDriver session, then the driver and the browser ([`Drop`]).
+    pub async fn close(self) {
         let _ = self.client.clone().close().await;
-        let _ = self.driver.kill();
+    }
+}
+
+impl Drop for Browser {
+    /// Kills the driver's process group (the driver and every browser process) and removes
+    /// the profile, whether the journey ended or panicked.
+    fn drop(&mut self) {
+        let group = format!("-{}", self.driver.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.driver.wait();
         let _ = std::fs::remove_dir_all(&self.profile);
     }
