@@ -266,6 +266,13 @@ pub struct CacheSettings {
     /// The roster cache's memory budget, MiB; a conversation that would take more than a
     /// quarter of it is never cached.
     pub roster_mib: u64,
+    /// Whether a user's chat list (`GET /v1/users/{user_id}/conversations`) answers from an
+    /// in-process cache of the user's memberships and their conversations, kept exact by the
+    /// same change stream (off: every read goes to the database). See
+    /// `store::chat_list_cache`.
+    pub chat_lists: bool,
+    /// The chat-list cache's memory budget, MiB.
+    pub chat_list_mib: u64,
 }
 
 /// `[dashboard]`
@@ -665,6 +672,11 @@ impl Settings {
         check(
             (1..=1_048_576).contains(&self.cache.roster_mib),
             "cache.roster_mib",
+            "must be between 1 and 1048576",
+        )?;
+        check(
+            (1..=1_048_576).contains(&self.cache.chat_list_mib),
+            "cache.chat_list_mib",
             "must be between 1 and 1048576",
         )?;
         check(

@@ -169,61 +169,81 @@ impl Collector for StoreMetrics {
     }
 }
 
-/// The roster cache at `/metrics` ([`crate::store::roster_cache`]):
-/// `roster_members_cache_hits_total`, `roster_members_cache_misses_total` (member reads
-/// answered from memory, and from the database while the cache is on),
-/// `roster_members_cache_loads_total`, `roster_members_cache_loads_spoiled_total` (loads
-/// dropped because a change they may have missed arrived meanwhile),
-/// `roster_members_cache_evictions_total` (conversations evicted for room),
-/// `roster_members_cache_conversations` and `roster_members_cache_bytes` (held now,
-/// estimated). Its stream is the authorize cache's: `roster_authz_cache_live`,
+/// A cache of whole conversations or chat lists at `/metrics`. The roster cache
+/// ([`crate::store::roster_cache`]): `roster_members_cache_hits_total`,
+/// `roster_members_cache_misses_total` (member reads answered from memory, and from the
+/// database while the cache is on), `roster_members_cache_loads_total`,
+/// `roster_members_cache_loads_spoiled_total` (loads dropped because a change they may have
+/// missed arrived meanwhile), `roster_members_cache_evictions_total` (conversations evicted
+/// for room), `roster_members_cache_conversations` and `roster_members_cache_bytes` (held now,
+/// estimated). The chat-list cache ([`crate::store::chat_list_cache`]): the same figures
+/// named `roster_chat_lists_cache_*`, with `roster_chat_lists_cache_users` for the users held.
+/// Their stream is the authorize cache's: `roster_authz_cache_live`,
 /// `roster_authz_stream_lag_ms`.
 pub struct RosterCacheMetrics {
-    cache: std::sync::Arc<crate::store::roster_cache::RosterCache>,
+    stats: Box<dyn Fn() -> crate::store::roster_cache::RosterCacheStats + Send + Sync>,
     counters: [IntCounter; 5],
     gauges: [IntGauge; 2],
 }
 
 impl RosterCacheMetrics {
-    /// Reports `cache`. Errors: an invalid metric name (a defect).
+    /// Reports the roster cache `cache`. Errors: an invalid metric name (a defect).
     pub fn new(
         cache: std::sync::Arc<crate::store::roster_cache::RosterCache>,
     ) -> prometheus::Result<Self> {
-        let counter = |name: &str, help: &str| IntCounter::with_opts(Opts::new(name, help));
-        let gauge = |name: &str, help: &str| IntGauge::with_opts(Opts::new(name, help));
+        Self::named(
+            "roster_members_cache",
+            "conversations",
+            "Member reads",
+            Box::new(move || cache.stats()),
+        )
+    }
+
+    /// Reports the chat-list cache `cache`. Errors: an invalid metric name (a defect).
+    pub fn chat_lists(
+        cache: std::sync::Arc<crate::store::chat_list_cache::ChatListCache>,
+    ) -> prometheus::Result<Self> {
+        Self::named(
+            "roster_chat_lists_cache",
+            "users",
+            "Chat-list reads",
+            Box::new(move || cache.stats()),
+        )
+    }
+
+    fn named(
+        prefix: &str,
+        entries: &str,
+        reads: &str,
+        stats: Box<dyn Fn() -> crate::store::roster_cache::RosterCacheStats + Send + Sync>,
+    ) -> prometheus::Result<Self> {
+        let counter = |name: &str, help: String| {
+            IntCounter::with_opts(Opts::new(format!("{prefix}_{name}"), help))
+        };
+        let gauge = |name: &str, help: String| {
+            IntGauge::with_opts(Opts::new(format!("{prefix}_{name}"), help))
+        };
         Ok(RosterCacheMetrics {
-            cache,
+            stats,
             counters: [
+                counter("hits_total", format!("{reads} answered from memory"))?,
                 counter(
-                    "roster_members_cache_hits_total",
-                    "Member reads answered from the roster cache",
+                    "misses_total",
+                    format!("{reads} that went to the database (cache on)"),
+                )?,
+                counter("loads_total", format!("Entries loaded ({entries})"))?,
+                counter(
+                    "loads_spoiled_total",
+                    "Loads dropped because a change may have been missed meanwhile".to_owned(),
                 )?,
                 counter(
-                    "roster_members_cache_misses_total",
-                    "Member reads that went to the database (cache on)",
-                )?,
-                counter(
-                    "roster_members_cache_loads_total",
-                    "Conversations loaded into the roster cache",
-                )?,
-                counter(
-                    "roster_members_cache_loads_spoiled_total",
-                    "Roster loads dropped because a change may have been missed meanwhile",
-                )?,
-                counter(
-                    "roster_members_cache_evictions_total",
-                    "Conversations evicted from the roster cache for room",
+                    "evictions_total",
+                    format!("Entries ({entries}) evicted for room"),
                 )?,
             ],
             gauges: [
-                gauge(
-                    "roster_members_cache_conversations",
-                    "Conversations held by the roster cache",
-                )?,
-                gauge(
-                    "roster_members_cache_bytes",
-                    "Bytes held by the roster cache (estimated)",
-                )?,
+                gauge(entries, format!("Entries ({entries}) held"))?,
+                gauge("bytes", "Bytes held (estimated)".to_owned())?,
             ],
         })
     }
@@ -237,7 +257,7 @@ impl Collector for RosterCacheMetrics {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let s = self.cache.stats();
+        let s = (self.stats)();
         let values = [s.hits, s.misses, s.loads, s.loads_spoiled, s.evictions];
         for (c, v) in self.counters.iter().zip(values) {
             c.inc_by(v.saturating_sub(c.get()));

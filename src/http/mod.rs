@@ -371,6 +371,14 @@ pub fn server(
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     registry
         .register(Box::new(
+            metrics::RosterCacheMetrics::chat_lists(
+                state.roster.store().components().chat_lists.clone(),
+            )
+            .map_err(|e| std::io::Error::other(e.to_string()))?,
+        ))
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    registry
+        .register(Box::new(
             metrics::WebhookMetrics::new(state.roster.store().clone())
                 .map_err(|e| std::io::Error::other(e.to_string()))?,
         ))

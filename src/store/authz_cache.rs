@@ -94,7 +94,10 @@ pub struct AuthzCache {
     /// Member `_id` → (conversation, rows holding it): how an update or delete, which names
     /// only the `_id`, finds its conversation.
     by_id: Arc<Mutex<HashMap<ObjectId, (ObjectId, u32)>>>,
-    /// Conversation → the counter value of its last change.
+    /// Users whose chat lists are held or being loaded ([`super::chat_list_cache`]): user
+    /// `_id` → holders. A new membership of one of them marks the user.
+    users: Mutex<HashMap<ObjectId, u32>>,
+    /// Conversation (or held user) → the counter value of its last change.
     marks: moka::sync::Cache<ObjectId, u64>,
     /// Marks below this apply to every conversation (raised when the cache empties or a mark
     /// is evicted).
@@ -103,6 +106,9 @@ pub struct AuthzCache {
     /// Changes to memberships the cache did not hold.
     unknown: AtomicU64,
     live: AtomicBool,
+    /// While set, the follower holds each change it reads before applying it (a lagging
+    /// stream; see [`AuthzCache::hold_back_stream`]).
+    held_back: AtomicBool,
     tenant_epoch: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -154,11 +160,13 @@ impl AuthzCache {
             rows,
             convs: moka::sync::Cache::new(capacity),
             by_id,
+            users: Mutex::default(),
             marks,
             floor,
             seq: AtomicU64::new(1),
             unknown: AtomicU64::new(0),
             live: AtomicBool::new(false),
+            held_back: AtomicBool::new(false),
             tenant_epoch: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -215,9 +223,51 @@ impl AuthzCache {
         }
     }
 
+    /// Registers user `user` (`users._id`) as held: from now on a new membership of the user,
+    /// reported by the stream or made by this instance ([`AuthzCache::touch_user`]), marks
+    /// it. Taken before a chat list is read ([`super::chat_list_cache`]).
+    pub(crate) fn hold_user(&self, user: ObjectId) {
+        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        *users.entry(user).or_insert(0) += 1;
+    }
+
+    /// Undoes [`AuthzCache::hold_user`].
+    pub(crate) fn release_user(&self, user: ObjectId) {
+        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = users.get_mut(&user) {
+            *n -= 1;
+            if *n == 0 {
+                users.remove(&user);
+            }
+        }
+    }
+
+    /// Marks user `user` (`users._id`) changed — a membership of the user was created — if
+    /// its chat list is held; chat lists read before now are not served again. Called by this
+    /// instance's writes after they commit and for every membership the stream reports
+    /// inserted. Users nobody holds leave no mark (their chat lists are read after a
+    /// [`AuthzCache::hold_user`], which sees the change).
+    pub fn touch_user(&self, user: ObjectId) {
+        let held = self
+            .users
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&user);
+        if held {
+            self.touch(user);
+        }
+    }
+
     /// Undoes [`AuthzCache::hold`] for `ids`.
     pub(crate) fn release(&self, ids: impl Iterator<Item = ObjectId>) {
         release_held(&self.by_id, ids);
+    }
+
+    /// Makes the stream lag: while `on`, changes read from the stream wait to be applied
+    /// (then are applied in order). For tests that an instance's own writes are seen at once,
+    /// which must not depend on how fast the stream is.
+    pub fn hold_back_stream(&self, on: bool) {
+        self.held_back.store(on, Ordering::SeqCst);
     }
 
     /// Whether entries are being served (enabled and the change stream is open).
@@ -352,12 +402,13 @@ impl AuthzCache {
             .and_then(|k| k.get_object_id("_id").ok());
         match (&ev.operation_type, coll) {
             (OperationType::Insert, Some(names::GROUP_MEMBERS)) => {
-                match ev
-                    .full_document
-                    .as_ref()
-                    .and_then(|d| d.get_object_id("conversation_id").ok())
-                {
+                let doc = ev.full_document.as_ref();
+                match doc.and_then(|d| d.get_object_id("conversation_id").ok()) {
                     Some(conv) => self.touch(conv),
+                    None => self.clear(),
+                }
+                match doc.and_then(|d| d.get_object_id("user_id").ok()) {
+                    Some(user) => self.touch_user(user),
                     None => self.clear(),
                 }
             }
@@ -440,7 +491,12 @@ pub async fn follow(
                 loop {
                     tokio::select! {
                         next = changes.next() => match next {
-                            Some(Ok(ev)) => cache.apply(&ev),
+                            Some(Ok(ev)) => {
+                                while cache.held_back.load(Ordering::SeqCst) {
+                                    tokio::time::sleep(Duration::from_millis(5)).await;
+                                }
+                                cache.apply(&ev)
+                            }
                             Some(Err(e)) => {
                                 tracing::warn!(error = %e, "authorize cache stream failed; reading the database until it is back");
                                 break;

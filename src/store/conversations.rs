@@ -181,8 +181,14 @@ impl Store {
             Ok(created)
         })
         .await;
-        // An authorize that asked about this id before it existed may be cached.
+        // An authorize that asked about this id before it existed may be cached; the members'
+        // chat lists gain it.
         self.parts.authz.touch(conv_id);
+        if let Ok((_, members)) = &created {
+            for m in members {
+                self.parts.authz.touch_user(m.user_id);
+            }
+        }
         created
     }
 
@@ -287,87 +293,92 @@ impl Store {
         let turn = self.conversation_turn(scope, conv_id).await;
         let now = DateTime::now();
         set.insert("updated_at", now);
-        self.transaction_until(turn.deadline(), async |s| {
-            let (acting, _) = self.acting_in(s, scope, conv_id).await?;
-            let Some(conv) = self
-                .conversations()
-                .find_one(Self::conversation_filter(scope, conv_id))
-                .session(&mut *s)
-                .await?
-            else {
-                return refuse(super::members::not_found());
-            };
-            if let Err(v) = rules::check_change_info(&acting) {
-                return refuse(crate::error::Problem::from(v));
-            }
-            if patch.join_policy.is_some() && conv.kind == ConversationType::Direct {
-                return refuse(crate::error::Problem::new(
-                    crate::domain::ErrorCode::DirectConversation,
-                    "a direct conversation's join policy is always `invite`",
-                ));
-            }
-            if patch
-                .if_match
-                .as_ref()
-                .is_some_and(|t| *t != super::docs::version_tag(CONVERSATION_TAG, &conv))
-            {
-                return refuse(precondition_failed());
-            }
-            // What the caller changed (the search key follows the name; the time, every change).
-            let fields: Vec<String> = set
-                .keys()
-                .filter(|k| !matches!(k.as_str(), "updated_at" | "name_key"))
-                .cloned()
-                .collect();
-            let before: Document = fields
-                .iter()
-                .map(|k| (k.clone(), conv_field(&conv, k)))
-                .collect();
-            let Some(after) = self
-                .conversations()
-                .find_one_and_update(
-                    Self::conversation_filter(scope, conv_id),
-                    // The event's `seq` is drawn here, so that `after` is the stored document
-                    // (its entity tag is the one a GET shows next).
-                    doc! { "$set": set.clone(), "$inc": { "event_seq": 1_i64 } },
-                )
-                .return_document(ReturnDocument::After)
-                .session(&mut *s)
-                .await?
-            else {
-                return refuse(super::members::not_found());
-            };
-            let changed: Document = fields
-                .iter()
-                .map(|k| (k.clone(), conv_field(&after, k)))
-                .collect();
-            let event = audit::Event {
-                action: audit::action::CONVERSATION_UPDATED,
-                target: None,
-                before: Some(before),
-                after: Some(changed),
-                reason: None,
-            };
-            let audited = audit::audit_docs(
-                scope,
-                &AuditActor::of(scope),
-                conv_id,
-                vec![event],
-                crate::context::request_id(),
-                now,
-            );
-            let mut announced: Vec<super::events::EventDoc> = audited
-                .iter()
-                .map(super::events::EventDoc::from_audit)
-                .collect();
-            for e in &mut announced {
-                e.seq = Some(after.event_seq);
-            }
-            self.audit().insert_many(audited).session(&mut *s).await?;
-            self.put_outbox_in(s, announced).await?;
-            Ok(after)
-        })
-        .await
+        let updated = self
+            .transaction_until(turn.deadline(), async |s| {
+                let (acting, _) = self.acting_in(s, scope, conv_id).await?;
+                let Some(conv) = self
+                    .conversations()
+                    .find_one(Self::conversation_filter(scope, conv_id))
+                    .session(&mut *s)
+                    .await?
+                else {
+                    return refuse(super::members::not_found());
+                };
+                if let Err(v) = rules::check_change_info(&acting) {
+                    return refuse(crate::error::Problem::from(v));
+                }
+                if patch.join_policy.is_some() && conv.kind == ConversationType::Direct {
+                    return refuse(crate::error::Problem::new(
+                        crate::domain::ErrorCode::DirectConversation,
+                        "a direct conversation's join policy is always `invite`",
+                    ));
+                }
+                if patch
+                    .if_match
+                    .as_ref()
+                    .is_some_and(|t| *t != super::docs::version_tag(CONVERSATION_TAG, &conv))
+                {
+                    return refuse(precondition_failed());
+                }
+                // What the caller changed (the search key follows the name; the time, every change).
+                let fields: Vec<String> = set
+                    .keys()
+                    .filter(|k| !matches!(k.as_str(), "updated_at" | "name_key"))
+                    .cloned()
+                    .collect();
+                let before: Document = fields
+                    .iter()
+                    .map(|k| (k.clone(), conv_field(&conv, k)))
+                    .collect();
+                let Some(after) = self
+                    .conversations()
+                    .find_one_and_update(
+                        Self::conversation_filter(scope, conv_id),
+                        // The event's `seq` is drawn here, so that `after` is the stored document
+                        // (its entity tag is the one a GET shows next).
+                        doc! { "$set": set.clone(), "$inc": { "event_seq": 1_i64 } },
+                    )
+                    .return_document(ReturnDocument::After)
+                    .session(&mut *s)
+                    .await?
+                else {
+                    return refuse(super::members::not_found());
+                };
+                let changed: Document = fields
+                    .iter()
+                    .map(|k| (k.clone(), conv_field(&after, k)))
+                    .collect();
+                let event = audit::Event {
+                    action: audit::action::CONVERSATION_UPDATED,
+                    target: None,
+                    before: Some(before),
+                    after: Some(changed),
+                    reason: None,
+                };
+                let audited = audit::audit_docs(
+                    scope,
+                    &AuditActor::of(scope),
+                    conv_id,
+                    vec![event],
+                    crate::context::request_id(),
+                    now,
+                );
+                let mut announced: Vec<super::events::EventDoc> = audited
+                    .iter()
+                    .map(super::events::EventDoc::from_audit)
+                    .collect();
+                for e in &mut announced {
+                    e.seq = Some(after.event_seq);
+                }
+                self.audit().insert_many(audited).session(&mut *s).await?;
+                self.put_outbox_in(s, announced).await?;
+                Ok(after)
+            })
+            .await;
+        drop(turn);
+        // This instance's caches see the edit at once, not only when the stream reports it.
+        self.parts.authz.touch(conv_id);
+        updated
     }
 
     /// Deletes the conversation with all its memberships. Two steps, so that a conversation of

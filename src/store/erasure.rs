@@ -83,6 +83,7 @@ impl Store {
         })
         .await?;
         self.forget_user(scope, user).await;
+        self.parts.authz.touch_user(user);
         Ok(erased)
     }
 

@@ -353,7 +353,8 @@ impl Store {
     /// A page of one user's chat list: memberships filtered by status, pinned first, then by
     /// the conversation's most recent activity, then `_id` (all descending), after `after`;
     /// each with its conversation (`None` while that conversation is being deleted). Errors:
-    /// `user_not_found`. Reads: [`Store::chat_list_queries`].
+    /// `user_not_found`. Reads: [`Store::chat_list_queries`], or none when the chat-list cache
+    /// holds the user ([`super::chat_list_cache`]).
     pub async fn list_memberships(
         &self,
         scope: &TenantScope,
@@ -362,6 +363,9 @@ impl Store {
         after: Option<ChatListKey>,
         limit: u32,
     ) -> Result<Vec<(MemberDoc, Option<ConversationDoc>)>> {
+        if let Some(list) = self.cached_chat_list(scope, user) {
+            return Ok(list.page(status, after, limit));
+        }
         let user = self
             .find_user(scope, user)
             .await?

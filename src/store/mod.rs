@@ -9,6 +9,7 @@ pub mod audit;
 pub mod authz_cache;
 pub mod batch;
 pub mod blobs;
+pub mod chat_list_cache;
 pub mod conversations;
 pub mod convert;
 pub mod dashboard;
@@ -238,6 +239,8 @@ pub struct Components {
     pub authz: Arc<authz_cache::AuthzCache>,
     /// The roster cache (`cache.roster`, `cache.roster_mib`).
     pub rosters: Arc<roster_cache::RosterCache>,
+    /// The chat-list cache (`cache.chat_lists`, `cache.chat_list_mib`).
+    pub chat_lists: Arc<chat_list_cache::ChatListCache>,
     /// Media bytes outside the database (`media.storage = "s3"`); `None`: GridFS in each
     /// connection's database.
     pub external_blobs: Option<Arc<dyn blobs::BlobStore>>,
@@ -258,10 +261,10 @@ impl Components {
         } else {
             None
         };
-        // The change stream is followed when either cache is on.
+        // The change stream is followed when any of the caches is on.
         let authz = Arc::new(
             authz_cache::AuthzCache::new(
-                settings.authorize.cache || settings.cache.roster,
+                settings.authorize.cache || settings.cache.roster || settings.cache.chat_lists,
                 settings.authorize.cache_rows,
             )
             .serving_rows(settings.authorize.cache),
@@ -271,11 +274,17 @@ impl Components {
             settings.cache.roster_mib,
             authz.clone(),
         ));
+        let chat_lists = Arc::new(chat_list_cache::ChatListCache::new(
+            settings.cache.chat_lists,
+            settings.cache.chat_list_mib,
+            authz.clone(),
+        ));
         Ok(Components {
             writers: Arc::new(writer::Writers::new(settings.database.max_queued_writes)),
             events: Arc::default(),
             authz,
             rosters,
+            chat_lists,
             external_blobs,
             user_ids: moka::future::Cache::new(100_000),
             own_locks: moka::sync::Cache::builder()

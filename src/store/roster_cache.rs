@@ -151,7 +151,7 @@ impl Roster {
 }
 
 /// A membership's estimated size in memory, bytes.
-fn member_bytes(m: &MemberDoc) -> usize {
+pub(super) fn member_bytes(m: &MemberDoc) -> usize {
     MEMBER_BYTES
         + 2 * m.external_user_id.len()
         + m.display_name.len()
@@ -170,6 +170,63 @@ pub fn compact(m: &MemberDoc) -> CompactMemberDoc {
         avatar_url: m.avatar_url.clone(),
         role: m.role.clone(),
         status: m.status,
+    }
+}
+
+/// Background loads of a cache: at most one per key at a time, and not again before as long
+/// as the last one took has passed, so an entry that changes faster than it loads spends at
+/// most half the time loading (the waits are kept 60 s).
+pub(super) struct Loads<K> {
+    running: Mutex<HashSet<K>>,
+    cooldown: moka::sync::Cache<K, Instant>,
+}
+
+impl<K> Loads<K>
+where
+    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+{
+    pub(super) fn new() -> Self {
+        Loads {
+            running: Mutex::default(),
+            cooldown: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(60))
+                .build(),
+        }
+    }
+
+    /// Runs `load` in the background for `key` unless one is running or cooling down.
+    pub(super) fn start(
+        self: &Arc<Self>,
+        key: K,
+        load: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        if self
+            .cooldown
+            .get(&key)
+            .is_some_and(|until| until > Instant::now())
+        {
+            return;
+        }
+        let fresh = self
+            .running
+            .lock()
+            .map(|mut l| l.insert(key.clone()))
+            .unwrap_or(false);
+        if !fresh {
+            return;
+        }
+        let loads = self.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            load.await;
+            loads
+                .cooldown
+                .insert(key.clone(), Instant::now() + started.elapsed());
+            if let Ok(mut l) = loads.running.lock() {
+                l.remove(&key);
+            }
+        });
     }
 }
 
@@ -199,12 +256,7 @@ pub struct RosterCache {
     budget: u64,
     tracker: Arc<AuthzCache>,
     rosters: moka::sync::Cache<Key, Arc<Roster>>,
-    /// Conversations being loaded now.
-    loading: Mutex<HashSet<Key>>,
-    /// When each recently loaded conversation may be loaded again: a load waits as long as
-    /// the previous one took, so a conversation that changes faster than it loads spends at
-    /// most half the time loading (entries expire after 60 s).
-    cooldown: moka::sync::Cache<Key, Instant>,
+    loads_running: Arc<Loads<Key>>,
     hits: AtomicU64,
     misses: AtomicU64,
     loads: AtomicU64,
@@ -248,11 +300,7 @@ impl RosterCache {
             budget,
             tracker,
             rosters,
-            loading: Mutex::default(),
-            cooldown: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(Duration::from_secs(60))
-                .build(),
+            loads_running: Arc::new(Loads::new()),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             loads: AtomicU64::new(0),
@@ -319,32 +367,14 @@ impl Store {
         if let Some(r) = cache.get(&key, true) {
             return Some(r);
         }
-        let cooling = cache
-            .cooldown
-            .get(&key)
-            .is_some_and(|until| until > Instant::now());
-        if cache.enabled && self.parts.authz.is_live() && !cooling {
-            let fresh_load = cache
-                .loading
-                .lock()
-                .map(|mut l| l.insert(key.clone()))
-                .unwrap_or(false);
-            if fresh_load {
-                let (store, scope) = (self.clone(), scope.clone());
-                tokio::spawn(async move {
-                    let started = Instant::now();
-                    if let Err(e) = store.load_roster(&scope, &key).await {
-                        tracing::debug!(error = %e, conversation = %key.1, "roster load failed");
-                    }
-                    let rosters = &store.parts.rosters;
-                    rosters
-                        .cooldown
-                        .insert(key.clone(), Instant::now() + started.elapsed());
-                    if let Ok(mut l) = rosters.loading.lock() {
-                        l.remove(&key);
-                    }
-                });
-            }
+        if cache.enabled && self.parts.authz.is_live() {
+            let (store, scope) = (self.clone(), scope.clone());
+            let conv = key.1;
+            cache.loads_running.start(key, async move {
+                if let Err(e) = store.load_roster(&scope, conv).await {
+                    tracing::debug!(error = %e, conversation = %conv, "roster load failed");
+                }
+            });
         }
         None
     }
@@ -358,12 +388,12 @@ impl Store {
 
     /// Reads conversation `key` whole and stores it unless a change it may have missed
     /// arrived meanwhile (or it does not fit, or it is gone or being deleted).
-    async fn load_roster(&self, scope: &TenantScope, key: &Key) -> Result<()> {
+    async fn load_roster(&self, scope: &TenantScope, conv: ObjectId) -> Result<()> {
         let cache = &self.parts.rosters;
         let Some(ticket) = self.parts.authz.tracking_ticket() else {
             return Ok(());
         };
-        let conv = key.1;
+        let key = (scope.tenant().as_str().to_owned(), conv);
         let Some(conversation) = self
             .conversations()
             .find_one(Self::conversation_filter(scope, conv))
@@ -416,7 +446,7 @@ impl Store {
             cache.loads_spoiled.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
-        cache.rosters.insert(key.clone(), roster);
+        cache.rosters.insert(key, roster);
         cache.loads.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

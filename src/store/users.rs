@@ -209,6 +209,9 @@ impl Store {
                 .update_many(these, set)
                 .await
                 .map_err(db_error)?;
+            for conv in &ids {
+                self.parts.authz.touch(*conv);
+            }
             if done.modified_count == 0 {
                 // Nothing could be changed (a concurrent profile write won): stop, never spin.
                 return Ok(());

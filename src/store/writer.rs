@@ -77,6 +77,28 @@ pub enum AddOutcome {
     Refused(Problem),
 }
 
+impl WriteOutput {
+    /// The users (`users._id`) of the memberships the answer names: those an operation may
+    /// have created (added, re-added, joined, let in by an invitation or a join request) or
+    /// changed.
+    pub(crate) fn member_users(&self) -> Vec<ObjectId> {
+        match self {
+            WriteOutput::Added(outcomes) => outcomes
+                .iter()
+                .filter_map(|o| match o {
+                    AddOutcome::Added(m) => Some(m.user_id),
+                    _ => None,
+                })
+                .collect(),
+            WriteOutput::Member(m) => vec![m.user_id],
+            WriteOutput::Transferred(a, b) => std::iter::once(a.user_id)
+                .chain(b.iter().map(|b| b.user_id))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
 /// What an operation answers, as stored documents (and, for a request with an
 /// `Idempotency-Key`, its recorded effect).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -278,8 +300,14 @@ impl Store {
             )
             .await;
         // This instance's own change is seen at once, not only when its change stream
-        // reports it (an ownership hand-off may have changed other members too).
+        // reports it (an ownership hand-off may have changed other members too); a membership
+        // it created moves its user's chat list.
         self.parts.authz.touch(conv);
+        if let Ok(out) = &out {
+            for user in out.member_users() {
+                self.parts.authz.touch_user(user);
+            }
+        }
         out
     }
 

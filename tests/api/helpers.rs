@@ -57,11 +57,12 @@ pub fn test_settings() -> Settings {
     // application that load would swamp a parallel test run. The poll carries events between
     // instances here; `tests/api/events.rs` tests the change stream itself.
     settings.events.change_stream = false;
-    // The same holds for the change stream of the authorize and roster caches:
+    // The same holds for the change stream of the authorize, roster and chat-list caches:
     // `tests/api/authz_cache.rs` and `tests/api/roster_cache.rs` turn them on; elsewhere every
-    // check and every member read goes to the database.
+    // check, member read and chat list goes to the database.
     settings.authorize.cache = false;
     settings.cache.roster = false;
+    settings.cache.chat_lists = false;
     // Every test shares one SecantusDB server, a single Python process that the parallel run
     // keeps busy: the production budget (5 s) would turn its pauses into 503s. The tests check
     // that nothing is lost and no 5xx is answered; the tests of the budget itself set theirs.
