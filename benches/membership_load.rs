@@ -264,7 +264,15 @@ async fn main() -> anyhow::Result<()> {
 
     // 2. Full walks of the members (200 a page) and the compact list of the present members,
     //    on this service (roster cache on, loaded first) and on a second instance without it.
-    let uncached = Service::spawn(&uri, &db_name, &[("ROSTER__CACHE__ROSTER", "false")]).await?;
+    let uncached = Service::spawn(
+        &uri,
+        &db_name,
+        &[
+            ("ROSTER__CACHE__ROSTER", "false"),
+            ("ROSTER__CACHE__CHAT_LISTS", "false"),
+        ],
+    )
+    .await?;
     let probe = format!("/v1/conversations/{conv}/members?limit=1");
     let loaded = until_served_from_cache(&svc, &probe, &server, 60).await;
     println!(

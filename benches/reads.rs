@@ -7,9 +7,10 @@
 //! the goal is a p50 of at most 50 ms) and a compact list of 1,000 rows (`view=compact`).
 //! Prints ops/s, p50/p99, database commands and the service's CPU ms per
 //! request, and each read's p50 as a ratio of the baseline's. Each read runs twice: on the
-//! service with its roster cache (`cache.roster`, the default; loaded before the reads) and
-//! on a second instance of it without (`ROSTER__CACHE__ROSTER=false`), whose figures are
-//! the uncached baseline of the same run.
+//! service with its roster and chat-list caches (`cache.roster`, `cache.chat_lists`, the
+//! defaults; loaded before the reads) and on a second instance of it without
+//! (`ROSTER__CACHE__ROSTER=false`, `ROSTER__CACHE__CHAT_LISTS=false`), whose figures are the
+//! uncached baseline of the same run.
 //!
 //! Run with `scripts/bench.sh` (its database is `scripts/secantusd`; see the README), or
 //! `MONGODB_URI=… cargo bench --bench reads`. `BENCH_LARGEST` and `BENCH_READS` (requests per
@@ -19,7 +20,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{Outcome, Req, Service, header, row, run, until_served_from_cache};
+use common::{Outcome, Req, Service, header, row, run, until_hit, until_served_from_cache};
 use roster::auth::{self, Principal};
 use roster::config::Settings;
 
@@ -117,7 +118,7 @@ async fn main() -> anyhow::Result<()> {
         (
             "chat list of a member",
             format!("/v1/users/{member}/conversations"),
-            user_token,
+            user_token.clone(),
         ),
         (
             "audit page (limit=50)",
@@ -146,7 +147,15 @@ async fn main() -> anyhow::Result<()> {
             server.clone(),
         ),
     ];
-    let uncached = Service::spawn(&uri, &db_name, &[("ROSTER__CACHE__ROSTER", "false")]).await?;
+    let uncached = Service::spawn(
+        &uri,
+        &db_name,
+        &[
+            ("ROSTER__CACHE__ROSTER", "false"),
+            ("ROSTER__CACHE__CHAT_LISTS", "false"),
+        ],
+    )
+    .await?;
     // The cached service loads the conversation on a read that misses; the reads start once it
     // answers from memory (the second instance's start may have made an earlier copy stale).
     let t = std::time::Instant::now();
@@ -156,6 +165,19 @@ async fn main() -> anyhow::Result<()> {
         if loaded { "loaded" } else { "NOT loaded" },
         t.elapsed().as_secs_f64(),
         svc.metric("roster_members_cache_bytes").await / f64::from(1 << 20),
+    );
+    let chat_list = format!("/v1/users/{member}/conversations");
+    let held = until_hit(
+        &svc,
+        "roster_chat_lists_cache_hits_total",
+        &chat_list,
+        &user_token,
+        60,
+    )
+    .await;
+    println!(
+        "chat-list cache: the member's chat list {}",
+        if held { "loaded" } else { "NOT loaded" }
     );
     println!(
         "reads: a {largest}-member conversation, {reads} requests per scenario at 1 client, limit=200 pages"

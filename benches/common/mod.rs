@@ -180,11 +180,23 @@ pub async fn until_served_from_cache(
     token: &Arc<String>,
     secs: u64,
 ) -> bool {
+    until_hit(svc, "roster_members_cache_hits_total", path, token, secs).await
+}
+
+/// [`until_served_from_cache`] for the cache whose hits `/metrics` counts as `hits` (e.g.
+/// `roster_chat_lists_cache_hits_total`).
+pub async fn until_hit(
+    svc: &Service,
+    hits: &str,
+    path: &str,
+    token: &Arc<String>,
+    secs: u64,
+) -> bool {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while Instant::now() < deadline {
-        let before = svc.metric("roster_members_cache_hits_total").await;
+        let before = svc.metric(hits).await;
         svc.call(reqwest::Method::GET, path, token, None).await;
-        if svc.metric("roster_members_cache_hits_total").await > before {
+        if svc.metric(hits).await > before {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -176,14 +176,15 @@ impl Collector for StoreMetrics {
 /// `roster_members_cache_loads_spoiled_total` (loads dropped because a change they may have
 /// missed arrived meanwhile), `roster_members_cache_evictions_total` (conversations evicted
 /// for room), `roster_members_cache_conversations` and `roster_members_cache_bytes` (held now,
-/// estimated). The chat-list cache ([`crate::store::chat_list_cache`]): the same figures
+/// estimated), `roster_members_cache_rendered_bytes` (members' JSON kept rendered, at most
+/// half the budget). The chat-list cache ([`crate::store::chat_list_cache`]): the same figures
 /// named `roster_chat_lists_cache_*`, with `roster_chat_lists_cache_users` for the users held.
 /// Their stream is the authorize cache's: `roster_authz_cache_live`,
 /// `roster_authz_stream_lag_ms`.
 pub struct RosterCacheMetrics {
     stats: Box<dyn Fn() -> crate::store::roster_cache::RosterCacheStats + Send + Sync>,
     counters: [IntCounter; 5],
-    gauges: [IntGauge; 2],
+    gauges: Vec<IntGauge>,
 }
 
 impl RosterCacheMetrics {
@@ -191,12 +192,17 @@ impl RosterCacheMetrics {
     pub fn new(
         cache: std::sync::Arc<crate::store::roster_cache::RosterCache>,
     ) -> prometheus::Result<Self> {
-        Self::named(
+        let mut m = Self::named(
             "roster_members_cache",
             "conversations",
             "Member reads",
             Box::new(move || cache.stats()),
-        )
+        )?;
+        m.gauges.push(IntGauge::with_opts(Opts::new(
+            "roster_members_cache_rendered_bytes",
+            "Bytes of members' JSON kept rendered (at most half the budget)",
+        ))?);
+        Ok(m)
     }
 
     /// Reports the chat-list cache `cache`. Errors: an invalid metric name (a defect).
@@ -241,7 +247,7 @@ impl RosterCacheMetrics {
                     format!("Entries ({entries}) evicted for room"),
                 )?,
             ],
-            gauges: [
+            gauges: vec![
                 gauge(entries, format!("Entries ({entries}) held"))?,
                 gauge("bytes", "Bytes held (estimated)".to_owned())?,
             ],
@@ -262,7 +268,11 @@ impl Collector for RosterCacheMetrics {
         for (c, v) in self.counters.iter().zip(values) {
             c.inc_by(v.saturating_sub(c.get()));
         }
-        for (g, v) in self.gauges.iter().zip([s.conversations, s.bytes]) {
+        for (g, v) in self
+            .gauges
+            .iter()
+            .zip([s.conversations, s.bytes, s.rendered_bytes])
+        {
             g.set(i64::try_from(v).unwrap_or(i64::MAX));
         }
         let mut m: Vec<MetricFamily> = self.counters.iter().flat_map(|c| c.collect()).collect();

@@ -156,7 +156,7 @@ impl Roster {
         scope: &TenantScope,
         id: &str,
         q: ListMembersQuery,
-    ) -> Result<MemberList> {
+    ) -> Result<Reply<MemberList>> {
         let id = path_conversation(id)?;
         let mut status = parse_statuses(q.status.as_deref())?;
         let moderator = self.may_moderate(scope, id).await?;
@@ -188,22 +188,88 @@ impl Roster {
                 |m| cursor::encode_oid(m.id),
                 CompactMember::from,
             );
-            return Ok(MemberList::Compact(CompactMemberPage {
+            return Ok(Reply::Value(MemberList::Compact(CompactMemberPage {
                 fields: CompactMember::FIELDS,
                 members: page.items,
                 next_cursor: page.next_cursor,
-            }));
+            })));
         }
         let limit = self.page_limit(q.limit)?;
-        let docs = self
+        let rows = self
             .store
             .list_members(scope, id, &status, q.role.as_ref(), after, limit + 1)
             .await?;
-        let page = self.page(docs, limit, |m| cursor::encode_oid(m.id), |m| m);
-        Ok(MemberList::Full(Page {
-            items: self.listed_views(scope, page.items, moderator).await?,
-            next_cursor: page.next_cursor,
-        }))
+        self.full_page(scope, rows, limit, |m| cursor::encode_oid(m.id), moderator)
+            .await
+    }
+
+    /// The full view of `rows` (at most `limit` shown; the next cursor is `key` of the last
+    /// one shown): whole for moderators, servers and the caller's own row,
+    /// [`MemberView::public`] otherwise. A page cut from the roster cache is assembled from
+    /// each membership's JSON kept by its snapshot, rendered the first time it is shown
+    /// ([`crate::store::roster_cache::Roster::keep_rendering`]): the same document, serialized
+    /// once per snapshot instead of once per request.
+    async fn full_page(
+        &self,
+        scope: &TenantScope,
+        rows: crate::store::member_lists::MemberRows,
+        limit: u32,
+        key: impl Fn(&crate::store::MemberDoc) -> String,
+        moderator: bool,
+    ) -> Result<Reply<MemberList>> {
+        use crate::store::roster_cache::Projection;
+        let page = self.page(rows.docs, limit, key, |m| m);
+        let Some(roster) = rows.roster else {
+            return Ok(Reply::Value(MemberList::Full(Page {
+                items: self.listed_views(scope, page.items, moderator).await?,
+                next_cursor: page.next_cursor,
+            })));
+        };
+        let viewer = scope.user().map(|u| u.as_str().to_owned());
+        let projection = |m: &crate::store::MemberDoc| {
+            if moderator || viewer.as_deref() == Some(m.external_user_id.as_str()) {
+                Projection::Whole
+            } else {
+                Projection::Public
+            }
+        };
+        let ids = {
+            let unrendered = page.items.iter().filter(|m| {
+                roster
+                    .rendering(&m.external_user_id, projection(m))
+                    .is_none()
+            });
+            let referenced = MemberView::referenced_users(unrendered);
+            if referenced.is_empty() {
+                ExternalIds::new()
+            } else {
+                self.store.external_ids(scope, &referenced).await?
+            }
+        };
+        let mut out = String::with_capacity(page.items.len() * 1024 + 64);
+        out.push_str("{\"items\":[");
+        for (n, m) in page.items.into_iter().enumerate() {
+            if n > 0 {
+                out.push(',');
+            }
+            let p = projection(&m);
+            if let Some(json) = roster.rendering(&m.external_user_id, p) {
+                out.push_str(json);
+                continue;
+            }
+            let user = m.external_user_id.clone();
+            let view = MemberView::new(m, &ids);
+            let view = if p == Projection::Public {
+                view.public()
+            } else {
+                view
+            };
+            out.push_str(&roster.keep_rendering(&user, p, to_json(&view)?));
+        }
+        out.push_str("],\"next_cursor\":");
+        out.push_str(&to_json(&page.next_cursor)?);
+        out.push('}');
+        Ok(Reply::Json(out))
     }
 
     /// Views of listed members as the caller may see them: whole for moderators, servers and
@@ -239,7 +305,7 @@ impl Roster {
         q: &ListMembersQuery,
         status: &[MemberStatus],
         moderator: bool,
-    ) -> Result<MemberList> {
+    ) -> Result<Reply<MemberList>> {
         let mut fields = Vec::new();
         let key = match crate::domain::search::prefix_key(prefix) {
             Ok(key) => key,
@@ -263,20 +329,18 @@ impl Roster {
             .as_deref()
             .map(cursor::decode_name_key)
             .transpose()?;
-        let docs = self
+        let rows = self
             .store
             .search_members(scope, id, &key, status, after.as_deref(), limit + 1)
             .await?;
-        let page = self.page(
-            docs,
+        self.full_page(
+            scope,
+            rows,
             limit,
             |m| cursor::encode_name_key(m.name_key.as_deref().unwrap_or("")),
-            |m| m,
-        );
-        Ok(MemberList::Full(Page {
-            items: self.listed_views(scope, page.items, moderator).await?,
-            next_cursor: page.next_cursor,
-        }))
+            moderator,
+        )
+        .await
     }
 
     /// Whether the caller sees other members' private fields and bans in conversation `id`:
@@ -403,4 +467,9 @@ impl Roster {
     }
 
     // ---- tenants (platform) ------------------------------------------------------------
+}
+
+/// `v` as JSON text. Errors: internal (a value serde cannot write, a defect).
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| Error::Internal(anyhow::anyhow!(e)))
 }

@@ -220,6 +220,7 @@ impl ChatListCache {
             evictions: self.evictions.load(Ordering::Relaxed),
             conversations: self.lists.entry_count(),
             bytes: self.lists.weighted_size(),
+            rendered_bytes: 0,
         }
     }
 }

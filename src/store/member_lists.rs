@@ -71,6 +71,30 @@ impl ChatListKey {
     }
 }
 
+/// A page of memberships, and the roster snapshot it was cut from when the roster cache
+/// answered (its kept JSON renderings belong to exactly these documents:
+/// [`super::roster_cache::Roster::rendering`]).
+#[derive(Debug)]
+pub struct MemberRows {
+    /// The memberships, in the page's order.
+    pub docs: Vec<MemberDoc>,
+    /// The snapshot, if the page came from memory.
+    pub roster: Option<std::sync::Arc<super::roster_cache::Roster>>,
+}
+
+impl MemberRows {
+    fn read(docs: Vec<MemberDoc>) -> Self {
+        MemberRows { docs, roster: None }
+    }
+
+    fn cut_from(docs: Vec<MemberDoc>, roster: std::sync::Arc<super::roster_cache::Roster>) -> Self {
+        MemberRows {
+            docs,
+            roster: Some(roster),
+        }
+    }
+}
+
 /// What a member list asks for: statuses (any of), role, keyset position and page size.
 struct MemberPage<'a> {
     status: &'a [MemberStatus],
@@ -193,7 +217,7 @@ impl Store {
         role: Option<&RoleName>,
         after: Option<ObjectId>,
         limit: u32,
-    ) -> Result<Vec<MemberDoc>> {
+    ) -> Result<MemberRows> {
         let page = MemberPage {
             status,
             role,
@@ -202,11 +226,17 @@ impl Store {
         };
         if let Some(roster) = self.cached_roster(scope, id.object_id()) {
             roster.acting(scope)?;
-            let page = roster.page(status, role, after, limit);
-            return Ok(page.into_iter().cloned().collect());
+            let docs = roster
+                .page(status, role, after, limit)
+                .into_iter()
+                .cloned()
+                .collect();
+            return Ok(MemberRows::cut_from(docs, roster));
         }
-        self.member_page(scope, id, page, None, |m: &MemberDoc| m.id)
-            .await
+        let docs = self
+            .member_page(scope, id, page, None, |m: &MemberDoc| m.id)
+            .await?;
+        Ok(MemberRows::read(docs))
     }
 
     /// A page of members whose name starts with `prefix` (a key already,
@@ -221,22 +251,27 @@ impl Store {
         status: &[MemberStatus],
         after: Option<&str>,
         limit: u32,
-    ) -> Result<Vec<MemberDoc>> {
+    ) -> Result<MemberRows> {
         if let Some(roster) = self.cached_roster(scope, id.object_id()) {
             roster.acting(scope)?;
-            let page = roster.search(prefix, status, after, limit);
-            return Ok(page.into_iter().cloned().collect());
+            let docs = roster
+                .search(prefix, status, after, limit)
+                .into_iter()
+                .cloned()
+                .collect();
+            return Ok(MemberRows::cut_from(docs, roster));
         }
         self.visible_conversation(scope, id).await?;
         let queries =
             Self::member_search_queries(scope, id.object_id(), prefix, status, after, limit);
-        Query::fetch_merged(
+        let docs = Query::fetch_merged(
             queries,
             &self.members(),
             |m: &MemberDoc| m.name_key.clone().unwrap_or_default(),
             limit as usize,
         )
-        .await
+        .await?;
+        Ok(MemberRows::read(docs))
     }
 
     /// The reads of [`Store::search_members`]: per status, one range of

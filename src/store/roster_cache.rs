@@ -24,7 +24,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bson::doc;
@@ -63,12 +63,42 @@ pub struct Roster {
     by_user: HashMap<String, usize>,
     /// Indexes of `members` with a `name_key`, in `name_key` order (name search's order).
     by_name: Vec<usize>,
-    /// Estimated bytes held.
+    /// Estimated bytes held (the documents; renderings are counted in `rendered_bytes`).
     bytes: usize,
+    /// Each membership's JSON per [`Projection`], rendered on first use
+    /// ([`Roster::rendered`]); parallel to `members`.
+    renderings: Box<[[OnceLock<Box<str>>; 2]]>,
+    /// Bytes of renderings this snapshot holds.
+    rendered_bytes: AtomicU64,
+    /// Bytes of renderings every snapshot of the cache holds, and their cap.
+    rendered_total: Arc<RenderBudget>,
+}
+
+/// Which rendering of a membership: the whole view (servers, moderators, the member itself)
+/// or what other members see (see `MemberView::public`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Projection {
+    /// The whole view.
+    Whole = 0,
+    /// The public projection.
+    Public = 1,
+}
+
+/// The cache-wide account of renderings: bytes held and the most that may be (half the
+/// roster budget); past it, pages are serialized per request as without the cache.
+#[derive(Debug, Default)]
+pub(super) struct RenderBudget {
+    held: AtomicU64,
+    cap: u64,
 }
 
 impl Roster {
-    fn new(filled_at: u64, conversation: ConversationDoc, members: Vec<MemberDoc>) -> Self {
+    fn new(
+        filled_at: u64,
+        conversation: ConversationDoc,
+        members: Vec<MemberDoc>,
+        rendered_total: Arc<RenderBudget>,
+    ) -> Self {
         let by_user = members
             .iter()
             .enumerate()
@@ -79,6 +109,7 @@ impl Roster {
             .collect();
         by_name.sort_by(|a, b| members[*a].name_key.cmp(&members[*b].name_key));
         let bytes = members.iter().map(member_bytes).sum::<usize>() + 1024;
+        let renderings = members.iter().map(|_| Default::default()).collect();
         Roster {
             filled_at,
             conversation,
@@ -86,7 +117,43 @@ impl Roster {
             by_user,
             by_name,
             bytes,
+            renderings,
+            rendered_bytes: AtomicU64::new(0),
+            rendered_total,
         }
+    }
+
+    /// `user`'s membership JSON in `projection` if this snapshot keeps it rendered.
+    pub fn rendering(&self, user: &str, projection: Projection) -> Option<&str> {
+        let i = *self.by_user.get(user)?;
+        self.renderings[i][projection as usize].get().map(|r| &**r)
+    }
+
+    /// Keeps `json` as `user`'s membership JSON in `projection` — unless the membership's view
+    /// depends on the time (a ban or mute with an end: its status changes by itself) or the
+    /// cache's renderings are at their cap — and returns it.
+    pub fn keep_rendering(&self, user: &str, projection: Projection, json: String) -> String {
+        let Some(&i) = self.by_user.get(user) else {
+            return json;
+        };
+        let m = &self.members[i];
+        let timed = m.departure.banned_until.is_some()
+            || m.moderation
+                .as_ref()
+                .is_some_and(|x| x.muted_until.is_some());
+        let len = json.len() as u64;
+        let budget = &self.rendered_total;
+        if timed || budget.held.load(Ordering::Relaxed) + len > budget.cap {
+            return json;
+        }
+        if self.renderings[i][projection as usize]
+            .set(json.clone().into_boxed_str())
+            .is_ok()
+        {
+            self.rendered_bytes.fetch_add(len, Ordering::Relaxed);
+            budget.held.fetch_add(len, Ordering::Relaxed);
+        }
+        json
     }
 
     /// How the caller of `scope` acts here (a server, or a present member), as
@@ -247,6 +314,8 @@ pub struct RosterCacheStats {
     pub conversations: u64,
     /// Estimated bytes held.
     pub bytes: u64,
+    /// Bytes of kept JSON renderings (the roster cache's; 0 for others).
+    pub rendered_bytes: u64,
 }
 
 /// The cache; one per process ([`super::Components`]).
@@ -257,6 +326,7 @@ pub struct RosterCache {
     tracker: Arc<AuthzCache>,
     rosters: moka::sync::Cache<Key, Arc<Roster>>,
     loads_running: Arc<Loads<Key>>,
+    rendered: Arc<RenderBudget>,
     hits: AtomicU64,
     misses: AtomicU64,
     loads: AtomicU64,
@@ -285,11 +355,19 @@ impl RosterCache {
         let evictions = Arc::new(AtomicU64::new(0));
         let evicted = evictions.clone();
         let released = tracker.clone();
+        let rendered = Arc::new(RenderBudget {
+            held: AtomicU64::new(0),
+            cap: budget / 2,
+        });
+        let rendered_gone = rendered.clone();
         let rosters = moka::sync::Cache::builder()
             .max_capacity(budget)
             .weigher(|_k: &Key, r: &Arc<Roster>| u32::try_from(r.bytes).unwrap_or(u32::MAX))
             .eviction_listener(move |_k, r: Arc<Roster>, cause| {
                 released.release(r.members.iter().map(|m| m.id));
+                rendered_gone
+                    .held
+                    .fetch_sub(r.rendered_bytes.load(Ordering::Relaxed), Ordering::Relaxed);
                 if cause == moka::notification::RemovalCause::Size {
                     evicted.fetch_add(1, Ordering::Relaxed);
                 }
@@ -301,6 +379,7 @@ impl RosterCache {
             tracker,
             rosters,
             loads_running: Arc::new(Loads::new()),
+            rendered,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             loads: AtomicU64::new(0),
@@ -352,6 +431,7 @@ impl RosterCache {
             evictions: self.evictions.load(Ordering::Relaxed),
             conversations: self.rosters.entry_count(),
             bytes: self.rosters.weighted_size(),
+            rendered_bytes: self.rendered.held.load(Ordering::Relaxed),
         }
     }
 }
@@ -433,7 +513,12 @@ impl Store {
             }
         }
         members.sort_unstable_by_key(|m| m.id);
-        let roster = Arc::new(Roster::new(ticket.seq(), conversation, members));
+        let roster = Arc::new(Roster::new(
+            ticket.seq(),
+            conversation,
+            members,
+            cache.rendered.clone(),
+        ));
         // Held before the check, so that a change reported from here on marks the
         // conversation; one reported before it is caught by the check.
         self.parts

@@ -266,6 +266,15 @@ async fn reads_from_memory_equal_the_databases_for_every_viewer_and_see_own_writ
             "after {step} the reads came from memory"
         );
     }
+    // Pages from memory were assembled from kept renderings, which /metrics counts.
+    let held = app.store.components().rosters.stats().rendered_bytes;
+    assert!(held > 0, "no member's JSON was kept");
+    let text = crate::helpers::metrics_text(&app).await;
+    assert!(
+        text.contains("\nroster_members_cache_rendered_bytes ")
+            && text.contains("\nroster_chat_lists_cache_hits_total "),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -711,4 +720,52 @@ async fn chat_lists_of_two_instances_writing_at_random_converge_on_the_databases
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+#[tokio::test]
+async fn a_mute_that_ends_shows_ended_in_pages_from_memory_without_a_write() {
+    let app = spawn_app_with(cached_settings()).await;
+    until_live(&app).await;
+    let plain = uncached(&app).await;
+    let conv = group(&app).await;
+    let until = (chrono::Utc::now() + chrono::Duration::milliseconds(2500))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let r = app
+        .post(
+            &format!("/v1/conversations/{conv}/members/u-bob/mute"),
+            &app.server(),
+            json!({ "until": until }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    // Pages shown (and so rendered) while the mute holds, by a moderator and a member.
+    until_cached(&app, &conv).await;
+    let page = format!("/v1/conversations/{conv}/members?status=all");
+    for token in [app.server(), app.user("u-dave")] {
+        let r = app.get(&page, &token).await;
+        let bob = r.body["items"]
+            .as_array()
+            .and_then(|a| a.iter().find(|m| m["user_id"] == "u-bob").cloned())
+            .unwrap_or_default();
+        assert_eq!(bob["status"], "muted", "{:?}", r.body);
+    }
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    // Nothing was written since: the snapshot is the same, and its pages say the mute ended.
+    until_cached(&app, &conv).await;
+    let before = hits(&app);
+    for token in viewers(&app) {
+        let (got, want) = (app.get(&page, &token).await, plain.get(&page, &token).await);
+        assert_eq!(got.status, want.status);
+        assert_eq!(
+            without_request_ids(got.body),
+            without_request_ids(want.body)
+        );
+    }
+    assert!(hits(&app) > before, "the pages came from memory");
+    let r = app.get(&page, &app.server()).await;
+    let bob = r.body["items"]
+        .as_array()
+        .and_then(|a| a.iter().find(|m| m["user_id"] == "u-bob").cloned())
+        .unwrap_or_default();
+    assert_eq!(bob["status"], "active", "{:?}", r.body);
 }

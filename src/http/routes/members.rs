@@ -11,7 +11,7 @@ use crate::http::extract::{Body, Caller, if_match_tag};
 use crate::http::idempotency::idempotent;
 use crate::service::AddMembersReply;
 use crate::service::inputs::{AddMembersBody, ListMembersQuery, PatchMemberBody, RemoveQuery};
-use crate::service::views::{BatchAddView, MemberList, MemberView};
+use crate::service::views::{BatchAddView, MemberList, MemberView, Reply};
 
 /// Add one member (`user_id`, `role`) → 201, or a batch (`members`) → 200 with a result per
 /// item. Needs `can_add_members` and a role below the caller's (server tokens: any but owner).
@@ -62,12 +62,18 @@ pub async fn list(
     path: web::Path<String>,
     q: web::Query<ListMembersQuery>,
 ) -> Result<HttpResponse, Error> {
-    Ok(HttpResponse::Ok().json(
-        state
+    Ok(
+        match state
             .roster
             .list_members(&scope, &path, q.into_inner())
-            .await?,
-    ))
+            .await?
+        {
+            Reply::Value(list) => HttpResponse::Ok().json(list),
+            Reply::Json(json) => HttpResponse::Ok()
+                .content_type(actix_web::http::header::ContentType::json())
+                .body(json),
+        },
+    )
 }
 
 /// One membership, whatever its status (seed 004's sub-documents).

@@ -433,6 +433,16 @@ impl MembershipView {
     }
 }
 
+/// An answer ready to send: a value to serialize, or the JSON it would serialize to, already
+/// assembled (a member page from the roster cache's kept renderings).
+#[derive(Debug)]
+pub enum Reply<T> {
+    /// To serialize.
+    Value(T),
+    /// Serialized.
+    Json(String),
+}
+
 /// A page of a list, with the cursor of the next page (`null` on the last page).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Page<T> {
