@@ -178,21 +178,40 @@ impl Roster {
         let after: Option<ObjectId> = q.cursor.as_deref().map(cursor::decode_oid).transpose()?;
         if q.view == Some(MemberListView::Compact) {
             let limit = self.page_limit_up_to(q.limit, self.limits.compact_max_limit)?;
-            let docs = self
+            let (docs, roster) = self
                 .store
                 .list_members_compact(scope, id, &status, q.role.as_ref(), after, limit + 1)
                 .await?;
-            let page = self.page(
-                docs,
-                limit,
-                |m| cursor::encode_oid(m.id),
-                CompactMember::from,
-            );
-            return Ok(Reply::Value(MemberList::Compact(CompactMemberPage {
-                fields: CompactMember::FIELDS,
-                members: page.items,
-                next_cursor: page.next_cursor,
-            })));
+            let page = self.page(docs, limit, |m| cursor::encode_oid(m.id), |m| m);
+            let Some(roster) = roster else {
+                return Ok(Reply::Value(MemberList::Compact(CompactMemberPage {
+                    fields: CompactMember::FIELDS,
+                    members: page.items.into_iter().map(CompactMember::from).collect(),
+                    next_cursor: page.next_cursor,
+                })));
+            };
+            // From memory: each row's JSON rendered once per snapshot (see `full_page`).
+            let mut out = String::with_capacity(page.items.len() * 96 + 128);
+            out.push_str("{\"fields\":");
+            out.push_str(&to_json(&CompactMember::FIELDS)?);
+            out.push_str(",\"members\":[");
+            for (n, m) in page.items.into_iter().enumerate() {
+                if n > 0 {
+                    out.push(',');
+                }
+                let compact = crate::store::roster_cache::Projection::Compact;
+                if let Some(json) = roster.rendering(&m.external_user_id, compact) {
+                    out.push_str(json);
+                    continue;
+                }
+                let user = m.external_user_id.clone();
+                let json = to_json(&CompactMember::from(m))?;
+                out.push_str(&roster.keep_rendering(&user, compact, json));
+            }
+            out.push_str("],\"next_cursor\":");
+            out.push_str(&to_json(&page.next_cursor)?);
+            out.push('}');
+            return Ok(Reply::Json(out));
         }
         let limit = self.page_limit(q.limit)?;
         let rows = self

@@ -309,7 +309,8 @@ impl Store {
     }
 
     /// [`Store::list_members`] with only what [`CompactMemberDoc`] holds (the same reads, with
-    /// a projection).
+    /// a projection), and the roster snapshot the rows were cut from when the roster cache
+    /// answered.
     pub async fn list_members_compact(
         &self,
         scope: &TenantScope,
@@ -318,7 +319,10 @@ impl Store {
         role: Option<&RoleName>,
         after: Option<ObjectId>,
         limit: u32,
-    ) -> Result<Vec<CompactMemberDoc>> {
+    ) -> Result<(
+        Vec<CompactMemberDoc>,
+        Option<std::sync::Arc<super::roster_cache::Roster>>,
+    )> {
         let projection = doc! {
             "_id": 1, "external_user_id": 1, "display_name": 1, "avatar_url": 1, "role": 1,
             "status": 1,
@@ -332,12 +336,15 @@ impl Store {
         if let Some(roster) = self.cached_roster(scope, id.object_id()) {
             roster.acting(scope)?;
             let page = roster.page(status, role, after, limit);
-            return Ok(page.into_iter().map(super::roster_cache::compact).collect());
+            let rows = page.into_iter().map(super::roster_cache::compact).collect();
+            return Ok((rows, Some(roster)));
         }
-        self.member_page(scope, id, page, Some(projection), |m: &CompactMemberDoc| {
-            m.id
-        })
-        .await
+        let rows = self
+            .member_page(scope, id, page, Some(projection), |m: &CompactMemberDoc| {
+                m.id
+            })
+            .await?;
+        Ok((rows, None))
     }
 
     /// The reads of both member lists, as `T` (whole documents, or a projection of them).

@@ -67,21 +67,23 @@ pub struct Roster {
     bytes: usize,
     /// Each membership's JSON per [`Projection`], rendered on first use
     /// ([`Roster::rendered`]); parallel to `members`.
-    renderings: Box<[[OnceLock<Box<str>>; 2]]>,
+    renderings: Box<[[OnceLock<Box<str>>; 3]]>,
     /// Bytes of renderings this snapshot holds.
     rendered_bytes: AtomicU64,
     /// Bytes of renderings every snapshot of the cache holds, and their cap.
     rendered_total: Arc<RenderBudget>,
 }
 
-/// Which rendering of a membership: the whole view (servers, moderators, the member itself)
-/// or what other members see (see `MemberView::public`).
+/// Which rendering of a membership: the whole view (servers, moderators, the member itself),
+/// what other members see (see `MemberView::public`), or its compact row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Projection {
     /// The whole view.
     Whole = 0,
     /// The public projection.
     Public = 1,
+    /// A row of the compact list (the same for every viewer).
+    Compact = 2,
 }
 
 /// The cache-wide account of renderings: bytes held and the most that may be (half the
