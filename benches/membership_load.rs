@@ -29,7 +29,7 @@ use roster::auth::{self, Principal};
 use roster::config::Settings;
 use serde_json::{Value, json};
 
-use common::{Outcome, Req, Service, header, row, run, until_served_from_cache};
+use common::{Outcome, Req, Service, UNCACHED, header, row, run, until_served_from_cache};
 
 /// Throughput of the completions between fractions `from` and `to` of the run.
 fn slice_rate(done_at: &[f64], from: f64, to: f64) -> f64 {
@@ -264,15 +264,7 @@ async fn main() -> anyhow::Result<()> {
 
     // 2. Full walks of the members (200 a page) and the compact list of the present members,
     //    on this service (roster cache on, loaded first) and on a second instance without it.
-    let uncached = Service::spawn(
-        &uri,
-        &db_name,
-        &[
-            ("ROSTER__CACHE__ROSTER", "false"),
-            ("ROSTER__CACHE__CHAT_LISTS", "false"),
-        ],
-    )
-    .await?;
+    let uncached = Service::spawn(&uri, &db_name, &UNCACHED).await?;
     let probe = format!("/v1/conversations/{conv}/members?limit=1");
     let loaded = until_served_from_cache(&svc, &probe, &server, 60).await;
     println!(

@@ -20,7 +20,9 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{Outcome, Req, Service, header, row, run, until_hit, until_served_from_cache};
+use common::{
+    Outcome, Req, Service, UNCACHED, header, row, run, until_hit, until_served_from_cache,
+};
 use roster::auth::{self, Principal};
 use roster::config::Settings;
 
@@ -147,15 +149,7 @@ async fn main() -> anyhow::Result<()> {
             server.clone(),
         ),
     ];
-    let uncached = Service::spawn(
-        &uri,
-        &db_name,
-        &[
-            ("ROSTER__CACHE__ROSTER", "false"),
-            ("ROSTER__CACHE__CHAT_LISTS", "false"),
-        ],
-    )
-    .await?;
+    let uncached = Service::spawn(&uri, &db_name, &UNCACHED).await?;
     // The cached service loads the conversation on a read that misses; the reads start once it
     // answers from memory (the second instance's start may have made an earlier copy stale).
     let t = std::time::Instant::now();

@@ -171,6 +171,13 @@ pub fn row(name: &str, o: &Outcome) {
     );
 }
 
+/// The settings of an instance that reads members and chat lists from the database (the
+/// uncached baseline of the read benchmarks).
+pub const UNCACHED: [(&str, &str); 2] = [
+    ("ROSTER__CACHE__ROSTER", "false"),
+    ("ROSTER__CACHE__CHAT_LISTS", "false"),
+];
+
 /// Waits until `svc` answers `GET path` (as `token`) from its roster cache: asks again every
 /// 200 ms (each miss starts a load, at most one at a time) until the cache counts a hit, at most
 /// `secs` seconds; returns whether it did.

@@ -21,17 +21,16 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
-use bson::doc;
 use bson::oid::ObjectId;
 use futures::TryStreamExt;
 
 use super::authz_cache::AuthzCache;
 use super::docs::{ConversationDoc, MemberDoc};
 use super::member_lists::ChatListKey;
-use super::roster_cache::{Loads, RosterCacheStats, member_bytes};
-use super::{Store, db_error, id_filter, tenant_filter};
+use super::roster_cache::{Counters, Loads, RosterCacheStats, member_bytes};
+use super::{Store, db_error, tenant_filter};
 use crate::auth::TenantScope;
 use crate::domain::{ExternalUserId, MemberStatus};
 use crate::error::Result;
@@ -138,11 +137,7 @@ pub struct ChatListCache {
     tracker: Arc<AuthzCache>,
     lists: moka::sync::Cache<Key, Arc<ChatList>>,
     loads_running: Arc<Loads<Key>>,
-    hits: AtomicU64,
-    misses: AtomicU64,
-    loads: AtomicU64,
-    loads_spoiled: AtomicU64,
-    evictions: Arc<AtomicU64>,
+    counters: Counters,
 }
 
 impl std::fmt::Debug for ChatListCache {
@@ -162,8 +157,8 @@ impl ChatListCache {
         } else {
             0
         };
-        let evictions = Arc::new(AtomicU64::new(0));
-        let evicted = evictions.clone();
+        let counters = Counters::default();
+        let evicted = counters.evictions.clone();
         let released = tracker.clone();
         let lists = moka::sync::Cache::builder()
             .max_capacity(budget)
@@ -181,11 +176,7 @@ impl ChatListCache {
             tracker,
             lists,
             loads_running: Arc::new(Loads::new()),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
-            loads: AtomicU64::new(0),
-            loads_spoiled: AtomicU64::new(0),
-            evictions,
+            counters,
         }
     }
 
@@ -200,28 +191,15 @@ impl ChatListCache {
             return None;
         }
         let hit = self.lists.get(key).filter(|l| l.fresh(&self.tracker));
-        let c = if hit.is_some() {
-            &self.hits
-        } else {
-            &self.misses
-        };
-        c.fetch_add(1, Ordering::Relaxed);
+        self.counters.count(hit.is_some());
         hit
     }
 
     /// Figures for `/metrics` (`conversations` counts the users held).
     pub fn stats(&self) -> RosterCacheStats {
         self.lists.run_pending_tasks();
-        RosterCacheStats {
-            hits: self.hits.load(Ordering::Relaxed),
-            misses: self.misses.load(Ordering::Relaxed),
-            loads: self.loads.load(Ordering::Relaxed),
-            loads_spoiled: self.loads_spoiled.load(Ordering::Relaxed),
-            evictions: self.evictions.load(Ordering::Relaxed),
-            conversations: self.lists.entry_count(),
-            bytes: self.lists.weighted_size(),
-            rendered_bytes: 0,
-        }
+        self.counters
+            .stats(self.lists.entry_count(), self.lists.weighted_size(), 0)
     }
 }
 
@@ -293,17 +271,7 @@ impl Store {
         if members.is_empty() || members.len() > LARGEST {
             return Ok(false);
         }
-        let ids: Vec<ObjectId> = members.iter().map(|m| m.conversation_id).collect();
-        let mut filter = id_filter(scope, doc! { "$in": &ids });
-        filter.insert("deleting_at", bson::Bson::Null);
-        let conversations: Vec<ConversationDoc> = self
-            .conversations()
-            .find(filter)
-            .await
-            .map_err(db_error)?
-            .try_collect()
-            .await
-            .map_err(db_error)?;
+        let conversations = self.live_conversations_of(scope, &members).await?;
         let list = Arc::new(ChatList::new(ticket.seq(), user, members, conversations));
         // Held before the check, so that a change reported from here on marks a conversation;
         // one reported before it is caught by the check.
@@ -312,7 +280,7 @@ impl Store {
         }
         if tracker.spoiled(ticket) || !list.fresh(tracker) {
             tracker.release(list.members.iter().map(|m| m.id));
-            cache.loads_spoiled.fetch_add(1, Ordering::Relaxed);
+            cache.counters.spoiled();
             return Ok(false);
         }
         let key = (
@@ -320,7 +288,7 @@ impl Store {
             external.as_str().to_owned(),
         );
         cache.lists.insert(key, list);
-        cache.loads.fetch_add(1, Ordering::Relaxed);
+        cache.counters.loaded();
         Ok(true)
     }
 }

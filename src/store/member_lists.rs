@@ -420,17 +420,7 @@ impl Store {
             limit as usize,
         )
         .await?;
-        let ids: Vec<ObjectId> = members.iter().map(|m| m.conversation_id).collect();
-        let mut filter = id_filter(scope, doc! { "$in": &ids });
-        filter.insert("deleting_at", bson::Bson::Null);
-        let convs: Vec<ConversationDoc> = self
-            .conversations()
-            .find(filter)
-            .await
-            .map_err(db_error)?
-            .try_collect()
-            .await
-            .map_err(db_error)?;
+        let convs = self.live_conversations_of(scope, &members).await?;
         Ok(members
             .into_iter()
             .map(|m| {
@@ -438,6 +428,24 @@ impl Store {
                 (m, c)
             })
             .collect())
+    }
+
+    /// The conversations of `members` that are not being deleted (one `$in` read by `_id`).
+    pub(crate) async fn live_conversations_of(
+        &self,
+        scope: &TenantScope,
+        members: &[MemberDoc],
+    ) -> Result<Vec<ConversationDoc>> {
+        let ids: Vec<ObjectId> = members.iter().map(|m| m.conversation_id).collect();
+        let mut filter = id_filter(scope, doc! { "$in": &ids });
+        filter.insert("deleting_at", bson::Bson::Null);
+        self.conversations()
+            .find(filter)
+            .await
+            .map_err(db_error)?
+            .try_collect()
+            .await
+            .map_err(db_error)
     }
 
     /// The reads of a chat list page on `{tenant_id, user_id, status, settings.pinned,

@@ -320,6 +320,49 @@ pub struct RosterCacheStats {
     pub rendered_bytes: u64,
 }
 
+/// What a cache of snapshots counts for `/metrics` (the roster and chat-list caches).
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    loads: AtomicU64,
+    loads_spoiled: AtomicU64,
+    /// Shared with the cache's eviction listener.
+    pub(super) evictions: Arc<AtomicU64>,
+}
+
+impl Counters {
+    /// Counts a read answered from memory (`hit`) or from the database.
+    pub(super) fn count(&self, hit: bool) {
+        let c = if hit { &self.hits } else { &self.misses };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a load stored.
+    pub(super) fn loaded(&self) {
+        self.loads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a load dropped (a change it may have missed arrived meanwhile).
+    pub(super) fn spoiled(&self) {
+        self.loads_spoiled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The figures, with what the cache holds now.
+    pub(super) fn stats(&self, entries: u64, bytes: u64, rendered_bytes: u64) -> RosterCacheStats {
+        RosterCacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            loads: self.loads.load(Ordering::Relaxed),
+            loads_spoiled: self.loads_spoiled.load(Ordering::Relaxed),
+            evictions: self.evictions.load(Ordering::Relaxed),
+            conversations: entries,
+            bytes,
+            rendered_bytes,
+        }
+    }
+}
+
 /// The cache; one per process ([`super::Components`]).
 pub struct RosterCache {
     enabled: bool,
@@ -329,11 +372,7 @@ pub struct RosterCache {
     rosters: moka::sync::Cache<Key, Arc<Roster>>,
     loads_running: Arc<Loads<Key>>,
     rendered: Arc<RenderBudget>,
-    hits: AtomicU64,
-    misses: AtomicU64,
-    loads: AtomicU64,
-    loads_spoiled: AtomicU64,
-    evictions: Arc<AtomicU64>,
+    counters: Counters,
 }
 
 impl std::fmt::Debug for RosterCache {
@@ -354,8 +393,8 @@ impl RosterCache {
         } else {
             0
         };
-        let evictions = Arc::new(AtomicU64::new(0));
-        let evicted = evictions.clone();
+        let counters = Counters::default();
+        let evicted = counters.evictions.clone();
         let released = tracker.clone();
         let rendered = Arc::new(RenderBudget {
             held: AtomicU64::new(0),
@@ -382,11 +421,7 @@ impl RosterCache {
             rosters,
             loads_running: Arc::new(Loads::new()),
             rendered,
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
-            loads: AtomicU64::new(0),
-            loads_spoiled: AtomicU64::new(0),
-            evictions,
+            counters,
         }
     }
 
@@ -404,15 +439,9 @@ impl RosterCache {
             .rosters
             .get(key)
             .filter(|r| self.tracker.fresh(&key.1, r.filled_at));
-        if !count {
-            return hit;
+        if count {
+            self.counters.count(hit.is_some());
         }
-        let c = if hit.is_some() {
-            &self.hits
-        } else {
-            &self.misses
-        };
-        c.fetch_add(1, Ordering::Relaxed);
         hit
     }
 
@@ -425,16 +454,11 @@ impl RosterCache {
     /// Figures for `/metrics`.
     pub fn stats(&self) -> RosterCacheStats {
         self.rosters.run_pending_tasks();
-        RosterCacheStats {
-            hits: self.hits.load(Ordering::Relaxed),
-            misses: self.misses.load(Ordering::Relaxed),
-            loads: self.loads.load(Ordering::Relaxed),
-            loads_spoiled: self.loads_spoiled.load(Ordering::Relaxed),
-            evictions: self.evictions.load(Ordering::Relaxed),
-            conversations: self.rosters.entry_count(),
-            bytes: self.rosters.weighted_size(),
-            rendered_bytes: self.rendered.held.load(Ordering::Relaxed),
-        }
+        self.counters.stats(
+            self.rosters.entry_count(),
+            self.rosters.weighted_size(),
+            self.rendered.held.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -530,11 +554,11 @@ impl Store {
             self.parts
                 .authz
                 .release(roster.members.iter().map(|m| m.id));
-            cache.loads_spoiled.fetch_add(1, Ordering::Relaxed);
+            cache.counters.spoiled();
             return Ok(());
         }
         cache.rosters.insert(key, roster);
-        cache.loads.fetch_add(1, Ordering::Relaxed);
+        cache.counters.loaded();
         Ok(())
     }
 }
