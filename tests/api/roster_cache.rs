@@ -40,16 +40,24 @@ fn hits(app: &TestApp) -> u64 {
 
 /// Reads until a read of `conv`'s members is answered from memory. Panics after 10 s.
 async fn until_cached(app: &TestApp, conv: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
     let path = format!("/v1/conversations/{conv}/members?limit=1");
+    until_hit(app, &path, hits).await;
+}
+
+/// Reads `path` as a server until `hits` counts one more afterwards. Panics after 10 s.
+async fn until_hit(app: &TestApp, path: &str, hits: fn(&TestApp) -> u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let before = hits(app);
-        let r = app.get(&path, &app.server()).await;
+        let r = app.get(path, &app.server()).await;
         assert_eq!(r.status, 200, "{:?}", r.body);
         if hits(app) > before {
             return;
         }
-        assert!(Instant::now() < deadline, "{conv} is never cached");
+        assert!(
+            Instant::now() < deadline,
+            "{path} is never answered from memory"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -439,21 +447,12 @@ fn chat_hits(app: &TestApp) -> u64 {
 
 /// Reads until `user`'s chat list is answered from memory. Panics after 10 s.
 async fn until_chat_cached(app: &TestApp, user: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let path = format!("/v1/users/{user}/conversations?limit=1");
-    loop {
-        let before = chat_hits(app);
-        let r = app.get(&path, &app.server()).await;
-        assert_eq!(r.status, 200, "{:?}", r.body);
-        if chat_hits(app) > before {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{user}'s chat list is never cached"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_hit(
+        app,
+        &format!("/v1/users/{user}/conversations?limit=1"),
+        chat_hits,
+    )
+    .await;
 }
 
 /// Everything the user and a server read of `user`'s chat list: each status filter walked
