@@ -11,16 +11,24 @@ use serde_json::{Value, json};
 
 use crate::helpers::{PrivateDb, TestApp, spawn_app_with, spawn_instance_with, test_settings};
 
-fn cached_settings() -> roster::config::Settings {
+/// The test settings with the roster cache and/or the chat-list cache on.
+fn caching(roster: bool, chat_lists: bool) -> roster::config::Settings {
     let mut s = test_settings();
-    s.cache.roster = true;
+    s.cache.roster = roster;
+    s.cache.chat_lists = chat_lists;
     s
 }
 
-/// An instance on `first`'s database that reads every member from the database.
+fn cached_settings() -> roster::config::Settings {
+    caching(true, false)
+}
+
+/// An instance on `first`'s database that reads every member and chat list from the
+/// database.
 async fn uncached(first: &TestApp) -> TestApp {
     let mut s = first.settings.clone();
     s.cache.roster = false;
+    s.cache.chat_lists = false;
     s.authorize.cache = false;
     spawn_instance_with(first, s).await
 }
@@ -427,18 +435,7 @@ async fn nothing_is_served_from_memory_while_the_stream_is_down() {
 // ---- the chat-list cache ----------------------------------------------------------------
 
 fn chat_settings() -> roster::config::Settings {
-    let mut s = test_settings();
-    s.cache.chat_lists = true;
-    s
-}
-
-/// An instance on `first`'s database that reads every chat list from the database.
-async fn chat_lists_uncached(first: &TestApp) -> TestApp {
-    let mut s = first.settings.clone();
-    s.cache.chat_lists = false;
-    s.cache.roster = false;
-    s.authorize.cache = false;
-    spawn_instance_with(first, s).await
+    caching(false, true)
 }
 
 fn chat_hits(app: &TestApp) -> u64 {
@@ -524,7 +521,7 @@ async fn assert_chat_lists_follow(app: &TestApp, plain: &TestApp, user: &str, wh
 async fn chat_lists_from_memory_equal_the_databases_and_see_own_writes_at_once() {
     let app = spawn_app_with(chat_settings()).await;
     until_live(&app).await;
-    let plain = chat_lists_uncached(&app).await;
+    let plain = uncached(&app).await;
     let alpha = named_group(&app, "alpha", &["u-bob", "u-carol"]).await;
     let beta = named_group(&app, "beta", &["u-bob"]).await;
     let gamma = named_group(&app, "gamma", &["u-carol"]).await;
@@ -621,7 +618,7 @@ async fn chat_lists_of_two_instances_writing_at_random_converge_on_the_databases
     let b = spawn_instance_with(&a, a.settings.clone()).await;
     until_live(&a).await;
     until_live(&b).await;
-    let plain = chat_lists_uncached(&a).await;
+    let plain = uncached(&a).await;
     let mut convs = Vec::new();
     for name in ["c0", "c1", "c2"] {
         convs.push(named_group(&a, name, &["u-bob"]).await);
